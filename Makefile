@@ -1,0 +1,43 @@
+# Thin wrapper over CMake. `make demo` and `make test` are the two commands a
+# newcomer types on a fresh Debian 12 machine; both install missing packages
+# first.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTHON ?= /usr/bin/python3
+BUILD_TYPE ?= RelWithDebInfo
+
+.PHONY: all deps build build-asan test test-unit test-system test-asan demo bench format clean
+
+all: build
+
+deps:
+	./deploy/install-deps.sh
+
+build:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DSHOAL_WERROR=ON >/dev/null
+	cmake --build build -j $(JOBS)
+
+build-asan:
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSHOAL_WERROR=ON -DSHOAL_SANITIZE=ON >/dev/null
+	cmake --build build-asan -j $(JOBS)
+
+# Every test, in the normal build and in the ASan+UBSan build.
+test: deps build build-asan
+	./tests/run-all.sh
+
+test-unit: build
+	cd build && ctest --output-on-failure
+
+test-system: build
+	$(PYTHON) -m pytest -q tests/system
+
+demo: deps build
+	./deploy/demo.sh
+
+bench: build
+	./bench/pull-bench.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan

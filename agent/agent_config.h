@@ -1,0 +1,69 @@
+/* shoal-agent configuration: the option table and the struct it fills. */
+#ifndef SHOAL_AGENT_CONFIG_H
+#define SHOAL_AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal/config.h"
+
+/* One upstream registry. Strings owned by the struct. */
+struct upstream_def {
+    char *host;          /* the name clients use: "docker.io", "127.0.0.1:5000" */
+    char *url;           /* base URL without trailing slash: "https://registry-1.docker.io" */
+    char *username;      /* Basic credentials (also sent to a Bearer token realm), or NULL */
+    char *password;      /* password, or NULL */
+    char *password_file; /* file holding the password (trailing newline dropped), or NULL */
+    char *ca_file;       /* PEM CA bundle for TLS, or NULL for the system store */
+    bool insecure;       /* skip TLS verification: tests only */
+};
+
+struct upstream_list {
+    struct upstream_def *defs;
+    size_t n;
+};
+
+struct agent_config {
+    char *listen;
+    char *data_dir;
+    char *upstream; /* default upstream URL */
+    int log_level;
+    uint64_t cache_max_bytes;
+    int64_t cache_high_pct;
+    int64_t cache_low_pct;
+    int64_t tag_cache_ttl_ms;
+    int64_t repo_check_ttl_ms;
+    int64_t upstream_retries;
+    int64_t upstream_retry_max_ms;
+    int64_t upstream_timeout_ms;
+    bool upstream_allow_unlisted;
+    uint64_t max_header_bytes;
+    int64_t header_timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t max_connections;
+    struct upstream_list upstreams;
+};
+
+/* The agent's option table (ends with a NULL name). */
+extern const struct config_option agent_options[];
+
+/* Loads the agent configuration from defaults, --config and argv, then
+ * checks cross-field rules (watermarks, upstream URLs, password files).
+ * Returns what config_load returns; on error err holds a message naming the
+ * key. Call agent_config_dispose afterwards in every case. */
+int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err, size_t errlen);
+
+void agent_config_dispose(struct agent_config *cfg);
+
+/* Finds the upstream a client named by host (NULL host = the default
+ * upstream). Looks in the configured list first; "docker.io" maps to
+ * https://registry-1.docker.io; other hosts are reached over https when
+ * upstream-allow-unlisted is on. The result is borrowed from cfg or from
+ * `scratch`, which the caller provides and which lives as long as the result.
+ * Returns NULL when the host is not allowed. */
+const struct upstream_def *agent_config_upstream(const struct agent_config *cfg, const char *host,
+                                                 struct upstream_def *scratch,
+                                                 char *scratch_url, size_t urllen);
+
+#endif

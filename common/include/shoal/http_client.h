@@ -1,0 +1,87 @@
+/* HTTP client: libcurl's multi interface driven by a libuv loop.
+ *
+ * This is the only module that touches CURLM. Requests run concurrently on
+ * the loop; bodies stream through on_data with back-pressure (return
+ * HTTP_CLIENT_PAUSE, later http_client_resume). Every callback fires from the
+ * loop, never from inside the call that started the request.
+ */
+#ifndef SHOAL_HTTP_CLIENT_H
+#define SHOAL_HTTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "shoal/buf.h"
+
+struct http_client;
+struct http_client_req;
+
+/* Returned by on_data to pause the transfer; the bytes are delivered again
+ * after http_client_resume. */
+#define HTTP_CLIENT_PAUSE ((size_t)-1)
+
+struct http_client_response {
+    long status;        /* final status after redirects; 0 if none arrived */
+    struct buf headers; /* raw header block of the final response ("Name: value\r\n"...) */
+    struct buf body;    /* the body, when the request had no on_data (capped by max_body) */
+    uint64_t content_length; /* from the final response, UINT64_MAX if unknown */
+};
+
+/* Case-insensitive look-up of a header of the final response, copied into
+ * out (trimmed). Returns out, or NULL if absent/too long. */
+const char *http_client_response_header(const struct http_client_response *resp,
+                                        const char *name, char *out, size_t outlen);
+
+struct http_client_opts {
+    const char *method;          /* "GET" (default), "HEAD" */
+    const char *url;
+    const char *const *headers;  /* "Name: value" strings, NULL-terminated; may be NULL */
+    const char *userpwd;         /* "user:password" for Basic auth, or NULL */
+    const char *ca_file;         /* PEM bundle, or NULL for the system store */
+    bool insecure;               /* skip TLS verification (tests only) */
+    bool follow_redirects;       /* follow 3xx (credentials never cross hosts) */
+    long connect_timeout_ms;     /* default 10 s */
+    long low_speed_time_s;       /* abort when below 1 KiB/s for this long; default 60 */
+    size_t max_body;             /* cap for the buffered body; default 4 MiB */
+
+    /* Called once when the final response's headers are complete, before any
+     * on_data. Return 0 to go on, non-zero to abort (on_done then gets
+     * SHOAL_ECANCELED). May be NULL. */
+    int (*on_response)(void *arg, const struct http_client_response *resp);
+    /* Body bytes of the final response. Return len to consume, or
+     * HTTP_CLIENT_PAUSE. Return anything else to abort. NULL = buffer the
+     * body into resp->body. */
+    size_t (*on_data)(void *arg, const char *data, size_t len);
+    /* Called exactly once at the end. rc is 0 when an HTTP response was
+     * received (any status), else a negative code: SHOAL_ECANCELED after
+     * http_client_cancel or an abort by a callback, SHOAL_ETIMEOUT,
+     * SHOAL_EUNAVAILABLE for connection failures, SHOAL_ETOOBIG when the body
+     * exceeded max_body, SHOAL_EUPSTREAM otherwise. resp is borrowed for the
+     * duration of the call; the request is freed right after. */
+    void (*on_done)(void *arg, int rc, const struct http_client_response *resp);
+    void *arg;
+};
+
+/* Creates a client on loop. 0 or -ENOMEM / SHOAL_EINTERNAL. */
+int http_client_create(uv_loop_t *loop, struct http_client **out);
+
+/* Cancels every request (each on_done gets SHOAL_ECANCELED), closes the
+ * handles and frees the client once they are closed; then cb(arg). */
+void http_client_destroy(struct http_client *c, void (*cb)(void *arg), void *arg);
+
+/* Starts a request. opts and the strings it points to are copied. On success
+ * *out (may be NULL) is a handle valid until on_done has returned. */
+int http_client_request(struct http_client *c, const struct http_client_opts *opts,
+                        struct http_client_req **out);
+
+/* Resumes a transfer paused by on_data returning HTTP_CLIENT_PAUSE. */
+void http_client_resume(struct http_client_req *r);
+
+/* Cancels a request; on_done runs later with SHOAL_ECANCELED (unless it
+ * already ran). */
+void http_client_cancel(struct http_client_req *r);
+
+#endif

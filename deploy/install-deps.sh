@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages shoal needs to build, test and demo, but only
+# those that are missing, so running it again is cheap and changes nothing.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config clang-format
+  libuv1-dev libcurl4-openssl-dev libjansson-dev libxxhash-dev libssl-dev
+  libhttp-parser-dev libcmocka-dev
+  docker-registry skopeo podman containerd
+  python3-pytest apache2-utils redis-server curl
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "install-deps: not root and no sudo; install these by hand: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q "${missing[@]}"
