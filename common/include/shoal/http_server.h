@@ -27,6 +27,8 @@
 
 #include <uv.h>
 
+#include "shoal/buf.h"
+
 struct http_server;
 struct http_request;
 
@@ -60,6 +62,11 @@ struct http_server_config {
     uint64_t idle_timeout_ms;    /* keep-alive idle; default 60 s */
     uint64_t write_timeout_ms;   /* no write progress for this long closes; default 120 s */
     unsigned max_connections;    /* default 1024 */
+    /* Body of the server's own error answers (400 malformed request, 408
+     * header timeout, 431 header too large, 503 too many connections): writes
+     * the body into out and returns its Content-Type. NULL = text/plain. The
+     * agent uses it to answer with OCI error JSON. */
+    const char *(*error_body)(int status, const char *message, struct buf *out);
 };
 
 /* Binds and listens. 0, or a negative errno (e.g. -EADDRINUSE) / SHOAL_ECONFIG. */
