@@ -63,7 +63,7 @@ void agent_config_dispose(struct agent_config *cfg);
  * `scratch`, which the caller provides and which lives as long as the result.
  * Returns NULL when the host is not allowed. */
 const struct upstream_def *agent_config_upstream(const struct agent_config *cfg, const char *host,
-                                                 struct upstream_def *scratch,
-                                                 char *scratch_url, size_t urllen);
+                                                 struct upstream_def *scratch, char *scratch_url,
+                                                 size_t urllen);
 
 #endif

@@ -37,7 +37,8 @@ size_t lru_count(const struct lru *l);
  * entries, least recently used first (ties: smaller key first), until the
  * total is at most `low` or only pinned entries remain. victim(key, size,
  * arg) is called for each removed entry before it is freed (key is
- * borrowed). Returns the number of entries removed. */
+ * borrowed; victim must not call back into this lru). Returns the number of
+ * entries removed. */
 size_t lru_evict(struct lru *l, uint64_t high, uint64_t low,
                  void (*victim)(const char *key, uint64_t size, void *arg), void *arg);
 

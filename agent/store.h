@@ -30,10 +30,10 @@
 struct store;
 
 struct store_config {
-    const char *dir;       /* data dir; created if missing */
-    uint64_t max_bytes;    /* cache cap for blobs (complete + reserved partial) */
-    unsigned high_pct;     /* eviction starts above max_bytes * high_pct / 100 */
-    unsigned low_pct;      /* ... and stops at max_bytes * low_pct / 100 */
+    const char *dir;    /* data dir; created if missing */
+    uint64_t max_bytes; /* cache cap for blobs (complete + reserved partial) */
+    unsigned high_pct;  /* eviction starts above max_bytes * high_pct / 100 */
+    unsigned low_pct;   /* ... and stops at max_bytes * low_pct / 100 */
 };
 
 /* Opens (creating directories as needed) and indexes the cache: complete
@@ -107,8 +107,7 @@ int store_tag_get(struct store *s, const char *host, const char *repo, const cha
 /* Records that host/repo holds d (idempotent). Works before the blob is
  * complete: entries are kept in memory and written once the blob is
  * committed, and written at once if it already is. */
-int store_repo_add(struct store *s, const struct oci_digest *d, const char *host,
-                   const char *repo);
+int store_repo_add(struct store *s, const struct oci_digest *d, const char *host, const char *repo);
 bool store_repo_has(struct store *s, const struct oci_digest *d, const char *host,
                     const char *repo);
 

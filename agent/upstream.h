@@ -32,10 +32,10 @@ struct upstream;
 struct upstream_req;
 
 struct upstream_opts {
-    int max_retries;          /* attempts after the first, for 429/5xx/connection errors */
-    int64_t retry_base_ms;    /* first backoff, doubled each time; default 200 */
-    int64_t retry_max_ms;     /* cap on one wait (also caps Retry-After) */
-    long low_speed_time_s;    /* stall timeout handed to http_client */
+    int max_retries;       /* attempts after the first, for 429/5xx/connection errors */
+    int64_t retry_base_ms; /* first backoff, doubled each time; default 200 */
+    int64_t retry_max_ms;  /* cap on one wait (also caps Retry-After) */
+    long low_speed_time_s; /* stall timeout handed to http_client */
 };
 
 struct upstream_req_opts {

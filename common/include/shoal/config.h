@@ -37,7 +37,9 @@ struct config_option {
     const char *def; /* default, as text parsed like a flag value; NULL = unset/NULL/0 */
     const char *help;
     /* CONFIG_CUSTOM: parse `value` into the field at `field`. On error write a
-     * message (without the key name) into err and return SHOAL_ECONFIG. */
+     * message (without the key name) into err and return SHOAL_ECONFIG. A
+     * message starting with '[' or '.' extends the key up to its first ": "
+     * ("[1]: unknown key ..." is reported as "name[1]": unknown key ...). */
     int (*custom)(void *field, json_t *value, char *err, size_t errlen);
     /* CONFIG_CUSTOM: free what custom() stored. May be NULL. */
     void (*custom_free)(void *field);
@@ -74,5 +76,8 @@ int config_parse_duration(const char *s, int64_t *out_ms);
 /* Splits "HOST:PORT", "[v6]:PORT" or ":PORT" (host "0.0.0.0"). host must hold
  * at least 64 bytes. */
 int config_parse_addr(const char *s, char *host, size_t hostlen, int *port);
+/* Checks an http:// or https:// URL with a non-empty host (no userinfo, no
+ * whitespace) and copies it into out without trailing slashes. */
+int config_parse_url(const char *s, char *out, size_t outlen);
 
 #endif

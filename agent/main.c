@@ -1,0 +1,182 @@
+/* shoal-agent: the node-local, read-only OCI registry mirror. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "agent_config.h"
+#include "blob_fetch.h"
+#include "mirror.h"
+#include "shoal/error.h"
+#include "shoal/http_client.h"
+#include "shoal/http_server.h"
+#include "shoal/log.h"
+#include "store.h"
+#include "upstream.h"
+
+struct agent {
+    uv_loop_t loop;
+    struct agent_config cfg;
+    struct store *store;
+    struct http_client *hc;
+    struct upstream *up;
+    struct blob_fetcher *fetcher;
+    struct mirror *mirror;
+    struct http_server *server;
+    uv_signal_t sigint;
+    uv_signal_t sigterm;
+    bool stopping;
+};
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct agent *a = h->data;
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    LOG(INFO, "agent", "msg=stopping signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    uv_signal_stop(&a->sigint);
+    uv_signal_stop(&a->sigterm);
+    /* Order matters: clients first (they hold blob readers), then downloads
+     * (partials are kept for the next start), then upstream and curl. */
+    if (a->server) {
+        http_server_destroy(a->server, NULL, NULL);
+        a->server = NULL;
+    }
+    if (a->fetcher) {
+        blob_fetcher_destroy(a->fetcher);
+        a->fetcher = NULL;
+    }
+    if (a->up) {
+        upstream_destroy(a->up);
+        a->up = NULL;
+    }
+    if (a->hc) {
+        http_client_destroy(a->hc, NULL, NULL);
+        a->hc = NULL;
+    }
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+}
+
+static int agent_start(struct agent *a)
+{
+    const struct agent_config *cfg = &a->cfg;
+    int rc;
+
+    struct store_config sc = {
+        .dir = cfg->data_dir,
+        .max_bytes = cfg->cache_max_bytes,
+        .high_pct = (unsigned)cfg->cache_high_pct,
+        .low_pct = (unsigned)cfg->cache_low_pct,
+    };
+    rc = store_open(&sc, &a->store);
+    if (rc < 0) {
+        fprintf(stderr, "shoal-agent: cannot open data dir %s: %s\n", cfg->data_dir,
+                shoal_strerror(rc));
+        return rc;
+    }
+    rc = http_client_create(&a->loop, &a->hc);
+    if (rc < 0)
+        return rc;
+    struct upstream_opts uo = {
+        .max_retries = (int)cfg->upstream_retries,
+        .retry_base_ms = 200,
+        .retry_max_ms = cfg->upstream_retry_max_ms,
+        .low_speed_time_s = (long)((cfg->upstream_timeout_ms + 999) / 1000),
+    };
+    rc = upstream_create(&a->loop, a->hc, &uo, &a->up);
+    if (rc < 0)
+        return rc;
+    rc = blob_fetcher_create(&a->loop, a->store, a->up, &a->fetcher);
+    if (rc < 0)
+        return rc;
+    struct mirror_deps md = {
+        .loop = &a->loop,
+        .cfg = cfg,
+        .store = a->store,
+        .up = a->up,
+        .fetcher = a->fetcher,
+    };
+    rc = mirror_create(&md, &a->mirror);
+    if (rc < 0)
+        return rc;
+    struct http_server_config hc = {
+        .listen = cfg->listen,
+        .max_header_bytes = (size_t)cfg->max_header_bytes,
+        .header_timeout_ms = (uint64_t)cfg->header_timeout_ms,
+        .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
+        .max_connections = (unsigned)cfg->max_connections,
+        .error_body = mirror_error_body,
+    };
+    rc = http_server_create(&a->loop, &hc, mirror_handle, a->mirror, &a->server);
+    if (rc < 0) {
+        fprintf(stderr, "shoal-agent: cannot listen on %s: %s\n", cfg->listen, shoal_strerror(rc));
+        return rc;
+    }
+    uv_signal_init(&a->loop, &a->sigint);
+    uv_signal_init(&a->loop, &a->sigterm);
+    a->sigint.data = a;
+    a->sigterm.data = a;
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    LOG(INFO, "agent", "msg=ready listen=%s port=%d data_dir=%s upstream=%s cache_max=%llu",
+        cfg->listen, http_server_port(a->server), cfg->data_dir, cfg->upstream,
+        (unsigned long long)cfg->cache_max_bytes);
+    return 0;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    static struct agent a;
+    char err[512];
+    int status = 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    /* For docs/configuration.md, which a test keeps in step with the table. */
+    if (argc == 2 && strcmp(argv[1], "--print-config-markdown") == 0) {
+        config_print_markdown(agent_options, stdout);
+        return 0;
+    }
+    int rc = agent_config_load(&a.cfg, argc, argv, err, sizeof(err));
+    if (rc == CONFIG_EXIT_HELP) {
+        agent_config_dispose(&a.cfg);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "shoal-agent: %s\n", err);
+        agent_config_dispose(&a.cfg);
+        return 2;
+    }
+    log_threshold = (enum log_level)a.cfg.log_level;
+    uv_loop_init(&a.loop);
+
+    if (agent_start(&a) < 0) {
+        status = 1;
+        /* Tear down whatever started, through the same path as a signal. */
+        a.sigint.data = &a;
+        uv_signal_init(&a.loop, &a.sigint);
+        uv_signal_init(&a.loop, &a.sigterm);
+        on_signal(&a.sigint, SIGTERM);
+    }
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+    mirror_destroy(a.mirror);
+    if (a.store)
+        store_close(a.store);
+    uv_walk(&a.loop, walk_close, NULL);
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&a.loop) != 0)
+        LOG(WARN, "agent", "msg=\"loop not closed cleanly\"");
+    agent_config_dispose(&a.cfg);
+    LOG(INFO, "agent", "msg=stopped status=%d", status);
+    return status;
+}

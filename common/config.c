@@ -1,0 +1,978 @@
+/* Table-driven configuration: defaults, a JSON file, then flags. */
+#include "shoal/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "shoal/error.h"
+#include "shoal/log.h"
+
+/* The option that names the config file itself. It may appear in a table so
+ * that --help lists it, but it has no field in the target. */
+#define CONFIG_FILE_OPTION "config"
+
+/* Values longer than this in error messages are cut, so one bad value cannot
+ * swallow the whole message. */
+#define QUOTE_MAX 80
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static bool is_file_option(const struct config_option *o)
+{
+    return strcmp(o->name, CONFIG_FILE_OPTION) == 0;
+}
+
+static void *field_of(const struct config_option *o, void *target)
+{
+    return (char *)target + o->offset;
+}
+
+static const struct config_option *find_option(const struct config_option *table, const char *name,
+                                               size_t len)
+{
+    const struct config_option *o;
+
+    for (o = table; o->name; o++)
+        if (strlen(o->name) == len && memcmp(o->name, name, len) == 0)
+            return o;
+    return NULL;
+}
+
+/* --- Scalar parsers ------------------------------------------------------ */
+
+/* Reads "DIGITS[.DIGITS]" as a fixed-point number: *ip the integer part,
+ * *frac the fraction digits as an integer and *scale 10^(number of them).
+ * Returns the position after the number, or NULL. */
+static const char *read_decimal(const char *p, uint64_t *ip, uint64_t *frac, uint64_t *scale)
+{
+    uint64_t v = 0, f = 0, sc = 1;
+
+    if (!isdigit((unsigned char)*p))
+        return NULL;
+    while (isdigit((unsigned char)*p)) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return NULL;
+        v = v * 10 + d;
+        p++;
+    }
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return NULL;
+        while (isdigit((unsigned char)*p)) {
+            /* Digits past the 18th cannot change a byte or millisecond count
+             * of a sane value; drop them instead of overflowing. */
+            if (sc < 1000000000000000000ULL) {
+                f = f * 10 + (unsigned)(*p - '0');
+                sc *= 10;
+            }
+            p++;
+        }
+    }
+    *ip = v;
+    *frac = f;
+    *scale = sc;
+    return p;
+}
+
+/* v = ip * mult + frac * mult / scale, rounded down; false on overflow. */
+static bool scale_value(uint64_t ip, uint64_t frac, uint64_t scale, uint64_t mult, uint64_t max,
+                        uint64_t *out)
+{
+    unsigned __int128 v = (unsigned __int128)ip * mult;
+
+    v += (unsigned __int128)frac * mult / scale;
+    if (v > max)
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+struct unit {
+    const char *name;
+    uint64_t mult;
+};
+
+static const struct unit size_units[] = {
+    {"", 1},
+    {"B", 1},
+    {"K", 1000ULL},
+    {"KB", 1000ULL},
+    {"KiB", 1ULL << 10},
+    {"M", 1000000ULL},
+    {"MB", 1000000ULL},
+    {"MiB", 1ULL << 20},
+    {"G", 1000000000ULL},
+    {"GB", 1000000000ULL},
+    {"GiB", 1ULL << 30},
+    {"T", 1000000000000ULL},
+    {"TB", 1000000000000ULL},
+    {"TiB", 1ULL << 40},
+    {NULL, 0},
+};
+
+static const struct unit duration_units[] = {
+    {"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {NULL, 0},
+};
+
+static int parse_with_units(const char *s, const struct unit *units, uint64_t max, uint64_t *out)
+{
+    uint64_t ip, frac, scale;
+    const char *num_end, *p;
+    const struct unit *u;
+
+    if (!s)
+        return SHOAL_EPARSE;
+    num_end = read_decimal(s, &ip, &frac, &scale);
+    if (!num_end)
+        return SHOAL_EPARSE;
+    p = num_end;
+    if (*p == ' ')
+        p++;
+    for (u = units; u->name; u++) {
+        if (strcasecmp(p, u->name) == 0) {
+            /* A bare number is a plain count; a fraction of one only makes
+             * sense with a unit. */
+            if (u->name[0] == '\0' && (scale != 1 || *num_end != '\0'))
+                return SHOAL_EPARSE;
+            return scale_value(ip, frac, scale, u->mult, max, out) ? 0 : SHOAL_EPARSE;
+        }
+    }
+    return SHOAL_EPARSE;
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+    return parse_with_units(s, size_units, UINT64_MAX, out);
+}
+
+int config_parse_duration(const char *s, int64_t *out_ms)
+{
+    uint64_t v;
+    int rc = parse_with_units(s, duration_units, INT64_MAX, &v);
+
+    if (rc < 0)
+        return rc;
+    *out_ms = (int64_t)v;
+    return 0;
+}
+
+static bool parse_port(const char *s, int *port)
+{
+    size_t i, n = strlen(s);
+    int v = 0;
+
+    if (n == 0 || n > 5)
+        return false;
+    for (i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v > 65535)
+        return false;
+    *port = v;
+    return true;
+}
+
+static bool host_chars_ok(const char *s, size_t len, bool v6)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (isalnum(c) || c == '.' || c == '-' || c == '_')
+            continue;
+        if (v6 && (c == ':' || c == '%'))
+            continue;
+        return false;
+    }
+    return true;
+}
+
+int config_parse_addr(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *h, *colon;
+    size_t hlen;
+    bool v6 = false;
+
+    if (!s || !*s)
+        return SHOAL_EPARSE;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return SHOAL_EPARSE;
+        h = s + 1;
+        hlen = (size_t)(end - h);
+        colon = end + 1;
+        v6 = true;
+        if (hlen == 0)
+            return SHOAL_EPARSE;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return SHOAL_EPARSE;
+        h = s;
+        hlen = (size_t)(colon - s);
+        /* An unbracketed IPv6 address is ambiguous about where the port is. */
+        if (memchr(s, ':', hlen))
+            return SHOAL_EPARSE;
+    }
+    if (!parse_port(colon + 1, port))
+        return SHOAL_EPARSE;
+    if (hlen == 0) {
+        h = "0.0.0.0";
+        hlen = 7;
+    }
+    if (!host_chars_ok(h, hlen, v6) || hlen >= hostlen)
+        return SHOAL_EPARSE;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    return 0;
+}
+
+int config_parse_url(const char *s, char *out, size_t outlen)
+{
+    size_t n, skip, hostlen, i;
+
+    if (!s)
+        return SHOAL_EPARSE;
+    if (strncmp(s, "http://", 7) == 0)
+        skip = 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        skip = 8;
+    else
+        return SHOAL_EPARSE;
+    n = strlen(s);
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+            return SHOAL_EPARSE;
+    hostlen = strcspn(s + skip, "/?#");
+    if (hostlen == 0 || memchr(s + skip, '@', hostlen))
+        return SHOAL_EPARSE;
+    while (n > skip + hostlen && s[n - 1] == '/')
+        n--;
+    if (n >= outlen)
+        return SHOAL_EPARSE;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    if (strcasecmp(s, "true") == 0 || strcmp(s, "1") == 0 || strcasecmp(s, "yes") == 0 ||
+        strcasecmp(s, "on") == 0) {
+        *out = true;
+        return 0;
+    }
+    if (strcasecmp(s, "false") == 0 || strcmp(s, "0") == 0 || strcasecmp(s, "no") == 0 ||
+        strcasecmp(s, "off") == 0) {
+        *out = false;
+        return 0;
+    }
+    return SHOAL_EPARSE;
+}
+
+static int parse_int(const char *s, int64_t *out)
+{
+    char *end;
+    long long v;
+
+    if (!s || !*s || isspace((unsigned char)*s))
+        return SHOAL_EPARSE;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return SHOAL_EPARSE;
+    *out = v;
+    return 0;
+}
+
+/* --- Formatting of values in messages and help ---------------------------- */
+
+/* Writes a value for a message, cut at QUOTE_MAX and with control
+ * characters replaced, so a hostile or broken file cannot garble the log. */
+static const char *quote(const char *s, char *buf, size_t buflen)
+{
+    size_t i, n = 0;
+
+    for (i = 0; s[i] && n + 4 < buflen && i < QUOTE_MAX; i++)
+        buf[n++] = ((unsigned char)s[i] < ' ' || s[i] == 0x7f) ? '?' : s[i];
+    if (s[i] && n + 4 < buflen) {
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static void format_size(uint64_t v, char *out, size_t outlen)
+{
+    static const char *const names[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+
+    while (i < 4 && v != 0 && v % 1024 == 0) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, outlen, "%" PRIu64 "%s", v, names[i]);
+}
+
+static void format_duration(int64_t ms, char *out, size_t outlen)
+{
+    if (ms != 0 && ms % 3600000 == 0)
+        snprintf(out, outlen, "%" PRId64 "h", ms / 3600000);
+    else if (ms != 0 && ms % 60000 == 0)
+        snprintf(out, outlen, "%" PRId64 "m", ms / 60000);
+    else if (ms != 0 && ms % 1000 == 0)
+        snprintf(out, outlen, "%" PRId64 "s", ms / 1000);
+    else if (ms != 0)
+        snprintf(out, outlen, "%" PRId64 "ms", ms);
+    else
+        snprintf(out, outlen, "0");
+}
+
+static void format_bound(const struct config_option *o, int64_t v, char *out, size_t outlen)
+{
+    if (o->type == CONFIG_SIZE)
+        format_size((uint64_t)v, out, outlen);
+    else if (o->type == CONFIG_DURATION)
+        format_duration(v, out, outlen);
+    else
+        snprintf(out, outlen, "%" PRId64, v);
+}
+
+/* "1..100", or "1MiB or more" when the upper bound is the type's limit. */
+static void format_range(const struct config_option *o, char *out, size_t outlen)
+{
+    char lo[32], hi[32];
+
+    format_bound(o, o->min, lo, sizeof(lo));
+    if (o->max == INT64_MAX) {
+        snprintf(out, outlen, "%s or more", lo);
+        return;
+    }
+    format_bound(o, o->max, hi, sizeof(hi));
+    snprintf(out, outlen, "%s..%s", lo, hi);
+}
+
+static bool has_bounds(const struct config_option *o)
+{
+    return (o->type == CONFIG_INT || o->type == CONFIG_SIZE || o->type == CONFIG_DURATION) &&
+           o->min != o->max;
+}
+
+static const char *type_name(enum config_type t)
+{
+    switch (t) {
+    case CONFIG_STRING:
+        return "string";
+    case CONFIG_INT:
+        return "integer";
+    case CONFIG_BOOL:
+        return "boolean";
+    case CONFIG_SIZE:
+        return "size";
+    case CONFIG_DURATION:
+        return "duration";
+    case CONFIG_ADDR:
+        return "address";
+    case CONFIG_URL:
+        return "URL";
+    case CONFIG_LEVEL:
+        return "level";
+    case CONFIG_CUSTOM:
+        return "JSON";
+    }
+    return "?";
+}
+
+static const char *metavar(const struct config_option *o)
+{
+    if (is_file_option(o))
+        return "FILE";
+    switch (o->type) {
+    case CONFIG_STRING:
+        return "VALUE";
+    case CONFIG_INT:
+        return "N";
+    case CONFIG_BOOL:
+        return "[=BOOL]";
+    case CONFIG_SIZE:
+        return "SIZE";
+    case CONFIG_DURATION:
+        return "DURATION";
+    case CONFIG_ADDR:
+        return "HOST:PORT";
+    case CONFIG_URL:
+        return "URL";
+    case CONFIG_LEVEL:
+        return "LEVEL";
+    case CONFIG_CUSTOM:
+        return "";
+    }
+    return "";
+}
+
+/* --- Setting values -------------------------------------------------------- */
+
+static int set_string(char **field, const char *v)
+{
+    char *copy = strdup(v);
+
+    if (!copy)
+        return -ENOMEM;
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+static int check_bounds(const struct config_option *o, int64_t v, const char *text, char *err,
+                        size_t errlen)
+{
+    char range[80], q[QUOTE_MAX + 8];
+
+    if (!has_bounds(o) || (v >= o->min && v <= o->max))
+        return 0;
+    format_range(o, range, sizeof(range));
+    fail(err, errlen, "config: \"%s\": value \"%s\" is out of range (%s)", o->name,
+         quote(text, q, sizeof(q)), range);
+    return SHOAL_ECONFIG;
+}
+
+/* Applies a value given as text (a flag, a default, or a JSON string). */
+static int set_text(const struct config_option *o, void *target, const char *v, char *err,
+                    size_t errlen)
+{
+    void *f = field_of(o, target);
+    char q[QUOTE_MAX + 8];
+    int rc = 0;
+
+    switch (o->type) {
+    case CONFIG_STRING:
+        rc = set_string(f, v);
+        break;
+    case CONFIG_INT: {
+        int64_t n;
+        if (parse_int(v, &n) < 0) {
+            fail(err, errlen, "config: \"%s\": invalid integer \"%s\"", o->name,
+                 quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        rc = check_bounds(o, n, v, err, errlen);
+        if (rc == 0)
+            *(int64_t *)f = n;
+        return rc;
+    }
+    case CONFIG_BOOL: {
+        bool b;
+        if (parse_bool(v, &b) < 0) {
+            fail(err, errlen, "config: \"%s\": invalid boolean \"%s\" (expected true or false)",
+                 o->name, quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        *(bool *)f = b;
+        return 0;
+    }
+    case CONFIG_SIZE: {
+        uint64_t n;
+        if (config_parse_size(v, &n) < 0 || n > INT64_MAX) {
+            fail(err, errlen,
+                 "config: \"%s\": invalid size \"%s\" (expected bytes or a number with B, KB, "
+                 "KiB, MB, MiB, GB, GiB, TB or TiB)",
+                 o->name, quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        rc = check_bounds(o, (int64_t)n, v, err, errlen);
+        if (rc == 0)
+            *(uint64_t *)f = n;
+        return rc;
+    }
+    case CONFIG_DURATION: {
+        int64_t ms;
+        if (config_parse_duration(v, &ms) < 0) {
+            fail(err, errlen,
+                 "config: \"%s\": invalid duration \"%s\" (expected milliseconds or a number "
+                 "with ms, s, m or h)",
+                 o->name, quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        rc = check_bounds(o, ms, v, err, errlen);
+        if (rc == 0)
+            *(int64_t *)f = ms;
+        return rc;
+    }
+    case CONFIG_ADDR: {
+        char host[256], norm[300];
+        int port;
+        if (config_parse_addr(v, host, sizeof(host), &port) < 0) {
+            fail(err, errlen, "config: \"%s\": invalid address \"%s\" (expected HOST:PORT)",
+                 o->name, quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        /* Store the normalised form so users of the field never see ":PORT". */
+        if (strchr(host, ':'))
+            snprintf(norm, sizeof(norm), "[%s]:%d", host, port);
+        else
+            snprintf(norm, sizeof(norm), "%s:%d", host, port);
+        rc = set_string(f, norm);
+        break;
+    }
+    case CONFIG_URL: {
+        char url[2048];
+        if (config_parse_url(v, url, sizeof(url)) < 0) {
+            fail(err, errlen,
+                 "config: \"%s\": invalid URL \"%s\" (expected http://HOST[:PORT] or "
+                 "https://HOST[:PORT])",
+                 o->name, quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        rc = set_string(f, url);
+        break;
+    }
+    case CONFIG_LEVEL: {
+        enum log_level lvl;
+        if (log_level_parse(v, &lvl) < 0) {
+            fail(err, errlen,
+                 "config: \"%s\": invalid level \"%s\" (expected debug, info, warn or error)",
+                 o->name, quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        *(int *)f = (int)lvl;
+        return 0;
+    }
+    case CONFIG_CUSTOM:
+        fail(err, errlen, "config: \"%s\": can only be set in the config file", o->name);
+        return SHOAL_ECONFIG;
+    }
+    if (rc < 0)
+        fail(err, errlen, "config: \"%s\": %s", o->name, shoal_strerror(rc));
+    return rc;
+}
+
+/* Runs a custom parser. A message that starts with '[' or '.' continues the
+ * key up to its first ": " ("[1]: unknown key" becomes
+ * config: "upstreams[1]": unknown key), so errors inside arrays and objects
+ * point at the exact element. */
+static int set_custom(const struct config_option *o, void *target, json_t *value, char *err,
+                      size_t errlen)
+{
+    char msg[512] = "";
+    const char *sep;
+    int rc;
+
+    if (!o->custom) {
+        fail(err, errlen, "config: \"%s\": no parser for this option", o->name);
+        return SHOAL_ECONFIG;
+    }
+    rc = o->custom(field_of(o, target), value, msg, sizeof(msg));
+    if (rc == 0)
+        return 0;
+    if (msg[0] == '\0')
+        snprintf(msg, sizeof(msg), "%s", shoal_strerror(rc));
+    sep = strstr(msg, ": ");
+    if ((msg[0] == '[' || msg[0] == '.') && sep)
+        fail(err, errlen, "config: \"%s%.*s\": %s", o->name, (int)(sep - msg), msg, sep + 2);
+    else
+        fail(err, errlen, "config: \"%s\": %s", o->name, msg);
+    return SHOAL_ECONFIG;
+}
+
+static int set_json(const struct config_option *o, void *target, json_t *v, char *err,
+                    size_t errlen)
+{
+    char num[32];
+
+    switch (o->type) {
+    case CONFIG_STRING:
+    case CONFIG_ADDR:
+    case CONFIG_URL:
+    case CONFIG_LEVEL:
+        if (!json_is_string(v)) {
+            fail(err, errlen, "config: \"%s\": expected a string", o->name);
+            return SHOAL_ECONFIG;
+        }
+        return set_text(o, target, json_string_value(v), err, errlen);
+    case CONFIG_INT:
+        if (!json_is_integer(v)) {
+            fail(err, errlen, "config: \"%s\": expected an integer", o->name);
+            return SHOAL_ECONFIG;
+        }
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return set_text(o, target, num, err, errlen);
+    case CONFIG_BOOL:
+        if (!json_is_boolean(v)) {
+            fail(err, errlen, "config: \"%s\": expected true or false", o->name);
+            return SHOAL_ECONFIG;
+        }
+        *(bool *)field_of(o, target) = json_is_true(v);
+        return 0;
+    case CONFIG_SIZE:
+    case CONFIG_DURATION:
+        if (json_is_string(v))
+            return set_text(o, target, json_string_value(v), err, errlen);
+        if (!json_is_integer(v)) {
+            fail(err, errlen, "config: \"%s\": expected an integer or a string", o->name);
+            return SHOAL_ECONFIG;
+        }
+        if (json_integer_value(v) < 0) {
+            fail(err, errlen, "config: \"%s\": value \"%" JSON_INTEGER_FORMAT "\" is negative",
+                 o->name, json_integer_value(v));
+            return SHOAL_ECONFIG;
+        }
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return set_text(o, target, num, err, errlen);
+    case CONFIG_CUSTOM:
+        return set_custom(o, target, v, err, errlen);
+    }
+    return SHOAL_ECONFIG;
+}
+
+static int apply_defaults(const struct config_option *table, void *target, char *err, size_t errlen)
+{
+    const struct config_option *o;
+    int rc;
+
+    for (o = table; o->name; o++) {
+        if (is_file_option(o) || !o->def)
+            continue;
+        if (o->type == CONFIG_CUSTOM) {
+            json_error_t jerr;
+            json_t *v = json_loads(o->def, JSON_DECODE_ANY, &jerr);
+            if (!v) {
+                fail(err, errlen, "config: \"%s\": bad default: %s", o->name, jerr.text);
+                return SHOAL_ECONFIG;
+            }
+            rc = set_custom(o, target, v, err, errlen);
+            json_decref(v);
+        } else {
+            rc = set_text(o, target, o->def, err, errlen);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int apply_file(const struct config_option *table, void *target, const char *path, char *err,
+                      size_t errlen)
+{
+    const struct config_option *o;
+    json_error_t jerr;
+    json_t *root, *v;
+    const char *key;
+    int rc = 0;
+
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        if (jerr.line > 0)
+            fail(err, errlen, "config: %s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+        else
+            fail(err, errlen, "config: %s: %s", path, jerr.text);
+        return SHOAL_ECONFIG;
+    }
+    if (!json_is_object(root)) {
+        fail(err, errlen, "config: %s: expected a JSON object", path);
+        rc = SHOAL_ECONFIG;
+        goto out;
+    }
+    json_object_foreach(root, key, v)
+    {
+        char q[QUOTE_MAX + 8];
+
+        o = find_option(table, key, strlen(key));
+        if (!o) {
+            fail(err, errlen, "config: %s: unknown key \"%s\"", path, quote(key, q, sizeof(q)));
+            rc = SHOAL_ECONFIG;
+            goto out;
+        }
+        if (is_file_option(o)) {
+            fail(err, errlen, "config: %s: \"%s\" cannot be set inside the config file", path, key);
+            rc = SHOAL_ECONFIG;
+            goto out;
+        }
+        rc = set_json(o, target, v, err, errlen);
+        if (rc < 0)
+            goto out;
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* One flag with its value, found by the first pass over argv. */
+struct flag {
+    const struct config_option *opt;
+    const char *value;
+};
+
+/* First pass: checks the shape of argv (known flags, values present, no
+ * positional arguments) without applying anything, so --help and syntax
+ * errors win over a broken config file. */
+static int scan_args(const struct config_option *table, int argc, char **argv, struct flag *flags,
+                     int *nflags, const char **file, char *err, size_t errlen)
+{
+    char q[QUOTE_MAX + 8];
+    int i, n = 0;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *name, *eq, *value = NULL;
+        const struct config_option *o;
+        size_t nlen;
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return CONFIG_EXIT_HELP;
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            if (a[0] == '-' && a[1] != '\0' && strcmp(a, "--") != 0)
+                fail(err, errlen, "config: unknown flag \"%s\" (see --help)",
+                     quote(a, q, sizeof(q)));
+            else
+                fail(err, errlen, "config: unexpected argument \"%s\" (see --help)",
+                     quote(a, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        name = a + 2;
+        eq = strchr(name, '=');
+        nlen = eq ? (size_t)(eq - name) : strlen(name);
+        if (eq)
+            value = eq + 1;
+
+        if (nlen == strlen(CONFIG_FILE_OPTION) && memcmp(name, CONFIG_FILE_OPTION, nlen) == 0) {
+            if (!value) {
+                if (i + 1 >= argc) {
+                    fail(err, errlen, "config: flag \"--%s\" needs a value", CONFIG_FILE_OPTION);
+                    return SHOAL_ECONFIG;
+                }
+                value = argv[++i];
+            }
+            if (!*value) {
+                fail(err, errlen, "config: flag \"--%s\" needs a value", CONFIG_FILE_OPTION);
+                return SHOAL_ECONFIG;
+            }
+            *file = value;
+            continue;
+        }
+
+        o = find_option(table, name, nlen);
+        if (!o) {
+            char flagname[QUOTE_MAX + 8];
+            snprintf(flagname, sizeof(flagname), "--%.*s",
+                     (int)(nlen < QUOTE_MAX ? nlen : QUOTE_MAX), name);
+            fail(err, errlen, "config: unknown flag \"%s\" (see --help)",
+                 quote(flagname, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        if (o->type == CONFIG_CUSTOM) {
+            fail(err, errlen, "config: \"%s\": can only be set in the config file", o->name);
+            return SHOAL_ECONFIG;
+        }
+        if (!value) {
+            if (o->type == CONFIG_BOOL) {
+                value = "true";
+            } else if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                fail(err, errlen, "config: flag \"--%s\" needs a value", o->name);
+                return SHOAL_ECONFIG;
+            } else {
+                value = argv[++i];
+            }
+        }
+        flags[n].opt = o;
+        flags[n].value = value;
+        n++;
+    }
+    *nflags = n;
+    return CONFIG_RUN;
+}
+
+int config_load(const struct config_option *table, void *target, const char *prog,
+                const char *usage, int argc, char **argv, char *err, size_t errlen)
+{
+    struct flag *flags = NULL;
+    const char *file = NULL;
+    int i, nflags = 0, rc;
+
+    if (err && errlen)
+        err[0] = '\0';
+    flags = calloc(argc > 0 ? (size_t)argc : 1, sizeof(*flags));
+    if (!flags) {
+        fail(err, errlen, "config: out of memory");
+        return -ENOMEM;
+    }
+    rc = scan_args(table, argc, argv, flags, &nflags, &file, err, errlen);
+    if (rc == CONFIG_EXIT_HELP) {
+        config_print_help(table, prog, usage, stdout);
+        goto out;
+    }
+    if (rc < 0)
+        goto out;
+
+    rc = apply_defaults(table, target, err, errlen);
+    if (rc < 0)
+        goto out;
+    if (file) {
+        rc = apply_file(table, target, file, err, errlen);
+        if (rc < 0)
+            goto out;
+    }
+    for (i = 0; i < nflags; i++) {
+        rc = set_text(flags[i].opt, target, flags[i].value, err, errlen);
+        if (rc < 0)
+            goto out;
+    }
+    rc = CONFIG_RUN;
+out:
+    free(flags);
+    return rc;
+}
+
+void config_dispose(const struct config_option *table, void *target)
+{
+    const struct config_option *o;
+
+    for (o = table; o->name; o++) {
+        if (is_file_option(o))
+            continue;
+        switch (o->type) {
+        case CONFIG_STRING:
+        case CONFIG_ADDR:
+        case CONFIG_URL: {
+            char **f = field_of(o, target);
+            free(*f);
+            *f = NULL;
+            break;
+        }
+        case CONFIG_CUSTOM:
+            if (o->custom_free)
+                o->custom_free(field_of(o, target));
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* --- Help and documentation -------------------------------------------------- */
+
+static void option_flag(const struct config_option *o, char *out, size_t outlen)
+{
+    const char *mv = metavar(o);
+
+    if (o->type == CONFIG_CUSTOM)
+        snprintf(out, outlen, "%s", o->name);
+    else if (o->type == CONFIG_BOOL)
+        snprintf(out, outlen, "--%s%s", o->name, mv);
+    else
+        snprintf(out, outlen, "--%s %s", o->name, mv);
+}
+
+static bool table_has_file_option(const struct config_option *table)
+{
+    const struct config_option *o;
+
+    for (o = table; o->name; o++)
+        if (is_file_option(o))
+            return true;
+    return false;
+}
+
+void config_print_help(const struct config_option *table, const char *prog, const char *usage,
+                       FILE *out)
+{
+    const struct config_option *o;
+    char flag[128], range[80];
+    int width = (int)strlen("--config FILE");
+
+    if (usage)
+        fprintf(out, "usage: %s\n\n", usage);
+    else
+        fprintf(out, "usage: %s [--config FILE] [options]\n\n", prog ? prog : "prog");
+    fprintf(out, "options (also keys of the JSON config file):\n");
+    for (o = table; o->name; o++) {
+        option_flag(o, flag, sizeof(flag));
+        if ((int)strlen(flag) > width)
+            width = (int)strlen(flag);
+    }
+    if (!table_has_file_option(table))
+        fprintf(out, "  %-*s  JSON config file; flags override its values\n", width,
+                "--config FILE");
+    for (o = table; o->name; o++) {
+        option_flag(o, flag, sizeof(flag));
+        fprintf(out, "  %-*s  %s", width, flag, o->help ? o->help : "");
+        if (o->type == CONFIG_CUSTOM)
+            fprintf(out, " (config file only)");
+        if (has_bounds(o)) {
+            format_range(o, range, sizeof(range));
+            fprintf(out, " (range: %s)", range);
+        }
+        if (o->def)
+            fprintf(out, " (default: %s)", o->def);
+        fputc('\n', out);
+    }
+    fprintf(out, "  %-*s  print this help and exit\n", width, "-h, --help");
+}
+
+/* Writes text for a Markdown table cell: '|' would end the cell. */
+static void md_cell(const char *s, FILE *out)
+{
+    for (; s && *s; s++) {
+        if (*s == '|')
+            fputs("\\|", out);
+        else if (*s == '\n')
+            fputc(' ', out);
+        else
+            fputc(*s, out);
+    }
+}
+
+void config_print_markdown(const struct config_option *table, FILE *out)
+{
+    const struct config_option *o;
+    char range[80];
+
+    fprintf(out, "| key / flag | type | default | description |\n");
+    fprintf(out, "|---|---|---|---|\n");
+    for (o = table; o->name; o++) {
+        if (is_file_option(o))
+            fprintf(out, "| `%s` / `--%s` (flag only) | path | ", o->name, o->name);
+        else if (o->type == CONFIG_CUSTOM)
+            fprintf(out, "| `%s` (config file only) | %s | ", o->name, type_name(o->type));
+        else
+            fprintf(out, "| `%s` / `--%s` | %s", o->name, o->name, type_name(o->type));
+        if (!is_file_option(o) && o->type != CONFIG_CUSTOM) {
+            if (has_bounds(o)) {
+                format_range(o, range, sizeof(range));
+                fprintf(out, " (%s)", range);
+            }
+            fprintf(out, " | ");
+        }
+        if (o->def) {
+            fputc('`', out);
+            md_cell(o->def, out);
+            fputc('`', out);
+        } else {
+            fputs("-", out);
+        }
+        fputs(" | ", out);
+        md_cell(o->help, out);
+        fputs(" |\n", out);
+    }
+}

@@ -1,0 +1,885 @@
+/* HTTP client: libcurl's multi interface driven by a libuv loop.
+ *
+ * Shape follows curl's docs/examples/multi-uv.c (socket callback -> uv_poll_t,
+ * timer callback -> uv_timer_t) with its known traps fixed:
+ *
+ * - curl is never called from inside curl's timer callback; the uv timer's
+ *   callback calls curl_multi_socket_action() later.
+ * - curl_multi_info_read() is drained after every call that can finish a
+ *   transfer (socket action from a poll or the timer, unpausing).
+ * - A poll error is reported to curl as CURL_CSELECT_ERR.
+ * - CURL_POLL_REMOVE stops the poll right away (curl closes the socket next
+ *   and the fd number may be reused at once) and tolerates a NULL socketp.
+ * - Easy handles leave the multi handle only outside curl's callbacks: from
+ *   the info-read loop or from the deferred-work idle callback.
+ *
+ * Everything that must not run inside the caller's stack (on_done after a
+ * cancel, unpausing, adding a handle from inside a curl callback, tearing the
+ * client down) is queued on c->pending and run by one uv_idle_t on the next
+ * loop turn.
+ */
+#include "shoal/http_client.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "shoal/error.h"
+#include "shoal/log.h"
+
+#define COMP "http_client"
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 10000L
+#define DEFAULT_LOW_SPEED_TIME_S 60L
+#define DEFAULT_MAX_BODY ((size_t)4 << 20)
+#define MAX_HEADER_BLOCK ((size_t)64 << 10)
+#define RECV_BUFFER_SIZE (256L << 10)
+#define MAX_REDIRS 5L
+
+/* Minimal intrusive circular list, as libuv's QUEUE. */
+struct qlink {
+    struct qlink *prev, *next;
+};
+
+#define CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+
+static void qinit(struct qlink *h)
+{
+    h->prev = h->next = h;
+}
+
+static bool qempty(const struct qlink *h)
+{
+    return h->next == h;
+}
+
+static void qpush(struct qlink *h, struct qlink *l)
+{
+    l->prev = h->prev;
+    l->next = h;
+    h->prev->next = l;
+    h->prev = l;
+}
+
+/* Unlinks l and marks it unlinked (next == NULL) so membership is testable. */
+static void qremove(struct qlink *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->prev = l->next = NULL;
+}
+
+/* Moves every element of from to the empty list to; from ends up empty. */
+static void qmove(struct qlink *from, struct qlink *to)
+{
+    if (qempty(from)) {
+        qinit(to);
+        return;
+    }
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    qinit(from);
+}
+
+/* XX(name): QUEUED = created, not yet in the multi handle (added from the
+ * idle callback); RUNNING = in the multi handle; COMPLETING = outcome decided
+ * (cancel, destroy), on_done queued; DONE = on_done running or ran. */
+#define REQ_STATE_MAP(XX) XX(QUEUED) XX(RUNNING) XX(COMPLETING) XX(DONE)
+
+enum req_state {
+#define XX(name) REQ_##name,
+    REQ_STATE_MAP(XX)
+#undef XX
+};
+
+static const char *state_name(enum req_state s)
+{
+    switch (s) {
+#define XX(name)                                                                                   \
+    case REQ_##name:                                                                               \
+        return #name;
+        REQ_STATE_MAP(XX)
+#undef XX
+    }
+    return "?";
+}
+
+struct sock {
+    uv_poll_t poll;
+    struct http_client *c;
+    curl_socket_t fd;
+    struct qlink link; /* in c->socks while the poll is open and not closing */
+};
+
+struct http_client {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    uv_idle_t idle;
+    struct qlink reqs;    /* every request not yet DONE */
+    struct qlink pending; /* requests with deferred work */
+    struct qlink socks;   /* open polls */
+    unsigned handles;     /* uv handles not yet closed */
+    int in_curl;          /* > 0 while curl may be running our callbacks */
+    bool destroying;
+    bool torn_down;
+    void (*destroy_cb)(void *arg);
+    void *destroy_arg;
+};
+
+struct http_client_req {
+    struct http_client *c;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char *url; /* for log lines */
+    bool head;
+    bool follow;
+    int (*on_response)(void *arg, const struct http_client_response *resp);
+    size_t (*on_data)(void *arg, const char *data, size_t len);
+    void (*on_done)(void *arg, int rc, const struct http_client_response *resp);
+    void *arg;
+    struct http_client_response resp;
+
+    enum req_state state;
+    bool in_multi;
+    bool paused;      /* on_data returned HTTP_CLIENT_PAUSE, not yet unpaused */
+    bool want_resume; /* http_client_resume() asked, idle callback not yet run */
+    bool responded;   /* on_response ran (or would have, when NULL) */
+    int finish_rc;    /* for COMPLETING */
+    int abort_rc;     /* why one of our callbacks failed the transfer */
+    long line_status; /* parsed from the last status line, fallback for getinfo */
+    struct qlink all;
+    struct qlink pend;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static void on_idle(uv_idle_t *h);
+static void check_done(struct http_client *c);
+
+/* ---- global init ---- */
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+
+static void global_init(void)
+{
+    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ---- headers ---- */
+
+/* Finds name in a raw "Name: value\r\n" block; value trimmed of blanks. */
+static bool find_header(const struct buf *h, const char *name, const char **val, size_t *vlen)
+{
+    if (!h->data || !name)
+        return false;
+    size_t nlen = strlen(name);
+    const char *p = h->data;
+    const char *end = h->data + h->len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol ? eol + 1 : end;
+        if (!eol)
+            eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && (size_t)(colon - p) == nlen && strncasecmp(p, name, nlen) == 0) {
+            const char *v = colon + 1;
+            const char *e = eol;
+            while (v < e && (*v == ' ' || *v == '\t'))
+                v++;
+            while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            *val = v;
+            *vlen = (size_t)(e - v);
+            return true;
+        }
+        p = next;
+    }
+    return false;
+}
+
+const char *http_client_response_header(const struct http_client_response *resp, const char *name,
+                                        char *out, size_t outlen)
+{
+    const char *v;
+    size_t vlen;
+
+    if (!resp || !out || outlen == 0 || !find_header(&resp->headers, name, &v, &vlen))
+        return NULL;
+    if (vlen >= outlen)
+        return NULL;
+    memcpy(out, v, vlen);
+    out[vlen] = '\0';
+    return out;
+}
+
+/* Content-Length of the block, UINT64_MAX when absent, malformed or moot
+ * (chunked). */
+static uint64_t content_length(const struct http_client_response *resp)
+{
+    char tmp[32];
+    const char *v;
+    size_t vlen;
+
+    if (find_header(&resp->headers, "Transfer-Encoding", &v, &vlen))
+        return UINT64_MAX;
+    if (!http_client_response_header(resp, "Content-Length", tmp, sizeof(tmp)) || !tmp[0])
+        return UINT64_MAX;
+    for (const char *p = tmp; *p; p++)
+        if (*p < '0' || *p > '9')
+            return UINT64_MAX;
+    errno = 0;
+    unsigned long long n = strtoull(tmp, NULL, 10);
+    if (errno != 0)
+        return UINT64_MAX;
+    return (uint64_t)n;
+}
+
+/* ---- request life cycle ---- */
+
+static void set_state(struct http_client_req *r, enum req_state s)
+{
+    LOG(DEBUG, COMP, "url=%s state=%s->%s", r->url ? r->url : "-", state_name(r->state),
+        state_name(s));
+    r->state = s;
+}
+
+static void free_req(struct http_client_req *r)
+{
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->hdrs);
+    buf_dispose(&r->resp.headers);
+    buf_dispose(&r->resp.body);
+    free(r->url);
+    free(r);
+}
+
+static void enqueue(struct http_client_req *r)
+{
+    struct http_client *c = r->c;
+
+    if (!r->pend.next)
+        qpush(&c->pending, &r->pend);
+    uv_idle_start(&c->idle, on_idle);
+}
+
+/* Decides the outcome now and runs on_done from the idle callback, so it
+ * never fires inside the caller (cancel, destroy, a curl callback). */
+static void complete_later(struct http_client_req *r, int rc)
+{
+    set_state(r, REQ_COMPLETING);
+    r->finish_rc = rc;
+    enqueue(r);
+}
+
+static void remove_easy(struct http_client_req *r)
+{
+    if (!r->in_multi)
+        return;
+    CURLMcode mc = curl_multi_remove_handle(r->c->multi, r->easy);
+    if (mc != CURLM_OK)
+        LOG(WARN, COMP, "url=%s remove_handle=%s", r->url, curl_multi_strerror(mc));
+    r->in_multi = false;
+}
+
+/* Runs on_response once the final response is known. Returns non-zero when
+ * the transfer must stop (r->abort_rc says why). */
+static int respond(struct http_client_req *r)
+{
+    long code = 0;
+
+    r->responded = true;
+    if (curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK || code == 0)
+        code = r->line_status;
+    r->resp.status = code;
+    r->resp.content_length = content_length(&r->resp);
+    if (r->on_response && r->on_response(r->arg, &r->resp) != 0) {
+        r->abort_rc = SHOAL_ECANCELED;
+        return -1;
+    }
+    /* Refuse a buffered body that announces itself as too big before
+     * downloading any of it. */
+    if (!r->on_data && !r->head && code != 204 && code != 304 &&
+        r->resp.content_length != UINT64_MAX && r->resp.content_length > r->resp.body.max) {
+        r->abort_rc = SHOAL_ETOOBIG;
+        return -1;
+    }
+    return 0;
+}
+
+static int map_result(struct http_client_req *r, CURLcode cc)
+{
+    if (r->abort_rc)
+        return r->abort_rc;
+    switch (cc) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return SHOAL_EUNAVAILABLE;
+    case CURLE_OPERATION_TIMEDOUT:
+        return SHOAL_ETIMEOUT;
+    case CURLE_ABORTED_BY_CALLBACK:
+    case CURLE_WRITE_ERROR:
+        return SHOAL_ECANCELED;
+    default:
+        return SHOAL_EUPSTREAM;
+    }
+}
+
+/* Calls on_done and frees r. r must be out of the multi handle. */
+static void finish(struct http_client_req *r, int rc, CURLcode cc)
+{
+    /* Bodiless answers (HEAD, 204, a 404 without body) may end without a
+     * body write; on_response still runs exactly once, before on_done. */
+    if (rc == 0 && !r->responded && respond(r) != 0)
+        rc = r->abort_rc;
+    if (rc == SHOAL_EUPSTREAM)
+        LOG(WARN, COMP, "url=%s status=%ld curl_rc=%d err=\"%s\" rc=%s", r->url, r->resp.status,
+            (int)cc, r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc), shoal_errname(rc));
+    else if (rc != 0)
+        LOG(DEBUG, COMP, "url=%s status=%ld curl_rc=%d err=\"%s\" rc=%s", r->url, r->resp.status,
+            (int)cc, r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc), shoal_errname(rc));
+    set_state(r, REQ_DONE);
+    qremove(&r->all);
+    if (r->pend.next)
+        qremove(&r->pend);
+    if (r->on_done)
+        r->on_done(r->arg, rc, &r->resp);
+    free_req(r);
+}
+
+static void check_done(struct http_client *c)
+{
+    CURLMsg *msg;
+    int left;
+
+    if (!c->multi)
+        return;
+    while ((msg = curl_multi_info_read(c->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        /* msg is invalid once the handle is removed; copy what we need. */
+        CURL *easy = msg->easy_handle;
+        CURLcode cc = msg->data.result;
+        char *priv = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        struct http_client_req *r = (struct http_client_req *)priv;
+        if (!r)
+            continue;
+        remove_easy(r);
+        /* A cancelled request's on_done is already queued for the idle
+         * callback; it only had to leave the multi handle. */
+        if (r->state != REQ_RUNNING)
+            continue;
+        finish(r, map_result(r, cc), cc);
+    }
+}
+
+/* ---- curl callbacks ---- */
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct http_client_req *r = ud;
+    size_t len = size * n;
+
+    if (r->state != REQ_RUNNING || r->abort_rc)
+        return 0;
+    if (r->responded)
+        return len; /* trailers of a chunked body */
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* A new response (after a redirect or a 1xx) replaces the block. */
+        buf_reset(&r->resp.headers);
+        const char *sp = memchr(p, ' ', len);
+        r->line_status = 0;
+        if (sp && (size_t)(sp - p) + 4 <= len) {
+            long code = 0;
+            for (int i = 1; i <= 3; i++) {
+                if (sp[i] < '0' || sp[i] > '9') {
+                    code = 0;
+                    break;
+                }
+                code = code * 10 + (sp[i] - '0');
+            }
+            r->line_status = code;
+        }
+        return len;
+    }
+    if ((len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n')) {
+        long code = 0;
+        const char *v;
+        size_t vlen;
+        if (curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK || code == 0)
+            code = r->line_status;
+        if (code >= 100 && code < 200)
+            return len; /* interim; the final status line follows */
+        if (r->follow && code >= 300 && code < 400 &&
+            find_header(&r->resp.headers, "Location", &v, &vlen) && vlen > 0)
+            return len; /* curl follows it; not the final response */
+        if (respond(r) != 0 || r->state != REQ_RUNNING)
+            return 0;
+        return len;
+    }
+    int rc = buf_append(&r->resp.headers, p, len);
+    if (rc != 0) {
+        r->abort_rc = rc == SHOAL_ETOOBIG ? SHOAL_ETOOBIG : SHOAL_EINTERNAL;
+        return 0;
+    }
+    return len;
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *ud)
+{
+    struct http_client_req *r = ud;
+    size_t len = size * n;
+
+    if (r->state != REQ_RUNNING || r->abort_rc)
+        return CURL_WRITEFUNC_ERROR;
+    if (!r->responded && (respond(r) != 0 || r->state != REQ_RUNNING))
+        return CURL_WRITEFUNC_ERROR;
+    if (r->on_data) {
+        size_t took = r->on_data(r->arg, p, len);
+        if (r->state != REQ_RUNNING)
+            return CURL_WRITEFUNC_ERROR; /* cancelled from inside on_data */
+        if (took == HTTP_CLIENT_PAUSE) {
+            /* curl keeps these bytes and hands them over again after
+             * CURLPAUSE_CONT. */
+            r->paused = true;
+            return CURL_WRITEFUNC_PAUSE;
+        }
+        if (took != len) {
+            r->abort_rc = SHOAL_ECANCELED;
+            return CURL_WRITEFUNC_ERROR;
+        }
+        return len;
+    }
+    int rc = buf_append(&r->resp.body, p, len);
+    if (rc != 0) {
+        r->abort_rc = rc == SHOAL_ETOOBIG ? SHOAL_ETOOBIG : SHOAL_EINTERNAL;
+        return CURL_WRITEFUNC_ERROR;
+    }
+    return len;
+}
+
+static void handle_closed(struct http_client *c)
+{
+    if (--c->handles > 0 || !c->torn_down)
+        return;
+    void (*cb)(void *) = c->destroy_cb;
+    void *arg = c->destroy_arg;
+    free(c);
+    if (cb)
+        cb(arg);
+}
+
+static void on_sock_closed(uv_handle_t *h)
+{
+    struct sock *sk = h->data;
+    struct http_client *c = sk->c;
+
+    free(sk);
+    handle_closed(c);
+}
+
+static void close_sock(struct sock *sk)
+{
+    uv_poll_stop(&sk->poll);
+    qremove(&sk->link);
+    uv_close((uv_handle_t *)&sk->poll, on_sock_closed);
+}
+
+static void drive(struct http_client *c, curl_socket_t s, int ev)
+{
+    int running = 0;
+
+    c->in_curl++;
+    CURLMcode mc = curl_multi_socket_action(c->multi, s, ev, &running);
+    c->in_curl--;
+    if (mc != CURLM_OK)
+        LOG(WARN, COMP, "socket_action=%s", curl_multi_strerror(mc));
+    check_done(c);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct sock *sk = h->data;
+    int ev = 0;
+
+    if (status < 0) {
+        ev = CURL_CSELECT_ERR;
+    } else {
+        if (events & UV_READABLE)
+            ev |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            ev |= CURL_CSELECT_OUT;
+    }
+    drive(sk->c, sk->fd, ev);
+}
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct http_client *c = userp;
+    struct sock *sk = socketp;
+    int events = 0;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        /* Stop now: curl closes s right after this returns and the fd number
+         * may come back for a new connection before the close completes. */
+        if (sk)
+            close_sock(sk);
+        return 0;
+    }
+    if (!sk) {
+        sk = calloc(1, sizeof(*sk));
+        if (!sk)
+            return -1;
+        if (uv_poll_init_socket(c->loop, &sk->poll, s) != 0) {
+            free(sk);
+            return -1;
+        }
+        sk->c = c;
+        sk->fd = s;
+        sk->poll.data = sk;
+        c->handles++;
+        qpush(&c->socks, &sk->link);
+        curl_multi_assign(c->multi, s, sk);
+    }
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    if (events)
+        uv_poll_start(&sk->poll, events, on_poll);
+    else
+        uv_poll_stop(&sk->poll);
+    return 0;
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct http_client *c = t->data;
+
+    drive(c, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* Only arms the uv timer: calling curl from here would recurse into it. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct http_client *c = userp;
+
+    (void)multi;
+    if (timeout_ms < 0)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* ---- deferred work ---- */
+
+static void unpause(struct http_client_req *r)
+{
+    struct http_client *c = r->c;
+
+    r->paused = false;
+    /* curl_easy_pause() hands the held bytes to on_write before returning,
+     * and on_data may pause, cancel or resume again from there. */
+    c->in_curl++;
+    CURLcode cc = curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    c->in_curl--;
+    if (cc != CURLE_OK && r->state == REQ_RUNNING) {
+        /* curl dropped the held bytes but would go on with the transfer;
+         * end it here rather than deliver a body with a hole. */
+        remove_easy(r);
+        finish(r, r->abort_rc ? r->abort_rc : SHOAL_EUPSTREAM, cc);
+    }
+}
+
+static void process(struct http_client_req *r)
+{
+    struct http_client *c = r->c;
+
+    if (r->state == REQ_COMPLETING) {
+        remove_easy(r);
+        finish(r, r->finish_rc, CURLE_OK);
+        return;
+    }
+    if (r->state == REQ_QUEUED) {
+        CURLMcode mc = curl_multi_add_handle(c->multi, r->easy);
+        if (mc != CURLM_OK) {
+            LOG(WARN, COMP, "url=%s add_handle=%s", r->url, curl_multi_strerror(mc));
+            finish(r, SHOAL_EINTERNAL, CURLE_OK);
+            return;
+        }
+        r->in_multi = true;
+        set_state(r, REQ_RUNNING);
+    }
+    if (r->want_resume) {
+        r->want_resume = false;
+        if (r->paused && r->state == REQ_RUNNING)
+            unpause(r);
+    }
+}
+
+static void on_base_closed(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+static void teardown(struct http_client *c)
+{
+    c->torn_down = true;
+    uv_idle_stop(&c->idle);
+    /* May report CURL_POLL_REMOVE for cached connections; on_socket closes
+     * those polls. */
+    curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+    while (!qempty(&c->socks))
+        close_sock(CONTAINER_OF(c->socks.next, struct sock, link));
+    uv_close((uv_handle_t *)&c->timer, on_base_closed);
+    uv_close((uv_handle_t *)&c->idle, on_base_closed);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    struct http_client *c = h->data;
+    struct qlink batch;
+
+    /* Work queued while this runs waits for the next turn, so a callback
+     * that resumes from inside on_data cannot spin here. */
+    qmove(&c->pending, &batch);
+    while (!qempty(&batch)) {
+        struct http_client_req *r = CONTAINER_OF(batch.next, struct http_client_req, pend);
+        qremove(&r->pend);
+        process(r);
+    }
+    check_done(c);
+    if (qempty(&c->pending))
+        uv_idle_stop(h);
+    if (c->destroying && !c->torn_down && qempty(&c->reqs))
+        teardown(c);
+}
+
+/* ---- public API ---- */
+
+int http_client_create(uv_loop_t *loop, struct http_client **out)
+{
+    struct http_client *c = NULL;
+    int rc = 0;
+
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK) {
+        rc = SHOAL_EINTERNAL;
+        goto out;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    c->loop = loop;
+    qinit(&c->reqs);
+    qinit(&c->pending);
+    qinit(&c->socks);
+    c->multi = curl_multi_init();
+    if (!c->multi) {
+        rc = SHOAL_EINTERNAL;
+        goto out;
+    }
+    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) != CURLM_OK) {
+        rc = SHOAL_EINTERNAL;
+        goto out;
+    }
+    /* Neither init can fail on a live loop, so nothing below needs undoing
+     * through close callbacks. */
+    uv_timer_init(loop, &c->timer);
+    uv_idle_init(loop, &c->idle);
+    c->timer.data = c;
+    c->idle.data = c;
+    c->handles = 2;
+    *out = c;
+    c = NULL;
+out:
+    if (c) {
+        if (c->multi)
+            curl_multi_cleanup(c->multi);
+        free(c);
+    }
+    return rc;
+}
+
+void http_client_destroy(struct http_client *c, void (*cb)(void *arg), void *arg)
+{
+    struct qlink *l;
+
+    if (!c || c->destroying)
+        return;
+    c->destroying = true;
+    c->destroy_cb = cb;
+    c->destroy_arg = arg;
+    for (l = c->reqs.next; l != &c->reqs; l = l->next) {
+        struct http_client_req *r = CONTAINER_OF(l, struct http_client_req, all);
+        if (r->state == REQ_QUEUED || r->state == REQ_RUNNING)
+            complete_later(r, SHOAL_ECANCELED);
+    }
+    /* The teardown itself runs from the idle callback: we may be inside a
+     * curl callback or the info-read loop, where the multi must live on. */
+    uv_idle_start(&c->idle, on_idle);
+}
+
+#define SETOPT(opt, val)                                                                           \
+    do {                                                                                           \
+        if (curl_easy_setopt(r->easy, (opt), (val)) != CURLE_OK) {                                 \
+            LOG(WARN, COMP, "url=%s setopt=%s failed", opts->url, #opt);                           \
+            rc = SHOAL_EINTERNAL;                                                                  \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+int http_client_request(struct http_client *c, const struct http_client_opts *opts,
+                        struct http_client_req **out)
+{
+    struct http_client_req *r = NULL;
+    int rc = 0;
+    bool head = false;
+
+    if (!c || !opts || !opts->url)
+        return -EINVAL;
+    if (c->destroying)
+        return SHOAL_ECANCELED;
+    if (opts->method && strcmp(opts->method, "HEAD") == 0)
+        head = true;
+    else if (opts->method && strcmp(opts->method, "GET") != 0)
+        return -EINVAL;
+
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->c = c;
+    r->head = head;
+    r->follow = opts->follow_redirects;
+    r->on_response = opts->on_response;
+    r->on_data = opts->on_data;
+    r->on_done = opts->on_done;
+    r->arg = opts->arg;
+    r->state = REQ_QUEUED;
+    buf_init(&r->resp.headers, MAX_HEADER_BLOCK);
+    buf_init(&r->resp.body, opts->max_body ? opts->max_body : DEFAULT_MAX_BODY);
+    r->resp.content_length = UINT64_MAX;
+    r->url = strdup(opts->url);
+    r->easy = curl_easy_init();
+    if (!r->url || !r->easy) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (const char *const *h = opts->headers; h && *h; h++) {
+        struct curl_slist *nl = curl_slist_append(r->hdrs, *h);
+        if (!nl) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        r->hdrs = nl;
+    }
+
+    SETOPT(CURLOPT_URL, opts->url);
+    SETOPT(CURLOPT_PRIVATE, (void *)r);
+    SETOPT(CURLOPT_ERRORBUFFER, r->errbuf);
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_USERAGENT, "shoal");
+    SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    SETOPT(CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(CURLOPT_HEADERDATA, (void *)r);
+    SETOPT(CURLOPT_WRITEFUNCTION, on_write);
+    SETOPT(CURLOPT_WRITEDATA, (void *)r);
+    SETOPT(CURLOPT_BUFFERSIZE, RECV_BUFFER_SIZE);
+    SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(CURLOPT_TCP_KEEPIDLE, 60L);
+    SETOPT(CURLOPT_TCP_KEEPINTVL, 30L);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS,
+           opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS);
+    SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    SETOPT(CURLOPT_LOW_SPEED_TIME,
+           opts->low_speed_time_s > 0 ? opts->low_speed_time_s : DEFAULT_LOW_SPEED_TIME_S);
+    if (head)
+        SETOPT(CURLOPT_NOBODY, 1L);
+    if (opts->follow_redirects) {
+        /* No CURLOPT_UNRESTRICTED_AUTH: curl then drops userpwd and custom
+         * Authorization headers when a redirect changes host, port or
+         * scheme. */
+        SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
+        SETOPT(CURLOPT_MAXREDIRS, MAX_REDIRS);
+    }
+    if (r->hdrs)
+        SETOPT(CURLOPT_HTTPHEADER, r->hdrs);
+    if (opts->userpwd) {
+        SETOPT(CURLOPT_USERPWD, opts->userpwd);
+        SETOPT(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    }
+    if (opts->ca_file)
+        SETOPT(CURLOPT_CAINFO, opts->ca_file);
+    if (opts->insecure) {
+        SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
+        SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+
+    if (c->in_curl > 0) {
+        /* Called from inside a curl callback, where curl refuses new handles
+         * (CURLM_RECURSIVE_API_CALL); add it on the next turn. */
+        qpush(&c->reqs, &r->all);
+        enqueue(r);
+    } else {
+        CURLMcode mc = curl_multi_add_handle(c->multi, r->easy);
+        if (mc != CURLM_OK) {
+            LOG(WARN, COMP, "url=%s add_handle=%s", opts->url, curl_multi_strerror(mc));
+            rc = SHOAL_EINTERNAL;
+            goto out;
+        }
+        r->in_multi = true;
+        qpush(&c->reqs, &r->all);
+        set_state(r, REQ_RUNNING);
+    }
+    if (out)
+        *out = r;
+    r = NULL;
+out:
+    if (r)
+        free_req(r);
+    return rc;
+}
+
+void http_client_resume(struct http_client_req *r)
+{
+    if (!r || (r->state != REQ_QUEUED && r->state != REQ_RUNNING))
+        return;
+    /* Never unpause in the caller's stack: curl_easy_pause() re-enters
+     * on_data synchronously. */
+    r->want_resume = true;
+    enqueue(r);
+}
+
+void http_client_cancel(struct http_client_req *r)
+{
+    if (!r || (r->state != REQ_QUEUED && r->state != REQ_RUNNING))
+        return;
+    complete_later(r, SHOAL_ECANCELED);
+}
