@@ -1182,7 +1182,7 @@ static int tag_path(const struct store *s, const char *host, const char *repo, c
 {
     if (!host || !repo || !tag || !host_ok(host) || !repo_ok(repo) || !tag_ok(tag))
         return -EINVAL;
-    return path_fmt(out, cap, "%s/tags/%s/%s/%s", s->dir, host, repo, tag);
+    return path_fmt(out, cap, "%s/tags/%s/%s/_tags/%s", s->dir, host, repo, tag);
 }
 
 int store_tag_put(struct store *s, const char *host, const char *repo, const char *tag,

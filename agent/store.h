@@ -9,7 +9,9 @@
  *   partial/sha256/<hex>          downloads in progress (prefix of the blob)
  *   manifests/sha256/<hex>        manifest bytes, verified
  *   manifests/sha256/<hex>.type   its media type
- *   tags/<host>/<repo>/<tag>      "<digest> <media type>" of the last answer
+ *   tags/<host>/<repo>/_tags/<tag> "<digest> <media type>" of the last answer
+ *                                 ("_tags" cannot be a repository component,
+ *                                 so repo "a" tag "b" and repo "a/b" differ)
  *   tmp/                          staging for atomic writes
  * Files are written to tmp/ and renamed into place, so a crash never leaves
  * a half-written entry under its final name.

@@ -683,7 +683,7 @@ static void test_tags(void **state)
         store_tag_get(s, "registry-1.docker.io", "library/alpine", "3.19", digest, got_mt, 256),
         SHOAL_ENOT_FOUND);
     assert_int_equal(store_tag_put(s, "registry-1.docker.io", "library/alpine", "3.19", d1, mt), 0);
-    assert_true(exists("%s/tags/registry-1.docker.io/library/alpine/3.19", f->dir));
+    assert_true(exists("%s/tags/registry-1.docker.io/library/alpine/_tags/3.19", f->dir));
     assert_int_equal(
         store_tag_get(s, "registry-1.docker.io", "library/alpine", "3.19", digest, got_mt, 256), 0);
     assert_string_equal(digest, d1);
@@ -729,10 +729,16 @@ static void test_tags(void **state)
     assert_int_equal(store_tag_put(s, "h.example", "repo", "t", "sha256:abc", mt), SHOAL_EPARSE);
     assert_int_equal(store_tag_put(s, "h.example", "repo", "t", d1, "bad\ntype"), -EINVAL);
 
+    /* Repository "a" with tag "b" and repository "a/b" do not collide. */
+    assert_int_equal(store_tag_put(s, "h.example", "a", "b", d1, mt), 0);
+    assert_int_equal(store_tag_put(s, "h.example", "a/b", "c", d1, mt), 0);
+    assert_int_equal(store_tag_get(s, "h.example", "a", "b", digest, got_mt, 256), 0);
+    assert_int_equal(store_tag_get(s, "h.example", "a/b", "c", digest, got_mt, 256), 0);
+
     /* A malformed file on disk reads as unknown. */
     assert_int_equal(store_tag_put(s, "h.example", "repo", "t", d1, mt), 0);
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/tags/h.example/repo/t", f->dir);
+    snprintf(path, sizeof(path), "%s/tags/h.example/repo/_tags/t", f->dir);
     write_file(path, "garbage\n", 8);
     assert_int_equal(store_tag_get(s, "h.example", "repo", "t", digest, got_mt, 256),
                      SHOAL_ENOT_FOUND);
