@@ -32,6 +32,7 @@
 #include <strings.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -50,15 +51,15 @@
 #define DEFAULT_WRITE_TIMEOUT_MS 120000
 #define DEFAULT_MAX_CONNECTIONS 1024
 
-#define RBUF_SIZE (16 * 1024)  /* per-connection input buffer (pipelined bytes) */
-#define SEG_MIN_CAP 4096       /* small writes coalesce into segments this big */
-#define SMALL_BODY 16384       /* bodies up to this share the header allocation */
-#define FLUSH_IOV_MAX 64       /* memory segments per sendmsg */
+#define RBUF_SIZE (16 * 1024)   /* per-connection input buffer (pipelined bytes) */
+#define SEG_MIN_CAP 4096        /* small writes coalesce into segments this big */
+#define SMALL_BODY 16384        /* bodies up to this share the header allocation */
+#define FLUSH_IOV_MAX 64        /* memory segments per sendmsg */
 #define FLUSH_BUDGET (4u << 20) /* bytes per dispatcher pass, fairness between peers */
 #define SENDFILE_CHUNK (1u << 30)
-#define LINGER_MS 2000          /* how long a closing connection drains input */
+#define LINGER_MS 2000 /* how long a closing connection drains input */
 #define LINGER_MAX_BYTES (1u << 20)
-#define ACCEPT_RETRY_MS 100     /* pause after accept fails for lack of fds */
+#define ACCEPT_RETRY_MS 100 /* pause after accept fails for lack of fds */
 #define ERROR_BODY_MAX 4096
 #define LISTEN_BACKLOG 511
 
@@ -96,6 +97,8 @@ struct seg {
     uint64_t off; /* memory: bytes already sent; file: next file offset */
     uint64_t len; /* memory: bytes used in data; file: bytes left */
     size_t cap;   /* memory capacity */
+    dev_t dev;    /* file identity, to extend a segment instead of dup'ing */
+    ino_t ino;
     char data[];
 };
 
@@ -245,6 +248,8 @@ static struct seg *seg_new(size_t cap)
     s->off = 0;
     s->len = 0;
     s->cap = cap;
+    s->dev = 0;
+    s->ino = 0;
     return s;
 }
 
@@ -708,8 +713,8 @@ static int on_headers_done(http_parser *p)
     if (terminate(c) < 0)
         return -1;
     c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-    c->req.has_body = (p->flags & F_CHUNKED) != 0 ||
-                      (p->content_length > 0 && p->content_length != ULLONG_MAX);
+    c->req.has_body =
+        (p->flags & F_CHUNKED) != 0 || (p->content_length > 0 && p->content_length != ULLONG_MAX);
     if (c->req.has_body) {
         /* The body is never read: stop here, answer, then close. */
         c->head_ready = true;
@@ -1544,6 +1549,7 @@ int http_response_write(struct http_request *req, const void *data, size_t len)
 int http_response_sendfile(struct http_request *req, int fd, uint64_t off, uint64_t len)
 {
     struct conn *c = conn_of(req);
+    struct stat st;
     struct seg *s;
     int rc = writable(c);
 
@@ -1551,9 +1557,23 @@ int http_response_sendfile(struct http_request *req, int fd, uint64_t off, uint6
         return rc;
     if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
         return -EINVAL;
-    c->resp_body += len;
-    if (req->is_head || len == 0)
+    if (req->is_head || len == 0) {
+        c->resp_body += len;
         return 0;
+    }
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    c->resp_body += len;
+    /* A download served while it grows queues many adjacent ranges of one
+     * file: extend the tail instead of holding one dup'd fd per range. */
+    s = c->out_tail;
+    if (s != NULL && s->fd >= 0 && s->dev == st.st_dev && s->ino == st.st_ino &&
+        s->off + s->len == off) {
+        s->len += len;
+        c->pending += len;
+        schedule(c);
+        return 0;
+    }
     s = seg_new(0);
     if (s == NULL)
         return -ENOMEM;
@@ -1565,6 +1585,8 @@ int http_response_sendfile(struct http_request *req, int fd, uint64_t off, uint6
     }
     s->off = off;
     s->len = len;
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
     out_push(c, s);
     schedule(c);
     return 0;

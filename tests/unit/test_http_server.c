@@ -47,7 +47,11 @@ struct fx {
     int port;
     uv_async_t done;
     uv_timer_t guard;
+    uv_prepare_t turns; /* counts loop iterations */
+    uint64_t turn;
+    uint64_t close_turn, handler_turn;
     pthread_t thr;
+    struct cl *kept; /* a client socket left open for the main thread to close */
     fx_client client;
     fx_handler handler;
     int expect_closes;
@@ -90,6 +94,9 @@ static uint8_t pat(uint64_t i)
     return (uint8_t)(i ^ (i >> 8) ^ (i >> 16) ^ 0x5a);
 }
 
+struct cl;
+static void cl_close(struct cl *c);
+
 /* --- Harness --------------------------------------------------------------- */
 
 static void on_destroyed(void *arg)
@@ -101,11 +108,11 @@ static void on_destroyed(void *arg)
 
 static void maybe_stop(struct fx *f)
 {
-    if (!f->stopping &&
-        (f->timed_out || (f->client_done && f->close_calls >= f->expect_closes))) {
+    if (!f->stopping && (f->timed_out || (f->client_done && f->close_calls >= f->expect_closes))) {
         f->stopping = true;
         http_server_destroy(f->srv, on_destroyed, f);
         uv_close((uv_handle_t *)&f->guard, NULL);
+        uv_close((uv_handle_t *)&f->turns, NULL);
     }
     /* The async stays open until the client thread has sent it. */
     if (f->stopping && f->client_done && !f->async_closed) {
@@ -138,6 +145,7 @@ static void count_close(struct http_request *req, void *arg)
     if (g_in_api > 0)
         f->close_in_api = true;
     f->close_calls++;
+    f->close_turn = f->turn;
     snprintf(f->log + n, sizeof(f->log) - n, "c%s ", req->path);
     maybe_stop(f);
 }
@@ -148,9 +156,17 @@ static void on_request(struct http_request *req, void *ctx)
     size_t n = strlen(f->log);
 
     f->handler_calls++;
+    f->handler_turn = f->turn;
     snprintf(f->log + n, sizeof(f->log) - n, "h%s ", req->path);
     http_request_on_close(req, count_close, f);
     f->handler(f, req);
+}
+
+static void on_turn(uv_prepare_t *h)
+{
+    struct fx *f = h->data;
+
+    f->turn++;
 }
 
 static void *client_main(void *arg)
@@ -182,9 +198,16 @@ static void fx_run(struct fx *f, const struct http_server_config *cfg)
     assert_int_equal(uv_timer_init(&f->loop, &f->guard), 0);
     f->guard.data = f;
     assert_int_equal(uv_timer_start(&f->guard, on_guard, GUARD_MS, 0), 0);
+    assert_int_equal(uv_prepare_init(&f->loop, &f->turns), 0);
+    f->turns.data = f;
+    assert_int_equal(uv_prepare_start(&f->turns, on_turn), 0);
     assert_int_equal(pthread_create(&f->thr, NULL, client_main, f), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(pthread_join(f->thr, NULL), 0);
+    if (f->kept != NULL) {
+        cl_close(f->kept);
+        free(f->kept);
+    }
     assert_true(f->destroyed);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     if (f->cerr[0] != '\0')
@@ -620,11 +643,15 @@ static void answer_later(struct http_request *req, void *arg)
 static void h_pipelined(struct fx *f, struct http_request *req)
 {
     /* The first answer waits for a later loop turn: the second request must
-     * not be dispatched before the first is closed. */
-    if (strcmp(req->path, "/1") == 0)
+     * not be dispatched before the first is closed, and not from inside the
+     * pass that closed it. */
+    if (strcmp(req->path, "/1") == 0) {
         API(http_response_on_drain(req, 0, answer_later, f));
-    else
+    } else {
+        if (f->handler_turn <= f->close_turn)
+            f->rc1 = -1;
         h_body_is_path(f, req);
+    }
 }
 
 static void c_pipelined(struct fx *f)
@@ -633,7 +660,8 @@ static void c_pipelined(struct fx *f)
     struct resp r;
 
     CK(f, cl_open(&c, f->port) == 0);
-    CK(f, cl_sends(&c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n") == 0);
+    CK(f,
+       cl_sends(&c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n") == 0);
     CK(f, cl_response(&c, &r, false) == 0);
     CK(f, r.status == 200 && strcmp(r.body, "/1") == 0);
     resp_free(&r);
@@ -651,6 +679,7 @@ static void test_pipelined(void **state)
     (void)state;
     fx_run(f, &cfg);
     assert_string_equal(f->log, "h/1 c/1 h/2 c/2 ");
+    assert_int_equal(f->rc1, 0);
     free(f);
 }
 
@@ -909,7 +938,10 @@ static void h_sendfile(struct fx *f, struct http_request *req)
     assert_int_equal(rc, 0);
     API(rc = http_response_write(req, "<<<", 3));
     assert_int_equal(rc, 0);
-    API(rc = http_response_sendfile(req, fd, RANGE_OFF, RANGE_LEN));
+    /* Two adjacent ranges (the server may merge them). */
+    API(rc = http_response_sendfile(req, fd, RANGE_OFF, 100000));
+    assert_int_equal(rc, 0);
+    API(rc = http_response_sendfile(req, fd, RANGE_OFF + 100000, RANGE_LEN - 100000));
     assert_int_equal(rc, 0);
     close(fd); /* the server holds its own copy */
     API(rc = http_response_write(req, ">>>", 3));
@@ -1143,6 +1175,40 @@ static void test_client_disconnect(void **state)
     free(f);
 }
 
+static void c_stalled(struct fx *f)
+{
+    struct cl *c = calloc(1, sizeof(*c));
+    int small = 4096;
+
+    CK(f, c != NULL);
+    f->kept = c;
+    c->fd = -1;
+    CK(f, cl_open(c, f->port) == 0);
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    CK(f, cl_sends(c, "GET /stalled HTTP/1.1\r\n\r\n") == 0);
+    /* Never reads: the socket stays open until the main thread closes it. */
+}
+
+static void test_write_timeout(void **state)
+{
+    struct fx *f = fx_new(h_stream, c_stalled);
+    struct http_server_config cfg = base_cfg();
+
+    (void)state;
+    cfg.write_timeout_ms = 100;
+    f->total = 1ull << 40;
+    f->chunk = 256 << 10;
+    f->low_water = 64 << 10;
+    /* Only the write timeout can close this request: the client neither
+     * reads nor closes before the server is gone. */
+    f->expect_closes = 1;
+    fx_run(f, &cfg);
+    assert_int_equal(f->handler_calls, 1);
+    assert_int_equal(f->close_calls, 1);
+    assert_true(f->sent < f->total);
+    free(f);
+}
+
 static void h_destroy(struct fx *f, struct http_request *req)
 {
     (void)req;
@@ -1151,6 +1217,7 @@ static void h_destroy(struct fx *f, struct http_request *req)
     f->stopping = true;
     http_server_destroy(f->srv, on_destroyed, f);
     uv_close((uv_handle_t *)&f->guard, NULL);
+    uv_close((uv_handle_t *)&f->turns, NULL);
 }
 
 static void c_destroy(struct fx *f)
@@ -1260,9 +1327,8 @@ static void test_bad_listen(void **state)
     uv_loop_t loop;
     struct http_server *s = (struct http_server *)&loop;
     struct http_server_config cfg = base_cfg();
-    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:70000",
-                                      "::1:80",    "[::1]80",    "host.example:80",
-                                      "1.2.3.4:8x"};
+    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:",      "127.0.0.1:70000", "::1:80",
+                                      "[::1]80",   "host.example:80", "1.2.3.4:8x"};
 
     (void)state;
     assert_int_equal(uv_loop_init(&loop), 0);
@@ -1291,6 +1357,7 @@ int main(void)
         cmocka_unit_test(test_stream_backpressure),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_client_disconnect),
+        cmocka_unit_test(test_write_timeout),
         cmocka_unit_test(test_destroy_in_handler),
         cmocka_unit_test(test_crlf_in_header),
         cmocka_unit_test(test_query),
