@@ -20,6 +20,16 @@
 #define MAX_RESUMES 5
 /* Prefix re-hash reads in chunks of this size. */
 #define REHASH_CHUNK (1024 * 1024)
+/* Received bytes travel to the disk writer in chunks of this size; at most
+ * MAX_QUEUED of them wait before the transfer is paused. */
+#define CHUNK_SIZE (1024 * 1024)
+#define MAX_QUEUED 8
+
+struct chunk {
+    struct chunk *next;
+    size_t len;
+    char data[];
+};
 
 enum fetch_state { FETCH_REHASH, FETCH_DOWNLOAD, FETCH_DONE };
 
@@ -39,16 +49,27 @@ struct blob_fetch {
     struct upstream_def def; /* a copy: the requests that started it may be gone */
     char *repo;
     uint64_t size;
-    uint64_t written;  /* bytes of the blob on disk, hashed */
-    uint64_t released; /* bytes readers may read */
-    uint64_t skip;     /* body bytes to drop (upstream ignored our Range) */
-    int fd;            /* write fd, owned by the store until commit/discard */
-    int rfd;           /* our own read fd for readers */
+    uint64_t written;    /* bytes of the blob on disk, hashed */
+    uint64_t released;   /* bytes readers may read */
+    uint64_t received;   /* bytes received from upstream (written + queued) */
+    uint64_t skip;       /* body bytes to drop (upstream ignored our Range) */
+    struct chunk *fill;  /* being filled by on_data */
+    struct chunk *queue; /* waiting for the writer, in order */
+    struct chunk *queue_tail;
+    unsigned nqueued;
+    struct chunk *inflight; /* with the writer in the thread pool */
+    struct chunk *spare;    /* written chunks kept for reuse */
+    int write_rc;
+    bool paused; /* the transfer waits for the writer */
+    int net_rc;  /* how the upstream transfer ended */
+    int net_status;
+    int fd;  /* write fd, owned by the store until commit/discard */
+    int rfd; /* our own read fd for readers */
     struct hash_ctx hash;
     struct upstream_req *req;
     uv_work_t work;
     int rehash_rc;
-    bool working; /* work queued in the thread pool */
+    bool working; /* a job (re-hash or write) is in the thread pool */
     int resumes;
     enum fetch_state state;
     bool active; /* listed as the download for its digest */
@@ -102,6 +123,7 @@ static int def_copy(struct upstream_def *dst, const struct upstream_def *src)
     return 0;
 }
 static void fetch_maybe_free(struct blob_fetch *bf);
+static void chunks_free(struct blob_fetch *bf);
 
 static void schedule_notify(struct blob_fetch *bf)
 {
@@ -187,6 +209,7 @@ static void fetch_maybe_free(struct blob_fetch *bf)
     fetcher_unlink(bf);
     if (bf->rfd >= 0)
         close(bf->rfd);
+    chunks_free(bf);
     hash_dispose(&bf->hash);
     def_dispose(&bf->def);
     free(bf->repo);
@@ -261,6 +284,147 @@ static void update_released(struct blob_fetch *bf)
     }
 }
 
+/* --- writing and hashing off the loop ---
+ *
+ * Body bytes are copied into chunks; one chunk at a time goes to the thread
+ * pool, which writes it to the partial file and feeds the hash (in order, so
+ * one job per fetch at a time). The loop thread keeps receiving and serving
+ * clients meanwhile. When too many chunks wait, the transfer is paused. */
+
+/* Chunks are recycled: a fresh 1 MiB allocation is an mmap whose pages the
+ * kernel must fault in and zero, which costs as much as the copy itself. */
+static struct chunk *chunk_new(struct blob_fetch *bf)
+{
+    struct chunk *c = bf->spare;
+    if (c)
+        bf->spare = c->next;
+    else
+        c = malloc(sizeof(*c) + CHUNK_SIZE);
+    if (c) {
+        c->next = NULL;
+        c->len = 0;
+    }
+    return c;
+}
+
+static void chunk_recycle(struct blob_fetch *bf, struct chunk *c)
+{
+    c->next = bf->spare;
+    bf->spare = c;
+}
+
+static void chunks_free(struct blob_fetch *bf)
+{
+    while (bf->queue) {
+        struct chunk *c = bf->queue;
+        bf->queue = c->next;
+        free(c);
+    }
+    bf->queue_tail = NULL;
+    bf->nqueued = 0;
+    free(bf->fill);
+    bf->fill = NULL;
+    free(bf->inflight);
+    bf->inflight = NULL;
+    while (bf->spare) {
+        struct chunk *c = bf->spare;
+        bf->spare = c->next;
+        free(c);
+    }
+}
+
+static void enqueue_fill(struct blob_fetch *bf)
+{
+    struct chunk *c = bf->fill;
+    if (!c || c->len == 0)
+        return;
+    bf->fill = NULL;
+    if (bf->queue_tail)
+        bf->queue_tail->next = c;
+    else
+        bf->queue = c;
+    bf->queue_tail = c;
+    bf->nqueued++;
+}
+
+static void write_work(uv_work_t *w)
+{
+    struct blob_fetch *bf = w->data;
+    struct chunk *c = bf->inflight;
+    size_t done = 0;
+    bf->write_rc = 0;
+    while (done < c->len) {
+        ssize_t n = pwrite(bf->fd, c->data + done, c->len - done, (off_t)(bf->written + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            bf->write_rc = (errno == ENOSPC || errno == EDQUOT) ? SHOAL_ENOSPACE : -errno;
+            return;
+        }
+        done += (size_t)n;
+    }
+    hash_update(&bf->hash, c->data, c->len);
+}
+
+static void net_complete(struct blob_fetch *bf);
+static void write_after(uv_work_t *w, int status);
+
+static void kick_writer(struct blob_fetch *bf)
+{
+    if (bf->working || !bf->queue || bf->fd < 0)
+        return;
+    struct chunk *c = bf->queue;
+    bf->queue = c->next;
+    if (!bf->queue)
+        bf->queue_tail = NULL;
+    bf->nqueued--;
+    c->next = NULL;
+    bf->inflight = c;
+    bf->working = true;
+    bf->work.data = bf;
+    int rc = uv_queue_work(bf->fetcher->loop, &bf->work, write_work, write_after);
+    if (rc < 0) {
+        bf->working = false;
+        bf->write_rc = rc;
+        write_after(&bf->work, 0);
+    }
+}
+
+static void write_after(uv_work_t *w, int status)
+{
+    struct blob_fetch *bf = w->data;
+    struct chunk *c = bf->inflight;
+    bf->inflight = NULL;
+    bf->working = false;
+    if (status == UV_ECANCELED && !bf->write_rc)
+        bf->write_rc = SHOAL_ECANCELED;
+    if (bf->write_rc < 0) {
+        if (!bf->end_rc) {
+            LOG(ERROR, "fetch", "digest=%s write failed: %s", bf->d.str,
+                shoal_strerror(bf->write_rc));
+            bf->end_rc = bf->write_rc;
+        }
+        free(c);
+        chunks_free(bf);
+        if (bf->req)
+            upstream_req_cancel(bf->req); /* on_done finishes */
+        else
+            net_complete(bf);
+        return;
+    }
+    bf->written += c->len;
+    chunk_recycle(bf, c);
+    update_released(bf);
+    if (bf->paused && bf->nqueued < MAX_QUEUED / 2 && bf->req) {
+        bf->paused = false;
+        upstream_req_resume(bf->req);
+    }
+    if (bf->queue)
+        kick_writer(bf);
+    else if (!bf->req)
+        net_complete(bf);
+}
+
 /* --- upstream callbacks --- */
 
 static int on_response(void *arg, const struct http_client_response *resp)
@@ -271,9 +435,9 @@ static int on_response(void *arg, const struct http_client_response *resp)
         uint64_t start = UINT64_MAX;
         if (http_client_response_header(resp, "Content-Range", cr, sizeof(cr)))
             (void)sscanf(cr, "bytes %" SCNu64 "-", &start);
-        if (start != bf->written) {
+        if (start != bf->received) {
             LOG(WARN, "fetch", "digest=%s unexpected Content-Range=\"%s\" want_start=%" PRIu64,
-                bf->d.str, cr, bf->written);
+                bf->d.str, cr, bf->received);
             return 1;
         }
         return 0;
@@ -285,7 +449,7 @@ static int on_response(void *arg, const struct http_client_response *resp)
             return 1;
         }
         /* Upstream ignored the Range: drop what we already have. */
-        bf->skip = bf->written;
+        bf->skip = bf->received;
         return 0;
     }
     return 0; /* errors are handled in on_done */
@@ -295,6 +459,12 @@ static size_t on_data(void *arg, const char *data, size_t len)
 {
     struct blob_fetch *bf = arg;
     size_t total = len;
+    if (bf->end_rc < 0)
+        return 0; /* a write failed: abort the transfer */
+    if (bf->nqueued >= MAX_QUEUED) {
+        bf->paused = true; /* resumed by write_after; curl delivers these bytes again */
+        return HTTP_CLIENT_PAUSE;
+    }
     if (bf->skip) {
         size_t n = bf->skip < len ? (size_t)bf->skip : len;
         bf->skip -= n;
@@ -303,26 +473,30 @@ static size_t on_data(void *arg, const char *data, size_t len)
     }
     if (len == 0)
         return total;
-    if (bf->written + len > bf->size) {
+    if (bf->received + len > bf->size) {
         LOG(WARN, "fetch", "digest=%s upstream sent more than size=%" PRIu64, bf->d.str, bf->size);
-        return 0; /* aborts the transfer */
+        bf->end_rc = SHOAL_EDIGEST_MISMATCH;
+        return 0;
     }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pwrite(bf->fd, data + done, len - done, (off_t)(bf->written + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int err = errno;
-            LOG(ERROR, "fetch", "digest=%s write failed: %s", bf->d.str, strerror(err));
-            bf->end_rc = (err == ENOSPC || err == EDQUOT) ? SHOAL_ENOSPACE : -err;
+    while (len > 0) {
+        if (!bf->fill && !(bf->fill = chunk_new(bf))) {
+            bf->end_rc = -ENOMEM;
             return 0;
         }
-        done += (size_t)n;
+        size_t room = CHUNK_SIZE - bf->fill->len;
+        size_t n = len < room ? len : room;
+        memcpy(bf->fill->data + bf->fill->len, data, n);
+        bf->fill->len += n;
+        bf->received += n;
+        data += n;
+        len -= n;
+        if (bf->fill->len == CHUNK_SIZE)
+            enqueue_fill(bf);
     }
-    hash_update(&bf->hash, data, len);
-    bf->written += len;
-    update_released(bf);
+    /* The last bytes of the blob go out at once; otherwise full chunks. */
+    if (bf->received == bf->size)
+        enqueue_fill(bf);
+    kick_writer(bf);
     return total;
 }
 
@@ -346,16 +520,34 @@ static void on_done(void *arg, int rc, const struct http_client_response *resp)
 {
     struct blob_fetch *bf = arg;
     bf->req = NULL;
-    int status = resp ? (int)resp->status : 0;
+    bf->paused = false;
+    bf->net_rc = rc;
+    bf->net_status = resp ? (int)resp->status : 0;
+    if (bf->end_rc == 0)
+        enqueue_fill(bf);
+    if (bf->working || (bf->queue && bf->end_rc == 0)) {
+        kick_writer(bf); /* write_after calls net_complete once drained */
+        return;
+    }
+    net_complete(bf);
+}
 
+/* The transfer has ended and every received byte is on disk (or a write
+ * failed): verify, resume or give up. */
+static void net_complete(struct blob_fetch *bf)
+{
+    int rc = bf->net_rc;
+    int status = bf->net_status;
     if (bf->state == FETCH_DONE || bf->fetcher->closing) {
+        chunks_free(bf);
         fetch_finish(bf, SHOAL_ECANCELED, status);
         fetch_maybe_free(bf);
         return;
     }
-    if (bf->end_rc < 0) { /* a local write error aborted the transfer */
+    if (bf->end_rc < 0) { /* a local write error or bad upstream data aborted it */
         int erc = bf->end_rc;
         bf->end_rc = 0;
+        chunks_free(bf);
         fetch_finish(bf, erc, status);
         return;
     }
@@ -385,11 +577,14 @@ static void start_download(struct blob_fetch *bf)
     char range[64];
     const char *headers[2] = {NULL, NULL};
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", bf->repo, bf->d.str);
+    bf->received = bf->written;
     if (bf->written > 0) {
         snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", bf->written);
         headers[0] = range;
     }
     bf->skip = 0;
+    bf->net_rc = 0;
+    bf->net_status = 0;
     struct upstream_req_opts o = {
         .def = &bf->def,
         .repo = bf->repo,
