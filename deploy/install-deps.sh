@@ -8,7 +8,7 @@ PKGS=(
   libuv1-dev libcurl4-openssl-dev libjansson-dev libxxhash-dev libssl-dev
   libhttp-parser-dev libcmocka-dev
   docker-registry skopeo podman containerd
-  python3-pytest apache2-utils redis-server curl
+  python3 python3-pytest apache2-utils redis-server curl openssl
 )
 
 missing=()
