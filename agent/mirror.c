@@ -537,6 +537,7 @@ static void handle_control(struct mreq *r)
     if (strcmp(path, "/_shoal/health") == 0) {
         static const char ok[] = "{\"status\":\"ok\"}\n";
         r->status = 200;
+        r->bytes = sizeof(ok) - 1;
         http_response_simple(r->req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
         return;
     }
@@ -545,6 +546,7 @@ static void handle_control(struct mreq *r)
         buf_init(&out, 1 << 20);
         mirror_metrics(r->m, &out);
         r->status = 200;
+        r->bytes = out.len;
         http_response_simple(r->req, 200, "text/plain; version=0.0.4", out.data ? out.data : "",
                              out.len, NULL);
         buf_dispose(&out);
@@ -682,12 +684,9 @@ void mirror_handle(struct http_request *req, void *ctx)
         http_response_end(req);
         return;
     }
-    /* Names, tags and digests never hold '%': an encoded byte is either
-     * garbage or an attempt to smuggle "..". */
-    if (strchr(path, '%')) {
-        mreq_error(r, 400, "NAME_INVALID", "percent-encoded characters are not allowed", NULL);
-        return;
-    }
+    /* No decoding: names, tags and digests never hold '%', so an encoded
+     * byte (an attempt to smuggle "..", say) fails the grammar of whichever
+     * part it is in. */
     if (!parse_v2(r, path + 4))
         return;
     r->def = agent_config_upstream(m->deps.cfg, r->host[0] ? r->host : NULL, &r->scratch,
