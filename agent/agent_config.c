@@ -78,7 +78,7 @@ const struct config_option agent_options[] = {
 
 /* --- The upstreams array ------------------------------------------------- */
 
-static void def_dispose(struct upstream_def *d)
+void upstream_def_dispose(struct upstream_def *d)
 {
     free(d->host);
     free(d->url);
@@ -89,12 +89,34 @@ static void def_dispose(struct upstream_def *d)
     memset(d, 0, sizeof(*d));
 }
 
+static int dup_opt(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (src && !(*dst = strdup(src)))
+        return -ENOMEM;
+    return 0;
+}
+
+int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->insecure = src->insecure;
+    if (dup_opt(&dst->host, src->host) < 0 || dup_opt(&dst->url, src->url) < 0 ||
+        dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
+        dup_opt(&dst->password_file, src->password_file) < 0 ||
+        dup_opt(&dst->ca_file, src->ca_file) < 0) {
+        upstream_def_dispose(dst);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 static void list_dispose(struct upstream_list *l)
 {
     size_t i;
 
     for (i = 0; i < l->n; i++)
-        def_dispose(&l->defs[i]);
+        upstream_def_dispose(&l->defs[i]);
     free(l->defs);
     l->defs = NULL;
     l->n = 0;

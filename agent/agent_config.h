@@ -19,6 +19,12 @@ struct upstream_def {
     bool insecure;       /* skip TLS verification: tests only */
 };
 
+/* Deep copy of src into dst (strings duplicated). 0 or -ENOMEM (dst then
+ * holds nothing). */
+int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src);
+/* Frees the strings of d and zeroes it. */
+void upstream_def_dispose(struct upstream_def *d);
+
 struct upstream_list {
     struct upstream_def *defs;
     size_t n;

@@ -93,35 +93,6 @@ struct blob_fetcher {
 static void start_download(struct blob_fetch *bf);
 static void idle_cb(uv_idle_t *h);
 
-static void def_dispose(struct upstream_def *d)
-{
-    free(d->host);
-    free(d->url);
-    free(d->username);
-    free(d->password);
-    free(d->password_file);
-    free(d->ca_file);
-    memset(d, 0, sizeof(*d));
-}
-
-static int dup_opt(char **dst, const char *src)
-{
-    *dst = NULL;
-    if (src && !(*dst = strdup(src)))
-        return -ENOMEM;
-    return 0;
-}
-
-static int def_copy(struct upstream_def *dst, const struct upstream_def *src)
-{
-    dst->insecure = src->insecure;
-    if (dup_opt(&dst->host, src->host) < 0 || dup_opt(&dst->url, src->url) < 0 ||
-        dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
-        dup_opt(&dst->password_file, src->password_file) < 0 ||
-        dup_opt(&dst->ca_file, src->ca_file) < 0)
-        return -ENOMEM;
-    return 0;
-}
 static void fetch_maybe_free(struct blob_fetch *bf);
 static void chunks_free(struct blob_fetch *bf);
 
@@ -211,7 +182,7 @@ static void fetch_maybe_free(struct blob_fetch *bf)
         close(bf->rfd);
     chunks_free(bf);
     hash_dispose(&bf->hash);
-    def_dispose(&bf->def);
+    upstream_def_dispose(&bf->def);
     free(bf->repo);
     free(bf);
     if (f->closing)
@@ -683,7 +654,7 @@ static int fetch_start(struct blob_fetcher *f, const struct oci_digest *d, uint6
     bf->fd = -1;
     bf->rfd = -1;
     bf->repo = strdup(repo);
-    if (!bf->repo || def_copy(&bf->def, def) < 0) {
+    if (!bf->repo || upstream_def_copy(&bf->def, def) < 0) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -730,7 +701,7 @@ fail:
     if (bf->rfd >= 0)
         close(bf->rfd);
     hash_dispose(&bf->hash);
-    def_dispose(&bf->def);
+    upstream_def_dispose(&bf->def);
     free(bf->repo);
     free(bf);
     return rc;
