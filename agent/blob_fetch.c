@@ -11,6 +11,7 @@
 #include "shoal/error.h"
 #include "shoal/hash.h"
 #include "shoal/log.h"
+#include "blob_pipe.h"
 
 /* The tail of a blob that no reader gets before the digest has matched. One
  * byte would do to keep a wrong blob from ever being complete; a little more
@@ -20,17 +21,6 @@
 #define MAX_RESUMES 5
 /* Prefix re-hash reads in chunks of this size. */
 #define REHASH_CHUNK (1024 * 1024)
-/* Received bytes travel to the disk writer in chunks of this size; at most
- * MAX_QUEUED of them wait before the transfer is paused. */
-#define CHUNK_SIZE (1024 * 1024)
-#define MAX_QUEUED 8
-
-struct chunk {
-    struct chunk *next;
-    size_t len;
-    char data[];
-};
-
 enum fetch_state { FETCH_REHASH, FETCH_DOWNLOAD, FETCH_DONE };
 
 struct blob_reader {
@@ -49,27 +39,20 @@ struct blob_fetch {
     struct upstream_def def; /* a copy: the requests that started it may be gone */
     char *repo;
     uint64_t size;
-    uint64_t written;    /* bytes of the blob on disk, hashed */
-    uint64_t released;   /* bytes readers may read */
-    uint64_t received;   /* bytes received from upstream (written + queued) */
-    uint64_t skip;       /* body bytes to drop (upstream ignored our Range) */
-    struct chunk *fill;  /* being filled by on_data */
-    struct chunk *queue; /* waiting for the writer, in order */
-    struct chunk *queue_tail;
-    unsigned nqueued;
-    struct chunk *inflight; /* with the writer in the thread pool */
-    struct chunk *spare;    /* written chunks kept for reuse */
-    int write_rc;
-    bool paused; /* the transfer waits for the writer */
-    int net_rc;  /* how the upstream transfer ended */
+    uint64_t released; /* bytes readers may read */
+    uint64_t skip;     /* body bytes to drop (upstream ignored our Range) */
+    struct blob_pipe pipe;
+    bool verified; /* the whole-blob digest matched */
+    bool paused;   /* the transfer waits for the pipe */
+    int net_rc;    /* how the upstream transfer ended */
     int net_status;
     int fd;  /* write fd, owned by the store until commit/discard */
     int rfd; /* our own read fd for readers */
     struct hash_ctx hash;
     struct upstream_req *req;
-    uv_work_t work;
+    uv_work_t work; /* the prefix re-hash of a resumed partial */
     int rehash_rc;
-    bool working; /* a job (re-hash or write) is in the thread pool */
+    bool rehashing;
     int resumes;
     enum fetch_state state;
     bool active; /* listed as the download for its digest */
@@ -91,10 +74,11 @@ struct blob_fetcher {
 };
 
 static void start_download(struct blob_fetch *bf);
+static void verify(struct blob_fetch *bf);
+static void update_released(struct blob_fetch *bf);
 static void idle_cb(uv_idle_t *h);
 
 static void fetch_maybe_free(struct blob_fetch *bf);
-static void chunks_free(struct blob_fetch *bf);
 
 static void schedule_notify(struct blob_fetch *bf)
 {
@@ -174,13 +158,14 @@ static void fetcher_free_if_done(struct blob_fetcher *f);
 /* Frees a fetch once it has ended, nothing is pending and no reader is left. */
 static void fetch_maybe_free(struct blob_fetch *bf)
 {
-    if (bf->state != FETCH_DONE || bf->readers || bf->req || bf->working || bf->notify)
+    if (bf->state != FETCH_DONE || bf->readers || bf->req || bf->rehashing ||
+        blob_pipe_busy(&bf->pipe) || bf->notify)
         return;
     struct blob_fetcher *f = bf->fetcher;
     fetcher_unlink(bf);
     if (bf->rfd >= 0)
         close(bf->rfd);
-    chunks_free(bf);
+    blob_pipe_dispose(&bf->pipe);
     hash_dispose(&bf->hash);
     upstream_def_dispose(&bf->def);
     free(bf->repo);
@@ -218,7 +203,7 @@ static void fetch_finish(struct blob_fetch *bf, int rc, int status)
             store_partial_discard(f->store, &bf->d, bf->fd);
         bf->fd = -1;
         LOG(WARN, "fetch", "digest=%s failed err=%s status=%d written=%" PRIu64, bf->d.str,
-            shoal_errname(rc), status, bf->written);
+            shoal_errname(rc), status, bf->pipe.written);
     }
     bf->state = FETCH_DONE;
     bf->end_rc = rc;
@@ -230,170 +215,68 @@ static void fetch_finish(struct blob_fetch *bf, int rc, int status)
     schedule_notify(bf);
 }
 
-static void verify_and_finish(struct blob_fetch *bf)
+/* The whole blob has been hashed: check it. A mismatch ends the download. */
+static void verify(struct blob_fetch *bf)
 {
     char hex[129];
     hash_final_hex(&bf->hash, hex);
-    if (strcmp(hex, bf->d.hex) != 0) {
-        bf->fetcher->stats.digest_mismatches++;
-        LOG(ERROR, "fetch", "digest=%s mismatch got=%s upstream=%s repo=%s purged=true", bf->d.str,
-            hex, bf->def.host, bf->repo);
-        fetch_finish(bf, SHOAL_EDIGEST_MISMATCH, 0);
+    if (strcmp(hex, bf->d.hex) == 0) {
+        bf->verified = true;
         return;
     }
-    fetch_finish(bf, 0, 200);
+    bf->fetcher->stats.digest_mismatches++;
+    LOG(ERROR, "fetch", "digest=%s mismatch got=%s upstream=%s repo=%s purged=true", bf->d.str, hex,
+        bf->def.host, bf->repo);
+    bf->end_rc = SHOAL_EDIGEST_MISMATCH;
+    if (bf->req)
+        upstream_req_cancel(bf->req);
 }
 
+/* Readers get what has arrived, except the last HOLDBACK_BYTES until the
+ * digest has matched. */
 static void update_released(struct blob_fetch *bf)
 {
-    uint64_t hold = bf->size < HOLDBACK_BYTES ? bf->size : HOLDBACK_BYTES;
-    uint64_t limit = bf->size - hold;
-    uint64_t rel = bf->written < limit ? bf->written : limit;
+    uint64_t rel;
+    if (bf->verified) {
+        rel = bf->size;
+    } else {
+        uint64_t hold = bf->size < HOLDBACK_BYTES ? bf->size : HOLDBACK_BYTES;
+        uint64_t limit = bf->size - hold;
+        rel = bf->pipe.received < limit ? bf->pipe.received : limit;
+    }
     if (rel > bf->released) {
         bf->released = rel;
         schedule_notify(bf);
     }
 }
 
-/* --- writing and hashing off the loop ---
- *
- * Body bytes are copied into chunks; one chunk at a time goes to the thread
- * pool, which writes it to the partial file and feeds the hash (in order, so
- * one job per fetch at a time). The loop thread keeps receiving and serving
- * clients meanwhile. When too many chunks wait, the transfer is paused. */
+/* --- the data path: blob_pipe writes and hashes off the loop --- */
 
-/* Chunks are recycled: a fresh 1 MiB allocation is an mmap whose pages the
- * kernel must fault in and zero, which costs as much as the copy itself. */
-static struct chunk *chunk_new(struct blob_fetch *bf)
+static void maybe_complete(struct blob_fetch *bf);
+
+static void pipe_progress(struct blob_pipe *p, void *arg)
 {
-    struct chunk *c = bf->spare;
-    if (c)
-        bf->spare = c->next;
-    else
-        c = malloc(sizeof(*c) + CHUNK_SIZE);
-    if (c) {
-        c->next = NULL;
-        c->len = 0;
-    }
-    return c;
-}
-
-static void chunk_recycle(struct blob_fetch *bf, struct chunk *c)
-{
-    c->next = bf->spare;
-    bf->spare = c;
-}
-
-static void chunks_free(struct blob_fetch *bf)
-{
-    while (bf->queue) {
-        struct chunk *c = bf->queue;
-        bf->queue = c->next;
-        free(c);
-    }
-    bf->queue_tail = NULL;
-    bf->nqueued = 0;
-    free(bf->fill);
-    bf->fill = NULL;
-    free(bf->inflight);
-    bf->inflight = NULL;
-    while (bf->spare) {
-        struct chunk *c = bf->spare;
-        bf->spare = c->next;
-        free(c);
-    }
-}
-
-static void enqueue_fill(struct blob_fetch *bf)
-{
-    struct chunk *c = bf->fill;
-    if (!c || c->len == 0)
-        return;
-    bf->fill = NULL;
-    if (bf->queue_tail)
-        bf->queue_tail->next = c;
-    else
-        bf->queue = c;
-    bf->queue_tail = c;
-    bf->nqueued++;
-}
-
-static void write_work(uv_work_t *w)
-{
-    struct blob_fetch *bf = w->data;
-    struct chunk *c = bf->inflight;
-    size_t done = 0;
-    bf->write_rc = 0;
-    while (done < c->len) {
-        ssize_t n = pwrite(bf->fd, c->data + done, c->len - done, (off_t)(bf->written + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            bf->write_rc = (errno == ENOSPC || errno == EDQUOT) ? SHOAL_ENOSPACE : -errno;
-            return;
-        }
-        done += (size_t)n;
-    }
-    hash_update(&bf->hash, c->data, c->len);
-}
-
-static void net_complete(struct blob_fetch *bf);
-static void write_after(uv_work_t *w, int status);
-
-static void kick_writer(struct blob_fetch *bf)
-{
-    if (bf->working || !bf->queue || bf->fd < 0)
-        return;
-    struct chunk *c = bf->queue;
-    bf->queue = c->next;
-    if (!bf->queue)
-        bf->queue_tail = NULL;
-    bf->nqueued--;
-    c->next = NULL;
-    bf->inflight = c;
-    bf->working = true;
-    bf->work.data = bf;
-    int rc = uv_queue_work(bf->fetcher->loop, &bf->work, write_work, write_after);
-    if (rc < 0) {
-        bf->working = false;
-        bf->write_rc = rc;
-        write_after(&bf->work, 0);
-    }
-}
-
-static void write_after(uv_work_t *w, int status)
-{
-    struct blob_fetch *bf = w->data;
-    struct chunk *c = bf->inflight;
-    bf->inflight = NULL;
-    bf->working = false;
-    if (status == UV_ECANCELED && !bf->write_rc)
-        bf->write_rc = SHOAL_ECANCELED;
-    if (bf->write_rc < 0) {
-        if (!bf->end_rc) {
-            LOG(ERROR, "fetch", "digest=%s write failed: %s", bf->d.str,
-                shoal_strerror(bf->write_rc));
-            bf->end_rc = bf->write_rc;
-        }
-        free(c);
-        chunks_free(bf);
+    struct blob_fetch *bf = arg;
+    if (p->io_rc && !bf->end_rc && p->io_rc != SHOAL_ECANCELED) {
+        LOG(ERROR, "fetch", "digest=%s write failed: %s", bf->d.str, shoal_strerror(p->io_rc));
+        bf->end_rc = p->io_rc;
         if (bf->req)
-            upstream_req_cancel(bf->req); /* on_done finishes */
-        else
-            net_complete(bf);
-        return;
+            upstream_req_cancel(bf->req);
     }
-    bf->written += c->len;
-    chunk_recycle(bf, c);
-    update_released(bf);
-    if (bf->paused && bf->nqueued < MAX_QUEUED / 2 && bf->req) {
+    if (!bf->verified && !bf->end_rc && p->hashed == bf->size) {
+        verify(bf);
+        LOG(DEBUG, "fetch", "digest=%s hashed=all written=%" PRIu64 " verified=%d", bf->d.str,
+            p->written, bf->verified);
+    }
+    if (bf->paused && !blob_pipe_full(p) && bf->req) {
         bf->paused = false;
         upstream_req_resume(bf->req);
     }
-    if (bf->queue)
-        kick_writer(bf);
-    else if (!bf->req)
-        net_complete(bf);
+    update_released(bf);
+    /* Readers waiting for bytes to reach the disk (see mirror_blob.c) may go on. */
+    if (bf->readers)
+        schedule_notify(bf);
+    maybe_complete(bf);
 }
 
 /* --- upstream callbacks --- */
@@ -406,9 +289,9 @@ static int on_response(void *arg, const struct http_client_response *resp)
         uint64_t start = UINT64_MAX;
         if (http_client_response_header(resp, "Content-Range", cr, sizeof(cr)))
             (void)sscanf(cr, "bytes %" SCNu64 "-", &start);
-        if (start != bf->received) {
+        if (start != bf->pipe.received) {
             LOG(WARN, "fetch", "digest=%s unexpected Content-Range=\"%s\" want_start=%" PRIu64,
-                bf->d.str, cr, bf->received);
+                bf->d.str, cr, bf->pipe.received);
             return 1;
         }
         return 0;
@@ -420,20 +303,20 @@ static int on_response(void *arg, const struct http_client_response *resp)
             return 1;
         }
         /* Upstream ignored the Range: drop what we already have. */
-        bf->skip = bf->received;
+        bf->skip = bf->pipe.received;
         return 0;
     }
-    return 0; /* errors are handled in on_done */
+    return 0; /* errors are handled when the transfer ends */
 }
 
 static size_t on_data(void *arg, const char *data, size_t len)
 {
     struct blob_fetch *bf = arg;
     size_t total = len;
-    if (bf->end_rc < 0)
-        return 0; /* a write failed: abort the transfer */
-    if (bf->nqueued >= MAX_QUEUED) {
-        bf->paused = true; /* resumed by write_after; curl delivers these bytes again */
+    if (bf->end_rc)
+        return 0; /* a write failed or the digest is known to be wrong: abort */
+    if (blob_pipe_full(&bf->pipe)) {
+        bf->paused = true; /* resumed from pipe_progress; curl delivers these bytes again */
         return HTTP_CLIENT_PAUSE;
     }
     if (bf->skip) {
@@ -444,30 +327,18 @@ static size_t on_data(void *arg, const char *data, size_t len)
     }
     if (len == 0)
         return total;
-    if (bf->received + len > bf->size) {
+    if (bf->pipe.received + len > bf->size) {
         LOG(WARN, "fetch", "digest=%s upstream sent more than size=%" PRIu64, bf->d.str, bf->size);
         bf->end_rc = SHOAL_EDIGEST_MISMATCH;
         return 0;
     }
-    while (len > 0) {
-        if (!bf->fill && !(bf->fill = chunk_new(bf))) {
-            bf->end_rc = -ENOMEM;
-            return 0;
-        }
-        size_t room = CHUNK_SIZE - bf->fill->len;
-        size_t n = len < room ? len : room;
-        memcpy(bf->fill->data + bf->fill->len, data, n);
-        bf->fill->len += n;
-        bf->received += n;
-        data += n;
-        len -= n;
-        if (bf->fill->len == CHUNK_SIZE)
-            enqueue_fill(bf);
+    if (blob_pipe_push(&bf->pipe, data, len) < 0) {
+        bf->end_rc = -ENOMEM;
+        return 0;
     }
-    /* The last bytes of the blob go out at once; otherwise full chunks. */
-    if (bf->received == bf->size)
-        enqueue_fill(bf);
-    kick_writer(bf);
+    if (bf->pipe.received == bf->size)
+        blob_pipe_flush(&bf->pipe);
+    update_released(bf);
     return total;
 }
 
@@ -494,40 +365,39 @@ static void on_done(void *arg, int rc, const struct http_client_response *resp)
     bf->paused = false;
     bf->net_rc = rc;
     bf->net_status = resp ? (int)resp->status : 0;
-    if (bf->end_rc == 0)
-        enqueue_fill(bf);
-    if (bf->working || (bf->queue && bf->end_rc == 0)) {
-        kick_writer(bf); /* write_after calls net_complete once drained */
-        return;
-    }
-    net_complete(bf);
+    LOG(DEBUG, "fetch",
+        "digest=%s transfer ended rc=%d received=%" PRIu64 " written=%" PRIu64 " hashed=%" PRIu64,
+        bf->d.str, rc, bf->pipe.received, bf->pipe.written, bf->pipe.hashed);
+    if (!bf->end_rc)
+        blob_pipe_flush(&bf->pipe);
+    maybe_complete(bf);
 }
 
-/* The transfer has ended and every received byte is on disk (or a write
- * failed): verify, resume or give up. */
-static void net_complete(struct blob_fetch *bf)
+/* Once the transfer has ended and the pipe is drained: commit, resume or
+ * give up. */
+static void maybe_complete(struct blob_fetch *bf)
 {
-    int rc = bf->net_rc;
-    int status = bf->net_status;
+    if (bf->req || bf->rehashing || !blob_pipe_drained(&bf->pipe))
+        return;
     if (bf->state == FETCH_DONE || bf->fetcher->closing) {
-        chunks_free(bf);
-        fetch_finish(bf, SHOAL_ECANCELED, status);
+        fetch_finish(bf, SHOAL_ECANCELED, bf->net_status);
         fetch_maybe_free(bf);
         return;
     }
-    if (bf->end_rc < 0) { /* a local write error or bad upstream data aborted it */
-        int erc = bf->end_rc;
-        bf->end_rc = 0;
-        chunks_free(bf);
-        fetch_finish(bf, erc, status);
+    if (bf->state != FETCH_DOWNLOAD)
+        return;
+    int rc = bf->net_rc;
+    int status = bf->net_status;
+    if (bf->end_rc) {
+        fetch_finish(bf, bf->end_rc, status);
+        return;
+    }
+    if (bf->verified && bf->pipe.written == bf->size) {
+        fetch_finish(bf, 0, 200);
         return;
     }
     if (rc == 0 && status != 200 && status != 206) {
         fetch_finish(bf, status_to_rc(status), status);
-        return;
-    }
-    if (bf->written == bf->size) {
-        verify_and_finish(bf);
         return;
     }
     /* Short body or a lost connection: resume from what we have. */
@@ -535,7 +405,7 @@ static void net_complete(struct blob_fetch *bf)
         (rc == 0 || rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT || rc == SHOAL_EUPSTREAM)) {
         bf->resumes++;
         LOG(WARN, "fetch", "digest=%s resume=%d at=%" PRIu64 " after err=%s", bf->d.str,
-            bf->resumes, bf->written, rc ? shoal_errname(rc) : "short_body");
+            bf->resumes, bf->pipe.written, rc ? shoal_errname(rc) : "short_body");
         start_download(bf);
         return;
     }
@@ -547,10 +417,11 @@ static void start_download(struct blob_fetch *bf)
     char path[512 + 160];
     char range[64];
     const char *headers[2] = {NULL, NULL};
+    uint64_t from = bf->pipe.written;
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", bf->repo, bf->d.str);
-    bf->received = bf->written;
-    if (bf->written > 0) {
-        snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", bf->written);
+    blob_pipe_restart(&bf->pipe, from);
+    if (from > 0) {
+        snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", from);
         headers[0] = range;
     }
     bf->skip = 0;
@@ -569,12 +440,25 @@ static void start_download(struct blob_fetch *bf)
     };
     bf->fetcher->stats.fetches_started++;
     LOG(INFO, "fetch", "digest=%s upstream=%s repo=%s from=%" PRIu64 " size=%" PRIu64, bf->d.str,
-        bf->def.host, bf->repo, bf->written, bf->size);
+        bf->def.host, bf->repo, from, bf->size);
     int rc = upstream_request(bf->fetcher->up, &o, &bf->req);
     if (rc < 0) {
         bf->req = NULL;
         fetch_finish(bf, rc, 0);
     }
+}
+
+/* The prefix on disk is hashed: check a complete one, else download the rest. */
+static void begin(struct blob_fetch *bf)
+{
+    update_released(bf);
+    if (bf->pipe.written == bf->size) {
+        verify(bf);
+        update_released(bf);
+        maybe_complete(bf);
+        return;
+    }
+    start_download(bf);
 }
 
 /* --- resuming a partial: re-hash its prefix off the loop --- */
@@ -589,8 +473,9 @@ static void rehash_work(uv_work_t *w)
     }
     uint64_t off = 0;
     bf->rehash_rc = 0;
-    while (off < bf->written) {
-        size_t want = bf->written - off < REHASH_CHUNK ? (size_t)(bf->written - off) : REHASH_CHUNK;
+    uint64_t have = bf->pipe.written;
+    while (off < have) {
+        size_t want = have - off < REHASH_CHUNK ? (size_t)(have - off) : REHASH_CHUNK;
         ssize_t n = pread(bf->fd, chunk, want, (off_t)off);
         if (n < 0 && errno == EINTR)
             continue;
@@ -607,12 +492,13 @@ static void rehash_work(uv_work_t *w)
 static void rehash_after(uv_work_t *w, int status)
 {
     struct blob_fetch *bf = w->data;
-    bf->working = false;
+    bf->rehashing = false;
     if (bf->fetcher->closing || status == UV_ECANCELED) {
         fetch_finish(bf, SHOAL_ECANCELED, 0);
         fetch_maybe_free(bf);
         return;
     }
+    uint64_t have = bf->pipe.written;
     if (bf->rehash_rc < 0) {
         LOG(WARN, "fetch", "digest=%s resume re-hash failed: %s; starting over", bf->d.str,
             shoal_strerror(bf->rehash_rc));
@@ -621,16 +507,12 @@ static void rehash_after(uv_work_t *w, int status)
             fetch_finish(bf, -ENOMEM, 0);
             return;
         }
-        bf->written = 0;
+        have = 0;
     }
-    LOG(INFO, "fetch", "digest=%s resuming at=%" PRIu64 " of=%" PRIu64, bf->d.str, bf->written,
-        bf->size);
+    LOG(INFO, "fetch", "digest=%s resuming at=%" PRIu64 " of=%" PRIu64, bf->d.str, have, bf->size);
+    blob_pipe_restart(&bf->pipe, have);
     bf->state = FETCH_DOWNLOAD;
-    update_released(bf);
-    if (bf->written == bf->size)
-        verify_and_finish(bf);
-    else
-        start_download(bf);
+    begin(bf);
 }
 
 static struct blob_fetch *find_active(struct blob_fetcher *f, const struct oci_digest *d)
@@ -674,26 +556,23 @@ static int fetch_start(struct blob_fetcher *f, const struct oci_digest *d, uint6
         bf->fd = -1;
         goto fail;
     }
-    bf->written = have;
+    blob_pipe_init(&bf->pipe, f->loop, bf->fd, &bf->hash, have, pipe_progress, bf);
     bf->active = true;
     f->stats.active++;
     bf->next = f->fetches;
     f->fetches = bf;
     if (have > 0) {
         bf->state = FETCH_REHASH;
-        bf->working = true;
+        bf->rehashing = true;
         bf->work.data = bf;
         rc = uv_queue_work(f->loop, &bf->work, rehash_work, rehash_after);
         if (rc < 0) {
-            bf->working = false;
+            bf->rehashing = false;
             fetch_finish(bf, rc, 0);
         }
     } else {
         bf->state = FETCH_DOWNLOAD;
-        if (size == 0)
-            verify_and_finish(bf);
-        else
-            start_download(bf);
+        begin(bf);
     }
     *out = bf;
     return 0;
@@ -754,9 +633,13 @@ void blob_reader_detach(struct blob_reader *r)
     fetch_maybe_free(bf);
 }
 
-int blob_reader_fd(const struct blob_reader *r)
+int blob_reader_segment(const struct blob_reader *r, uint64_t off, uint64_t end,
+                        struct blob_segment *seg)
 {
-    return r->fetch->rfd;
+    const struct blob_fetch *bf = r->fetch;
+    if (end > bf->released)
+        end = bf->released;
+    return blob_pipe_segment(&bf->pipe, bf->rfd, off, end, seg);
 }
 
 uint64_t blob_reader_available(const struct blob_reader *r)
@@ -821,8 +704,10 @@ void blob_fetcher_destroy(struct blob_fetcher *f)
         bf->notify = false;
         if (bf->req)
             upstream_req_cancel(bf->req); /* on_done frees it later */
-        else if (bf->working)
+        else if (bf->rehashing)
             uv_cancel((uv_req_t *)&bf->work);
+        else if (blob_pipe_busy(&bf->pipe))
+            ; /* the pipe's progress callback finishes it */
         else {
             fetch_finish(bf, SHOAL_ECANCELED, 0);
             fetch_maybe_free(bf);

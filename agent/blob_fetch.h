@@ -3,8 +3,8 @@
  * One `struct blob_fetch` exists per digest being downloaded; every client
  * asking for that blob while it downloads attaches a reader to it, so the
  * upstream sends the bytes once. Bytes are written to the store's partial
- * file and hashed on the way. Readers are told how many bytes are
- * available: the written prefix, less a hold-back at the end that is
+ * file and hashed on the way (blob_pipe). Readers are told how many bytes
+ * are available: what has arrived, less a hold-back at the end that is
  * released only once the whole-blob digest matches. A mismatch purges the
  * partial and fails every reader; a reader whose headers already went out
  * aborts its connection, so no client ever receives a complete wrong blob.
@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "agent_config.h"
+#include "blob_pipe.h"
 #include "shoal/oci.h"
 #include "store.h"
 #include "upstream.h"
@@ -74,9 +75,13 @@ int blob_fetcher_read(struct blob_fetcher *f, const struct oci_digest *d, uint64
  * The download goes on for the cache. */
 void blob_reader_detach(struct blob_reader *r);
 
-/* What a reader may read: the fd (borrowed, valid until on_end returns or
- * the reader is detached), the released length, and the blob size. */
-int blob_reader_fd(const struct blob_reader *r);
+/* The released bytes at [off, end) as one segment: a range of a file
+ * (borrowed fd, valid until on_end returns or the reader is detached) for
+ * what is on disk, else memory valid until control returns to the loop.
+ * 0, or SHOAL_ENOT_FOUND when nothing at off is released yet. */
+int blob_reader_segment(const struct blob_reader *r, uint64_t off, uint64_t end,
+                        struct blob_segment *seg);
+/* Bytes readers may read, and the blob size. */
 uint64_t blob_reader_available(const struct blob_reader *r);
 uint64_t blob_reader_size(const struct blob_reader *r);
 

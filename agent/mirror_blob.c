@@ -59,6 +59,11 @@ static bool apply_range(struct mreq *r)
     return true;
 }
 
+/* A client may hold this much of a download in the server's memory queue;
+ * beyond it, the reader waits until the bytes are on disk and uses sendfile,
+ * so a slow client costs no memory. */
+#define STREAM_MEM_MAX (4u << 20)
+
 static void queue_file(struct mreq *r, int fd, uint64_t upto)
 {
     if (r->size == 0 || r->next_off > r->last)
@@ -89,6 +94,30 @@ static void serve_cached(struct mreq *r, int fd, uint64_t size)
 
 /* --- streaming from a download --- */
 
+/* Queues what the download has released up to `upto`. */
+static void queue_stream(struct mreq *r, struct blob_reader *br, uint64_t upto)
+{
+    uint64_t end = upto < r->last + 1 ? upto : r->last + 1;
+    while (r->size > 0 && r->next_off < end) {
+        struct blob_segment seg;
+        if (blob_reader_segment(br, r->next_off, end, &seg) < 0)
+            break;
+        int rc;
+        if (seg.fd >= 0) {
+            rc = http_response_sendfile(r->req, seg.fd, seg.off, seg.len);
+        } else {
+            if (http_response_pending(r->req) > STREAM_MEM_MAX)
+                break;
+            rc = http_response_write(r->req, seg.data, seg.len);
+        }
+        if (rc < 0)
+            break;
+        r->bytes += seg.len;
+        r->m->client_tx_bytes += seg.len;
+        r->next_off += seg.len;
+    }
+}
+
 static void reader_data(struct blob_reader *br, void *arg)
 {
     struct mreq *r = arg;
@@ -98,7 +127,7 @@ static void reader_data(struct blob_reader *br, void *arg)
         http_response_abort(r->req);
         return;
     }
-    queue_file(r, blob_reader_fd(br), blob_reader_available(br));
+    queue_stream(r, br, blob_reader_available(br));
     if (r->next_off > r->last) {
         /* Everything this client asked for is queued; the download goes on. */
         r->reader = NULL;
@@ -120,7 +149,7 @@ static void reader_end(struct blob_reader *br, int rc, int status, void *arg)
             http_response_abort(r->req);
             return;
         }
-        queue_file(r, blob_reader_fd(br), blob_reader_size(br));
+        queue_stream(r, br, blob_reader_size(br));
         http_response_end(r->req);
         return;
     }
