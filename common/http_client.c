@@ -759,6 +759,7 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
     struct http_client_req *r = NULL;
     int rc = 0;
     bool head = false;
+    bool post = false;
 
     if (!c || !opts || !opts->url)
         return -EINVAL;
@@ -766,7 +767,11 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
         return SHOAL_ECANCELED;
     if (opts->method && strcmp(opts->method, "HEAD") == 0)
         head = true;
+    else if (opts->method && strcmp(opts->method, "POST") == 0)
+        post = true;
     else if (opts->method && strcmp(opts->method, "GET") != 0)
+        return -EINVAL;
+    if (opts->body && !post)
         return -EINVAL;
 
     r = calloc(1, sizeof(*r));
@@ -788,6 +793,14 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
     if (!r->url || !r->easy) {
         rc = -ENOMEM;
         goto out;
+    }
+    /* No "Expect: 100-continue" round trip before a POST body. */
+    if (post) {
+        r->hdrs = curl_slist_append(r->hdrs, "Expect:");
+        if (!r->hdrs) {
+            rc = -ENOMEM;
+            goto out;
+        }
     }
     for (const char *const *h = opts->headers; h && *h; h++) {
         struct curl_slist *nl = curl_slist_append(r->hdrs, *h);
@@ -822,6 +835,10 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
            opts->low_speed_time_s > 0 ? opts->low_speed_time_s : DEFAULT_LOW_SPEED_TIME_S);
     if (head)
         SETOPT(CURLOPT_NOBODY, 1L);
+    if (post) {
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len);
+        SETOPT(CURLOPT_COPYPOSTFIELDS, opts->body ? (const char *)opts->body : "");
+    }
     if (opts->follow_redirects) {
         /* No CURLOPT_UNRESTRICTED_AUTH: curl then drops userpwd and custom
          * Authorization headers when a redirect changes host, port or

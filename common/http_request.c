@@ -68,6 +68,7 @@ static int on_msg_begin(http_parser *p)
     c->url_len = 0;
     c->nhdr = 0;
     c->hpos = HP_NONE;
+    c->body_err = 0;
     c->req.start_ms = uv_now(c->srv->loop);
     return 0;
 }
@@ -120,6 +121,51 @@ static int on_hvalue(http_parser *p, const char *at, size_t len)
     return arena_add(c, at, len);
 }
 
+static bool wants_continue(const struct conn *c)
+{
+    for (size_t i = 0; i < c->nhdr; i++) {
+        if (strcasecmp(c->arena + c->hrefs[i].name, "Expect") == 0 &&
+            strcasecmp(c->arena + c->hrefs[i].value, "100-continue") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A request with a body on a server that reads bodies: refuses what it will
+ * not read (the error answer follows from http_request_parse), or prepares
+ * the buffer the body is collected in. */
+static int body_begin(struct conn *c, http_parser *p)
+{
+    size_t max = c->srv->cfg.max_body_bytes;
+
+    if ((p->flags & F_CHUNKED) != 0) {
+        c->body_err = 411;
+        return -1;
+    }
+    if (p->content_length > max) {
+        LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_body_bytes max=%zu length=%" PRIu64,
+            c->id, c->peer, max, (uint64_t)p->content_length);
+        c->body_err = 413;
+        return -1;
+    }
+    free(c->body);
+    c->body = malloc((size_t)p->content_length + 1);
+    if (c->body == NULL) {
+        c->head_err = -ENOMEM;
+        return -1;
+    }
+    c->body_want = (size_t)p->content_length;
+    c->body_len = 0;
+    c->in_body = true;
+    /* Without the interim answer, curl waits a second before sending a
+     * body of more than 1 KiB. */
+    if (p->http_minor >= 1 && wants_continue(c) && http_response_continue(c) < 0) {
+        c->head_err = -ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
 static int on_headers_done(http_parser *p)
 {
     struct conn *c = p->data;
@@ -131,11 +177,31 @@ static int on_headers_done(http_parser *p)
     c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
     c->req.has_body =
         (p->flags & F_CHUNKED) != 0 || (p->content_length > 0 && p->content_length != ULLONG_MAX);
-    if (c->req.has_body) {
+    if (!c->req.has_body)
+        return 0;
+    if (c->srv->cfg.max_body_bytes == 0) {
         /* The body is never read: stop here, answer, then close. */
         c->head_ready = true;
         http_parser_pause(p, 1);
+        return 0;
     }
+    return body_begin(c, p);
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+
+    if (!c->in_body)
+        return 0; /* bodies are not read; the parser is paused before any */
+    /* The parser never passes more than Content-Length bytes; the check
+     * keeps the copy bounded even if that ever changed. */
+    if (len > c->body_want - c->body_len) {
+        c->body_err = 413;
+        return -1;
+    }
+    memcpy(c->body + c->body_len, at, len);
+    c->body_len += len;
     return 0;
 }
 
@@ -143,6 +209,8 @@ static int on_msg_done(http_parser *p)
 {
     struct conn *c = p->data;
 
+    if (c->in_body)
+        c->body[c->body_len] = '\0';
     if (!c->head_ready) {
         c->head_ready = true;
         http_parser_pause(p, 1);
@@ -156,6 +224,7 @@ static const http_parser_settings parser_settings = {
     .on_header_field = on_hfield,
     .on_header_value = on_hvalue,
     .on_headers_complete = on_headers_done,
+    .on_body = on_body,
     .on_message_complete = on_msg_done,
 };
 
@@ -197,6 +266,8 @@ static void dispatch(struct conn *c)
     r->peer = c->peer;
     r->id = ++s->next_req_id;
     r->user = NULL;
+    r->body = c->in_body ? c->body : NULL;
+    r->body_len = c->in_body ? c->body_len : 0;
 
     c->req_active = true;
     c->head_ready = false;
@@ -207,7 +278,12 @@ static void dispatch(struct conn *c)
     c->resp_ended = false;
     c->resp_cl = -1;
     c->resp_body = 0;
-    c->close_after = !c->keep_alive || r->has_body || s->destroying;
+    /* A body that was not read leaves the stream unparseable: close. */
+    c->close_after = !c->keep_alive || (r->has_body && !c->in_body) || s->destroying;
+    /* The body buffer stays owned by the connection until on_close. */
+    c->in_body = false;
+    c->body_len = 0;
+    c->body_want = 0;
     http_server_conn_stop_timer(c);
     http_server_conn_set_state(c, CONN_HANDLER);
     LOG(DEBUG, COMP, "conn=%" PRIu64 " req=%" PRIu64 " method=%s path=%s", c->id, r->id, r->method,
@@ -219,38 +295,53 @@ static void dispatch(struct conn *c)
 void http_request_parse(struct conn *c)
 {
     size_t max = c->srv->cfg.max_header_bytes;
-    size_t avail = c->rlen - c->rpos;
-    size_t room = max + 1 - c->head_fed;
     enum http_errno err;
-    size_t n;
 
-    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
-        http_parser_pause(&c->parser, 0);
-    /* Feeding at most max + 1 head bytes makes the cap exact and bounds the
-     * arena, whatever the parser's own compile-time limit is. */
-    n = http_parser_execute(&c->parser, &parser_settings, c->rbuf + c->rpos,
-                            avail < room ? avail : room);
-    c->rpos += n;
-    c->head_fed += n;
-    err = HTTP_PARSER_ERRNO(&c->parser);
-    if (c->head_err == -ENOMEM) {
-        http_server_conn_close(c, "out of memory");
-        return;
+    for (;;) {
+        size_t avail = c->rlen - c->rpos;
+        /* Feeding at most max + 1 head bytes makes the cap exact and bounds
+         * the arena, whatever the parser's own compile-time limit is. Body
+         * bytes are bounded by Content-Length instead. */
+        size_t room = c->in_body ? avail : max + 1 - c->head_fed;
+        size_t body_before = c->body_len;
+        size_t n;
+
+        if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
+            http_parser_pause(&c->parser, 0);
+        n = http_parser_execute(&c->parser, &parser_settings, c->rbuf + c->rpos,
+                                avail < room ? avail : room);
+        c->rpos += n;
+        /* Only head bytes count against the head cap. */
+        c->head_fed += n - (c->body_len - body_before);
+        err = HTTP_PARSER_ERRNO(&c->parser);
+        if (c->head_err == -ENOMEM) {
+            http_server_conn_close(c, "out of memory");
+            return;
+        }
+        if (c->head_err == SHOAL_ETOOBIG || c->head_fed > max || err == HPE_HEADER_OVERFLOW) {
+            LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_header_bytes max=%zu", c->id,
+                c->peer, max);
+            http_response_answer_error(c, 431, "request header too large");
+            return;
+        }
+        if (c->body_err != 0) {
+            http_response_answer_error(c, c->body_err,
+                                       c->body_err == 413 ? "request body too large"
+                                                          : "request body needs a Content-Length");
+            return;
+        }
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            LOG(DEBUG, COMP, "conn=%" PRIu64 " peer=%s malformed=%s", c->id, c->peer,
+                http_errno_name(err));
+            http_response_answer_error(c, 400, "malformed request");
+            return;
+        }
+        if (c->head_ready)
+            break;
+        /* A head completed inside a capped feed leaves body bytes behind. */
+        if (!c->in_body || c->rpos == c->rlen)
+            return;
     }
-    if (c->head_err == SHOAL_ETOOBIG || c->head_fed > max || err == HPE_HEADER_OVERFLOW) {
-        LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_header_bytes max=%zu", c->id, c->peer,
-            max);
-        http_response_answer_error(c, 431, "request header too large");
-        return;
-    }
-    if (err != HPE_OK && err != HPE_PAUSED) {
-        LOG(DEBUG, COMP, "conn=%" PRIu64 " peer=%s malformed=%s", c->id, c->peer,
-            http_errno_name(err));
-        http_response_answer_error(c, 400, "malformed request");
-        return;
-    }
-    if (!c->head_ready)
-        return;
     if (c->parser.http_major != 1) {
         http_response_answer_error(c, 400, "unsupported HTTP version");
         return;

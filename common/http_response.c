@@ -428,6 +428,16 @@ void http_response_answer_error(struct conn *c, int status, const char *message)
     http_server_conn_schedule(c);
 }
 
+int http_response_continue(struct conn *c)
+{
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    int rc = out_copy(c, line, sizeof(line) - 1);
+
+    if (rc == 0)
+        http_server_conn_schedule(c);
+    return rc;
+}
+
 /* --- Responses ----------------------------------------------------------- */
 
 int http_response_start(struct http_request *req, int status, const struct http_header *headers)

@@ -209,6 +209,8 @@ static void finish(struct conn *c)
             cb(&c->req, c->close_arg);
         if (c->state == CONN_CLOSED)
             return;
+        free(c->body);
+        c->body = NULL;
     }
     if (c->close_after || c->srv->destroying) {
         /* Shut the write side and drain input for a while, so the peer reads
@@ -353,6 +355,7 @@ static void conn_free(struct conn *c)
     free(c->arena);
     free(c->hrefs);
     free(c->hdrs);
+    free(c->body);
     free(c);
     server_maybe_free(s);
 }

@@ -82,6 +82,13 @@ struct conn {
     size_t nhdr, hcap;
     uint64_t discarded;
 
+    /* The request body, when the server reads bodies (max_body_bytes > 0). */
+    bool in_body;    /* head complete, body bytes being collected */
+    int body_err;    /* 411 or 413 decided in the head callback */
+    char *body;      /* content_length + 1 bytes, NUL-terminated */
+    size_t body_len; /* bytes collected so far */
+    size_t body_want;
+
     /* The request in flight; embedded, valid until its on_close has run. */
     struct http_request req;
     struct http_header *hdrs;
@@ -159,5 +166,8 @@ void http_response_queue_free(struct conn *c);
 /* Queues one of the server's own answers (400, 408, 431, 503) and makes the
  * connection close after it. No request is in flight when this is called. */
 void http_response_answer_error(struct conn *c, int status, const char *message);
+/* Queues the interim "100 Continue" answer to "Expect: 100-continue". 0 or
+ * -ENOMEM. */
+int http_response_continue(struct conn *c);
 
 #endif

@@ -431,6 +431,37 @@ static void test_get_buffered(void **state)
     assert_null(strstr(t.s1.reqs[0], "Accept-Encoding"));
 }
 
+static void test_post(void **state)
+{
+    struct tctx t;
+    struct http_client_opts o;
+    char url[128];
+    const char *hdrs[] = {"Content-Type: application/json", NULL};
+    (void)state;
+
+    tctx_init(&t);
+    srv_start(&t.loop, &t.s1, h_hello, &t);
+    url_of(url, sizeof(url), &t.s1, "/v1/announce");
+    opts_init(&t, &o, 0, url);
+    o.method = "POST";
+    o.headers = hdrs;
+    o.body = "{\"a\":1}";
+    o.body_len = 7;
+    start(&t, &o, 0);
+    run_and_close(&t);
+
+    struct rctx *q = &t.rq[0];
+    assert_int_equal(q->rc, 0);
+    assert_int_equal(q->status, 200);
+    assert_memory_equal(q->body, "hello world", 11);
+    assert_int_equal(t.s1.nreq, 1);
+    assert_true(strncmp(t.s1.reqs[0], "POST /v1/announce HTTP/1.1\r\n", 28) == 0);
+    assert_non_null(strstr(t.s1.reqs[0], "\r\nContent-Length: 7\r\n"));
+    assert_non_null(strstr(t.s1.reqs[0], "\r\nContent-Type: application/json\r\n"));
+    /* No 100-continue round trip. */
+    assert_null(strstr(t.s1.reqs[0], "Expect"));
+}
+
 static void h_head(struct sconn *cn, const char *req)
 {
     if (strncmp(req, "HEAD / HTTP/1.1\r\n", 17) != 0) {
@@ -1164,8 +1195,15 @@ static void test_bad_args(void **state)
 
     tctx_init(&t);
     opts_init(&t, &o, 0, "http://127.0.0.1:1/");
-    o.method = "POST";
+    o.method = "PUT";
     assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
+    /* A body goes with POST only. */
+    o.method = "GET";
+    o.body = "x";
+    o.body_len = 1;
+    assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
+    o.body = NULL;
+    o.body_len = 0;
     o.method = NULL;
     o.url = NULL;
     assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
@@ -1221,6 +1259,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_response_header),
         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_post),
         cmocka_unit_test(test_get_buffered),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_statuses),

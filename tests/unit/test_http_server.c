@@ -923,6 +923,220 @@ static void test_request_body(void **state)
     free(f);
 }
 
+/* --- Request bodies (max_body_bytes > 0) ---------------------------------------- */
+
+#define BODY_MAX 100000
+
+/* Answers "<method> <path> <body_len>:<first 16 body bytes>", and records
+ * whether the body was NUL-terminated and matched the pattern. */
+static void h_echo_body(struct fx *f, struct http_request *req)
+{
+    char out[128];
+    int n, rc;
+
+    if (req->body != NULL) {
+        if (req->body[req->body_len] != '\0')
+            f->rc1 = -1;
+        for (size_t i = 16; i < req->body_len; i++) {
+            if ((uint8_t)req->body[i] != (uint8_t)('a' + i % 26))
+                f->rc2 = -1;
+        }
+    } else if (req->body_len != 0) {
+        f->rc1 = -2;
+    }
+    n = snprintf(out, sizeof(out), "%s %s %zu:%.16s", req->method, req->path, req->body_len,
+                 req->body != NULL ? req->body : "");
+    API(rc = http_response_simple(req, 200, "text/plain", out, (size_t)n, NULL));
+    assert_int_equal(rc, 0);
+}
+
+/* A POST head plus a body of len bytes: "0123456789abcdef" then a pattern. */
+static char *post_of(const char *path, size_t len, const char *extra)
+{
+    char head[2048];
+    int hl = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nContent-Length: %zu\r\n%s\r\n", path,
+                      len, extra);
+    char *s;
+
+    if (hl < 0 || (size_t)hl >= sizeof(head))
+        return NULL;
+    s = malloc((size_t)hl + len + 1);
+    if (s == NULL)
+        return NULL;
+    memcpy(s, head, (size_t)hl);
+    for (size_t i = 0; i < len; i++)
+        s[hl + i] = i < 16 ? "0123456789abcdef"[i] : (char)('a' + i % 26);
+    s[hl + len] = '\0';
+    return s;
+}
+
+static void c_body_read(struct fx *f)
+{
+    struct cl *c = calloc(1, sizeof(*c));
+    struct resp r;
+    char want[64];
+    char *req;
+    size_t hl;
+
+    CK(f, c != NULL && cl_open(c, f->port) == 0);
+    /* A small body, then a pipelined body request and a GET in one send:
+     * all on one kept-alive connection, answered in order. */
+    CK(f, cl_sends(c, "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello") == 0);
+    CK(f, cl_response(c, &r, false) == 0);
+    CK(f, r.status == 200 && !has_close(&r) && strcmp(r.body, "POST /a 5:hello") == 0);
+    resp_free(&r);
+    CK(f, cl_sends(c, "PUT /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz"
+                      "GET /c HTTP/1.1\r\n\r\n") == 0);
+    CK(f, cl_response(c, &r, false) == 0);
+    CK(f, r.status == 200 && strcmp(r.body, "PUT /b 3:xyz") == 0);
+    resp_free(&r);
+    CK(f, cl_response(c, &r, false) == 0);
+    CK(f, r.status == 200 && strcmp(r.body, "GET /c 0:") == 0);
+    resp_free(&r);
+
+    /* A body of exactly the limit, larger than the input buffer, arriving
+     * in pieces after its head. */
+    req = post_of("/big", BODY_MAX, "");
+    CK(f, req != NULL);
+    hl = (size_t)(strstr(req, "\r\n\r\n") - req) + 4;
+    if (cl_send(c, req, hl) < 0 || cl_send(c, req + hl, 7) < 0 ||
+        cl_send(c, req + hl + 7, BODY_MAX - 7) < 0) {
+        free(req);
+        CK(f, !"send failed");
+    }
+    free(req);
+    CK(f, cl_response(c, &r, false) == 0);
+    snprintf(want, sizeof(want), "POST /big %d:0123456789abcdef", BODY_MAX);
+    CK(f, r.status == 200 && strcmp(r.body, want) == 0);
+    resp_free(&r);
+
+    /* Expect: 100-continue gets the interim answer before the body is sent. */
+    CK(f,
+       cl_sends(c, "POST /e HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n") == 0);
+    CK(f, cl_response(c, &r, true) == 0);
+    CK(f, r.status == 100);
+    CK(f, cl_sends(c, "body") == 0);
+    CK(f, cl_response(c, &r, false) == 0);
+    CK(f, r.status == 200 && strcmp(r.body, "POST /e 4:body") == 0);
+    resp_free(&r);
+    cl_close(c);
+    free(c);
+
+    /* One byte over the limit: 413 through the error_body hook, then close. */
+    req = post_of("/over", BODY_MAX + 1, "");
+    CK(f, req != NULL);
+    oneshot(f, req, 413, &r);
+    free(req);
+    CK(f, r.body != NULL && strstr(r.body, "\"E413\"") != NULL);
+    resp_free(&r);
+    /* A huge announced length is refused before anything is read. */
+    oneshot(f, "POST /huge HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\nabc", 413, &r);
+    resp_free(&r);
+    /* Chunked bodies are not read. */
+    oneshot(f, "POST /ch HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            411, &r);
+    CK(f, r.body != NULL && strstr(r.body, "\"E411\"") != NULL);
+    resp_free(&r);
+}
+
+static void test_body_read(void **state)
+{
+    struct fx *f = fx_new(h_echo_body, c_body_read);
+    struct http_server_config cfg = base_cfg();
+
+    (void)state;
+    cfg.max_body_bytes = BODY_MAX;
+    cfg.error_body = json_error_body;
+    g_error_body_calls = 0;
+    fx_run(f, &cfg);
+    assert_int_equal(f->handler_calls, 5);
+    assert_string_equal(f->log, "h/a c/a h/b c/b h/c c/c h/big c/big h/e c/e ");
+    assert_int_equal(f->rc1, 0); /* bodies NUL-terminated */
+    assert_int_equal(f->rc2, 0); /* and intact */
+    assert_int_equal(g_error_body_calls, 3);
+    free(f);
+}
+
+/* With bodies on, the head cap still counts head bytes only, exactly. */
+static void c_body_head_cap(struct fx *f)
+{
+    struct cl c;
+    struct resp r;
+    char extra[1100];
+    char *req;
+    size_t pad;
+
+    /* "POST /h HTTP/1.1\r\n" + "Content-Length: 600\r\n" + "X-Pad: ...\r\n" + "\r\n" */
+    pad = 1024 - (18 + 21 + 7 + 2 + 2);
+    memcpy(extra, "X-Pad: ", 7);
+    memset(extra + 7, 'p', pad);
+    memcpy(extra + 7 + pad, "\r\n", 3);
+    req = post_of("/h", 600, extra);
+    CK(f, req != NULL);
+    CK(f, strstr(req, "\r\n\r\n") - req + 4 == 1024);
+    CK(f, cl_open(&c, f->port) == 0);
+    if (cl_sends(&c, req) < 0) {
+        free(req);
+        CK(f, !"send failed");
+    }
+    free(req);
+    CK(f, cl_response(&c, &r, false) == 0);
+    CK(f, r.status == 200 && strcmp(r.body, "POST /h 600:0123456789abcdef") == 0);
+    resp_free(&r);
+    cl_close(&c);
+
+    /* One more head byte: 431, whatever the body. */
+    memcpy(extra + 7 + pad, "q\r\n", 4);
+    req = post_of("/h2", 600, extra);
+    CK(f, req != NULL);
+    oneshot(f, req, 431, &r);
+    free(req);
+    resp_free(&r);
+}
+
+static void test_body_head_cap(void **state)
+{
+    struct fx *f = fx_new(h_echo_body, c_body_head_cap);
+    struct http_server_config cfg = base_cfg();
+
+    (void)state;
+    cfg.max_header_bytes = 1024;
+    cfg.max_body_bytes = 1000;
+    fx_run(f, &cfg);
+    assert_int_equal(f->handler_calls, 1);
+    assert_int_equal(f->rc1, 0);
+    assert_int_equal(f->rc2, 0);
+    free(f);
+}
+
+/* A body that never completes gets 408 from the header timer. */
+static void c_body_timeout(struct fx *f)
+{
+    struct cl c;
+    struct resp r;
+
+    CK(f, cl_open(&c, f->port) == 0);
+    CK(f, cl_sends(&c, "POST /t HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc") == 0);
+    CK(f, cl_response(&c, &r, false) == 0);
+    CK(f, r.status == 408 && has_close(&r));
+    resp_free(&r);
+    CK(f, cl_eof(&c));
+    cl_close(&c);
+}
+
+static void test_body_timeout(void **state)
+{
+    struct fx *f = fx_new(h_echo_body, c_body_timeout);
+    struct http_server_config cfg = base_cfg();
+
+    (void)state;
+    cfg.header_timeout_ms = 100;
+    cfg.max_body_bytes = 1000;
+    fx_run(f, &cfg);
+    assert_int_equal(f->handler_calls, 0);
+    free(f);
+}
+
 #define FILE_SIZE (1 << 20)
 #define RANGE_OFF 1000
 #define RANGE_LEN 300000
@@ -1353,6 +1567,9 @@ int main(void)
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_request_body),
+        cmocka_unit_test(test_body_read),
+        cmocka_unit_test(test_body_head_cap),
+        cmocka_unit_test(test_body_timeout),
         cmocka_unit_test(test_sendfile),
         cmocka_unit_test(test_stream_backpressure),
         cmocka_unit_test(test_abort),

@@ -36,7 +36,9 @@ const char *http_client_response_header(const struct http_client_response *resp,
                                         const char *name, char *out, size_t outlen);
 
 struct http_client_opts {
-    const char *method;          /* "GET" (default), "HEAD" */
+    const char *method;          /* "GET" (default), "HEAD", "POST" */
+    const void *body;            /* POST body (copied), or NULL */
+    size_t body_len;
     const char *url;
     const char *const *headers;  /* "Name: value" strings, NULL-terminated; may be NULL */
     const char *userpwd;         /* "user:password" for Basic auth, or NULL */

@@ -7,9 +7,14 @@
  * connections beyond it get 503 and are closed). Requests on one connection
  * are handled one at a time, in order (pipelined requests wait).
  *
- * Request bodies are not delivered: a request that announces a body gets its
- * response and then the connection is closed, so the mirror (read-only)
- * never has to read uploads.
+ * Request bodies are opt-in. With max_body_bytes == 0 (the default) they
+ * are not delivered: a request that announces a body gets its response and
+ * then the connection is closed, so the mirror (read-only) never has to read
+ * uploads. With max_body_bytes > 0, a body with a Content-Length up to that
+ * size is read completely before the handler runs (the header timeout covers
+ * it too) and handed over in req->body; a larger one gets 413, a chunked one
+ * 411, both through error_body and followed by a close. "Expect:
+ * 100-continue" is answered with an interim 100 so clients do not stall.
  *
  * Lifetime: the handler is called once per request with a `struct
  * http_request *` that stays valid until its on_close callback has run. The
@@ -50,6 +55,11 @@ struct http_request {
     uint64_t start_ms;    /* uv_now when the request line arrived */
     uint64_t id;          /* server-unique request id, for logs */
     void *user;           /* free for the handler */
+    /* The body, when the server reads bodies (max_body_bytes > 0) and the
+     * request had a non-empty one: body_len bytes plus a NUL terminator, so
+     * it can be parsed as text. NULL and 0 otherwise. Valid until on_close. */
+    const char *body;
+    size_t body_len;
 };
 
 typedef void (*http_handler_fn)(struct http_request *req, void *ctx);
@@ -67,6 +77,9 @@ struct http_server_config {
      * the body into out and returns its Content-Type. NULL = text/plain. The
      * agent uses it to answer with OCI error JSON. */
     const char *(*error_body)(int status, const char *message, struct buf *out);
+    /* Largest request body read and delivered in req->body; 0 = bodies are
+     * never read (the connection closes after the response). */
+    size_t max_body_bytes;
 };
 
 /* Binds and listens. 0, or a negative errno (e.g. -EADDRINUSE) / SHOAL_ECONFIG. */

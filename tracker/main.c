@@ -1,0 +1,170 @@
+/* shoal-tracker: coordinates the agents' blob swarms (docs/protocol.md). */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <uv.h>
+
+#include "api.h"
+#include "shoal/error.h"
+#include "shoal/http_server.h"
+#include "shoal/log.h"
+#include "state.h"
+#include "tracker_config.h"
+
+#define EXPIRE_EVERY_MS 1000
+
+struct tracker {
+    uv_loop_t loop;
+    struct tracker_config cfg;
+    struct tracker_state *state;
+    struct tracker_api *api;
+    struct http_server *server;
+    uv_timer_t expire;
+    uv_signal_t sigint;
+    uv_signal_t sigterm;
+    bool stopping;
+};
+
+static void on_expire(uv_timer_t *t)
+{
+    struct tracker *tr = t->data;
+
+    tracker_state_expire(tr->state, uv_now(&tr->loop));
+}
+
+static void stop(struct tracker *tr, const char *why)
+{
+    if (tr->stopping)
+        return;
+    tr->stopping = true;
+    LOG(INFO, "tracker", "msg=stopping reason=%s", why);
+    if (tr->server != NULL) {
+        http_server_destroy(tr->server, NULL, NULL);
+        tr->server = NULL;
+    }
+    uv_close((uv_handle_t *)&tr->expire, NULL);
+    uv_close((uv_handle_t *)&tr->sigint, NULL);
+    uv_close((uv_handle_t *)&tr->sigterm, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    stop(h->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static uint64_t seed(void)
+{
+    uint64_t s = 0;
+
+    /* The shuffle only spreads load; a clock seed is good enough if the
+     * kernel has no randomness to give. */
+    if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s))
+        s = uv_hrtime();
+    return s;
+}
+
+static int start(struct tracker *tr)
+{
+    const struct tracker_config *cfg = &tr->cfg;
+    struct tracker_swarms_config sc;
+    int rc;
+
+    tracker_config_swarms(cfg, &sc);
+    sc.seed = seed();
+    rc = tracker_state_memory_create(&sc, &tr->state);
+    if (rc < 0)
+        return rc;
+    struct tracker_api_config ac = {
+        .loop = &tr->loop,
+        .state = tr->state,
+        .secret = cfg->secret,
+        .secret_len = cfg->secret_len,
+        .hash_algo = cfg->hash_algo,
+    };
+    rc = tracker_api_create(&ac, &tr->api);
+    if (rc < 0)
+        return rc;
+    struct http_server_config hc = {
+        .listen = cfg->listen,
+        .max_connections = (unsigned)cfg->max_connections,
+        .error_body = tracker_api_error_body,
+        .max_body_bytes = TRACKER_API_MAX_BODY,
+    };
+    rc = http_server_create(&tr->loop, &hc, tracker_api_handle, tr->api, &tr->server);
+    if (rc < 0) {
+        fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg->listen,
+                shoal_strerror(rc));
+        return rc;
+    }
+    uv_timer_start(&tr->expire, on_expire, EXPIRE_EVERY_MS, EXPIRE_EVERY_MS);
+    LOG(INFO, "tracker",
+        "msg=ready listen=%s port=%d state=%s secret=%s interval_ms=%" PRId64
+        " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64 " lease_timeout_ms=%" PRId64
+        " hash_algo=%s",
+        cfg->listen, http_server_port(tr->server), tr->state->ops->name,
+        cfg->secret_len > 0 ? "file" : "none", cfg->interval_ms, cfg->peer_timeout_ms,
+        cfg->lease_pieces, cfg->lease_timeout_ms, tracker_hash_algo_name(cfg->hash_algo));
+    return 0;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    static struct tracker tr;
+    char err[512];
+    int status = 0;
+    int rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    /* For docs/configuration.md, which a test keeps in step with the table. */
+    if (argc == 2 && strcmp(argv[1], "--print-config-markdown") == 0) {
+        config_print_markdown(tracker_options, stdout);
+        return 0;
+    }
+    rc = tracker_config_load(&tr.cfg, argc, argv, err, sizeof(err));
+    if (rc == CONFIG_EXIT_HELP) {
+        tracker_config_dispose(&tr.cfg);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "shoal-tracker: %s\n", err);
+        tracker_config_dispose(&tr.cfg);
+        return 2;
+    }
+    log_threshold = (enum log_level)tr.cfg.log_level;
+    uv_loop_init(&tr.loop);
+    uv_timer_init(&tr.loop, &tr.expire);
+    uv_signal_init(&tr.loop, &tr.sigint);
+    uv_signal_init(&tr.loop, &tr.sigterm);
+    tr.expire.data = &tr;
+    tr.sigint.data = &tr;
+    tr.sigterm.data = &tr;
+    uv_signal_start(&tr.sigint, on_signal, SIGINT);
+    uv_signal_start(&tr.sigterm, on_signal, SIGTERM);
+
+    if (start(&tr) < 0) {
+        status = 1;
+        stop(&tr, "start-failed");
+    }
+    uv_run(&tr.loop, UV_RUN_DEFAULT);
+    uv_walk(&tr.loop, walk_close, NULL);
+    uv_run(&tr.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&tr.loop) != 0)
+        LOG(WARN, "tracker", "msg=\"loop not closed cleanly\"");
+    tracker_api_destroy(tr.api);
+    tracker_state_destroy(tr.state);
+    tracker_config_dispose(&tr.cfg);
+    LOG(INFO, "tracker", "msg=stopped status=%d", status);
+    return status;
+}

@@ -1,0 +1,791 @@
+/* Swarm state of the tracker: see swarm.h for the contract.
+ *
+ * Each swarm keeps its peers in an array (removal swaps in the last one:
+ * order carries no meaning, the hand-out sorts anyway) and three per-piece
+ * tables allocated with the swarm: the hash slot, a flag saying the hash is
+ * known, and the swarm-unique id of the peer holding a lease on it (0 =
+ * none). A peer holds at most one lease,
+ * a run of consecutive pieces; `left` counts the pieces of that run still
+ * leased to it, so finishing and releasing need no scan.
+ *
+ * Look-ups are linear scans guarded by a 64-bit hash of the key. At the caps
+ * (10000 swarms, 10000 peers per swarm) that is a few thousand integer
+ * compares per announce, well below the JSON work around it.
+ */
+#include "swarm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shoal/config.h"
+#include "shoal/error.h"
+#include "shoal/oci.h"
+
+#define DEFAULT_INTERVAL_MS 1000
+#define DEFAULT_PEER_TIMEOUT_MS 10000
+#define DEFAULT_LEASE_TIMEOUT_MS 30000
+#define DEFAULT_KEEP_MS (3600 * 1000ULL)
+#define DEFAULT_LEASE_PIECES 8
+#define DEFAULT_MAX_PEERS 30
+#define DEFAULT_SEED 0x9e3779b97f4a7c15ULL
+
+struct lease {
+    bool active;
+    uint32_t first, count; /* the run granted */
+    uint32_t left;         /* pieces of the run still leased to the holder */
+    uint64_t granted_ms, report_ms;
+};
+
+struct peer {
+    uint64_t key; /* hash of agent, compared before the string */
+    uint32_t uid; /* swarm-unique, marks the pieces it holds a lease on */
+    uint32_t have;
+    bool complete;
+    uint64_t last_seen_ms;
+    struct lease lease;
+    char agent[TRACKER_AGENT_MAX + 1];
+    char addr[TRACKER_ADDR_MAX + 1];
+};
+
+struct swarm {
+    uint64_t key;
+    char digest[TRACKER_DIGEST_MAX + 1];
+    uint64_t size, piece_length;
+    uint32_t pieces;
+    uint8_t *hashes; /* pieces * hash_len */
+    uint8_t *hashed; /* pieces flags: hashes[i] is known */
+    uint32_t nhashed;
+    uint32_t *leased; /* pieces: uid of the lease holder, or 0 */
+    uint32_t nleased;
+    struct peer *peers;
+    size_t npeers, cap;
+    uint32_t next_uid;
+    uint64_t empty_since_ms; /* meaningful while npeers == 0 */
+};
+
+/* A hand-out candidate: sorted by complete, then have, then a random key. */
+struct cand {
+    uint32_t idx;
+    uint32_t have;
+    bool complete;
+    uint64_t rnd;
+};
+
+struct tracker_swarms {
+    struct tracker_swarms_config cfg;
+    size_t hash_len;
+    struct swarm **v; /* in creation order */
+    size_t n, cap;
+    uint64_t rng;
+    uint64_t npeers;
+    struct tracker_stats st;
+    struct cand *cand;
+    size_t cand_cap;
+};
+
+/* --- Names ------------------------------------------------------------------ */
+
+static const char *const algo_names[] = {
+#define XX(name, text) text,
+    TRACKER_HASH_ALGO_MAP(XX)
+#undef XX
+};
+
+static const char *const event_names[] = {
+#define XX(name, text) text,
+    TRACKER_EVENT_MAP(XX)
+#undef XX
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *tracker_hash_algo_name(enum tracker_hash_algo algo)
+{
+    return (size_t)algo < NELEM(algo_names) ? algo_names[algo] : "unknown";
+}
+
+const char *tracker_event_name(enum tracker_event ev)
+{
+    return (size_t)ev < NELEM(event_names) ? event_names[ev] : "unknown";
+}
+
+int tracker_hash_algo_parse(const char *s, enum tracker_hash_algo *out)
+{
+    for (size_t i = 0; s != NULL && i < NELEM(algo_names); i++) {
+        if (strcmp(s, algo_names[i]) == 0) {
+            *out = (enum tracker_hash_algo)i;
+            return 0;
+        }
+    }
+    return SHOAL_EPARSE;
+}
+
+int tracker_event_parse(const char *s, enum tracker_event *out)
+{
+    for (size_t i = 0; s != NULL && i < NELEM(event_names); i++) {
+        if (strcmp(s, event_names[i]) == 0) {
+            *out = (enum tracker_event)i;
+            return 0;
+        }
+    }
+    return SHOAL_EPARSE;
+}
+
+size_t tracker_hash_len(enum tracker_hash_algo algo)
+{
+    return algo == TRACKER_HASH_SHA256 ? 32 : 16;
+}
+
+/* --- Pieces ------------------------------------------------------------------ */
+
+static uint64_t npieces(uint64_t size, uint64_t len)
+{
+    return size / len + (size % len != 0);
+}
+
+static bool pow2(uint64_t v)
+{
+    return v != 0 && (v & (v - 1)) == 0;
+}
+
+uint64_t tracker_piece_length(uint64_t size, uint64_t forced)
+{
+    uint64_t len;
+
+    if (forced != 0 && pow2(forced) && forced >= TRACKER_MIN_PIECE_LENGTH &&
+        forced <= TRACKER_MAX_PIECE_LENGTH) {
+        len = forced;
+    } else {
+        len = TRACKER_DEFAULT_PIECE_LENGTH;
+        while (npieces(size, len) > TRACKER_TARGET_PIECES && len < TRACKER_MAX_PIECE_LENGTH)
+            len *= 2;
+    }
+    /* Bounds the per-swarm tables whatever was forced; with sizes up to
+     * TRACKER_MAX_SIZE this never passes 16 MiB. */
+    while (npieces(size, len) > TRACKER_MAX_SWARM_PIECES)
+        len *= 2;
+    return len;
+}
+
+/* --- Helpers ---------------------------------------------------------------------- */
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* xorshift64*: plenty for shuffling a hand-out. */
+static uint64_t rnd(struct tracker_swarms *s)
+{
+    uint64_t x = s->rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    s->rng = x;
+    return x * 0x2545f4914f6cdd1dULL;
+}
+
+static bool agent_valid(const char *a, size_t n)
+{
+    if (n == 0 || n > TRACKER_AGENT_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = a[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_' || c == ':' || c == '@'))
+            return false;
+    }
+    return true;
+}
+
+/* "HOST:PORT" a peer can connect to: a host name or address (no wildcard)
+ * and a port from 1. */
+static bool addr_valid(const char *a, size_t n)
+{
+    char host[TRACKER_ADDR_MAX + 1];
+    int port;
+
+    if (n == 0 || n > TRACKER_ADDR_MAX || a[0] == ':')
+        return false;
+    if (config_parse_addr(a, host, sizeof(host), &port) < 0 || port == 0)
+        return false;
+    return strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0;
+}
+
+static struct swarm *swarm_find(struct tracker_swarms *s, const char *digest, size_t *pos)
+{
+    uint64_t key = fnv1a(digest);
+
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i]->key == key && strcmp(s->v[i]->digest, digest) == 0) {
+            if (pos != NULL)
+                *pos = i;
+            return s->v[i];
+        }
+    }
+    return NULL;
+}
+
+static struct peer *peer_find(struct swarm *w, const char *agent)
+{
+    uint64_t key = fnv1a(agent);
+
+    for (size_t i = 0; i < w->npeers; i++) {
+        if (w->peers[i].key == key && strcmp(w->peers[i].agent, agent) == 0)
+            return &w->peers[i];
+    }
+    return NULL;
+}
+
+static uint64_t lease_expiry(const struct tracker_swarms *s, const struct lease *l)
+{
+    uint64_t base = l->report_ms > l->granted_ms ? l->report_ms : l->granted_ms;
+
+    return base + s->cfg.lease_timeout_ms;
+}
+
+/* Frees every piece still leased to p. */
+static void lease_release(struct swarm *w, struct peer *p)
+{
+    struct lease *l = &p->lease;
+
+    if (!l->active)
+        return;
+    for (uint32_t i = l->first; i < l->first + l->count && l->left > 0; i++) {
+        if (w->leased[i] == p->uid) {
+            w->leased[i] = 0;
+            w->nleased--;
+            l->left--;
+        }
+    }
+    l->active = false;
+    l->left = 0;
+}
+
+/* Frees one piece of p's lease; the lease ends with its last piece. */
+static void lease_drop_piece(struct swarm *w, struct peer *p, uint32_t idx)
+{
+    w->leased[idx] = 0;
+    w->nleased--;
+    if (--p->lease.left == 0)
+        p->lease.active = false;
+}
+
+static void peer_remove(struct tracker_swarms *s, struct swarm *w, struct peer *p, uint64_t now_ms)
+{
+    size_t i = (size_t)(p - w->peers);
+
+    lease_release(w, p);
+    if (i != w->npeers - 1)
+        w->peers[i] = w->peers[w->npeers - 1];
+    w->npeers--;
+    s->npeers--;
+    if (w->npeers == 0)
+        w->empty_since_ms = now_ms;
+}
+
+static void swarm_free(struct tracker_swarms *s, size_t pos)
+{
+    struct swarm *w = s->v[pos];
+
+    s->npeers -= w->npeers;
+    free(w->hashes);
+    free(w->hashed);
+    free(w->leased);
+    free(w->peers);
+    free(w);
+    memmove(&s->v[pos], &s->v[pos + 1], (s->n - pos - 1) * sizeof(s->v[0]));
+    s->n--;
+}
+
+/* --- Create / destroy ----------------------------------------------------------- */
+
+int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracker_swarms **out)
+{
+    struct tracker_swarms *s;
+
+    *out = NULL;
+    if (cfg->lease_pieces > TRACKER_MAX_LEASE_PIECES || cfg->max_peers > TRACKER_MAX_REPLY_PEERS ||
+        cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
+        (size_t)cfg->hash_algo >= NELEM(algo_names) ||
+        (cfg->piece_length != 0 &&
+         (!pow2(cfg->piece_length) || cfg->piece_length < TRACKER_MIN_PIECE_LENGTH ||
+          cfg->piece_length > TRACKER_MAX_PIECE_LENGTH)))
+        return SHOAL_ECONFIG;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    if (s->cfg.interval_ms == 0)
+        s->cfg.interval_ms = DEFAULT_INTERVAL_MS;
+    if (s->cfg.peer_timeout_ms == 0)
+        s->cfg.peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
+    if (s->cfg.lease_timeout_ms == 0)
+        s->cfg.lease_timeout_ms = DEFAULT_LEASE_TIMEOUT_MS;
+    if (s->cfg.keep_ms == 0)
+        s->cfg.keep_ms = DEFAULT_KEEP_MS;
+    if (s->cfg.lease_pieces == 0)
+        s->cfg.lease_pieces = DEFAULT_LEASE_PIECES;
+    if (s->cfg.max_peers == 0)
+        s->cfg.max_peers = DEFAULT_MAX_PEERS;
+    if (s->cfg.max_swarms == 0)
+        s->cfg.max_swarms = TRACKER_MAX_SWARMS;
+    if (s->cfg.max_swarm_peers == 0)
+        s->cfg.max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
+    s->hash_len = tracker_hash_len(s->cfg.hash_algo);
+    s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
+    *out = s;
+    return 0;
+}
+
+void tracker_swarms_destroy(struct tracker_swarms *s)
+{
+    if (s == NULL)
+        return;
+    while (s->n > 0)
+        swarm_free(s, s->n - 1);
+    free(s->v);
+    free(s->cand);
+    free(s);
+}
+
+/* --- Announce ----------------------------------------------------------------- */
+
+#define FAIL(out, ...)                                                                             \
+    do {                                                                                           \
+        snprintf((out)->error, sizeof((out)->error), __VA_ARGS__);                                 \
+        return SHOAL_EPARSE;                                                                       \
+    } while (0)
+
+/* Checks what can be checked without the swarm. */
+static int check_req(const struct tracker_announce_req *req, struct oci_digest *d,
+                     struct tracker_announce_reply *out)
+{
+    size_t n;
+
+    if (req->digest == NULL || oci_digest_parse(req->digest, strlen(req->digest), d) < 0)
+        FAIL(out, "digest: expected \"sha256:<64 hex>\" or \"sha512:<128 hex>\"");
+    if (req->size == 0 || req->size > TRACKER_MAX_SIZE)
+        FAIL(out, "size: must be between 1 and %llu", (unsigned long long)TRACKER_MAX_SIZE);
+    n = req->agent != NULL ? strlen(req->agent) : 0;
+    if (!agent_valid(req->agent != NULL ? req->agent : "", n))
+        FAIL(out, "agent: expected 1 to %d characters of A-Z a-z 0-9 . - _ : @", TRACKER_AGENT_MAX);
+    n = req->addr != NULL ? strlen(req->addr) : 0;
+    if (!addr_valid(req->addr != NULL ? req->addr : "", n))
+        FAIL(out, "addr: expected HOST:PORT with a reachable host and a port from 1 to 65535");
+    if ((size_t)req->event >= NELEM(event_names))
+        FAIL(out, "event: expected started, progress, completed or stopped");
+    if (req->nhashes > TRACKER_MAX_SWARM_PIECES)
+        FAIL(out, "hashes: more than %d entries", TRACKER_MAX_SWARM_PIECES);
+    if (req->nlease_failed > TRACKER_MAX_SWARM_PIECES)
+        FAIL(out, "lease_failed: more than %d entries", TRACKER_MAX_SWARM_PIECES);
+    return 0;
+}
+
+/* Checks what needs the piece count. */
+static int check_pieces(const struct tracker_announce_req *req, uint32_t pieces,
+                        struct tracker_announce_reply *out)
+{
+    if (req->have > pieces)
+        FAIL(out, "have: %llu is more than the blob's %u pieces", (unsigned long long)req->have,
+             pieces);
+    for (size_t i = 0; i < req->nhashes; i++) {
+        if (req->hashes[i].index >= pieces)
+            FAIL(out, "hashes: piece %u out of range (the blob has %u pieces)",
+                 req->hashes[i].index, pieces);
+    }
+    for (size_t i = 0; i < req->nlease_failed; i++) {
+        if (req->lease_failed[i] >= pieces)
+            FAIL(out, "lease_failed: piece %llu out of range (the blob has %u pieces)",
+                 (unsigned long long)req->lease_failed[i], pieces);
+    }
+    return 0;
+}
+
+/* Makes room for one more swarm: drops the peerless swarm that has been
+ * empty longest when the cap is reached. */
+static int make_room(struct tracker_swarms *s, struct tracker_announce_reply *out)
+{
+    size_t victim = SIZE_MAX;
+
+    if (s->n < s->cfg.max_swarms)
+        return 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i]->npeers == 0 &&
+            (victim == SIZE_MAX || s->v[i]->empty_since_ms < s->v[victim]->empty_since_ms))
+            victim = i;
+    }
+    if (victim == SIZE_MAX) {
+        snprintf(out->error, sizeof(out->error), "digest: too many swarms (limit %zu)",
+                 s->cfg.max_swarms);
+        return SHOAL_EBUSY;
+    }
+    swarm_free(s, victim);
+    return 0;
+}
+
+static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint64_t size,
+                     uint64_t now_ms, struct swarm **out)
+{
+    struct swarm *w;
+
+    if (s->n == s->cap) {
+        size_t ncap = s->cap ? s->cap * 2 : 16;
+        struct swarm **v = realloc(s->v, ncap * sizeof(*v));
+
+        if (v == NULL)
+            return -ENOMEM;
+        s->v = v;
+        s->cap = ncap;
+    }
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    memcpy(w->digest, d->str, strlen(d->str) + 1);
+    w->key = fnv1a(w->digest);
+    w->size = size;
+    w->piece_length = tracker_piece_length(size, s->cfg.piece_length);
+    w->pieces = (uint32_t)npieces(size, w->piece_length);
+    w->empty_since_ms = now_ms;
+    w->hashes = calloc(w->pieces, s->hash_len);
+    w->hashed = calloc(w->pieces, 1);
+    w->leased = calloc(w->pieces, sizeof(*w->leased));
+    if (w->hashes == NULL || w->hashed == NULL || w->leased == NULL) {
+        free(w->hashes);
+        free(w->hashed);
+        free(w->leased);
+        free(w);
+        return -ENOMEM;
+    }
+    s->v[s->n++] = w;
+    *out = w;
+    return 0;
+}
+
+static int peer_new(struct tracker_swarms *s, struct swarm *w, const char *agent,
+                    struct tracker_announce_reply *out, struct peer **pp)
+{
+    struct peer *p;
+
+    if (w->npeers >= s->cfg.max_swarm_peers) {
+        snprintf(out->error, sizeof(out->error), "agent: too many peers in this swarm (limit %zu)",
+                 s->cfg.max_swarm_peers);
+        return SHOAL_EBUSY;
+    }
+    if (w->npeers == w->cap) {
+        size_t ncap = w->cap ? w->cap * 2 : 8;
+        struct peer *v = realloc(w->peers, ncap * sizeof(*v));
+
+        if (v == NULL)
+            return -ENOMEM;
+        w->peers = v;
+        w->cap = ncap;
+    }
+    p = &w->peers[w->npeers++];
+    memset(p, 0, sizeof(*p));
+    memcpy(p->agent, agent, strlen(agent) + 1);
+    p->key = fnv1a(agent);
+    /* uid 0 means "not leased"; wrapping after 4 billion joins is harmless
+     * unless a peer from that long ago is still in the swarm. */
+    if (++w->next_uid == 0)
+        w->next_uid = 1;
+    p->uid = w->next_uid;
+    s->npeers++;
+    *pp = p;
+    return 0;
+}
+
+/* Takes the hashes of pieces leased to p; counts the others. */
+static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *p,
+                        const struct tracker_announce_req *req, uint64_t now_ms,
+                        struct tracker_announce_reply *out)
+{
+    for (size_t i = 0; i < req->nhashes; i++) {
+        uint32_t idx = req->hashes[i].index;
+
+        if (w->leased[idx] != p->uid || w->hashed[idx]) {
+            out->hashes_ignored++;
+            continue;
+        }
+        memcpy(w->hashes + (size_t)idx * s->hash_len, req->hashes[i].hash, s->hash_len);
+        w->hashed[idx] = 1;
+        w->nhashed++;
+        p->lease.report_ms = now_ms;
+        lease_drop_piece(w, p, idx);
+        out->hashes_accepted++;
+    }
+    s->st.hashes_accepted += out->hashes_accepted;
+    s->st.hashes_ignored += out->hashes_ignored;
+}
+
+static void give_up(struct swarm *w, struct peer *p, const struct tracker_announce_req *req,
+                    struct tracker_announce_reply *out)
+{
+    for (size_t i = 0; i < req->nlease_failed; i++) {
+        uint32_t idx = (uint32_t)req->lease_failed[i];
+
+        if (w->leased[idx] == p->uid) {
+            lease_drop_piece(w, p, idx);
+            out->leases_released++;
+        }
+    }
+}
+
+/* Grants the lowest run of free pieces, or renews nothing: a holder asking
+ * again gets its current lease back. */
+static void grant(struct tracker_swarms *s, struct swarm *w, struct peer *p, uint64_t now_ms,
+                  struct tracker_announce_reply *out)
+{
+    struct lease *l = &p->lease;
+    uint32_t first, count = 0;
+
+    if (l->active && lease_expiry(s, l) <= now_ms) {
+        /* Expired, but the expiry pass has not run yet. */
+        lease_release(w, p);
+        s->st.leases_expired++;
+    }
+    if (!l->active) {
+        for (first = 0; first < w->pieces; first++) {
+            if (!w->hashed[first] && w->leased[first] == 0)
+                break;
+        }
+        while (first + count < w->pieces && count < s->cfg.lease_pieces &&
+               !w->hashed[first + count] && w->leased[first + count] == 0)
+            count++;
+        if (count == 0)
+            return;
+        for (uint32_t i = first; i < first + count; i++)
+            w->leased[i] = p->uid;
+        w->nleased += count;
+        l->active = true;
+        l->first = first;
+        l->count = count;
+        l->left = count;
+        l->granted_ms = now_ms;
+        l->report_ms = 0;
+        s->st.leases_granted++;
+    }
+    out->has_lease = true;
+    out->nlease = 0;
+    for (uint32_t i = l->first; i < l->first + l->count; i++) {
+        if (w->leased[i] == p->uid)
+            out->lease[out->nlease++] = i;
+    }
+    out->lease_expires_ms = lease_expiry(s, l) - now_ms;
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+
+    if (x->complete != y->complete)
+        return x->complete ? -1 : 1;
+    if (x->have != y->have)
+        return x->have > y->have ? -1 : 1;
+    if (x->rnd != y->rnd)
+        return x->rnd < y->rnd ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* The hand-out: live peers but the caller, seeds first, then by pieces
+ * held, shuffled within equal groups, at most max_peers. */
+static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer *caller,
+                    uint64_t now_ms, struct tracker_announce_reply *out)
+{
+    size_t n = 0;
+
+    if (w->npeers > s->cand_cap) {
+        struct cand *c = realloc(s->cand, w->npeers * sizeof(*c));
+
+        if (c == NULL)
+            return -ENOMEM;
+        s->cand = c;
+        s->cand_cap = w->npeers;
+    }
+    for (size_t i = 0; i < w->npeers; i++) {
+        const struct peer *p = &w->peers[i];
+
+        if (p == caller || p->last_seen_ms + s->cfg.peer_timeout_ms <= now_ms)
+            continue;
+        s->cand[n].idx = (uint32_t)i;
+        s->cand[n].have = p->have;
+        s->cand[n].complete = p->complete;
+        s->cand[n].rnd = rnd(s);
+        n++;
+    }
+    qsort(s->cand, n, sizeof(*s->cand), cand_cmp);
+    if (n > s->cfg.max_peers)
+        n = s->cfg.max_peers;
+    for (size_t i = 0; i < n; i++) {
+        const struct peer *p = &w->peers[s->cand[i].idx];
+
+        out->peers[i].agent = p->agent;
+        out->peers[i].addr = p->addr;
+        out->peers[i].complete = p->complete;
+        out->peers[i].have = p->have;
+    }
+    out->npeers = n;
+    return 0;
+}
+
+static void fill_swarm(const struct swarm *w, struct tracker_announce_reply *out)
+{
+    out->piece_length = w->piece_length;
+    out->pieces = w->pieces;
+    out->nhashed = w->nhashed;
+    out->hashes = w->nhashed > 0 ? w->hashes : NULL;
+    out->hashed = w->nhashed > 0 ? w->hashed : NULL;
+}
+
+int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req *req,
+                     uint64_t now_ms, struct tracker_announce_reply *out)
+{
+    struct oci_digest d;
+    struct swarm *w;
+    struct peer *p;
+    uint64_t plen;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->interval_ms = s->cfg.interval_ms;
+    out->hash_algo = s->cfg.hash_algo;
+    out->hash_len = s->hash_len;
+
+    rc = check_req(req, &d, out);
+    if (rc < 0)
+        return rc;
+    w = swarm_find(s, d.str, NULL);
+    if (w != NULL && w->size != req->size)
+        FAIL(out, "size: %llu does not match the swarm's size %llu", (unsigned long long)req->size,
+             (unsigned long long)w->size);
+    plen = w != NULL ? w->piece_length : tracker_piece_length(req->size, s->cfg.piece_length);
+    rc = check_pieces(req, w != NULL ? w->pieces : (uint32_t)npieces(req->size, plen), out);
+    if (rc < 0)
+        return rc;
+    s->st.announces++;
+
+    if (req->event == TRACKER_EVENT_STOPPED) {
+        /* Leaving: no swarm is created for it, and no lease or peers. */
+        out->piece_length = plen;
+        out->pieces = (uint32_t)npieces(req->size, plen);
+        if (w == NULL)
+            return 0;
+        p = peer_find(w, req->agent);
+        if (p != NULL)
+            peer_remove(s, w, p, now_ms);
+        fill_swarm(w, out);
+        return 0;
+    }
+
+    if (w == NULL) {
+        rc = make_room(s, out);
+        if (rc < 0)
+            return rc;
+        rc = swarm_new(s, &d, req->size, now_ms, &w);
+        if (rc < 0)
+            return rc;
+        out->new_swarm = true;
+    }
+    p = peer_find(w, req->agent);
+    if (p == NULL) {
+        rc = peer_new(s, w, req->agent, out, &p);
+        if (rc < 0)
+            return rc;
+    }
+    memcpy(p->addr, req->addr, strlen(req->addr) + 1);
+    p->have = (uint32_t)req->have;
+    p->complete = req->complete;
+    p->last_seen_ms = now_ms;
+
+    take_hashes(s, w, p, req, now_ms, out);
+    give_up(w, p, req, out);
+    if (req->want_lease)
+        grant(s, w, p, now_ms, out);
+    rc = hand_out(s, w, p, now_ms, out);
+    if (rc < 0)
+        return rc;
+    fill_swarm(w, out);
+    return 0;
+}
+
+/* --- Expiry ------------------------------------------------------------------- */
+
+void tracker_expire(struct tracker_swarms *s, uint64_t now_ms)
+{
+    size_t i = 0;
+
+    while (i < s->n) {
+        struct swarm *w = s->v[i];
+        size_t j = 0;
+
+        while (j < w->npeers) {
+            struct peer *p = &w->peers[j];
+
+            if (p->last_seen_ms + s->cfg.peer_timeout_ms <= now_ms) {
+                if (p->lease.active)
+                    s->st.leases_expired++;
+                s->st.peers_expired++;
+                peer_remove(s, w, p, now_ms);
+                continue; /* j now holds the former last peer */
+            }
+            if (p->lease.active && lease_expiry(s, &p->lease) <= now_ms) {
+                lease_release(w, p);
+                s->st.leases_expired++;
+            }
+            j++;
+        }
+        if (w->npeers == 0 && (w->nhashed == 0 || now_ms >= w->empty_since_ms + s->cfg.keep_ms)) {
+            swarm_free(s, i);
+            continue;
+        }
+        i++;
+    }
+}
+
+/* --- Listing --------------------------------------------------------------------- */
+
+int tracker_swarms_list(struct tracker_swarms *s, uint64_t now_ms,
+                        int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const struct swarm *w = s->v[i];
+        struct tracker_swarm_info info = {
+            .digest = w->digest,
+            .size = w->size,
+            .piece_length = w->piece_length,
+            .pieces = w->pieces,
+            .hashed = w->nhashed,
+            .leased = w->nleased,
+        };
+        int rc;
+
+        for (size_t j = 0; j < w->npeers; j++) {
+            if (w->peers[j].last_seen_ms + s->cfg.peer_timeout_ms <= now_ms)
+                continue;
+            info.peers++;
+            if (w->peers[j].complete)
+                info.seeds++;
+        }
+        rc = visit(&info, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void tracker_swarms_stats(const struct tracker_swarms *s, struct tracker_stats *out)
+{
+    *out = s->st;
+    out->swarms = s->n;
+    out->peers = s->npeers;
+}

@@ -1,0 +1,162 @@
+/* shoal-tracker option table and the checks beyond single values. */
+#include "tracker_config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shoal/error.h"
+
+#define KIB (1024LL)
+#define MIB (1024LL * 1024)
+#define SEC 1000LL
+#define MIN (60 * SEC)
+#define HOUR (60 * MIN)
+
+/* A secret is a short token; anything bigger is a configuration mistake. */
+#define SECRET_FILE_MAX 4096
+
+static const char usage_text[] =
+    "shoal-tracker [--config FILE] [--listen ADDR:PORT] [--cluster-secret-file FILE] [options]";
+
+#define OPT(name, type, member, min, max, def, help)                                               \
+    {                                                                                              \
+        name, type, offsetof(struct tracker_config, member), min, max, def, help, NULL, NULL       \
+    }
+
+const struct config_option tracker_options[] = {
+    {"config", CONFIG_STRING, 0, 0, 0, NULL,
+     "JSON config file whose keys are the options below; flags override it", NULL, NULL},
+    OPT("listen", CONFIG_ADDR, listen, 0, 0, ":5090", "address the tracker API listens on"),
+    OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
+        "file holding the secret shared with the agents (one trailing newline dropped); "
+        "without it requests are checked against an empty key"),
+    OPT("log-level", CONFIG_LEVEL, log_level, 0, 0, "info", "debug, info, warn or error"),
+    OPT("interval", CONFIG_DURATION, interval_ms, 100, 5 * MIN, "1s",
+        "how often agents in a swarm announce"),
+    OPT("peer-timeout", CONFIG_DURATION, peer_timeout_ms, SEC, HOUR, "10s",
+        "a peer that has not announced for this long leaves its swarms and loses its leases"),
+    OPT("lease-pieces", CONFIG_INT, lease_pieces, 1, TRACKER_MAX_LEASE_PIECES, "8",
+        "consecutive pieces in one upstream lease"),
+    OPT("lease-timeout", CONFIG_DURATION, lease_timeout_ms, SEC, HOUR, "30s",
+        "a lease ends this long after it was granted or its holder last reported a hash for it"),
+    OPT("max-peers", CONFIG_INT, max_peers, 1, TRACKER_MAX_REPLY_PEERS, "30",
+        "peers in one announce reply"),
+    OPT("piece-length", CONFIG_SIZE, piece_length, 0, TRACKER_MAX_PIECE_LENGTH, "0",
+        "force this piece length (a power of two from 256KiB to 256MiB) for new swarms; 0 = "
+        "4MiB, doubled until a blob has at most 2048 pieces"),
+    OPT("hash-algo", CONFIG_STRING, hash_algo_name, 0, 0, "xxh3-128",
+        "piece hash: xxh3-128 or sha256"),
+    OPT("swarm-keep", CONFIG_DURATION, swarm_keep_ms, SEC, 7 * 24 * HOUR, "1h",
+        "how long a swarm's piece hashes are kept after its last peer left"),
+    OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "4096",
+        "agent connections served at once"),
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
+};
+
+/* Reads the secret file, minus one trailing newline. */
+static int read_secret(struct tracker_config *cfg, char *err, size_t errlen)
+{
+    char *data = NULL;
+    size_t n;
+    FILE *f;
+    int rc = 0;
+
+    f = fopen(cfg->cluster_secret_file, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "config: \"cluster-secret-file\": cannot read \"%s\": %s",
+                 cfg->cluster_secret_file, shoal_strerror(-errno));
+        return SHOAL_ECONFIG;
+    }
+    data = malloc(SECRET_FILE_MAX + 1);
+    if (data == NULL) {
+        snprintf(err, errlen, "config: out of memory");
+        rc = -ENOMEM;
+        goto out;
+    }
+    n = fread(data, 1, SECRET_FILE_MAX + 1, f);
+    if (ferror(f) || n > SECRET_FILE_MAX) {
+        snprintf(err, errlen, "config: \"cluster-secret-file\": \"%s\" %s",
+                 cfg->cluster_secret_file,
+                 ferror(f) ? "cannot be read" : "is larger than 4096 bytes");
+        rc = SHOAL_ECONFIG;
+        goto out;
+    }
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    if (n == 0) {
+        /* An empty file would silently mean "no secret". */
+        snprintf(err, errlen, "config: \"cluster-secret-file\": \"%s\" is empty",
+                 cfg->cluster_secret_file);
+        rc = SHOAL_ECONFIG;
+        goto out;
+    }
+    data[n] = '\0';
+    free(cfg->secret);
+    cfg->secret = data;
+    cfg->secret_len = n;
+    data = NULL;
+out:
+    free(data);
+    fclose(f);
+    return rc;
+}
+
+int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    uint64_t pl;
+    int rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    rc = config_load(tracker_options, cfg, "shoal-tracker", usage_text, argc, argv, err, errlen);
+    if (rc != CONFIG_RUN)
+        return rc;
+
+    pl = cfg->piece_length;
+    if (pl != 0 && (pl < (uint64_t)(256 * KIB) || (pl & (pl - 1)) != 0)) {
+        snprintf(err, errlen,
+                 "config: \"piece-length\": %llu is not 0 or a power of two from 256KiB to 256MiB",
+                 (unsigned long long)pl);
+        return SHOAL_ECONFIG;
+    }
+    if (tracker_hash_algo_parse(cfg->hash_algo_name, &cfg->hash_algo) < 0) {
+        snprintf(err, errlen,
+                 "config: \"hash-algo\": unknown algorithm \"%.64s\" (expected "
+                 "xxh3-128 or sha256)",
+                 cfg->hash_algo_name ? cfg->hash_algo_name : "");
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->cluster_secret_file != NULL) {
+        rc = read_secret(cfg, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return CONFIG_RUN;
+}
+
+void tracker_config_dispose(struct tracker_config *cfg)
+{
+    config_dispose(tracker_options, cfg);
+    if (cfg->secret != NULL) {
+        /* Not a strong guarantee, but the secret need not linger in freed
+         * memory either. */
+        memset(cfg->secret, 0, cfg->secret_len);
+        free(cfg->secret);
+    }
+    cfg->secret = NULL;
+    cfg->secret_len = 0;
+}
+
+void tracker_config_swarms(const struct tracker_config *cfg, struct tracker_swarms_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->interval_ms = (uint64_t)cfg->interval_ms;
+    out->peer_timeout_ms = (uint64_t)cfg->peer_timeout_ms;
+    out->lease_timeout_ms = (uint64_t)cfg->lease_timeout_ms;
+    out->keep_ms = (uint64_t)cfg->swarm_keep_ms;
+    out->lease_pieces = (unsigned)cfg->lease_pieces;
+    out->max_peers = (unsigned)cfg->max_peers;
+    out->piece_length = cfg->piece_length;
+    out->hash_algo = cfg->hash_algo;
+}
