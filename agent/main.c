@@ -10,6 +10,7 @@
 #include "agent_config.h"
 #include "blob_fetch.h"
 #include "mirror.h"
+#include "prewarm.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
@@ -26,26 +27,15 @@ struct agent {
     struct blob_fetcher *fetcher;
     struct mirror *mirror;
     struct http_server *server;
+    struct prewarm *prewarm;
     uv_signal_t sigint;
     uv_signal_t sigterm;
     bool stopping;
 };
 
-static void on_signal(uv_signal_t *h, int signum)
+/* Downloads (partials are kept for the next start), then upstream and curl. */
+static void stop_backends(struct agent *a)
 {
-    struct agent *a = h->data;
-    if (a->stopping)
-        return;
-    a->stopping = true;
-    LOG(INFO, "agent", "msg=stopping signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    uv_signal_stop(&a->sigint);
-    uv_signal_stop(&a->sigterm);
-    /* Order matters: clients first (they hold blob readers), then downloads
-     * (partials are kept for the next start), then upstream and curl. */
-    if (a->server) {
-        http_server_destroy(a->server, NULL, NULL);
-        a->server = NULL;
-    }
     if (a->fetcher) {
         blob_fetcher_destroy(a->fetcher);
         a->fetcher = NULL;
@@ -57,6 +47,38 @@ static void on_signal(uv_signal_t *h, int signum)
     if (a->hc) {
         http_client_destroy(a->hc, NULL, NULL);
         a->hc = NULL;
+    }
+}
+
+static void on_server_closed(void *arg)
+{
+    stop_backends(arg);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct agent *a = h->data;
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    LOG(INFO, "agent", "msg=stopping signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    uv_signal_stop(&a->sigint);
+    uv_signal_stop(&a->sigterm);
+    /* Prewarm jobs are requests on the http client: cancel them before it. */
+    if (a->prewarm) {
+        mirror_set_prewarm(a->mirror, NULL);
+        prewarm_destroy(a->prewarm);
+        a->prewarm = NULL;
+    }
+    /* Order matters: clients first, as they hold blob readers. Their on_close
+     * callbacks (which detach the readers) run only as the connections'
+     * handles close, so the downloads are stopped once the server is gone,
+     * not right after asking it to go. */
+    if (a->server) {
+        http_server_destroy(a->server, on_server_closed, a);
+        a->server = NULL;
+    } else {
+        stop_backends(a);
     }
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
@@ -111,12 +133,26 @@ static int agent_start(struct agent *a)
         .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
         .max_connections = (unsigned)cfg->max_connections,
         .error_body = mirror_error_body,
+        /* Only POST /_shoal/prewarm has a body, a small JSON object. */
+        .max_body_bytes = 64 * 1024,
     };
     rc = http_server_create(&a->loop, &hc, mirror_handle, a->mirror, &a->server);
     if (rc < 0) {
         fprintf(stderr, "shoal-agent: cannot listen on %s: %s\n", cfg->listen, shoal_strerror(rc));
         return rc;
     }
+    /* Prewarm fetches through this very server, so it needs the bound port. */
+    struct prewarm_deps pd = {
+        .loop = &a->loop,
+        .store = a->store,
+        .hc = a->hc,
+        .listen = cfg->listen,
+        .port = http_server_port(a->server),
+    };
+    rc = prewarm_create(&pd, &a->prewarm);
+    if (rc < 0)
+        return rc;
+    mirror_set_prewarm(a->mirror, a->prewarm);
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
     a->sigint.data = a;

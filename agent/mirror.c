@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "mirror_internal.h"
+#include "prewarm.h"
 #include "shoal/error.h"
 #include "shoal/hash.h"
 #include "shoal/log.h"
@@ -509,6 +510,8 @@ int mirror_metrics(struct mirror *m, struct buf *out)
     metrics_write(out, "shoal_stale_answers_total", "counter",
                   "Tags answered from the last known answer because upstream was unreachable.",
                   NULL, m->stale_answers);
+    if (m->deps.prewarm)
+        prewarm_metrics(m->deps.prewarm, out);
     bool first = true;
     for (int code = 100; code < MIRROR_MAX_STATUS; code++) {
         if (!m->http_requests[code])
@@ -526,10 +529,39 @@ int mirror_metrics(struct mirror *m, struct buf *out)
     return 0;
 }
 
+/* /_shoal/prewarm[/<id>]: the prewarm module builds the JSON answer. */
+static void handle_prewarm(struct mreq *r)
+{
+    struct http_request *req = r->req;
+    if (!r->m->deps.prewarm) {
+        mreq_error(r, 503, "UNAVAILABLE", "prewarm is not available", NULL);
+        return;
+    }
+    struct buf out;
+    char clen[32];
+    buf_init(&out, 1 << 20);
+    int status =
+        prewarm_http(r->m->deps.prewarm, req->method, req->path, req->body, req->body_len, &out);
+    snprintf(clen, sizeof(clen), "%zu", out.len);
+    struct http_header hs[] = {
+        {"Content-Type", "application/json"}, {"Content-Length", clen}, {NULL, NULL}};
+    if (mreq_start(r, status, hs) == 0 && !req->is_head && out.len) {
+        http_response_write(req, out.data, out.len);
+        r->bytes += out.len;
+    }
+    http_response_end(req);
+    buf_dispose(&out);
+}
+
 static void handle_control(struct mreq *r)
 {
     const char *path = r->req->path;
     bool get = strcmp(r->req->method, "GET") == 0 || r->req->is_head;
+    /* The one control endpoint that takes a POST. */
+    if (strncmp(path, "/_shoal/prewarm", 15) == 0 && (path[15] == '\0' || path[15] == '/')) {
+        handle_prewarm(r);
+        return;
+    }
     if (!get) {
         mreq_error(r, 405, "UNSUPPORTED", "method not allowed", NULL);
         return;
@@ -732,6 +764,11 @@ int mirror_create(const struct mirror_deps *deps, struct mirror **out)
     }
     *out = m;
     return 0;
+}
+
+void mirror_set_prewarm(struct mirror *m, struct prewarm *p)
+{
+    m->deps.prewarm = p;
 }
 
 void mirror_destroy(struct mirror *m)

@@ -17,6 +17,7 @@
 #include "upstream.h"
 
 struct mirror;
+struct prewarm;
 
 /* Everything the mirror uses; all borrowed and outliving the mirror. */
 struct mirror_deps {
@@ -25,12 +26,19 @@ struct mirror_deps {
     struct store *store;
     struct upstream *up;
     struct blob_fetcher *fetcher;
+    /* Serves /_shoal/prewarm; NULL answers 503 there. Usually set later with
+     * mirror_set_prewarm, as it needs the server's port. */
+    struct prewarm *prewarm;
 };
 
 int mirror_create(const struct mirror_deps *deps, struct mirror **out);
 /* Frees the mirror. Stop the HTTP server first: requests still open keep a
  * pointer to it. */
 void mirror_destroy(struct mirror *m);
+
+/* Sets (or clears, with NULL) the prewarm module behind /_shoal/prewarm.
+ * Borrowed: clear it before destroying the prewarm module. */
+void mirror_set_prewarm(struct mirror *m, struct prewarm *p);
 
 /* The http_server handler; ctx is the struct mirror. */
 void mirror_handle(struct http_request *req, void *ctx);
