@@ -1,0 +1,1511 @@
+/* Peer connections: the handshake, frame sequence, timeouts and piece I/O of
+ * one blob's connection to one peer, on a libuv loop. See peer_conn.h. */
+#define _GNU_SOURCE
+#include "peer_conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "shoal/buf.h"
+#include "shoal/error.h"
+#include "shoal/log.h"
+#include "shoal/oci.h"
+
+#define COMP "peer"
+
+#define DEFAULT_HANDSHAKE_MS 10000
+#define DEFAULT_IDLE_MS 60000
+#define DEFAULT_REQUEST_MS 30000
+#define DEFAULT_MAX_INFLIGHT 4
+#define MAX_INFLIGHT_CAP 64
+#define READ_CHUNK 65536
+#define LISTEN_BACKLOG 128
+/* Accepted connections that have not sent their HELLO yet; beyond this an
+ * incoming connection is refused with ERROR busy. */
+#define PENDING_MAX 256
+#define ADDR_MAX 64
+/* Largest frame we encode ourselves apart from PIECE data and BITFIELD. */
+#define SMALL_FRAME_MAX 512
+
+/* XX(name, log name) */
+#define PEER_CONN_STATE_MAP(XX)                                                                    \
+    XX(CONNECTING, "connecting")                                                                   \
+    XX(WAIT_HELLO, "wait-hello")                                                                   \
+    XX(WAIT_AUTH, "wait-auth")                                                                     \
+    XX(READY, "ready")                                                                             \
+    XX(CLOSING, "closing")
+
+enum peer_conn_state {
+#define XX(name, str) PEER_CONN_##name,
+    PEER_CONN_STATE_MAP(XX)
+#undef XX
+};
+
+/* The connection settings, with defaults applied and the secret owned. */
+struct settings {
+    uint8_t *secret;
+    size_t secret_len;
+    uint8_t my_id[WIRE_ID_LEN];
+    uint64_t handshake_ms;
+    uint64_t idle_ms;
+    uint64_t request_ms;
+    unsigned max_inflight;
+};
+
+struct inflight {
+    uint32_t index;
+    uint64_t deadline;
+};
+
+/* One answer to a peer REQUEST, waiting for its turn to be read and sent. */
+struct answer {
+    struct answer *next;
+    uint32_t index;
+    int fd; /* our dup() of the owner's fd */
+    uint64_t off;
+    uint32_t len;
+    bool dropped; /* cancelled by the peer while being read */
+};
+
+struct wreq {
+    uv_write_t req;
+    struct peer_conn *c;
+    char *frame;    /* a whole frame, or a PIECE header */
+    uint8_t *piece; /* PIECE data, or NULL */
+};
+
+struct peer_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* handshake, idle, keepalive and request deadlines */
+    uv_connect_t creq;
+    uv_fs_t fs;
+    uv_loop_t *loop;
+    enum peer_conn_state state;
+    uint64_t id; /* for logs */
+    bool initiator;
+    bool owned; /* ops are ours to call; on_close will fire */
+    bool reading;
+    bool fs_busy;       /* a piece read is in the thread pool */
+    bool piece_writing; /* a PIECE write is queued in libuv */
+    int handles;        /* handles not yet closed */
+    int reason;
+    struct settings set;
+
+    char digest[WIRE_DIGEST_MAX + 1];
+    uint32_t npieces;
+    uint32_t piece_length;
+    uint64_t size;
+    const struct peer_conn_ops *ops;
+    void *arg;
+    void *data;
+
+    uint8_t my_nonce[WIRE_NONCE_LEN];
+    uint8_t peer_id[WIRE_ID_LEN];
+    uint8_t peer_nonce[WIRE_NONCE_LEN];
+    uint64_t hs_deadline;
+    uint64_t last_rx, last_tx;
+    struct wire_decoder dec;
+    bool bitfield_sent, bitfield_recv;
+
+    struct inflight *inflight; /* set.max_inflight slots */
+    unsigned ninflight;
+    uint8_t *cancelled; /* bitset: cancelled by us, a late PIECE may still come */
+    uint8_t *peer_req;  /* bitset: requested by the peer, not answered yet */
+
+    struct answer *aq_head, **aq_tail;
+    struct answer *cur; /* being read from disk */
+    uint8_t *cur_buf;
+    uint32_t cur_done;
+
+    struct peer_listener *listener; /* until the lookup took the connection */
+    struct peer_conn *lprev, *lnext;
+
+    char addr[ADDR_MAX];
+    uint8_t rbuf[READ_CHUNK];
+};
+
+struct peer_listener {
+    uv_tcp_t tcp;
+    uv_loop_t *loop;
+    struct settings set;
+    int (*lookup)(struct peer_conn *c, const char *digest, struct peer_conn_blob *out, void *arg);
+    void *lookup_arg;
+    struct peer_conn *pending; /* accepted, not owned yet */
+    unsigned npending;
+    int port;
+    bool destroying, closed;
+    void (*destroy_cb)(void *arg);
+    void *destroy_arg;
+};
+
+/* Log ids only; atomic because several loops may run in threads. */
+static atomic_uint_fast64_t next_conn_id = 1;
+
+static void conn_close(struct peer_conn *c, int reason, bool send_error);
+static void arm(struct peer_conn *c);
+static void on_timer(uv_timer_t *t);
+static void pump(struct peer_conn *c);
+static void listener_maybe_done(struct peer_listener *l);
+
+/* ---- Small helpers ---------------------------------------------------- */
+
+static const char *state_name(enum peer_conn_state s)
+{
+    switch (s) {
+#define XX(name, str)                                                                              \
+    case PEER_CONN_##name:                                                                         \
+        return str;
+        PEER_CONN_STATE_MAP(XX)
+#undef XX
+    }
+    return "unknown";
+}
+
+static void set_state(struct peer_conn *c, enum peer_conn_state s)
+{
+    LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s state=%s next=%s", c->id, c->addr,
+        state_name(c->state), state_name(s));
+    c->state = s;
+}
+
+static void settings_dispose(struct settings *s)
+{
+    if (s->secret) {
+        OPENSSL_cleanse(s->secret, s->secret_len);
+        free(s->secret);
+    }
+    memset(s, 0, sizeof(*s));
+}
+
+static int settings_copy(struct settings *dst, const struct settings *src)
+{
+    *dst = *src;
+    dst->secret = NULL;
+    if (src->secret_len) {
+        dst->secret = malloc(src->secret_len);
+        if (dst->secret == NULL)
+            return -ENOMEM;
+        memcpy(dst->secret, src->secret, src->secret_len);
+    }
+    return 0;
+}
+
+static int settings_from_config(struct settings *dst, const struct peer_conn_config *cfg)
+{
+    struct settings tmp;
+
+    memset(dst, 0, sizeof(*dst));
+    if (cfg == NULL || (cfg->secret_len && cfg->secret == NULL) ||
+        cfg->max_inflight > MAX_INFLIGHT_CAP)
+        return -EINVAL;
+    tmp.secret = (uint8_t *)cfg->secret; /* copied right below, never written */
+    tmp.secret_len = cfg->secret_len;
+    memcpy(tmp.my_id, cfg->my_id, WIRE_ID_LEN);
+    tmp.handshake_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HANDSHAKE_MS;
+    tmp.idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : DEFAULT_IDLE_MS;
+    tmp.request_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : DEFAULT_REQUEST_MS;
+    tmp.max_inflight = cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
+    return settings_copy(dst, &tmp);
+}
+
+/* "HOST:PORT" or "[V6]:PORT", numeric only. */
+static int parse_addr(const char *str, bool listen, struct sockaddr_storage *ss)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *hs, *he, *ps;
+    bool v6 = false;
+    unsigned long port;
+    char *end;
+    size_t hlen;
+
+    memset(ss, 0, sizeof(*ss));
+    if (str == NULL)
+        return -EINVAL;
+    if (str[0] == '[') {
+        hs = str + 1;
+        he = strchr(hs, ']');
+        if (he == NULL || he[1] != ':')
+            return -EINVAL;
+        ps = he + 2;
+        v6 = true;
+    } else {
+        hs = str;
+        he = strrchr(str, ':');
+        if (he == NULL || memchr(str, ':', (size_t)(he - str)) != NULL)
+            return -EINVAL;
+        ps = he + 1;
+    }
+    if (ps[0] < '0' || ps[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    port = strtoul(ps, &end, 10);
+    if (errno != 0 || *end != '\0' || port > 65535 || (port == 0 && !listen))
+        return -EINVAL;
+    hlen = (size_t)(he - hs);
+    if (hlen >= sizeof(host) || (hlen == 0 && (v6 || !listen)))
+        return -EINVAL;
+    memcpy(host, hs, hlen);
+    host[hlen] = '\0';
+    if (v6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return -EINVAL;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+        if (hlen == 0)
+            sin->sin_addr.s_addr = htonl(INADDR_ANY);
+        else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+            return -EINVAL;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+    }
+    return 0;
+}
+
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN];
+
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+
+        uv_ip6_name(sin6, host, sizeof(host));
+        snprintf(out, outlen, "[%s]:%u", host, (unsigned)ntohs(sin6->sin6_port));
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+
+        uv_ip4_name(sin, host, sizeof(host));
+        snprintf(out, outlen, "%s:%u", host, (unsigned)ntohs(sin->sin_port));
+    } else {
+        snprintf(out, outlen, "?");
+    }
+}
+
+static int blob_check(const struct peer_conn_blob *b)
+{
+    struct oci_digest d;
+    uint32_t plen;
+    size_t dlen;
+
+    if (b == NULL || b->digest == NULL || b->ops == NULL || b->piece_length == 0 || b->size == 0)
+        return -EINVAL;
+    dlen = strnlen(b->digest, WIRE_DIGEST_MAX + 1);
+    if (dlen < WIRE_DIGEST_MIN || dlen > WIRE_DIGEST_MAX || oci_digest_parse(b->digest, dlen, &d))
+        return -EINVAL;
+    if (wire_piece_length_for(b->size, b->piece_length, &plen) < 0 ||
+        b->npieces != wire_piece_count(b->size, plen))
+        return -EINVAL;
+    return 0;
+}
+
+/* Takes the blob's geometry (already checked) and sizes the bitsets. */
+static int blob_set(struct peer_conn *c, const struct peer_conn_blob *b)
+{
+    size_t nbytes = wire_bitfield_bytes(b->npieces);
+
+    memcpy(c->digest, b->digest, strlen(b->digest) + 1);
+    c->npieces = b->npieces;
+    c->piece_length = b->piece_length;
+    c->size = b->size;
+    c->cancelled = calloc(2, nbytes);
+    if (c->cancelled == NULL)
+        return -ENOMEM;
+    c->peer_req = c->cancelled + nbytes;
+    return 0;
+}
+
+static int wire_code_for(int reason)
+{
+    switch (reason) {
+    case SHOAL_EPROTOCOL:
+        return WIRE_ERR_PROTOCOL;
+    case SHOAL_EUNAUTHORIZED:
+        return WIRE_ERR_AUTH;
+    case SHOAL_ENOT_FOUND:
+        return WIRE_ERR_UNKNOWN_BLOB;
+    case SHOAL_EBUSY:
+        return WIRE_ERR_BUSY;
+    case SHOAL_ECANCELED:
+        return WIRE_ERR_SHUTTING_DOWN;
+    default:
+        return 0;
+    }
+}
+
+static int reason_for(unsigned code)
+{
+    switch (code) {
+    case WIRE_ERR_AUTH:
+        return SHOAL_EUNAUTHORIZED;
+    case WIRE_ERR_UNKNOWN_BLOB:
+        return SHOAL_ENOT_FOUND;
+    case WIRE_ERR_BUSY:
+        return SHOAL_EBUSY;
+    case WIRE_ERR_SHUTTING_DOWN:
+        return SHOAL_EUNAVAILABLE;
+    default: /* protocol, or a code this version does not know */
+        return SHOAL_EPROTOCOL;
+    }
+}
+
+static void answer_free(struct answer *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    free(a);
+}
+
+/* ---- Lifetime ----------------------------------------------------------- */
+
+static void conn_free(struct peer_conn *c)
+{
+    struct answer *a, *next;
+
+    for (a = c->aq_head; a; a = next) {
+        next = a->next;
+        answer_free(a);
+    }
+    if (c->cur)
+        answer_free(c->cur);
+    free(c->cur_buf);
+    free(c->cancelled);
+    free(c->inflight);
+    wire_decoder_dispose(&c->dec);
+    settings_dispose(&c->set);
+    free(c);
+}
+
+static void listener_unlink(struct peer_conn *c)
+{
+    struct peer_listener *l = c->listener;
+
+    if (l == NULL)
+        return;
+    if (c->lprev)
+        c->lprev->lnext = c->lnext;
+    else
+        l->pending = c->lnext;
+    if (c->lnext)
+        c->lnext->lprev = c->lprev;
+    c->lprev = c->lnext = NULL;
+    c->listener = NULL;
+    l->npending--;
+}
+
+/* The last close callback of a connection: report and free. */
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct peer_conn *c = h->data;
+    struct peer_listener *l = c->listener;
+
+    if (--c->handles > 0)
+        return;
+    if (l) {
+        listener_unlink(c);
+        listener_maybe_done(l);
+    }
+    if (c->owned && c->ops->on_close)
+        c->ops->on_close(c, c->reason, c->arg);
+    conn_free(c);
+}
+
+/* Moves c to CLOSING. Handles close now, except the TCP handle while a piece
+ * read is in the thread pool (its buffer and uv_fs_t live in c, so c must
+ * outlive it); on_fs_read closes it then. on_close runs from the last close
+ * callback, so never from inside this call. */
+static void conn_close(struct peer_conn *c, int reason, bool send_error)
+{
+    int code = send_error ? wire_code_for(reason) : 0;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (code && c->state != PEER_CONN_CONNECTING) {
+        struct buf b;
+        uv_buf_t ub;
+
+        /* Best effort and synchronous: a frame queued behind a pending write
+         * would be cancelled by the close anyway. */
+        buf_init(&b, SMALL_FRAME_MAX);
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 &&
+            wire_encode_error(&b, (uint16_t)code, shoal_strerror(reason)) == 0) {
+            ub = uv_buf_init(b.data, (unsigned)b.len);
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+        }
+        buf_dispose(&b);
+    }
+    if (reason != 0)
+        LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=close state=%s reason=%s", c->id,
+            c->addr, c->digest, state_name(c->state), shoal_errname(reason));
+    else
+        LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s event=close", c->id, c->addr);
+    c->reason = reason;
+    set_state(c, PEER_CONN_CLOSING);
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (!c->fs_busy)
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static int conn_new(uv_loop_t *loop, struct settings *set, bool initiator, struct peer_conn **out)
+{
+    struct peer_conn *c;
+    int rc;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    c->inflight = calloc(set->max_inflight, sizeof(*c->inflight));
+    if (c->inflight == NULL) {
+        free(c);
+        return -ENOMEM;
+    }
+    if (RAND_bytes(c->my_nonce, WIRE_NONCE_LEN) != 1) {
+        free(c->inflight);
+        free(c);
+        return SHOAL_EINTERNAL;
+    }
+    rc = uv_tcp_init(loop, &c->tcp);
+    if (rc < 0) {
+        free(c->inflight);
+        free(c);
+        return rc;
+    }
+    uv_timer_init(loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->creq.data = c;
+    c->fs.data = c;
+    c->handles = 2;
+    c->loop = loop;
+    c->set = *set; /* taken */
+    memset(set, 0, sizeof(*set));
+    c->id = (uint64_t)atomic_fetch_add(&next_conn_id, 1);
+    c->initiator = initiator;
+    c->state = initiator ? PEER_CONN_CONNECTING : PEER_CONN_WAIT_HELLO;
+    c->aq_tail = &c->aq_head;
+    snprintf(c->addr, sizeof(c->addr), "?");
+    wire_decoder_init(&c->dec, WIRE_HANDSHAKE_MAX_FRAME);
+    c->hs_deadline = uv_now(loop) + c->set.handshake_ms;
+    arm(c);
+    *out = c;
+    return 0;
+}
+
+/* ---- Writing ------------------------------------------------------------ */
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct wreq *w = req->data;
+    struct peer_conn *c = w->c;
+    bool piece = w->piece != NULL;
+
+    free(w->frame);
+    free(w->piece);
+    free(w);
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (status < 0) {
+        conn_close(c, status, false);
+        return;
+    }
+    if (piece) {
+        c->piece_writing = false;
+        pump(c);
+    }
+}
+
+/* Queues the frame in b (taken: b is empty afterwards) followed by piece
+ * (taken, may be NULL) of piece_len bytes. */
+static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len)
+{
+    struct wreq *w;
+    uv_buf_t bufs[2];
+    size_t flen;
+    int rc;
+
+    w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        buf_dispose(b);
+        free(piece);
+        return -ENOMEM;
+    }
+    w->c = c;
+    w->req.data = w;
+    w->frame = buf_steal(b, &flen);
+    w->piece = piece;
+    bufs[0] = uv_buf_init(w->frame, (unsigned)flen);
+    bufs[1] = uv_buf_init((char *)piece, (unsigned)piece_len);
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, piece ? 2 : 1, on_write);
+    if (rc < 0) {
+        free(w->frame);
+        free(w->piece);
+        free(w);
+        return rc;
+    }
+    c->last_tx = uv_now(c->loop);
+    return 0;
+}
+
+static int send_index_frame(struct peer_conn *c, int (*enc)(struct buf *, uint32_t), uint32_t index)
+{
+    struct buf b;
+    int rc;
+
+    buf_init(&b, SMALL_FRAME_MAX);
+    rc = enc(&b, index);
+    if (rc < 0) {
+        buf_dispose(&b);
+        return rc;
+    }
+    return send_buf(c, &b, NULL, 0);
+}
+
+static int send_hello(struct peer_conn *c)
+{
+    struct buf b;
+    int rc;
+
+    buf_init(&b, SMALL_FRAME_MAX);
+    rc = wire_encode_hello(&b, c->digest, c->set.my_id, c->my_nonce);
+    if (rc < 0) {
+        buf_dispose(&b);
+        return rc;
+    }
+    return send_buf(c, &b, NULL, 0);
+}
+
+static int send_auth(struct peer_conn *c)
+{
+    uint8_t mac[WIRE_MAC_LEN];
+    struct buf b;
+    int rc;
+
+    rc = wire_auth_mac(c->set.secret, c->set.secret_len, c->peer_nonce, c->my_nonce, c->set.my_id,
+                       c->digest, mac);
+    if (rc < 0)
+        return rc;
+    buf_init(&b, SMALL_FRAME_MAX);
+    rc = wire_encode_auth(&b, mac);
+    if (rc < 0) {
+        buf_dispose(&b);
+        return rc;
+    }
+    return send_buf(c, &b, NULL, 0);
+}
+
+static int send_keepalive(struct peer_conn *c)
+{
+    struct buf b;
+    int rc;
+
+    buf_init(&b, SMALL_FRAME_MAX);
+    rc = wire_encode_keepalive(&b);
+    if (rc < 0) {
+        buf_dispose(&b);
+        return rc;
+    }
+    return send_buf(c, &b, NULL, 0);
+}
+
+/* ---- Serving pieces ----------------------------------------------------- */
+
+static void on_fs_read(uv_fs_t *req);
+
+static int start_read(struct peer_conn *c)
+{
+    struct answer *a = c->cur;
+    uv_buf_t ub = uv_buf_init((char *)c->cur_buf + c->cur_done, a->len - c->cur_done);
+    int rc;
+
+    rc = uv_fs_read(c->loop, &c->fs, a->fd, &ub, 1, (int64_t)(a->off + c->cur_done), on_fs_read);
+    if (rc < 0)
+        return rc;
+    c->fs_busy = true;
+    return 0;
+}
+
+/* Starts reading the next queued answer unless one is being read or sent:
+ * one piece buffer per connection at a time. */
+static void pump(struct peer_conn *c)
+{
+    struct answer *a;
+    int rc;
+
+    if (c->state != PEER_CONN_READY || c->fs_busy || c->piece_writing || c->cur || !c->aq_head)
+        return;
+    a = c->aq_head;
+    c->aq_head = a->next;
+    if (c->aq_head == NULL)
+        c->aq_tail = &c->aq_head;
+    a->next = NULL;
+    c->cur = a;
+    c->cur_done = 0;
+    c->cur_buf = malloc(a->len ? a->len : 1);
+    if (c->cur_buf == NULL) {
+        conn_close(c, -ENOMEM, false);
+        return;
+    }
+    rc = start_read(c);
+    if (rc < 0)
+        conn_close(c, rc, false);
+}
+
+static void on_fs_read(uv_fs_t *req)
+{
+    struct peer_conn *c = req->data;
+    struct answer *a = c->cur;
+    ssize_t n = req->result;
+    uint8_t *data;
+    struct buf b;
+    int rc;
+
+    uv_fs_req_cleanup(req);
+    c->fs_busy = false;
+    if (c->state == PEER_CONN_CLOSING) {
+        /* conn_close left the TCP handle open for us. */
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
+    }
+    if (n > 0 && (size_t)n < (size_t)(a->len - c->cur_done) && !a->dropped) {
+        c->cur_done += (uint32_t)n;
+        rc = start_read(c);
+        if (rc < 0)
+            conn_close(c, rc, false);
+        return;
+    }
+    c->cur = NULL;
+    data = c->cur_buf;
+    c->cur_buf = NULL;
+    if (a->dropped) {
+        free(data);
+        answer_free(a);
+        pump(c);
+        return;
+    }
+    if (n <= 0) {
+        rc = n < 0 ? (int)n : -EIO;
+        LOG(WARN, COMP, "conn=%" PRIu64 " digest=%s piece=%" PRIu32 " event=read-failed rc=%s",
+            c->id, c->digest, a->index, shoal_errname(rc));
+        free(data);
+        answer_free(a);
+        conn_close(c, rc, false);
+        return;
+    }
+    buf_init(&b, SMALL_FRAME_MAX);
+    rc = wire_encode_piece_header(&b, a->index, a->len);
+    if (rc == 0) {
+        rc = send_buf(c, &b, data, a->len);
+        data = NULL; /* taken by send_buf */
+    } else {
+        buf_dispose(&b);
+    }
+    free(data);
+    answer_free(a);
+    if (rc < 0) {
+        conn_close(c, rc, false);
+        return;
+    }
+    c->piece_writing = true;
+}
+
+/* ---- Timers ------------------------------------------------------------- */
+
+static uint64_t keepalive_ms(const struct peer_conn *c)
+{
+    uint64_t ka = c->set.idle_ms / 3;
+
+    return ka ? ka : 1;
+}
+
+/* Re-arms the one timer for the earliest deadline. Deadlines that move later
+ * (idle, keepalive) are not re-armed on every frame: the timer wakes up at
+ * the old one, sees nothing due and re-arms. */
+static void arm(struct peer_conn *c)
+{
+    uint64_t now = uv_now(c->loop), next;
+    unsigned i;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (c->state != PEER_CONN_READY) {
+        next = c->hs_deadline;
+    } else {
+        next = c->last_rx + c->set.idle_ms;
+        if (c->last_tx + keepalive_ms(c) < next)
+            next = c->last_tx + keepalive_ms(c);
+        for (i = 0; i < c->ninflight; i++)
+            if (c->inflight[i].deadline < next)
+                next = c->inflight[i].deadline;
+    }
+    uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
+}
+
+static int inflight_find(const struct peer_conn *c, uint32_t index)
+{
+    unsigned i;
+
+    for (i = 0; i < c->ninflight; i++)
+        if (c->inflight[i].index == index)
+            return (int)i;
+    return -1;
+}
+
+static void inflight_remove(struct peer_conn *c, unsigned i)
+{
+    c->inflight[i] = c->inflight[--c->ninflight];
+}
+
+/* Drops our request in slot i and tells the peer; a PIECE already on its
+ * way is discarded when it arrives (the cancelled bit). */
+static int cancel_slot(struct peer_conn *c, unsigned i)
+{
+    uint32_t index = c->inflight[i].index;
+
+    inflight_remove(c, i);
+    wire_bit_set(c->cancelled, index);
+    return send_index_frame(c, wire_encode_cancel, index);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct peer_conn *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    uint32_t index;
+    unsigned i;
+    int rc;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (c->state != PEER_CONN_READY) {
+        if (now >= c->hs_deadline) {
+            conn_close(c, SHOAL_ETIMEOUT, false);
+            return;
+        }
+        arm(c);
+        return;
+    }
+    if (now >= c->last_rx + c->set.idle_ms) {
+        conn_close(c, SHOAL_ETIMEOUT, false);
+        return;
+    }
+    /* The callback may request or cancel, which reshuffles the slots, so
+     * the scan starts over after each one. */
+    for (i = 0; i < c->ninflight;) {
+        if (c->inflight[i].deadline > now) {
+            i++;
+            continue;
+        }
+        index = c->inflight[i].index;
+        LOG(INFO, COMP,
+            "conn=%" PRIu64 " addr=%s digest=%s piece=%" PRIu32 " event=request-timeout", c->id,
+            c->addr, c->digest, index);
+        rc = cancel_slot(c, i);
+        if (rc < 0) {
+            conn_close(c, rc, false);
+            return;
+        }
+        if (c->ops->on_request_timeout)
+            c->ops->on_request_timeout(c, index, c->arg);
+        if (c->state == PEER_CONN_CLOSING)
+            return;
+        i = 0;
+    }
+    if (now >= c->last_tx + keepalive_ms(c)) {
+        rc = send_keepalive(c);
+        if (rc < 0) {
+            conn_close(c, rc, false);
+            return;
+        }
+    }
+    arm(c);
+}
+
+/* ---- Receiving ------------------------------------------------------------ */
+
+static void become_ready(struct peer_conn *c)
+{
+    uint64_t now = uv_now(c->loop);
+
+    set_state(c, PEER_CONN_READY);
+    wire_decoder_set_max(&c->dec, c->piece_length + WIRE_FRAME_SLACK);
+    c->last_rx = c->last_tx = now;
+    arm(c);
+    LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=ready initiator=%d", c->id, c->addr,
+        c->digest, c->initiator);
+    if (c->ops->on_ready)
+        c->ops->on_ready(c, c->arg);
+}
+
+/* An incoming connection's HELLO named digest: ask the listener's owner. On 0
+ * the connection is owned; on error the caller closes it with the reason
+ * (which picks the ERROR code sent). The lookup may close c itself. */
+static int adopt(struct peer_conn *c, const char *digest)
+{
+    struct peer_listener *l = c->listener;
+    struct peer_conn_blob blob;
+    int rc;
+
+    memset(&blob, 0, sizeof(blob));
+    rc = l->lookup(c, digest, &blob, l->lookup_arg);
+    /* The owner believes it took c, so it must hear on_close even if c was
+     * closed meanwhile or what it returned is unusable. */
+    if (rc == 0 && blob.ops) {
+        c->ops = blob.ops;
+        c->arg = blob.arg;
+        c->owned = true;
+    }
+    if (c->state == PEER_CONN_CLOSING)
+        return 0;
+    if (rc < 0) {
+        LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=refused rc=%s", c->id, c->addr,
+            digest, shoal_errname(rc));
+        return rc == SHOAL_EBUSY ? SHOAL_EBUSY : SHOAL_ENOT_FOUND;
+    }
+    listener_unlink(c);
+    if (blob_check(&blob) < 0 || strcmp(blob.digest, digest) != 0) {
+        LOG(ERROR, COMP, "conn=%" PRIu64 " digest=%s event=bad-lookup-blob", c->id, digest);
+        return -EINVAL;
+    }
+    return blob_set(c, &blob);
+}
+
+static int on_hello(struct peer_conn *c, const struct wire_frame *f)
+{
+    struct wire_hello h;
+    int rc;
+
+    if (wire_parse_hello(f, &h) < 0)
+        return SHOAL_EPROTOCOL;
+    memcpy(c->peer_id, h.peer_id, WIRE_ID_LEN);
+    memcpy(c->peer_nonce, h.nonce, WIRE_NONCE_LEN);
+    if (c->initiator) {
+        if (strcmp(h.digest.str, c->digest) != 0) {
+            LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=digest-mismatch", c->id,
+                c->addr, c->digest);
+            return SHOAL_EPROTOCOL;
+        }
+    } else {
+        rc = adopt(c, h.digest.str);
+        if (rc < 0 || c->state == PEER_CONN_CLOSING)
+            return rc;
+        rc = send_hello(c);
+        if (rc < 0)
+            return rc;
+    }
+    rc = send_auth(c);
+    if (rc < 0)
+        return rc;
+    set_state(c, PEER_CONN_WAIT_AUTH);
+    return 0;
+}
+
+static int on_auth(struct peer_conn *c, const struct wire_frame *f)
+{
+    const uint8_t *mac;
+    int rc;
+
+    if (wire_parse_auth(f, &mac) < 0)
+        return SHOAL_EPROTOCOL;
+    rc = wire_auth_verify(c->set.secret, c->set.secret_len, c->my_nonce, c->peer_nonce, c->peer_id,
+                          c->digest, mac);
+    if (rc == SHOAL_EPROTOCOL) {
+        LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=auth-failed", c->id, c->addr,
+            c->digest);
+        return SHOAL_EUNAUTHORIZED;
+    }
+    if (rc < 0)
+        return rc;
+    become_ready(c);
+    return 0;
+}
+
+static void on_error_frame(struct peer_conn *c, const struct wire_frame *f)
+{
+    char msg[WIRE_ERROR_MSG_MAX + 1];
+    uint16_t code;
+
+    if (wire_parse_error(f, &code, msg) < 0) {
+        conn_close(c, SHOAL_EPROTOCOL, true);
+        return;
+    }
+    LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=peer-error code=%s msg=\"%s\"", c->id,
+        c->addr, c->digest, wire_error_name(code), msg);
+    conn_close(c, reason_for(code), false);
+}
+
+static int on_piece_frame(struct peer_conn *c, const struct wire_frame *f)
+{
+    const uint8_t *data;
+    uint32_t index;
+    size_t len;
+    int slot;
+
+    if (wire_parse_piece(f, c->npieces, c->piece_length, c->size, &index, &data, &len) < 0)
+        return SHOAL_EPROTOCOL;
+    slot = inflight_find(c, index);
+    if (slot < 0) {
+        if (wire_bit_get(c->cancelled, index)) {
+            /* It crossed our CANCEL. */
+            wire_bit_clear(c->cancelled, index);
+            return 0;
+        }
+        LOG(WARN, COMP,
+            "conn=%" PRIu64 " addr=%s digest=%s piece=%" PRIu32 " event=unsolicited-piece", c->id,
+            c->addr, c->digest, index);
+        return SHOAL_EPROTOCOL;
+    }
+    inflight_remove(c, (unsigned)slot);
+    if (c->ops->on_piece)
+        c->ops->on_piece(c, index, data, len, c->arg);
+    return 0;
+}
+
+static void on_cancel_frame(struct peer_conn *c, uint32_t index)
+{
+    struct answer **pp, *a;
+    bool outstanding = false;
+
+    if (wire_bit_get(c->peer_req, index)) {
+        wire_bit_clear(c->peer_req, index);
+        outstanding = true;
+    }
+    for (pp = &c->aq_head; (a = *pp) != NULL;) {
+        if (a->index == index) {
+            *pp = a->next;
+            answer_free(a);
+            outstanding = true;
+            continue;
+        }
+        pp = &a->next;
+    }
+    c->aq_tail = &c->aq_head;
+    while (*c->aq_tail)
+        c->aq_tail = &(*c->aq_tail)->next;
+    if (c->cur && c->cur->index == index && !c->cur->dropped) {
+        c->cur->dropped = true;
+        outstanding = true;
+    }
+    if (outstanding && c->ops->on_cancel)
+        c->ops->on_cancel(c, index, c->arg);
+}
+
+/* True if the peer's request for index is still outstanding or its answer
+ * has not started going out: asking again for it is a protocol error. */
+static bool answer_pending(const struct peer_conn *c, uint32_t index)
+{
+    const struct answer *a;
+
+    if (wire_bit_get(c->peer_req, index))
+        return true;
+    if (c->cur && c->cur->index == index && !c->cur->dropped)
+        return true;
+    for (a = c->aq_head; a; a = a->next)
+        if (a->index == index)
+            return true;
+    return false;
+}
+
+/* Handles one frame. Returns 0 (the connection may have been closed by a
+ * callback or an ERROR frame) or the reason to close it with. */
+static int dispatch(struct peer_conn *c, const struct wire_frame *f)
+{
+    uint32_t index;
+
+    if (f->type == WIRE_ERROR) {
+        on_error_frame(c, f);
+        return 0;
+    }
+    switch (c->state) {
+    case PEER_CONN_WAIT_HELLO:
+        return f->type == WIRE_HELLO ? on_hello(c, f) : SHOAL_EPROTOCOL;
+    case PEER_CONN_WAIT_AUTH:
+        return f->type == WIRE_AUTH ? on_auth(c, f) : SHOAL_EPROTOCOL;
+    case PEER_CONN_READY:
+        break;
+    default:
+        return SHOAL_EPROTOCOL;
+    }
+    switch (f->type) {
+    case WIRE_BITFIELD:
+        if (c->bitfield_recv || wire_parse_bitfield(f, c->npieces) < 0)
+            return SHOAL_EPROTOCOL;
+        c->bitfield_recv = true;
+        if (c->ops->on_bitfield)
+            c->ops->on_bitfield(c, f->payload, c->arg);
+        return 0;
+    case WIRE_HAVE:
+        if (wire_parse_index(f, c->npieces, &index) < 0)
+            return SHOAL_EPROTOCOL;
+        if (c->ops->on_have)
+            c->ops->on_have(c, index, c->arg);
+        return 0;
+    case WIRE_REQUEST:
+        if (wire_parse_index(f, c->npieces, &index) < 0 || answer_pending(c, index))
+            return SHOAL_EPROTOCOL;
+        wire_bit_set(c->peer_req, index);
+        if (c->ops->on_request)
+            c->ops->on_request(c, index, c->arg);
+        return 0;
+    case WIRE_PIECE:
+        return on_piece_frame(c, f);
+    case WIRE_CANCEL:
+        if (wire_parse_index(f, c->npieces, &index) < 0)
+            return SHOAL_EPROTOCOL;
+        on_cancel_frame(c, index);
+        return 0;
+    case WIRE_KEEPALIVE:
+        return wire_parse_keepalive(f) < 0 ? SHOAL_EPROTOCOL : 0;
+    default: /* HELLO or AUTH again, or an unknown type */
+        return SHOAL_EPROTOCOL;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct peer_conn *c = h->data;
+
+    (void)suggested;
+    *b = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct peer_conn *c = s->data;
+    const uint8_t *p = (const uint8_t *)b->base;
+    size_t left, used;
+    struct wire_frame f;
+    int rc;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF)
+            rc = c->state == PEER_CONN_READY ? 0 : -ECONNRESET;
+        else
+            rc = (int)nread;
+        conn_close(c, rc, false);
+        return;
+    }
+    c->last_rx = uv_now(c->loop);
+    left = (size_t)nread;
+    while (left > 0 && c->state != PEER_CONN_CLOSING) {
+        rc = wire_decode(&c->dec, p, left, &used, &f);
+        if (rc < 0) {
+            LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s event=bad-frame rc=%s", c->id, c->addr,
+                shoal_errname(rc));
+            conn_close(c, rc == -ENOMEM ? rc : SHOAL_EPROTOCOL, true);
+            return;
+        }
+        p += used;
+        left -= used;
+        if (rc == 1) {
+            rc = dispatch(c, &f);
+            if (rc < 0) {
+                if (rc == SHOAL_EPROTOCOL)
+                    LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s state=%s event=bad-frame type=%s",
+                        c->id, c->addr, state_name(c->state), wire_type_name(f.type));
+                conn_close(c, rc, true);
+                return;
+            }
+        }
+    }
+}
+
+static int start_reading(struct peer_conn *c)
+{
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+
+    if (rc == 0)
+        c->reading = true;
+    return rc;
+}
+
+/* ---- Outgoing connections ---------------------------------------------- */
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct peer_conn *c = req->data;
+    int rc = status;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (rc == 0) {
+        uv_tcp_nodelay(&c->tcp, 1);
+        set_state(c, PEER_CONN_WAIT_HELLO);
+        rc = start_reading(c);
+    }
+    if (rc == 0)
+        rc = send_hello(c);
+    if (rc < 0)
+        conn_close(c, rc, false);
+}
+
+int peer_conn_make_id(uint8_t id[WIRE_ID_LEN])
+{
+    return RAND_bytes(id, WIRE_ID_LEN) == 1 ? 0 : SHOAL_EINTERNAL;
+}
+
+int peer_conn_connect(uv_loop_t *loop, const struct peer_conn_config *cfg, const char *addr,
+                      const struct peer_conn_blob *blob, struct peer_conn **out)
+{
+    struct sockaddr_storage ss;
+    struct settings set;
+    struct peer_conn *c = NULL;
+    int rc;
+
+    memset(&set, 0, sizeof(set));
+    rc = parse_addr(addr, false, &ss);
+    if (rc < 0)
+        goto out;
+    rc = blob_check(blob);
+    if (rc < 0)
+        goto out;
+    rc = settings_from_config(&set, cfg);
+    if (rc < 0)
+        goto out;
+    rc = conn_new(loop, &set, true, &c);
+    if (rc < 0)
+        goto out;
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    c->ops = blob->ops;
+    c->arg = blob->arg;
+    rc = blob_set(c, blob);
+    if (rc == 0)
+        rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&ss, on_connect);
+    if (rc < 0) {
+        /* Not owned yet: freed from its close callbacks, silently. */
+        conn_close(c, rc, false);
+        goto out;
+    }
+    c->owned = true;
+    *out = c;
+    LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=connect", c->id, c->addr, c->digest);
+out:
+    settings_dispose(&set);
+    return rc;
+}
+
+void peer_conn_close(struct peer_conn *c, int reason)
+{
+    conn_close(c, reason, true);
+}
+
+/* ---- Sending -------------------------------------------------------------- */
+
+int peer_conn_send_bitfield(struct peer_conn *c, const uint8_t *bits)
+{
+    size_t nbytes;
+    struct buf b;
+    int rc;
+
+    if (c->state != PEER_CONN_READY)
+        return -ENOTCONN;
+    if (c->bitfield_sent)
+        return -EALREADY;
+    nbytes = wire_bitfield_bytes(c->npieces);
+    if (bits == NULL || (c->npieces % 8 && (bits[nbytes - 1] & (0xffu >> (c->npieces % 8)))))
+        return -EINVAL;
+    buf_init(&b, nbytes + SMALL_FRAME_MAX);
+    rc = wire_encode_bitfield(&b, bits, nbytes);
+    if (rc < 0) {
+        buf_dispose(&b);
+        return rc;
+    }
+    rc = send_buf(c, &b, NULL, 0);
+    if (rc == 0)
+        c->bitfield_sent = true;
+    return rc;
+}
+
+int peer_conn_send_have(struct peer_conn *c, uint32_t index)
+{
+    if (c->state != PEER_CONN_READY)
+        return -ENOTCONN;
+    if (index >= c->npieces)
+        return -EINVAL;
+    return send_index_frame(c, wire_encode_have, index);
+}
+
+int peer_conn_request(struct peer_conn *c, uint32_t index)
+{
+    int rc;
+
+    if (c->state != PEER_CONN_READY)
+        return -ENOTCONN;
+    if (index >= c->npieces)
+        return -EINVAL;
+    if (inflight_find(c, index) >= 0)
+        return -EALREADY;
+    if (c->ninflight >= c->set.max_inflight)
+        return SHOAL_EBUSY;
+    rc = send_index_frame(c, wire_encode_request, index);
+    if (rc < 0)
+        return rc;
+    c->inflight[c->ninflight].index = index;
+    c->inflight[c->ninflight].deadline = uv_now(c->loop) + c->set.request_ms;
+    c->ninflight++;
+    arm(c);
+    return 0;
+}
+
+int peer_conn_cancel(struct peer_conn *c, uint32_t index)
+{
+    int slot;
+
+    if (c->state != PEER_CONN_READY)
+        return -ENOTCONN;
+    if (index >= c->npieces)
+        return -EINVAL;
+    slot = inflight_find(c, index);
+    if (slot < 0)
+        return -ENOENT;
+    return cancel_slot(c, (unsigned)slot);
+}
+
+int peer_conn_send_piece(struct peer_conn *c, uint32_t index, int fd, uint64_t off, uint32_t len)
+{
+    struct answer *a;
+
+    if (c->state != PEER_CONN_READY)
+        return -ENOTCONN;
+    if (index >= c->npieces || len != wire_piece_size(c->size, c->piece_length, index) || fd < 0 ||
+        off > (uint64_t)INT64_MAX - len)
+        return -EINVAL;
+    if (!wire_bit_get(c->peer_req, index))
+        return SHOAL_ECANCELED;
+    a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return -ENOMEM;
+    a->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (a->fd < 0) {
+        int rc = -errno;
+
+        free(a);
+        return rc;
+    }
+    a->index = index;
+    a->off = off;
+    a->len = len;
+    wire_bit_clear(c->peer_req, index);
+    *c->aq_tail = a;
+    c->aq_tail = &a->next;
+    pump(c);
+    return 0;
+}
+
+/* ---- Accessors ------------------------------------------------------------ */
+
+bool peer_conn_ready(const struct peer_conn *c)
+{
+    return c->state == PEER_CONN_READY;
+}
+
+unsigned peer_conn_inflight(const struct peer_conn *c)
+{
+    return c->ninflight;
+}
+
+bool peer_conn_is_inflight(const struct peer_conn *c, uint32_t index)
+{
+    return inflight_find(c, index) >= 0;
+}
+
+const char *peer_conn_addr(const struct peer_conn *c)
+{
+    return c->addr;
+}
+
+const uint8_t *peer_conn_id(const struct peer_conn *c)
+{
+    return c->peer_id;
+}
+
+const char *peer_conn_digest(const struct peer_conn *c)
+{
+    return c->digest;
+}
+
+void *peer_conn_arg(const struct peer_conn *c)
+{
+    return c->arg;
+}
+
+void peer_conn_set_data(struct peer_conn *c, void *data)
+{
+    c->data = data;
+}
+
+void *peer_conn_data(const struct peer_conn *c)
+{
+    return c->data;
+}
+
+/* ---- Listener --------------------------------------------------------------- */
+
+static void listener_maybe_done(struct peer_listener *l)
+{
+    void (*cb)(void *);
+    void *arg;
+
+    if (!l->destroying || !l->closed || l->npending > 0)
+        return;
+    cb = l->destroy_cb;
+    arg = l->destroy_arg;
+    settings_dispose(&l->set);
+    free(l);
+    if (cb)
+        cb(arg);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct peer_listener *l = h->data;
+
+    l->closed = true;
+    listener_maybe_done(l);
+}
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void on_incoming(uv_stream_t *server, int status)
+{
+    struct peer_listener *l = server->data;
+    struct sockaddr_storage ss;
+    struct settings set;
+    struct peer_conn *c;
+    int rc, sl = sizeof(ss);
+
+    if (status < 0) {
+        LOG(WARN, COMP, "event=accept-failed rc=%s", shoal_errname(status));
+        return;
+    }
+    rc = settings_copy(&set, &l->set);
+    if (rc == 0)
+        rc = conn_new(l->loop, &set, false, &c);
+    settings_dispose(&set);
+    if (rc < 0) {
+        /* The connection must still leave the backlog, or libuv stops
+         * accepting. */
+        uv_tcp_t *tmp = malloc(sizeof(*tmp));
+
+        LOG(WARN, COMP, "event=accept-failed rc=%s", shoal_errname(rc));
+        if (tmp == NULL || uv_tcp_init(l->loop, tmp) < 0) {
+            free(tmp);
+            return;
+        }
+        (void)uv_accept(server, (uv_stream_t *)tmp);
+        uv_close((uv_handle_t *)tmp, free_handle);
+        return;
+    }
+    c->listener = l;
+    c->lnext = l->pending;
+    if (l->pending)
+        l->pending->lprev = c;
+    l->pending = c;
+    l->npending++;
+    rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc == 0 && uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+        format_addr(&ss, c->addr, sizeof(c->addr));
+    if (rc == 0) {
+        uv_tcp_nodelay(&c->tcp, 1);
+        rc = start_reading(c);
+    }
+    if (rc < 0) {
+        conn_close(c, rc, false);
+        return;
+    }
+    LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s event=accept", c->id, c->addr);
+    if (l->npending > PENDING_MAX)
+        conn_close(c, SHOAL_EBUSY, true);
+}
+
+int peer_listener_create(uv_loop_t *loop, const struct peer_conn_config *cfg,
+                         const char *listen_addr,
+                         int (*lookup)(struct peer_conn *c, const char *digest,
+                                       struct peer_conn_blob *out, void *arg),
+                         void *lookup_arg, struct peer_listener **out)
+{
+    struct sockaddr_storage ss;
+    struct peer_listener *l = NULL;
+    int rc, sl = sizeof(ss);
+
+    if (lookup == NULL)
+        return -EINVAL;
+    rc = parse_addr(listen_addr, true, &ss);
+    if (rc < 0)
+        return rc;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    rc = settings_from_config(&l->set, cfg);
+    if (rc < 0) {
+        settings_dispose(&l->set);
+        free(l);
+        return rc;
+    }
+    rc = uv_tcp_init(loop, &l->tcp);
+    if (rc < 0) {
+        settings_dispose(&l->set);
+        free(l);
+        return rc;
+    }
+    l->tcp.data = l;
+    l->loop = loop;
+    l->lookup = lookup;
+    l->lookup_arg = lookup_arg;
+    rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_incoming);
+    if (rc == 0)
+        rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &sl);
+    if (rc < 0) {
+        /* Freed from the close callback with no destroy callback to run. */
+        l->destroying = true;
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        return rc;
+    }
+    l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    LOG(INFO, COMP, "event=listen addr=%s port=%d", listen_addr, l->port);
+    *out = l;
+    return 0;
+}
+
+int peer_listener_port(const struct peer_listener *l)
+{
+    return l->port;
+}
+
+void peer_listener_destroy(struct peer_listener *l, void (*cb)(void *arg), void *arg)
+{
+    struct peer_conn *c;
+
+    if (l->destroying)
+        return;
+    l->destroying = true;
+    l->destroy_cb = cb;
+    l->destroy_arg = arg;
+    for (c = l->pending; c; c = c->lnext)
+        conn_close(c, SHOAL_ECANCELED, true);
+    uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+}
