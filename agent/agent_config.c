@@ -2,6 +2,7 @@
 #include "agent_config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,24 @@ const struct config_option agent_options[] = {
         "close keep-alive connections idle for this long"),
     OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "1024",
         "client connections served at once"),
+    OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
+        "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
+    OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "0.0.0.0:5081",
+        "address the peer wire protocol listens on"),
+    OPT("advertise", CONFIG_ADDR, advertise, 0, 0, NULL,
+        "address peers should dial (required with a wildcard peer-listen)"),
+    OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
+        "file holding the secret shared with the tracker and the other agents (one trailing "
+        "newline dropped)"),
+    OPT("swarm-stall-timeout", CONFIG_DURATION, swarm_stall_timeout_ms, SEC, HOUR, "20s",
+        "fall back to upstream when a swarm download makes no progress for this long"),
+    OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
+        "keep serving a completed blob to peers this long"),
+    OPT("swarm-max-peers", CONFIG_INT, swarm_max_peers, 1, 200, "16", "peer connections per blob"),
+    OPT("swarm-min-size", CONFIG_SIZE, swarm_min_size, 0, INT64_MAX, "1MiB",
+        "blobs smaller than this are fetched from upstream directly, not through the swarm"),
+    OPT("ban-time", CONFIG_DURATION, ban_time_ms, SEC, 24 * HOUR, "5m",
+        "how long a peer that sent a bad piece is ignored"),
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
@@ -332,6 +351,43 @@ out:
     return rc;
 }
 
+/* A secret is a short token; anything bigger is a configuration mistake. */
+#define SECRET_FILE_MAX 4096
+
+static int read_secret(struct agent_config *cfg, char *err, size_t errlen)
+{
+    FILE *f = fopen(cfg->cluster_secret_file, "r");
+    if (!f) {
+        snprintf(err, errlen, "config: \"cluster-secret-file\": cannot read \"%s\": %s",
+                 cfg->cluster_secret_file, strerror(errno));
+        return SHOAL_ECONFIG;
+    }
+    char *data = malloc(SECRET_FILE_MAX + 1);
+    size_t n = data ? fread(data, 1, SECRET_FILE_MAX + 1, f) : 0;
+    fclose(f);
+    if (!data) {
+        snprintf(err, errlen, "config: out of memory");
+        return -ENOMEM;
+    }
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    if (n == 0 || n > SECRET_FILE_MAX) {
+        snprintf(err, errlen, "config: \"cluster-secret-file\": \"%s\" is %s",
+                 cfg->cluster_secret_file, n == 0 ? "empty" : "larger than 4096 bytes");
+        free(data);
+        return SHOAL_ECONFIG;
+    }
+    data[n] = '\0';
+    cfg->secret = data;
+    cfg->secret_len = n;
+    return 0;
+}
+
+static bool wildcard_host(const char *addr)
+{
+    return strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0;
+}
+
 int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     size_t i;
@@ -357,12 +413,28 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
                 return rc;
         }
     }
+    if (cfg->cluster_secret_file) {
+        rc = read_secret(cfg, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    if (cfg->tracker && !cfg->advertise && wildcard_host(cfg->peer_listen)) {
+        snprintf(err, errlen,
+                 "config: \"advertise\": required with \"tracker\" when \"peer-listen\" (%s) "
+                 "has no specific host: give the address other agents dial",
+                 cfg->peer_listen);
+        return SHOAL_ECONFIG;
+    }
     return CONFIG_RUN;
 }
 
 void agent_config_dispose(struct agent_config *cfg)
 {
     config_dispose(agent_options, cfg);
+    if (cfg->secret)
+        memset(cfg->secret, 0, cfg->secret_len);
+    free(cfg->secret);
+    cfg->secret = NULL;
 }
 
 /* --- Upstream selection ---------------------------------------------------- */

@@ -49,6 +49,18 @@ struct agent_config {
     int64_t idle_timeout_ms;
     int64_t max_connections;
     struct upstream_list upstreams;
+    /* swarm */
+    char *tracker; /* tracker URL; NULL = no peer-to-peer */
+    char *peer_listen;
+    char *advertise;
+    char *cluster_secret_file;
+    char *secret; /* the file's contents less one trailing newline */
+    size_t secret_len;
+    int64_t swarm_stall_timeout_ms;
+    int64_t seed_time_ms;
+    int64_t swarm_max_peers;
+    int64_t ban_time_ms;
+    uint64_t swarm_min_size;
 };
 
 /* The agent's option table (ends with a NULL name). */

@@ -12,6 +12,7 @@
 #include "shoal/hash.h"
 #include "shoal/log.h"
 #include "blob_pipe.h"
+#include "swarm.h"
 
 /* The tail of a blob that no reader gets before the digest has matched. One
  * byte would do to keep a wrong blob from ever being complete; a little more
@@ -42,9 +43,10 @@ struct blob_fetch {
     uint64_t released; /* bytes readers may read */
     uint64_t skip;     /* body bytes to drop (upstream ignored our Range) */
     struct blob_pipe pipe;
-    bool verified; /* the whole-blob digest matched */
-    bool paused;   /* the transfer waits for the pipe */
-    int net_rc;    /* how the upstream transfer ended */
+    struct swarm_dl *sdl; /* the peer-to-peer download, when a tracker is configured */
+    bool verified;        /* the whole-blob digest matched */
+    bool paused;          /* the transfer waits for the pipe */
+    int net_rc;           /* how the upstream transfer ended */
     int net_status;
     int fd;  /* write fd, owned by the store until commit/discard */
     int rfd; /* our own read fd for readers */
@@ -66,6 +68,7 @@ struct blob_fetcher {
     uv_loop_t *loop;
     struct store *store;
     struct upstream *up;
+    struct swarm *swarm;
     uv_idle_t idle; /* delivers reader notifications, batched per loop turn */
     bool idle_running;
     bool closing;
@@ -158,7 +161,7 @@ static void fetcher_free_if_done(struct blob_fetcher *f);
 /* Frees a fetch once it has ended, nothing is pending and no reader is left. */
 static void fetch_maybe_free(struct blob_fetch *bf)
 {
-    if (bf->state != FETCH_DONE || bf->readers || bf->req || bf->rehashing ||
+    if (bf->state != FETCH_DONE || bf->readers || bf->req || bf->rehashing || bf->sdl ||
         blob_pipe_busy(&bf->pipe) || bf->notify)
         return;
     struct blob_fetcher *f = bf->fetcher;
@@ -180,6 +183,8 @@ static void fetch_finish(struct blob_fetch *bf, int rc, int status)
     struct blob_fetcher *f = bf->fetcher;
     if (bf->state == FETCH_DONE)
         return;
+    struct swarm_dl *sdl = bf->sdl;
+    bf->sdl = NULL;
     if (rc == 0) {
         int crc = store_partial_commit(f->store, &bf->d, bf->fd);
         bf->fd = -1;
@@ -205,6 +210,9 @@ static void fetch_finish(struct blob_fetch *bf, int rc, int status)
         LOG(WARN, "fetch", "digest=%s failed err=%s status=%d written=%" PRIu64, bf->d.str,
             shoal_errname(rc), status, bf->pipe.written);
     }
+    /* A verified blob keeps being served to peers for a while. */
+    if (sdl)
+        swarm_dl_finish(sdl, rc == 0 ? bf->rfd : -1);
     bf->state = FETCH_DONE;
     bf->end_rc = rc;
     bf->end_status = status;
@@ -448,6 +456,57 @@ static void start_download(struct blob_fetch *bf)
     }
 }
 
+/* --- the peer-to-peer path ---
+ *
+ * The swarm writes verified pieces into the partial file and feeds the
+ * contiguous prefix to our hash; the pipe then only describes what is on
+ * disk, so readers are served from the file as the prefix grows. */
+
+static void swarm_prefix(void *arg, uint64_t hashed)
+{
+    struct blob_fetch *bf = arg;
+    blob_pipe_restart(&bf->pipe, hashed);
+    update_released(bf);
+}
+
+static void swarm_end(void *arg, int rc)
+{
+    struct blob_fetch *bf = arg;
+    if (rc == 0) {
+        verify(bf);
+        update_released(bf);
+        fetch_finish(bf, bf->verified ? 0 : bf->end_rc, bf->verified ? 200 : 0);
+        return;
+    }
+    /* The swarm gave up: upstream takes over from the verified prefix, whose
+     * bytes the hash has already seen. */
+    swarm_dl_finish(bf->sdl, -1);
+    bf->sdl = NULL;
+    if (bf->fetcher->closing) {
+        fetch_finish(bf, SHOAL_ECANCELED, 0);
+        fetch_maybe_free(bf);
+        return;
+    }
+    start_download(bf);
+}
+
+static const struct swarm_dl_ops swarm_ops = {
+    .on_prefix = swarm_prefix,
+    .on_end = swarm_end,
+};
+
+static int start_swarm(struct blob_fetch *bf)
+{
+    int rc = swarm_dl_start(bf->fetcher->swarm, &bf->d, bf->size, bf->pipe.written, bf->fd,
+                            &bf->hash, &bf->def, bf->repo, &swarm_ops, bf, &bf->sdl);
+    if (rc < 0) {
+        bf->sdl = NULL;
+        LOG(WARN, "fetch", "digest=%s swarm unavailable (%s); fetching from upstream", bf->d.str,
+            shoal_errname(rc));
+    }
+    return rc;
+}
+
 /* The prefix on disk is hashed: check a complete one, else download the rest. */
 static void begin(struct blob_fetch *bf)
 {
@@ -458,6 +517,8 @@ static void begin(struct blob_fetch *bf)
         maybe_complete(bf);
         return;
     }
+    if (bf->fetcher->swarm && swarm_wants(bf->fetcher->swarm, bf->size) && start_swarm(bf) == 0)
+        return;
     start_download(bf);
 }
 
@@ -653,7 +714,7 @@ uint64_t blob_reader_size(const struct blob_reader *r)
 }
 
 int blob_fetcher_create(uv_loop_t *loop, struct store *store, struct upstream *up,
-                        struct blob_fetcher **out)
+                        struct swarm *swarm, struct blob_fetcher **out)
 {
     struct blob_fetcher *f = calloc(1, sizeof(*f));
     if (!f)
@@ -661,6 +722,7 @@ int blob_fetcher_create(uv_loop_t *loop, struct store *store, struct upstream *u
     f->loop = loop;
     f->store = store;
     f->up = up;
+    f->swarm = swarm;
     int rc = uv_idle_init(loop, &f->idle);
     if (rc < 0) {
         free(f);

@@ -51,9 +51,13 @@ struct blob_reader_cbs {
     void (*on_end)(struct blob_reader *r, int rc, int http_status, void *arg);
 };
 
-/* Creates the fetcher. store, up and loop are borrowed and must outlive it. */
+struct swarm;
+
+/* Creates the fetcher. store, up, swarm (NULL: upstream only) and loop are
+ * borrowed and must outlive it. With a swarm, downloads go through it and
+ * fall back to upstream when it cannot deliver. */
 int blob_fetcher_create(uv_loop_t *loop, struct store *store, struct upstream *up,
-                        struct blob_fetcher **out);
+                        struct swarm *swarm, struct blob_fetcher **out);
 /* Cancels every download (partials are kept for resumption) and frees the
  * fetcher once its requests have ended and its handles are closed; run the
  * loop afterwards. Readers still attached are freed without callbacks, so

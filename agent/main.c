@@ -16,6 +16,7 @@
 #include "shoal/http_server.h"
 #include "shoal/log.h"
 #include "store.h"
+#include "swarm.h"
 #include "upstream.h"
 
 struct agent {
@@ -25,6 +26,7 @@ struct agent {
     struct http_client *hc;
     struct upstream *up;
     struct blob_fetcher *fetcher;
+    struct swarm *swarm;
     struct mirror *mirror;
     struct http_server *server;
     struct prewarm *prewarm;
@@ -39,6 +41,10 @@ static void stop_backends(struct agent *a)
     if (a->fetcher) {
         blob_fetcher_destroy(a->fetcher);
         a->fetcher = NULL;
+    }
+    if (a->swarm) {
+        swarm_destroy(a->swarm);
+        a->swarm = NULL;
     }
     if (a->up) {
         upstream_destroy(a->up);
@@ -113,7 +119,27 @@ static int agent_start(struct agent *a)
     rc = upstream_create(&a->loop, a->hc, &uo, &a->up);
     if (rc < 0)
         return rc;
-    rc = blob_fetcher_create(&a->loop, a->store, a->up, &a->fetcher);
+    if (cfg->tracker) {
+        struct swarm_config swc = {
+            .tracker_url = cfg->tracker,
+            .secret = cfg->secret ? cfg->secret : "",
+            .secret_len = cfg->secret_len,
+            .peer_listen = cfg->peer_listen,
+            .advertise = cfg->advertise,
+            .stall_timeout_ms = (uint64_t)cfg->swarm_stall_timeout_ms,
+            .seed_time_ms = (uint64_t)cfg->seed_time_ms,
+            .max_peers = (unsigned)cfg->swarm_max_peers,
+            .ban_time_ms = (uint64_t)cfg->ban_time_ms,
+            .min_size = cfg->swarm_min_size,
+        };
+        rc = swarm_create(&a->loop, a->hc, a->up, &swc, &a->swarm);
+        if (rc < 0) {
+            fprintf(stderr, "shoal-agent: cannot start the swarm (peer-listen %s): %s\n",
+                    cfg->peer_listen, shoal_strerror(rc));
+            return rc;
+        }
+    }
+    rc = blob_fetcher_create(&a->loop, a->store, a->up, a->swarm, &a->fetcher);
     if (rc < 0)
         return rc;
     struct mirror_deps md = {
@@ -122,6 +148,7 @@ static int agent_start(struct agent *a)
         .store = a->store,
         .up = a->up,
         .fetcher = a->fetcher,
+        .swarm = a->swarm,
     };
     rc = mirror_create(&md, &a->mirror);
     if (rc < 0)

@@ -512,6 +512,22 @@ int mirror_metrics(struct mirror *m, struct buf *out)
                   NULL, m->stale_answers);
     if (m->deps.prewarm)
         prewarm_metrics(m->deps.prewarm, out);
+    static const struct swarm_stats no_swarm;
+    const struct swarm_stats *ss = m->deps.swarm ? swarm_stats(m->deps.swarm) : &no_swarm;
+    metrics_write(out, "shoal_peer_rx_bytes_total", "counter", "Piece bytes received from peers.",
+                  NULL, ss->peer_rx_bytes);
+    metrics_write(out, "shoal_peer_tx_bytes_total", "counter", "Piece bytes sent to peers.", NULL,
+                  ss->peer_tx_bytes);
+    metrics_write(out, "shoal_pieces_verified_total", "counter",
+                  "Pieces whose hash matched the tracker's piece table.", NULL,
+                  ss->pieces_verified);
+    metrics_write(out, "shoal_pieces_rejected_total", "counter",
+                  "Pieces from peers that failed their hash (the peer is banned).", NULL,
+                  ss->pieces_rejected);
+    metrics_write(out, "shoal_swarms_active", "gauge", "Blobs being downloaded or seeded.", NULL,
+                  ss->swarms_active);
+    metrics_write(out, "shoal_swarm_fallbacks_total", "counter",
+                  "Swarm downloads that fell back to upstream.", NULL, ss->fallbacks);
     bool first = true;
     for (int code = 100; code < MIRROR_MAX_STATUS; code++) {
         if (!m->http_requests[code])

@@ -14,6 +14,7 @@
 #include "shoal/buf.h"
 #include "shoal/http_server.h"
 #include "store.h"
+#include "swarm.h"
 #include "upstream.h"
 
 struct mirror;
@@ -26,6 +27,7 @@ struct mirror_deps {
     struct store *store;
     struct upstream *up;
     struct blob_fetcher *fetcher;
+    struct swarm *swarm; /* NULL without a tracker */
     /* Serves /_shoal/prewarm; NULL answers 503 there. Usually set later with
      * mirror_set_prewarm, as it needs the server's port. */
     struct prewarm *prewarm;

@@ -138,6 +138,15 @@ static void test_table_keys(void **state)
         "header-timeout",
         "idle-timeout",
         "max-connections",
+        "tracker",
+        "peer-listen",
+        "advertise",
+        "cluster-secret-file",
+        "swarm-stall-timeout",
+        "seed-time",
+        "swarm-max-peers",
+        "swarm-min-size",
+        "ban-time",
         "upstreams",
     };
     size_t i, n = 0;
@@ -231,6 +240,40 @@ static void test_watermarks(void **state)
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--cache-high-watermark", "1", "--cache-low-watermark", "0"),
                      CONFIG_RUN);
+    agent_config_dispose(&cfg);
+}
+
+static void test_swarm_options(void **state)
+{
+    struct agent_config cfg;
+    char err[512];
+    const char *secret = temp_file("t0p-secret\n");
+
+    (void)state;
+    /* A wildcard peer-listen cannot be advertised to peers. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"advertise\": required"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--peer-listen",
+                          "127.0.0.1:5081", "--cluster-secret-file", secret),
+                     CONFIG_RUN);
+    assert_string_equal(cfg.tracker, "http://127.0.0.1:5090");
+    assert_int_equal(cfg.secret_len, 10);
+    assert_memory_equal(cfg.secret, "t0p-secret", 10);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://t:5090", "--advertise", "10.0.0.1:5081"),
+                     CONFIG_RUN);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--cluster-secret-file", "/nonexistent/secret"),
+                     SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"cluster-secret-file\": cannot read"));
+    agent_config_dispose(&cfg);
+    const char *empty = temp_file("\n");
+    assert_int_equal(LOAD(&cfg, err, "--cluster-secret-file", empty), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "is empty"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "ftp://x"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tracker\""));
     agent_config_dispose(&cfg);
 }
 
@@ -443,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_flags_and_bounds),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_watermarks),
+        cmocka_unit_test(test_swarm_options),
         cmocka_unit_test_teardown(test_upstreams_ok, teardown_files),
         cmocka_unit_test_teardown(test_upstreams_errors, teardown_files),
         cmocka_unit_test_teardown(test_upstream_lookup, teardown_files),

@@ -1,0 +1,1046 @@
+/* Peer-to-peer downloads. See swarm.h and docs/protocol.md. */
+#include "swarm.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "peer_conn.h"
+#include "piece_picker.h"
+#include "shoal/error.h"
+#include "shoal/log.h"
+#include "shoal/wire.h"
+#include "tracker_client.h"
+
+#define COMP "swarm"
+#define TICK_MS 100
+#define PREFIX_CHUNK (4u << 20)
+#define MAX_BANS 64
+#define ANNOUNCE_MIN_GAP_MS 100
+
+struct ban {
+    char addr[72];
+    uint64_t until;
+};
+
+struct swarm {
+    uv_loop_t *loop;
+    struct http_client *hc;
+    struct upstream *up;
+    struct tracker_client *tc;
+    struct peer_listener *listener;
+    struct swarm_config cfg;
+    char advertise[72];
+    uint8_t *secret;
+    struct peer_conn_config pcfg;
+    struct swarm_dl *dls;
+    struct ban bans[MAX_BANS];
+    unsigned nbans;
+    struct swarm_stats stats;
+    uint64_t rng;
+    bool closing;
+};
+
+struct dl_peer {
+    struct swarm_dl *dl;
+    struct peer_conn *c;
+    struct dl_peer *next;
+    bool ready;
+    bool added; /* known to the picker */
+    char addr[72];
+};
+
+enum dl_state { DL_RUNNING, DL_SEEDING, DL_DONE };
+
+struct swarm_dl {
+    struct swarm *s;
+    struct swarm_dl *next;
+    struct oci_digest d;
+    uint64_t size;
+    int fd; /* our own duplicate of the partial file */
+    int seed_fd;
+    struct hash_ctx *hash;
+    struct upstream_def def;
+    char *repo;
+    struct swarm_dl_ops ops;
+    void *arg;
+    bool ended;
+    enum dl_state state;
+
+    /* piece table */
+    bool table;
+    uint32_t plen;
+    uint32_t npieces;
+    enum wire_hash_algo algo;
+    uint8_t (*hashes)[WIRE_HASH_MAX];
+    struct piece_picker *pp;
+    uint8_t *have; /* wire bitfield of verified pieces */
+    uint32_t nhave;
+
+    /* the verified prefix, fed to the whole-blob hash in the thread pool */
+    uint64_t hashed;
+    bool hashing;
+    uv_work_t hwork;
+    uint64_t hlen;
+    char *hbuf;
+    int hrc;
+
+    /* tracker */
+    uv_timer_t timer;
+    bool timer_closed;
+    struct http_client_req *areq;
+    uint64_t interval_ms;
+    uint64_t next_announce;
+    uint64_t last_announce;
+    bool announced_complete;
+    struct tracker_client_hash *pend; /* hashes to report */
+    size_t npend;
+    size_t npend_sent;
+    uint32_t *failed; /* lease pieces given up */
+    size_t nfailed;
+    size_t nfailed_sent;
+
+    /* our upstream lease */
+    uint32_t *lease;
+    size_t nlease;
+    size_t lpos;
+    struct upstream_req *lreq;
+    uint8_t *lbuf;
+    size_t lfill;
+    uint32_t lrun_end; /* one past the last piece of the running Range request */
+
+    struct dl_peer *peers;
+    unsigned npeers;
+    uint64_t last_progress;
+    uint64_t seed_until;
+};
+
+static uint64_t now_ms(struct swarm *s)
+{
+    return uv_now(s->loop);
+}
+
+static uint32_t rng_next(void *arg)
+{
+    struct swarm *s = arg;
+    /* xorshift64*: tie-breaks only, seeded from the CSPRNG. */
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (uint32_t)((s->rng * 2685821657736338717ULL) >> 32);
+}
+
+static bool banned(struct swarm *s, const char *addr)
+{
+    uint64_t now = now_ms(s);
+    for (unsigned i = 0; i < s->nbans; i++)
+        if (s->bans[i].until > now && strcmp(s->bans[i].addr, addr) == 0)
+            return true;
+    return false;
+}
+
+static void ban(struct swarm *s, const char *addr)
+{
+    unsigned slot = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (unsigned i = 0; i < MAX_BANS; i++) {
+        if (i >= s->nbans || s->bans[i].until < oldest) {
+            slot = i;
+            oldest = i >= s->nbans ? 0 : s->bans[i].until;
+            if (i >= s->nbans)
+                break;
+        }
+    }
+    if (slot >= s->nbans)
+        s->nbans = slot + 1;
+    snprintf(s->bans[slot].addr, sizeof(s->bans[slot].addr), "%s", addr);
+    s->bans[slot].until = now_ms(s) + s->cfg.ban_time_ms;
+}
+
+/* --- life cycle of a download --- */
+
+static void dl_maybe_free(struct swarm_dl *dl);
+static void kick_hasher(struct swarm_dl *dl);
+static void try_request(struct dl_peer *p);
+static void announce(struct swarm_dl *dl);
+static void lease_next(struct swarm_dl *dl);
+
+static void dl_end(struct swarm_dl *dl, int rc)
+{
+    if (dl->ended)
+        return;
+    dl->ended = true;
+    if (rc < 0) {
+        dl->s->stats.fallbacks++;
+        LOG(WARN, COMP,
+            "digest=%s giving up on the swarm err=%s hashed=%" PRIu64 "; falling back to upstream",
+            dl->d.str, shoal_errname(rc), dl->hashed);
+    }
+    dl->ops.on_end(dl->arg, rc);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    struct swarm_dl *dl = h->data;
+    dl->timer_closed = true;
+    dl_maybe_free(dl);
+}
+
+static void dl_unlink(struct swarm_dl *dl)
+{
+    struct swarm_dl **pp = &dl->s->dls;
+    while (*pp && *pp != dl)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = dl->next;
+}
+
+static void swarm_maybe_free(struct swarm *s)
+{
+    if (!s->closing || s->dls || s->listener)
+        return;
+    if (s->secret)
+        OPENSSL_cleanse(s->secret, s->cfg.secret_len);
+    free(s->secret);
+    free(s);
+}
+
+static void dl_maybe_free(struct swarm_dl *dl)
+{
+    if (dl->state != DL_DONE || dl->areq || dl->lreq || dl->hashing || dl->peers ||
+        !dl->timer_closed)
+        return;
+    struct swarm *s = dl->s;
+    dl_unlink(dl);
+    dl->s->stats.swarms_active--;
+    if (dl->fd >= 0)
+        close(dl->fd);
+    if (dl->seed_fd >= 0)
+        close(dl->seed_fd);
+    piece_picker_destroy(dl->pp);
+    upstream_def_dispose(&dl->def);
+    free(dl->repo);
+    free(dl->hashes);
+    free(dl->have);
+    free(dl->hbuf);
+    free(dl->pend);
+    free(dl->failed);
+    free(dl->lease);
+    free(dl->lbuf);
+    free(dl);
+    swarm_maybe_free(s);
+}
+
+/* Stops everything and frees the download once its handles are closed. */
+static void dl_close(struct swarm_dl *dl)
+{
+    if (dl->state == DL_DONE)
+        return;
+    dl->state = DL_DONE;
+    if (dl->areq)
+        http_client_cancel(dl->areq);
+    if (dl->lreq)
+        upstream_req_cancel(dl->lreq);
+    for (struct dl_peer *p = dl->peers; p; p = p->next)
+        peer_conn_close(p->c, 0);
+    if (!uv_is_closing((uv_handle_t *)&dl->timer))
+        uv_close((uv_handle_t *)&dl->timer, timer_closed);
+}
+
+/* --- pieces --- */
+
+static void cancel_cb(void *peer, uint32_t index, void *arg)
+{
+    struct dl_peer *p = peer;
+    if (p->c && p->ready)
+        peer_conn_cancel(p->c, index);
+}
+
+static int write_piece(struct swarm_dl *dl, uint32_t index, const uint8_t *data, size_t len)
+{
+    uint64_t off = wire_piece_offset(dl->plen, index);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(dl->fd, data + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == ENOSPC ? SHOAL_ENOSPACE : -errno;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+/* We hold index, verified and on disk. */
+static void piece_done(struct swarm_dl *dl, uint32_t index)
+{
+    if (wire_bit_get(dl->have, index))
+        return;
+    wire_bit_set(dl->have, index);
+    dl->nhave++;
+    dl->last_progress = now_ms(dl->s);
+    piece_picker_mark_have(dl->pp, index, cancel_cb, dl);
+    for (struct dl_peer *p = dl->peers; p; p = p->next)
+        if (p->ready)
+            peer_conn_send_have(p->c, index);
+    kick_hasher(dl);
+}
+
+static void hash_work(uv_work_t *w)
+{
+    struct swarm_dl *dl = w->data;
+    uint64_t done = 0;
+    dl->hrc = 0;
+    while (done < dl->hlen) {
+        ssize_t n =
+            pread(dl->fd, dl->hbuf + done, (size_t)(dl->hlen - done), (off_t)(dl->hashed + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            dl->hrc = n < 0 ? -errno : SHOAL_EINTERNAL;
+            return;
+        }
+        done += (uint64_t)n;
+    }
+    hash_update(dl->hash, dl->hbuf, (size_t)dl->hlen);
+}
+
+static void hash_after(uv_work_t *w, int status)
+{
+    struct swarm_dl *dl = w->data;
+    dl->hashing = false;
+    if (dl->state == DL_DONE || status < 0 || dl->hrc < 0) {
+        if (dl->state != DL_DONE)
+            dl_end(dl, dl->hrc < 0 ? dl->hrc : SHOAL_EINTERNAL);
+        dl_maybe_free(dl);
+        return;
+    }
+    dl->hashed += dl->hlen;
+    if (!dl->ended)
+        dl->ops.on_prefix(dl->arg, dl->hashed);
+    if (dl->hashed == dl->size) {
+        dl_end(dl, 0);
+        return;
+    }
+    kick_hasher(dl);
+}
+
+static void kick_hasher(struct swarm_dl *dl)
+{
+    if (dl->hashing || dl->ended || dl->state != DL_RUNNING || !dl->table)
+        return;
+    uint32_t i = (uint32_t)(dl->hashed / dl->plen);
+    while (i < dl->npieces && wire_bit_get(dl->have, i))
+        i++;
+    uint64_t end = i >= dl->npieces ? dl->size : wire_piece_offset(dl->plen, i);
+    if (end <= dl->hashed)
+        return;
+    if (!dl->hbuf && !(dl->hbuf = malloc(PREFIX_CHUNK))) {
+        dl_end(dl, -ENOMEM);
+        return;
+    }
+    dl->hlen = end - dl->hashed < PREFIX_CHUNK ? end - dl->hashed : PREFIX_CHUNK;
+    dl->hashing = true;
+    dl->hwork.data = dl;
+    if (uv_queue_work(dl->s->loop, &dl->hwork, hash_work, hash_after) < 0) {
+        dl->hashing = false;
+        dl_end(dl, SHOAL_EINTERNAL);
+    }
+}
+
+/* --- the upstream lease --- */
+
+static int push_u32(uint32_t **arr, size_t *n, uint32_t v)
+{
+    uint32_t *a = realloc(*arr, (*n + 1) * sizeof(**arr));
+    if (!a)
+        return -ENOMEM;
+    a[(*n)++] = v;
+    *arr = a;
+    return 0;
+}
+
+static void report_hash(struct swarm_dl *dl, uint32_t index, const uint8_t *raw, size_t len)
+{
+    struct tracker_client_hash *p = realloc(dl->pend, (dl->npend + 1) * sizeof(*p));
+    if (!p)
+        return;
+    dl->pend = p;
+    p[dl->npend].index = index;
+    wire_hash_to_hex(raw, len, p[dl->npend].hex);
+    dl->npend++;
+    /* Peers wait for this hash: tell the tracker soon. */
+    if (dl->next_announce > dl->last_announce + ANNOUNCE_MIN_GAP_MS)
+        dl->next_announce = dl->last_announce + ANNOUNCE_MIN_GAP_MS;
+}
+
+/* A whole leased piece is in lbuf (or already on disk). */
+static void lease_piece_done(struct swarm_dl *dl, uint32_t index, const uint8_t *data, size_t len)
+{
+    uint8_t raw[WIRE_HASH_MAX];
+    size_t rawlen = 0;
+    if (wire_piece_hash(dl->algo, data, len, raw, &rawlen) < 0)
+        return;
+    memcpy(dl->hashes[index], raw, rawlen);
+    piece_picker_set_hash_known(dl->pp, index);
+    report_hash(dl, index, raw, rawlen);
+    if (!wire_bit_get(dl->have, index)) {
+        int rc = write_piece(dl, index, data, len);
+        if (rc < 0) {
+            dl_end(dl, rc);
+            return;
+        }
+        dl->s->stats.pieces_verified++;
+        piece_done(dl, index);
+    }
+}
+
+static int lease_on_response(void *arg, const struct http_client_response *resp)
+{
+    struct swarm_dl *dl = arg;
+    uint64_t want = wire_piece_offset(dl->plen, dl->lease[dl->lpos]);
+    if (resp->status == 206) {
+        char cr[128];
+        uint64_t start = UINT64_MAX;
+        if (http_client_response_header(resp, "Content-Range", cr, sizeof(cr)))
+            (void)sscanf(cr, "bytes %" SCNu64 "-", &start);
+        return start == want ? 0 : 1;
+    }
+    /* A 200 is the whole blob: usable only when the run starts at 0. */
+    if (resp->status == 200)
+        return want == 0 ? 0 : 1;
+    return 0;
+}
+
+static size_t lease_on_data(void *arg, const char *data, size_t len)
+{
+    struct swarm_dl *dl = arg;
+    size_t total = len;
+    while (len > 0 && dl->lpos < dl->nlease && dl->lease[dl->lpos] < dl->lrun_end) {
+        uint32_t index = dl->lease[dl->lpos];
+        size_t psize = wire_piece_size(dl->size, dl->plen, index);
+        size_t n = psize - dl->lfill < len ? psize - dl->lfill : len;
+        memcpy(dl->lbuf + dl->lfill, data, n);
+        dl->lfill += n;
+        data += n;
+        len -= n;
+        if (dl->lfill == psize) {
+            dl->lfill = 0;
+            dl->lpos++;
+            lease_piece_done(dl, index, dl->lbuf, psize);
+            if (dl->ended || dl->state != DL_RUNNING)
+                return 0;
+        }
+    }
+    /* Bytes past the run (a 200 for the whole blob) are not needed. */
+    return len == 0 ? total : (dl->lpos < dl->nlease ? total : 0);
+}
+
+static void lease_on_done(void *arg, int rc, const struct http_client_response *resp)
+{
+    struct swarm_dl *dl = arg;
+    dl->lreq = NULL;
+    dl->lfill = 0;
+    if (dl->state != DL_RUNNING) {
+        dl_maybe_free(dl);
+        return;
+    }
+    int status = resp ? (int)resp->status : 0;
+    bool run_done = dl->lpos >= dl->nlease || dl->lease[dl->lpos] >= dl->lrun_end;
+    if (!run_done && (rc < 0 || (status != 200 && status != 206))) {
+        LOG(WARN, COMP, "digest=%s lease fetch failed err=%s status=%d; giving back %zu pieces",
+            dl->d.str, rc ? shoal_errname(rc) : "none", status, dl->nlease - dl->lpos);
+        for (; dl->lpos < dl->nlease; dl->lpos++) {
+            push_u32(&dl->failed, &dl->nfailed, dl->lease[dl->lpos]);
+            piece_picker_set_excluded(dl->pp, dl->lease[dl->lpos], false);
+        }
+    }
+    lease_next(dl);
+}
+
+/* Fetches the next run of consecutive leased pieces with one Range request. */
+static void lease_next(struct swarm_dl *dl)
+{
+    /* Pieces we already hold (a resumed prefix) only need their hash. */
+    while (dl->lpos < dl->nlease && wire_bit_get(dl->have, dl->lease[dl->lpos])) {
+        uint32_t index = dl->lease[dl->lpos];
+        size_t psize = wire_piece_size(dl->size, dl->plen, index);
+        ssize_t n = pread(dl->fd, dl->lbuf, psize, (off_t)wire_piece_offset(dl->plen, index));
+        dl->lpos++;
+        if (n == (ssize_t)psize)
+            lease_piece_done(dl, index, dl->lbuf, psize);
+    }
+    if (dl->lpos >= dl->nlease) {
+        free(dl->lease);
+        dl->lease = NULL;
+        dl->nlease = dl->lpos = 0;
+        dl->next_announce = now_ms(dl->s); /* report hashes, ask for more */
+        return;
+    }
+    uint32_t first = dl->lease[dl->lpos];
+    uint32_t last = first;
+    for (size_t i = dl->lpos + 1;
+         i < dl->nlease && dl->lease[i] == last + 1 && !wire_bit_get(dl->have, dl->lease[i]); i++)
+        last++;
+    dl->lrun_end = last + 1;
+    uint64_t from = wire_piece_offset(dl->plen, first);
+    uint64_t to = wire_piece_offset(dl->plen, last) + wire_piece_size(dl->size, dl->plen, last);
+    char path[OCI_NAME_MAX + 200];
+    char range[80];
+    snprintf(path, sizeof(path), "/v2/%s/blobs/%s", dl->repo, dl->d.str);
+    snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-%" PRIu64, from, to - 1);
+    const char *headers[] = {range, NULL};
+    struct upstream_req_opts o = {
+        .def = &dl->def,
+        .repo = dl->repo,
+        .method = "GET",
+        .path = path,
+        .headers = headers,
+        .on_response = lease_on_response,
+        .on_data = lease_on_data,
+        .on_done = lease_on_done,
+        .arg = dl,
+    };
+    LOG(INFO, COMP, "digest=%s lease pieces=%" PRIu32 "-%" PRIu32 " bytes=%" PRIu64 "-%" PRIu64,
+        dl->d.str, first, last, from, to - 1);
+    dl->lfill = 0;
+    if (upstream_request(dl->s->up, &o, &dl->lreq) < 0) {
+        dl->lreq = NULL;
+        for (; dl->lpos < dl->nlease; dl->lpos++)
+            push_u32(&dl->failed, &dl->nfailed, dl->lease[dl->lpos]);
+        free(dl->lease);
+        dl->lease = NULL;
+        dl->nlease = dl->lpos = 0;
+    }
+}
+
+/* --- peers --- */
+
+static void peer_free(struct dl_peer *p)
+{
+    struct swarm_dl *dl = p->dl;
+    struct dl_peer **pp = &dl->peers;
+    while (*pp && *pp != p)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = p->next;
+    dl->npeers--;
+    free(p);
+}
+
+static void try_request(struct dl_peer *p)
+{
+    struct swarm_dl *dl = p->dl;
+    if (!p->ready || !p->added || dl->state != DL_RUNNING || dl->ended)
+        return;
+    for (;;) {
+        uint32_t index;
+        if (piece_picker_next(dl->pp, p, rng_next, dl->s, &index) < 0)
+            return;
+        if (peer_conn_request(p->c, index) < 0) {
+            piece_picker_request_failed(dl->pp, p, index);
+            return;
+        }
+    }
+}
+
+static void try_request_all(struct swarm_dl *dl)
+{
+    for (struct dl_peer *p = dl->peers; p; p = p->next)
+        try_request(p);
+}
+
+static void on_ready(struct peer_conn *c, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    p->ready = true;
+    peer_conn_send_bitfield(c, p->dl->have);
+}
+
+static void on_bitfield(struct peer_conn *c, const uint8_t *bits, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    if (p->added || p->dl->state == DL_DONE)
+        return;
+    if (piece_picker_peer_add(p->dl->pp, p, bits, wire_bitfield_bytes(p->dl->npieces)) == 0)
+        p->added = true;
+    try_request(p);
+}
+
+static void on_have(struct peer_conn *c, uint32_t index, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    if (p->dl->state == DL_DONE)
+        return;
+    if (!p->added && piece_picker_peer_add(p->dl->pp, p, NULL, 0) == 0)
+        p->added = true;
+    piece_picker_peer_have(p->dl->pp, p, index);
+    try_request(p);
+}
+
+static void on_piece(struct peer_conn *c, uint32_t index, const uint8_t *data, size_t len,
+                     void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    struct swarm_dl *dl = p->dl;
+    struct swarm *s = dl->s;
+    s->stats.peer_rx_bytes += len;
+    if (dl->state != DL_RUNNING || dl->ended || wire_bit_get(dl->have, index)) {
+        piece_picker_request_failed(dl->pp, p, index);
+        return;
+    }
+    uint8_t raw[WIRE_HASH_MAX];
+    size_t rawlen = 0;
+    if (!piece_picker_hash_known(dl->pp, index) ||
+        wire_piece_hash(dl->algo, data, len, raw, &rawlen) < 0 ||
+        !wire_hash_equal(raw, dl->hashes[index], rawlen)) {
+        s->stats.pieces_rejected++;
+        LOG(WARN, COMP, "digest=%s piece=%" PRIu32 " from=%s failed its hash: peer banned",
+            dl->d.str, index, p->addr);
+        piece_picker_request_failed(dl->pp, p, index);
+        ban(s, p->addr);
+        peer_conn_close(c, SHOAL_EPROTOCOL);
+        return;
+    }
+    int rc = write_piece(dl, index, data, len);
+    if (rc < 0) {
+        piece_picker_request_failed(dl->pp, p, index);
+        dl_end(dl, rc);
+        return;
+    }
+    s->stats.pieces_verified++;
+    piece_picker_request_done(dl->pp, p, index, cancel_cb, dl);
+    piece_done(dl, index);
+    try_request(p);
+}
+
+static void on_request(struct peer_conn *c, uint32_t index, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    struct swarm_dl *dl = p->dl;
+    int fd = dl->state == DL_SEEDING ? dl->seed_fd : dl->fd;
+    if (dl->state == DL_DONE || fd < 0 || index >= dl->npieces || !wire_bit_get(dl->have, index))
+        return;
+    uint32_t len = wire_piece_size(dl->size, dl->plen, index);
+    if (peer_conn_send_piece(c, index, fd, wire_piece_offset(dl->plen, index), len) == 0)
+        dl->s->stats.peer_tx_bytes += len;
+}
+
+static void on_cancel(struct peer_conn *c, uint32_t index, void *arg) {}
+
+static void on_request_timeout(struct peer_conn *c, uint32_t index, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    piece_picker_request_failed(p->dl->pp, p, index);
+    try_request(p);
+}
+
+static void on_close(struct peer_conn *c, int reason, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    struct swarm_dl *dl = p->dl;
+    LOG(DEBUG, COMP, "digest=%s peer=%s closed err=%s", dl->d.str, p->addr,
+        reason ? shoal_errname(reason) : "none");
+    if (p->added)
+        piece_picker_peer_remove(dl->pp, p);
+    peer_free(p);
+    dl_maybe_free(dl);
+}
+
+static const struct peer_conn_ops peer_ops = {
+    .on_ready = on_ready,
+    .on_bitfield = on_bitfield,
+    .on_have = on_have,
+    .on_piece = on_piece,
+    .on_request = on_request,
+    .on_cancel = on_cancel,
+    .on_request_timeout = on_request_timeout,
+    .on_close = on_close,
+};
+
+static void blob_of(struct swarm_dl *dl, struct peer_conn_blob *b)
+{
+    *b = (struct peer_conn_blob){
+        .digest = dl->d.str,
+        .npieces = dl->npieces,
+        .piece_length = dl->plen,
+        .size = dl->size,
+        .ops = &peer_ops,
+        .arg = dl,
+    };
+}
+
+static struct dl_peer *peer_new(struct swarm_dl *dl, const char *addr)
+{
+    struct dl_peer *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->dl = dl;
+    snprintf(p->addr, sizeof(p->addr), "%s", addr);
+    p->next = dl->peers;
+    dl->peers = p;
+    dl->npeers++;
+    return p;
+}
+
+static void connect_peer(struct swarm_dl *dl, const char *addr)
+{
+    struct swarm *s = dl->s;
+    if (dl->npeers >= s->cfg.max_peers || strcmp(addr, s->advertise) == 0 || banned(s, addr))
+        return;
+    for (struct dl_peer *p = dl->peers; p; p = p->next)
+        if (strcmp(p->addr, addr) == 0)
+            return;
+    struct dl_peer *p = peer_new(dl, addr);
+    if (!p)
+        return;
+    struct peer_conn_blob b;
+    blob_of(dl, &b);
+    if (peer_conn_connect(s->loop, &s->pcfg, addr, &b, &p->c) < 0) {
+        peer_free(p);
+        return;
+    }
+    peer_conn_set_data(p->c, p);
+}
+
+static int lookup(struct peer_conn *c, const char *digest, struct peer_conn_blob *out, void *arg)
+{
+    struct swarm *s = arg;
+    for (struct swarm_dl *dl = s->dls; dl; dl = dl->next) {
+        if (dl->state == DL_DONE || !dl->table || strcmp(dl->d.str, digest) != 0)
+            continue;
+        if (dl->npeers >= s->cfg.max_peers * 2)
+            return SHOAL_EBUSY;
+        struct dl_peer *p = peer_new(dl, peer_conn_addr(c));
+        if (!p)
+            return -ENOMEM;
+        p->c = c;
+        peer_conn_set_data(c, p);
+        blob_of(dl, out);
+        return 0;
+    }
+    return SHOAL_ENOT_FOUND;
+}
+
+/* --- the tracker --- */
+
+static int take_table(struct swarm_dl *dl, const struct tracker_client_reply *r)
+{
+    if (wire_hash_algo_parse(r->hash_algo, &dl->algo) < 0 || r->piece_length == 0 ||
+        r->pieces != wire_piece_count(dl->size, r->piece_length)) {
+        LOG(WARN, COMP, "digest=%s tracker piece table does not fit size=%" PRIu64, dl->d.str,
+            dl->size);
+        return SHOAL_EPROTOCOL;
+    }
+    dl->plen = r->piece_length;
+    dl->npieces = r->pieces;
+    dl->hashes = calloc(dl->npieces ? dl->npieces : 1, sizeof(*dl->hashes));
+    dl->have = calloc(wire_bitfield_bytes(dl->npieces) + 1, 1);
+    dl->lbuf = malloc(dl->plen);
+    dl->pp = piece_picker_create(dl->npieces);
+    if (!dl->hashes || !dl->have || !dl->lbuf || !dl->pp)
+        return -ENOMEM;
+    /* Whole pieces of a resumed prefix are ours already. */
+    for (uint32_t i = 0; i < dl->npieces; i++) {
+        uint64_t end = wire_piece_offset(dl->plen, i) + wire_piece_size(dl->size, dl->plen, i);
+        if (end > dl->hashed)
+            break;
+        wire_bit_set(dl->have, i);
+        dl->nhave++;
+        piece_picker_mark_have(dl->pp, i, NULL, NULL);
+    }
+    dl->table = true;
+    return 0;
+}
+
+static void announce_done(void *arg, int rc, const struct tracker_client_reply *r)
+{
+    struct swarm_dl *dl = arg;
+    dl->areq = NULL;
+    if (dl->state == DL_DONE) {
+        dl_maybe_free(dl);
+        return;
+    }
+    uint64_t now = now_ms(dl->s);
+    if (rc < 0) {
+        LOG(WARN, COMP, "digest=%s announce failed err=%s", dl->d.str, shoal_errname(rc));
+        dl->next_announce = now + (dl->interval_ms ? dl->interval_ms : 1000);
+        if (!dl->table && dl->state == DL_RUNNING)
+            dl_end(dl, SHOAL_EUNAVAILABLE); /* no tracker, no swarm: go upstream */
+        return;
+    }
+    /* What was reported is now the tracker's. */
+    if (dl->npend_sent) {
+        memmove(dl->pend, dl->pend + dl->npend_sent,
+                (dl->npend - dl->npend_sent) * sizeof(*dl->pend));
+        dl->npend -= dl->npend_sent;
+    }
+    if (dl->nfailed_sent) {
+        memmove(dl->failed, dl->failed + dl->nfailed_sent,
+                (dl->nfailed - dl->nfailed_sent) * sizeof(*dl->failed));
+        dl->nfailed -= dl->nfailed_sent;
+    }
+    dl->interval_ms = r->interval_ms;
+    dl->next_announce = now + r->interval_ms;
+    if (!dl->table) {
+        int trc = take_table(dl, r);
+        if (trc < 0) {
+            dl_end(dl, trc);
+            return;
+        }
+    }
+    if (dl->state != DL_RUNNING)
+        return;
+    for (uint32_t i = 0; i < dl->npieces; i++) {
+        if (!r->hashes[i][0] || piece_picker_hash_known(dl->pp, i))
+            continue;
+        if (wire_hash_from_hex(dl->algo, r->hashes[i], strlen(r->hashes[i]), dl->hashes[i]) == 0)
+            piece_picker_set_hash_known(dl->pp, i);
+    }
+    if (r->nlease && !dl->lease && !dl->lreq) {
+        dl->lease = malloc(r->nlease * sizeof(*dl->lease));
+        if (dl->lease) {
+            memcpy(dl->lease, r->lease, r->nlease * sizeof(*dl->lease));
+            dl->nlease = r->nlease;
+            dl->lpos = 0;
+            for (size_t i = 0; i < dl->nlease; i++)
+                piece_picker_set_excluded(dl->pp, dl->lease[i], true);
+            lease_next(dl);
+        }
+    }
+    for (size_t i = 0; i < r->npeers; i++)
+        if (r->peers[i].complete || r->peers[i].have > 0)
+            connect_peer(dl, r->peers[i].addr);
+    try_request_all(dl);
+    kick_hasher(dl);
+}
+
+static void announce(struct swarm_dl *dl)
+{
+    struct swarm *s = dl->s;
+    bool complete = dl->state == DL_SEEDING;
+    struct tracker_client_report a = {
+        .digest = dl->d.str,
+        .size = dl->size,
+        .event = complete
+                     ? (dl->announced_complete ? TRACKER_CLIENT_PROGRESS : TRACKER_CLIENT_COMPLETED)
+                 : dl->last_announce == 0 ? TRACKER_CLIENT_STARTED
+                                          : TRACKER_CLIENT_PROGRESS,
+        .have = complete ? dl->npieces : dl->nhave,
+        .complete = complete,
+        .want_lease = !complete && !dl->lease && !dl->lreq,
+        .hashes = dl->pend,
+        .nhashes = dl->npend,
+        .lease_failed = dl->failed,
+        .nlease_failed = dl->nfailed,
+    };
+    dl->npend_sent = dl->npend;
+    dl->nfailed_sent = dl->nfailed;
+    dl->last_announce = now_ms(s);
+    if (complete)
+        dl->announced_complete = true;
+    if (tracker_client_announce(s->tc, &a, announce_done, dl, &dl->areq) < 0) {
+        dl->areq = NULL;
+        dl->next_announce = dl->last_announce + 1000;
+    }
+}
+
+static void tick(uv_timer_t *t)
+{
+    struct swarm_dl *dl = t->data;
+    uint64_t now = now_ms(dl->s);
+    if (dl->state == DL_DONE)
+        return;
+    if (dl->state == DL_SEEDING && now >= dl->seed_until) {
+        dl_close(dl);
+        return;
+    }
+    if (dl->state == DL_RUNNING && !dl->ended && dl->table &&
+        now - dl->last_progress > dl->s->cfg.stall_timeout_ms) {
+        dl_end(dl, SHOAL_ETIMEOUT);
+        return;
+    }
+    if (!dl->areq && now >= dl->next_announce)
+        announce(dl);
+}
+
+/* --- public --- */
+
+int swarm_dl_start(struct swarm *s, const struct oci_digest *d, uint64_t size, uint64_t start,
+                   int fd, struct hash_ctx *hash, const struct upstream_def *def, const char *repo,
+                   const struct swarm_dl_ops *ops, void *arg, struct swarm_dl **out)
+{
+    if (s->closing)
+        return SHOAL_ECANCELED;
+    struct swarm_dl *dl = calloc(1, sizeof(*dl));
+    if (!dl)
+        return -ENOMEM;
+    dl->s = s;
+    dl->d = *d;
+    dl->size = size;
+    dl->hashed = start;
+    dl->hash = hash;
+    dl->ops = *ops;
+    dl->arg = arg;
+    dl->seed_fd = -1;
+    dl->fd = dup(fd);
+    dl->repo = strdup(repo);
+    dl->timer_closed = true;
+    if (dl->fd < 0 || !dl->repo || upstream_def_copy(&dl->def, def) < 0) {
+        if (dl->fd >= 0)
+            close(dl->fd);
+        free(dl->repo);
+        upstream_def_dispose(&dl->def);
+        free(dl);
+        return -ENOMEM;
+    }
+    uv_timer_init(s->loop, &dl->timer);
+    dl->timer.data = dl;
+    dl->timer_closed = false;
+    dl->last_progress = now_ms(s);
+    dl->next_announce = 0;
+    dl->next = s->dls;
+    s->dls = dl;
+    s->stats.swarms_active++;
+    /* The first announce goes out on the first tick, never from here. */
+    uv_timer_start(&dl->timer, tick, 0, TICK_MS);
+    LOG(INFO, COMP, "digest=%s swarm start size=%" PRIu64 " from=%" PRIu64, d->str, size, start);
+    *out = dl;
+    return 0;
+}
+
+void swarm_dl_finish(struct swarm_dl *dl, int seed_fd)
+{
+    dl->ended = true; /* no callbacks after this */
+    if (dl->lreq)
+        upstream_req_cancel(dl->lreq);
+    if (seed_fd >= 0 && dl->table && dl->state == DL_RUNNING && !dl->s->closing &&
+        (dl->seed_fd = dup(seed_fd)) >= 0) {
+        dl->state = DL_SEEDING;
+        for (uint32_t i = 0; i < dl->npieces; i++)
+            if (!wire_bit_get(dl->have, i)) {
+                wire_bit_set(dl->have, i);
+                for (struct dl_peer *p = dl->peers; p; p = p->next)
+                    if (p->ready)
+                        peer_conn_send_have(p->c, i);
+            }
+        dl->nhave = dl->npieces;
+        dl->seed_until = now_ms(dl->s) + dl->s->cfg.seed_time_ms;
+        dl->next_announce = now_ms(dl->s);
+        LOG(INFO, COMP, "digest=%s complete; seeding for %" PRIu64 " ms", dl->d.str,
+            dl->s->cfg.seed_time_ms);
+        return;
+    }
+    dl_close(dl);
+    dl_maybe_free(dl);
+}
+
+int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
+                 const struct swarm_config *cfg, struct swarm **out)
+{
+    struct swarm *s = calloc(1, sizeof(*s));
+    int rc;
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->hc = hc;
+    s->up = up;
+    s->cfg = *cfg;
+    s->secret = malloc(cfg->secret_len + 1);
+    if (!s->secret) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if (cfg->secret_len)
+        memcpy(s->secret, cfg->secret, cfg->secret_len);
+    s->cfg.secret = s->secret;
+    if (RAND_bytes((unsigned char *)&s->rng, sizeof(s->rng)) != 1 || s->rng == 0)
+        s->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)uv_hrtime();
+    s->pcfg.secret = s->secret;
+    s->pcfg.secret_len = cfg->secret_len;
+    rc = peer_conn_make_id(s->pcfg.my_id);
+    if (rc < 0)
+        goto fail;
+    rc = peer_listener_create(loop, &s->pcfg, cfg->peer_listen, lookup, s, &s->listener);
+    if (rc < 0) {
+        LOG(ERROR, COMP, "cannot listen for peers on %s: %s", cfg->peer_listen, shoal_strerror(rc));
+        goto fail;
+    }
+    snprintf(s->advertise, sizeof(s->advertise), "%s",
+             cfg->advertise && cfg->advertise[0] ? cfg->advertise : cfg->peer_listen);
+    char agent_id[2 * WIRE_ID_LEN + 1];
+    wire_hash_to_hex(s->pcfg.my_id, WIRE_ID_LEN, agent_id);
+    struct tracker_client_config tcc = {
+        .url = cfg->tracker_url,
+        .secret = s->secret,
+        .secret_len = cfg->secret_len,
+        .agent = agent_id,
+        .addr = s->advertise,
+    };
+    rc = tracker_client_create(hc, &tcc, &s->tc);
+    if (rc < 0)
+        goto fail;
+    LOG(INFO, COMP, "msg=ready tracker=%s peer_listen=%s port=%d advertise=%s agent=%s",
+        cfg->tracker_url, cfg->peer_listen, peer_listener_port(s->listener), s->advertise,
+        agent_id);
+    *out = s;
+    return 0;
+fail:
+    if (s->listener)
+        peer_listener_destroy(s->listener, NULL, NULL);
+    free(s->secret);
+    free(s);
+    return rc;
+}
+
+static void listener_closed(void *arg)
+{
+    struct swarm *s = arg;
+    s->listener = NULL;
+    swarm_maybe_free(s);
+}
+
+void swarm_destroy(struct swarm *s)
+{
+    if (!s)
+        return;
+    s->closing = true;
+    tracker_client_destroy(s->tc);
+    s->tc = NULL;
+    /* Downloads and the listener close asynchronously; the last one to go
+     * frees the swarm (swarm_maybe_free). */
+    struct swarm_dl *dl = s->dls;
+    while (dl) {
+        struct swarm_dl *next = dl->next;
+        dl->ended = true;
+        dl_close(dl);
+        dl_maybe_free(dl);
+        dl = next;
+    }
+    if (s->listener)
+        peer_listener_destroy(s->listener, listener_closed, s);
+    else
+        swarm_maybe_free(s);
+}
+
+const struct swarm_stats *swarm_stats(const struct swarm *s)
+{
+    return &s->stats;
+}
+
+bool swarm_wants(const struct swarm *s, uint64_t size)
+{
+    return !s->closing && size > 0 && size >= s->cfg.min_size;
+}
+
+int swarm_peer_port(const struct swarm *s)
+{
+    return peer_listener_port(s->listener);
+}
