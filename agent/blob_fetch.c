@@ -497,7 +497,9 @@ static const struct swarm_dl_ops swarm_ops = {
 
 static int start_swarm(struct blob_fetch *bf)
 {
-    int rc = swarm_dl_start(bf->fetcher->swarm, &bf->d, bf->size, bf->pipe.written, bf->fd,
+    int rc = store_partial_mark_sparse(bf->fetcher->store, &bf->d);
+    if (rc == 0)
+        rc = swarm_dl_start(bf->fetcher->swarm, &bf->d, bf->size, bf->pipe.written, bf->fd,
                             &bf->hash, &bf->def, bf->repo, &swarm_ops, bf, &bf->sdl);
     if (rc < 0) {
         bf->sdl = NULL;

@@ -547,6 +547,19 @@ int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t siz
         goto out;
     }
     uint64_t cur = (uint64_t)st.st_size;
+    /* Pieces of a swarm download land out of order: its length is no prefix. */
+    char mpath[PATH_MAX];
+    if (store_digest_path(s, "partial", d, ".sparse", mpath, sizeof(mpath)) == 0 &&
+        access(mpath, F_OK) == 0) {
+        LOG(INFO, COMP, "op=resume digest=%s have=%llu sparse=true: starting over", d->str,
+            (unsigned long long)cur);
+        if (ftruncate(f, 0) != 0) {
+            rc = -errno;
+            goto out;
+        }
+        (void)unlink(mpath);
+        cur = 0;
+    }
     if (cur > size) {
         LOG(WARN, COMP, "op=resume digest=%s have=%llu size=%llu err=too-long", d->str,
             (unsigned long long)cur, (unsigned long long)size);
@@ -597,8 +610,29 @@ out:
     return rc;
 }
 
+int store_partial_mark_sparse(struct store *s, const struct oci_digest *d)
+{
+    char path[PATH_MAX];
+    int rc = store_digest_path(s, "partial", d, ".sparse", path, sizeof(path));
+    if (rc)
+        return rc;
+    int f = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0)
+        return -errno;
+    close(f);
+    return 0;
+}
+
+static void unmark_sparse(struct store *s, const struct oci_digest *d)
+{
+    char path[PATH_MAX];
+    if (store_digest_path(s, "partial", d, ".sparse", path, sizeof(path)) == 0)
+        (void)unlink(path);
+}
+
 int store_partial_commit(struct store *s, const struct oci_digest *d, int fd)
 {
+    unmark_sparse(s, d);
     char ppath[PATH_MAX];
     char bpath[PATH_MAX];
     struct stat st;
@@ -666,6 +700,7 @@ fail:
 
 void store_partial_discard(struct store *s, const struct oci_digest *d, int fd)
 {
+    unmark_sparse(s, d);
     char path[PATH_MAX];
     struct partial *p = partial_find(s, d);
     if (p) {

@@ -80,6 +80,11 @@ int store_partial_commit(struct store *s, const struct oci_digest *d, int fd);
  * deletes the file, releases the reservation. fd may be -1. */
 void store_partial_discard(struct store *s, const struct oci_digest *d, int fd);
 
+/* Marks d's partial as written out of order (a swarm download): its length
+ * is not a valid prefix, so a later store_partial_open starts it over. The
+ * mark goes with commit and discard. */
+int store_partial_mark_sparse(struct store *s, const struct oci_digest *d);
+
 /* Closes fd and releases the reservation but keeps the partial file so a
  * later store_partial_open resumes from it (e.g. at shutdown). */
 void store_partial_suspend(struct store *s, const struct oci_digest *d, int fd);
