@@ -87,6 +87,10 @@ const struct config_option agent_options[] = {
         "blobs smaller than this are fetched from upstream directly, not through the swarm"),
     OPT("ban-time", CONFIG_DURATION, ban_time_ms, SEC, 24 * HOUR, "5m",
         "how long a peer that sent a bad piece is ignored"),
+    OPT("ingress-rate", CONFIG_SIZE, ingress_rate, 0, INT64_MAX, "0",
+        "bytes per second this agent receives from upstream and peers together (0 = no limit)"),
+    OPT("egress-rate", CONFIG_SIZE, egress_rate, 0, INT64_MAX, "0",
+        "bytes per second this agent sends to peers (0 = no limit)"),
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "

@@ -61,6 +61,8 @@ struct agent_config {
     int64_t swarm_max_peers;
     int64_t ban_time_ms;
     uint64_t swarm_min_size;
+    uint64_t ingress_rate; /* bytes per second, 0 = unlimited */
+    uint64_t egress_rate;
 };
 
 /* The agent's option table (ends with a NULL name). */

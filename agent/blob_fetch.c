@@ -11,6 +11,7 @@
 #include "shoal/error.h"
 #include "shoal/hash.h"
 #include "shoal/log.h"
+#include "shoal/ratelimit.h"
 #include "blob_pipe.h"
 #include "swarm.h"
 
@@ -46,6 +47,7 @@ struct blob_fetch {
     struct swarm_dl *sdl; /* the peer-to-peer download, when a tracker is configured */
     bool verified;        /* the whole-blob digest matched */
     bool paused;          /* the transfer waits for the pipe */
+    bool rate_paused;     /* the transfer waits for the ingress limit */
     int net_rc;           /* how the upstream transfer ended */
     int net_status;
     int fd;  /* write fd, owned by the store until commit/discard */
@@ -69,7 +71,10 @@ struct blob_fetcher {
     struct store *store;
     struct upstream *up;
     struct swarm *swarm;
-    uv_idle_t idle; /* delivers reader notifications, batched per loop turn */
+    struct ratelimit *ingress; /* NULL: unlimited */
+    uv_timer_t rl_timer;       /* resumes transfers paused by the ingress limit */
+    unsigned handles_open;     /* counted down by the close callbacks */
+    uv_idle_t idle;            /* delivers reader notifications, batched per loop turn */
     bool idle_running;
     bool closing;
     struct blob_fetch *fetches;
@@ -317,6 +322,18 @@ static int on_response(void *arg, const struct http_client_response *resp)
     return 0; /* errors are handled when the transfer ends */
 }
 
+/* The ingress bucket has refilled: let paused transfers try again. */
+static void rl_resume(uv_timer_t *t)
+{
+    struct blob_fetcher *f = t->data;
+    for (struct blob_fetch *bf = f->fetches; bf; bf = bf->next) {
+        if (bf->rate_paused && bf->req && !bf->paused) {
+            bf->rate_paused = false;
+            upstream_req_resume(bf->req);
+        }
+    }
+}
+
 static size_t on_data(void *arg, const char *data, size_t len)
 {
     struct blob_fetch *bf = arg;
@@ -325,6 +342,14 @@ static size_t on_data(void *arg, const char *data, size_t len)
         return 0; /* a write failed or the digest is known to be wrong: abort */
     if (blob_pipe_full(&bf->pipe)) {
         bf->paused = true; /* resumed from pipe_progress; curl delivers these bytes again */
+        return HTTP_CLIENT_PAUSE;
+    }
+    struct blob_fetcher *f = bf->fetcher;
+    if (!ratelimit_try(f->ingress, len, uv_now(f->loop))) {
+        bf->rate_paused = true;
+        if (!uv_is_active((uv_handle_t *)&f->rl_timer))
+            uv_timer_start(&f->rl_timer, rl_resume,
+                           ratelimit_wait_ms(f->ingress, len, uv_now(f->loop)) + 1, 0);
         return HTTP_CLIENT_PAUSE;
     }
     if (bf->skip) {
@@ -371,6 +396,7 @@ static void on_done(void *arg, int rc, const struct http_client_response *resp)
     struct blob_fetch *bf = arg;
     bf->req = NULL;
     bf->paused = false;
+    bf->rate_paused = false;
     bf->net_rc = rc;
     bf->net_status = resp ? (int)resp->status : 0;
     LOG(DEBUG, "fetch",
@@ -731,6 +757,8 @@ int blob_fetcher_create(uv_loop_t *loop, struct store *store, struct upstream *u
         return rc;
     }
     f->idle.data = f;
+    uv_timer_init(loop, &f->rl_timer);
+    f->rl_timer.data = f;
     *out = f;
     return 0;
 }
@@ -740,16 +768,26 @@ const struct blob_fetch_stats *blob_fetcher_stats(const struct blob_fetcher *f)
     return &f->stats;
 }
 
-static void idle_closed(uv_handle_t *h)
+/* The fetcher owns two handles; the last close callback frees it. */
+static void handle_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct blob_fetcher *f = h->data;
+    if (--f->handles_open == 0)
+        free(f);
 }
 
 static void fetcher_free_if_done(struct blob_fetcher *f)
 {
     if (f->fetches || uv_is_closing((uv_handle_t *)&f->idle))
         return;
-    uv_close((uv_handle_t *)&f->idle, idle_closed);
+    f->handles_open = 2;
+    uv_close((uv_handle_t *)&f->rl_timer, handle_closed);
+    uv_close((uv_handle_t *)&f->idle, handle_closed);
+}
+
+void blob_fetcher_set_ingress(struct blob_fetcher *f, struct ratelimit *ingress)
+{
+    f->ingress = ingress;
 }
 
 void blob_fetcher_destroy(struct blob_fetcher *f)

@@ -66,6 +66,11 @@ void blob_fetcher_destroy(struct blob_fetcher *f);
 
 const struct blob_fetch_stats *blob_fetcher_stats(const struct blob_fetcher *f);
 
+struct ratelimit;
+/* Upstream body bytes count against this bucket (borrowed; NULL = none):
+ * a transfer pauses while it is empty. */
+void blob_fetcher_set_ingress(struct blob_fetcher *f, struct ratelimit *ingress);
+
 /* Attaches a reader to the download of d (size bytes, as the upstream
  * announced it), starting the download from def/repo if none is running.
  * def is copied. Returns 0 and the

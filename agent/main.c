@@ -15,6 +15,7 @@
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
+#include "shoal/ratelimit.h"
 #include "store.h"
 #include "swarm.h"
 #include "upstream.h"
@@ -27,6 +28,8 @@ struct agent {
     struct upstream *up;
     struct blob_fetcher *fetcher;
     struct swarm *swarm;
+    struct ratelimit ingress;
+    struct ratelimit egress;
     struct mirror *mirror;
     struct http_server *server;
     struct prewarm *prewarm;
@@ -90,6 +93,12 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&a->sigterm, NULL);
 }
 
+static uint64_t rate_burst(uint64_t rate)
+{
+    uint64_t min = 16u << 20;
+    return rate / 2 > min ? rate / 2 : min;
+}
+
 static int agent_start(struct agent *a)
 {
     const struct agent_config *cfg = &a->cfg;
@@ -119,6 +128,9 @@ static int agent_start(struct agent *a)
     rc = upstream_create(&a->loop, a->hc, &uo, &a->up);
     if (rc < 0)
         return rc;
+    /* Token buckets; the burst holds a few pieces so whole-piece requests fit. */
+    ratelimit_init(&a->ingress, cfg->ingress_rate, rate_burst(cfg->ingress_rate));
+    ratelimit_init(&a->egress, cfg->egress_rate, rate_burst(cfg->egress_rate));
     if (cfg->tracker) {
         struct swarm_config swc = {
             .tracker_url = cfg->tracker,
@@ -131,6 +143,8 @@ static int agent_start(struct agent *a)
             .max_peers = (unsigned)cfg->swarm_max_peers,
             .ban_time_ms = (uint64_t)cfg->ban_time_ms,
             .min_size = cfg->swarm_min_size,
+            .ingress = &a->ingress,
+            .egress = &a->egress,
         };
         rc = swarm_create(&a->loop, a->hc, a->up, &swc, &a->swarm);
         if (rc < 0) {
@@ -142,6 +156,7 @@ static int agent_start(struct agent *a)
     rc = blob_fetcher_create(&a->loop, a->store, a->up, a->swarm, &a->fetcher);
     if (rc < 0)
         return rc;
+    blob_fetcher_set_ingress(a->fetcher, &a->ingress);
     struct mirror_deps md = {
         .loop = &a->loop,
         .cfg = cfg,

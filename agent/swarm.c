@@ -54,6 +54,8 @@ struct dl_peer {
     bool ready;
     bool added; /* known to the picker */
     char addr[72];
+    uint32_t deferred[16]; /* requests waiting for the egress limit */
+    unsigned ndeferred;
 };
 
 enum dl_state { DL_RUNNING, DL_SEEDING, DL_DONE };
@@ -114,6 +116,7 @@ struct swarm_dl {
     uint8_t *lbuf;
     size_t lfill;
     uint32_t lrun_end; /* one past the last piece of the running Range request */
+    bool lease_rate_paused;
 
     struct dl_peer *peers;
     unsigned npeers;
@@ -423,6 +426,10 @@ static size_t lease_on_data(void *arg, const char *data, size_t len)
 {
     struct swarm_dl *dl = arg;
     size_t total = len;
+    if (!ratelimit_try(dl->s->cfg.ingress, len, now_ms(dl->s))) {
+        dl->lease_rate_paused = true; /* the tick resumes it */
+        return HTTP_CLIENT_PAUSE;
+    }
     while (len > 0 && dl->lpos < dl->nlease && dl->lease[dl->lpos] < dl->lrun_end) {
         uint32_t index = dl->lease[dl->lpos];
         size_t psize = wire_piece_size(dl->size, dl->plen, index);
@@ -544,6 +551,12 @@ static void try_request(struct dl_peer *p)
         uint32_t index;
         if (piece_picker_next(dl->pp, p, rng_next, dl->s, &index) < 0)
             return;
+        /* Ingress: a piece's bytes are paid for when it is requested. */
+        if (!ratelimit_try(dl->s->cfg.ingress, wire_piece_size(dl->size, dl->plen, index),
+                           now_ms(dl->s))) {
+            piece_picker_request_failed(dl->pp, p, index);
+            return; /* the tick tries again */
+        }
         if (peer_conn_request(p->c, index) < 0) {
             piece_picker_request_failed(dl->pp, p, index);
             return;
@@ -621,16 +634,41 @@ static void on_piece(struct peer_conn *c, uint32_t index, const uint8_t *data, s
     try_request(p);
 }
 
-static void on_request(struct peer_conn *c, uint32_t index, void *arg)
+/* Sends a piece if the egress limit allows; false means "later". */
+static bool serve_piece(struct dl_peer *p, uint32_t index)
 {
-    struct dl_peer *p = peer_conn_data(c);
     struct swarm_dl *dl = p->dl;
     int fd = dl->state == DL_SEEDING ? dl->seed_fd : dl->fd;
     if (dl->state == DL_DONE || fd < 0 || index >= dl->npieces || !wire_bit_get(dl->have, index))
-        return;
+        return true; /* nothing to send */
     uint32_t len = wire_piece_size(dl->size, dl->plen, index);
-    if (peer_conn_send_piece(c, index, fd, wire_piece_offset(dl->plen, index), len) == 0)
+    if (!ratelimit_try(dl->s->cfg.egress, len, now_ms(dl->s)))
+        return false;
+    if (peer_conn_send_piece(p->c, index, fd, wire_piece_offset(dl->plen, index), len) == 0)
         dl->s->stats.peer_tx_bytes += len;
+    return true;
+}
+
+static void on_request(struct peer_conn *c, uint32_t index, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    if (p->ndeferred == 0 && serve_piece(p, index))
+        return;
+    if (p->ndeferred < sizeof(p->deferred) / sizeof(p->deferred[0]))
+        p->deferred[p->ndeferred++] = index;
+    /* Beyond that the peer's request times out and it asks elsewhere. */
+}
+
+/* Egress tokens have refilled: serve what waited, in order. */
+static void serve_deferred(struct swarm_dl *dl)
+{
+    for (struct dl_peer *p = dl->peers; p; p = p->next) {
+        unsigned done = 0;
+        while (done < p->ndeferred && serve_piece(p, p->deferred[done]))
+            done++;
+        memmove(p->deferred, p->deferred + done, (p->ndeferred - done) * sizeof(uint32_t));
+        p->ndeferred -= done;
+    }
 }
 
 static void on_cancel(struct peer_conn *c, uint32_t index, void *arg) {}
@@ -867,6 +905,13 @@ static void tick(uv_timer_t *t)
         dl_end(dl, SHOAL_ETIMEOUT);
         return;
     }
+    if (dl->lease_rate_paused && dl->lreq) {
+        dl->lease_rate_paused = false;
+        upstream_req_resume(dl->lreq);
+    }
+    serve_deferred(dl);
+    if (dl->state == DL_RUNNING && (dl->s->cfg.ingress && ratelimit_rate(dl->s->cfg.ingress)))
+        try_request_all(dl);
     if (!dl->areq && now >= dl->next_announce)
         announce(dl);
 }

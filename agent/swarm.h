@@ -25,6 +25,7 @@
 #include "shoal/hash.h"
 #include "shoal/http_client.h"
 #include "shoal/oci.h"
+#include "shoal/ratelimit.h"
 #include "upstream.h"
 
 struct swarm;
@@ -40,7 +41,9 @@ struct swarm_config {
     uint64_t seed_time_ms; /* keep serving a completed blob this long */
     unsigned max_peers;    /* connections per blob */
     uint64_t ban_time_ms;
-    uint64_t min_size; /* smaller blobs are not worth a swarm */
+    uint64_t min_size;         /* smaller blobs are not worth a swarm */
+    struct ratelimit *ingress; /* upstream and peer bytes in; borrowed, NULL = unlimited */
+    struct ratelimit *egress;  /* piece bytes out to peers; borrowed, NULL = unlimited */
 };
 
 struct swarm_stats {

@@ -110,3 +110,16 @@ uint64_t ratelimit_burst(const struct ratelimit *rl)
 {
     return rl->burst;
 }
+
+bool ratelimit_try(struct ratelimit *rl, uint64_t n, uint64_t now_ms)
+{
+    if (!rl || ratelimit_rate(rl) == 0)
+        return true;
+    uint64_t burst = ratelimit_burst(rl);
+    if (n > burst)
+        n = burst;
+    if (ratelimit_available(rl, now_ms) < n)
+        return false;
+    ratelimit_take(rl, n, now_ms);
+    return true;
+}

@@ -147,6 +147,8 @@ static void test_table_keys(void **state)
         "swarm-max-peers",
         "swarm-min-size",
         "ban-time",
+        "ingress-rate",
+        "egress-rate",
         "upstreams",
     };
     size_t i, n = 0;

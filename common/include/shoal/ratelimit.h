@@ -57,6 +57,11 @@ uint64_t ratelimit_wait_ms(const struct ratelimit *rl, uint64_t want, uint64_t n
 uint64_t ratelimit_available(const struct ratelimit *rl, uint64_t now_ms);
 
 /* The configured rate in bytes per second (0 = unlimited) and burst. */
+/* All or nothing: takes n bytes (at most the burst) if that many are
+ * available now and returns true; otherwise takes nothing. An unlimited
+ * bucket (rate 0, or rl NULL) always says yes. */
+bool ratelimit_try(struct ratelimit *rl, uint64_t n, uint64_t now_ms);
+
 uint64_t ratelimit_rate(const struct ratelimit *rl);
 uint64_t ratelimit_burst(const struct ratelimit *rl);
 
