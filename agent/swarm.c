@@ -26,6 +26,7 @@
 
 struct ban {
     char addr[72];
+    uint8_t id[WIRE_ID_LEN];
     uint64_t until;
 };
 
@@ -54,6 +55,7 @@ struct dl_peer {
     bool ready;
     bool added; /* known to the picker */
     char addr[72];
+    bool outgoing;         /* we dialed it: addr is the peer's advertised address */
     uint32_t deferred[16]; /* requests waiting for the egress limit */
     unsigned ndeferred;
 };
@@ -104,6 +106,9 @@ struct swarm_dl {
     struct tracker_client_hash *pend; /* hashes to report */
     size_t npend;
     size_t npend_sent;
+    char bad[8][72]; /* peers that sent bad pieces, to report */
+    size_t nbad;
+    size_t nbad_sent;
     uint32_t *failed; /* lease pieces given up */
     size_t nfailed;
     size_t nfailed_sent;
@@ -148,7 +153,17 @@ static bool banned(struct swarm *s, const char *addr)
     return false;
 }
 
-static void ban(struct swarm *s, const char *addr)
+static bool banned_id(struct swarm *s, const uint8_t *id)
+{
+    uint64_t now = now_ms(s);
+    for (unsigned i = 0; i < s->nbans; i++)
+        if (s->bans[i].until > now && memcmp(s->bans[i].id, id, WIRE_ID_LEN) == 0)
+            return true;
+    return false;
+}
+
+/* Bans a peer by address (for dialing) and by id (it may dial us from any port). */
+static void ban(struct swarm *s, const char *addr, const uint8_t *id)
 {
     unsigned slot = 0;
     uint64_t oldest = UINT64_MAX;
@@ -163,6 +178,8 @@ static void ban(struct swarm *s, const char *addr)
     if (slot >= s->nbans)
         s->nbans = slot + 1;
     snprintf(s->bans[slot].addr, sizeof(s->bans[slot].addr), "%s", addr);
+    if (id)
+        memcpy(s->bans[slot].id, id, WIRE_ID_LEN);
     s->bans[slot].until = now_ms(s) + s->cfg.ban_time_ms;
 }
 
@@ -573,6 +590,10 @@ static void try_request_all(struct swarm_dl *dl)
 static void on_ready(struct peer_conn *c, void *arg)
 {
     struct dl_peer *p = peer_conn_data(c);
+    if (banned_id(p->dl->s, peer_conn_id(c))) {
+        peer_conn_close(c, SHOAL_EPROTOCOL);
+        return;
+    }
     p->ready = true;
     peer_conn_send_bitfield(c, p->dl->have);
 }
@@ -618,7 +639,11 @@ static void on_piece(struct peer_conn *c, uint32_t index, const uint8_t *data, s
         LOG(WARN, COMP, "digest=%s piece=%" PRIu32 " from=%s failed its hash: peer banned",
             dl->d.str, index, p->addr);
         piece_picker_request_failed(dl->pp, p, index);
-        ban(s, p->addr);
+        ban(s, p->addr, peer_conn_id(c));
+        /* Only an address we dialed is one the tracker hands out. */
+        if (p->outgoing && dl->nbad < sizeof(dl->bad) / sizeof(dl->bad[0]))
+            snprintf(dl->bad[dl->nbad++], sizeof(dl->bad[0]), "%s", p->addr);
+        dl->next_announce = now_ms(s); /* tell the tracker now */
         peer_conn_close(c, SHOAL_EPROTOCOL);
         return;
     }
@@ -739,6 +764,7 @@ static void connect_peer(struct swarm_dl *dl, const char *addr)
     struct dl_peer *p = peer_new(dl, addr);
     if (!p)
         return;
+    p->outgoing = true;
     struct peer_conn_blob b;
     blob_of(dl, &b);
     if (peer_conn_connect(s->loop, &s->pcfg, addr, &b, &p->c) < 0) {
@@ -820,6 +846,10 @@ static void announce_done(void *arg, int rc, const struct tracker_client_reply *
                 (dl->npend - dl->npend_sent) * sizeof(*dl->pend));
         dl->npend -= dl->npend_sent;
     }
+    if (dl->nbad_sent) {
+        memmove(dl->bad, dl->bad + dl->nbad_sent, (dl->nbad - dl->nbad_sent) * sizeof(dl->bad[0]));
+        dl->nbad -= dl->nbad_sent;
+    }
     if (dl->nfailed_sent) {
         memmove(dl->failed, dl->failed + dl->nfailed_sent,
                 (dl->nfailed - dl->nfailed_sent) * sizeof(*dl->failed));
@@ -879,8 +909,14 @@ static void announce(struct swarm_dl *dl)
         .lease_failed = dl->failed,
         .nlease_failed = dl->nfailed,
     };
+    const char *bad[sizeof(dl->bad) / sizeof(dl->bad[0])];
+    for (size_t i = 0; i < dl->nbad; i++)
+        bad[i] = dl->bad[i];
+    a.bad_peers = bad;
+    a.nbad_peers = dl->nbad;
     dl->npend_sent = dl->npend;
     dl->nfailed_sent = dl->nfailed;
+    dl->nbad_sent = dl->nbad;
     dl->last_announce = now_ms(s);
     if (complete)
         dl->announced_complete = true;

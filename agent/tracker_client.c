@@ -28,9 +28,12 @@ int tracker_client_report_json(const struct tracker_client_report *a, const char
     json_t *o = json_object();
     json_t *hashes = json_object();
     json_t *failed = json_array();
+    json_t *bad = json_array();
     int rc = -ENOMEM;
-    if (!o || !hashes || !failed)
+    if (!o || !hashes || !failed || !bad)
         goto out;
+    for (size_t i = 0; i < a->nbad_peers; i++)
+        json_array_append_new(bad, json_string(a->bad_peers[i]));
     for (size_t i = 0; i < a->nhashes; i++) {
         char key[16];
         snprintf(key, sizeof(key), "%" PRIu32, a->hashes[i].index);
@@ -48,6 +51,8 @@ int tracker_client_report_json(const struct tracker_client_report *a, const char
     json_object_set_new(o, "want_lease", json_boolean(a->want_lease));
     json_object_set(o, "hashes", hashes);
     json_object_set(o, "lease_failed", failed);
+    if (a->nbad_peers)
+        json_object_set(o, "bad_peers", bad);
     char *s = json_dumps(o, JSON_COMPACT);
     if (!s)
         goto out;
@@ -57,6 +62,7 @@ out:
     json_decref(o);
     json_decref(hashes);
     json_decref(failed);
+    json_decref(bad);
     return rc;
 }
 

@@ -44,6 +44,8 @@ struct tracker_client_report {
     size_t nhashes;
     const uint32_t *lease_failed;
     size_t nlease_failed;
+    const char *const *bad_peers; /* addresses of peers that sent bad pieces */
+    size_t nbad_peers;
 };
 
 struct tracker_client_peer {

@@ -19,6 +19,7 @@ static void test_announce_json(void **state)
     (void)state;
     struct tracker_client_hash hs[] = {{.index = 3, .hex = HEX32}};
     uint32_t failed[] = {5, 6};
+    const char *bad[] = {"10.0.0.9:5081"};
     struct tracker_client_report a = {
         .digest = "sha256:abc",
         .size = 1234,
@@ -29,6 +30,8 @@ static void test_announce_json(void **state)
         .nhashes = 1,
         .lease_failed = failed,
         .nlease_failed = 2,
+        .bad_peers = bad,
+        .nbad_peers = 1,
     };
     struct buf out;
     buf_init(&out, 1 << 16);
@@ -47,6 +50,8 @@ static void test_announce_json(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(o, "hashes"), "3")),
                         HEX32);
     assert_int_equal(json_array_size(json_object_get(o, "lease_failed")), 2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(o, "bad_peers"), 0)),
+                        "10.0.0.9:5081");
     json_decref(o);
     buf_dispose(&out);
 }
