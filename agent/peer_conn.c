@@ -1,17 +1,17 @@
 /* Peer connections: the handshake, frame sequence, timeouts and piece I/O of
- * one blob's connection to one peer, on a libuv loop. See peer_conn.h. */
+ * one blob's connection to one peer, on a libuv loop. See peer_conn.h.
+ * Incoming connections are accepted in peer_listener.c, and answers to the
+ * peer's REQUESTs are read and sent in peer_serve.c. */
 #define _GNU_SOURCE
 #include "peer_conn.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -20,6 +20,7 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/oci.h"
+#include "peer_conn_internal.h"
 
 #define COMP "peer"
 
@@ -28,53 +29,10 @@
 #define DEFAULT_REQUEST_MS 30000
 #define DEFAULT_MAX_INFLIGHT 4
 #define MAX_INFLIGHT_CAP 64
-#define READ_CHUNK 65536
-#define LISTEN_BACKLOG 128
-/* Accepted connections that have not sent their HELLO yet; beyond this an
- * incoming connection is refused with ERROR busy. */
-#define PENDING_MAX 256
-#define ADDR_MAX 64
-/* Largest frame we encode ourselves apart from PIECE data and BITFIELD. */
-#define SMALL_FRAME_MAX 512
-
-/* XX(name, log name) */
-#define PEER_CONN_STATE_MAP(XX)                                                                    \
-    XX(CONNECTING, "connecting")                                                                   \
-    XX(WAIT_HELLO, "wait-hello")                                                                   \
-    XX(WAIT_AUTH, "wait-auth")                                                                     \
-    XX(READY, "ready")                                                                             \
-    XX(CLOSING, "closing")
-
-enum peer_conn_state {
-#define XX(name, str) PEER_CONN_##name,
-    PEER_CONN_STATE_MAP(XX)
-#undef XX
-};
-
-/* The connection settings, with defaults applied and the secret owned. */
-struct settings {
-    uint8_t *secret;
-    size_t secret_len;
-    uint8_t my_id[WIRE_ID_LEN];
-    uint64_t handshake_ms;
-    uint64_t idle_ms;
-    uint64_t request_ms;
-    unsigned max_inflight;
-};
 
 struct inflight {
     uint32_t index;
     uint64_t deadline;
-};
-
-/* One answer to a peer REQUEST, waiting for its turn to be read and sent. */
-struct answer {
-    struct answer *next;
-    uint32_t index;
-    int fd; /* our dup() of the owner's fd */
-    uint64_t off;
-    uint32_t len;
-    bool dropped; /* cancelled by the peer while being read */
 };
 
 struct wreq {
@@ -84,78 +42,11 @@ struct wreq {
     uint8_t *piece; /* PIECE data, or NULL */
 };
 
-struct peer_conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer; /* handshake, idle, keepalive and request deadlines */
-    uv_connect_t creq;
-    uv_fs_t fs;
-    uv_loop_t *loop;
-    enum peer_conn_state state;
-    uint64_t id; /* for logs */
-    bool initiator;
-    bool owned; /* ops are ours to call; on_close will fire */
-    bool reading;
-    bool fs_busy;       /* a piece read is in the thread pool */
-    bool piece_writing; /* a PIECE write is queued in libuv */
-    int handles;        /* handles not yet closed */
-    int reason;
-    struct settings set;
-
-    char digest[WIRE_DIGEST_MAX + 1];
-    uint32_t npieces;
-    uint32_t piece_length;
-    uint64_t size;
-    const struct peer_conn_ops *ops;
-    void *arg;
-    void *data;
-
-    uint8_t my_nonce[WIRE_NONCE_LEN];
-    uint8_t peer_id[WIRE_ID_LEN];
-    uint8_t peer_nonce[WIRE_NONCE_LEN];
-    uint64_t hs_deadline;
-    uint64_t last_rx, last_tx;
-    struct wire_decoder dec;
-    bool bitfield_sent, bitfield_recv;
-
-    struct inflight *inflight; /* set.max_inflight slots */
-    unsigned ninflight;
-    uint8_t *cancelled; /* bitset: cancelled by us, a late PIECE may still come */
-    uint8_t *peer_req;  /* bitset: requested by the peer, not answered yet */
-
-    struct answer *aq_head, **aq_tail;
-    struct answer *cur; /* being read from disk */
-    uint8_t *cur_buf;
-    uint32_t cur_done;
-
-    struct peer_listener *listener; /* until the lookup took the connection */
-    struct peer_conn *lprev, *lnext;
-
-    char addr[ADDR_MAX];
-    uint8_t rbuf[READ_CHUNK];
-};
-
-struct peer_listener {
-    uv_tcp_t tcp;
-    uv_loop_t *loop;
-    struct settings set;
-    int (*lookup)(struct peer_conn *c, const char *digest, struct peer_conn_blob *out, void *arg);
-    void *lookup_arg;
-    struct peer_conn *pending; /* accepted, not owned yet */
-    unsigned npending;
-    int port;
-    bool destroying, closed;
-    void (*destroy_cb)(void *arg);
-    void *destroy_arg;
-};
-
 /* Log ids only; atomic because several loops may run in threads. */
 static atomic_uint_fast64_t next_conn_id = 1;
 
-static void conn_close(struct peer_conn *c, int reason, bool send_error);
 static void arm(struct peer_conn *c);
 static void on_timer(uv_timer_t *t);
-static void pump(struct peer_conn *c);
-static void listener_maybe_done(struct peer_listener *l);
 
 /* ---- Small helpers ---------------------------------------------------- */
 
@@ -178,7 +69,7 @@ static void set_state(struct peer_conn *c, enum peer_conn_state s)
     c->state = s;
 }
 
-static void settings_dispose(struct settings *s)
+void peer_conn_settings_dispose(struct peer_conn_settings *s)
 {
     if (s->secret) {
         OPENSSL_cleanse(s->secret, s->secret_len);
@@ -187,7 +78,7 @@ static void settings_dispose(struct settings *s)
     memset(s, 0, sizeof(*s));
 }
 
-static int settings_copy(struct settings *dst, const struct settings *src)
+int peer_conn_settings_copy(struct peer_conn_settings *dst, const struct peer_conn_settings *src)
 {
     *dst = *src;
     dst->secret = NULL;
@@ -200,9 +91,10 @@ static int settings_copy(struct settings *dst, const struct settings *src)
     return 0;
 }
 
-static int settings_from_config(struct settings *dst, const struct peer_conn_config *cfg)
+int peer_conn_settings_from_config(struct peer_conn_settings *dst,
+                                   const struct peer_conn_config *cfg)
 {
-    struct settings tmp;
+    struct peer_conn_settings tmp;
 
     memset(dst, 0, sizeof(*dst));
     if (cfg == NULL || (cfg->secret_len && cfg->secret == NULL) ||
@@ -215,11 +107,11 @@ static int settings_from_config(struct settings *dst, const struct peer_conn_con
     tmp.idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : DEFAULT_IDLE_MS;
     tmp.request_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : DEFAULT_REQUEST_MS;
     tmp.max_inflight = cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
-    return settings_copy(dst, &tmp);
+    return peer_conn_settings_copy(dst, &tmp);
 }
 
 /* "HOST:PORT" or "[V6]:PORT", numeric only. */
-static int parse_addr(const char *str, bool listen, struct sockaddr_storage *ss)
+int peer_conn_parse_addr(const char *str, bool listen, struct sockaddr_storage *ss)
 {
     char host[INET6_ADDRSTRLEN + 1];
     const char *hs, *he, *ps;
@@ -276,26 +168,7 @@ static int parse_addr(const char *str, bool listen, struct sockaddr_storage *ss)
     return 0;
 }
 
-static void format_addr(const struct sockaddr_storage *ss, char *out, size_t outlen)
-{
-    char host[INET6_ADDRSTRLEN];
-
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-
-        uv_ip6_name(sin6, host, sizeof(host));
-        snprintf(out, outlen, "[%s]:%u", host, (unsigned)ntohs(sin6->sin6_port));
-    } else if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-
-        uv_ip4_name(sin, host, sizeof(host));
-        snprintf(out, outlen, "%s:%u", host, (unsigned)ntohs(sin->sin_port));
-    } else {
-        snprintf(out, outlen, "?");
-    }
-}
-
-static int blob_check(const struct peer_conn_blob *b)
+int peer_conn_blob_check(const struct peer_conn_blob *b)
 {
     struct oci_digest d;
     uint32_t plen;
@@ -313,7 +186,7 @@ static int blob_check(const struct peer_conn_blob *b)
 }
 
 /* Takes the blob's geometry (already checked) and sizes the bitsets. */
-static int blob_set(struct peer_conn *c, const struct peer_conn_blob *b)
+int peer_conn_blob_set(struct peer_conn *c, const struct peer_conn_blob *b)
 {
     size_t nbytes = wire_bitfield_bytes(b->npieces);
 
@@ -362,62 +235,27 @@ static int reason_for(unsigned code)
     }
 }
 
-static void answer_free(struct answer *a)
-{
-    if (a->fd >= 0)
-        close(a->fd);
-    free(a);
-}
-
 /* ---- Lifetime ----------------------------------------------------------- */
 
 static void conn_free(struct peer_conn *c)
 {
-    struct answer *a, *next;
-
-    for (a = c->aq_head; a; a = next) {
-        next = a->next;
-        answer_free(a);
-    }
-    if (c->cur)
-        answer_free(c->cur);
-    free(c->cur_buf);
+    peer_conn_answers_free(c);
     free(c->cancelled);
     free(c->inflight);
     wire_decoder_dispose(&c->dec);
-    settings_dispose(&c->set);
+    peer_conn_settings_dispose(&c->set);
     free(c);
 }
 
-static void listener_unlink(struct peer_conn *c)
-{
-    struct peer_listener *l = c->listener;
-
-    if (l == NULL)
-        return;
-    if (c->lprev)
-        c->lprev->lnext = c->lnext;
-    else
-        l->pending = c->lnext;
-    if (c->lnext)
-        c->lnext->lprev = c->lprev;
-    c->lprev = c->lnext = NULL;
-    c->listener = NULL;
-    l->npending--;
-}
-
 /* The last close callback of a connection: report and free. */
-static void on_handle_closed(uv_handle_t *h)
+void peer_conn_on_handle_closed(uv_handle_t *h)
 {
     struct peer_conn *c = h->data;
-    struct peer_listener *l = c->listener;
 
     if (--c->handles > 0)
         return;
-    if (l) {
-        listener_unlink(c);
-        listener_maybe_done(l);
-    }
+    if (c->listener)
+        peer_conn_listener_forget(c);
     if (c->owned && c->ops->on_close)
         c->ops->on_close(c, c->reason, c->arg);
     conn_free(c);
@@ -427,7 +265,7 @@ static void on_handle_closed(uv_handle_t *h)
  * read is in the thread pool (its buffer and uv_fs_t live in c, so c must
  * outlive it); on_fs_read closes it then. on_close runs from the last close
  * callback, so never from inside this call. */
-static void conn_close(struct peer_conn *c, int reason, bool send_error)
+void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error)
 {
     int code = send_error ? wire_code_for(reason) : 0;
 
@@ -439,7 +277,7 @@ static void conn_close(struct peer_conn *c, int reason, bool send_error)
 
         /* Best effort and synchronous: a frame queued behind a pending write
          * would be cancelled by the close anyway. */
-        buf_init(&b, SMALL_FRAME_MAX);
+        buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
         if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 &&
             wire_encode_error(&b, (uint16_t)code, shoal_strerror(reason)) == 0) {
             ub = uv_buf_init(b.data, (unsigned)b.len);
@@ -458,12 +296,13 @@ static void conn_close(struct peer_conn *c, int reason, bool send_error)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, peer_conn_on_handle_closed);
     if (!c->fs_busy)
-        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)&c->tcp, peer_conn_on_handle_closed);
 }
 
-static int conn_new(uv_loop_t *loop, struct settings *set, bool initiator, struct peer_conn **out)
+int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiator,
+                  struct peer_conn **out)
 {
     struct peer_conn *c;
     int rc;
@@ -522,18 +361,18 @@ static void on_write(uv_write_t *req, int status)
     if (c->state == PEER_CONN_CLOSING)
         return;
     if (status < 0) {
-        conn_close(c, status, false);
+        peer_conn_teardown(c, status, false);
         return;
     }
     if (piece) {
         c->piece_writing = false;
-        pump(c);
+        peer_conn_pump(c);
     }
 }
 
 /* Queues the frame in b (taken: b is empty afterwards) followed by piece
  * (taken, may be NULL) of piece_len bytes. */
-static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len)
+int peer_conn_send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len)
 {
     struct wreq *w;
     uv_buf_t bufs[2];
@@ -568,13 +407,13 @@ static int send_index_frame(struct peer_conn *c, int (*enc)(struct buf *, uint32
     struct buf b;
     int rc;
 
-    buf_init(&b, SMALL_FRAME_MAX);
+    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
     rc = enc(&b, index);
     if (rc < 0) {
         buf_dispose(&b);
         return rc;
     }
-    return send_buf(c, &b, NULL, 0);
+    return peer_conn_send_buf(c, &b, NULL, 0);
 }
 
 static int send_hello(struct peer_conn *c)
@@ -582,13 +421,13 @@ static int send_hello(struct peer_conn *c)
     struct buf b;
     int rc;
 
-    buf_init(&b, SMALL_FRAME_MAX);
+    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
     rc = wire_encode_hello(&b, c->digest, c->set.my_id, c->my_nonce);
     if (rc < 0) {
         buf_dispose(&b);
         return rc;
     }
-    return send_buf(c, &b, NULL, 0);
+    return peer_conn_send_buf(c, &b, NULL, 0);
 }
 
 static int send_auth(struct peer_conn *c)
@@ -601,13 +440,13 @@ static int send_auth(struct peer_conn *c)
                        c->digest, mac);
     if (rc < 0)
         return rc;
-    buf_init(&b, SMALL_FRAME_MAX);
+    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
     rc = wire_encode_auth(&b, mac);
     if (rc < 0) {
         buf_dispose(&b);
         return rc;
     }
-    return send_buf(c, &b, NULL, 0);
+    return peer_conn_send_buf(c, &b, NULL, 0);
 }
 
 static int send_keepalive(struct peer_conn *c)
@@ -615,114 +454,13 @@ static int send_keepalive(struct peer_conn *c)
     struct buf b;
     int rc;
 
-    buf_init(&b, SMALL_FRAME_MAX);
+    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
     rc = wire_encode_keepalive(&b);
     if (rc < 0) {
         buf_dispose(&b);
         return rc;
     }
-    return send_buf(c, &b, NULL, 0);
-}
-
-/* ---- Serving pieces ----------------------------------------------------- */
-
-static void on_fs_read(uv_fs_t *req);
-
-static int start_read(struct peer_conn *c)
-{
-    struct answer *a = c->cur;
-    uv_buf_t ub = uv_buf_init((char *)c->cur_buf + c->cur_done, a->len - c->cur_done);
-    int rc;
-
-    rc = uv_fs_read(c->loop, &c->fs, a->fd, &ub, 1, (int64_t)(a->off + c->cur_done), on_fs_read);
-    if (rc < 0)
-        return rc;
-    c->fs_busy = true;
-    return 0;
-}
-
-/* Starts reading the next queued answer unless one is being read or sent:
- * one piece buffer per connection at a time. */
-static void pump(struct peer_conn *c)
-{
-    struct answer *a;
-    int rc;
-
-    if (c->state != PEER_CONN_READY || c->fs_busy || c->piece_writing || c->cur || !c->aq_head)
-        return;
-    a = c->aq_head;
-    c->aq_head = a->next;
-    if (c->aq_head == NULL)
-        c->aq_tail = &c->aq_head;
-    a->next = NULL;
-    c->cur = a;
-    c->cur_done = 0;
-    c->cur_buf = malloc(a->len ? a->len : 1);
-    if (c->cur_buf == NULL) {
-        conn_close(c, -ENOMEM, false);
-        return;
-    }
-    rc = start_read(c);
-    if (rc < 0)
-        conn_close(c, rc, false);
-}
-
-static void on_fs_read(uv_fs_t *req)
-{
-    struct peer_conn *c = req->data;
-    struct answer *a = c->cur;
-    ssize_t n = req->result;
-    uint8_t *data;
-    struct buf b;
-    int rc;
-
-    uv_fs_req_cleanup(req);
-    c->fs_busy = false;
-    if (c->state == PEER_CONN_CLOSING) {
-        /* conn_close left the TCP handle open for us. */
-        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-        return;
-    }
-    if (n > 0 && (size_t)n < (size_t)(a->len - c->cur_done) && !a->dropped) {
-        c->cur_done += (uint32_t)n;
-        rc = start_read(c);
-        if (rc < 0)
-            conn_close(c, rc, false);
-        return;
-    }
-    c->cur = NULL;
-    data = c->cur_buf;
-    c->cur_buf = NULL;
-    if (a->dropped) {
-        free(data);
-        answer_free(a);
-        pump(c);
-        return;
-    }
-    if (n <= 0) {
-        rc = n < 0 ? (int)n : -EIO;
-        LOG(WARN, COMP, "conn=%" PRIu64 " digest=%s piece=%" PRIu32 " event=read-failed rc=%s",
-            c->id, c->digest, a->index, shoal_errname(rc));
-        free(data);
-        answer_free(a);
-        conn_close(c, rc, false);
-        return;
-    }
-    buf_init(&b, SMALL_FRAME_MAX);
-    rc = wire_encode_piece_header(&b, a->index, a->len);
-    if (rc == 0) {
-        rc = send_buf(c, &b, data, a->len);
-        data = NULL; /* taken by send_buf */
-    } else {
-        buf_dispose(&b);
-    }
-    free(data);
-    answer_free(a);
-    if (rc < 0) {
-        conn_close(c, rc, false);
-        return;
-    }
-    c->piece_writing = true;
+    return peer_conn_send_buf(c, &b, NULL, 0);
 }
 
 /* ---- Timers ------------------------------------------------------------- */
@@ -795,14 +533,14 @@ static void on_timer(uv_timer_t *t)
         return;
     if (c->state != PEER_CONN_READY) {
         if (now >= c->hs_deadline) {
-            conn_close(c, SHOAL_ETIMEOUT, false);
+            peer_conn_teardown(c, SHOAL_ETIMEOUT, false);
             return;
         }
         arm(c);
         return;
     }
     if (now >= c->last_rx + c->set.idle_ms) {
-        conn_close(c, SHOAL_ETIMEOUT, false);
+        peer_conn_teardown(c, SHOAL_ETIMEOUT, false);
         return;
     }
     /* The callback may request or cancel, which reshuffles the slots, so
@@ -818,7 +556,7 @@ static void on_timer(uv_timer_t *t)
             c->addr, c->digest, index);
         rc = cancel_slot(c, i);
         if (rc < 0) {
-            conn_close(c, rc, false);
+            peer_conn_teardown(c, rc, false);
             return;
         }
         if (c->ops->on_request_timeout)
@@ -830,7 +568,7 @@ static void on_timer(uv_timer_t *t)
     if (now >= c->last_tx + keepalive_ms(c)) {
         rc = send_keepalive(c);
         if (rc < 0) {
-            conn_close(c, rc, false);
+            peer_conn_teardown(c, rc, false);
             return;
         }
     }
@@ -853,39 +591,6 @@ static void become_ready(struct peer_conn *c)
         c->ops->on_ready(c, c->arg);
 }
 
-/* An incoming connection's HELLO named digest: ask the listener's owner. On 0
- * the connection is owned; on error the caller closes it with the reason
- * (which picks the ERROR code sent). The lookup may close c itself. */
-static int adopt(struct peer_conn *c, const char *digest)
-{
-    struct peer_listener *l = c->listener;
-    struct peer_conn_blob blob;
-    int rc;
-
-    memset(&blob, 0, sizeof(blob));
-    rc = l->lookup(c, digest, &blob, l->lookup_arg);
-    /* The owner believes it took c, so it must hear on_close even if c was
-     * closed meanwhile or what it returned is unusable. */
-    if (rc == 0 && blob.ops) {
-        c->ops = blob.ops;
-        c->arg = blob.arg;
-        c->owned = true;
-    }
-    if (c->state == PEER_CONN_CLOSING)
-        return 0;
-    if (rc < 0) {
-        LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=refused rc=%s", c->id, c->addr,
-            digest, shoal_errname(rc));
-        return rc == SHOAL_EBUSY ? SHOAL_EBUSY : SHOAL_ENOT_FOUND;
-    }
-    listener_unlink(c);
-    if (blob_check(&blob) < 0 || strcmp(blob.digest, digest) != 0) {
-        LOG(ERROR, COMP, "conn=%" PRIu64 " digest=%s event=bad-lookup-blob", c->id, digest);
-        return -EINVAL;
-    }
-    return blob_set(c, &blob);
-}
-
 static int on_hello(struct peer_conn *c, const struct wire_frame *f)
 {
     struct wire_hello h;
@@ -902,7 +607,7 @@ static int on_hello(struct peer_conn *c, const struct wire_frame *f)
             return SHOAL_EPROTOCOL;
         }
     } else {
-        rc = adopt(c, h.digest.str);
+        rc = peer_conn_adopt(c, h.digest.str);
         if (rc < 0 || c->state == PEER_CONN_CLOSING)
             return rc;
         rc = send_hello(c);
@@ -942,12 +647,12 @@ static void on_error_frame(struct peer_conn *c, const struct wire_frame *f)
     uint16_t code;
 
     if (wire_parse_error(f, &code, msg) < 0) {
-        conn_close(c, SHOAL_EPROTOCOL, true);
+        peer_conn_teardown(c, SHOAL_EPROTOCOL, true);
         return;
     }
     LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=peer-error code=%s msg=\"%s\"", c->id,
         c->addr, c->digest, wire_error_name(code), msg);
-    conn_close(c, reason_for(code), false);
+    peer_conn_teardown(c, reason_for(code), false);
 }
 
 static int on_piece_frame(struct peer_conn *c, const struct wire_frame *f)
@@ -975,51 +680,6 @@ static int on_piece_frame(struct peer_conn *c, const struct wire_frame *f)
     if (c->ops->on_piece)
         c->ops->on_piece(c, index, data, len, c->arg);
     return 0;
-}
-
-static void on_cancel_frame(struct peer_conn *c, uint32_t index)
-{
-    struct answer **pp, *a;
-    bool outstanding = false;
-
-    if (wire_bit_get(c->peer_req, index)) {
-        wire_bit_clear(c->peer_req, index);
-        outstanding = true;
-    }
-    for (pp = &c->aq_head; (a = *pp) != NULL;) {
-        if (a->index == index) {
-            *pp = a->next;
-            answer_free(a);
-            outstanding = true;
-            continue;
-        }
-        pp = &a->next;
-    }
-    c->aq_tail = &c->aq_head;
-    while (*c->aq_tail)
-        c->aq_tail = &(*c->aq_tail)->next;
-    if (c->cur && c->cur->index == index && !c->cur->dropped) {
-        c->cur->dropped = true;
-        outstanding = true;
-    }
-    if (outstanding && c->ops->on_cancel)
-        c->ops->on_cancel(c, index, c->arg);
-}
-
-/* True if the peer's request for index is still outstanding or its answer
- * has not started going out: asking again for it is a protocol error. */
-static bool answer_pending(const struct peer_conn *c, uint32_t index)
-{
-    const struct answer *a;
-
-    if (wire_bit_get(c->peer_req, index))
-        return true;
-    if (c->cur && c->cur->index == index && !c->cur->dropped)
-        return true;
-    for (a = c->aq_head; a; a = a->next)
-        if (a->index == index)
-            return true;
-    return false;
 }
 
 /* Handles one frame. Returns 0 (the connection may have been closed by a
@@ -1057,7 +717,7 @@ static int dispatch(struct peer_conn *c, const struct wire_frame *f)
             c->ops->on_have(c, index, c->arg);
         return 0;
     case WIRE_REQUEST:
-        if (wire_parse_index(f, c->npieces, &index) < 0 || answer_pending(c, index))
+        if (wire_parse_index(f, c->npieces, &index) < 0 || peer_conn_answer_pending(c, index))
             return SHOAL_EPROTOCOL;
         wire_bit_set(c->peer_req, index);
         if (c->ops->on_request)
@@ -1068,7 +728,7 @@ static int dispatch(struct peer_conn *c, const struct wire_frame *f)
     case WIRE_CANCEL:
         if (wire_parse_index(f, c->npieces, &index) < 0)
             return SHOAL_EPROTOCOL;
-        on_cancel_frame(c, index);
+        peer_conn_on_cancel_frame(c, index);
         return 0;
     case WIRE_KEEPALIVE:
         return wire_parse_keepalive(f) < 0 ? SHOAL_EPROTOCOL : 0;
@@ -1100,7 +760,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             rc = c->state == PEER_CONN_READY ? 0 : -ECONNRESET;
         else
             rc = (int)nread;
-        conn_close(c, rc, false);
+        peer_conn_teardown(c, rc, false);
         return;
     }
     c->last_rx = uv_now(c->loop);
@@ -1110,7 +770,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         if (rc < 0) {
             LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s event=bad-frame rc=%s", c->id, c->addr,
                 shoal_errname(rc));
-            conn_close(c, rc == -ENOMEM ? rc : SHOAL_EPROTOCOL, true);
+            peer_conn_teardown(c, rc == -ENOMEM ? rc : SHOAL_EPROTOCOL, true);
             return;
         }
         p += used;
@@ -1121,14 +781,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
                 if (rc == SHOAL_EPROTOCOL)
                     LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s state=%s event=bad-frame type=%s",
                         c->id, c->addr, state_name(c->state), wire_type_name(f.type));
-                conn_close(c, rc, true);
+                peer_conn_teardown(c, rc, true);
                 return;
             }
         }
     }
 }
 
-static int start_reading(struct peer_conn *c)
+int peer_conn_start_reading(struct peer_conn *c)
 {
     int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 
@@ -1149,12 +809,12 @@ static void on_connect(uv_connect_t *req, int status)
     if (rc == 0) {
         uv_tcp_nodelay(&c->tcp, 1);
         set_state(c, PEER_CONN_WAIT_HELLO);
-        rc = start_reading(c);
+        rc = peer_conn_start_reading(c);
     }
     if (rc == 0)
         rc = send_hello(c);
     if (rc < 0)
-        conn_close(c, rc, false);
+        peer_conn_teardown(c, rc, false);
 }
 
 int peer_conn_make_id(uint8_t id[WIRE_ID_LEN])
@@ -1166,45 +826,45 @@ int peer_conn_connect(uv_loop_t *loop, const struct peer_conn_config *cfg, const
                       const struct peer_conn_blob *blob, struct peer_conn **out)
 {
     struct sockaddr_storage ss;
-    struct settings set;
+    struct peer_conn_settings set;
     struct peer_conn *c = NULL;
     int rc;
 
     memset(&set, 0, sizeof(set));
-    rc = parse_addr(addr, false, &ss);
+    rc = peer_conn_parse_addr(addr, false, &ss);
     if (rc < 0)
         goto out;
-    rc = blob_check(blob);
+    rc = peer_conn_blob_check(blob);
     if (rc < 0)
         goto out;
-    rc = settings_from_config(&set, cfg);
+    rc = peer_conn_settings_from_config(&set, cfg);
     if (rc < 0)
         goto out;
-    rc = conn_new(loop, &set, true, &c);
+    rc = peer_conn_new(loop, &set, true, &c);
     if (rc < 0)
         goto out;
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
     c->ops = blob->ops;
     c->arg = blob->arg;
-    rc = blob_set(c, blob);
+    rc = peer_conn_blob_set(c, blob);
     if (rc == 0)
         rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&ss, on_connect);
     if (rc < 0) {
         /* Not owned yet: freed from its close callbacks, silently. */
-        conn_close(c, rc, false);
+        peer_conn_teardown(c, rc, false);
         goto out;
     }
     c->owned = true;
     *out = c;
     LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=connect", c->id, c->addr, c->digest);
 out:
-    settings_dispose(&set);
+    peer_conn_settings_dispose(&set);
     return rc;
 }
 
 void peer_conn_close(struct peer_conn *c, int reason)
 {
-    conn_close(c, reason, true);
+    peer_conn_teardown(c, reason, true);
 }
 
 /* ---- Sending -------------------------------------------------------------- */
@@ -1222,13 +882,13 @@ int peer_conn_send_bitfield(struct peer_conn *c, const uint8_t *bits)
     nbytes = wire_bitfield_bytes(c->npieces);
     if (bits == NULL || (c->npieces % 8 && (bits[nbytes - 1] & (0xffu >> (c->npieces % 8)))))
         return -EINVAL;
-    buf_init(&b, nbytes + SMALL_FRAME_MAX);
+    buf_init(&b, nbytes + PEER_CONN_SMALL_FRAME_MAX);
     rc = wire_encode_bitfield(&b, bits, nbytes);
     if (rc < 0) {
         buf_dispose(&b);
         return rc;
     }
-    rc = send_buf(c, &b, NULL, 0);
+    rc = peer_conn_send_buf(c, &b, NULL, 0);
     if (rc == 0)
         c->bitfield_sent = true;
     return rc;
@@ -1279,37 +939,6 @@ int peer_conn_cancel(struct peer_conn *c, uint32_t index)
     return cancel_slot(c, (unsigned)slot);
 }
 
-int peer_conn_send_piece(struct peer_conn *c, uint32_t index, int fd, uint64_t off, uint32_t len)
-{
-    struct answer *a;
-
-    if (c->state != PEER_CONN_READY)
-        return -ENOTCONN;
-    if (index >= c->npieces || len != wire_piece_size(c->size, c->piece_length, index) || fd < 0 ||
-        off > (uint64_t)INT64_MAX - len)
-        return -EINVAL;
-    if (!wire_bit_get(c->peer_req, index))
-        return SHOAL_ECANCELED;
-    a = calloc(1, sizeof(*a));
-    if (a == NULL)
-        return -ENOMEM;
-    a->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (a->fd < 0) {
-        int rc = -errno;
-
-        free(a);
-        return rc;
-    }
-    a->index = index;
-    a->off = off;
-    a->len = len;
-    wire_bit_clear(c->peer_req, index);
-    *c->aq_tail = a;
-    c->aq_tail = &a->next;
-    pump(c);
-    return 0;
-}
-
 /* ---- Accessors ------------------------------------------------------------ */
 
 bool peer_conn_ready(const struct peer_conn *c)
@@ -1355,157 +984,4 @@ void peer_conn_set_data(struct peer_conn *c, void *data)
 void *peer_conn_data(const struct peer_conn *c)
 {
     return c->data;
-}
-
-/* ---- Listener --------------------------------------------------------------- */
-
-static void listener_maybe_done(struct peer_listener *l)
-{
-    void (*cb)(void *);
-    void *arg;
-
-    if (!l->destroying || !l->closed || l->npending > 0)
-        return;
-    cb = l->destroy_cb;
-    arg = l->destroy_arg;
-    settings_dispose(&l->set);
-    free(l);
-    if (cb)
-        cb(arg);
-}
-
-static void on_listener_closed(uv_handle_t *h)
-{
-    struct peer_listener *l = h->data;
-
-    l->closed = true;
-    listener_maybe_done(l);
-}
-
-static void free_handle(uv_handle_t *h)
-{
-    free(h);
-}
-
-static void on_incoming(uv_stream_t *server, int status)
-{
-    struct peer_listener *l = server->data;
-    struct sockaddr_storage ss;
-    struct settings set;
-    struct peer_conn *c;
-    int rc, sl = sizeof(ss);
-
-    if (status < 0) {
-        LOG(WARN, COMP, "event=accept-failed rc=%s", shoal_errname(status));
-        return;
-    }
-    rc = settings_copy(&set, &l->set);
-    if (rc == 0)
-        rc = conn_new(l->loop, &set, false, &c);
-    settings_dispose(&set);
-    if (rc < 0) {
-        /* The connection must still leave the backlog, or libuv stops
-         * accepting. */
-        uv_tcp_t *tmp = malloc(sizeof(*tmp));
-
-        LOG(WARN, COMP, "event=accept-failed rc=%s", shoal_errname(rc));
-        if (tmp == NULL || uv_tcp_init(l->loop, tmp) < 0) {
-            free(tmp);
-            return;
-        }
-        (void)uv_accept(server, (uv_stream_t *)tmp);
-        uv_close((uv_handle_t *)tmp, free_handle);
-        return;
-    }
-    c->listener = l;
-    c->lnext = l->pending;
-    if (l->pending)
-        l->pending->lprev = c;
-    l->pending = c;
-    l->npending++;
-    rc = uv_accept(server, (uv_stream_t *)&c->tcp);
-    if (rc == 0 && uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
-        format_addr(&ss, c->addr, sizeof(c->addr));
-    if (rc == 0) {
-        uv_tcp_nodelay(&c->tcp, 1);
-        rc = start_reading(c);
-    }
-    if (rc < 0) {
-        conn_close(c, rc, false);
-        return;
-    }
-    LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s event=accept", c->id, c->addr);
-    if (l->npending > PENDING_MAX)
-        conn_close(c, SHOAL_EBUSY, true);
-}
-
-int peer_listener_create(uv_loop_t *loop, const struct peer_conn_config *cfg,
-                         const char *listen_addr,
-                         int (*lookup)(struct peer_conn *c, const char *digest,
-                                       struct peer_conn_blob *out, void *arg),
-                         void *lookup_arg, struct peer_listener **out)
-{
-    struct sockaddr_storage ss;
-    struct peer_listener *l = NULL;
-    int rc, sl = sizeof(ss);
-
-    if (lookup == NULL)
-        return -EINVAL;
-    rc = parse_addr(listen_addr, true, &ss);
-    if (rc < 0)
-        return rc;
-    l = calloc(1, sizeof(*l));
-    if (l == NULL)
-        return -ENOMEM;
-    rc = settings_from_config(&l->set, cfg);
-    if (rc < 0) {
-        settings_dispose(&l->set);
-        free(l);
-        return rc;
-    }
-    rc = uv_tcp_init(loop, &l->tcp);
-    if (rc < 0) {
-        settings_dispose(&l->set);
-        free(l);
-        return rc;
-    }
-    l->tcp.data = l;
-    l->loop = loop;
-    l->lookup = lookup;
-    l->lookup_arg = lookup_arg;
-    rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_incoming);
-    if (rc == 0)
-        rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &sl);
-    if (rc < 0) {
-        /* Freed from the close callback with no destroy callback to run. */
-        l->destroying = true;
-        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
-        return rc;
-    }
-    l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                             : ((struct sockaddr_in *)&ss)->sin_port);
-    LOG(INFO, COMP, "event=listen addr=%s port=%d", listen_addr, l->port);
-    *out = l;
-    return 0;
-}
-
-int peer_listener_port(const struct peer_listener *l)
-{
-    return l->port;
-}
-
-void peer_listener_destroy(struct peer_listener *l, void (*cb)(void *arg), void *arg)
-{
-    struct peer_conn *c;
-
-    if (l->destroying)
-        return;
-    l->destroying = true;
-    l->destroy_cb = cb;
-    l->destroy_arg = arg;
-    for (c = l->pending; c; c = c->lnext)
-        conn_close(c, SHOAL_ECANCELED, true);
-    uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
 }
