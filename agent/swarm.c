@@ -11,187 +11,18 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-#include "peer_conn.h"
-#include "piece_picker.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
-#include "shoal/wire.h"
-#include "tracker_client.h"
-
-#define COMP "swarm"
-#define TICK_MS 100
-#define PREFIX_CHUNK (4u << 20)
-#define MAX_BANS 64
-#define ANNOUNCE_MIN_GAP_MS 100
-
-struct ban {
-    char addr[72];
-    uint8_t id[WIRE_ID_LEN];
-    uint64_t until;
-};
-
-struct swarm {
-    uv_loop_t *loop;
-    struct http_client *hc;
-    struct upstream *up;
-    struct tracker_client *tc;
-    struct peer_listener *listener;
-    struct swarm_config cfg;
-    char advertise[72];
-    uint8_t *secret;
-    struct peer_conn_config pcfg;
-    struct swarm_dl *dls;
-    struct ban bans[MAX_BANS];
-    unsigned nbans;
-    struct swarm_stats stats;
-    uint64_t rng;
-    bool closing;
-};
-
-struct dl_peer {
-    struct swarm_dl *dl;
-    struct peer_conn *c;
-    struct dl_peer *next;
-    bool ready;
-    bool added; /* known to the picker */
-    char addr[72];
-    bool outgoing;         /* we dialed it: addr is the peer's advertised address */
-    uint32_t deferred[16]; /* requests waiting for the egress limit */
-    unsigned ndeferred;
-};
-
-enum dl_state { DL_RUNNING, DL_SEEDING, DL_DONE };
-
-struct swarm_dl {
-    struct swarm *s;
-    struct swarm_dl *next;
-    struct oci_digest d;
-    uint64_t size;
-    int fd; /* our own duplicate of the partial file */
-    int seed_fd;
-    struct hash_ctx *hash;
-    struct upstream_def def;
-    char *repo;
-    struct swarm_dl_ops ops;
-    void *arg;
-    bool ended;
-    enum dl_state state;
-
-    /* piece table */
-    bool table;
-    uint32_t plen;
-    uint32_t npieces;
-    enum wire_hash_algo algo;
-    uint8_t (*hashes)[WIRE_HASH_MAX];
-    struct piece_picker *pp;
-    uint8_t *have; /* wire bitfield of verified pieces */
-    uint32_t nhave;
-
-    /* the verified prefix, fed to the whole-blob hash in the thread pool */
-    uint64_t hashed;
-    bool hashing;
-    uv_work_t hwork;
-    uint64_t hlen;
-    char *hbuf;
-    int hrc;
-
-    /* tracker */
-    uv_timer_t timer;
-    bool timer_closed;
-    struct http_client_req *areq;
-    uint64_t interval_ms;
-    uint64_t next_announce;
-    uint64_t last_announce;
-    bool announced_complete;
-    struct tracker_client_hash *pend; /* hashes to report */
-    size_t npend;
-    size_t npend_sent;
-    char bad[8][72]; /* peers that sent bad pieces, to report */
-    size_t nbad;
-    size_t nbad_sent;
-    uint32_t *failed; /* lease pieces given up */
-    size_t nfailed;
-    size_t nfailed_sent;
-
-    /* our upstream lease */
-    uint32_t *lease;
-    size_t nlease;
-    size_t lpos;
-    struct upstream_req *lreq;
-    uint8_t *lbuf;
-    size_t lfill;
-    uint32_t lrun_end; /* one past the last piece of the running Range request */
-    bool lease_rate_paused;
-
-    struct dl_peer *peers;
-    unsigned npeers;
-    uint64_t last_progress;
-    uint64_t seed_until;
-};
-
-static uint64_t now_ms(struct swarm *s)
-{
-    return uv_now(s->loop);
-}
-
-static uint32_t rng_next(void *arg)
-{
-    struct swarm *s = arg;
-    /* xorshift64*: tie-breaks only, seeded from the CSPRNG. */
-    s->rng ^= s->rng >> 12;
-    s->rng ^= s->rng << 25;
-    s->rng ^= s->rng >> 27;
-    return (uint32_t)((s->rng * 2685821657736338717ULL) >> 32);
-}
-
-static bool banned(struct swarm *s, const char *addr)
-{
-    uint64_t now = now_ms(s);
-    for (unsigned i = 0; i < s->nbans; i++)
-        if (s->bans[i].until > now && strcmp(s->bans[i].addr, addr) == 0)
-            return true;
-    return false;
-}
-
-static bool banned_id(struct swarm *s, const uint8_t *id)
-{
-    uint64_t now = now_ms(s);
-    for (unsigned i = 0; i < s->nbans; i++)
-        if (s->bans[i].until > now && memcmp(s->bans[i].id, id, WIRE_ID_LEN) == 0)
-            return true;
-    return false;
-}
-
-/* Bans a peer by address (for dialing) and by id (it may dial us from any port). */
-static void ban(struct swarm *s, const char *addr, const uint8_t *id)
-{
-    unsigned slot = 0;
-    uint64_t oldest = UINT64_MAX;
-    for (unsigned i = 0; i < MAX_BANS; i++) {
-        if (i >= s->nbans || s->bans[i].until < oldest) {
-            slot = i;
-            oldest = i >= s->nbans ? 0 : s->bans[i].until;
-            if (i >= s->nbans)
-                break;
-        }
-    }
-    if (slot >= s->nbans)
-        s->nbans = slot + 1;
-    snprintf(s->bans[slot].addr, sizeof(s->bans[slot].addr), "%s", addr);
-    if (id)
-        memcpy(s->bans[slot].id, id, WIRE_ID_LEN);
-    s->bans[slot].until = now_ms(s) + s->cfg.ban_time_ms;
-}
+#include "swarm_internal.h"
 
 /* --- life cycle of a download --- */
 
-static void dl_maybe_free(struct swarm_dl *dl);
+void swarm_dl_maybe_free(struct swarm_dl *dl);
 static void kick_hasher(struct swarm_dl *dl);
-static void try_request(struct dl_peer *p);
 static void announce(struct swarm_dl *dl);
 static void lease_next(struct swarm_dl *dl);
 
-static void dl_end(struct swarm_dl *dl, int rc)
+void swarm_dl_end(struct swarm_dl *dl, int rc)
 {
     if (dl->ended)
         return;
@@ -209,7 +40,7 @@ static void timer_closed(uv_handle_t *h)
 {
     struct swarm_dl *dl = h->data;
     dl->timer_closed = true;
-    dl_maybe_free(dl);
+    swarm_dl_maybe_free(dl);
 }
 
 static void dl_unlink(struct swarm_dl *dl)
@@ -231,7 +62,7 @@ static void swarm_maybe_free(struct swarm *s)
     free(s);
 }
 
-static void dl_maybe_free(struct swarm_dl *dl)
+void swarm_dl_maybe_free(struct swarm_dl *dl)
 {
     if (dl->state != DL_DONE || dl->areq || dl->lreq || dl->hashing || dl->peers ||
         !dl->timer_closed)
@@ -275,14 +106,14 @@ static void dl_close(struct swarm_dl *dl)
 
 /* --- pieces --- */
 
-static void cancel_cb(void *peer, uint32_t index, void *arg)
+void swarm_cancel_cb(void *peer, uint32_t index, void *arg)
 {
     struct dl_peer *p = peer;
     if (p->c && p->ready)
         peer_conn_cancel(p->c, index);
 }
 
-static int write_piece(struct swarm_dl *dl, uint32_t index, const uint8_t *data, size_t len)
+int swarm_write_piece(struct swarm_dl *dl, uint32_t index, const uint8_t *data, size_t len)
 {
     uint64_t off = wire_piece_offset(dl->plen, index);
     size_t done = 0;
@@ -299,14 +130,14 @@ static int write_piece(struct swarm_dl *dl, uint32_t index, const uint8_t *data,
 }
 
 /* We hold index, verified and on disk. */
-static void piece_done(struct swarm_dl *dl, uint32_t index)
+void swarm_piece_done(struct swarm_dl *dl, uint32_t index)
 {
     if (wire_bit_get(dl->have, index))
         return;
     wire_bit_set(dl->have, index);
     dl->nhave++;
     dl->last_progress = now_ms(dl->s);
-    piece_picker_mark_have(dl->pp, index, cancel_cb, dl);
+    piece_picker_mark_have(dl->pp, index, swarm_cancel_cb, dl);
     for (struct dl_peer *p = dl->peers; p; p = p->next)
         if (p->ready)
             peer_conn_send_have(p->c, index);
@@ -338,15 +169,15 @@ static void hash_after(uv_work_t *w, int status)
     dl->hashing = false;
     if (dl->state == DL_DONE || status < 0 || dl->hrc < 0) {
         if (dl->state != DL_DONE)
-            dl_end(dl, dl->hrc < 0 ? dl->hrc : SHOAL_EINTERNAL);
-        dl_maybe_free(dl);
+            swarm_dl_end(dl, dl->hrc < 0 ? dl->hrc : SHOAL_EINTERNAL);
+        swarm_dl_maybe_free(dl);
         return;
     }
     dl->hashed += dl->hlen;
     if (!dl->ended)
         dl->ops.on_prefix(dl->arg, dl->hashed);
     if (dl->hashed == dl->size) {
-        dl_end(dl, 0);
+        swarm_dl_end(dl, 0);
         return;
     }
     kick_hasher(dl);
@@ -363,7 +194,7 @@ static void kick_hasher(struct swarm_dl *dl)
     if (end <= dl->hashed)
         return;
     if (!dl->hbuf && !(dl->hbuf = malloc(PREFIX_CHUNK))) {
-        dl_end(dl, -ENOMEM);
+        swarm_dl_end(dl, -ENOMEM);
         return;
     }
     dl->hlen = end - dl->hashed < PREFIX_CHUNK ? end - dl->hashed : PREFIX_CHUNK;
@@ -371,7 +202,7 @@ static void kick_hasher(struct swarm_dl *dl)
     dl->hwork.data = dl;
     if (uv_queue_work(dl->s->loop, &dl->hwork, hash_work, hash_after) < 0) {
         dl->hashing = false;
-        dl_end(dl, SHOAL_EINTERNAL);
+        swarm_dl_end(dl, SHOAL_EINTERNAL);
     }
 }
 
@@ -412,13 +243,13 @@ static void lease_piece_done(struct swarm_dl *dl, uint32_t index, const uint8_t 
     piece_picker_set_hash_known(dl->pp, index);
     report_hash(dl, index, raw, rawlen);
     if (!wire_bit_get(dl->have, index)) {
-        int rc = write_piece(dl, index, data, len);
+        int rc = swarm_write_piece(dl, index, data, len);
         if (rc < 0) {
-            dl_end(dl, rc);
+            swarm_dl_end(dl, rc);
             return;
         }
         dl->s->stats.pieces_verified++;
-        piece_done(dl, index);
+        swarm_piece_done(dl, index);
     }
 }
 
@@ -473,7 +304,7 @@ static void lease_on_done(void *arg, int rc, const struct http_client_response *
     dl->lreq = NULL;
     dl->lfill = 0;
     if (dl->state != DL_RUNNING) {
-        dl_maybe_free(dl);
+        swarm_dl_maybe_free(dl);
         return;
     }
     int status = resp ? (int)resp->status : 0;
@@ -545,254 +376,6 @@ static void lease_next(struct swarm_dl *dl)
     }
 }
 
-/* --- peers --- */
-
-static void peer_free(struct dl_peer *p)
-{
-    struct swarm_dl *dl = p->dl;
-    struct dl_peer **pp = &dl->peers;
-    while (*pp && *pp != p)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = p->next;
-    dl->npeers--;
-    free(p);
-}
-
-static void try_request(struct dl_peer *p)
-{
-    struct swarm_dl *dl = p->dl;
-    if (!p->ready || !p->added || dl->state != DL_RUNNING || dl->ended)
-        return;
-    for (;;) {
-        uint32_t index;
-        if (piece_picker_next(dl->pp, p, rng_next, dl->s, &index) < 0)
-            return;
-        /* Ingress: a piece's bytes are paid for when it is requested. */
-        if (!ratelimit_try(dl->s->cfg.ingress, wire_piece_size(dl->size, dl->plen, index),
-                           now_ms(dl->s))) {
-            piece_picker_request_failed(dl->pp, p, index);
-            return; /* the tick tries again */
-        }
-        if (peer_conn_request(p->c, index) < 0) {
-            piece_picker_request_failed(dl->pp, p, index);
-            return;
-        }
-    }
-}
-
-static void try_request_all(struct swarm_dl *dl)
-{
-    for (struct dl_peer *p = dl->peers; p; p = p->next)
-        try_request(p);
-}
-
-static void on_ready(struct peer_conn *c, void *arg)
-{
-    struct dl_peer *p = peer_conn_data(c);
-    if (banned_id(p->dl->s, peer_conn_id(c))) {
-        peer_conn_close(c, SHOAL_EPROTOCOL);
-        return;
-    }
-    p->ready = true;
-    peer_conn_send_bitfield(c, p->dl->have);
-}
-
-static void on_bitfield(struct peer_conn *c, const uint8_t *bits, void *arg)
-{
-    struct dl_peer *p = peer_conn_data(c);
-    if (p->added || p->dl->state == DL_DONE)
-        return;
-    if (piece_picker_peer_add(p->dl->pp, p, bits, wire_bitfield_bytes(p->dl->npieces)) == 0)
-        p->added = true;
-    try_request(p);
-}
-
-static void on_have(struct peer_conn *c, uint32_t index, void *arg)
-{
-    struct dl_peer *p = peer_conn_data(c);
-    if (p->dl->state == DL_DONE)
-        return;
-    if (!p->added && piece_picker_peer_add(p->dl->pp, p, NULL, 0) == 0)
-        p->added = true;
-    piece_picker_peer_have(p->dl->pp, p, index);
-    try_request(p);
-}
-
-static void on_piece(struct peer_conn *c, uint32_t index, const uint8_t *data, size_t len,
-                     void *arg)
-{
-    struct dl_peer *p = peer_conn_data(c);
-    struct swarm_dl *dl = p->dl;
-    struct swarm *s = dl->s;
-    s->stats.peer_rx_bytes += len;
-    if (dl->state != DL_RUNNING || dl->ended || wire_bit_get(dl->have, index)) {
-        piece_picker_request_failed(dl->pp, p, index);
-        return;
-    }
-    uint8_t raw[WIRE_HASH_MAX];
-    size_t rawlen = 0;
-    if (!piece_picker_hash_known(dl->pp, index) ||
-        wire_piece_hash(dl->algo, data, len, raw, &rawlen) < 0 ||
-        !wire_hash_equal(raw, dl->hashes[index], rawlen)) {
-        s->stats.pieces_rejected++;
-        LOG(WARN, COMP, "digest=%s piece=%" PRIu32 " from=%s failed its hash: peer banned",
-            dl->d.str, index, p->addr);
-        piece_picker_request_failed(dl->pp, p, index);
-        ban(s, p->addr, peer_conn_id(c));
-        /* Only an address we dialed is one the tracker hands out. */
-        if (p->outgoing && dl->nbad < sizeof(dl->bad) / sizeof(dl->bad[0]))
-            snprintf(dl->bad[dl->nbad++], sizeof(dl->bad[0]), "%s", p->addr);
-        dl->next_announce = now_ms(s); /* tell the tracker now */
-        peer_conn_close(c, SHOAL_EPROTOCOL);
-        return;
-    }
-    int rc = write_piece(dl, index, data, len);
-    if (rc < 0) {
-        piece_picker_request_failed(dl->pp, p, index);
-        dl_end(dl, rc);
-        return;
-    }
-    s->stats.pieces_verified++;
-    piece_picker_request_done(dl->pp, p, index, cancel_cb, dl);
-    piece_done(dl, index);
-    try_request(p);
-}
-
-/* Sends a piece if the egress limit allows; false means "later". */
-static bool serve_piece(struct dl_peer *p, uint32_t index)
-{
-    struct swarm_dl *dl = p->dl;
-    int fd = dl->state == DL_SEEDING ? dl->seed_fd : dl->fd;
-    if (dl->state == DL_DONE || fd < 0 || index >= dl->npieces || !wire_bit_get(dl->have, index))
-        return true; /* nothing to send */
-    uint32_t len = wire_piece_size(dl->size, dl->plen, index);
-    if (!ratelimit_try(dl->s->cfg.egress, len, now_ms(dl->s)))
-        return false;
-    if (peer_conn_send_piece(p->c, index, fd, wire_piece_offset(dl->plen, index), len) == 0)
-        dl->s->stats.peer_tx_bytes += len;
-    return true;
-}
-
-static void on_request(struct peer_conn *c, uint32_t index, void *arg)
-{
-    struct dl_peer *p = peer_conn_data(c);
-    if (p->ndeferred == 0 && serve_piece(p, index))
-        return;
-    if (p->ndeferred < sizeof(p->deferred) / sizeof(p->deferred[0]))
-        p->deferred[p->ndeferred++] = index;
-    /* Beyond that the peer's request times out and it asks elsewhere. */
-}
-
-/* Egress tokens have refilled: serve what waited, in order. */
-static void serve_deferred(struct swarm_dl *dl)
-{
-    for (struct dl_peer *p = dl->peers; p; p = p->next) {
-        unsigned done = 0;
-        while (done < p->ndeferred && serve_piece(p, p->deferred[done]))
-            done++;
-        memmove(p->deferred, p->deferred + done, (p->ndeferred - done) * sizeof(uint32_t));
-        p->ndeferred -= done;
-    }
-}
-
-static void on_cancel(struct peer_conn *c, uint32_t index, void *arg) {}
-
-static void on_request_timeout(struct peer_conn *c, uint32_t index, void *arg)
-{
-    struct dl_peer *p = peer_conn_data(c);
-    piece_picker_request_failed(p->dl->pp, p, index);
-    try_request(p);
-}
-
-static void on_close(struct peer_conn *c, int reason, void *arg)
-{
-    struct dl_peer *p = peer_conn_data(c);
-    struct swarm_dl *dl = p->dl;
-    LOG(DEBUG, COMP, "digest=%s peer=%s closed err=%s", dl->d.str, p->addr,
-        reason ? shoal_errname(reason) : "none");
-    if (p->added)
-        piece_picker_peer_remove(dl->pp, p);
-    peer_free(p);
-    dl_maybe_free(dl);
-}
-
-static const struct peer_conn_ops peer_ops = {
-    .on_ready = on_ready,
-    .on_bitfield = on_bitfield,
-    .on_have = on_have,
-    .on_piece = on_piece,
-    .on_request = on_request,
-    .on_cancel = on_cancel,
-    .on_request_timeout = on_request_timeout,
-    .on_close = on_close,
-};
-
-static void blob_of(struct swarm_dl *dl, struct peer_conn_blob *b)
-{
-    *b = (struct peer_conn_blob){
-        .digest = dl->d.str,
-        .npieces = dl->npieces,
-        .piece_length = dl->plen,
-        .size = dl->size,
-        .ops = &peer_ops,
-        .arg = dl,
-    };
-}
-
-static struct dl_peer *peer_new(struct swarm_dl *dl, const char *addr)
-{
-    struct dl_peer *p = calloc(1, sizeof(*p));
-    if (!p)
-        return NULL;
-    p->dl = dl;
-    snprintf(p->addr, sizeof(p->addr), "%s", addr);
-    p->next = dl->peers;
-    dl->peers = p;
-    dl->npeers++;
-    return p;
-}
-
-static void connect_peer(struct swarm_dl *dl, const char *addr)
-{
-    struct swarm *s = dl->s;
-    if (dl->npeers >= s->cfg.max_peers || strcmp(addr, s->advertise) == 0 || banned(s, addr))
-        return;
-    for (struct dl_peer *p = dl->peers; p; p = p->next)
-        if (strcmp(p->addr, addr) == 0)
-            return;
-    struct dl_peer *p = peer_new(dl, addr);
-    if (!p)
-        return;
-    p->outgoing = true;
-    struct peer_conn_blob b;
-    blob_of(dl, &b);
-    if (peer_conn_connect(s->loop, &s->pcfg, addr, &b, &p->c) < 0) {
-        peer_free(p);
-        return;
-    }
-    peer_conn_set_data(p->c, p);
-}
-
-static int lookup(struct peer_conn *c, const char *digest, struct peer_conn_blob *out, void *arg)
-{
-    struct swarm *s = arg;
-    for (struct swarm_dl *dl = s->dls; dl; dl = dl->next) {
-        if (dl->state == DL_DONE || !dl->table || strcmp(dl->d.str, digest) != 0)
-            continue;
-        if (dl->npeers >= s->cfg.max_peers * 2)
-            return SHOAL_EBUSY;
-        struct dl_peer *p = peer_new(dl, peer_conn_addr(c));
-        if (!p)
-            return -ENOMEM;
-        p->c = c;
-        peer_conn_set_data(c, p);
-        blob_of(dl, out);
-        return 0;
-    }
-    return SHOAL_ENOT_FOUND;
-}
-
 /* --- the tracker --- */
 
 static int take_table(struct swarm_dl *dl, const struct tracker_client_reply *r)
@@ -829,7 +412,7 @@ static void announce_done(void *arg, int rc, const struct tracker_client_reply *
     struct swarm_dl *dl = arg;
     dl->areq = NULL;
     if (dl->state == DL_DONE) {
-        dl_maybe_free(dl);
+        swarm_dl_maybe_free(dl);
         return;
     }
     uint64_t now = now_ms(dl->s);
@@ -837,7 +420,7 @@ static void announce_done(void *arg, int rc, const struct tracker_client_reply *
         LOG(WARN, COMP, "digest=%s announce failed err=%s", dl->d.str, shoal_errname(rc));
         dl->next_announce = now + (dl->interval_ms ? dl->interval_ms : 1000);
         if (!dl->table && dl->state == DL_RUNNING)
-            dl_end(dl, SHOAL_EUNAVAILABLE); /* no tracker, no swarm: go upstream */
+            swarm_dl_end(dl, SHOAL_EUNAVAILABLE); /* no tracker, no swarm: go upstream */
         return;
     }
     /* What was reported is now the tracker's. */
@@ -860,7 +443,7 @@ static void announce_done(void *arg, int rc, const struct tracker_client_reply *
     if (!dl->table) {
         int trc = take_table(dl, r);
         if (trc < 0) {
-            dl_end(dl, trc);
+            swarm_dl_end(dl, trc);
             return;
         }
     }
@@ -885,8 +468,8 @@ static void announce_done(void *arg, int rc, const struct tracker_client_reply *
     }
     for (size_t i = 0; i < r->npeers; i++)
         if (r->peers[i].complete || r->peers[i].have > 0)
-            connect_peer(dl, r->peers[i].addr);
-    try_request_all(dl);
+            swarm_connect_peer(dl, r->peers[i].addr);
+    swarm_try_request_all(dl);
     kick_hasher(dl);
 }
 
@@ -938,16 +521,16 @@ static void tick(uv_timer_t *t)
     }
     if (dl->state == DL_RUNNING && !dl->ended && dl->table &&
         now - dl->last_progress > dl->s->cfg.stall_timeout_ms) {
-        dl_end(dl, SHOAL_ETIMEOUT);
+        swarm_dl_end(dl, SHOAL_ETIMEOUT);
         return;
     }
     if (dl->lease_rate_paused && dl->lreq) {
         dl->lease_rate_paused = false;
         upstream_req_resume(dl->lreq);
     }
-    serve_deferred(dl);
+    swarm_serve_deferred(dl);
     if (dl->state == DL_RUNNING && (dl->s->cfg.ingress && ratelimit_rate(dl->s->cfg.ingress)))
-        try_request_all(dl);
+        swarm_try_request_all(dl);
     if (!dl->areq && now >= dl->next_announce)
         announce(dl);
 }
@@ -1020,7 +603,7 @@ void swarm_dl_finish(struct swarm_dl *dl, int seed_fd)
         return;
     }
     dl_close(dl);
-    dl_maybe_free(dl);
+    swarm_dl_maybe_free(dl);
 }
 
 int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
@@ -1049,7 +632,7 @@ int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
     rc = peer_conn_make_id(s->pcfg.my_id);
     if (rc < 0)
         goto fail;
-    rc = peer_listener_create(loop, &s->pcfg, cfg->peer_listen, lookup, s, &s->listener);
+    rc = peer_listener_create(loop, &s->pcfg, cfg->peer_listen, swarm_lookup, s, &s->listener);
     if (rc < 0) {
         LOG(ERROR, COMP, "cannot listen for peers on %s: %s", cfg->peer_listen, shoal_strerror(rc));
         goto fail;
@@ -1102,7 +685,7 @@ void swarm_destroy(struct swarm *s)
         struct swarm_dl *next = dl->next;
         dl->ended = true;
         dl_close(dl);
-        dl_maybe_free(dl);
+        swarm_dl_maybe_free(dl);
         dl = next;
     }
     if (s->listener)
