@@ -117,6 +117,7 @@ static bool authorized(struct tracker_api *a, struct http_request *req, int *sta
 struct decoded {
     struct tracker_hash_report *hashes;
     uint64_t *failed;
+    const char *bad[TRACKER_MAX_BAD_PEERS]; /* borrowed from the JSON document */
 };
 
 static void decoded_dispose(struct decoded *d)
@@ -278,6 +279,32 @@ static int get_failed(json_t *doc, struct tracker_announce_req *r, struct decode
     return 0;
 }
 
+/* The addresses are checked by the core; here only the shape and the count,
+ * so that no more than TRACKER_MAX_BAD_PEERS pointers are ever stored. */
+static int get_bad_peers(json_t *doc, struct tracker_announce_req *r, struct decoded *d, char *err,
+                         size_t errlen)
+{
+    json_t *arr = json_object_get(doc, "bad_peers");
+    size_t i;
+    json_t *v;
+
+    if (arr == NULL)
+        return 0;
+    if (!json_is_array(arr))
+        BAD("bad_peers: expected an array of \"HOST:PORT\" strings");
+    if (json_array_size(arr) > TRACKER_MAX_BAD_PEERS)
+        BAD("bad_peers: more than %d entries", TRACKER_MAX_BAD_PEERS);
+    json_array_foreach(arr, i, v)
+    {
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+            BAD("bad_peers: entry %zu is not a \"HOST:PORT\" string", i);
+        d->bad[i] = json_string_value(v);
+    }
+    r->bad_peers = d->bad;
+    r->nbad_peers = json_array_size(arr);
+    return 0;
+}
+
 /* Fills r from the JSON body; the core checks values against the swarm. */
 static int decode(struct tracker_api *a, json_t *doc, struct tracker_announce_req *r,
                   struct decoded *d, char *err, size_t errlen)
@@ -303,7 +330,10 @@ static int decode(struct tracker_api *a, json_t *doc, struct tracker_announce_re
     rc = get_hashes(a, doc, r, d, err, errlen);
     if (rc < 0)
         return rc;
-    return get_failed(doc, r, d, err, errlen);
+    rc = get_failed(doc, r, d, err, errlen);
+    if (rc < 0)
+        return rc;
+    return get_bad_peers(doc, r, d, err, errlen);
 }
 
 /* --- Announce reply -------------------------------------------------------------- */
@@ -367,7 +397,7 @@ static int announce(struct tracker_api *a, struct http_request *req, char *note,
 {
     struct tracker_announce_reply *out = &a->reply;
     struct tracker_announce_req r;
-    struct decoded d = {NULL, NULL};
+    struct decoded d = {NULL, NULL, {NULL}};
     json_error_t jerr;
     json_t *doc = NULL;
     char err[TRACKER_ERROR_MAX];
@@ -411,6 +441,13 @@ static int announce(struct tracker_api *a, struct http_request *req, char *note,
             "msg=\"hashes ignored, pieces not leased to the agent\" agent=%s "
             "digest=%s ignored=%" PRIu32 " accepted=%" PRIu32,
             r.agent, r.digest, out->hashes_ignored, out->hashes_accepted);
+    /* One line per report, so an operator can tell one agent's grudge from a
+     * peer many agents complain about. The core checked the addresses, so
+     * they are plain HOST:PORT text. */
+    for (size_t i = 0; i < r.nbad_peers; i++)
+        LOG(WARN, COMP,
+            "msg=\"bad peer reported\" agent=%s bad_peer=%s digest=%s suspect_ms=%" PRIu64, r.agent,
+            r.bad_peers[i], r.digest, out->suspect_ms);
     status = answer_json(req, 200, reply_json(out));
 out:
     if (status == 400)
@@ -471,6 +508,9 @@ int tracker_api_metrics(struct tracker_api *a, struct buf *out)
     M("shoal_tracker_peers_expired_total", "counter", "Peers dropped for not announcing.",
       st.peers_expired);
     M("shoal_tracker_bad_requests_total", "counter", "Requests refused with 400.", a->bad_requests);
+    M("shoal_tracker_bad_peer_reports_total", "counter",
+      "Peer addresses reported by agents for sending a piece that failed its hash.",
+      st.bad_peer_reports);
 #undef M
     return rc;
 }

@@ -105,10 +105,11 @@ static int start(struct tracker *tr)
     LOG(INFO, "tracker",
         "msg=ready listen=%s port=%d state=%s secret=%s interval_ms=%" PRId64
         " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64 " lease_timeout_ms=%" PRId64
-        " hash_algo=%s",
+        " hash_algo=%s bad_peer_ms=%" PRId64,
         cfg->listen, http_server_port(tr->server), tr->state->ops->name,
         cfg->secret_len > 0 ? "file" : "none", cfg->interval_ms, cfg->peer_timeout_ms,
-        cfg->lease_pieces, cfg->lease_timeout_ms, tracker_hash_algo_name(cfg->hash_algo));
+        cfg->lease_pieces, cfg->lease_timeout_ms, tracker_hash_algo_name(cfg->hash_algo),
+        cfg->bad_peer_time_ms);
     return 0;
 }
 

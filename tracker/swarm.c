@@ -11,6 +11,12 @@
  * Look-ups are linear scans guarded by a 64-bit hash of the key. At the caps
  * (10000 swarms, 10000 peers per swarm) that is a few thousand integer
  * compares per announce, well below the JSON work around it.
+ *
+ * Suspects (addresses reported as bad) are a separate small array per swarm,
+ * keyed by address rather than attached to peers: a report may name an
+ * address no peer has yet, and several agent ids may share one address. The
+ * hand-out checks them only while filling its max_peers slots, so the cost is
+ * bounded by those slots and the suspects skipped, not by the swarm's size.
  */
 #include "swarm.h"
 
@@ -29,6 +35,7 @@
 #define DEFAULT_KEEP_MS (3600 * 1000ULL)
 #define DEFAULT_LEASE_PIECES 8
 #define DEFAULT_MAX_PEERS 30
+#define DEFAULT_BAD_PEER_MS (5 * 60 * 1000ULL)
 #define DEFAULT_SEED 0x9e3779b97f4a7c15ULL
 
 struct lease {
@@ -49,6 +56,13 @@ struct peer {
     char addr[TRACKER_ADDR_MAX + 1];
 };
 
+/* An address reported as bad, not handed out before until_ms. */
+struct suspect {
+    uint64_t key; /* hash of addr */
+    uint64_t until_ms;
+    char addr[TRACKER_ADDR_MAX + 1];
+};
+
 struct swarm {
     uint64_t key;
     char digest[TRACKER_DIGEST_MAX + 1];
@@ -62,7 +76,9 @@ struct swarm {
     struct peer *peers;
     size_t npeers, cap;
     uint32_t next_uid;
-    uint64_t empty_since_ms; /* meaningful while npeers == 0 */
+    uint64_t empty_since_ms;  /* meaningful while npeers == 0 */
+    struct suspect *suspects; /* unordered; expired ones linger until the expiry pass */
+    size_t nsuspects, suspects_cap;
 };
 
 /* A hand-out candidate: sorted by complete, then have, then a random key. */
@@ -303,6 +319,7 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
     free(w->hashed);
     free(w->leased);
     free(w->peers);
+    free(w->suspects);
     free(w);
     memmove(&s->v[pos], &s->v[pos + 1], (s->n - pos - 1) * sizeof(s->v[0]));
     s->n--;
@@ -317,7 +334,7 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
     *out = NULL;
     if (cfg->lease_pieces > TRACKER_MAX_LEASE_PIECES || cfg->max_peers > TRACKER_MAX_REPLY_PEERS ||
         cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
-        (size_t)cfg->hash_algo >= NELEM(algo_names) ||
+        cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS || (size_t)cfg->hash_algo >= NELEM(algo_names) ||
         (cfg->piece_length != 0 &&
          (!pow2(cfg->piece_length) || cfg->piece_length < TRACKER_MIN_PIECE_LENGTH ||
           cfg->piece_length > TRACKER_MAX_PIECE_LENGTH)))
@@ -342,6 +359,8 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
         s->cfg.max_swarms = TRACKER_MAX_SWARMS;
     if (s->cfg.max_swarm_peers == 0)
         s->cfg.max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
+    if (s->cfg.bad_peer_ms == 0)
+        s->cfg.bad_peer_ms = DEFAULT_BAD_PEER_MS;
     s->hash_len = tracker_hash_len(s->cfg.hash_algo);
     s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
     *out = s;
@@ -389,6 +408,19 @@ static int check_req(const struct tracker_announce_req *req, struct oci_digest *
         FAIL(out, "hashes: more than %d entries", TRACKER_MAX_SWARM_PIECES);
     if (req->nlease_failed > TRACKER_MAX_SWARM_PIECES)
         FAIL(out, "lease_failed: more than %d entries", TRACKER_MAX_SWARM_PIECES);
+    if (req->nbad_peers > TRACKER_MAX_BAD_PEERS)
+        FAIL(out, "bad_peers: more than %d entries", TRACKER_MAX_BAD_PEERS);
+    for (size_t i = 0; i < req->nbad_peers; i++) {
+        const char *a = req->bad_peers[i];
+
+        /* The entry is not echoed: it may be long, and cutting it could
+         * split a UTF-8 sequence in the JSON error. */
+        if (a == NULL || !addr_valid(a, strlen(a)))
+            FAIL(out,
+                 "bad_peers: entry %zu is not HOST:PORT with a reachable host and a port from 1 "
+                 "to 65535",
+                 i);
+    }
     return 0;
 }
 
@@ -541,6 +573,105 @@ static void give_up(struct swarm *w, struct peer *p, const struct tracker_announ
     }
 }
 
+/* --- Suspects --------------------------------------------------------------------- */
+
+static struct suspect *suspect_find(struct swarm *w, const char *addr)
+{
+    uint64_t key = fnv1a(addr);
+
+    for (size_t i = 0; i < w->nsuspects; i++) {
+        if (w->suspects[i].key == key && strcmp(w->suspects[i].addr, addr) == 0)
+            return &w->suspects[i];
+    }
+    return NULL;
+}
+
+static bool is_suspect(struct swarm *w, const char *addr, uint64_t now_ms)
+{
+    const struct suspect *x = w->nsuspects > 0 ? suspect_find(w, addr) : NULL;
+
+    return x != NULL && x->until_ms > now_ms;
+}
+
+/* Grows the suspect array for the request's reports before anything is
+ * marked, so running out of memory never leaves half a report applied. */
+static int suspects_reserve(const struct tracker_swarms *s, struct swarm *w,
+                            const struct tracker_announce_req *req)
+{
+    size_t need = w->nsuspects + req->nbad_peers;
+    size_t ncap;
+    struct suspect *v;
+
+    if (s->cfg.bad_peer_off || req->nbad_peers == 0)
+        return 0;
+    if (need > TRACKER_MAX_SUSPECTS)
+        need = TRACKER_MAX_SUSPECTS;
+    if (need <= w->suspects_cap)
+        return 0;
+    ncap = w->suspects_cap ? w->suspects_cap : 4;
+    while (ncap < need)
+        ncap *= 2;
+    if (ncap > TRACKER_MAX_SUSPECTS)
+        ncap = TRACKER_MAX_SUSPECTS;
+    v = realloc(w->suspects, ncap * sizeof(*v));
+    if (v == NULL)
+        return -ENOMEM;
+    w->suspects = v;
+    w->suspects_cap = ncap;
+    return 0;
+}
+
+/* Marks every reported address for bad_peer_ms from now (a second report
+ * extends the mark). At the cap the mark expiring first gives way: it is
+ * the one closest to being handed out again anyway. Needs suspects_reserve. */
+static void mark_suspects(struct tracker_swarms *s, struct swarm *w,
+                          const struct tracker_announce_req *req, uint64_t now_ms,
+                          struct tracker_announce_reply *out)
+{
+    uint64_t until = now_ms + s->cfg.bad_peer_ms;
+
+    if (s->cfg.bad_peer_off)
+        return;
+    for (size_t i = 0; i < req->nbad_peers; i++) {
+        const char *addr = req->bad_peers[i];
+        struct suspect *x = suspect_find(w, addr);
+
+        if (x == NULL) {
+            if (w->nsuspects < TRACKER_MAX_SUSPECTS) {
+                x = &w->suspects[w->nsuspects++];
+            } else {
+                x = &w->suspects[0];
+                for (size_t j = 1; j < w->nsuspects; j++) {
+                    if (w->suspects[j].until_ms < x->until_ms)
+                        x = &w->suspects[j];
+                }
+            }
+            x->key = fnv1a(addr);
+            memcpy(x->addr, addr, strlen(addr) + 1);
+            x->until_ms = 0;
+        }
+        if (until > x->until_ms)
+            x->until_ms = until;
+    }
+    if (req->nbad_peers > 0)
+        out->suspect_ms = s->cfg.bad_peer_ms;
+}
+
+/* Drops the marks that ran out. */
+static void expire_suspects(struct swarm *w, uint64_t now_ms)
+{
+    size_t i = 0;
+
+    while (i < w->nsuspects) {
+        if (w->suspects[i].until_ms <= now_ms)
+            w->suspects[i] = w->suspects[--w->nsuspects];
+        else
+            i++;
+    }
+}
+
+/* --- Leases and hand-out ----------------------------------------------------------- */
+
 /* Grants the lowest run of free pieces, or renews nothing: a holder asking
  * again gets its current lease back. */
 static void grant(struct tracker_swarms *s, struct swarm *w, struct peer *p, uint64_t now_ms,
@@ -597,8 +728,8 @@ static int cand_cmp(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* The hand-out: live peers but the caller, seeds first, then by pieces
- * held, shuffled within equal groups, at most max_peers. */
+/* The hand-out: live peers but the caller and the suspects, seeds first,
+ * then by pieces held, shuffled within equal groups, at most max_peers. */
 static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer *caller,
                     uint64_t now_ms, struct tracker_announce_reply *out)
 {
@@ -624,17 +755,19 @@ static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer
         n++;
     }
     qsort(s->cand, n, sizeof(*s->cand), cand_cmp);
-    if (n > s->cfg.max_peers)
-        n = s->cfg.max_peers;
-    for (size_t i = 0; i < n; i++) {
+    out->npeers = 0;
+    for (size_t i = 0; i < n && out->npeers < s->cfg.max_peers; i++) {
         const struct peer *p = &w->peers[s->cand[i].idx];
+        struct tracker_peer_info *o = &out->peers[out->npeers];
 
-        out->peers[i].agent = p->agent;
-        out->peers[i].addr = p->addr;
-        out->peers[i].complete = p->complete;
-        out->peers[i].have = p->have;
+        if (is_suspect(w, p->addr, now_ms))
+            continue;
+        o->agent = p->agent;
+        o->addr = p->addr;
+        o->complete = p->complete;
+        o->have = p->have;
+        out->npeers++;
     }
-    out->npeers = n;
     return 0;
 }
 
@@ -672,14 +805,19 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
     rc = check_pieces(req, w != NULL ? w->pieces : (uint32_t)npieces(req->size, plen), out);
     if (rc < 0)
         return rc;
+    if (w != NULL && (rc = suspects_reserve(s, w, req)) < 0)
+        return rc;
     s->st.announces++;
 
     if (req->event == TRACKER_EVENT_STOPPED) {
-        /* Leaving: no swarm is created for it, and no lease or peers. */
+        /* Leaving: no swarm is created for it, and no lease or peers. Its
+         * reports still count, for the peers staying. */
+        s->st.bad_peer_reports += req->nbad_peers;
         out->piece_length = plen;
         out->pieces = (uint32_t)npieces(req->size, plen);
         if (w == NULL)
             return 0;
+        mark_suspects(s, w, req, now_ms, out);
         p = peer_find(w, req->agent);
         if (p != NULL)
             peer_remove(s, w, p, now_ms);
@@ -695,6 +833,11 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
         if (rc < 0)
             return rc;
         out->new_swarm = true;
+        /* The first announce can already carry reports: a restarted tracker
+         * hears from agents mid-download. */
+        rc = suspects_reserve(s, w, req);
+        if (rc < 0)
+            return rc;
     }
     p = peer_find(w, req->agent);
     if (p == NULL) {
@@ -709,12 +852,15 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
 
     take_hashes(s, w, p, req, now_ms, out);
     give_up(w, p, req, out);
+    mark_suspects(s, w, req, now_ms, out);
     if (req->want_lease)
         grant(s, w, p, now_ms, out);
     rc = hand_out(s, w, p, now_ms, out);
     if (rc < 0)
         return rc;
     fill_swarm(w, out);
+    /* Counted with the announce's success, as the tracker logs them. */
+    s->st.bad_peer_reports += req->nbad_peers;
     return 0;
 }
 
@@ -744,6 +890,7 @@ void tracker_expire(struct tracker_swarms *s, uint64_t now_ms)
             }
             j++;
         }
+        expire_suspects(w, now_ms);
         if (w->npeers == 0 && (w->nhashed == 0 || now_ms >= w->empty_since_ms + s->cfg.keep_ms)) {
             swarm_free(s, i);
             continue;

@@ -10,6 +10,13 @@
  * hashes for keep_ms (default 1 h), because they are cluster knowledge that
  * saves the next agent a refetch from upstream; a swarm without peers and
  * without hashes is dropped at the next expiry pass.
+ *
+ * Bad peers: an announce may name peer addresses that sent the reporter a
+ * piece failing its hash. Each such address becomes a suspect of that swarm
+ * for bad_peer_ms: it is left out of every hand-out (a suspect that keeps
+ * announcing stays in the swarm) until the mark expires. Addresses no peer
+ * has yet are marked too, since that peer may announce later; a swarm keeps
+ * at most TRACKER_MAX_SUSPECTS marks, and the one expiring first gives way.
  */
 #ifndef SHOAL_TRACKER_SWARM_H
 #define SHOAL_TRACKER_SWARM_H
@@ -33,6 +40,9 @@
 #define TRACKER_MAX_REPLY_PEERS 200   /* upper bound of max_peers */
 #define TRACKER_MAX_LEASE_PIECES 1024 /* upper bound of lease_pieces */
 #define TRACKER_ERROR_MAX 256
+#define TRACKER_MAX_BAD_PEERS 64                      /* bad_peers entries in one announce */
+#define TRACKER_MAX_SUSPECTS 256                      /* suspect addresses per swarm */
+#define TRACKER_MAX_BAD_PEER_MS (24ULL * 3600 * 1000) /* upper bound of bad_peer_ms */
 
 /* XX(name, text) */
 #define TRACKER_HASH_ALGO_MAP(XX)                                                                  \
@@ -84,6 +94,8 @@ struct tracker_swarms_config {
     size_t max_swarms;      /* 0 = TRACKER_MAX_SWARMS */
     size_t max_swarm_peers; /* 0 = TRACKER_MAX_SWARM_PEERS */
     uint64_t seed;          /* shuffle seed; 0 picks a fixed one */
+    uint64_t bad_peer_ms;   /* how long a reported address is not handed out; default 5 min */
+    bool bad_peer_off;      /* reports are only counted (bad-peer-time 0); bad_peer_ms unused */
 };
 
 /* One reported hash: piece index and raw bytes (tracker_hash_len long). */
@@ -106,6 +118,10 @@ struct tracker_announce_req {
     size_t nhashes;
     const uint64_t *lease_failed;
     size_t nlease_failed;
+    /* "HOST:PORT" addresses (as in the hand-out) of peers that sent the
+     * reporter a piece failing its hash; at most TRACKER_MAX_BAD_PEERS. */
+    const char *const *bad_peers;
+    size_t nbad_peers;
 };
 
 struct tracker_peer_info {
@@ -135,6 +151,10 @@ struct tracker_announce_reply {
     /* What happened to the request's hashes and lease_failed entries. */
     uint32_t hashes_accepted, hashes_ignored;
     uint32_t leases_released;
+    /* How long the request's bad_peers are left out of hand-outs from now;
+     * 0 when they were not marked (bad_peer_off, or a stopped announce for
+     * a swarm the tracker does not know). */
+    uint64_t suspect_ms;
     bool new_swarm;
     /* Why the announce was refused: "<field>: <problem>". */
     char error[TRACKER_ERROR_MAX];
@@ -159,6 +179,7 @@ struct tracker_stats {
     uint64_t hashes_accepted;
     uint64_t hashes_ignored;
     uint64_t peers_expired;
+    uint64_t bad_peer_reports; /* bad_peers entries of accepted announces */
     uint64_t swarms;
     uint64_t peers;
 };

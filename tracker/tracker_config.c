@@ -50,6 +50,10 @@ const struct config_option tracker_options[] = {
         "piece hash: xxh3-128 or sha256"),
     OPT("swarm-keep", CONFIG_DURATION, swarm_keep_ms, SEC, 7 * 24 * HOUR, "1h",
         "how long a swarm's piece hashes are kept after its last peer left"),
+    OPT("bad-peer-time", CONFIG_DURATION, bad_peer_time_ms, 0, (int64_t)TRACKER_MAX_BAD_PEER_MS,
+        "5m",
+        "a peer address an agent reported for sending a piece that failed its hash is left out "
+        "of every peer list of that swarm for this long; 0 = reports are only counted and logged"),
     OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "4096",
         "agent connections served at once"),
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
@@ -159,4 +163,6 @@ void tracker_config_swarms(const struct tracker_config *cfg, struct tracker_swar
     out->max_peers = (unsigned)cfg->max_peers;
     out->piece_length = cfg->piece_length;
     out->hash_algo = cfg->hash_algo;
+    out->bad_peer_ms = (uint64_t)cfg->bad_peer_time_ms;
+    out->bad_peer_off = cfg->bad_peer_time_ms == 0;
 }

@@ -21,6 +21,7 @@ struct tracker_config {
     uint64_t piece_length;
     char *hash_algo_name;
     int64_t swarm_keep_ms;
+    int64_t bad_peer_time_ms;
     int64_t max_connections;
 
     /* Derived by tracker_config_load. */

@@ -318,6 +318,14 @@ def test_no_secret_tracker(tracker_factory):
     (json.dumps(announce_doc("a", hashes={"20": fake_hash(1)})).encode(), "hashes"),
     (json.dumps(announce_doc("a", lease_failed=[-1])).encode(), "lease_failed[0]"),
     (json.dumps(announce_doc("a", lease_failed=[20])).encode(), "lease_failed"),
+    (json.dumps(announce_doc("a", bad_peers="127.0.0.9:5081")).encode(), "bad_peers"),
+    (json.dumps(announce_doc("a", bad_peers=[5081])).encode(), "bad_peers"),
+    (json.dumps(announce_doc("a", bad_peers=["127.0.0.9"])).encode(), "bad_peers"),
+    (json.dumps(announce_doc("a", bad_peers=["0.0.0.0:5081"])).encode(), "bad_peers"),
+    (json.dumps(announce_doc("a", bad_peers=["127.0.0.9:5081", "x:0"])).encode(), "bad_peers"),
+    (json.dumps(announce_doc("a", bad_peers=["b\u00e4d:5081"])).encode(), "bad_peers"),
+    (json.dumps(announce_doc("a", bad_peers=["127.0.%d.1:5081" % i for i in range(65)])).encode(),
+     "bad_peers"),
 ])
 def test_bad_announce(tracker, raw, field):
     st, r = tracker.post(None, raw=raw)
@@ -351,8 +359,84 @@ def test_other_errors(tracker):
     assert metric(m, "shoal_tracker_announces_total") == 1
 
 
+def peer_agents(reply):
+    return sorted(p["agent"] for p in reply["peers"])
+
+
+def test_bad_peers(tracker):
+    for agent in ("node-a", "node-b", "node-c"):
+        st, r = tracker.post(announce_doc(agent))
+        assert st == 200, r
+    assert peer_agents(r) == ["node-a", "node-b"]
+    bad = announce_doc("node-b")["addr"]
+
+    # node-a reports node-b: node-b leaves every peer list of the swarm.
+    st, r = tracker.post(announce_doc("node-a", bad_peers=[bad]))
+    assert st == 200, r
+    assert peer_agents(r) == ["node-c"]
+    st, r = tracker.post(announce_doc("node-c"))
+    assert st == 200 and peer_agents(r) == ["node-a"]
+    # node-b keeps announcing: it stays in the swarm and still gets peers.
+    st, r = tracker.post(announce_doc("node-b"))
+    assert st == 200 and peer_agents(r) == ["node-a", "node-c"]
+    assert tracker.swarms()[DIGEST_A]["peers"] == 3
+    # Another swarm is not affected.
+    tracker.post(announce_doc("node-b", digest=DIGEST_B, size=PL))
+    st, r = tracker.post(announce_doc("node-c", digest=DIGEST_B, size=PL))
+    assert st == 200 and peer_agents(r) == ["node-b"]
+
+    # An address nobody has yet is recorded: the agent announcing with it
+    # later is not handed out either.
+    st, r = tracker.post(announce_doc("node-c", bad_peers=["127.0.0.250:5081"]))
+    assert st == 200
+    st, r = tracker.post(announce_doc("node-z", addr="127.0.0.250:5081"))
+    assert st == 200 and peer_agents(r) == ["node-a", "node-c"]
+    st, r = tracker.post(announce_doc("node-a"))
+    assert peer_agents(r) == ["node-c"]
+
+    m = tracker.metrics()
+    assert metric(m, "shoal_tracker_bad_peer_reports_total") == 2
+    with open(tracker.log) as f:
+        warns = [ln for ln in f if "bad peer reported" in ln]
+    assert len(warns) == 2
+    assert "level=warn" in warns[0]
+    assert "agent=node-a bad_peer=%s digest=%s" % (bad, DIGEST_A) in warns[0]
+    assert "suspect_ms=300000" in warns[0]
+    assert "agent=node-c bad_peer=127.0.0.250:5081" in warns[1]
+
+    # A refused report changes nothing and is not counted.
+    st, r = tracker.post(announce_doc("node-a", bad_peers=[announce_doc("node-c")["addr"],
+                                                             "nohost"]))
+    assert st == 400 and r["error"].startswith("bad_peers:"), r
+    st, r = tracker.post(announce_doc("node-a"))
+    assert peer_agents(r) == ["node-c"]
+    assert metric(tracker.metrics(), "shoal_tracker_bad_peer_reports_total") == 2
+
+
+def test_bad_peer_mark_expires(tracker_factory):
+    t = tracker_factory(extra_args=["--bad-peer-time", "1s"])
+    t.post(announce_doc("node-b"))
+    st, r = t.post(announce_doc("node-a", bad_peers=[announce_doc("node-b")["addr"]]))
+    assert st == 200 and r["peers"] == []
+    started = time.monotonic()
+
+    def back():
+        t.post(announce_doc("node-b"))
+        return peer_agents(t.post(announce_doc("node-a"))[1]) == ["node-b"]
+    wait_for(back, 15, "node-b to be handed out again", interval=0.1)
+    assert time.monotonic() - started >= 0.9
+    assert metric(t.metrics(), "shoal_tracker_bad_peer_reports_total") == 1
+
+    # With bad-peer-time 0 reports are only counted.
+    t = tracker_factory(extra_args=["--bad-peer-time", "0"])
+    t.post(announce_doc("node-b"))
+    st, r = t.post(announce_doc("node-a", bad_peers=[announce_doc("node-b")["addr"]]))
+    assert st == 200 and peer_agents(r) == ["node-b"]
+    assert metric(t.metrics(), "shoal_tracker_bad_peer_reports_total") == 1
+
+
 def test_expiry_by_timer(tracker_factory):
-    t = tracker_factory(extra_args=["--peer-timeout", "1s", "--lease-timeout", "1s",
+    t = tracker_factory(extra_args=["--peer-timeout", "2s", "--lease-timeout", "1s",
                                     "--interval", "200ms"])
     st, r = t.post(announce_doc("node-a", want_lease=True))
     assert st == 200 and r["interval_ms"] == 200
@@ -366,6 +450,8 @@ def test_expiry_by_timer(tracker_factory):
         # The gauge counts recorded peers: it drops once the expiry pass ran.
         return metric(t.metrics(), "shoal_tracker_peers") == 1
     wait_for(a_gone, 15, "node-a to expire", interval=0.2)
+    # b announces right before c, so a busy machine cannot let b expire too.
+    t.post(announce_doc("node-b"))
     st, r = t.post(announce_doc("node-c", want_lease=True))
     assert r["lease"]["pieces"] == list(range(8))
     assert [p["agent"] for p in r["peers"]] == ["node-b"]
@@ -416,6 +502,7 @@ def test_config_errors(tmp_path):
     for args, key in [(["--max-peers", "0"], "max-peers"),
                       (["--piece-length", "3MiB"], "piece-length"),
                       (["--hash-algo", "md5"], "hash-algo"),
+                      (["--bad-peer-time", "25h"], "bad-peer-time"),
                       (["--listen", "nowhere"], "listen"),
                       (["--cluster-secret-file", str(tmp_path / "missing")],
                        "cluster-secret-file")]:
