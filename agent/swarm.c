@@ -509,6 +509,42 @@ static void announce(struct swarm_dl *dl)
     }
 }
 
+/* No progress for stall-timeout (peers gone, the tracker down, leases lost
+ * with it): fetch every missing piece from upstream ourselves, as if leased,
+ * keeping all the swarm already delivered. If that stalls too, give up and
+ * let blob_fetch download plainly from the verified prefix. */
+static bool self_lease(struct swarm_dl *dl)
+{
+    if (dl->self_leased || dl->lreq)
+        return false;
+    uint32_t *l = malloc((dl->npieces ? dl->npieces : 1) * sizeof(*l));
+    size_t n = 0;
+    if (!l)
+        return false;
+    for (uint32_t i = 0; i < dl->npieces; i++)
+        if (!wire_bit_get(dl->have, i))
+            l[n++] = i;
+    if (n == 0) {
+        free(l);
+        return false;
+    }
+    free(dl->lease);
+    dl->lease = l;
+    dl->nlease = n;
+    dl->lpos = 0;
+    for (size_t i = 0; i < n; i++)
+        piece_picker_set_excluded(dl->pp, l[i], true);
+    dl->self_leased = true;
+    dl->last_progress = now_ms(dl->s);
+    dl->s->stats.fallbacks++;
+    LOG(WARN, COMP,
+        "digest=%s no progress for %" PRIu64 " ms: fetching the %zu missing pieces "
+        "from upstream",
+        dl->d.str, dl->s->cfg.stall_timeout_ms, n);
+    lease_next(dl);
+    return true;
+}
+
 static void tick(uv_timer_t *t)
 {
     struct swarm_dl *dl = t->data;
@@ -521,7 +557,8 @@ static void tick(uv_timer_t *t)
     }
     if (dl->state == DL_RUNNING && !dl->ended && dl->table &&
         now - dl->last_progress > dl->s->cfg.stall_timeout_ms) {
-        swarm_dl_end(dl, SHOAL_ETIMEOUT);
+        if (!self_lease(dl))
+            swarm_dl_end(dl, SHOAL_ETIMEOUT);
         return;
     }
     if (dl->lease_rate_paused && dl->lreq) {

@@ -116,6 +116,7 @@ struct swarm_dl {
     size_t lfill;
     uint32_t lrun_end; /* one past the last piece of the running Range request */
     bool lease_rate_paused;
+    bool self_leased; /* stalled: fetching every missing piece from upstream */
 
     struct dl_peer *peers;
     unsigned npeers;

@@ -253,6 +253,9 @@ def test_tracker_killed_mid_transfer(registry, proxy_factory, agent_factory, tra
     for i, res in enumerate(results):
         check_body(res, SIZE_MID, desc["digest"], "client of agent %d" % i)
     assert all(a.alive() for a in agents)
+    total_up = sum(metric(a.metrics(), "shoal_upstream_bytes_total") for a in agents)
+    print("tracker killed: upstream bytes over the agents = %.2f x the blob" %
+          (total_up / SIZE_MID))
 
 
 SIZE_SMALL = 32 << 20
