@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shoal in five minutes, on 127.0.0.1 only: a local registry with a sample
 # image and an ORMB model, a shoal-agent in front of it, pulls through it with
-# skopeo and curl, and the runtime configuration that points at it.
+# skopeo and curl, a tracker with three more agents prewarming a model through
+# the peer-to-peer swarm, and the runtime configuration that points at shoal.
 # DEMO_ONCE=1 runs every step and exits; otherwise it waits for Ctrl-C.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ PYTHON=/usr/bin/python3
 OCIBUILD=$REPO_DIR/tests/system/ocibuild.py
 BIN_DIR=${SHOAL_BIN_DIR:-$REPO_DIR/build/bin}
 AGENT_BIN=$BIN_DIR/shoal-agent
+TRACKER_BIN=$BIN_DIR/shoal-tracker
+CTL_BIN=$BIN_DIR/shoalctl
 
 case ${1:-} in
 -h | --help)
@@ -46,7 +49,9 @@ for tool in docker-registry skopeo curl; do
 done
 [ -x "$PYTHON" ] || fail "$PYTHON not found; run 'make deps'"
 [ -f "$OCIBUILD" ] || fail "$OCIBUILD missing"
-[ -x "$AGENT_BIN" ] || fail "$AGENT_BIN not found; run 'make build' (or 'make demo')"
+for bin in "$AGENT_BIN" "$TRACKER_BIN" "$CTL_BIN"; do
+    [ -x "$bin" ] || fail "$bin not found; run 'make build' (or 'make demo')"
+done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shoal-demo.XXXXXX")
 PIDS=()
@@ -96,10 +101,12 @@ j = json.load(open(sys.argv[1]))
 print(eval(sys.argv[2]))' "$1" "$2"
 }
 
-# metric NAME: the agent's current value of an unlabelled counter (0 if absent).
-metric() {
-    curl -sf "$AGENT_URL/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { printf "%d\n", v + 0 }'
+# metric_at URL NAME: an unlabelled counter of the agent at URL (0 if absent).
+metric_at() {
+    curl -sf "$1/metrics" | awk -v n="$2" '$1 == n { v = $2 } END { printf "%d\n", v + 0 }'
 }
+# metric NAME: the same for the first agent.
+metric() { metric_at "$AGENT_URL" "$1"; }
 snapshot() {
     M_HITS=$(metric shoal_cache_hits_total)
     M_MISS=$(metric shoal_cache_misses_total)
@@ -112,6 +119,26 @@ report_delta() {
     snapshot
     say "shoal /metrics: cache hits +$((M_HITS - h)), misses +$((M_MISS - m)),"
     say "  bytes from the registry +$((M_UP - u)), bytes to the client +$((M_TX - t))"
+}
+
+# write_agent_config FILE LISTEN DATA_DIR: a config whose default upstream,
+# and only listed upstream, is the demo registry ($REG).
+write_agent_config() {
+    "$PYTHON" - "$1" "$2" "$3" "$REG" <<'EOF'
+import json, sys
+path, listen, data, reg = sys.argv[1:]
+cfg = {
+    "listen": listen,
+    "data-dir": data,
+    "upstream": "http://" + reg,
+    "log-level": "info",
+    "cache-max-bytes": "1GiB",
+    "upstreams": [{"host": reg, "url": "http://" + reg}],
+}
+with open(path, "w") as f:
+    json.dump(cfg, f, indent=2)
+    f.write("\n")
+EOF
 }
 
 # ---------------------------------------------------------------------------
@@ -158,21 +185,7 @@ AGENT=127.0.0.1:$AGENT_PORT
 AGENT_URL=http://$AGENT
 DATA=$WORK/agent-data
 CONFIG=$WORK/shoal-agent.json
-"$PYTHON" - "$CONFIG" "$AGENT" "$DATA" "$REG" <<'EOF'
-import json, sys
-path, listen, data, reg = sys.argv[1:]
-cfg = {
-    "listen": listen,
-    "data-dir": data,
-    "upstream": "http://" + reg,
-    "log-level": "info",
-    "cache-max-bytes": "1GiB",
-    "upstreams": [{"host": reg, "url": "http://" + reg}],
-}
-with open(path, "w") as f:
-    json.dump(cfg, f, indent=2)
-    f.write("\n")
-EOF
+write_agent_config "$CONFIG" "$AGENT" "$DATA"
 "$AGENT_BIN" --config "$CONFIG" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
 PIDS+=("$AGENT_PID")
@@ -216,7 +229,7 @@ insecure = true
 EOF
 sed 's/^/     /' "$WORK/registries.conf"
 say "(The mirror needs no path because $REG is shoal's default upstream; a"
-say " registry with a dotted name gets one, e.g. $AGENT/docker.io, see step 8.)"
+say " registry with a dotted name gets one, e.g. $AGENT/docker.io, see the last step.)"
 say "skopeo copy docker://$REG/demo/app:v1 (the client names the registry; shoal answers)"
 h0=$M_HITS
 skopeo_copy "$WORK/registries.conf" "docker://$REG/demo/app:v1" "oci:$WORK/pull2:v1"
@@ -250,6 +263,70 @@ nblobs=$(find "$DATA/blobs" -type f 2>/dev/null | wc -l)
 say "$DATA/blobs/sha256/<hex>: $nblobs complete files, $(du -sh "$DATA" | cut -f1) on disk"
 say "$DATA/partial/: downloads in progress (resumed after a restart)"
 say "cache size by /metrics: $(metric shoal_cache_bytes) bytes; agent log: $WORK/agent.log"
+
+step "A local cluster: shoal-tracker, three agents, shoalctl prewarm"
+# Everything the step starts joins PIDS, so the EXIT trap ends it too.
+SECRET=$WORK/cluster-secret
+(umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$SECRET")
+TRACKER_PORT=$(free_port)
+TRACKER_URL=http://127.0.0.1:$TRACKER_PORT
+"$TRACKER_BIN" --listen "127.0.0.1:$TRACKER_PORT" --cluster-secret-file "$SECRET" \
+    >"$WORK/tracker.log" 2>&1 &
+PIDS+=($!)
+wait_http "$TRACKER_URL/_shoal/health" "$!" "$WORK/tracker.log" shoal-tracker
+say "shoal-tracker at $TRACKER_URL (cluster secret: $SECRET, generated)"
+
+NODE_URLS=() NODE_LOGS=() CTL_AGENTS=()
+for n in 1 2 3; do
+    port=$(free_port)
+    peer_port=$(free_port)
+    write_agent_config "$WORK/node$n.json" "127.0.0.1:$port" "$WORK/node$n-data"
+    "$AGENT_BIN" --config "$WORK/node$n.json" --tracker "$TRACKER_URL" \
+        --peer-listen "127.0.0.1:$peer_port" --cluster-secret-file "$SECRET" \
+        >"$WORK/node$n.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$port/_shoal/health" "$!" "$WORK/node$n.log" "shoal-agent node$n"
+    NODE_URLS+=("http://127.0.0.1:$port")
+    NODE_LOGS+=("$WORK/node$n.log")
+    CTL_AGENTS+=(--agent "http://127.0.0.1:$port")
+    say "node$n: mirror http://127.0.0.1:$port, peers 127.0.0.1:$peer_port, data $WORK/node$n-data"
+done
+say "each: shoal-agent --config $WORK/nodeN.json --tracker $TRACKER_URL \\"
+say "        --peer-listen 127.0.0.1:PORT --cluster-secret-file $SECRET"
+
+# Its own repository, so demo/model:v1 stays the ORMB model of steps 2 and 6.
+MP_REF=$REG/demo/modelpack:v1
+"$PYTHON" "$OCIBUILD" modelpack "$WORK/src-modelpack" --tag v1 --size 96MiB --seed 3 \
+    >"$WORK/modelpack.json" || fail "building the ModelPack model"
+"$PYTHON" "$OCIBUILD" push "$WORK/src-modelpack" --registry "$REG" --repo demo/modelpack \
+    --tag v1 >/dev/null || fail "pushing $MP_REF"
+MP_BYTES=$(json "$WORK/modelpack.json" 'j["size"] + sum(b["size"] for b in j["blobs"])')
+MP_WEIGHT=$(json "$WORK/modelpack.json" '[b["size"] for b in j["blobs"] if b["mediaType"].endswith(".raw")][0]')
+say "pushed $MP_REF (CNCF ModelPack): one raw weight layer of $MP_WEIGHT bytes,"
+say "  $MP_BYTES bytes with manifest and config"
+
+say "\$ shoalctl prewarm ${CTL_AGENTS[*]} \\"
+say "      $MP_REF"
+if ! "$CTL_BIN" prewarm "${CTL_AGENTS[@]}" --timeout 60s "$MP_REF"; then
+    for log in "${NODE_LOGS[@]}" "$WORK/tracker.log"; do show_log "$log"; done
+    fail "shoalctl prewarm did not fill every agent"
+fi
+
+say "what each agent fetched, from its /metrics:"
+up_sum=0
+for n in 1 2 3; do
+    up=$(metric_at "${NODE_URLS[$((n - 1))]}" shoal_upstream_bytes_total)
+    rx=$(metric_at "${NODE_URLS[$((n - 1))]}" shoal_peer_rx_bytes_total)
+    up_sum=$((up_sum + up))
+    say "  node$n: $up bytes from the registry (shoal_upstream_bytes_total),"
+    say "         $rx bytes from its peers (shoal_peer_rx_bytes_total)"
+done
+ratio=$(awk -v u="$up_sum" -v t="$MP_BYTES" 'BEGIN { printf "%.2f", u / t }')
+say "together the three agents fetched $up_sum bytes from the registry for a"
+say "  $MP_BYTES-byte model: ${ratio}x its size (1.0x = each byte left the registry once;"
+say "  without the swarm it would be 3.0x)"
+say "every blob verified: each agent checked every blob's sha256 before caching"
+say "  it, and shoalctl exited 0 (every agent holds every blob)"
 
 step "Point your runtimes at shoal"
 say "containerd: /etc/containerd/certs.d/$REG/hosts.toml (or certs.d/_default/)"
