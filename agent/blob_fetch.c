@@ -249,14 +249,12 @@ static void verify(struct blob_fetch *bf)
  * digest has matched. */
 static void update_released(struct blob_fetch *bf)
 {
-    uint64_t rel;
-    if (bf->verified) {
-        rel = bf->size;
-    } else {
-        uint64_t hold = bf->size < HOLDBACK_BYTES ? bf->size : HOLDBACK_BYTES;
-        uint64_t limit = bf->size - hold;
-        rel = bf->pipe.received < limit ? bf->pipe.received : limit;
-    }
+    /* The tail goes out only from fetch_finish, once the digest matched and
+     * the blob is committed: a client that has the whole blob can count on
+     * it being in the cache (prewarm does). */
+    uint64_t hold = bf->size < HOLDBACK_BYTES ? bf->size : HOLDBACK_BYTES;
+    uint64_t limit = bf->size - hold;
+    uint64_t rel = bf->pipe.received < limit ? bf->pipe.received : limit;
     if (rel > bf->released) {
         bf->released = rel;
         schedule_notify(bf);
