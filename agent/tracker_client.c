@@ -10,11 +10,9 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 
+#include "shoal/cluster_auth.h"
 #include "shoal/error.h"
-#include "shoal/hash.h"
 #include "shoal/log.h"
 
 #define REPLY_MAX (8u << 20)
@@ -233,29 +231,10 @@ void tracker_client_auth_header(const void *secret, size_t secret_len, uint64_t 
                                 const char *method, const char *path, const char *body,
                                 size_t body_len, char *out, size_t outlen)
 {
-    char head[512];
-    int n = snprintf(head, sizeof(head), "%" PRIu64 "\n%s\n%s\n", unix_s, method, path);
-    unsigned char mac[32];
-    unsigned int maclen = sizeof(mac);
-    /* HMAC over head || body without joining them in one buffer. */
-    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
-                           OSSL_PARAM_construct_end()};
-    static const unsigned char empty_key[1];
-    size_t outl = 0;
-    if (mc && EVP_MAC_init(mc, secret_len ? secret : empty_key, secret_len, params) == 1 &&
-        EVP_MAC_update(mc, (const unsigned char *)head, (size_t)n) == 1 &&
-        EVP_MAC_update(mc, (const unsigned char *)body, body_len) == 1 &&
-        EVP_MAC_final(mc, mac, &outl, sizeof(mac)) == 1)
-        maclen = (unsigned int)outl;
-    else
-        memset(mac, 0, sizeof(mac));
-    EVP_MAC_CTX_free(mc);
-    EVP_MAC_free(m);
-    char hex[65];
-    hash_to_hex(mac, maclen, hex);
-    snprintf(out, outlen, "%" PRIu64 ":%s", unix_s, hex);
+    if (cluster_auth_sign(secret, secret_len, (int64_t)unix_s, method, path, body, body_len, out,
+                          outlen) < 0 &&
+        outlen > 0)
+        out[0] = '\0';
 }
 
 struct tracker_client {
@@ -351,7 +330,7 @@ int tracker_client_announce(struct tracker_client *tc, const struct tracker_clie
     snprintf(url, sizeof(url), "%s%s", tc->url, ANNOUNCE_PATH);
     tracker_client_auth_header(tc->secret, tc->secret_len, (uint64_t)time(NULL), "POST",
                                ANNOUNCE_PATH, body.data, body.len, auth, sizeof(auth));
-    snprintf(auth_hdr, sizeof(auth_hdr), "X-Shoal-Auth: %s", auth);
+    snprintf(auth_hdr, sizeof(auth_hdr), CLUSTER_AUTH_HEADER ": %s", auth);
     const char *headers[] = {"Content-Type: application/json", auth_hdr, NULL};
     struct http_client_opts o = {
         .method = "POST",

@@ -79,8 +79,9 @@ int tracker_client_reply_parse(const char *body, size_t len, struct tracker_clie
                                char *err, size_t errlen);
 void tracker_client_reply_dispose(struct tracker_client_reply *r);
 
-/* The X-Shoal-Auth value: "<unix seconds>:<hex HMAC-SHA256(secret,
- * "<ts>\n<METHOD>\n<path>\n<body>")>". out must hold 96 bytes. */
+/* The X-Shoal-Auth value "<unix seconds>:<hex HMAC-SHA256(secret,
+ * "<ts>\n<METHOD>\n<path>\n<body>")>", from cluster_auth_sign (the same code
+ * the tracker checks with). out must hold 96 bytes; empty on failure. */
 void tracker_client_auth_header(const void *secret, size_t secret_len, uint64_t unix_s,
                                 const char *method, const char *path, const char *body,
                                 size_t body_len, char *out, size_t outlen);

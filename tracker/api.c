@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-#include "auth.h"
+#include "shoal/cluster_auth.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
@@ -99,8 +99,8 @@ static bool authorized(struct tracker_api *a, struct http_request *req, int *sta
     char why[160];
     int rc;
 
-    rc = tracker_auth_verify(a->cfg.secret, a->cfg.secret_len,
-                             http_request_header(req, TRACKER_AUTH_HEADER), (int64_t)time(NULL),
+    rc = cluster_auth_verify(a->cfg.secret, a->cfg.secret_len,
+                             http_request_header(req, CLUSTER_AUTH_HEADER), (int64_t)time(NULL),
                              req->method, req->path, req->body, req->body_len, why, sizeof(why));
     if (rc == 0)
         return true;

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "auth.h"
+#include "shoal/cluster_auth.h"
 #include "shoal/error.h"
 #include "state.h"
 #include "swarm.h"
@@ -1173,87 +1173,87 @@ static void test_names(void **state)
 static void test_auth(void **state)
 {
     static const char body[] = "{\"x\":1}";
-    char hdr[TRACKER_AUTH_MAX], bad[TRACKER_AUTH_MAX + 8];
+    char hdr[CLUSTER_AUTH_MAX], bad[CLUSTER_AUTH_MAX + 8];
     char why[160];
     const int64_t now = 1800000000;
 
     (void)state;
-    assert_int_equal(tracker_auth_sign("s3cret", 6, now, "POST", "/v1/announce", body, strlen(body),
+    assert_int_equal(cluster_auth_sign("s3cret", 6, now, "POST", "/v1/announce", body, strlen(body),
                                        hdr, sizeof(hdr)),
                      0);
     assert_int_equal(strlen(hdr), 10 + 1 + 64);
     assert_int_equal(strncmp(hdr, "1800000000:", 11), 0);
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now, "POST", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      0);
     /* The edges of the clock skew. */
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now + 300, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now + 300, "POST", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      0);
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now - 300, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now - 300, "POST", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      0);
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now + 301, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now + 301, "POST", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
     assert_non_null(strstr(why, "300 s"));
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now - 301, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now - 301, "POST", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
     /* Any change to secret, method, path or body breaks it. */
-    assert_int_equal(tracker_auth_verify("s3creT", 6, hdr, now, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3creT", 6, hdr, now, "POST", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
     assert_non_null(strstr(why, "bad MAC"));
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now, "GET", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now, "GET", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now, "POST", "/v1/swarms", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now, "POST", "/v1/swarms", body,
                                          strlen(body), why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
-    assert_int_equal(tracker_auth_verify("s3cret", 6, hdr, now, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("s3cret", 6, hdr, now, "POST", "/v1/announce", body,
                                          strlen(body) - 1, why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
     /* No secret on one side only: refused. With none on both: accepted. */
-    assert_int_equal(tracker_auth_verify("", 0, hdr, now, "POST", "/v1/announce", body,
+    assert_int_equal(cluster_auth_verify("", 0, hdr, now, "POST", "/v1/announce", body,
                                          strlen(body), why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
     assert_int_equal(
-        tracker_auth_sign(NULL, 0, now, "GET", "/v1/swarms", NULL, 0, hdr, sizeof(hdr)), 0);
+        cluster_auth_sign(NULL, 0, now, "GET", "/v1/swarms", NULL, 0, hdr, sizeof(hdr)), 0);
     assert_int_equal(
-        tracker_auth_verify("", 0, hdr, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)), 0);
+        cluster_auth_verify("", 0, hdr, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)), 0);
     assert_int_equal(
-        tracker_auth_verify("s", 1, hdr, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
+        cluster_auth_verify("s", 1, hdr, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
         SHOAL_EUNAUTHORIZED);
     /* Missing and malformed headers. */
     assert_int_equal(
-        tracker_auth_verify("", 0, NULL, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
+        cluster_auth_verify("", 0, NULL, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
         SHOAL_EUNAUTHORIZED);
     assert_non_null(strstr(why, "missing"));
     snprintf(bad, sizeof(bad), "%s", hdr);
     bad[strlen(bad) - 1] = 'g'; /* not hex */
     assert_int_equal(
-        tracker_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
+        cluster_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
         SHOAL_EUNAUTHORIZED);
     assert_non_null(strstr(why, "malformed"));
     snprintf(bad, sizeof(bad), "%sa", hdr); /* one hex digit too many */
     assert_int_equal(
-        tracker_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
+        cluster_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
         SHOAL_EUNAUTHORIZED);
     snprintf(bad, sizeof(bad), "0%s", hdr); /* same time, other text: the MAC covers it */
     assert_int_equal(
-        tracker_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
+        cluster_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
         SHOAL_EUNAUTHORIZED);
     assert_non_null(strstr(why, "bad MAC"));
     snprintf(bad, sizeof(bad), "-%s", hdr);
     assert_int_equal(
-        tracker_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
+        cluster_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
         SHOAL_EUNAUTHORIZED);
-    assert_int_equal(tracker_auth_verify("", 0, "1800000000:", now, "GET", "/v1/swarms", NULL, 0,
+    assert_int_equal(cluster_auth_verify("", 0, "1800000000:", now, "GET", "/v1/swarms", NULL, 0,
                                          why, sizeof(why)),
                      SHOAL_EUNAUTHORIZED);
     assert_int_equal(
-        tracker_auth_verify("", 0, ":", now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
+        cluster_auth_verify("", 0, ":", now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)),
         SHOAL_EUNAUTHORIZED);
     /* Upper-case hex is the same MAC. */
     snprintf(bad, sizeof(bad), "%s", hdr);
@@ -1262,9 +1262,9 @@ static void test_auth(void **state)
             *p = (char)(*p - 'a' + 'A');
     }
     assert_int_equal(
-        tracker_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)), 0);
+        cluster_auth_verify("", 0, bad, now, "GET", "/v1/swarms", NULL, 0, why, sizeof(why)), 0);
     /* Too small an output buffer. */
-    assert_int_equal(tracker_auth_sign("", 0, now, "GET", "/", NULL, 0, hdr, 20), SHOAL_ETOOBIG);
+    assert_int_equal(cluster_auth_sign("", 0, now, "GET", "/", NULL, 0, hdr, 20), SHOAL_ETOOBIG);
 }
 
 /* --- Options

@@ -1,5 +1,5 @@
 /* X-Shoal-Auth signing and checking with OpenSSL's EVP_MAC (HMAC-SHA256). */
-#include "auth.h"
+#include "shoal/cluster_auth.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -50,7 +50,7 @@ out:
     return rc;
 }
 
-int tracker_auth_sign(const char *secret, size_t secret_len, int64_t ts, const char *method,
+int cluster_auth_sign(const char *secret, size_t secret_len, int64_t ts, const char *method,
                       const char *path, const void *body, size_t body_len, char *out, size_t outlen)
 {
     uint8_t raw[MAC_LEN];
@@ -92,7 +92,7 @@ static int hexval(char c)
         return SHOAL_EUNAUTHORIZED;                                                                \
     } while (0)
 
-int tracker_auth_verify(const char *secret, size_t secret_len, const char *header, int64_t now_s,
+int cluster_auth_verify(const char *secret, size_t secret_len, const char *header, int64_t now_s,
                         const char *method, const char *path, const void *body, size_t body_len,
                         char *why, size_t whylen)
 {
@@ -103,30 +103,30 @@ int tracker_auth_verify(const char *secret, size_t secret_len, const char *heade
     size_t tl;
 
     if (header == NULL)
-        DENY("missing %s header", TRACKER_AUTH_HEADER);
+        DENY("missing %s header", CLUSTER_AUTH_HEADER);
     colon = strchr(header, ':');
     tl = colon != NULL ? (size_t)(colon - header) : 0;
     /* Up to 18 digits: no overflow, and far beyond any real clock. */
     if (tl == 0 || tl > 18)
-        DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", TRACKER_AUTH_HEADER);
+        DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", CLUSTER_AUTH_HEADER);
     for (size_t i = 0; i < tl; i++) {
         if (header[i] < '0' || header[i] > '9')
-            DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", TRACKER_AUTH_HEADER);
+            DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", CLUSTER_AUTH_HEADER);
         ts = ts * 10 + (header[i] - '0');
     }
     hex = colon + 1;
     if (strlen(hex) != 2 * MAC_LEN)
-        DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", TRACKER_AUTH_HEADER);
+        DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", CLUSTER_AUTH_HEADER);
     for (size_t i = 0; i < MAC_LEN; i++) {
         int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
 
         if (hi < 0 || lo < 0)
-            DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", TRACKER_AUTH_HEADER);
+            DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", CLUSTER_AUTH_HEADER);
         got[i] = (uint8_t)(hi << 4 | lo);
     }
-    if (ts < now_s - TRACKER_AUTH_SKEW_S || ts > now_s + TRACKER_AUTH_SKEW_S)
+    if (ts < now_s - CLUSTER_AUTH_SKEW_S || ts > now_s + CLUSTER_AUTH_SKEW_S)
         DENY("timestamp %" PRId64 " is more than %d s from the tracker's clock %" PRId64, ts,
-             TRACKER_AUTH_SKEW_S, now_s);
+             CLUSTER_AUTH_SKEW_S, now_s);
     /* MAC over the timestamp as sent, so leading zeros cannot be replayed
      * under a different value. */
     memcpy(tss, header, tl);
