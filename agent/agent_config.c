@@ -355,36 +355,10 @@ out:
     return rc;
 }
 
-/* A secret is a short token; anything bigger is a configuration mistake. */
-#define SECRET_FILE_MAX 4096
-
 static int read_secret(struct agent_config *cfg, char *err, size_t errlen)
 {
-    FILE *f = fopen(cfg->cluster_secret_file, "r");
-    if (!f) {
-        snprintf(err, errlen, "config: \"cluster-secret-file\": cannot read \"%s\": %s",
-                 cfg->cluster_secret_file, strerror(errno));
-        return SHOAL_ECONFIG;
-    }
-    char *data = malloc(SECRET_FILE_MAX + 1);
-    size_t n = data ? fread(data, 1, SECRET_FILE_MAX + 1, f) : 0;
-    fclose(f);
-    if (!data) {
-        snprintf(err, errlen, "config: out of memory");
-        return -ENOMEM;
-    }
-    if (n > 0 && data[n - 1] == '\n')
-        n--;
-    if (n == 0 || n > SECRET_FILE_MAX) {
-        snprintf(err, errlen, "config: \"cluster-secret-file\": \"%s\" is %s",
-                 cfg->cluster_secret_file, n == 0 ? "empty" : "larger than 4096 bytes");
-        free(data);
-        return SHOAL_ECONFIG;
-    }
-    data[n] = '\0';
-    cfg->secret = data;
-    cfg->secret_len = n;
-    return 0;
+    return config_read_secret("cluster-secret-file", cfg->cluster_secret_file, &cfg->secret,
+                              &cfg->secret_len, err, errlen);
 }
 
 static bool wildcard_host(const char *addr)

@@ -758,3 +758,50 @@ void config_print_markdown(const struct config_option *table, FILE *out)
         fputs(" |\n", out);
     }
 }
+
+/* A secret is a short token; anything bigger is a configuration mistake. */
+#define SECRET_FILE_MAX 4096
+
+int config_read_secret(const char *key, const char *path, char **out, size_t *out_len, char *err,
+                       size_t errlen)
+{
+    char *data = NULL;
+    size_t n;
+    int rc = 0;
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        snprintf(err, errlen, "config: \"%s\": cannot read \"%s\": %s", key, path,
+                 shoal_strerror(-errno));
+        return SHOAL_ECONFIG;
+    }
+    data = malloc(SECRET_FILE_MAX + 1);
+    if (data == NULL) {
+        snprintf(err, errlen, "config: out of memory");
+        rc = -ENOMEM;
+        goto out;
+    }
+    n = fread(data, 1, SECRET_FILE_MAX + 1, f);
+    if (ferror(f) || n > SECRET_FILE_MAX) {
+        snprintf(err, errlen, "config: \"%s\": \"%s\" %s", key, path,
+                 ferror(f) ? "cannot be read" : "is larger than 4096 bytes");
+        rc = SHOAL_ECONFIG;
+        goto out;
+    }
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    if (n == 0) {
+        /* An empty file would silently mean "no secret". */
+        snprintf(err, errlen, "config: \"%s\": \"%s\" is empty", key, path);
+        rc = SHOAL_ECONFIG;
+        goto out;
+    }
+    data[n] = '\0';
+    *out = data;
+    *out_len = n;
+    data = NULL;
+out:
+    free(data);
+    fclose(f);
+    return rc;
+}

@@ -14,9 +14,6 @@
 #define MIN (60 * SEC)
 #define HOUR (60 * MIN)
 
-/* A secret is a short token; anything bigger is a configuration mistake. */
-#define SECRET_FILE_MAX 4096
-
 static const char usage_text[] =
     "shoal-tracker [--config FILE] [--listen ADDR:PORT] [--cluster-secret-file FILE] [options]";
 
@@ -59,52 +56,18 @@ const struct config_option tracker_options[] = {
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
 
-/* Reads the secret file, minus one trailing newline. */
 static int read_secret(struct tracker_config *cfg, char *err, size_t errlen)
 {
     char *data = NULL;
-    size_t n;
-    FILE *f;
-    int rc = 0;
-
-    f = fopen(cfg->cluster_secret_file, "r");
-    if (f == NULL) {
-        snprintf(err, errlen, "config: \"cluster-secret-file\": cannot read \"%s\": %s",
-                 cfg->cluster_secret_file, shoal_strerror(-errno));
-        return SHOAL_ECONFIG;
-    }
-    data = malloc(SECRET_FILE_MAX + 1);
-    if (data == NULL) {
-        snprintf(err, errlen, "config: out of memory");
-        rc = -ENOMEM;
-        goto out;
-    }
-    n = fread(data, 1, SECRET_FILE_MAX + 1, f);
-    if (ferror(f) || n > SECRET_FILE_MAX) {
-        snprintf(err, errlen, "config: \"cluster-secret-file\": \"%s\" %s",
-                 cfg->cluster_secret_file,
-                 ferror(f) ? "cannot be read" : "is larger than 4096 bytes");
-        rc = SHOAL_ECONFIG;
-        goto out;
-    }
-    if (n > 0 && data[n - 1] == '\n')
-        n--;
-    if (n == 0) {
-        /* An empty file would silently mean "no secret". */
-        snprintf(err, errlen, "config: \"cluster-secret-file\": \"%s\" is empty",
-                 cfg->cluster_secret_file);
-        rc = SHOAL_ECONFIG;
-        goto out;
-    }
-    data[n] = '\0';
+    size_t n = 0;
+    int rc =
+        config_read_secret("cluster-secret-file", cfg->cluster_secret_file, &data, &n, err, errlen);
+    if (rc < 0)
+        return rc;
     free(cfg->secret);
     cfg->secret = data;
     cfg->secret_len = n;
-    data = NULL;
-out:
-    free(data);
-    fclose(f);
-    return rc;
+    return 0;
 }
 
 int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char *err, size_t errlen)

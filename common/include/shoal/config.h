@@ -31,8 +31,8 @@ enum config_type {
 struct config_option {
     const char *name;
     enum config_type type;
-    size_t offset;   /* of the field inside the target struct */
-    int64_t min;     /* CONFIG_INT/SIZE/DURATION bounds (inclusive); ignored when min == max */
+    size_t offset; /* of the field inside the target struct */
+    int64_t min;   /* CONFIG_INT/SIZE/DURATION bounds (inclusive); ignored when min == max */
     int64_t max;
     const char *def; /* default, as text parsed like a flag value; NULL = unset/NULL/0 */
     const char *help;
@@ -69,6 +69,13 @@ void config_print_help(const struct config_option *table, const char *prog, cons
 
 /* Prints the options as a Markdown table (for docs/configuration.md). */
 void config_print_markdown(const struct config_option *table, FILE *out);
+
+/* Reads a secret file (the cluster secret): its contents less one trailing
+ * newline into *out (malloc'd, NUL-terminated; the caller frees and should
+ * wipe it) and *out_len. An unreadable, empty or over-4-KiB file gives
+ * SHOAL_ECONFIG with a message naming key. */
+int config_read_secret(const char *key, const char *path, char **out, size_t *out_len, char *err,
+                       size_t errlen);
 
 /* Parsers shared with other code; each returns 0 or SHOAL_EPARSE. */
 int config_parse_size(const char *s, uint64_t *out);
