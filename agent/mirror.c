@@ -285,9 +285,7 @@ static void manifest_done(void *arg, int rc, const struct http_client_response *
     }
     int status = resp ? (int)resp->status : 0;
     if (rc < 0 || status != 200) {
-        bool unreachable = rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT ||
-                           rc == SHOAL_EUPSTREAM || status >= 500;
-        if (unreachable) {
+        if (upstream_unreachable(rc, status)) {
             if (!r->by_digest && serve_stale_tag(r))
                 return;
             if (r->by_digest && store_repo_has(m->deps.store, &r->d, r->def->host, r->repo)) {

@@ -225,9 +225,8 @@ static void head_done(void *arg, int rc, const struct http_client_response *resp
         blob_proceed(r, size);
         return;
     }
-    bool unreachable =
-        rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT || rc == SHOAL_EUPSTREAM || status >= 500;
-    if (unreachable && store_repo_has(m->deps.store, &r->d, r->def->host, r->repo)) {
+    if (upstream_unreachable(rc, status) &&
+        store_repo_has(m->deps.store, &r->d, r->def->host, r->repo)) {
         LOG(WARN, "mirror", "digest=%s repo=%s upstream=%s unreachable; serving from cache",
             r->d.str, r->repo, r->def->host);
         blob_proceed(r, UINT64_MAX);

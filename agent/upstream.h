@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "agent_config.h"
+#include "shoal/error.h"
 #include "shoal/http_client.h"
 
 struct upstream;
@@ -74,6 +75,16 @@ void upstream_req_resume(struct upstream_req *r);
 void upstream_req_cancel(struct upstream_req *r);
 
 const struct upstream_stats *upstream_stats(const struct upstream *u);
+
+/* True when an upstream request's outcome means "could not reach upstream"
+ * (connection failure, timeout, broken transfer, or a 5xx that survived the
+ * retries) rather than an answer about the content: callers then serve what
+ * they have (stale tag, cached blob) instead of an error. */
+static inline bool upstream_unreachable(int rc, int status)
+{
+    return rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT || rc == SHOAL_EUPSTREAM ||
+           status >= 500;
+}
 
 /* Parses a WWW-Authenticate value. scheme gets "Bearer"/"Basic"; realm,
  * service, scope get the parameters (empty when absent). Pure; exposed for
