@@ -1,0 +1,288 @@
+"""The systems under test, each run on a fresh state over the same cluster:
+shoal (tracker + agents prewarming), direct registry pulls, and the reference
+registry's pull-through cache. (The BitTorrent baselines are in torrent.py.)
+
+Every runner returns {"complete": {host: epoch or None}, "errors": {host: text},
+"upstream_bytes_own": bytes the system itself says it took from upstream or
+None, "extra": {...}} and leaves nothing running."""
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOSTCLIENT = os.path.join(HERE, "hostclient.py")
+PY = "/usr/bin/python3"
+REGISTRY_BIN = "/usr/bin/docker-registry"
+REGISTRY_PORT, PROXY_PORT, MIRROR_PORT, PEER_PORT, TRACKER_PORT = 5000, 5001, 5080, 5081, 5090
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def wait_http(host, url, proc, log, timeout=30):
+    """Polls url from inside host until it answers 200."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("%s on %s exited (%s): %s" % (os.path.basename(log), host.name,
+                                                             proc.returncode, tail(log)))
+        r = subprocess.run(host.argv(["curl", "-sf", "-o", "/dev/null", "--max-time", "2", url]))
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("%s did not answer on %s within %ds: %s" % (url, host.name, timeout,
+                                                                   tail(log)))
+
+
+def http_get(host, url):
+    r = subprocess.run(host.argv(["curl", "-sf", "--max-time", "10", url]), capture_output=True,
+                       text=True)
+    return r.stdout if r.returncode == 0 else None
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def registry_config(path, addr, storage, proxy_url=None):
+    cfg = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": storage},
+                    "maintenance": {"uploadpurging": {"enabled": False}}},
+        "http": {"addr": addr, "secret": "shoal-cluster-bench"},
+    }
+    if proxy_url:
+        cfg["proxy"] = {"remoteurl": proxy_url}
+    write_json(path, cfg)  # JSON is YAML
+
+
+def start_registry(host, name, port, proxy_url=None):
+    """docker-registry on host:port (storage on the host's tmpfs dir)."""
+    d = os.path.join(host.dir, name)
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "config.yml")
+    registry_config(cfg, "0.0.0.0:%d" % port, os.path.join(d, "storage"), proxy_url)
+    log = os.path.join(d, "registry.log")
+    p = host.popen([REGISTRY_BIN, "serve", cfg], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    wait_http(host, "http://127.0.0.1:%d/v2/" % port, p, log)
+    return p, d
+
+
+def start_upstream(cluster, workload):
+    """The upstream registry with the workload pushed into it (over the
+    upstream host's loopback, so the push does not count)."""
+    up = cluster.upstream
+    port = up.port(REGISTRY_PORT)
+    proc, _ = start_registry(up, "registry", port)
+    ocibuild = os.path.join(HERE, "..", "..", "tests", "system", "ocibuild.py")
+    subprocess.run(up.argv([PY, ocibuild, "push", workload.layout_dir, "--registry",
+                            "127.0.0.1:%d" % port, "--repo", workload.repo, "--tag",
+                            workload.tag]), check=True, capture_output=True, timeout=600)
+    return proc, "%s:%d" % (up.ip, port)
+
+
+def start_clients(hosts, argv_for):
+    return {h.name: h.popen([PY, HOSTCLIENT] + argv_for(h), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for h in hosts}
+
+
+def collect_clients(procs, deadline):
+    """Waits for every host client; returns (complete, errors)."""
+    complete, errors = {}, {}
+    for name, p in procs.items():
+        try:
+            out, _ = p.communicate(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+            errors[name] = "timed out"
+            complete[name] = None
+            continue
+        lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
+        res = json.loads(lines[-1]) if lines else {"error": "no result: %s" % out[-300:]}
+        complete[name] = res.get("done")
+        if "error" in res:
+            errors[name] = res["error"]
+    return complete, errors
+
+
+def proc_cpu_seconds(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+
+
+def proc_peak_rss(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def sha256_path(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def metric(text, name):
+    total = 0
+    for line in (text or "").splitlines():
+        if line.startswith(name) and (len(line) > len(name) and line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# ------------------------------------------------------------------ shoal --
+
+def run_shoal(ctx):
+    cluster, wl = ctx.cluster, ctx.workload
+    tr = cluster.tracker
+    secret = os.path.join(cluster.workdir, "cluster-secret")
+    with open(secret, "w") as f:
+        f.write(os.urandom(16).hex() + "\n")
+    tport = tr.port(TRACKER_PORT)
+    tlog = os.path.join(tr.dir, "shoal-tracker.log")
+    targv = [os.path.join(ctx.bin_dir, "shoal-tracker"), "--listen", "%s:%d" % (tr.ip, tport),
+             "--cluster-secret-file", secret, "--log-level", "warn"]
+    if ctx.piece_length:
+        targv += ["--piece-length", str(ctx.piece_length)]
+    tproc = tr.popen(targv, stdout=open(tlog, "w"), stderr=subprocess.STDOUT)
+    wait_http(tr, "http://%s:%d/_shoal/health" % (tr.ip, tport), tproc, tlog)
+    agents = {}
+    for h in cluster.hosts:
+        data = os.path.join(h.dir, "shoal-data")
+        mirror = "127.0.0.1:%d" % h.port(MIRROR_PORT)
+        cfg = {
+            "listen": mirror,
+            "data-dir": data,
+            "upstream": "http://" + ctx.registry,
+            "upstreams": [{"host": ctx.registry, "url": "http://" + ctx.registry}],
+            "cache-max-bytes": "%dB" % max(1 << 30, 2 * wl.total_bytes),
+            "tracker": "http://%s:%d" % (tr.ip, tport),
+            "peer-listen": "%s:%d" % (h.ip, h.port(PEER_PORT)),
+            "cluster-secret-file": secret,
+            "log-level": "warn",
+        }
+        if not cluster.emulated:  # the agents' own limits stand in for tbf
+            cfg["ingress-rate"] = "%dB" % (cluster.rate // 8)
+            cfg["egress-rate"] = "%dB" % (cluster.rate // 8)
+        cpath = os.path.join(h.dir, "shoal-agent.json")
+        write_json(cpath, cfg)
+        log = os.path.join(h.dir, "shoal-agent.log")
+        p = h.popen([os.path.join(ctx.bin_dir, "shoal-agent"), "--config", cpath],
+                    stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        agents[h.name] = (h, p, log, "http://" + mirror)
+    for h, p, log, url in agents.values():
+        wait_http(h, url + "/_shoal/health", p, log)
+    start = ctx.next_start()
+    clients = start_clients(cluster.hosts, lambda h: [
+        "prewarm", "--agent", agents[h.name][3], "--ref", wl.ref, "--start", repr(start)])
+    cpu0 = {n: proc_cpu_seconds(a[1].pid) for n, a in agents.items()}
+    ctx.begin(start)
+    complete, errors = collect_clients(clients, start + ctx.timeout)
+    ctx.end()
+    cpu = sum((proc_cpu_seconds(a[1].pid) or 0) - (cpu0[n] or 0) for n, a in agents.items())
+    rss = max(proc_peak_rss(a[1].pid) or 0 for a in agents.values())
+    up_own = peer_rx = 0
+    for n, (h, p, log, url) in agents.items():
+        m = http_get(h, url + "/metrics")
+        up_own += metric(m, "shoal_upstream_bytes_total")
+        peer_rx += metric(m, "shoal_peer_rx_bytes_total")
+        if p.poll() is not None:
+            errors[n] = "agent exited %s: %s" % (p.returncode, tail(log))
+        if complete.get(n) and errors.get(n) is None:
+            bad = verify_files(wl, os.path.join(h.dir, "shoal-data", "blobs", "sha256"))
+            if bad:
+                errors[n], complete[n] = bad, None
+    for n in errors:
+        if n in agents:
+            errors[n] += " | agent log: " + tail(agents[n][2], 5)
+    ctx.stop_all()
+    for h in cluster.hosts:
+        shutil.rmtree(os.path.join(h.dir, "shoal-data"), ignore_errors=True)
+    got = cluster.n * wl.total_bytes / 1e9
+    return {"complete": complete, "errors": errors, "upstream_bytes_own": up_own,
+            "extra": {"agent_cpu_s_per_gb": cpu / got if got else None,
+                      "agent_peak_rss": rss, "peer_rx_bytes": peer_rx}}
+
+
+def verify_files(wl, blob_dir):
+    """None when every workload blob is in blob_dir with its digest."""
+    for f in wl.files:
+        path = os.path.join(blob_dir, f.sha256)
+        if not os.path.exists(path):
+            return "blob %s missing from the store" % f.digest
+        if sha256_path(path) != f.sha256:
+            return "blob %s stored with the wrong digest" % f.digest
+    return None
+
+
+# ------------------------------------------------------ direct and proxy --
+
+def _pull_all(ctx, source_for, label):
+    cluster, wl = ctx.cluster, ctx.workload
+    start = ctx.next_start()
+    rate = [] if cluster.emulated else ["--rate", str(cluster.rate // 8)]
+    clients = start_clients(cluster.hosts, lambda h: [
+        "pull", "--registry", source_for(h), "--repo", wl.repo, "--ref", wl.tag, "--out",
+        os.path.join(h.dir, label), "--start", repr(start)] + rate)
+    ctx.begin(start)
+    complete, errors = collect_clients(clients, start + ctx.timeout)
+    ctx.end()
+    for h in cluster.hosts:
+        shutil.rmtree(os.path.join(h.dir, label), ignore_errors=True)
+    return complete, errors
+
+
+def run_direct(ctx):
+    complete, errors = _pull_all(ctx, lambda h: ctx.registry, "direct")
+    ok = sum(1 for t in complete.values() if t)
+    return {"complete": complete, "errors": errors,
+            "upstream_bytes_own": ok * ctx.workload.total_bytes, "extra": {}}
+
+
+def run_proxy(ctx):
+    cluster = ctx.cluster
+    cache_host = cluster.hosts[0]
+    port = cache_host.port(PROXY_PORT)
+    proc, d = start_registry(cache_host, "proxy", port, "http://" + ctx.registry)
+    complete, errors = _pull_all(ctx, lambda h: ("127.0.0.1:%d" % port if h is cache_host else
+                                                 "%s:%d" % (cache_host.ip, port)), "proxy-pull")
+    if proc.poll() is not None:
+        errors["proxy"] = "docker-registry proxy exited: %s" % tail(os.path.join(d,
+                                                                              "registry.log"))
+    ctx.stop_all()
+    shutil.rmtree(d, ignore_errors=True)
+    return {"complete": complete, "errors": errors, "upstream_bytes_own": None,
+            "extra": {"cache_host": cache_host.name}}
+
+
+def cleanup_globs(cluster):
+    for h in cluster.hosts:
+        for p in glob.glob(os.path.join(h.dir, "*")):
+            shutil.rmtree(p, ignore_errors=True)
