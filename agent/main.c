@@ -1,5 +1,6 @@
 /* shoal-agent: the node-local, read-only OCI registry mirror. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,6 +189,7 @@ static int agent_start(struct agent *a)
         .loop = &a->loop,
         .store = a->store,
         .hc = a->hc,
+        .fetcher = a->fetcher,
         .listen = cfg->listen,
         .port = http_server_port(a->server),
     };
@@ -220,6 +222,12 @@ int main(int argc, char **argv)
     int status = 0;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Piece and chunk buffers (256 KiB to 16 MiB) come and go all the time.
+     * Served from mmap, each would be a fresh, zero-filled mapping faulted
+     * in page by page; kept in the heap, freed buffers are reused as they
+     * are. The heap keeps up to the trim threshold of free memory. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
     /* For docs/configuration.md, which a test keeps in step with the table. */
     if (argc == 2 && strcmp(argv[1], "--print-config-markdown") == 0) {
         config_print_markdown(agent_options, stdout);

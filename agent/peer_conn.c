@@ -40,6 +40,7 @@ struct wreq {
     struct peer_conn *c;
     char *frame;    /* a whole frame, or a PIECE header */
     uint8_t *piece; /* PIECE data, or NULL */
+    size_t piece_len;
 };
 
 /* Log ids only; atomic because several loops may run in threads. */
@@ -356,7 +357,16 @@ static void on_write(uv_write_t *req, int status)
     bool piece = w->piece != NULL;
 
     free(w->frame);
-    free(w->piece);
+    if (piece && c->state != PEER_CONN_CLOSING && c->aq_head && !c->spare) {
+        c->spare = w->piece;
+        c->spare_len = w->piece_len;
+    } else {
+        free(w->piece);
+        if (!c->aq_head) { /* idle: hold no piece-sized memory */
+            free(c->spare);
+            c->spare = NULL;
+        }
+    }
     free(w);
     if (c->state == PEER_CONN_CLOSING)
         return;
@@ -389,6 +399,7 @@ int peer_conn_send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_
     w->req.data = w;
     w->frame = buf_steal(b, &flen);
     w->piece = piece;
+    w->piece_len = piece_len;
     bufs[0] = uv_buf_init(w->frame, (unsigned)flen);
     bufs[1] = uv_buf_init((char *)piece, (unsigned)piece_len);
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, piece ? 2 : 1, on_write);
@@ -677,6 +688,8 @@ static int on_piece_frame(struct peer_conn *c, const struct wire_frame *f)
         return SHOAL_EPROTOCOL;
     }
     inflight_remove(c, (unsigned)slot);
+    /* Reuse the payload buffer for the next piece while more are coming. */
+    wire_decoder_set_keep(&c->dec, c->ninflight ? SIZE_MAX : 0);
     if (c->ops->on_piece)
         c->ops->on_piece(c, index, data, len, c->arg);
     return 0;

@@ -94,6 +94,10 @@ struct peer_conn {
     struct answer *cur; /* being read from disk */
     uint8_t *cur_buf;
     uint32_t cur_done;
+    /* A sent piece's buffer, kept for the next answer while answers are
+     * queued (a fresh multi-MiB buffer per piece costs page faults). */
+    uint8_t *spare;
+    size_t spare_len;
 
     struct peer_listener *listener; /* until the lookup took the connection */
     struct peer_conn *lprev, *lnext;

@@ -46,6 +46,8 @@ void peer_conn_answers_free(struct peer_conn *c)
     if (c->cur)
         answer_free(c->cur);
     free(c->cur_buf);
+    free(c->spare);
+    c->spare = NULL;
 }
 
 /* ---- Serving pieces ----------------------------------------------------- */
@@ -81,7 +83,12 @@ void peer_conn_pump(struct peer_conn *c)
     a->next = NULL;
     c->cur = a;
     c->cur_done = 0;
-    c->cur_buf = malloc(a->len ? a->len : 1);
+    if (c->spare && c->spare_len >= a->len) {
+        c->cur_buf = c->spare;
+        c->spare = NULL;
+    } else {
+        c->cur_buf = malloc(a->len ? a->len : 1);
+    }
     if (c->cur_buf == NULL) {
         peer_conn_teardown(c, -ENOMEM, false);
         return;

@@ -216,6 +216,14 @@ void wire_decoder_init(struct wire_decoder *d, uint32_t max_frame)
     memset(d, 0, sizeof(*d));
     d->state = WIRE_DEC_HEADER;
     d->max_frame = max_frame;
+    d->keep = KEEP_MAX;
+}
+
+void wire_decoder_set_keep(struct wire_decoder *d, size_t keep)
+{
+    d->keep = keep;
+    if (d->cap > keep && d->state == WIRE_DEC_HEADER && d->hdr_len == 0)
+        wire_decoder_dispose(d);
 }
 
 void wire_decoder_dispose(struct wire_decoder *d)
@@ -281,7 +289,7 @@ int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t 
     }
     if (d->state == WIRE_DEC_FRAME) {
         /* The previous frame's payload is no longer the caller's to use. */
-        if (d->cap > KEEP_MAX)
+        if (d->cap > d->keep)
             wire_decoder_dispose(d);
         d->state = WIRE_DEC_HEADER;
         d->hdr_len = 0;

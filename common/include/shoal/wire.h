@@ -147,7 +147,8 @@ struct wire_decoder {
     size_t have;  /* payload bytes collected so far */
     uint8_t *buf; /* payload buffer, owned; allocated when a header is accepted */
     size_t cap;
-    int error; /* the sticky error once state is WIRE_DEC_FAILED */
+    size_t keep; /* a payload buffer up to this size is kept for the next frame */
+    int error;   /* the sticky error once state is WIRE_DEC_FAILED */
 };
 
 /* Initialises a decoder accepting frames of up to max_frame bytes
@@ -159,6 +160,12 @@ void wire_decoder_dispose(struct wire_decoder *d);
  * is done. It applies from the next frame header completed; a frame whose
  * header was already accepted keeps its length. */
 void wire_decoder_set_max(struct wire_decoder *d, uint32_t max_frame);
+/* Between frames the payload buffer is kept for reuse when it is no larger
+ * than keep (64 KiB by default) and freed otherwise. A receiver expecting a
+ * run of large frames raises it so each frame does not cost a fresh
+ * allocation (page faults and zeroing), and lowers it again when the run
+ * ends; lowering frees a larger idle buffer at once. */
+void wire_decoder_set_keep(struct wire_decoder *d, size_t keep);
 
 /* Consumes bytes from data[0..len) up to the end of at most one frame and
  * sets *consumed to how many were taken. Returns:
