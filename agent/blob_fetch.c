@@ -610,6 +610,12 @@ static struct blob_fetch *find_active(struct blob_fetcher *f, const struct oci_d
     return NULL;
 }
 
+uint64_t blob_fetcher_progress(struct blob_fetcher *f, const struct oci_digest *d)
+{
+    struct blob_fetch *bf = f ? find_active(f, d) : NULL;
+    return bf ? bf->released : 0;
+}
+
 static int fetch_start(struct blob_fetcher *f, const struct oci_digest *d, uint64_t size,
                        const struct upstream_def *def, const char *repo, struct blob_fetch **out)
 {

@@ -76,6 +76,10 @@ void blob_fetcher_set_ingress(struct blob_fetcher *f, struct ratelimit *ingress)
  * def is copied. Returns 0 and the
  * reader in *out, or a negative code (SHOAL_ENOSPACE when the cache cannot
  * hold the blob) with nothing attached. */
+/* Bytes of d verified and readable so far by a download in progress; 0 when
+ * none is running. For progress reports. */
+uint64_t blob_fetcher_progress(struct blob_fetcher *f, const struct oci_digest *d);
+
 int blob_fetcher_read(struct blob_fetcher *f, const struct oci_digest *d, uint64_t size,
                       const struct upstream_def *def, const char *repo,
                       const struct blob_reader_cbs *cbs, void *arg, struct blob_reader **out);

@@ -119,8 +119,16 @@ void mreq_error(struct mreq *r, int status, const char *code, const char *messag
     snprintf(len, sizeof(len), "%zu", body.len);
     hs[n++] = (struct http_header){"Content-Type", "application/json"};
     hs[n++] = (struct http_header){"Content-Length", len};
-    for (size_t i = 0; extra && extra[i].name && n < 7; i++)
+    for (size_t i = 0; extra && extra[i].name && n < 6; i++)
         hs[n++] = extra[i];
+    char hmsg[512];
+    if (r->req->is_head) { /* no body to read the message from */
+        size_t i = 0;
+        for (; message[i] && i < sizeof(hmsg) - 1; i++)
+            hmsg[i] = (unsigned char)message[i] < 0x20 || message[i] == 0x7f ? ' ' : message[i];
+        hmsg[i] = '\0';
+        hs[n++] = (struct http_header){"X-Shoal-Error", hmsg};
+    }
     hs[n].name = NULL;
     if (mreq_start(r, status, hs) == 0) {
         http_response_write(r->req, body.data, body.len);

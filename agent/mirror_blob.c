@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "mirror_internal.h"
@@ -170,6 +171,43 @@ static const struct blob_reader_cbs reader_cbs = {
     .on_end = reader_end,
 };
 
+/* HEAD with "X-Shoal-Prewarm: fill" (what prewarm jobs send): download the
+ * blob into the cache like a GET would, but answer only once it is complete
+ * and verified, with no body, so filling the cache costs no loopback copy. */
+static bool wants_fill(const struct mreq *r)
+{
+    const char *v = http_request_header(r->req, "X-Shoal-Prewarm");
+    return r->req->is_head && v && strcasecmp(v, "fill") == 0;
+}
+
+static void fill_data(struct blob_reader *br, void *arg)
+{
+    (void)br;
+    (void)arg;
+}
+
+static void fill_end(struct blob_reader *br, int rc, int status, void *arg)
+{
+    struct mreq *r = arg;
+    (void)br;
+    r->reader = NULL; /* freed by the fetcher after we return */
+    if (!r->req) {
+        mreq_maybe_free(r);
+        return;
+    }
+    if (rc == 0) {
+        blob_headers(r);
+        http_response_end(r->req);
+        return;
+    }
+    mreq_upstream_error(r, rc, status, "BLOB_UNKNOWN", NULL);
+}
+
+static const struct blob_reader_cbs fill_cbs = {
+    .on_data = fill_data,
+    .on_end = fill_end,
+};
+
 /* The repository is known to hold the blob (size UINT64_MAX: unknown because
  * upstream is unreachable). */
 static void blob_proceed(struct mreq *r, uint64_t size)
@@ -193,16 +231,17 @@ static void blob_proceed(struct mreq *r, uint64_t size)
     r->size = size;
     if (!apply_range(r))
         return;
-    if (r->req->is_head) {
+    bool fill = wants_fill(r);
+    if (r->req->is_head && !fill) {
         r->source = "upstream";
         blob_headers(r);
         http_response_end(r->req);
         return;
     }
     m->cache_misses++;
-    r->source = "stream";
-    int rc = blob_fetcher_read(m->deps.fetcher, &r->d, size, r->def, r->repo, &reader_cbs, r,
-                               &r->reader);
+    r->source = fill ? "fill" : "stream";
+    int rc = blob_fetcher_read(m->deps.fetcher, &r->d, size, r->def, r->repo,
+                               fill ? &fill_cbs : &reader_cbs, r, &r->reader);
     if (rc < 0) {
         r->reader = NULL;
         mreq_upstream_error(r, rc, 0, "BLOB_UNKNOWN", NULL);

@@ -17,11 +17,11 @@
 #include "shoal/metrics.h"
 
 #define MANIFEST_BODY_MAX (4 * 1024 * 1024)
-#define ERROR_BODY_MAX 4096
 #define MANIFEST_CONCURRENCY 2
 /* Indexes of indexes are legal; deeper nesting than this is a loop or abuse. */
 #define MAX_INDEX_DEPTH 4
 #define PREFIX "/_shoal/prewarm"
+#define FILL_WAIT_MAX_S (24L * 3600)
 
 static const char ACCEPT[] =
     "Accept: " MANIFEST_MT_OCI_INDEX ", " MANIFEST_MT_DOCKER_LIST ", " MANIFEST_MT_OCI_MANIFEST
@@ -74,10 +74,6 @@ struct pw_fetch {
     bool manifest;
     struct pw_mref mref; /* manifests */
     size_t blob;         /* blobs: index into job->blobs */
-    long status;
-    uint64_t got;
-    bool too_long;
-    struct buf err; /* blobs: body of an error answer, capped */
 };
 
 struct pw_job {
@@ -262,7 +258,6 @@ static bool fetch_end(struct pw_fetch *f)
 {
     struct pw_job *j = f->job;
     fetch_unlink(f);
-    buf_dispose(&f->err);
     free(f);
     if (j->dropped) {
         if (j->inflight == 0)
@@ -279,7 +274,6 @@ static struct pw_fetch *fetch_new(struct pw_job *j, bool manifest)
         return NULL;
     f->job = j;
     f->manifest = manifest;
-    buf_init(&f->err, ERROR_BODY_MAX);
     return f;
 }
 
@@ -416,67 +410,36 @@ static void manifest_done(void *arg, int rc, const struct http_client_response *
     pump(j);
 }
 
-static int blob_response(void *arg, const struct http_client_response *resp)
-{
-    struct pw_fetch *f = arg;
-    f->status = resp->status;
-    return 0;
-}
-
-static size_t blob_data(void *arg, const char *data, size_t len)
-{
-    struct pw_fetch *f = arg;
-    struct pw_job *j = f->job;
-    if (f->status != 200) {
-        /* An error answer: keep the start of it for the message. */
-        if (f->err.len < ERROR_BODY_MAX)
-            buf_append(&f->err, data,
-                       len < ERROR_BODY_MAX - f->err.len ? len : ERROR_BODY_MAX - f->err.len);
-        return len;
-    }
-    const struct pw_blob *b = &j->blobs[f->blob];
-    if (len > b->size - f->got) {
-        f->too_long = true;
-        return 0; /* longer than its descriptor: abort */
-    }
-    f->got += len;
-    if (!j->dropped && j->state == PW_RUNNING)
-        j->bytes_done += len;
-    j->p->bytes_total += len;
-    return len;
-}
-
+/* The mirror answers a fill HEAD once the blob is cached and verified (or
+ * the download failed, with the reason in X-Shoal-Error). */
 static void blob_done(void *arg, int rc, const struct http_client_response *resp)
 {
     struct pw_fetch *f = arg;
     struct pw_job *j = f->job;
     size_t idx = f->blob;
-    uint64_t got = f->got;
-    long status = f->status;
-    bool too_long = f->too_long;
+    long status = resp ? resp->status : 0;
+    uint64_t clen = resp ? resp->content_length : UINT64_MAX;
     char msg[512] = "";
-    if (status != 200)
-        oci_message(f->err.data, f->err.len, msg, sizeof(msg));
+    if (resp && status != 200)
+        http_client_response_header(resp, "X-Shoal-Error", msg, sizeof(msg));
     if (!fetch_end(f))
         return;
     struct pw_blob *b = &j->blobs[idx];
-    if (rc == 0 && status == 200 && got == b->size) {
+    if (rc == 0 && status == 200 && clen == b->size) {
         b->st = BLOB_DONE;
         j->blobs_done++;
+        j->bytes_done += b->size;
+        j->p->bytes_total += b->size;
         pump(j);
         return;
     }
-    if (status != 200 && status != 0)
+    if (rc < 0)
+        job_fail(j, "blob %s: %s", b->d.str, shoal_strerror(rc));
+    else if (status != 200)
         job_fail(j, "blob %s: HTTP %ld%s%s", b->d.str, status, msg[0] ? " " : "", msg);
-    else if (too_long)
-        job_fail(j, "blob %s: longer than the %" PRIu64 " bytes the manifest says", b->d.str,
-                 b->size);
-    else if (rc < 0)
-        job_fail(j, "blob %s: transfer failed after %" PRIu64 " of %" PRIu64 " bytes: %s", b->d.str,
-                 got, b->size, shoal_strerror(rc));
     else
-        job_fail(j, "blob %s: got %" PRIu64 " bytes, the manifest says %" PRIu64, b->d.str, got,
-                 b->size);
+        job_fail(j, "blob %s: the mirror announced %" PRIu64 " bytes, the manifest says %" PRIu64,
+                 b->d.str, clen, b->size);
 }
 
 static int start_manifest(struct pw_job *j, const struct pw_mref *mref)
@@ -501,7 +464,6 @@ static int start_manifest(struct pw_job *j, const struct pw_mref *mref)
     };
     int rc = http_client_request(j->p->deps.hc, &o, &f->req);
     if (rc < 0) {
-        buf_dispose(&f->err);
         free(f);
         return rc;
     }
@@ -521,17 +483,20 @@ static int start_blob(struct pw_job *j, size_t idx)
     if (!f)
         return -ENOMEM;
     f->blob = idx;
+    static const char *const headers[] = {"X-Shoal-Prewarm: fill", NULL};
     struct http_client_opts o = {
-        .method = "GET",
+        .method = "HEAD",
         .url = url,
-        .on_response = blob_response,
-        .on_data = blob_data,
+        .headers = headers,
+        /* No bytes flow until the mirror answers; it ends every download
+         * itself (stall and upstream timeouts), so only a dead server is
+         * left for this to catch. */
+        .low_speed_time_s = FILL_WAIT_MAX_S,
         .on_done = blob_done,
         .arg = f,
     };
     int rc = http_client_request(j->p->deps.hc, &o, &f->req);
     if (rc < 0) {
-        buf_dispose(&f->err);
         free(f);
         return rc;
     }
@@ -601,6 +566,17 @@ static int answer_error(struct buf *out, int status, const char *code, const cha
     return status;
 }
 
+/* Bytes of finished blobs plus what the downloads of active ones have
+ * verified so far. */
+static uint64_t job_bytes_done(const struct pw_job *j)
+{
+    uint64_t done = j->bytes_done;
+    for (size_t i = 0; j->state == PW_RUNNING && i < j->nblobs; i++)
+        if (j->blobs[i].st == BLOB_ACTIVE)
+            done += blob_fetcher_progress(j->p->deps.fetcher, &j->blobs[i].d);
+    return done;
+}
+
 static json_t *job_json(const struct pw_job *j)
 {
     uint64_t end = j->state == PW_RUNNING ? now_ms(j->p) : j->end_ms;
@@ -613,7 +589,7 @@ static json_t *job_json(const struct pw_job *j)
     return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?}", "id", j->id,
                      "ref", j->text, "resolved", resolved, "state", state_name(j->state), "digest",
                      j->digest[0] ? j->digest : NULL, "platforms", plats, "bytes_done",
-                     (json_int_t)j->bytes_done, "bytes_total", (json_int_t)j->bytes_total,
+                     (json_int_t)job_bytes_done(j), "bytes_total", (json_int_t)j->bytes_total,
                      "blobs_done", (json_int_t)j->blobs_done, "blobs_total", (json_int_t)j->nblobs,
                      "blobs_cached", (json_int_t)j->blobs_cached, "manifests",
                      (json_int_t)j->manifests_done, "duration_ms", (json_int_t)(end - j->start_ms),

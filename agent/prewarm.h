@@ -4,9 +4,12 @@
  * A job fetches through the agent's own mirror over loopback (GET
  * /v2/<host>/<repo>/manifests/<ref>, then each child manifest of an index,
  * then every config and layer blob), so the mirror's upstream selection,
- * credentials, verification and caching all apply. Blob bodies are counted
- * and dropped; a job is done when every blob's GET completed with its full
- * size and the blob is in the cache, and failed at the first error.
+ * credentials, verification and caching all apply. Blobs are asked for with
+ * "HEAD ... X-Shoal-Prewarm: fill", which the mirror answers once the blob
+ * is downloaded, verified and cached, so no blob body crosses loopback; a
+ * job is done when every blob is cached with its full size, and failed at
+ * the first error. Progress of blobs still downloading comes from the
+ * fetcher.
  *
  * Control API (answered by prewarm_http, routed by the mirror):
  *   POST /_shoal/prewarm         {"ref":"host/repo:tag" | "...@sha256:...",
@@ -29,6 +32,7 @@
 #include "shoal/buf.h"
 #include "shoal/http_client.h"
 #include "shoal/oci.h"
+#include "blob_fetch.h"
 #include "store.h"
 
 #define PREWARM_KEEP_FINISHED 100
@@ -46,8 +50,9 @@ struct prewarm_deps {
     uv_loop_t *loop;
     struct store *store;
     struct http_client *hc;
-    const char *listen; /* the agent's listen address "HOST:PORT" (copied) */
-    int port;           /* the port actually bound (listen may say 0) */
+    struct blob_fetcher *fetcher; /* for progress of active blobs; may be NULL */
+    const char *listen;           /* the agent's listen address "HOST:PORT" (copied) */
+    int port;                     /* the port actually bound (listen may say 0) */
 };
 
 /* A parsed image reference. */

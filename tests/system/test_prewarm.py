@@ -299,3 +299,30 @@ def test_stop_during_prewarm(registry, agent_factory, proxy_factory, build):
     r = shoalctl("prewarm", "--agent", a.url, "%s/test/slow:%s" % (proxy.host, b.tag))
     assert r.returncode == 0, r.stdout + r.stderr
     assert_cached(a, b.blobs)
+
+
+def test_fill_head_caches_without_a_body(registry, agent, build):
+    """What prewarm jobs send: HEAD with X-Shoal-Prewarm: fill answers once
+    the blob is downloaded, verified and cached, and never with a body."""
+    d, desc = build.blob(3 << 20)
+    registry.push_blob(d, "test/fill", desc["digest"])
+    path = "/v2/%s/test/fill/blobs/%s" % (registry.host, desc["digest"])
+    fill = {"X-Shoal-Prewarm": "fill"}
+    before = agent.metric("shoal_client_tx_bytes_total") or 0
+    st, hs, body = http_request(agent.port, "HEAD", path, headers=fill)
+    assert st == 200 and body == b"", (st, hs)
+    assert hs["content-length"] == str(desc["size"]) and hs["docker-content-digest"] == \
+        desc["digest"], hs
+    assert_cached(agent, [desc])
+    assert (agent.metric("shoal_client_tx_bytes_total") or 0) == before
+    # A plain HEAD still answers at once and fetches nothing.
+    d2, desc2 = build.blob(1 << 20)
+    registry.push_blob(d2, "test/fill", desc2["digest"])
+    st, _, _ = http_request(agent.port, "HEAD", "/v2/%s/test/fill/blobs/%s" % (
+        registry.host, desc2["digest"]))
+    assert st == 200 and desc2["digest"] not in cached_blobs(agent)
+    # A blob the repository lacks: the status, and the reason in a header.
+    missing = "sha256:" + "0" * 64
+    st, hs, body = http_request(agent.port, "HEAD", "/v2/%s/test/fill/blobs/%s" % (
+        registry.host, missing), headers=fill)
+    assert st == 404 and body == b"" and hs.get("x-shoal-error"), (st, hs)
