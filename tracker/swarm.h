@@ -31,7 +31,7 @@
 #define TRACKER_MAX_SWARM_PIECES 65536 /* per swarm; piece length doubles to stay below */
 #define TRACKER_MIN_PIECE_LENGTH (256ULL << 10)
 #define TRACKER_MAX_PIECE_LENGTH (256ULL << 20)
-#define TRACKER_DEFAULT_PIECE_LENGTH (4ULL << 20)
+#define TRACKER_DEFAULT_PIECE_LENGTH (1ULL << 20)
 #define TRACKER_TARGET_PIECES 2048    /* the rule's target piece count */
 #define TRACKER_AGENT_MAX 128         /* agent id length */
 #define TRACKER_ADDR_MAX 300          /* "host:port" length */

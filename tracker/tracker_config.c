@@ -42,7 +42,7 @@ const struct config_option tracker_options[] = {
         "peers in one announce reply"),
     OPT("piece-length", CONFIG_SIZE, piece_length, 0, TRACKER_MAX_PIECE_LENGTH, "0",
         "force this piece length (a power of two from 256KiB to 256MiB) for new swarms; 0 = "
-        "4MiB, doubled until a blob has at most 2048 pieces"),
+        "1MiB, doubled until a blob has at most 2048 pieces"),
     OPT("hash-algo", CONFIG_STRING, hash_algo_name, 0, 0, "xxh3-128",
         "piece hash: xxh3-128 or sha256"),
     OPT("swarm-keep", CONFIG_DURATION, swarm_keep_ms, SEC, 7 * 24 * HOUR, "1h",

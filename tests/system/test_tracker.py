@@ -22,7 +22,7 @@ from conftest import (REPO_ROOT, bin_dir, free_port, http_request, metric, parse
                       stop_process, tail, wait_for)
 
 SECRET = b"tracker-test-secret"
-PL = 4 << 20
+PL = 1 << 20  # the default piece length for blobs up to 2 GiB
 DIGEST_A = "sha256:" + "a1" * 32
 DIGEST_B = "sha256:" + "b2" * 32
 

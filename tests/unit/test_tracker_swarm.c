@@ -25,7 +25,7 @@
 
 #define MIB (1024ULL * 1024)
 #define GIB (1024ULL * MIB)
-#define PL (4 * MIB)
+#define PL (1 * MIB) /* the default piece length for blobs up to 2 GiB */
 
 static const char DIG_A[] =
     "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -143,9 +143,11 @@ static void test_piece_length(void **state)
     struct tracker_swarms_config cfg;
 
     (void)state;
-    assert_int_equal(tracker_piece_length(1, 0), 4 * MIB);
-    assert_int_equal(tracker_piece_length(256 * MIB, 0), 4 * MIB);
-    assert_int_equal(tracker_piece_length(8 * GIB, 0), 4 * MIB); /* exactly 2048 pieces */
+    assert_int_equal(tracker_piece_length(1, 0), 1 * MIB);
+    assert_int_equal(tracker_piece_length(256 * MIB, 0), 1 * MIB);
+    assert_int_equal(tracker_piece_length(2 * GIB, 0), 1 * MIB); /* exactly 2048 pieces */
+    assert_int_equal(tracker_piece_length(2 * GIB + 1, 0), 2 * MIB);
+    assert_int_equal(tracker_piece_length(8 * GIB, 0), 4 * MIB);
     assert_int_equal(tracker_piece_length(8 * GIB + 1, 0), 8 * MIB);
     assert_int_equal(tracker_piece_length(20 * GIB, 0), 16 * MIB);
     assert_int_equal(tracker_piece_length(32 * GIB, 0), 16 * MIB);
@@ -157,14 +159,14 @@ static void test_piece_length(void **state)
     assert_int_equal(tracker_piece_length(100 * GIB, 1 * MIB), 2 * MIB);
     assert_int_equal(tracker_piece_length(1024 * GIB, 256 * 1024), 16 * MIB);
     /* Not a valid forced length: the rule. */
-    assert_int_equal(tracker_piece_length(256 * MIB, 3 * MIB), 4 * MIB);
-    assert_int_equal(tracker_piece_length(256 * MIB, 128 * 1024), 4 * MIB);
+    assert_int_equal(tracker_piece_length(256 * MIB, 3 * MIB), 1 * MIB);
+    assert_int_equal(tracker_piece_length(256 * MIB, 128 * 1024), 1 * MIB);
 
     /* Through an announce: the reply carries the swarm's length and count. */
     s = mk(NULL);
     assert_int_equal(ann(s, DIG_A, 256 * MIB + 1, "a", false, 1000), 0);
-    assert_int_equal(R.piece_length, 4 * MIB);
-    assert_int_equal(R.pieces, 65);
+    assert_int_equal(R.piece_length, 1 * MIB);
+    assert_int_equal(R.pieces, 257);
     assert_int_equal(R.interval_ms, 1000);
     assert_int_equal(R.hash_algo, TRACKER_HASH_XXH3_128);
     assert_int_equal(R.hash_len, 16);

@@ -1175,12 +1175,14 @@ static void check_geometry(uint64_t size, uint32_t want_plen, uint32_t want_n, u
 static void test_geometry_rule(void **state)
 {
     (void)state;
-    check_geometry(0, 4 * MIB, 0, 0);
-    check_geometry(1, 4 * MIB, 1, 1);
-    check_geometry(4 * MIB - 1, 4 * MIB, 1, 4 * MIB - 1);
-    check_geometry(4 * MIB, 4 * MIB, 1, 4 * MIB);
-    check_geometry(4 * MIB + 1, 4 * MIB, 2, 1);
-    check_geometry(256 * MIB, 4 * MIB, 64, 4 * MIB);
+    check_geometry(0, 1 * MIB, 0, 0);
+    check_geometry(1, 1 * MIB, 1, 1);
+    check_geometry(1 * MIB - 1, 1 * MIB, 1, 1 * MIB - 1);
+    check_geometry(1 * MIB, 1 * MIB, 1, 1 * MIB);
+    check_geometry(1 * MIB + 1, 1 * MIB, 2, 1);
+    check_geometry(256 * MIB, 1 * MIB, 256, 1 * MIB);
+    check_geometry(2 * GIB, 1 * MIB, 2048, 1 * MIB);
+    check_geometry(2 * GIB + 1, 2 * MIB, 1025, 1);
     check_geometry(8 * GIB, 4 * MIB, 2048, 4 * MIB);
     check_geometry(8 * GIB + 1, 8 * MIB, 1025, 1);
     check_geometry(16 * GIB, 8 * MIB, 2048, 8 * MIB);

@@ -47,7 +47,7 @@
 #define WIRE_FRAME_SLACK 64
 
 /* Piece geometry bounds (protocol.md, "Pieces"). */
-#define WIRE_PIECE_LENGTH_DEFAULT (4u * 1024 * 1024)
+#define WIRE_PIECE_LENGTH_DEFAULT (1u * 1024 * 1024)
 #define WIRE_PIECE_LENGTH_MIN (256u * 1024)
 #define WIRE_PIECE_LENGTH_MAX (256u * 1024 * 1024)
 #define WIRE_PIECES_TARGET 2048u
@@ -268,7 +268,7 @@ uint32_t wire_bitfield_count(const uint8_t *bits, uint32_t npieces);
 /* ---- Piece geometry ----------------------------------------------------- */
 
 /* The piece length for a blob of size bytes. forced == 0 applies the rule
- * (4 MiB, doubled while there are more than 2048 pieces, up to 256 MiB);
+ * (1 MiB, doubled while there are more than 2048 pieces, up to 256 MiB);
  * otherwise forced must be a power of two in [256 KiB, 256 MiB] (-EINVAL if
  * not). Also SHOAL_ETOOBIG if the blob would need more pieces than the wire
  * can carry (a u32 index, and a BITFIELD within the frame cap). Use it with
