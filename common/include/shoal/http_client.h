@@ -24,30 +24,30 @@ struct http_client_req;
 #define HTTP_CLIENT_PAUSE ((size_t)-1)
 
 struct http_client_response {
-    long status;        /* final status after redirects; 0 if none arrived */
-    struct buf headers; /* raw header block of the final response ("Name: value\r\n"...) */
-    struct buf body;    /* the body, when the request had no on_data (capped by max_body) */
+    long status;             /* final status after redirects; 0 if none arrived */
+    struct buf headers;      /* raw header block of the final response ("Name: value\r\n"...) */
+    struct buf body;         /* the body, when the request had no on_data (capped by max_body) */
     uint64_t content_length; /* from the final response, UINT64_MAX if unknown */
 };
 
 /* Case-insensitive look-up of a header of the final response, copied into
  * out (trimmed). Returns out, or NULL if absent/too long. */
-const char *http_client_response_header(const struct http_client_response *resp,
-                                        const char *name, char *out, size_t outlen);
+const char *http_client_response_header(const struct http_client_response *resp, const char *name,
+                                        char *out, size_t outlen);
 
 struct http_client_opts {
-    const char *method;          /* "GET" (default), "HEAD", "POST" */
-    const void *body;            /* POST body (copied), or NULL */
+    const char *method; /* "GET" (default), "HEAD", "POST" */
+    const void *body;   /* POST body (copied), or NULL */
     size_t body_len;
     const char *url;
-    const char *const *headers;  /* "Name: value" strings, NULL-terminated; may be NULL */
-    const char *userpwd;         /* "user:password" for Basic auth, or NULL */
-    const char *ca_file;         /* PEM bundle, or NULL for the system store */
-    bool insecure;               /* skip TLS verification (tests only) */
-    bool follow_redirects;       /* follow 3xx (credentials never cross hosts) */
-    long connect_timeout_ms;     /* default 10 s */
-    long low_speed_time_s;       /* abort when below 1 KiB/s for this long; default 60 */
-    size_t max_body;             /* cap for the buffered body; default 4 MiB */
+    const char *const *headers; /* "Name: value" strings, NULL-terminated; may be NULL */
+    const char *userpwd;        /* "user:password" for Basic auth, or NULL */
+    const char *ca_file;        /* PEM bundle, or NULL for the system store */
+    bool insecure;              /* skip TLS verification (tests only) */
+    bool follow_redirects;      /* follow 3xx (credentials never cross hosts) */
+    long connect_timeout_ms;    /* default 10 s */
+    long low_speed_time_s;      /* abort when below 1 KiB/s for this long; default 60 */
+    size_t max_body;            /* cap for the buffered body; default 4 MiB */
 
     /* Called once when the final response's headers are complete, before any
      * on_data. Return 0 to go on, non-zero to abort (on_done then gets

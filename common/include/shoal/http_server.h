@@ -43,18 +43,18 @@ struct http_header {
 };
 
 struct http_request {
-    const char *method;   /* "GET", "HEAD", ... */
-    const char *path;     /* raw path without the query, percent-encoding kept */
-    const char *query;    /* raw query without '?', or NULL */
-    int http_minor;       /* 0 or 1 (HTTP/1.x) */
-    bool is_head;         /* method is HEAD: body bytes are dropped by the server */
-    bool has_body;        /* the request announced a body */
+    const char *method; /* "GET", "HEAD", ... */
+    const char *path;   /* raw path without the query, percent-encoding kept */
+    const char *query;  /* raw query without '?', or NULL */
+    int http_minor;     /* 0 or 1 (HTTP/1.x) */
+    bool is_head;       /* method is HEAD: body bytes are dropped by the server */
+    bool has_body;      /* the request announced a body */
     size_t nheaders;
     struct http_header *headers;
-    const char *peer;     /* "ip:port" of the client */
-    uint64_t start_ms;    /* uv_now when the request line arrived */
-    uint64_t id;          /* server-unique request id, for logs */
-    void *user;           /* free for the handler */
+    const char *peer;  /* "ip:port" of the client */
+    uint64_t start_ms; /* uv_now when the request line arrived */
+    uint64_t id;       /* server-unique request id, for logs */
+    void *user;        /* free for the handler */
     /* The body, when the server reads bodies (max_body_bytes > 0) and the
      * request had a non-empty one: body_len bytes plus a NUL terminator, so
      * it can be parsed as text. NULL and 0 otherwise. Valid until on_close. */
@@ -66,12 +66,12 @@ typedef void (*http_handler_fn)(struct http_request *req, void *ctx);
 typedef void (*http_req_cb)(struct http_request *req, void *arg);
 
 struct http_server_config {
-    const char *listen;          /* "HOST:PORT"; port 0 picks a free port */
-    size_t max_header_bytes;     /* request line + headers; default 16 KiB */
-    uint64_t header_timeout_ms;  /* for a complete request head; default 10 s */
-    uint64_t idle_timeout_ms;    /* keep-alive idle; default 60 s */
-    uint64_t write_timeout_ms;   /* no write progress for this long closes; default 120 s */
-    unsigned max_connections;    /* default 1024 */
+    const char *listen;         /* "HOST:PORT"; port 0 picks a free port */
+    size_t max_header_bytes;    /* request line + headers; default 16 KiB */
+    uint64_t header_timeout_ms; /* for a complete request head; default 10 s */
+    uint64_t idle_timeout_ms;   /* keep-alive idle; default 60 s */
+    uint64_t write_timeout_ms;  /* no write progress for this long closes; default 120 s */
+    unsigned max_connections;   /* default 1024 */
     /* Body of the server's own error answers (400 malformed request, 408
      * header timeout, 431 header too large, 503 too many connections): writes
      * the body into out and returns its Content-Type. NULL = text/plain. The
@@ -140,8 +140,7 @@ size_t http_response_pending(const struct http_request *req);
 /* Calls cb once the queue holds at most low_water bytes (at once on the next
  * loop turn if it already does). One waiter per request; a later call
  * replaces the earlier. Used for back-pressure when streaming. */
-void http_response_on_drain(struct http_request *req, size_t low_water, http_req_cb cb,
-                            void *arg);
+void http_response_on_drain(struct http_request *req, size_t low_water, http_req_cb cb, void *arg);
 
 /* Convenience: status, Content-Type, Content-Length and a complete body in one
  * call (start + write + end). extra may be NULL. */
