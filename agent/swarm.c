@@ -480,9 +480,12 @@ static void announce_done(void *arg, int rc, const struct tracker_client_reply *
             lease_next(dl);
         }
     }
-    for (size_t i = 0; i < r->npeers; i++)
-        if (r->peers[i].complete || r->peers[i].have > 0)
-            swarm_connect_peer(dl, r->peers[i].addr);
+    /* Peers with pieces first; then the rest, which will have some soon
+     * (their HAVEs reach us at once instead of on a later announce). */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < r->npeers; i++)
+            if ((r->peers[i].complete || r->peers[i].have > 0) == (pass == 0))
+                swarm_connect_peer(dl, r->peers[i].addr);
     swarm_try_request_all(dl);
     kick_hasher(dl);
 }
@@ -680,6 +683,10 @@ int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
         s->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)uv_hrtime();
     s->pcfg.secret = s->secret;
     s->pcfg.secret_len = cfg->secret_len;
+    /* Two whole-piece requests per peer keep every link busy with several
+     * peers, and a request never queues long behind others at a busy peer
+     * (what delays the last pieces most). */
+    s->pcfg.max_inflight = SWARM_MAX_INFLIGHT;
     rc = peer_conn_make_id(s->pcfg.my_id);
     if (rc < 0)
         goto fail;

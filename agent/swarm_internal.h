@@ -17,6 +17,10 @@
 #define PREFIX_CHUNK (4u << 20)
 #define MAX_BANS 64
 #define ANNOUNCE_MIN_GAP_MS 100
+/* A peer announced a piece whose hash we do not know yet: ask the tracker
+ * for it after at most this long instead of waiting out the interval. */
+#define HASH_WAIT_MAX_MS 250
+#define SWARM_MAX_INFLIGHT 2
 
 struct ban {
     char addr[72];

@@ -120,6 +120,11 @@ static void on_have(struct peer_conn *c, uint32_t index, void *arg)
     if (!p->added && piece_picker_peer_add(p->dl->pp, p, NULL, 0) == 0)
         p->added = true;
     piece_picker_peer_have(p->dl->pp, p, index);
+    /* Its hash is probably on its way to the tracker: fetch it soon. */
+    struct swarm_dl *dl = p->dl;
+    if (!piece_picker_hash_known(dl->pp, index) && !wire_bit_get(dl->have, index) &&
+        dl->next_announce > dl->last_announce + HASH_WAIT_MAX_MS)
+        dl->next_announce = dl->last_announce + HASH_WAIT_MAX_MS;
     try_request(p);
 }
 
@@ -130,14 +135,22 @@ static void on_piece(struct peer_conn *c, uint32_t index, const uint8_t *data, s
     struct swarm_dl *dl = p->dl;
     struct swarm *s = dl->s;
     s->stats.peer_rx_bytes += len;
-    if (dl->state != DL_RUNNING || dl->ended || wire_bit_get(dl->have, index)) {
+    if (dl->state != DL_RUNNING && dl->state != DL_SEEDING) {
+        piece_picker_request_failed(dl->pp, p, index);
+        return;
+    }
+    /* A piece we no longer need (an end-game duplicate, or one that arrives
+     * after we completed) is still checked when its hash is known: a peer
+     * sending bad bytes is banned either way. */
+    bool dup = dl->state != DL_RUNNING || dl->ended || wire_bit_get(dl->have, index);
+    bool known = piece_picker_hash_known(dl->pp, index);
+    if (dup && !known) {
         piece_picker_request_failed(dl->pp, p, index);
         return;
     }
     uint8_t raw[WIRE_HASH_MAX];
     size_t rawlen = 0;
-    if (!piece_picker_hash_known(dl->pp, index) ||
-        wire_piece_hash(dl->algo, data, len, raw, &rawlen) < 0 ||
+    if (!known || wire_piece_hash(dl->algo, data, len, raw, &rawlen) < 0 ||
         !wire_hash_equal(raw, dl->hashes[index], rawlen)) {
         s->stats.pieces_rejected++;
         LOG(WARN, COMP, "digest=%s piece=%" PRIu32 " from=%s failed its hash: peer banned",
@@ -149,6 +162,11 @@ static void on_piece(struct peer_conn *c, uint32_t index, const uint8_t *data, s
             snprintf(dl->bad[dl->nbad++], sizeof(dl->bad[0]), "%s", p->addr);
         dl->next_announce = now_ms(s); /* tell the tracker now */
         peer_conn_close(c, SHOAL_EPROTOCOL);
+        return;
+    }
+    if (dup) {
+        piece_picker_request_failed(dl->pp, p, index);
+        try_request(p);
         return;
     }
     int rc = swarm_write_piece(dl, index, data, len);

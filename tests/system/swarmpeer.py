@@ -160,7 +160,7 @@ class CorruptSeed:
     answers every REQUEST with a PIECE of the right index and length whose
     bytes are wrong. Handshakes are done properly with `secret`.
 
-    Records per connection: {"peer_id", "start", "requests", "pieces_sent",
+    Records per connection: {"peer_id", "start", "requests", "pieces_sent", "cancels",
     "auth_ok", "end", "error", "initiator"} in self.conns."""
 
     def __init__(self, tracker_port, secret, digest, size, agent="py-corrupt-seed"):
@@ -245,7 +245,7 @@ class CorruptSeed:
 
     def _serve(self, c, initiator=False):
         rec = {"peer_id": None, "start": time.monotonic(), "requests": 0, "pieces_sent": 0,
-               "auth_ok": False, "end": None, "error": None, "initiator": initiator}
+               "cancels": 0, "auth_ok": False, "end": None, "error": None, "initiator": initiator}
         with self.lock:
             self.conns.append(rec)
         my_nonce = os.urandom(16)
@@ -274,6 +274,8 @@ class CorruptSeed:
             c.sendall(frame(BITFIELD, full_bitfield(self.npieces)))
             while not self.closing:
                 ftype, payload = read_frame(c)
+                if ftype == CANCEL:
+                    rec["cancels"] += 1
                 if ftype != REQUEST:
                     continue  # BITFIELD, HAVE, CANCEL, KEEPALIVE: nothing to do
                 index = struct.unpack(">I", payload)[0]

@@ -292,7 +292,10 @@ def test_corrupt_peer(registry, proxy_factory, agent_factory, tracker_factory, s
     sent = sum(c["pieces_sent"] for c in conns)
     assert sent >= 1, "no agent ever asked the corrupt seed for a piece:\n" + report
     rejected = [metric(a.metrics(), "shoal_pieces_rejected_total") for a in agents]
-    assert sum(rejected) >= 1, "corrupt pieces were not detected:\n" + report
+    # A piece that crosses the agent's CANCEL (it got the piece elsewhere
+    # first) is dropped unread; every other one must be caught.
+    uncancelled = sum(max(0, c["pieces_sent"] - c["cancels"]) for c in conns)
+    assert sum(rejected) >= min(1, uncancelled), "corrupt pieces were not detected:\n" + report
     for a, r in zip(agents, rejected):
         if r:
             banned = [ln for ln in a.logs().splitlines()
