@@ -10,10 +10,13 @@ namespace shares the machine's clock).
       each blob as it arrives (SHA-256) and writing it under DIR: a registry
       client such as containerd or skopeo. "done" is when the last blob has
       arrived and matched its digest.
-  hostclient.py prewarm --agent URL --ref REF --start EPOCH
-      Asks a shoal agent to prewarm REF and polls the job every 20 ms; "done"
-      is when the agent reports the job done (the agent has verified every
-      blob's SHA-256 by then).
+  hostclient.py prewarm --agent URL --ref REF --start EPOCH --blob-dir DIR
+                        --digests HEX,HEX,...
+      Asks a shoal agent to prewarm REF. "done" is when every listed blob is
+      in the agent's blob directory (the agent renames a blob there only once
+      its SHA-256 matched), watched every 10 ms with stat(); the job itself is
+      polled every 250 ms (polling it as often would cost the agents' CPU)
+      and must end "done".
 """
 
 import argparse
@@ -129,14 +132,24 @@ def prewarm(a):
     if r.status != 202:
         raise RuntimeError("POST /_shoal/prewarm: HTTP %d %s" % (r.status, job))
     conn = http.client.HTTPConnection(u.netloc, timeout=30)
-    while job.get("state") == "running":
-        time.sleep(0.02)
-        conn.request("GET", "/_shoal/prewarm/%s" % job["id"])
-        r = conn.getresponse()
-        job = json.loads(r.read())
-    done = time.time()
+    paths = [os.path.join(a.blob_dir, h) for h in a.digests.split(",") if h]
+    done, next_poll = None, 0.0
+    while True:
+        if done is None and all(os.path.exists(p) for p in paths):
+            done = time.time()
+        if job.get("state") != "running":
+            break
+        if time.time() >= next_poll or done is not None:
+            conn.request("GET", "/_shoal/prewarm/%s" % job["id"])
+            r = conn.getresponse()
+            job = json.loads(r.read())
+            next_poll = time.time() + 0.25
+        elif done is None:
+            time.sleep(0.01)
     if job.get("state") != "done":
         raise RuntimeError("prewarm job %s: %s" % (job.get("state"), job.get("error")))
+    if done is None:
+        raise RuntimeError("job done, but blobs missing from %s" % a.blob_dir)
     return {"done": done, "bytes": job.get("bytes_total"), "blobs": job.get("blobs_total"),
             "blobs_cached": job.get("blobs_cached")}
 
@@ -157,6 +170,8 @@ def main(argv=None):
     sp.add_argument("--agent", required=True)
     sp.add_argument("--ref", required=True)
     sp.add_argument("--start", type=float, required=True)
+    sp.add_argument("--blob-dir", required=True, help="the agent's data-dir/blobs/sha256")
+    sp.add_argument("--digests", required=True, help="hex digests of the blobs to wait for")
     a = p.parse_args(argv)
     try:
         out = pull(a) if a.mode == "pull" else prewarm(a)

@@ -46,6 +46,7 @@ def summarize(run, n, size, tmin):
     s["upstream_own_ratio"] = (run["upstream_bytes_own"] / size
                                if run.get("upstream_bytes_own") is not None else None)
     s["cpu_busy"] = run.get("cpu_busy")
+    s["upstream_done"] = run.get("upstream_done")
     s["extra"] = run.get("extra", {})
     return s
 
@@ -66,14 +67,16 @@ def _f(v, fmt="%.2f"):
 
 def table(rows, tmin):
     out = ["| system | hosts done | first s | median s | p90 s | last s | last / T_min | "
-           "median / T_min | upstream / F | aggregate Gbit/s | CPU busy (of all cores) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "median / T_min | upstream / F | upstream done s | aggregate Gbit/s | "
+           "CPU busy (of all cores) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in rows:
-        out.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, s["hosts_done"], s["n"], _f(s.get("first")), _f(s.get("median")),
             _f(s.get("p90")), _f(s.get("last")), _f(s.get("last_over_tmin")),
             _f(s.get("median_over_tmin")), _f(s.get("upstream_ratio"), "%.3f"),
-            _f(s.get("aggregate_gbit")), _f(s.get("cpu_busy"), "%.0f%%")))
+            _f(s.get("upstream_done"), "%.1f"), _f(s.get("aggregate_gbit")),
+            _f(s.get("cpu_busy"), "%.0f%%")))
     return "\n".join(out)
 
 
@@ -99,10 +102,16 @@ def markdown(meta, results):
             ex = s.get("extra") or {}
             if "agent_cpu_s_per_gb" in ex:
                 out.append("- %s: agent CPU %.2f s per GB delivered, peak agent RSS %.1f MiB, "
-                           "agents' own upstream count %.3f x F, peer bytes received %.2f x F"
+                           "agents' own upstream count %.3f x F, peer bytes received %.2f x F, agent "
+                           "read/write calls moved %.2f / %.2f x F per agent"
                            % (name, ex["agent_cpu_s_per_gb"] or 0, ex["agent_peak_rss"] / 2**20,
                               s["upstream_own_ratio"] or 0,
-                              ex.get("peer_rx_bytes", 0) / wl.total_bytes))
+                              ex.get("peer_rx_bytes", 0) / wl.total_bytes,
+                              ex.get("agent_rchar", 0) / wl.total_bytes / s["n"],
+                              ex.get("agent_wchar", 0) / wl.total_bytes / s["n"]))
+            if ex.get("peer_cpu_s_per_gb") is not None:
+                out.append("- %s: peer CPU %.2f s per GB delivered" % (
+                    name, ex["peer_cpu_s_per_gb"]))
             if s["reps"] > 1:
                 out.append("- %s: last-host time of each repetition: %s s" % (
                     name, ", ".join(_f(v) for v in s["all_last"])))
@@ -113,8 +122,8 @@ def markdown(meta, results):
         out.append("")
     out += ["Upstream / F is TCP payload the upstream host sent (interface bytes less "
             "%d bytes of headers per packet) over the workload size; where the network is not "
-            "emulated it is what the system itself counted. CPU busy is the whole machine's "
-            "CPU use during the run: near 100%% means CPU-bound, not network-bound." %
+            "emulated it is what the system itself counted. Upstream done is when the upstream host had sent 99%% of "
+            "its bytes. CPU busy is the whole machine's CPU use during the run: near 100%% means CPU-bound, not network-bound." %
             netns.HEADER_BYTES, ""]
     return "\n".join(out)
 

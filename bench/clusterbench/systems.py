@@ -128,6 +128,16 @@ def proc_cpu_seconds(pid):
         return None
 
 
+def proc_io(pid):
+    """(rchar, wchar) of a process: bytes through read/write-like calls."""
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            kv = dict(line.split(":") for line in f)
+        return int(kv["rchar"]), int(kv["wchar"])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
 def proc_peak_rss(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -200,14 +210,18 @@ def run_shoal(ctx):
     for h, p, log, url in agents.values():
         wait_http(h, url + "/_shoal/health", p, log)
     start = ctx.next_start()
+    digests = ",".join(f.sha256 for f in wl.files)
     clients = start_clients(cluster.hosts, lambda h: [
-        "prewarm", "--agent", agents[h.name][3], "--ref", wl.ref, "--start", repr(start)])
+        "prewarm", "--agent", agents[h.name][3], "--ref", wl.ref, "--start", repr(start),
+        "--blob-dir", os.path.join(h.dir, "shoal-data", "blobs", "sha256"), "--digests",
+        digests])
     cpu0 = {n: proc_cpu_seconds(a[1].pid) for n, a in agents.items()}
     ctx.begin(start)
     complete, errors = collect_clients(clients, start + ctx.timeout)
     ctx.end()
     cpu = sum((proc_cpu_seconds(a[1].pid) or 0) - (cpu0[n] or 0) for n, a in agents.items())
     rss = max(proc_peak_rss(a[1].pid) or 0 for a in agents.values())
+    io = [proc_io(a[1].pid) for a in agents.values()]
     up_own = peer_rx = 0
     for n, (h, p, log, url) in agents.items():
         m = http_get(h, url + "/metrics")
@@ -228,7 +242,8 @@ def run_shoal(ctx):
     got = cluster.n * wl.total_bytes / 1e9
     return {"complete": complete, "errors": errors, "upstream_bytes_own": up_own,
             "extra": {"agent_cpu_s_per_gb": cpu / got if got else None,
-                      "agent_peak_rss": rss, "peer_rx_bytes": peer_rx}}
+                      "agent_peak_rss": rss, "peer_rx_bytes": peer_rx,
+                      "agent_rchar": sum(r for r, _ in io), "agent_wchar": sum(w for _, w in io)}}
 
 
 def verify_files(wl, blob_dir):
