@@ -52,26 +52,43 @@ def request(hostport, method, path, body=None, headers=None, timeout=600):
     return conn, conn.getresponse()
 
 
-def fetch_blob(hostport, repo, desc, out_dir, rate):
+class Pacer:
+    """The loopback fallback's stand-in for an ingress cap: all of a host's
+    connections together read no faster than rate bytes/s (0 = no cap)."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.t0 = time.time()
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def took(self, n):
+        if not self.rate:
+            return
+        with self.lock:
+            self.total += n
+            ahead = self.total / self.rate - (time.time() - self.t0)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def fetch_blob(hostport, repo, desc, out_dir, pacer):
     digest = desc["digest"]
     conn, r = request(hostport, "GET", "/v2/%s/blobs/%s" % (repo, digest))
     if r.status != 200:
         raise RuntimeError("GET blob %s: HTTP %d %s" % (digest, r.status, r.read(300)))
     h = hashlib.sha256()
     n = 0
-    t0 = time.time()
+    step = CHUNK if not pacer.rate else min(CHUNK, max(65536, pacer.rate // 20))
     with open(os.path.join(out_dir, digest.replace(":", "-")), "wb") as f:
         while True:
-            b = r.read(CHUNK if not rate else min(CHUNK, max(65536, rate // 20)))
+            b = r.read(step)
             if not b:
                 break
             h.update(b)
             f.write(b)
             n += len(b)
-            if rate:  # loopback fallback: read no faster than the host cap
-                ahead = n / rate - (time.time() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
+            pacer.took(len(b))
     conn.close()
     if "sha256:" + h.hexdigest() != digest or n != desc["size"]:
         raise RuntimeError("blob %s: got %d bytes with digest sha256:%s" % (digest, n,
@@ -94,8 +111,7 @@ def pull(a):
     todo = sorted(blobs, key=lambda d: -d["size"])
     errors, total = [], [0]
     lock = threading.Lock()
-    # Each connection gets its share of the cap in the loopback fallback.
-    rate = a.rate // a.parallel if a.rate else 0
+    pacer = Pacer(a.rate)
 
     def worker():
         while True:
@@ -104,7 +120,7 @@ def pull(a):
                     return
                 desc = todo.pop(0)
             try:
-                n = fetch_blob(a.registry, a.repo, desc, a.out, rate)
+                n = fetch_blob(a.registry, a.repo, desc, a.out, pacer)
                 with lock:
                     total[0] += n
             except Exception as e:  # reported as the host's result
