@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit test-system test-asan demo bench format clean
+.PHONY: all deps build build-asan test test-unit test-system test-asan demo bench bench-cluster format clean
 
 all: build
 
@@ -35,6 +35,11 @@ demo: deps build
 
 bench: build
 	./bench/pull-bench.sh
+
+# The emulated-cluster benchmark (needs root for network namespaces; falls
+# back to loopback without). Pass options with ARGS="--hosts 16 ...".
+bench-cluster: build
+	./bench/cluster-bench $(ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

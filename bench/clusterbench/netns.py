@@ -264,7 +264,7 @@ class LoopbackCluster(Cluster):
         return self
 
     def describe(self):
-        return ("LOOPBACK FALLBACK (no root or no network namespaces here): %d agents on "
+        return ("LOOPBACK FALLBACK: %d agents on "
                 "127.0.0.1; caps emulated only by the shoal agents' --ingress-rate/--egress-rate "
                 "(%s) and the direct clients' read rate; the upstream is not capped"
                 % (self.n, fmt_rate(self.rate)))
