@@ -143,6 +143,9 @@ def plot(path, results, meta):
             ax.step([0] + ts, [0] + ys, where="post", label=name)
         ax.axvline(tmin, color="black", linestyle="--", label="T_min %.1f s" % tmin)
         ax.axvline(tmin * TCP_FLOOR, color="grey", linestyle=":", label="TCP floor")
+        slowest = max((s["times"][-1] for _, s in rows if s["times"]), default=0)
+        if slowest > 5 * tmin:  # direct pulls take N times longer: keep swarms readable
+            ax.set_xscale("log")
         ax.set_xlabel("seconds from start")
         ax.set_ylabel("fraction of hosts holding the verified %s" % wl.kind)
         ax.set_title("%s %s, N=%d" % (wl.kind, fmt_size(wl.total_bytes), meta["n"]))
