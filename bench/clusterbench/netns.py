@@ -74,6 +74,21 @@ def stale_namespaces():
     return stale
 
 
+def stop_processes(procs, grace=5.0):
+    """SIGTERM every process in procs still running, SIGKILL what is left
+    after grace seconds, and reap them all."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.time() + grace
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def kill_namespace_processes(ns):
     """TERM, then KILL, every process whose network namespace is ns."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -218,16 +233,7 @@ class Cluster:
                                           self._burst_for(self.rate), self.latency))
 
     def stop_procs(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.time() + 5
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs)
         self.procs = []
 
     def destroy(self):

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from .netns import stop_processes
+
 PY = "/usr/bin/python3"
 LT_PEER = str(Path(__file__).resolve().with_name("lt_peer.py"))
 OPENTRACKER = "/usr/bin/opentracker"
@@ -259,16 +261,7 @@ class _Procs:
 
     def stop(self):
         """SIGTERM everything, SIGKILL what is left after STOP_GRACE_S."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.time() + STOP_GRACE_S
-        for p in self.procs:
-            try:
-                p.wait(max(0.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs, STOP_GRACE_S)
         for f in self.files:
             f.close()
 
