@@ -137,6 +137,9 @@ void swarm_piece_done(struct swarm_dl *dl, uint32_t index)
         return;
     wire_bit_set(dl->have, index);
     dl->nhave++;
+    if (dl->nhave == dl->npieces)
+        LOG(INFO, COMP, "digest=%s all pieces held; whole-blob hash at %" PRIu64 " of %" PRIu64,
+            dl->d.str, dl->hashed, dl->size);
     dl->last_progress = now_ms(dl->s);
     piece_picker_mark_have(dl->pp, index, swarm_cancel_cb, dl);
     for (struct dl_peer *p = dl->peers; p; p = p->next)
