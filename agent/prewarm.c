@@ -57,6 +57,7 @@ struct pw_blob {
     struct oci_digest d;
     uint64_t size;
     enum blob_state st;
+    uint64_t shown; /* active: the most progress reported, so it never goes back */
 };
 
 struct pw_mref {
@@ -338,6 +339,7 @@ static int queue_blob(struct pw_job *j, const struct manifest_desc *d)
     b->d = d->digest;
     b->size = d->size;
     b->st = BLOB_PENDING;
+    b->shown = 0;
     j->bytes_total += d->size;
     return 0;
 }
@@ -567,17 +569,24 @@ static int answer_error(struct buf *out, int status, const char *code, const cha
 }
 
 /* Bytes of finished blobs plus what the downloads of active ones have
- * verified so far. */
-static uint64_t job_bytes_done(const struct pw_job *j)
+ * verified so far. A download's progress drops to 0 once it ends (and a new
+ * one may start over); what was reported stays until the blob is done. */
+static uint64_t job_bytes_done(struct pw_job *j)
 {
     uint64_t done = j->bytes_done;
-    for (size_t i = 0; j->state == PW_RUNNING && i < j->nblobs; i++)
-        if (j->blobs[i].st == BLOB_ACTIVE)
-            done += blob_fetcher_progress(j->p->deps.fetcher, &j->blobs[i].d);
+    for (size_t i = 0; j->state == PW_RUNNING && i < j->nblobs; i++) {
+        struct pw_blob *b = &j->blobs[i];
+        if (b->st != BLOB_ACTIVE)
+            continue;
+        uint64_t now = blob_fetcher_progress(j->p->deps.fetcher, &b->d);
+        if (now > b->shown)
+            b->shown = now < b->size ? now : b->size;
+        done += b->shown;
+    }
     return done;
 }
 
-static json_t *job_json(const struct pw_job *j)
+static json_t *job_json(struct pw_job *j)
 {
     uint64_t end = j->state == PW_RUNNING ? now_ms(j->p) : j->end_ms;
     char resolved[2 * OCI_NAME_MAX + sizeof(j->ref.ref) + 4];

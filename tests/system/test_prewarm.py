@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -326,3 +327,33 @@ def test_fill_head_caches_without_a_body(registry, agent, build):
     st, hs, body = http_request(agent.port, "HEAD", "/v2/%s/test/fill/blobs/%s" % (
         registry.host, missing), headers=fill)
     assert st == 404 and body == b"" and hs.get("x-shoal-error"), (st, hs)
+
+
+def test_progress_never_goes_back(registry, agent_factory, proxy_factory, build):
+    """bytes_done follows the blobs still downloading (from the fetcher) and
+    never decreases, also when a download ends before its blob is marked
+    done."""
+    proxy = proxy_factory(registry.port, rate=8 << 20)
+    a = agent_factory(proxy.host)
+    b = build.image(layers=2, layer_size=6 << 20)
+    registry.push(b, "test/progress")
+    st, _, body = post_prewarm(a, {"ref": "%s/test/progress:%s" % (proxy.host, b.tag)})
+    assert st == 202, body
+    jid = json.loads(body)["id"]
+    seen = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        _, _, body2 = a.get("/_shoal/prewarm/" + jid)
+        doc = json.loads(body2)
+        seen.append(doc["bytes_done"])
+        if doc["state"] != "running":
+            break
+        time.sleep(0.03)
+    assert doc["state"] == "done", doc
+    assert seen == sorted(seen), seen
+    assert seen[-1] == doc["bytes_total"] == sum(x["size"] for x in b.blobs), doc
+    # Progress showed up within a blob, not only blob by finished blob.
+    sums = {0}
+    for x in b.blobs:
+        sums |= {v + x["size"] for v in sums}
+    assert any(v not in sums for v in seen), (seen, sorted(sums))
