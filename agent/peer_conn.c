@@ -1,6 +1,7 @@
 /* Peer connections: the handshake, frame sequence, timeouts and piece I/O of
  * one blob's connection to one peer, on a libuv loop. See peer_conn.h.
- * Incoming connections are accepted in peer_listener.c, and answers to the
+ * Frames are read and dispatched in peer_recv.c, incoming connections are
+ * accepted in peer_listener.c, and answers to the
  * peer's REQUESTs are read and sent in peer_serve.c. */
 #define _GNU_SOURCE
 #include "peer_conn.h"
@@ -46,12 +47,11 @@ struct wreq {
 /* Log ids only; atomic because several loops may run in threads. */
 static atomic_uint_fast64_t next_conn_id = 1;
 
-static void arm(struct peer_conn *c);
 static void on_timer(uv_timer_t *t);
 
 /* ---- Small helpers ---------------------------------------------------- */
 
-static const char *state_name(enum peer_conn_state s)
+const char *peer_conn_state_name(enum peer_conn_state s)
 {
     switch (s) {
 #define XX(name, str)                                                                              \
@@ -63,10 +63,10 @@ static const char *state_name(enum peer_conn_state s)
     return "unknown";
 }
 
-static void set_state(struct peer_conn *c, enum peer_conn_state s)
+void peer_conn_set_state(struct peer_conn *c, enum peer_conn_state s)
 {
     LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s state=%s next=%s", c->id, c->addr,
-        state_name(c->state), state_name(s));
+        peer_conn_state_name(c->state), peer_conn_state_name(s));
     c->state = s;
 }
 
@@ -220,7 +220,7 @@ static int wire_code_for(int reason)
     }
 }
 
-static int reason_for(unsigned code)
+int peer_conn_reason_for(unsigned code)
 {
     switch (code) {
     case WIRE_ERR_AUTH:
@@ -288,11 +288,11 @@ void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error)
     }
     if (reason != 0)
         LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=close state=%s reason=%s", c->id,
-            c->addr, c->digest, state_name(c->state), shoal_errname(reason));
+            c->addr, c->digest, peer_conn_state_name(c->state), shoal_errname(reason));
     else
         LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s event=close", c->id, c->addr);
     c->reason = reason;
-    set_state(c, PEER_CONN_CLOSING);
+    peer_conn_set_state(c, PEER_CONN_CLOSING);
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
@@ -343,7 +343,7 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
     snprintf(c->addr, sizeof(c->addr), "?");
     wire_decoder_init(&c->dec, WIRE_HANDSHAKE_MAX_FRAME);
     c->hs_deadline = uv_now(loop) + c->set.handshake_ms;
-    arm(c);
+    peer_conn_arm(c);
     *out = c;
     return 0;
 }
@@ -427,7 +427,7 @@ static int send_index_frame(struct peer_conn *c, int (*enc)(struct buf *, uint32
     return peer_conn_send_buf(c, &b, NULL, 0);
 }
 
-static int send_hello(struct peer_conn *c)
+int peer_conn_send_hello(struct peer_conn *c)
 {
     struct buf b;
     int rc;
@@ -441,7 +441,7 @@ static int send_hello(struct peer_conn *c)
     return peer_conn_send_buf(c, &b, NULL, 0);
 }
 
-static int send_auth(struct peer_conn *c)
+int peer_conn_send_auth(struct peer_conn *c)
 {
     uint8_t mac[WIRE_MAC_LEN];
     struct buf b;
@@ -486,7 +486,7 @@ static uint64_t keepalive_ms(const struct peer_conn *c)
 /* Re-arms the one timer for the earliest deadline. Deadlines that move later
  * (idle, keepalive) are not re-armed on every frame: the timer wakes up at
  * the old one, sees nothing due and re-arms. */
-static void arm(struct peer_conn *c)
+void peer_conn_arm(struct peer_conn *c)
 {
     uint64_t now = uv_now(c->loop), next;
     unsigned i;
@@ -506,7 +506,7 @@ static void arm(struct peer_conn *c)
     uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
 }
 
-static int inflight_find(const struct peer_conn *c, uint32_t index)
+int peer_conn_inflight_find(const struct peer_conn *c, uint32_t index)
 {
     unsigned i;
 
@@ -516,7 +516,7 @@ static int inflight_find(const struct peer_conn *c, uint32_t index)
     return -1;
 }
 
-static void inflight_remove(struct peer_conn *c, unsigned i)
+void peer_conn_inflight_remove(struct peer_conn *c, unsigned i)
 {
     c->inflight[i] = c->inflight[--c->ninflight];
 }
@@ -527,7 +527,7 @@ static int cancel_slot(struct peer_conn *c, unsigned i)
 {
     uint32_t index = c->inflight[i].index;
 
-    inflight_remove(c, i);
+    peer_conn_inflight_remove(c, i);
     wire_bit_set(c->cancelled, index);
     return send_index_frame(c, wire_encode_cancel, index);
 }
@@ -547,7 +547,7 @@ static void on_timer(uv_timer_t *t)
             peer_conn_teardown(c, SHOAL_ETIMEOUT, false);
             return;
         }
-        arm(c);
+        peer_conn_arm(c);
         return;
     }
     if (now >= c->last_rx + c->set.idle_ms) {
@@ -583,231 +583,7 @@ static void on_timer(uv_timer_t *t)
             return;
         }
     }
-    arm(c);
-}
-
-/* ---- Receiving ------------------------------------------------------------ */
-
-static void become_ready(struct peer_conn *c)
-{
-    uint64_t now = uv_now(c->loop);
-
-    set_state(c, PEER_CONN_READY);
-    wire_decoder_set_max(&c->dec, c->piece_length + WIRE_FRAME_SLACK);
-    c->last_rx = c->last_tx = now;
-    arm(c);
-    LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=ready initiator=%d", c->id, c->addr,
-        c->digest, c->initiator);
-    if (c->ops->on_ready)
-        c->ops->on_ready(c, c->arg);
-}
-
-static int on_hello(struct peer_conn *c, const struct wire_frame *f)
-{
-    struct wire_hello h;
-    int rc;
-
-    if (wire_parse_hello(f, &h) < 0)
-        return SHOAL_EPROTOCOL;
-    memcpy(c->peer_id, h.peer_id, WIRE_ID_LEN);
-    memcpy(c->peer_nonce, h.nonce, WIRE_NONCE_LEN);
-    if (c->initiator) {
-        if (strcmp(h.digest.str, c->digest) != 0) {
-            LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=digest-mismatch", c->id,
-                c->addr, c->digest);
-            return SHOAL_EPROTOCOL;
-        }
-    } else {
-        rc = peer_conn_adopt(c, h.digest.str);
-        if (rc < 0 || c->state == PEER_CONN_CLOSING)
-            return rc;
-        rc = send_hello(c);
-        if (rc < 0)
-            return rc;
-    }
-    rc = send_auth(c);
-    if (rc < 0)
-        return rc;
-    set_state(c, PEER_CONN_WAIT_AUTH);
-    return 0;
-}
-
-static int on_auth(struct peer_conn *c, const struct wire_frame *f)
-{
-    const uint8_t *mac;
-    int rc;
-
-    if (wire_parse_auth(f, &mac) < 0)
-        return SHOAL_EPROTOCOL;
-    rc = wire_auth_verify(c->set.secret, c->set.secret_len, c->my_nonce, c->peer_nonce, c->peer_id,
-                          c->digest, mac);
-    if (rc == SHOAL_EPROTOCOL) {
-        LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=auth-failed", c->id, c->addr,
-            c->digest);
-        return SHOAL_EUNAUTHORIZED;
-    }
-    if (rc < 0)
-        return rc;
-    become_ready(c);
-    return 0;
-}
-
-static void on_error_frame(struct peer_conn *c, const struct wire_frame *f)
-{
-    char msg[WIRE_ERROR_MSG_MAX + 1];
-    uint16_t code;
-
-    if (wire_parse_error(f, &code, msg) < 0) {
-        peer_conn_teardown(c, SHOAL_EPROTOCOL, true);
-        return;
-    }
-    LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=peer-error code=%s msg=\"%s\"", c->id,
-        c->addr, c->digest, wire_error_name(code), msg);
-    peer_conn_teardown(c, reason_for(code), false);
-}
-
-static int on_piece_frame(struct peer_conn *c, const struct wire_frame *f)
-{
-    const uint8_t *data;
-    uint32_t index;
-    size_t len;
-    int slot;
-
-    if (wire_parse_piece(f, c->npieces, c->piece_length, c->size, &index, &data, &len) < 0)
-        return SHOAL_EPROTOCOL;
-    slot = inflight_find(c, index);
-    if (slot < 0) {
-        if (wire_bit_get(c->cancelled, index)) {
-            /* It crossed our CANCEL. */
-            wire_bit_clear(c->cancelled, index);
-            return 0;
-        }
-        LOG(WARN, COMP,
-            "conn=%" PRIu64 " addr=%s digest=%s piece=%" PRIu32 " event=unsolicited-piece", c->id,
-            c->addr, c->digest, index);
-        return SHOAL_EPROTOCOL;
-    }
-    inflight_remove(c, (unsigned)slot);
-    /* Reuse the payload buffer for the next piece while more are coming. */
-    wire_decoder_set_keep(&c->dec, c->ninflight ? SIZE_MAX : 0);
-    if (c->ops->on_piece)
-        c->ops->on_piece(c, index, data, len, c->arg);
-    return 0;
-}
-
-/* Handles one frame. Returns 0 (the connection may have been closed by a
- * callback or an ERROR frame) or the reason to close it with. */
-static int dispatch(struct peer_conn *c, const struct wire_frame *f)
-{
-    uint32_t index;
-
-    if (f->type == WIRE_ERROR) {
-        on_error_frame(c, f);
-        return 0;
-    }
-    switch (c->state) {
-    case PEER_CONN_WAIT_HELLO:
-        return f->type == WIRE_HELLO ? on_hello(c, f) : SHOAL_EPROTOCOL;
-    case PEER_CONN_WAIT_AUTH:
-        return f->type == WIRE_AUTH ? on_auth(c, f) : SHOAL_EPROTOCOL;
-    case PEER_CONN_READY:
-        break;
-    default:
-        return SHOAL_EPROTOCOL;
-    }
-    switch (f->type) {
-    case WIRE_BITFIELD:
-        if (c->bitfield_recv || wire_parse_bitfield(f, c->npieces) < 0)
-            return SHOAL_EPROTOCOL;
-        c->bitfield_recv = true;
-        if (c->ops->on_bitfield)
-            c->ops->on_bitfield(c, f->payload, c->arg);
-        return 0;
-    case WIRE_HAVE:
-        if (wire_parse_index(f, c->npieces, &index) < 0)
-            return SHOAL_EPROTOCOL;
-        if (c->ops->on_have)
-            c->ops->on_have(c, index, c->arg);
-        return 0;
-    case WIRE_REQUEST:
-        if (wire_parse_index(f, c->npieces, &index) < 0 || peer_conn_answer_pending(c, index))
-            return SHOAL_EPROTOCOL;
-        wire_bit_set(c->peer_req, index);
-        if (c->ops->on_request)
-            c->ops->on_request(c, index, c->arg);
-        return 0;
-    case WIRE_PIECE:
-        return on_piece_frame(c, f);
-    case WIRE_CANCEL:
-        if (wire_parse_index(f, c->npieces, &index) < 0)
-            return SHOAL_EPROTOCOL;
-        peer_conn_on_cancel_frame(c, index);
-        return 0;
-    case WIRE_KEEPALIVE:
-        return wire_parse_keepalive(f) < 0 ? SHOAL_EPROTOCOL : 0;
-    default: /* HELLO or AUTH again, or an unknown type */
-        return SHOAL_EPROTOCOL;
-    }
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
-{
-    struct peer_conn *c = h->data;
-
-    (void)suggested;
-    *b = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
-{
-    struct peer_conn *c = s->data;
-    const uint8_t *p = (const uint8_t *)b->base;
-    size_t left, used;
-    struct wire_frame f;
-    int rc;
-
-    if (c->state == PEER_CONN_CLOSING)
-        return;
-    if (nread < 0) {
-        if (nread == UV_EOF)
-            rc = c->state == PEER_CONN_READY ? 0 : -ECONNRESET;
-        else
-            rc = (int)nread;
-        peer_conn_teardown(c, rc, false);
-        return;
-    }
-    c->last_rx = uv_now(c->loop);
-    left = (size_t)nread;
-    while (left > 0 && c->state != PEER_CONN_CLOSING) {
-        rc = wire_decode(&c->dec, p, left, &used, &f);
-        if (rc < 0) {
-            LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s event=bad-frame rc=%s", c->id, c->addr,
-                shoal_errname(rc));
-            peer_conn_teardown(c, rc == -ENOMEM ? rc : SHOAL_EPROTOCOL, true);
-            return;
-        }
-        p += used;
-        left -= used;
-        if (rc == 1) {
-            rc = dispatch(c, &f);
-            if (rc < 0) {
-                if (rc == SHOAL_EPROTOCOL)
-                    LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s state=%s event=bad-frame type=%s",
-                        c->id, c->addr, state_name(c->state), wire_type_name(f.type));
-                peer_conn_teardown(c, rc, true);
-                return;
-            }
-        }
-    }
-}
-
-int peer_conn_start_reading(struct peer_conn *c)
-{
-    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-
-    if (rc == 0)
-        c->reading = true;
-    return rc;
+    peer_conn_arm(c);
 }
 
 /* ---- Outgoing connections ---------------------------------------------- */
@@ -821,11 +597,11 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (rc == 0) {
         uv_tcp_nodelay(&c->tcp, 1);
-        set_state(c, PEER_CONN_WAIT_HELLO);
+        peer_conn_set_state(c, PEER_CONN_WAIT_HELLO);
         rc = peer_conn_start_reading(c);
     }
     if (rc == 0)
-        rc = send_hello(c);
+        rc = peer_conn_send_hello(c);
     if (rc < 0)
         peer_conn_teardown(c, rc, false);
 }
@@ -924,7 +700,7 @@ int peer_conn_request(struct peer_conn *c, uint32_t index)
         return -ENOTCONN;
     if (index >= c->npieces)
         return -EINVAL;
-    if (inflight_find(c, index) >= 0)
+    if (peer_conn_inflight_find(c, index) >= 0)
         return -EALREADY;
     if (c->ninflight >= c->set.max_inflight)
         return SHOAL_EBUSY;
@@ -934,7 +710,7 @@ int peer_conn_request(struct peer_conn *c, uint32_t index)
     c->inflight[c->ninflight].index = index;
     c->inflight[c->ninflight].deadline = uv_now(c->loop) + c->set.request_ms;
     c->ninflight++;
-    arm(c);
+    peer_conn_arm(c);
     return 0;
 }
 
@@ -946,7 +722,7 @@ int peer_conn_cancel(struct peer_conn *c, uint32_t index)
         return -ENOTCONN;
     if (index >= c->npieces)
         return -EINVAL;
-    slot = inflight_find(c, index);
+    slot = peer_conn_inflight_find(c, index);
     if (slot < 0)
         return -ENOENT;
     return cancel_slot(c, (unsigned)slot);
@@ -966,7 +742,7 @@ unsigned peer_conn_inflight(const struct peer_conn *c)
 
 bool peer_conn_is_inflight(const struct peer_conn *c, uint32_t index)
 {
-    return inflight_find(c, index) >= 0;
+    return peer_conn_inflight_find(c, index) >= 0;
 }
 
 const char *peer_conn_addr(const struct peer_conn *c)

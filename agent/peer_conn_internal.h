@@ -149,4 +149,18 @@ void peer_conn_on_cancel_frame(struct peer_conn *c, uint32_t index);
 bool peer_conn_answer_pending(const struct peer_conn *c, uint32_t index);
 void peer_conn_answers_free(struct peer_conn *c);
 
+/* Shared by peer_conn.c (lifetime, writing, timers) and peer_recv.c (reading
+ * and dispatching frames). */
+const char *peer_conn_state_name(enum peer_conn_state s);
+void peer_conn_set_state(struct peer_conn *c, enum peer_conn_state s);
+/* The error a peer's ERROR frame code stands for. */
+int peer_conn_reason_for(unsigned code);
+int peer_conn_send_hello(struct peer_conn *c);
+int peer_conn_send_auth(struct peer_conn *c);
+/* (Re)arms the connection's timer for its next deadline. */
+void peer_conn_arm(struct peer_conn *c);
+/* The inflight slot of our request for index, or -1. */
+int peer_conn_inflight_find(const struct peer_conn *c, uint32_t index);
+void peer_conn_inflight_remove(struct peer_conn *c, unsigned i);
+
 #endif
