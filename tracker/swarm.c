@@ -38,121 +38,7 @@
 #define DEFAULT_BAD_PEER_MS (5 * 60 * 1000ULL)
 #define DEFAULT_SEED 0x9e3779b97f4a7c15ULL
 
-struct lease {
-    bool active;
-    uint32_t first, count; /* the run granted */
-    uint32_t left;         /* pieces of the run still leased to the holder */
-    uint64_t granted_ms, report_ms;
-};
-
-struct peer {
-    uint64_t key; /* hash of agent, compared before the string */
-    uint32_t uid; /* swarm-unique, marks the pieces it holds a lease on */
-    uint32_t have;
-    bool complete;
-    uint64_t last_seen_ms;
-    struct lease lease;
-    char agent[TRACKER_AGENT_MAX + 1];
-    char addr[TRACKER_ADDR_MAX + 1];
-};
-
-/* An address reported as bad, not handed out before until_ms. */
-struct suspect {
-    uint64_t key; /* hash of addr */
-    uint64_t until_ms;
-    char addr[TRACKER_ADDR_MAX + 1];
-};
-
-struct swarm {
-    uint64_t key;
-    char digest[TRACKER_DIGEST_MAX + 1];
-    uint64_t size, piece_length;
-    uint32_t pieces;
-    uint8_t *hashes; /* pieces * hash_len */
-    uint8_t *hashed; /* pieces flags: hashes[i] is known */
-    uint32_t nhashed;
-    uint32_t *leased; /* pieces: uid of the lease holder, or 0 */
-    uint32_t nleased;
-    struct peer *peers;
-    size_t npeers, cap;
-    uint32_t next_uid;
-    uint64_t empty_since_ms;  /* meaningful while npeers == 0 */
-    struct suspect *suspects; /* unordered; expired ones linger until the expiry pass */
-    size_t nsuspects, suspects_cap;
-};
-
-/* A hand-out candidate: sorted by complete, then have, then a random key. */
-struct cand {
-    uint32_t idx;
-    uint32_t have;
-    bool complete;
-    uint64_t rnd;
-};
-
-struct tracker_swarms {
-    struct tracker_swarms_config cfg;
-    size_t hash_len;
-    struct swarm **v; /* in creation order */
-    size_t n, cap;
-    uint64_t rng;
-    uint64_t npeers;
-    struct tracker_stats st;
-    struct cand *cand;
-    size_t cand_cap;
-};
-
-/* --- Names ------------------------------------------------------------------ */
-
-static const char *const algo_names[] = {
-#define XX(name, text) text,
-    TRACKER_HASH_ALGO_MAP(XX)
-#undef XX
-};
-
-static const char *const event_names[] = {
-#define XX(name, text) text,
-    TRACKER_EVENT_MAP(XX)
-#undef XX
-};
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-
-const char *tracker_hash_algo_name(enum tracker_hash_algo algo)
-{
-    return (size_t)algo < NELEM(algo_names) ? algo_names[algo] : "unknown";
-}
-
-const char *tracker_event_name(enum tracker_event ev)
-{
-    return (size_t)ev < NELEM(event_names) ? event_names[ev] : "unknown";
-}
-
-int tracker_hash_algo_parse(const char *s, enum tracker_hash_algo *out)
-{
-    for (size_t i = 0; s != NULL && i < NELEM(algo_names); i++) {
-        if (strcmp(s, algo_names[i]) == 0) {
-            *out = (enum tracker_hash_algo)i;
-            return 0;
-        }
-    }
-    return SHOAL_EPARSE;
-}
-
-int tracker_event_parse(const char *s, enum tracker_event *out)
-{
-    for (size_t i = 0; s != NULL && i < NELEM(event_names); i++) {
-        if (strcmp(s, event_names[i]) == 0) {
-            *out = (enum tracker_event)i;
-            return 0;
-        }
-    }
-    return SHOAL_EPARSE;
-}
-
-size_t tracker_hash_len(enum tracker_hash_algo algo)
-{
-    return algo == TRACKER_HASH_SHA256 ? 32 : 16;
-}
+#include "swarm_internal.h"
 
 /* --- Pieces ------------------------------------------------------------------ */
 
@@ -187,7 +73,7 @@ uint64_t tracker_piece_length(uint64_t size, uint64_t forced)
 
 /* --- Helpers ---------------------------------------------------------------------- */
 
-static uint64_t fnv1a(const char *s)
+uint64_t tracker_fnv1a(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
 
@@ -240,7 +126,7 @@ static bool addr_valid(const char *a, size_t n)
 
 static struct swarm *swarm_find(struct tracker_swarms *s, const char *digest, size_t *pos)
 {
-    uint64_t key = fnv1a(digest);
+    uint64_t key = tracker_fnv1a(digest);
 
     for (size_t i = 0; i < s->n; i++) {
         if (s->v[i]->key == key && strcmp(s->v[i]->digest, digest) == 0) {
@@ -254,7 +140,7 @@ static struct swarm *swarm_find(struct tracker_swarms *s, const char *digest, si
 
 static struct peer *peer_find(struct swarm *w, const char *agent)
 {
-    uint64_t key = fnv1a(agent);
+    uint64_t key = tracker_fnv1a(agent);
 
     for (size_t i = 0; i < w->npeers; i++) {
         if (w->peers[i].key == key && strcmp(w->peers[i].agent, agent) == 0)
@@ -334,7 +220,8 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
     *out = NULL;
     if (cfg->lease_pieces > TRACKER_MAX_LEASE_PIECES || cfg->max_peers > TRACKER_MAX_REPLY_PEERS ||
         cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
-        cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS || (size_t)cfg->hash_algo >= NELEM(algo_names) ||
+        cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS ||
+        (size_t)cfg->hash_algo >= TRACKER_HASH_ALGO_COUNT ||
         (cfg->piece_length != 0 &&
          (!pow2(cfg->piece_length) || cfg->piece_length < TRACKER_MIN_PIECE_LENGTH ||
           cfg->piece_length > TRACKER_MAX_PIECE_LENGTH)))
@@ -402,7 +289,7 @@ static int check_req(const struct tracker_announce_req *req, struct oci_digest *
     n = req->addr != NULL ? strlen(req->addr) : 0;
     if (!addr_valid(req->addr != NULL ? req->addr : "", n))
         FAIL(out, "addr: expected HOST:PORT with a reachable host and a port from 1 to 65535");
-    if ((size_t)req->event >= NELEM(event_names))
+    if ((size_t)req->event >= TRACKER_EVENT_COUNT)
         FAIL(out, "event: expected started, progress, completed or stopped");
     if (req->nhashes > TRACKER_MAX_SWARM_PIECES)
         FAIL(out, "hashes: more than %d entries", TRACKER_MAX_SWARM_PIECES);
@@ -484,7 +371,7 @@ static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint6
     if (w == NULL)
         return -ENOMEM;
     memcpy(w->digest, d->str, strlen(d->str) + 1);
-    w->key = fnv1a(w->digest);
+    w->key = tracker_fnv1a(w->digest);
     w->size = size;
     w->piece_length = tracker_piece_length(size, s->cfg.piece_length);
     w->pieces = (uint32_t)npieces(size, w->piece_length);
@@ -526,7 +413,7 @@ static int peer_new(struct tracker_swarms *s, struct swarm *w, const char *agent
     p = &w->peers[w->npeers++];
     memset(p, 0, sizeof(*p));
     memcpy(p->agent, agent, strlen(agent) + 1);
-    p->key = fnv1a(agent);
+    p->key = tracker_fnv1a(agent);
     /* uid 0 means "not leased"; wrapping after 4 billion joins is harmless
      * unless a peer from that long ago is still in the swarm. */
     if (++w->next_uid == 0)
@@ -570,103 +457,6 @@ static void give_up(struct swarm *w, struct peer *p, const struct tracker_announ
             lease_drop_piece(w, p, idx);
             out->leases_released++;
         }
-    }
-}
-
-/* --- Suspects --------------------------------------------------------------------- */
-
-static struct suspect *suspect_find(struct swarm *w, const char *addr)
-{
-    uint64_t key = fnv1a(addr);
-
-    for (size_t i = 0; i < w->nsuspects; i++) {
-        if (w->suspects[i].key == key && strcmp(w->suspects[i].addr, addr) == 0)
-            return &w->suspects[i];
-    }
-    return NULL;
-}
-
-static bool is_suspect(struct swarm *w, const char *addr, uint64_t now_ms)
-{
-    const struct suspect *x = w->nsuspects > 0 ? suspect_find(w, addr) : NULL;
-
-    return x != NULL && x->until_ms > now_ms;
-}
-
-/* Grows the suspect array for the request's reports before anything is
- * marked, so running out of memory never leaves half a report applied. */
-static int suspects_reserve(const struct tracker_swarms *s, struct swarm *w,
-                            const struct tracker_announce_req *req)
-{
-    size_t need = w->nsuspects + req->nbad_peers;
-    size_t ncap;
-    struct suspect *v;
-
-    if (s->cfg.bad_peer_off || req->nbad_peers == 0)
-        return 0;
-    if (need > TRACKER_MAX_SUSPECTS)
-        need = TRACKER_MAX_SUSPECTS;
-    if (need <= w->suspects_cap)
-        return 0;
-    ncap = w->suspects_cap ? w->suspects_cap : 4;
-    while (ncap < need)
-        ncap *= 2;
-    if (ncap > TRACKER_MAX_SUSPECTS)
-        ncap = TRACKER_MAX_SUSPECTS;
-    v = realloc(w->suspects, ncap * sizeof(*v));
-    if (v == NULL)
-        return -ENOMEM;
-    w->suspects = v;
-    w->suspects_cap = ncap;
-    return 0;
-}
-
-/* Marks every reported address for bad_peer_ms from now (a second report
- * extends the mark). At the cap the mark expiring first gives way: it is
- * the one closest to being handed out again anyway. Needs suspects_reserve. */
-static void mark_suspects(struct tracker_swarms *s, struct swarm *w,
-                          const struct tracker_announce_req *req, uint64_t now_ms,
-                          struct tracker_announce_reply *out)
-{
-    uint64_t until = now_ms + s->cfg.bad_peer_ms;
-
-    if (s->cfg.bad_peer_off)
-        return;
-    for (size_t i = 0; i < req->nbad_peers; i++) {
-        const char *addr = req->bad_peers[i];
-        struct suspect *x = suspect_find(w, addr);
-
-        if (x == NULL) {
-            if (w->nsuspects < TRACKER_MAX_SUSPECTS) {
-                x = &w->suspects[w->nsuspects++];
-            } else {
-                x = &w->suspects[0];
-                for (size_t j = 1; j < w->nsuspects; j++) {
-                    if (w->suspects[j].until_ms < x->until_ms)
-                        x = &w->suspects[j];
-                }
-            }
-            x->key = fnv1a(addr);
-            memcpy(x->addr, addr, strlen(addr) + 1);
-            x->until_ms = 0;
-        }
-        if (until > x->until_ms)
-            x->until_ms = until;
-    }
-    if (req->nbad_peers > 0)
-        out->suspect_ms = s->cfg.bad_peer_ms;
-}
-
-/* Drops the marks that ran out. */
-static void expire_suspects(struct swarm *w, uint64_t now_ms)
-{
-    size_t i = 0;
-
-    while (i < w->nsuspects) {
-        if (w->suspects[i].until_ms <= now_ms)
-            w->suspects[i] = w->suspects[--w->nsuspects];
-        else
-            i++;
     }
 }
 
@@ -760,7 +550,7 @@ static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer
         const struct peer *p = &w->peers[s->cand[i].idx];
         struct tracker_peer_info *o = &out->peers[out->npeers];
 
-        if (is_suspect(w, p->addr, now_ms))
+        if (tracker_is_suspect(w, p->addr, now_ms))
             continue;
         o->agent = p->agent;
         o->addr = p->addr;
@@ -805,7 +595,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
     rc = check_pieces(req, w != NULL ? w->pieces : (uint32_t)npieces(req->size, plen), out);
     if (rc < 0)
         return rc;
-    if (w != NULL && (rc = suspects_reserve(s, w, req)) < 0)
+    if (w != NULL && (rc = tracker_suspects_reserve(s, w, req)) < 0)
         return rc;
     s->st.announces++;
 
@@ -817,7 +607,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
         out->pieces = (uint32_t)npieces(req->size, plen);
         if (w == NULL)
             return 0;
-        mark_suspects(s, w, req, now_ms, out);
+        tracker_mark_suspects(s, w, req, now_ms, out);
         p = peer_find(w, req->agent);
         if (p != NULL)
             peer_remove(s, w, p, now_ms);
@@ -835,7 +625,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
         out->new_swarm = true;
         /* The first announce can already carry reports: a restarted tracker
          * hears from agents mid-download. */
-        rc = suspects_reserve(s, w, req);
+        rc = tracker_suspects_reserve(s, w, req);
         if (rc < 0)
             return rc;
     }
@@ -852,7 +642,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
 
     take_hashes(s, w, p, req, now_ms, out);
     give_up(w, p, req, out);
-    mark_suspects(s, w, req, now_ms, out);
+    tracker_mark_suspects(s, w, req, now_ms, out);
     if (req->want_lease)
         grant(s, w, p, now_ms, out);
     rc = hand_out(s, w, p, now_ms, out);
@@ -890,7 +680,7 @@ void tracker_expire(struct tracker_swarms *s, uint64_t now_ms)
             }
             j++;
         }
-        expire_suspects(w, now_ms);
+        tracker_expire_suspects(w, now_ms);
         if (w->npeers == 0 && (w->nhashed == 0 || now_ms >= w->empty_since_ms + s->cfg.keep_ms)) {
             swarm_free(s, i);
             continue;
