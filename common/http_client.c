@@ -1,4 +1,5 @@
-/* HTTP client: libcurl's multi interface driven by a libuv loop.
+/* HTTP client: libcurl's multi interface driven by a libuv loop (curl's sockets
+ * and timer are wired to the loop in http_client_loop.c).
  *
  * Shape follows curl's docs/examples/multi-uv.c (socket callback -> uv_poll_t,
  * timer callback -> uv_timer_t) with its known traps fixed:
@@ -40,63 +41,7 @@
 #define RECV_BUFFER_SIZE (256L << 10)
 #define MAX_REDIRS 5L
 
-/* Minimal intrusive circular list, as libuv's QUEUE. */
-struct qlink {
-    struct qlink *prev, *next;
-};
-
-#define CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
-
-static void qinit(struct qlink *h)
-{
-    h->prev = h->next = h;
-}
-
-static bool qempty(const struct qlink *h)
-{
-    return h->next == h;
-}
-
-static void qpush(struct qlink *h, struct qlink *l)
-{
-    l->prev = h->prev;
-    l->next = h;
-    h->prev->next = l;
-    h->prev = l;
-}
-
-/* Unlinks l and marks it unlinked (next == NULL) so membership is testable. */
-static void qremove(struct qlink *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = NULL;
-}
-
-/* Moves every element of from to the empty list to; from ends up empty. */
-static void qmove(struct qlink *from, struct qlink *to)
-{
-    if (qempty(from)) {
-        qinit(to);
-        return;
-    }
-    to->next = from->next;
-    to->prev = from->prev;
-    to->next->prev = to;
-    to->prev->next = to;
-    qinit(from);
-}
-
-/* XX(name): QUEUED = created, not yet in the multi handle (added from the
- * idle callback); RUNNING = in the multi handle; COMPLETING = outcome decided
- * (cancel, destroy), on_done queued; DONE = on_done running or ran. */
-#define REQ_STATE_MAP(XX) XX(QUEUED) XX(RUNNING) XX(COMPLETING) XX(DONE)
-
-enum req_state {
-#define XX(name) REQ_##name,
-    REQ_STATE_MAP(XX)
-#undef XX
-};
+#include "http_client_internal.h"
 
 static const char *state_name(enum req_state s)
 {
@@ -110,57 +55,7 @@ static const char *state_name(enum req_state s)
     return "?";
 }
 
-struct sock {
-    uv_poll_t poll;
-    struct http_client *c;
-    curl_socket_t fd;
-    struct qlink link; /* in c->socks while the poll is open and not closing */
-};
-
-struct http_client {
-    uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    uv_idle_t idle;
-    struct qlink reqs;    /* every request not yet DONE */
-    struct qlink pending; /* requests with deferred work */
-    struct qlink socks;   /* open polls */
-    unsigned handles;     /* uv handles not yet closed */
-    int in_curl;          /* > 0 while curl may be running our callbacks */
-    bool destroying;
-    bool torn_down;
-    void (*destroy_cb)(void *arg);
-    void *destroy_arg;
-};
-
-struct http_client_req {
-    struct http_client *c;
-    CURL *easy;
-    struct curl_slist *hdrs;
-    char *url; /* for log lines */
-    bool head;
-    bool follow;
-    int (*on_response)(void *arg, const struct http_client_response *resp);
-    size_t (*on_data)(void *arg, const char *data, size_t len);
-    void (*on_done)(void *arg, int rc, const struct http_client_response *resp);
-    void *arg;
-    struct http_client_response resp;
-
-    enum req_state state;
-    bool in_multi;
-    bool paused;      /* on_data returned HTTP_CLIENT_PAUSE, not yet unpaused */
-    bool want_resume; /* http_client_resume() asked, idle callback not yet run */
-    bool responded;   /* on_response ran (or would have, when NULL) */
-    int finish_rc;    /* for COMPLETING */
-    int abort_rc;     /* why one of our callbacks failed the transfer */
-    long line_status; /* parsed from the last status line, fallback for getinfo */
-    struct qlink all;
-    struct qlink pend;
-    char errbuf[CURL_ERROR_SIZE];
-};
-
 static void on_idle(uv_idle_t *h);
-static void check_done(struct http_client *c);
 
 /* ---- global init ---- */
 
@@ -361,7 +256,7 @@ static void finish(struct http_client_req *r, int rc, CURLcode cc)
     free_req(r);
 }
 
-static void check_done(struct http_client *c)
+void http_client_check_done(struct http_client *c)
 {
     CURLMsg *msg;
     int left;
@@ -473,121 +368,6 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-static void handle_closed(struct http_client *c)
-{
-    if (--c->handles > 0 || !c->torn_down)
-        return;
-    void (*cb)(void *) = c->destroy_cb;
-    void *arg = c->destroy_arg;
-    free(c);
-    if (cb)
-        cb(arg);
-}
-
-static void on_sock_closed(uv_handle_t *h)
-{
-    struct sock *sk = h->data;
-    struct http_client *c = sk->c;
-
-    free(sk);
-    handle_closed(c);
-}
-
-static void close_sock(struct sock *sk)
-{
-    uv_poll_stop(&sk->poll);
-    qremove(&sk->link);
-    uv_close((uv_handle_t *)&sk->poll, on_sock_closed);
-}
-
-static void drive(struct http_client *c, curl_socket_t s, int ev)
-{
-    int running = 0;
-
-    c->in_curl++;
-    CURLMcode mc = curl_multi_socket_action(c->multi, s, ev, &running);
-    c->in_curl--;
-    if (mc != CURLM_OK)
-        LOG(WARN, COMP, "socket_action=%s", curl_multi_strerror(mc));
-    check_done(c);
-}
-
-static void on_poll(uv_poll_t *h, int status, int events)
-{
-    struct sock *sk = h->data;
-    int ev = 0;
-
-    if (status < 0) {
-        ev = CURL_CSELECT_ERR;
-    } else {
-        if (events & UV_READABLE)
-            ev |= CURL_CSELECT_IN;
-        if (events & UV_WRITABLE)
-            ev |= CURL_CSELECT_OUT;
-    }
-    drive(sk->c, sk->fd, ev);
-}
-
-static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    struct http_client *c = userp;
-    struct sock *sk = socketp;
-    int events = 0;
-
-    (void)easy;
-    if (what == CURL_POLL_REMOVE) {
-        /* Stop now: curl closes s right after this returns and the fd number
-         * may come back for a new connection before the close completes. */
-        if (sk)
-            close_sock(sk);
-        return 0;
-    }
-    if (!sk) {
-        sk = calloc(1, sizeof(*sk));
-        if (!sk)
-            return -1;
-        if (uv_poll_init_socket(c->loop, &sk->poll, s) != 0) {
-            free(sk);
-            return -1;
-        }
-        sk->c = c;
-        sk->fd = s;
-        sk->poll.data = sk;
-        c->handles++;
-        qpush(&c->socks, &sk->link);
-        curl_multi_assign(c->multi, s, sk);
-    }
-    if (what & CURL_POLL_IN)
-        events |= UV_READABLE;
-    if (what & CURL_POLL_OUT)
-        events |= UV_WRITABLE;
-    if (events)
-        uv_poll_start(&sk->poll, events, on_poll);
-    else
-        uv_poll_stop(&sk->poll);
-    return 0;
-}
-
-static void on_timeout(uv_timer_t *t)
-{
-    struct http_client *c = t->data;
-
-    drive(c, CURL_SOCKET_TIMEOUT, 0);
-}
-
-/* Only arms the uv timer: calling curl from here would recurse into it. */
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct http_client *c = userp;
-
-    (void)multi;
-    if (timeout_ms < 0)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, on_timeout, (uint64_t)timeout_ms, 0);
-    return 0;
-}
-
 /* ---- deferred work ---- */
 
 static void unpause(struct http_client_req *r)
@@ -636,19 +416,19 @@ static void process(struct http_client_req *r)
 
 static void on_base_closed(uv_handle_t *h)
 {
-    handle_closed(h->data);
+    http_client_handle_closed(h->data);
 }
 
 static void teardown(struct http_client *c)
 {
     c->torn_down = true;
     uv_idle_stop(&c->idle);
-    /* May report CURL_POLL_REMOVE for cached connections; on_socket closes
+    /* May report CURL_POLL_REMOVE for cached connections; http_client_on_socket closes
      * those polls. */
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
     while (!qempty(&c->socks))
-        close_sock(CONTAINER_OF(c->socks.next, struct sock, link));
+        http_client_close_sock(CONTAINER_OF(c->socks.next, struct sock, link));
     uv_close((uv_handle_t *)&c->timer, on_base_closed);
     uv_close((uv_handle_t *)&c->idle, on_base_closed);
 }
@@ -666,7 +446,7 @@ static void on_idle(uv_idle_t *h)
         qremove(&r->pend);
         process(r);
     }
-    check_done(c);
+    http_client_check_done(c);
     if (qempty(&c->pending))
         uv_idle_stop(h);
     if (c->destroying && !c->torn_down && qempty(&c->reqs))
@@ -699,9 +479,10 @@ int http_client_create(uv_loop_t *loop, struct http_client **out)
         rc = SHOAL_EINTERNAL;
         goto out;
     }
-    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, http_client_on_socket) != CURLM_OK ||
         curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, http_client_on_curl_timer) !=
+            CURLM_OK ||
         curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
         curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) != CURLM_OK) {
         rc = SHOAL_EINTERNAL;
