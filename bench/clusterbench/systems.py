@@ -6,13 +6,13 @@ Every runner returns {"complete": {host: epoch or None}, "errors": {host: text},
 "upstream_bytes_own": bytes the system itself says it took from upstream or
 None, "extra": {...}} and leaves nothing running."""
 
-import glob
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
+
+from .workload import ocibuild
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTCLIENT = os.path.join(HERE, "hostclient.py")
@@ -149,16 +149,6 @@ def proc_peak_rss(pid):
     return None
 
 
-def sha256_path(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
-
-
 def metric(text, name):
     total = 0
     for line in (text or "").splitlines():
@@ -252,7 +242,7 @@ def verify_files(wl, blob_dir):
         path = os.path.join(blob_dir, f.sha256)
         if not os.path.exists(path):
             return "blob %s missing from the store" % f.digest
-        if sha256_path(path) != f.sha256:
+        if ocibuild.sha256_file(path) != f.digest:
             return "blob %s stored with the wrong digest" % f.digest
     return None
 
@@ -295,9 +285,3 @@ def run_proxy(ctx):
     shutil.rmtree(d, ignore_errors=True)
     return {"complete": complete, "errors": errors, "upstream_bytes_own": None,
             "extra": {"cache_host": cache_host.name}}
-
-
-def cleanup_globs(cluster):
-    for h in cluster.hosts:
-        for p in glob.glob(os.path.join(h.dir, "*")):
-            shutil.rmtree(p, ignore_errors=True)

@@ -39,6 +39,8 @@ from pathlib import Path
 import libtorrent as lt
 
 from .netns import stop_processes
+from .systems import proc_cpu_seconds
+from .workload import ocibuild
 
 PY = "/usr/bin/python3"
 LT_PEER = str(Path(__file__).resolve().with_name("lt_peer.py"))
@@ -184,25 +186,6 @@ def _fresh_dir(path):
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
-
-
-def _sha256(path):
-    """Hex SHA-256 of the file at path."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _cpu_s(pid):
-    """user+system seconds of a live process, from /proc; None if gone."""
-    try:
-        stat = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1]
-        fields = stat.split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _event(path, name):
@@ -375,7 +358,7 @@ def _run(kind, cluster, workload, piece_length, start_at, timeout):
             time.sleep(POLL_S)
         if kind == "aria2":
             seed_up = _aria2_seed_upload(up)
-            cpu = {name: _cpu_s(p.pid) for name, (p, _) in peers.items()}
+            cpu = {name: proc_cpu_seconds(p.pid) for name, (p, _) in peers.items()}
     finally:
         procs.stop()
         if hookdir:
@@ -407,7 +390,7 @@ def _run(kind, cluster, workload, piece_length, start_at, timeout):
         layout = payload_layout(torrent, peers[host.name][1] / "data")
         bad = [f.name for f in workload.files
                if not layout[f.name].is_file()
-               or _sha256(layout[f.name]) != f.sha256]
+               or ocibuild.sha256_file(layout[f.name]) != f.digest]
         if bad:
             complete[host.name] = None
             notes.append("%s: wrong content: %s" % (host.name, " ".join(bad)))
