@@ -8,18 +8,18 @@
 
 #include <uv.h>
 
-#include "agent_config.h"
-#include "blob_fetch.h"
-#include "mirror.h"
-#include "prewarm.h"
+#include "config/agent_config.h"
+#include "fetch/blob_fetch.h"
+#include "api/mirror.h"
+#include "api/prewarm.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
 #include "shoal/ratelimit.h"
-#include "store.h"
-#include "swarm.h"
-#include "upstream.h"
+#include "cache/store.h"
+#include "swarm/swarm.h"
+#include "upstream/upstream.h"
 
 struct agent {
     uv_loop_t loop;

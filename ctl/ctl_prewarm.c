@@ -19,8 +19,8 @@
 #include <uv.h>
 
 #include "ctl_render.h"
-#include "manifest.h"
-#include "prewarm.h"
+#include "api/manifest.h"
+#include "api/prewarm.h"
 #include "shoal/config.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"

@@ -1,0 +1,731 @@
+/* The agent's on-disk cache. Layout and semantics are described in store.h.
+ *
+ * Every file name is built from a parsed digest or from host/repository
+ * names checked in store_meta.c, so nothing from a client reaches a path unchecked.
+ * Writes go through tmp/ and rename(2), so a crash leaves either the old
+ * entry or the new one under its final name, never a torn file.
+ *
+ * Manifests, tags and the repository sidecars live in store_meta.c; the
+ * struct and the helpers both files use are in store_internal.h.
+ */
+#define _GNU_SOURCE
+#include "cache/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache/lru.h"
+#include "shoal/error.h"
+#include "shoal/hash.h"
+#include "shoal/log.h"
+
+#include "cache/store_internal.h"
+
+#define COMP "store"
+/* Refresh a blob's mtime at most this often, so that the LRU order survives
+ * a restart without a metadata write on every read. */
+#define MTIME_REFRESH_MS 60000
+
+struct partial {
+    struct partial *next;
+    struct oci_digest d;
+    uint64_t size; /* the reservation */
+    int fd;
+};
+
+/* --- small helpers --- */
+
+static uint64_t now_ms(void)
+{
+    /* Wall-clock time, because LRU times are also read back from file
+     * modification times at startup. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mtime_ms(const struct stat *st)
+{
+    if (st->st_mtim.tv_sec < 0)
+        return 0;
+    return (uint64_t)st->st_mtim.tv_sec * 1000 + (uint64_t)st->st_mtim.tv_nsec / 1000000;
+}
+
+static const char *algo_name(enum oci_digest_algo a)
+{
+    return a == OCI_DIGEST_SHA512 ? "sha512" : "sha256";
+}
+
+int store_path_fmt(char *out, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* <dir>/<top>/<algo>/<hex><suffix>, top being "blobs", "partial" or "manifests". */
+int store_digest_path(const struct store *s, const char *top, const struct oci_digest *d,
+                      const char *suffix, char *out, size_t cap)
+{
+    return store_path_fmt(out, cap, "%s/%s/%s/%s%s", s->dir, top, algo_name(d->algo), d->hex,
+                          suffix);
+}
+
+int store_mkdir_p(const char *path)
+{
+    char tmp[PATH_MAX];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(tmp))
+        return -ENAMETOOLONG;
+    memcpy(tmp, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        char c = tmp[i];
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return -errno;
+        tmp[i] = c;
+    }
+    return 0;
+}
+
+/* Creates <dir>/<top>/<algo> for algorithms other than sha256, whose
+ * directories store_open does not create up front. */
+int store_ensure_algo_dir(const struct store *s, const char *top, enum oci_digest_algo a)
+{
+    char p[PATH_MAX];
+    if (a == OCI_DIGEST_SHA256)
+        return 0;
+    int rc = store_path_fmt(p, sizeof(p), "%s/%s/%s", s->dir, top, algo_name(a));
+    if (rc == 0)
+        rc = store_mkdir_p(p);
+    return rc;
+}
+
+int store_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads until len bytes or end of file. Returns the count or -errno. */
+ssize_t store_read_all(int fd, void *data, size_t len)
+{
+    char *p = data;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, p + got, len - got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+/* Makes a rename durable. Best effort: failure only weakens crash safety. */
+static void sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    (void)fsync(fd);
+    close(fd);
+}
+
+void store_sync_parent(const char *path)
+{
+    char p[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash || (size_t)(slash - path) >= sizeof(p))
+        return;
+    memcpy(p, path, (size_t)(slash - path));
+    p[slash - path] = '\0';
+    sync_dir(p);
+}
+
+/* --- partial table --- */
+
+static struct partial *partial_find(const struct store *s, const struct oci_digest *d)
+{
+    for (struct partial *p = s->partials; p; p = p->next)
+        if (strcmp(p->d.str, d->str) == 0)
+            return p;
+    return NULL;
+}
+
+static void partial_drop(struct store *s, struct partial *p)
+{
+    struct partial **pp = &s->partials;
+    while (*pp != p)
+        pp = &(*pp)->next;
+    *pp = p->next;
+    s->reserved -= p->size;
+    free(p);
+}
+
+/* --- eviction --- */
+
+static void on_victim(const char *key, uint64_t size, void *arg)
+{
+    struct store *s = arg;
+    struct oci_digest d;
+    char path[PATH_MAX];
+    if (oci_digest_parse(key, strlen(key), &d) != 0)
+        return; /* keys are only ever parsed digests */
+    if (store_digest_path(s, "blobs", &d, "", path, sizeof(path)) == 0 && unlink(path) != 0 &&
+        errno != ENOENT)
+        LOG(WARN, COMP, "op=unlink path=%s err=%s", path, shoal_errname(-errno));
+    if (store_digest_path(s, "blobs", &d, ".repos", path, sizeof(path)) == 0 && unlink(path) != 0 &&
+        errno != ENOENT)
+        LOG(WARN, COMP, "op=unlink path=%s err=%s", path, shoal_errname(-errno));
+    store_rset_drop(s, key);
+    LOG(INFO, COMP, "evicted digest=%s size=%llu", key, (unsigned long long)size);
+}
+
+/* Evicts between store-level watermarks. Reservations count towards the
+ * store's bytes but are not in the LRU, so the marks are shifted by them. */
+static size_t evict(struct store *s, uint64_t high, uint64_t low)
+{
+    uint64_t r = s->reserved;
+    uint64_t h = high > r ? high - r : 0;
+    uint64_t l = low > r ? low - r : 0;
+    return lru_evict(s->lru, h, l, on_victim, s);
+}
+
+/* Frees room for a reservation of size bytes under the cap. */
+static int make_room(struct store *s, uint64_t size)
+{
+    if (size > s->max_bytes)
+        return SHOAL_ENOSPACE;
+    uint64_t room = s->max_bytes - size;
+    if (store_bytes(s) <= room)
+        return 0;
+    uint64_t target = room < s->low ? room : s->low;
+    evict(s, target, target);
+    return store_bytes(s) <= room ? 0 : SHOAL_ENOSPACE;
+}
+
+/* --- opening --- */
+
+static void clean_tmp(const struct store *s)
+{
+    char path[PATH_MAX];
+    if (store_path_fmt(path, sizeof(path), "%s/tmp", s->dir) != 0)
+        return;
+    DIR *dp = opendir(path);
+    if (!dp)
+        return;
+    struct dirent *de;
+    while ((de = readdir(dp)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (unlinkat(dirfd(dp), de->d_name, 0) == 0)
+            LOG(DEBUG, COMP, "op=clean-tmp file=%.64s", de->d_name);
+        else
+            LOG(WARN, COMP, "op=clean-tmp file=%.64s err=%s", de->d_name, shoal_errname(-errno));
+    }
+    closedir(dp);
+}
+
+struct found {
+    uint64_t size;
+    uint64_t mtime;
+    char key[136];
+};
+
+static int found_cmp(const void *a, const void *b)
+{
+    const struct found *x = a;
+    const struct found *y = b;
+    if (x->mtime != y->mtime)
+        return x->mtime < y->mtime ? -1 : 1;
+    return strcmp(x->key, y->key);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s);
+    size_t m = strlen(suffix);
+    return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+/* Indexes blobs/<algo>/. Entries are sorted by mtime before they enter the
+ * LRU so that each insertion lands at its MRU end in O(1). */
+static int scan_blobs(struct store *s, enum oci_digest_algo algo)
+{
+    char path[PATH_MAX];
+    struct found *v = NULL;
+    size_t n = 0;
+    size_t cap = 0;
+    DIR *dp = NULL;
+    int rc = store_path_fmt(path, sizeof(path), "%s/blobs/%s", s->dir, algo_name(algo));
+    if (rc)
+        goto out;
+    dp = opendir(path);
+    if (!dp) {
+        rc = -errno;
+        if (rc == -ENOENT && algo != OCI_DIGEST_SHA256)
+            rc = 0;
+        else
+            LOG(ERROR, COMP, "op=opendir path=%s err=%s", path, shoal_errname(rc));
+        goto out;
+    }
+    struct dirent *de;
+    while ((de = readdir(dp)) != NULL) {
+        const char *name = de->d_name;
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || ends_with(name, ".repos"))
+            continue;
+        char key[136];
+        struct oci_digest d;
+        int kl = snprintf(key, sizeof(key), "%s:%s", algo_name(algo), name);
+        if (kl < 0 || (size_t)kl >= sizeof(key) || oci_digest_parse(key, (size_t)kl, &d) != 0 ||
+            d.algo != algo) {
+            LOG(WARN, COMP, "op=scan ignored=%s/%.80s reason=name", path, name);
+            continue;
+        }
+        struct stat st;
+        if (fstatat(dirfd(dp), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+            LOG(WARN, COMP, "op=scan ignored=%s/%s reason=type", path, name);
+            continue;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            struct found *nv = realloc(v, ncap * sizeof(*v));
+            if (!nv) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        v[n].size = (uint64_t)st.st_size;
+        v[n].mtime = mtime_ms(&st);
+        memcpy(v[n].key, key, (size_t)kl + 1);
+        n++;
+    }
+    if (n > 0)
+        qsort(v, n, sizeof(*v), found_cmp);
+    for (size_t i = 0; i < n; i++) {
+        rc = lru_add(s->lru, v[i].key, v[i].size, v[i].mtime);
+        if (rc)
+            goto out;
+    }
+
+    /* A sidecar whose blob is gone (a crash between the two unlinks of an
+     * eviction) would otherwise be inherited by the next copy of the blob. */
+    rewinddir(dp);
+    while ((de = readdir(dp)) != NULL) {
+        const char *name = de->d_name;
+        size_t nl = strlen(name);
+        if (!ends_with(name, ".repos"))
+            continue;
+        char key[136];
+        int kl = snprintf(key, sizeof(key), "%s:%.*s", algo_name(algo), (int)(nl - 6), name);
+        if (kl > 0 && (size_t)kl < sizeof(key) && lru_contains(s->lru, key))
+            continue;
+        LOG(INFO, COMP, "op=scan removed=%s/%.80s reason=orphan", path, name);
+        (void)unlinkat(dirfd(dp), name, 0);
+    }
+    rc = 0;
+out:
+    if (dp)
+        closedir(dp);
+    free(v);
+    return rc;
+}
+
+int store_open(const struct store_config *cfg, struct store **out)
+{
+    static const char *const dirs[] = {"blobs/sha256", "partial/sha256", "manifests/sha256", "tags",
+                                       "tmp"};
+    struct store *s = NULL;
+    char path[PATH_MAX];
+    int rc;
+
+    *out = NULL;
+    if (!cfg || !cfg->dir || !cfg->dir[0] || cfg->high_pct > 100 || cfg->low_pct > cfg->high_pct)
+        return -EINVAL;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->dir = strdup(cfg->dir);
+    s->lru = lru_create();
+    s->nrsets = 64;
+    s->rsets = calloc(s->nrsets, sizeof(*s->rsets));
+    if (!s->dir || !s->lru || !s->rsets) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    /* Split the multiplication so that a cap near UINT64_MAX cannot overflow. */
+    s->max_bytes = cfg->max_bytes;
+    s->high = cfg->max_bytes / 100 * cfg->high_pct + cfg->max_bytes % 100 * cfg->high_pct / 100;
+    s->low = cfg->max_bytes / 100 * cfg->low_pct + cfg->max_bytes % 100 * cfg->low_pct / 100;
+
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        rc = store_path_fmt(path, sizeof(path), "%s/%s", s->dir, dirs[i]);
+        if (rc == 0)
+            rc = store_mkdir_p(path);
+        if (rc) {
+            LOG(ERROR, COMP, "op=mkdir path=%s err=%s", path, shoal_errname(rc));
+            goto out;
+        }
+    }
+    clean_tmp(s);
+    rc = scan_blobs(s, OCI_DIGEST_SHA256);
+    if (rc == 0)
+        rc = scan_blobs(s, OCI_DIGEST_SHA512);
+    if (rc)
+        goto out;
+    evict(s, s->high, s->low);
+    LOG(INFO, COMP, "opened dir=%s blobs=%zu bytes=%llu max=%llu", s->dir, lru_count(s->lru),
+        (unsigned long long)store_bytes(s), (unsigned long long)s->max_bytes);
+    *out = s;
+    s = NULL;
+    rc = 0;
+out:
+    store_close(s);
+    return rc;
+}
+
+void store_close(struct store *s)
+{
+    if (!s)
+        return;
+    /* Open partials are kept on disk for the next run, as if suspended. */
+    while (s->partials) {
+        struct partial *p = s->partials;
+        if (p->fd >= 0)
+            close(p->fd);
+        partial_drop(s, p);
+    }
+    store_rsets_free(s);
+    lru_destroy(s->lru);
+    free(s->dir);
+    free(s);
+}
+
+uint64_t store_bytes(const struct store *s)
+{
+    return lru_total_bytes(s->lru) + s->reserved;
+}
+
+size_t store_blob_count(const struct store *s)
+{
+    return lru_count(s->lru);
+}
+
+/* --- complete blobs --- */
+
+int store_blob_open(struct store *s, const struct oci_digest *d, int *fd, uint64_t *size)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int rc;
+    int f = -1;
+
+    *fd = -1;
+    *size = 0;
+    if (!lru_contains(s->lru, d->str))
+        return SHOAL_ENOT_FOUND;
+    rc = store_digest_path(s, "blobs", d, "", path, sizeof(path));
+    if (rc)
+        return rc;
+    f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0) {
+        rc = -errno;
+        if (rc == -ENOENT) {
+            /* Deleted behind our back: forget it rather than fail forever. */
+            LOG(WARN, COMP, "op=blob-open digest=%s err=vanished", d->str);
+            lru_remove(s->lru, d->str);
+            store_rset_drop(s, d->str);
+            return SHOAL_ENOT_FOUND;
+        }
+        LOG(ERROR, COMP, "op=open path=%s err=%s", path, shoal_errname(rc));
+        return rc;
+    }
+    if (fstat(f, &st) != 0) {
+        rc = -errno;
+        close(f);
+        return rc;
+    }
+    uint64_t now = now_ms();
+    /* lru_add on a present key only updates its size and use time, so it
+     * cannot fail; it also corrects the size should the file have changed. */
+    (void)lru_add(s->lru, d->str, (uint64_t)st.st_size, now);
+    lru_pin(s->lru, d->str);
+    if (now > mtime_ms(&st) + MTIME_REFRESH_MS && futimens(f, NULL) != 0)
+        LOG(DEBUG, COMP, "op=futimens digest=%s err=%s", d->str, shoal_errname(-errno));
+    *fd = f;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+void store_blob_release(struct store *s, const struct oci_digest *d)
+{
+    lru_unpin(s->lru, d->str);
+    /* Pinned blobs may have held the cache above its mark; retry now. */
+    evict(s, s->high, s->low);
+}
+
+bool store_blob_exists(const struct store *s, const struct oci_digest *d)
+{
+    return lru_contains(s->lru, d->str);
+}
+
+/* --- partial downloads --- */
+
+int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t size, int *fd,
+                       uint64_t *have)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    struct partial *p = NULL;
+    bool created = false;
+    int f = -1;
+    int rc;
+
+    *fd = -1;
+    *have = 0;
+    if (partial_find(s, d))
+        return SHOAL_EBUSY;
+    if (size > (uint64_t)INT64_MAX)
+        return SHOAL_ENOSPACE;
+    rc = make_room(s, size);
+    if (rc) {
+        LOG(WARN, COMP, "op=reserve digest=%s size=%llu bytes=%llu max=%llu err=cap", d->str,
+            (unsigned long long)size, (unsigned long long)store_bytes(s),
+            (unsigned long long)s->max_bytes);
+        return rc;
+    }
+    rc = store_ensure_algo_dir(s, "partial", d->algo);
+    if (rc == 0)
+        rc = store_digest_path(s, "partial", d, "", path, sizeof(path));
+    if (rc)
+        return rc;
+    f = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (f >= 0)
+        created = true;
+    else if (errno == EEXIST)
+        f = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (f < 0) {
+        rc = -errno;
+        LOG(ERROR, COMP, "op=open path=%s err=%s", path, shoal_errname(rc));
+        goto out;
+    }
+    if (fstat(f, &st) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    uint64_t cur = (uint64_t)st.st_size;
+    /* Pieces of a swarm download land out of order: its length is no prefix. */
+    char mpath[PATH_MAX];
+    if (store_digest_path(s, "partial", d, ".sparse", mpath, sizeof(mpath)) == 0 &&
+        access(mpath, F_OK) == 0) {
+        LOG(INFO, COMP, "op=resume digest=%s have=%llu sparse=true: starting over", d->str,
+            (unsigned long long)cur);
+        if (ftruncate(f, 0) != 0) {
+            rc = -errno;
+            goto out;
+        }
+        (void)unlink(mpath);
+        cur = 0;
+    }
+    if (cur > size) {
+        LOG(WARN, COMP, "op=resume digest=%s have=%llu size=%llu err=too-long", d->str,
+            (unsigned long long)cur, (unsigned long long)size);
+        if (ftruncate(f, 0) != 0) {
+            rc = -errno;
+            goto out;
+        }
+        cur = 0;
+    }
+    /* KEEP_SIZE reserves the blocks without changing the file length, which
+     * stays the length of the valid prefix for a later resume. */
+    if (size > 0 && fallocate(f, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) != 0) {
+        rc = -errno;
+        if (rc == -ENOSPC || rc == -EDQUOT) {
+            LOG(WARN, COMP, "op=reserve digest=%s size=%llu err=%s", d->str,
+                (unsigned long long)size, shoal_errname(rc));
+            rc = SHOAL_ENOSPACE;
+            goto out;
+        }
+        if (rc != -EOPNOTSUPP && rc != -ENOSYS) {
+            LOG(ERROR, COMP, "op=fallocate path=%s err=%s", path, shoal_errname(rc));
+            goto out;
+        }
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    p->d = *d;
+    p->size = size;
+    p->fd = f;
+    p->next = s->partials;
+    s->partials = p;
+    s->reserved += size;
+    LOG(DEBUG, COMP, "op=partial-open digest=%s size=%llu have=%llu", d->str,
+        (unsigned long long)size, (unsigned long long)cur);
+    *fd = f;
+    *have = cur;
+    f = -1;
+    rc = 0;
+out:
+    if (f >= 0) {
+        close(f);
+        if (created)
+            (void)unlink(path);
+    }
+    return rc;
+}
+
+int store_partial_mark_sparse(struct store *s, const struct oci_digest *d)
+{
+    char path[PATH_MAX];
+    int rc = store_digest_path(s, "partial", d, ".sparse", path, sizeof(path));
+    if (rc)
+        return rc;
+    int f = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0)
+        return -errno;
+    close(f);
+    return 0;
+}
+
+static void unmark_sparse(struct store *s, const struct oci_digest *d)
+{
+    char path[PATH_MAX];
+    if (store_digest_path(s, "partial", d, ".sparse", path, sizeof(path)) == 0)
+        (void)unlink(path);
+}
+
+int store_partial_commit(struct store *s, const struct oci_digest *d, int fd)
+{
+    unmark_sparse(s, d);
+    char ppath[PATH_MAX];
+    char bpath[PATH_MAX];
+    struct stat st;
+    bool have_ppath = false;
+    int rc;
+
+    struct partial *p = partial_find(s, d);
+    if (!p) {
+        LOG(ERROR, COMP, "op=commit digest=%s err=not-open", d->str);
+        return SHOAL_ENOT_FOUND;
+    }
+    if (fd != p->fd)
+        LOG(WARN, COMP, "op=commit digest=%s fd=%d expected=%d", d->str, fd, p->fd);
+    rc = store_digest_path(s, "partial", d, "", ppath, sizeof(ppath));
+    have_ppath = rc == 0;
+    if (rc == 0)
+        rc = store_digest_path(s, "blobs", d, "", bpath, sizeof(bpath));
+    if (rc == 0)
+        rc = store_ensure_algo_dir(s, "blobs", d->algo);
+    if (rc)
+        goto fail;
+    if (fstat(p->fd, &st) != 0 || fdatasync(p->fd) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (rename(ppath, bpath) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    store_sync_parent(bpath);
+    close(p->fd);
+    partial_drop(s, p);
+    p = NULL;
+
+    uint64_t size = (uint64_t)st.st_size;
+    rc = lru_add(s->lru, d->str, size, now_ms());
+    if (rc) {
+        /* The blob is on disk and will be indexed at the next start. */
+        LOG(ERROR, COMP, "op=commit digest=%s err=%s", d->str, shoal_errname(rc));
+        return rc;
+    }
+    store_rset_on_commit(s, d);
+    LOG(INFO, COMP, "committed digest=%s size=%llu", d->str, (unsigned long long)size);
+
+    /* The fresh blob is about to be read: evict others first. */
+    lru_pin(s->lru, d->str);
+    evict(s, s->high, s->low);
+    lru_unpin(s->lru, d->str);
+    if (size > s->max_bytes) {
+        on_victim(d->str, size, s);
+        lru_remove(s->lru, d->str);
+        return SHOAL_ENOSPACE;
+    }
+    return 0;
+
+fail:
+    /* A partial whose commit failed cannot be trusted: drop it. */
+    LOG(ERROR, COMP, "op=commit digest=%s err=%s", d->str, shoal_errname(rc));
+    close(p->fd);
+    partial_drop(s, p);
+    if (have_ppath)
+        (void)unlink(ppath);
+    return rc;
+}
+
+void store_partial_discard(struct store *s, const struct oci_digest *d, int fd)
+{
+    unmark_sparse(s, d);
+    char path[PATH_MAX];
+    struct partial *p = partial_find(s, d);
+    if (p) {
+        if (fd >= 0 && fd != p->fd)
+            LOG(WARN, COMP, "op=discard digest=%s fd=%d expected=%d", d->str, fd, p->fd);
+        close(p->fd);
+        partial_drop(s, p);
+    }
+    if (store_digest_path(s, "partial", d, "", path, sizeof(path)) == 0 && unlink(path) != 0 &&
+        errno != ENOENT)
+        LOG(WARN, COMP, "op=unlink path=%s err=%s", path, shoal_errname(-errno));
+    LOG(DEBUG, COMP, "op=discard digest=%s", d->str);
+}
+
+void store_partial_suspend(struct store *s, const struct oci_digest *d, int fd)
+{
+    struct partial *p = partial_find(s, d);
+    if (!p)
+        return;
+    if (fd >= 0 && fd != p->fd)
+        LOG(WARN, COMP, "op=suspend digest=%s fd=%d expected=%d", d->str, fd, p->fd);
+    /* Make the prefix durable, so a resume after a power loss does not
+     * start from a length whose bytes never reached the disk. */
+    (void)fdatasync(p->fd);
+    close(p->fd);
+    partial_drop(s, p);
+    LOG(DEBUG, COMP, "op=suspend digest=%s", d->str);
+}

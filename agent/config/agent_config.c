@@ -1,0 +1,540 @@
+/* shoal-agent option table and the checks that span several options. */
+#include "config/agent_config.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "shoal/error.h"
+#include "shoal/oci.h"
+
+#define MIB (1024LL * 1024)
+#define SEC 1000LL
+#define MIN (60 * SEC)
+#define HOUR (60 * MIN)
+
+/* Password files are small; anything bigger is a configuration mistake. */
+#define PASSWORD_FILE_MAX 4096
+
+#define DOCKER_HUB_HOST "docker.io"
+#define DOCKER_HUB_URL "https://registry-1.docker.io"
+
+static const char usage_text[] =
+    "shoal-agent [--config FILE] [--listen ADDR:PORT] [--data-dir DIR] [--upstream URL] [options]";
+
+static int upstreams_parse(void *field, json_t *value, char *err, size_t errlen);
+static void upstreams_free(void *field);
+
+#define OPT(name, type, member, min, max, def, help)                                               \
+    {                                                                                              \
+        name, type, offsetof(struct agent_config, member), min, max, def, help, NULL, NULL         \
+    }
+
+const struct config_option agent_options[] = {
+    {"config", CONFIG_STRING, 0, 0, 0, NULL,
+     "JSON config file whose keys are the options below; flags override it", NULL, NULL},
+    OPT("listen", CONFIG_ADDR, listen, 0, 0, "127.0.0.1:5080",
+        "address the registry mirror listens on"),
+    OPT("data-dir", CONFIG_STRING, data_dir, 0, 0, "/var/lib/shoal",
+        "directory for cached blobs, manifests and state"),
+    OPT("upstream", CONFIG_URL, upstream, 0, 0, DOCKER_HUB_URL,
+        "default upstream registry, used when a request names no registry"),
+    OPT("log-level", CONFIG_LEVEL, log_level, 0, 0, "info", "debug, info, warn or error"),
+    OPT("cache-max-bytes", CONFIG_SIZE, cache_max_bytes, MIB, INT64_MAX, "20GiB",
+        "disk space the blob cache may use"),
+    OPT("cache-high-watermark", CONFIG_INT, cache_high_pct, 1, 100, "90",
+        "percent of cache-max-bytes at which eviction starts"),
+    OPT("cache-low-watermark", CONFIG_INT, cache_low_pct, 0, 99, "80",
+        "percent of cache-max-bytes eviction frees down to"),
+    OPT("tag-cache-ttl", CONFIG_DURATION, tag_cache_ttl_ms, 0, HOUR, "0",
+        "how long a tag-to-digest answer is reused without asking upstream (0 = always ask)"),
+    OPT("repo-check-ttl", CONFIG_DURATION, repo_check_ttl_ms, 0, 24 * HOUR, "5m",
+        "how long an upstream access check for a repository is reused"),
+    OPT("upstream-retries", CONFIG_INT, upstream_retries, 0, 10, "3",
+        "retries of a failed upstream request"),
+    OPT("upstream-retry-max", CONFIG_DURATION, upstream_retry_max_ms, 0, 5 * MIN, "10s",
+        "longest backoff between upstream retries"),
+    OPT("upstream-timeout", CONFIG_DURATION, upstream_timeout_ms, SEC, HOUR, "60s",
+        "abort an upstream transfer that makes no progress for this long"),
+    OPT("upstream-allow-unlisted", CONFIG_BOOL, upstream_allow_unlisted, 0, 0, "true",
+        "reach registries not listed in upstreams over https"),
+    OPT("max-header-bytes", CONFIG_SIZE, max_header_bytes, 1024, MIB, "16KiB",
+        "largest request line plus headers accepted"),
+    OPT("header-timeout", CONFIG_DURATION, header_timeout_ms, 100, 10 * MIN, "10s",
+        "time a client has to send a complete request head"),
+    OPT("idle-timeout", CONFIG_DURATION, idle_timeout_ms, 100, HOUR, "60s",
+        "close keep-alive connections idle for this long"),
+    OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "1024",
+        "client connections served at once"),
+    OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
+        "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
+    OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "0.0.0.0:5081",
+        "address the peer wire protocol listens on"),
+    OPT("advertise", CONFIG_ADDR, advertise, 0, 0, NULL,
+        "address peers should dial (required with a wildcard peer-listen)"),
+    OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
+        "file holding the secret shared with the tracker and the other agents (one trailing "
+        "newline dropped)"),
+    OPT("swarm-stall-timeout", CONFIG_DURATION, swarm_stall_timeout_ms, SEC, HOUR, "20s",
+        "fall back to upstream when a swarm download makes no progress for this long"),
+    OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
+        "keep serving a completed blob to peers this long"),
+    OPT("swarm-max-peers", CONFIG_INT, swarm_max_peers, 1, 200, "16", "peer connections per blob"),
+    OPT("swarm-min-size", CONFIG_SIZE, swarm_min_size, 0, INT64_MAX, "1MiB",
+        "blobs smaller than this are fetched from upstream directly, not through the swarm"),
+    OPT("ban-time", CONFIG_DURATION, ban_time_ms, SEC, 24 * HOUR, "5m",
+        "how long a peer that sent a bad piece is ignored"),
+    OPT("ingress-rate", CONFIG_SIZE, ingress_rate, 0, INT64_MAX, "0",
+        "bytes per second this agent receives from upstream and peers together (0 = no limit)"),
+    OPT("egress-rate", CONFIG_SIZE, egress_rate, 0, INT64_MAX, "0",
+        "bytes per second this agent sends to peers (0 = no limit)"),
+    {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
+     "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
+     "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
+     "..., \"ca-file\": ..., \"insecure\": false}]",
+     upstreams_parse, upstreams_free},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
+};
+
+/* --- The upstreams array ------------------------------------------------- */
+
+void upstream_def_dispose(struct upstream_def *d)
+{
+    free(d->host);
+    free(d->url);
+    free(d->username);
+    free(d->password);
+    free(d->password_file);
+    free(d->ca_file);
+    memset(d, 0, sizeof(*d));
+}
+
+static int dup_opt(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (src && !(*dst = strdup(src)))
+        return -ENOMEM;
+    return 0;
+}
+
+int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->insecure = src->insecure;
+    if (dup_opt(&dst->host, src->host) < 0 || dup_opt(&dst->url, src->url) < 0 ||
+        dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
+        dup_opt(&dst->password_file, src->password_file) < 0 ||
+        dup_opt(&dst->ca_file, src->ca_file) < 0) {
+        upstream_def_dispose(dst);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void list_dispose(struct upstream_list *l)
+{
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        upstream_def_dispose(&l->defs[i]);
+    free(l->defs);
+    l->defs = NULL;
+    l->n = 0;
+}
+
+static void upstreams_free(void *field)
+{
+    list_dispose(field);
+}
+
+/* A host an operator may list: what oci_component_is_host accepts, or a
+ * plain DNS name without dots (a registry reached only through "ns="). */
+static bool host_valid(const char *h)
+{
+    size_t i, n = strlen(h);
+
+    if (oci_component_is_host(h, n))
+        return true;
+    if (n == 0 || n > 253 || h[0] == '-' || h[n - 1] == '-')
+        return false;
+    for (i = 0; i < n; i++) {
+        char c = h[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static int dup_string(json_t *v, size_t idx, const char *key, char **out, char *err, size_t errlen)
+{
+    if (!json_is_string(v)) {
+        snprintf(err, errlen, "[%zu].%s: expected a string", idx, key);
+        return SHOAL_ECONFIG;
+    }
+    *out = strdup(json_string_value(v));
+    if (!*out) {
+        snprintf(err, errlen, "[%zu]: out of memory", idx);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *err, size_t errlen)
+{
+    const char *key;
+    json_t *v;
+    char url[2048];
+    int rc;
+
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "[%zu]: expected an object", idx);
+        return SHOAL_ECONFIG;
+    }
+    json_object_foreach(obj, key, v)
+    {
+        char **slot = NULL;
+
+        if (strcmp(key, "host") == 0) {
+            slot = &d->host;
+        } else if (strcmp(key, "url") == 0) {
+            slot = &d->url;
+        } else if (strcmp(key, "username") == 0) {
+            slot = &d->username;
+        } else if (strcmp(key, "password") == 0) {
+            slot = &d->password;
+        } else if (strcmp(key, "password-file") == 0) {
+            slot = &d->password_file;
+        } else if (strcmp(key, "ca-file") == 0) {
+            slot = &d->ca_file;
+        } else if (strcmp(key, "insecure") == 0) {
+            if (!json_is_boolean(v)) {
+                snprintf(err, errlen, "[%zu].insecure: expected true or false", idx);
+                return SHOAL_ECONFIG;
+            }
+            d->insecure = json_is_true(v);
+            continue;
+        } else {
+            snprintf(err, errlen, "[%zu]: unknown key \"%.64s\"", idx, key);
+            return SHOAL_ECONFIG;
+        }
+        rc = dup_string(v, idx, key, slot, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+
+    if (!d->host) {
+        snprintf(err, errlen, "[%zu]: missing \"host\"", idx);
+        return SHOAL_ECONFIG;
+    }
+    if (!host_valid(d->host)) {
+        snprintf(err, errlen, "[%zu].host: invalid host \"%.64s\"", idx, d->host);
+        return SHOAL_ECONFIG;
+    }
+    if (!d->url) {
+        snprintf(err, errlen, "[%zu]: missing \"url\"", idx);
+        return SHOAL_ECONFIG;
+    }
+    if (config_parse_url(d->url, url, sizeof(url)) < 0) {
+        snprintf(err, errlen, "[%zu].url: invalid URL \"%.64s\" (expected http:// or https://)",
+                 idx, d->url);
+        return SHOAL_ECONFIG;
+    }
+    /* The stripped URL is never longer than the original, so it fits. */
+    memcpy(d->url, url, strlen(url) + 1);
+    if (d->password && d->password_file) {
+        snprintf(err, errlen,
+                 "[%zu]: \"password\" and \"password-file\" are mutually exclusive (host \"%s\")",
+                 idx, d->host);
+        return SHOAL_ECONFIG;
+    }
+    if ((d->password || d->password_file) && !d->username) {
+        snprintf(err, errlen, "[%zu]: a password needs a \"username\" (host \"%s\")", idx, d->host);
+        return SHOAL_ECONFIG;
+    }
+    if (d->username && !d->password && !d->password_file) {
+        snprintf(err, errlen,
+                 "[%zu]: \"username\" needs \"password\" or \"password-file\" (host \"%s\")", idx,
+                 d->host);
+        return SHOAL_ECONFIG;
+    }
+    return 0;
+}
+
+static int upstreams_parse(void *field, json_t *value, char *err, size_t errlen)
+{
+    struct upstream_list *list = field, fresh = {NULL, 0};
+    size_t i, j;
+    int rc = 0;
+
+    if (!json_is_array(value)) {
+        snprintf(err, errlen, "expected an array of objects");
+        return SHOAL_ECONFIG;
+    }
+    if (json_array_size(value) > 0) {
+        fresh.defs = calloc(json_array_size(value), sizeof(*fresh.defs));
+        if (!fresh.defs) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+    }
+    for (i = 0; i < json_array_size(value); i++) {
+        fresh.n = i + 1;
+        rc = entry_parse(json_array_get(value, i), i, &fresh.defs[i], err, errlen);
+        if (rc < 0)
+            goto out;
+        for (j = 0; j < i; j++) {
+            if (strcasecmp(fresh.defs[j].host, fresh.defs[i].host) == 0) {
+                snprintf(err, errlen, "[%zu].host: duplicate host \"%s\" (also in [%zu])", i,
+                         fresh.defs[i].host, j);
+                rc = SHOAL_ECONFIG;
+                goto out;
+            }
+        }
+    }
+    /* Replace the old list only once the new one is complete. */
+    list_dispose(list);
+    *list = fresh;
+    fresh.defs = NULL;
+    fresh.n = 0;
+out:
+    list_dispose(&fresh);
+    return rc;
+}
+
+/* Reads a password file into d->password, minus one trailing newline. */
+static int read_password_file(struct upstream_def *d, size_t idx, char *err, size_t errlen)
+{
+    char *data = NULL;
+    size_t n;
+    FILE *f;
+    int rc = 0;
+
+    f = fopen(d->password_file, "r");
+    if (!f) {
+        rc = -errno;
+        snprintf(err, errlen, "config: \"upstreams[%zu].password-file\": cannot read \"%s\": %s",
+                 idx, d->password_file, shoal_strerror(rc));
+        return SHOAL_ECONFIG;
+    }
+    data = malloc(PASSWORD_FILE_MAX + 1);
+    if (!data) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    n = fread(data, 1, PASSWORD_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "config: \"upstreams[%zu].password-file\": cannot read \"%s\"", idx,
+                 d->password_file);
+        rc = SHOAL_ECONFIG;
+        goto out;
+    }
+    if (n > PASSWORD_FILE_MAX) {
+        snprintf(err, errlen,
+                 "config: \"upstreams[%zu].password-file\": \"%s\" is larger than %d bytes", idx,
+                 d->password_file, PASSWORD_FILE_MAX);
+        rc = SHOAL_ECONFIG;
+        goto out;
+    }
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    if (n > 0 && data[n - 1] == '\r')
+        n--;
+    data[n] = '\0';
+    free(d->password);
+    d->password = data;
+    data = NULL;
+out:
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "config: out of memory");
+    free(data);
+    fclose(f);
+    return rc;
+}
+
+static int read_secret(struct agent_config *cfg, char *err, size_t errlen)
+{
+    return config_read_secret("cluster-secret-file", cfg->cluster_secret_file, &cfg->secret,
+                              &cfg->secret_len, err, errlen);
+}
+
+static bool wildcard_host(const char *addr)
+{
+    return strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0;
+}
+
+int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    size_t i;
+    int rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    rc = config_load(agent_options, cfg, "shoal-agent", usage_text, argc, argv, err, errlen);
+    if (rc != CONFIG_RUN)
+        return rc;
+
+    if (cfg->cache_low_pct >= cfg->cache_high_pct) {
+        snprintf(err, errlen,
+                 "config: \"cache-low-watermark\" (%lld) must be below \"cache-high-watermark\" "
+                 "(%lld)",
+                 (long long)cfg->cache_low_pct, (long long)cfg->cache_high_pct);
+        return SHOAL_ECONFIG;
+    }
+    for (i = 0; i < cfg->upstreams.n; i++) {
+        struct upstream_def *d = &cfg->upstreams.defs[i];
+        if (d->password_file) {
+            rc = read_password_file(d, i, err, errlen);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if (cfg->cluster_secret_file) {
+        rc = read_secret(cfg, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    if (cfg->tracker && !cfg->advertise && wildcard_host(cfg->peer_listen)) {
+        snprintf(err, errlen,
+                 "config: \"advertise\": required with \"tracker\" when \"peer-listen\" (%s) "
+                 "has no specific host: give the address other agents dial",
+                 cfg->peer_listen);
+        return SHOAL_ECONFIG;
+    }
+    return CONFIG_RUN;
+}
+
+void agent_config_dispose(struct agent_config *cfg)
+{
+    config_dispose(agent_options, cfg);
+    if (cfg->secret)
+        memset(cfg->secret, 0, cfg->secret_len);
+    free(cfg->secret);
+    cfg->secret = NULL;
+}
+
+/* --- Upstream selection ---------------------------------------------------- */
+
+static bool is_docker_hub(const char *host)
+{
+    return strcasecmp(host, "docker.io") == 0 || strcasecmp(host, "index.docker.io") == 0 ||
+           strcasecmp(host, "registry-1.docker.io") == 0;
+}
+
+static const struct upstream_def *find_listed(const struct agent_config *cfg, const char *host,
+                                              size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->upstreams.n; i++) {
+        const char *h = cfg->upstreams.defs[i].host;
+        if (strlen(h) == len && strncasecmp(h, host, len) == 0)
+            return &cfg->upstreams.defs[i];
+    }
+    return NULL;
+}
+
+static const struct upstream_def *find_docker_hub(const struct agent_config *cfg)
+{
+    size_t i;
+    const struct upstream_def *d = find_listed(cfg, DOCKER_HUB_HOST, strlen(DOCKER_HUB_HOST));
+
+    if (d)
+        return d;
+    for (i = 0; i < cfg->upstreams.n; i++)
+        if (is_docker_hub(cfg->upstreams.defs[i].host))
+            return &cfg->upstreams.defs[i];
+    return NULL;
+}
+
+/* The "host[:port]" part of a URL that config_parse_url accepted. */
+static const char *url_host(const char *url, size_t *len)
+{
+    const char *p = strstr(url, "://");
+
+    p = p ? p + 3 : url;
+    *len = strcspn(p, "/?#");
+    return p;
+}
+
+static const struct upstream_def *default_upstream(const struct agent_config *cfg,
+                                                   struct upstream_def *scratch, char *scratch_url,
+                                                   size_t urllen)
+{
+    const struct upstream_def *d;
+    const char *h;
+    size_t hlen, i;
+
+    if (!cfg->upstream)
+        return NULL;
+    for (i = 0; i < cfg->upstreams.n; i++)
+        if (strcmp(cfg->upstreams.defs[i].url, cfg->upstream) == 0)
+            return &cfg->upstreams.defs[i];
+    h = url_host(cfg->upstream, &hlen);
+    d = find_listed(cfg, h, hlen);
+    if (d)
+        return d;
+    if (hlen >= urllen)
+        return NULL;
+    memcpy(scratch_url, h, hlen);
+    scratch_url[hlen] = '\0';
+    /* Docker Hub listed as "docker.io" with its own URL (a pull-through
+     * cache, say) still serves the default upstream "registry-1.docker.io". */
+    if (is_docker_hub(scratch_url)) {
+        d = find_docker_hub(cfg);
+        if (d)
+            return d;
+    }
+    scratch->host = scratch_url;
+    scratch->url = cfg->upstream;
+    return scratch;
+}
+
+const struct upstream_def *agent_config_upstream(const struct agent_config *cfg, const char *host,
+                                                 struct upstream_def *scratch, char *scratch_url,
+                                                 size_t urllen)
+{
+    const struct upstream_def *d;
+    const char *dh;
+    size_t hlen, dlen;
+    int n;
+
+    memset(scratch, 0, sizeof(*scratch));
+    if (!host)
+        return default_upstream(cfg, scratch, scratch_url, urllen);
+
+    hlen = strlen(host);
+    d = find_listed(cfg, host, hlen);
+    if (d)
+        return d;
+    if (is_docker_hub(host)) {
+        d = find_docker_hub(cfg);
+        if (d)
+            return d;
+        /* Constant strings: the scratch never needs to own them. */
+        scratch->host = (char *)DOCKER_HUB_HOST;
+        scratch->url = (char *)DOCKER_HUB_URL;
+        return scratch;
+    }
+    /* The default upstream named by its own host keeps its scheme (a plain
+     * http registry stays reachable even when unlisted hosts are not). */
+    if (cfg->upstream) {
+        dh = url_host(cfg->upstream, &dlen);
+        if (dlen == hlen && strncasecmp(dh, host, hlen) == 0)
+            return default_upstream(cfg, scratch, scratch_url, urllen);
+    }
+    if (!cfg->upstream_allow_unlisted)
+        return NULL;
+    /* The host goes into a URL, so it must be a host and nothing else. */
+    if (!oci_component_is_host(host, hlen))
+        return NULL;
+    n = snprintf(scratch_url, urllen, "https://%s", host);
+    if (n < 0 || (size_t)n + 1 + hlen + 1 > urllen)
+        return NULL;
+    scratch->url = scratch_url;
+    scratch->host = scratch_url + n + 1;
+    memcpy(scratch->host, host, hlen + 1);
+    return scratch;
+}

@@ -1,0 +1,643 @@
+/* Requests to upstream registries: token and Basic authentication, and
+ * retries with backoff, on top of http_client.
+ *
+ * Every attempt's on_response is intercepted. An answer that this module can
+ * resolve (a 401 it can authenticate, a 429/5xx with retries left) aborts the
+ * attempt quietly and the request moves on: to a token fetch, to a backoff
+ * wait, or straight to the next attempt. Any other answer makes the attempt
+ * final, and from then on its callbacks pass straight through to the caller.
+ *
+ * Challenge parsing, the token caches and token fetches live in
+ * upstream_auth.c; the structs both files use are in upstream_auth.h.
+ */
+#define _GNU_SOURCE /* strptime, timegm, explicit_bzero */
+#include "upstream/upstream.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "shoal/error.h"
+#include "shoal/log.h"
+#include "upstream/upstream_auth.h"
+
+#define COMP "upstream"
+
+#define CHALLENGE_MAX 4096
+#define SCHEME_MAX 32
+#define REALM_MAX 1024
+#define SERVICE_MAX 256
+#define SCOPE_MAX 2048
+#define RETRY_AFTER_MAX 128
+#define SAVED_HEADERS_MAX (32 * 1024)
+#define AUTH_ROUNDS_MAX 4
+
+static const char *const state_names[] = {
+#define XX(name, str) str,
+    UREQ_STATE_MAP(XX)
+#undef XX
+};
+
+/* --- small helpers --- */
+
+static uint64_t rnd(struct upstream *u)
+{
+    /* xorshift64: jitter needs spread, not secrecy. */
+    u->rng ^= u->rng << 13;
+    u->rng ^= u->rng >> 7;
+    u->rng ^= u->rng << 17;
+    return u->rng;
+}
+
+char *upstream_dupstr(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+/* --- Retry-After and backoff --- */
+
+/* Retry-After as milliseconds from now: delta seconds or an HTTP date. */
+static int parse_retry_after(const char *v, int64_t *ms)
+{
+    char *end;
+    struct tm tm;
+
+    if (*v >= '0' && *v <= '9') {
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (errno || *end != '\0')
+            return SHOAL_EPARSE;
+        *ms = s > (unsigned long long)(INT64_MAX / 1000) ? INT64_MAX : (int64_t)s * 1000;
+        return 0;
+    }
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!end || *end != '\0')
+        return SHOAL_EPARSE;
+    time_t when = timegm(&tm), now = time(NULL);
+    *ms = when > now ? (int64_t)(when - now) * 1000 : 0;
+    return 0;
+}
+
+int64_t upstream_backoff_ms(struct upstream *u, int attempt)
+{
+    int64_t base = u->opts.retry_base_ms, max = u->opts.retry_max_ms, wait;
+
+    if (attempt >= 62 || base > (max >> attempt))
+        wait = max;
+    else
+        wait = base << attempt;
+    int64_t jitter = wait / 5;
+    if (jitter > 0)
+        wait += (int64_t)(rnd(u) % (uint64_t)(2 * jitter + 1)) - jitter;
+    return wait > max ? max : wait;
+}
+
+static int64_t wait_for(struct upstream_req *r, const struct http_client_response *resp)
+{
+    char v[RETRY_AFTER_MAX];
+    int64_t ms;
+
+    if (resp && http_client_response_header(resp, "Retry-After", v, sizeof(v)) &&
+        parse_retry_after(v, &ms) == 0)
+        return ms > r->u->opts.retry_max_ms ? r->u->opts.retry_max_ms : ms;
+    return upstream_backoff_ms(r->u, r->retries);
+}
+
+/* --- module lifetime --- */
+
+static void upstream_free(struct upstream *u)
+{
+    upstream_auth_dispose(u);
+    free(u);
+}
+
+/* Frees a module being destroyed once its last request or fetch is gone. */
+void upstream_obj_released(struct upstream *u)
+{
+    u->nobjs--;
+    if (u->destroying && u->nobjs == 0)
+        upstream_free(u);
+}
+
+int upstream_create(uv_loop_t *loop, struct http_client *hc, const struct upstream_opts *opts,
+                    struct upstream **out)
+{
+    struct upstream *u = calloc(1, sizeof(*u));
+
+    if (!u)
+        return -ENOMEM;
+    u->loop = loop;
+    u->hc = hc;
+    if (opts)
+        u->opts = *opts;
+    if (u->opts.max_retries < 0)
+        u->opts.max_retries = 0;
+    if (u->opts.retry_base_ms <= 0)
+        u->opts.retry_base_ms = 200;
+    if (u->opts.retry_max_ms <= 0)
+        u->opts.retry_max_ms = 30000;
+    if (u->opts.retry_max_ms < u->opts.retry_base_ms)
+        u->opts.retry_max_ms = u->opts.retry_base_ms;
+    u->rng = uv_hrtime() | 1;
+    *out = u;
+    return 0;
+}
+
+const struct upstream_stats *upstream_stats(const struct upstream *u)
+{
+    return &u->stats;
+}
+
+/* --- requests --- */
+
+void upstream_req_set_state(struct upstream_req *r, enum upstream_req_state s)
+{
+    if (r->state != s)
+        LOG(DEBUG, COMP, "req=%llu state=%s->%s", (unsigned long long)r->id, state_names[r->state],
+            state_names[s]);
+    r->state = s;
+}
+
+static void req_closed(uv_handle_t *h)
+{
+    struct upstream_req *r = h->data;
+    struct upstream *u = r->u;
+
+    for (size_t i = 0; i < r->nheaders; i++)
+        free(r->headers[i]);
+    free(r->headers);
+    free(r->repo);
+    free(r->method);
+    free(r->url);
+    upstream_auth_wipe_free(r->bearer);
+    free(r->realm);
+    free(r->service);
+    free(r->scope);
+    buf_dispose(&r->saved_headers);
+    free(r);
+    upstream_obj_released(u);
+}
+
+/* Hands the outcome to the caller and closes the request. */
+static void finish(struct upstream_req *r, int rc, const struct http_client_response *resp)
+{
+    struct upstream *u = r->u;
+
+    upstream_req_set_state(r, UREQ_DONE);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        u->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    LOG(DEBUG, COMP, "req=%llu done rc=%s status=%ld", (unsigned long long)r->id,
+        rc ? shoal_errname(rc) : "0", resp->status);
+    if (r->on_done)
+        r->on_done(r->arg, rc, resp);
+    uv_close((uv_handle_t *)&r->timer, req_closed);
+}
+
+void upstream_req_finish_err(struct upstream_req *r, int rc)
+{
+    struct http_client_response resp = {.status = 0, .content_length = UINT64_MAX};
+
+    buf_init(&resp.headers, 0);
+    buf_init(&resp.body, 0);
+    finish(r, rc, &resp);
+}
+
+/* Delivers the 401 that started a token fetch the realm then refused. */
+void upstream_req_finish_saved(struct upstream_req *r)
+{
+    struct http_client_response resp = {.status = r->saved_status, .content_length = 0};
+    int rc = 0;
+
+    resp.headers = r->saved_headers;
+    buf_init(&resp.body, 0);
+    if (r->on_response && r->on_response(r->arg, &resp) != 0)
+        rc = SHOAL_ECANCELED;
+    finish(r, rc, &resp);
+}
+
+/* Decides whether the answer to an attempt is resolved here. Returns true
+ * (and sets r->next_step) when the attempt is to be aborted. */
+static bool intercept(struct upstream_req *r, const struct http_client_response *resp)
+{
+    struct upstream *u = r->u;
+    long st = resp->status;
+
+    r->last_status = st;
+    if (st == 429 || st >= 500) {
+        if (r->retries >= u->opts.max_retries)
+            return false;
+        r->wait_ms = wait_for(r, resp);
+        r->next_step = NEXT_BACKOFF;
+        return true;
+    }
+    if (st != 401)
+        return false;
+
+    char hdr[CHALLENGE_MAX], scheme[SCHEME_MAX], realm[REALM_MAX], service[SERVICE_MAX],
+        scope[SCOPE_MAX];
+    if (!http_client_response_header(resp, "WWW-Authenticate", hdr, sizeof(hdr)) ||
+        upstream_parse_challenge(hdr, scheme, sizeof(scheme), realm, sizeof(realm), service,
+                                 sizeof(service), scope, sizeof(scope)) < 0) {
+        LOG(DEBUG, COMP, "req=%llu 401 without a usable challenge", (unsigned long long)r->id);
+        return false;
+    }
+    /* Each answer below ends one way or another within a few rounds; the
+     * cap guards against servers that alternate their challenges. */
+    if (r->auth_rounds >= AUTH_ROUNDS_MAX)
+        return false;
+    if (strcasecmp(scheme, "Basic") == 0) {
+        upstream_auth_basic_remember(u, r->def->host);
+        if (!upstream_auth_has_creds(r->def) || r->sent_basic)
+            return false;
+        /* A token the server does not want is not sent again. */
+        upstream_auth_wipe_free(r->bearer);
+        r->bearer = NULL;
+        r->use_basic = true;
+        r->next_step = NEXT_ATTEMPT;
+        r->auth_rounds++;
+        return true;
+    }
+    if (strcasecmp(scheme, "Bearer") != 0 || !upstream_auth_is_http_url(realm))
+        return false;
+    if (!scope[0]) {
+        int n = snprintf(scope, sizeof(scope), "repository:%s:pull", r->repo);
+        if (n < 0 || (size_t)n >= sizeof(scope))
+            return false;
+    }
+    if (r->bearer) {
+        /* The token we sent was refused: never send it again. */
+        if (r->realm)
+            upstream_auth_token_invalidate(u, r->realm, r->service, r->scope, r->bearer);
+        upstream_auth_token_invalidate(u, realm, service, scope, r->bearer);
+        upstream_auth_wipe_free(r->bearer);
+        r->bearer = NULL;
+    }
+    if (r->fetched)
+        return false; /* a fresh token was refused too: the caller gets the 401 */
+    free(r->realm);
+    free(r->service);
+    free(r->scope);
+    r->realm = upstream_dupstr(realm);
+    r->service = upstream_dupstr(service);
+    r->scope = upstream_dupstr(scope);
+    buf_reset(&r->saved_headers);
+    if (!r->realm || !r->service || !r->scope ||
+        buf_append(&r->saved_headers, resp->headers.data, resp->headers.len) < 0)
+        return false;
+    r->saved_status = st;
+    r->use_basic = false;
+    r->next_step = NEXT_TOKEN;
+    r->auth_rounds++;
+    return true;
+}
+
+/* Runs what follows an aborted attempt. */
+static void proceed(struct upstream_req *r)
+{
+    int rc = 0;
+
+    switch (r->next_step) {
+    case NEXT_ATTEMPT:
+        rc = upstream_req_start_attempt(r);
+        break;
+    case NEXT_TOKEN:
+        rc = upstream_auth_request_token(r);
+        break;
+    case NEXT_BACKOFF:
+        upstream_req_schedule_backoff(r, r->wait_ms, NEXT_ATTEMPT);
+        break;
+    }
+    if (rc < 0)
+        upstream_req_finish_err(r, rc);
+}
+
+static int att_response(void *arg, const struct http_client_response *resp)
+{
+    struct upstream_req *r = arg;
+
+    if (r->canceled)
+        return 1;
+    if (intercept(r, resp)) {
+        r->intercepted = true;
+        return 1;
+    }
+    r->passthrough = true;
+    return r->on_response ? r->on_response(r->arg, resp) : 0;
+}
+
+static size_t att_data(void *arg, const char *data, size_t len)
+{
+    struct upstream_req *r = arg;
+    size_t n;
+
+    if (!r->passthrough)
+        return 0; /* aborts: only the final answer has a body worth reading */
+    n = r->on_data(r->arg, data, len);
+    if (n != HTTP_CLIENT_PAUSE && n <= len)
+        r->u->stats.rx_body_bytes += n;
+    return n;
+}
+
+static void att_done(void *arg, int rc, const struct http_client_response *resp)
+{
+    struct upstream_req *r = arg;
+    struct upstream *u = r->u;
+    struct http_client_response empty = {.status = 0, .content_length = UINT64_MAX};
+
+    if (!resp)
+        resp = &empty;
+    r->hreq = NULL;
+    if (r->canceled) {
+        finish(r, SHOAL_ECANCELED, resp);
+        return;
+    }
+    if (r->intercepted) {
+        proceed(r);
+        return;
+    }
+    if (!r->passthrough) {
+        if (rc == 0) {
+            /* The answer came without on_response; decide now. */
+            if (intercept(r, resp)) {
+                proceed(r);
+                return;
+            }
+            if (r->on_response && r->on_response(r->arg, resp) != 0)
+                rc = SHOAL_ECANCELED;
+        } else if ((rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT) &&
+                   r->retries < u->opts.max_retries) {
+            r->last_status = 0;
+            upstream_req_schedule_backoff(r, upstream_backoff_ms(u, r->retries), NEXT_ATTEMPT);
+            return;
+        }
+    }
+    if (rc == 0 && !r->on_data)
+        u->stats.rx_body_bytes += resp->body.len;
+    finish(r, rc, resp);
+}
+
+int upstream_req_start_attempt(struct upstream_req *r)
+{
+    struct upstream *u = r->u;
+    const char **hdrs = calloc(r->nheaders + 2, sizeof(*hdrs));
+    char userpwd[USERPWD_MAX];
+    char *auth = NULL;
+    size_t i;
+    int rc = -ENOMEM;
+
+    if (!hdrs)
+        return rc;
+    rc = 0;
+    for (i = 0; i < r->nheaders; i++)
+        hdrs[i] = r->headers[i];
+    if (r->bearer) {
+        size_t n = strlen(r->bearer) + sizeof("Authorization: Bearer ");
+        auth = malloc(n);
+        if (!auth) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        snprintf(auth, n, "Authorization: Bearer %s", r->bearer);
+        hdrs[i++] = auth;
+    }
+    hdrs[i] = NULL;
+    r->sent_basic = !r->bearer && r->use_basic;
+    if (r->sent_basic) {
+        rc = upstream_auth_build_userpwd(r->def, userpwd, sizeof(userpwd));
+        if (rc < 0) {
+            LOG(WARN, COMP, "host=%s credentials unusable: %s", r->def->host, shoal_strerror(rc));
+            goto out;
+        }
+    }
+    struct http_client_opts o = {
+        .method = r->method,
+        .url = r->url,
+        .headers = hdrs,
+        .userpwd = r->sent_basic ? userpwd : NULL,
+        .ca_file = r->def->ca_file,
+        .insecure = r->def->insecure,
+        .follow_redirects = true,
+        .low_speed_time_s = u->opts.low_speed_time_s,
+        .max_body = r->max_body,
+        .on_response = att_response,
+        .on_data = r->on_data ? att_data : NULL,
+        .on_done = att_done,
+        .arg = r,
+    };
+    r->passthrough = false;
+    r->intercepted = false;
+    upstream_req_set_state(r, UREQ_ATTEMPT);
+    LOG(DEBUG, COMP, "req=%llu method=%s url=%s retry=%d auth=%s", (unsigned long long)r->id,
+        r->method, r->url, r->retries,
+        r->bearer       ? "bearer"
+        : r->sent_basic ? "basic"
+                        : "none");
+    rc = http_client_request(u->hc, &o, &r->hreq);
+    if (rc < 0)
+        r->hreq = NULL;
+out:
+    explicit_bzero(userpwd, sizeof(userpwd));
+    upstream_auth_wipe_free(auth);
+    free(hdrs);
+    return rc;
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct upstream_req *r = t->data;
+    int rc;
+
+    if (r->canceled) {
+        upstream_req_finish_err(r, SHOAL_ECANCELED);
+        return;
+    }
+    rc = r->after_wait == NEXT_TOKEN ? upstream_auth_request_token(r)
+                                     : upstream_req_start_attempt(r);
+    if (rc < 0)
+        upstream_req_finish_err(r, rc);
+}
+
+void upstream_req_schedule_backoff(struct upstream_req *r, int64_t wait_ms, enum upstream_next then)
+{
+    struct upstream *u = r->u;
+
+    r->retries++;
+    u->stats.retries++;
+    r->after_wait = then;
+    LOG(WARN, COMP, "req=%llu url=%s status=%ld wait_ms=%lld attempt=%d", (unsigned long long)r->id,
+        r->url, r->last_status, (long long)wait_ms, r->retries);
+    upstream_req_set_state(r, UREQ_BACKOFF);
+    uv_timer_start(&r->timer, timer_cb, (uint64_t)wait_ms, 0);
+}
+
+/* --- public request API --- */
+
+static void req_free_early(struct upstream_req *r)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        free(r->headers[i]);
+    free(r->headers);
+    free(r->repo);
+    free(r->method);
+    free(r->url);
+    upstream_auth_wipe_free(r->bearer);
+    free(r->realm);
+    free(r->service);
+    free(r->scope);
+    free(r);
+}
+
+int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
+                     struct upstream_req **out)
+{
+    struct upstream_req *r = NULL;
+    size_t n = 0, ulen, plen;
+    int rc = -EINVAL;
+
+    if (!opts || !opts->def || !opts->def->url || !opts->def->host || !opts->path || u->destroying)
+        goto out;
+    ulen = strlen(opts->def->url);
+    plen = strlen(opts->path);
+    if (ulen + plen >= URL_MAX)
+        goto out;
+    rc = -ENOMEM;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        goto out;
+    r->u = u;
+    r->id = ++u->next_id;
+    r->def = opts->def;
+    r->repo = upstream_dupstr(opts->repo);
+    r->method = upstream_dupstr(opts->method ? opts->method : "GET");
+    r->url = malloc(ulen + plen + 1);
+    if (opts->headers)
+        while (opts->headers[n])
+            n++;
+    r->headers = calloc(n + 1, sizeof(char *));
+    if (!r->repo || !r->method || !r->url || !r->headers)
+        goto out;
+    memcpy(r->url, opts->def->url, ulen);
+    memcpy(r->url + ulen, opts->path, plen + 1);
+    for (; r->nheaders < n; r->nheaders++)
+        if (!(r->headers[r->nheaders] = upstream_dupstr(opts->headers[r->nheaders])))
+            goto out;
+    r->max_body = opts->max_body;
+    r->on_response = opts->on_response;
+    r->on_data = opts->on_data;
+    r->on_done = opts->on_done;
+    r->arg = opts->arg;
+    buf_init(&r->saved_headers, SAVED_HEADERS_MAX);
+
+    /* Send what worked before for this host and repository up front. */
+    struct repo_key *k = upstream_auth_repo_key_find(u, opts->def->host, r->repo);
+    bool need_token = false;
+    if (k) {
+        const char *cached = upstream_auth_token_valid(u, k->realm, k->service, k->scope);
+        r->realm = upstream_dupstr(k->realm);
+        r->service = upstream_dupstr(k->service);
+        r->scope = upstream_dupstr(k->scope);
+        if (!r->realm || !r->service || !r->scope)
+            goto out;
+        if (cached) {
+            if (!(r->bearer = upstream_dupstr(cached)))
+                goto out;
+        } else {
+            need_token = true; /* expired: renew before asking */
+        }
+    } else if (upstream_auth_has_creds(opts->def) &&
+               upstream_auth_basic_known(u, opts->def->host)) {
+        r->use_basic = true;
+    }
+
+    rc = uv_timer_init(u->loop, &r->timer);
+    if (rc < 0)
+        goto out;
+    r->timer.data = r;
+    rc = need_token ? upstream_auth_request_token(r) : upstream_req_start_attempt(r);
+    if (rc < 0) {
+        /* The timer is initialised: the request can only go through close. */
+        upstream_req_set_state(r, UREQ_DONE);
+        uv_close((uv_handle_t *)&r->timer, req_closed);
+        u->nobjs++;
+        return rc;
+    }
+    u->stats.requests++;
+    u->nobjs++;
+    r->next = u->reqs;
+    if (u->reqs)
+        u->reqs->prev = r;
+    u->reqs = r;
+    if (out)
+        *out = r;
+    return 0;
+out:
+    if (r)
+        req_free_early(r);
+    return rc;
+}
+
+void upstream_req_resume(struct upstream_req *r)
+{
+    if (r->state == UREQ_ATTEMPT && r->hreq && r->passthrough && !r->canceled)
+        http_client_resume(r->hreq);
+}
+
+void upstream_req_cancel(struct upstream_req *r)
+{
+    struct upstream_req **pp;
+
+    if (r->state == UREQ_DONE || r->canceled)
+        return;
+    r->canceled = true;
+    switch (r->state) {
+    case UREQ_ATTEMPT:
+        if (r->hreq)
+            http_client_cancel(r->hreq);
+        return;
+    case UREQ_TOKEN:
+        /* The fetch goes on for its other waiters and fills the cache. */
+        for (pp = &r->fetch->waiters; *pp; pp = &(*pp)->wnext) {
+            if (*pp == r) {
+                *pp = r->wnext;
+                break;
+            }
+        }
+        r->fetch = NULL;
+        r->wnext = NULL;
+        break;
+    case UREQ_BACKOFF:
+    case UREQ_DONE:
+        break;
+    }
+    /* on_done must not run inside this call: the timer defers it. */
+    uv_timer_stop(&r->timer);
+    uv_timer_start(&r->timer, timer_cb, 0, 0);
+}
+
+void upstream_destroy(struct upstream *u)
+{
+    struct upstream_req *r, *next;
+    struct token_fetch *f;
+
+    if (!u)
+        return;
+    u->destroying = true;
+    for (r = u->reqs; r; r = next) {
+        next = r->next;
+        upstream_req_cancel(r);
+    }
+    for (f = u->fetches; f; f = f->next)
+        if (f->hreq)
+            http_client_cancel(f->hreq);
+    if (u->nobjs == 0)
+        upstream_free(u);
+}

@@ -1,0 +1,294 @@
+/* Tests for prewarm jobs (agent/api/prewarm.c): reference parsing, the control
+ * API's answers, and a job failing against an agent that is not there. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <uv.h>
+
+#include "api/prewarm.h"
+#include "shoal/error.h"
+#include "shoal/http_client.h"
+#include "shoal/log.h"
+
+#define HEX "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void ref_ok(const char *s, const char *host, const char *repo, const char *ref,
+                   bool by_digest)
+{
+    struct prewarm_ref r;
+    char err[256] = "";
+    if (prewarm_ref_parse(s, &r, err, sizeof(err)) != 0)
+        fail_msg("\"%s\" rejected: %s", s, err);
+    assert_string_equal(r.host, host);
+    assert_string_equal(r.repo, repo);
+    assert_string_equal(r.ref, ref);
+    assert_int_equal(r.by_digest, by_digest);
+}
+
+static void ref_bad(const char *s, const char *code)
+{
+    struct prewarm_ref r;
+    char err[256] = "";
+    if (prewarm_ref_parse(s, &r, err, sizeof(err)) != SHOAL_EPARSE)
+        fail_msg("\"%s\" accepted", s);
+    assert_non_null(r.code);
+    if (strcmp(r.code, code) != 0)
+        fail_msg("\"%s\": code %s, want %s (%s)", s, r.code, code, err);
+    assert_true(err[0] != '\0');
+}
+
+static void test_ref_parse(void **state)
+{
+    (void)state;
+    ref_ok("alpine", "docker.io", "library/alpine", "latest", false);
+    ref_ok("alpine:3.19", "docker.io", "library/alpine", "3.19", false);
+    ref_ok("docker.io/alpine", "docker.io", "library/alpine", "latest", false);
+    ref_ok("bitnami/redis:7", "docker.io", "bitnami/redis", "7", false);
+    ref_ok("127.0.0.1:5000/test/img:v1", "127.0.0.1:5000", "test/img", "v1", false);
+    ref_ok("127.0.0.1:5000/test/img", "127.0.0.1:5000", "test/img", "latest", false);
+    ref_ok("localhost/x", "localhost", "x", "latest", false);
+    ref_ok("ghcr.io/org/team/model@sha256:" HEX, "ghcr.io", "org/team/model", "sha256:" HEX, true);
+    /* name:tag@digest: the digest wins. */
+    ref_ok("registry.example.com:443/a/b:v2@sha256:" HEX, "registry.example.com:443", "a/b",
+           "sha256:" HEX, true);
+    ref_ok("[::1]:5000/a/b:c", "[::1]:5000", "a/b", "c", false);
+
+    ref_bad("", "NAME_INVALID");
+    ref_bad(NULL, "NAME_INVALID");
+    ref_bad("Alpine", "NAME_INVALID");
+    ref_bad("127.0.0.1:5000/Test/img", "NAME_INVALID");
+    ref_bad("127.0.0.1:5000/", "NAME_INVALID");
+    ref_bad("a//b", "NAME_INVALID");
+    ref_bad("a/../b", "NAME_INVALID");
+    ref_bad("a b", "NAME_INVALID");
+    ref_bad("a\tb", "NAME_INVALID");
+    ref_bad("caf\xc3\xa9", "NAME_INVALID");
+    ref_bad("alpine:", "TAG_INVALID");
+    ref_bad("alpine:-x", "TAG_INVALID");
+    ref_bad("alpine:a/b", "NAME_INVALID"); /* the ':' is before a '/' */
+    ref_bad("alpine@sha256:abc", "DIGEST_INVALID");
+    ref_bad("alpine@", "DIGEST_INVALID");
+    ref_bad("alpine@md5:" HEX, "DIGEST_INVALID");
+    ref_bad("alpine:v1:v2", "NAME_INVALID");
+
+    char longref[PREWARM_REF_MAX + 2];
+    memset(longref, 'a', sizeof(longref) - 1);
+    longref[sizeof(longref) - 1] = '\0';
+    ref_bad(longref, "NAME_INVALID");
+    /* Long but within the reference cap: the repository name cap applies. */
+    char name[300];
+    memset(name, 'a', 256);
+    memcpy(name + 256, ":v1", 4);
+    ref_bad(name, "NAME_INVALID");
+}
+
+struct fixture {
+    uv_loop_t loop;
+    struct http_client *hc;
+    struct prewarm *p;
+    int dead_port;
+};
+
+/* A port nothing listens on: bound, read back and closed. */
+static int dead_port(uv_loop_t *loop)
+{
+    uv_tcp_t t;
+    struct sockaddr_in sa;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    uv_tcp_init(loop, &t);
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    assert_int_equal(uv_tcp_bind(&t, (const struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &len), 0);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static int setup(void **state)
+{
+    static struct fixture f;
+    memset(&f, 0, sizeof(f));
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    assert_int_equal(http_client_create(&f.loop, &f.hc), 0);
+    f.dead_port = dead_port(&f.loop);
+    struct prewarm_deps d = {
+        .loop = &f.loop, .store = NULL, .hc = f.hc, .listen = "0.0.0.0:0", .port = f.dead_port};
+    assert_int_equal(prewarm_create(&d, &f.p), 0);
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    prewarm_destroy(f->p);
+    http_client_destroy(f->hc, NULL, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    return 0;
+}
+
+/* Calls prewarm_http and parses the answer. */
+static json_t *call(struct fixture *f, const char *method, const char *path, const char *body,
+                    int want_status)
+{
+    struct buf out;
+    buf_init(&out, 1 << 20);
+    int st = prewarm_http(f->p, method, path, body, body ? strlen(body) : 0, &out);
+    if (st != want_status)
+        fail_msg("%s %s %s: status %d, want %d: %s", method, path, body ? body : "", st,
+                 want_status, out.data ? out.data : "");
+    json_error_t jerr;
+    json_t *v = json_loadb(out.data, out.len, 0, &jerr);
+    if (!v)
+        fail_msg("answer is not JSON: %s", out.data ? out.data : "");
+    buf_dispose(&out);
+    return v;
+}
+
+static void expect_error(struct fixture *f, const char *method, const char *path, const char *body,
+                         int status, const char *code)
+{
+    json_t *v = call(f, method, path, body, status);
+    json_t *e = json_array_get(json_object_get(v, "errors"), 0);
+    const char *c = json_string_value(json_object_get(e, "code"));
+    if (!c || strcmp(c, code) != 0)
+        fail_msg("%s %s %s: code %s, want %s", method, path, body ? body : "", c ? c : "(none)",
+                 code);
+    assert_non_null(json_string_value(json_object_get(e, "message")));
+    json_decref(v);
+}
+
+static void test_api_errors(void **state)
+{
+    struct fixture *f = *state;
+    expect_error(f, "POST", "/_shoal/prewarm", NULL, 400, "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "", 400, "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "nope", 400, "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "[]", 400, "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":1}", 400, "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a\",\"ref\":\"b\"}", 400,
+                 "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"Bad\"}", 400, "NAME_INVALID");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a:-\"}", 400, "TAG_INVALID");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a@sha256:1\"}", 400, "DIGEST_INVALID");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a\\u0000b\"}", 400, "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a\",\"platforms\":{}}", 400,
+                 "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a\",\"platforms\":[\"linux\"]}", 400,
+                 "INVALID_REQUEST");
+    expect_error(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a\",\"platforms\":[3]}", 400,
+                 "INVALID_REQUEST");
+    expect_error(f, "GET", "/_shoal/prewarm/0123456789abcdef", NULL, 404, "NOT_FOUND");
+    expect_error(f, "DELETE", "/_shoal/prewarm", NULL, 405, "UNSUPPORTED");
+    expect_error(f, "POST", "/_shoal/prewarm/0123456789abcdef", "{}", 405, "UNSUPPORTED");
+    expect_error(f, "GET", "/_shoal/prewarmx", NULL, 404, "NOT_FOUND");
+    json_t *v = call(f, "GET", "/_shoal/prewarm", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(v, "jobs")), 0);
+    json_decref(v);
+}
+
+static void test_job_fails_when_agent_unreachable(void **state)
+{
+    struct fixture *f = *state;
+    json_t *v =
+        call(f, "POST", "/_shoal/prewarm",
+             "{\"ref\":\"127.0.0.1:5000/test/img:v1\",\"platforms\":[\"linux/amd64\"]}", 202);
+    const char *id = json_string_value(json_object_get(v, "id"));
+    assert_non_null(id);
+    assert_string_equal(json_string_value(json_object_get(v, "state")), "running");
+    assert_string_equal(json_string_value(json_object_get(v, "resolved")),
+                        "127.0.0.1:5000/test/img:v1");
+    char path[128];
+    snprintf(path, sizeof(path), "/_shoal/prewarm/%s", id);
+    json_decref(v);
+
+    /* The job's manifest request goes to the dead port and fails. */
+    json_t *job = NULL;
+    for (int i = 0; i < 1000; i++) {
+        uv_run(&f->loop, UV_RUN_ONCE);
+        job = call(f, "GET", path, NULL, 200);
+        if (strcmp(json_string_value(json_object_get(job, "state")), "running") != 0)
+            break;
+        json_decref(job);
+        job = NULL;
+    }
+    assert_non_null(job);
+    assert_string_equal(json_string_value(json_object_get(job, "state")), "failed");
+    const char *err = json_string_value(json_object_get(job, "error"));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "manifest 127.0.0.1:5000/test/img:v1"));
+    assert_int_equal(json_integer_value(json_object_get(job, "bytes_total")), 0);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(job, "platforms"), 0)),
+                        "linux/amd64");
+    json_decref(job);
+
+    v = call(f, "GET", "/_shoal/prewarm", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(v, "jobs")), 1);
+    json_decref(v);
+
+    struct buf m;
+    buf_init(&m, 1 << 16);
+    prewarm_metrics(f->p, &m);
+    assert_non_null(strstr(m.data, "shoal_prewarm_jobs_total{state=\"failed\"} 1"));
+    assert_non_null(strstr(m.data, "shoal_prewarm_jobs_running 0"));
+    buf_dispose(&m);
+}
+
+/* Destroying with jobs in flight frees everything once the requests end. */
+static void test_destroy_with_running_jobs(void **state)
+{
+    struct fixture *f = *state;
+    for (int i = 0; i < 3; i++)
+        json_decref(call(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a/b:c\"}", 202));
+    /* teardown destroys the module with the three jobs running */
+}
+
+/* Only the last PREWARM_KEEP_FINISHED finished jobs are kept. */
+static void test_history_cap(void **state)
+{
+    struct fixture *f = *state;
+    char first[32] = "";
+    for (int i = 0; i < PREWARM_KEEP_FINISHED + 5; i++) {
+        json_t *v = call(f, "POST", "/_shoal/prewarm", "{\"ref\":\"a/b:c\"}", 202);
+        if (i == 0)
+            snprintf(first, sizeof(first), "%s", json_string_value(json_object_get(v, "id")));
+        json_decref(v);
+        /* Let it fail before the next, staying under the running cap. */
+        for (int k = 0; k < 200; k++) {
+            json_t *l = call(f, "GET", "/_shoal/prewarm", NULL, 200);
+            json_t *j0 = json_array_get(json_object_get(l, "jobs"), 0);
+            bool running = strcmp(json_string_value(json_object_get(j0, "state")), "running") == 0;
+            json_decref(l);
+            if (!running)
+                break;
+            uv_run(&f->loop, UV_RUN_ONCE);
+        }
+    }
+    json_t *v = call(f, "GET", "/_shoal/prewarm", NULL, 200);
+    assert_int_equal(json_array_size(json_object_get(v, "jobs")), PREWARM_KEEP_FINISHED);
+    json_decref(v);
+    char path[64];
+    snprintf(path, sizeof(path), "/_shoal/prewarm/%s", first);
+    expect_error(f, "GET", path, NULL, 404, "NOT_FOUND");
+}
+
+int main(void)
+{
+    log_threshold = LOG_LEVEL_ERROR;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ref_parse),
+        cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_fails_when_agent_unreachable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_with_running_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_cap, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,461 @@
+/* Unit tests for agent/upstream/upstream.c: the WWW-Authenticate parser, and the
+ * Bearer and Basic auth flows against a scripted HTTP server on 127.0.0.1
+ * (token fetch, cached and shared tokens, refused credentials, alternating
+ * challenges). Retries and cancellation are in test_upstream_retry.c; the
+ * shared server/caller fixture is test_upstream_fixture.h. */
+#include "test_upstream_fixture.h"
+
+/* --- upstream_parse_challenge --- */
+
+struct chal {
+    char scheme[32], realm[256], service[128], scope[256];
+};
+
+static int parse(const char *v, struct chal *c)
+{
+    memset(c, 'X', sizeof(*c)); /* outputs must be written even when absent */
+    return upstream_parse_challenge(v, c->scheme, sizeof(c->scheme), c->realm, sizeof(c->realm),
+                                    c->service, sizeof(c->service), c->scope, sizeof(c->scope));
+}
+
+static void test_parse_docker_hub(void **state)
+{
+    struct chal c;
+    (void)state;
+    assert_int_equal(parse("Bearer realm=\"https://auth.docker.io/token\","
+                           "service=\"registry.docker.io\","
+                           "scope=\"repository:library/alpine:pull\"",
+                           &c),
+                     0);
+    assert_string_equal(c.scheme, "Bearer");
+    assert_string_equal(c.realm, "https://auth.docker.io/token");
+    assert_string_equal(c.service, "registry.docker.io");
+    assert_string_equal(c.scope, "repository:library/alpine:pull");
+}
+
+static void test_parse_scope_commas_colons(void **state)
+{
+    struct chal c;
+    (void)state;
+    assert_int_equal(parse("Bearer realm=\"http://127.0.0.1:5001/auth\" , "
+                           "scope=\"repository:127.0.0.1:5000/a/b:pull,push\", "
+                           "service=\"127.0.0.1:5000\"",
+                           &c),
+                     0);
+    assert_string_equal(c.realm, "http://127.0.0.1:5001/auth");
+    assert_string_equal(c.scope, "repository:127.0.0.1:5000/a/b:pull,push");
+    assert_string_equal(c.service, "127.0.0.1:5000");
+}
+
+static void test_parse_basic_and_absent(void **state)
+{
+    struct chal c;
+    (void)state;
+    assert_int_equal(parse("Basic realm=\"x\"", &c), 0);
+    assert_string_equal(c.scheme, "Basic");
+    assert_string_equal(c.realm, "x");
+    assert_string_equal(c.service, "");
+    assert_string_equal(c.scope, "");
+    assert_int_equal(parse("  Basic  ", &c), 0);
+    assert_string_equal(c.scheme, "Basic");
+    assert_string_equal(c.realm, "");
+}
+
+static void test_parse_unquoted_unknown_case(void **state)
+{
+    struct chal c;
+    (void)state;
+    assert_int_equal(parse("bearer REALM=https://h/token, error=\"insufficient_scope\","
+                           "Service=reg ,scope=repository:a/b:pull,,charset=UTF-8",
+                           &c),
+                     0);
+    assert_string_equal(c.scheme, "bearer");
+    assert_string_equal(c.realm, "https://h/token");
+    assert_string_equal(c.service, "reg");
+    assert_string_equal(c.scope, "repository:a/b:pull");
+}
+
+static void test_parse_escapes(void **state)
+{
+    struct chal c;
+    (void)state;
+    assert_int_equal(parse("Bearer realm=\"a\\\"b\\\\c\",service=\"s\\,t\"", &c), 0);
+    assert_string_equal(c.realm, "a\"b\\c");
+    assert_string_equal(c.service, "s,t");
+}
+
+static void test_parse_second_challenge(void **state)
+{
+    struct chal c;
+    (void)state;
+    assert_int_equal(parse("Bearer realm=\"https://a/t\", Basic realm=\"b\"", &c), 0);
+    assert_string_equal(c.scheme, "Bearer");
+    assert_string_equal(c.realm, "https://a/t");
+}
+
+static void test_parse_garbage(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "   ",
+        "\"Bearer\"",
+        "Bearer realm",
+        "Bearer realm=",
+        "Bearer realm=\"unterminated",
+        "Bearer realm=\"x\" junk",
+        "Bearer =x",
+        "Bearer realm=\"x\"\"y\"",
+        "Bearer realm=\"a\\",
+        "Bearer realm=\"a\nb\"",
+        "Bear(er realm=x",
+        "Bearer realm=x;y",
+    };
+    struct chal c;
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = parse(bad[i], &c);
+        if (rc != SHOAL_EPARSE)
+            fail_msg("accepted: '%s'", bad[i]);
+    }
+    assert_int_equal(upstream_parse_challenge(NULL, c.scheme, sizeof(c.scheme), c.realm,
+                                              sizeof(c.realm), c.service, sizeof(c.service),
+                                              c.scope, sizeof(c.scope)),
+                     SHOAL_EPARSE);
+}
+
+static void test_parse_too_long(void **state)
+{
+    struct chal c;
+    char v[1024];
+    char big[300];
+    (void)state;
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    snprintf(v, sizeof(v), "Bearer realm=\"%s\"", big); /* realm holds 255 */
+    assert_int_equal(parse(v, &c), SHOAL_EPARSE);
+    snprintf(v, sizeof(v), "Bearer scope=%s", big); /* unquoted, too */
+    assert_int_equal(parse(v, &c), SHOAL_EPARSE);
+    snprintf(v, sizeof(v), "%.40s realm=x", big); /* scheme holds 31 */
+    assert_int_equal(parse(v, &c), SHOAL_EPARSE);
+    /* Exactly at the limit fits; unknown parameters have no limit. */
+    snprintf(v, sizeof(v), "Bearer realm=\"%.255s\", other=\"%s\"", big, big);
+    assert_int_equal(parse(v, &c), 0);
+    assert_int_equal(strlen(c.realm), 255);
+}
+
+/* --- Bearer --- */
+
+static void test_bearer_flow(void **state)
+{
+    struct fx f;
+    struct result a = {0}, b = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(a.nresp, 1); /* the 401 never reached the caller */
+    assert_int_equal(a.resp_status, 200);
+    assert_int_equal(a.bodylen, 5);
+    assert_memory_equal(a.body, "hello", 5);
+    assert_int_equal(f.nlog, 3);
+    assert_string_equal(f.log[0].path, "/v2/lib/x/manifests/latest");
+    assert_string_equal(f.log[0].auth, "");
+    assert_string_equal(f.log[1].path,
+                        "/token?service=test%20registry&scope=repository%3Alib%2Fx%3Apull");
+    assert_string_equal(f.log[1].auth, ""); /* anonymous: no credentials configured */
+    assert_string_equal(f.log[2].auth, "Bearer t1");
+
+    /* The same repository later: the cached token goes up front. */
+    start(&f, &b, "/v2/lib/x/blobs/sha256:00", false);
+    run_until(&f, &b.ndone, 1);
+    assert_int_equal(b.rc, 0);
+    assert_int_equal(b.status, 200);
+    assert_int_equal(f.nlog, 4);
+    assert_string_equal(f.log[3].path, "/v2/lib/x/blobs/sha256:00");
+    assert_string_equal(f.log[3].auth, "Bearer t1");
+
+    const struct upstream_stats *st = upstream_stats(f.u);
+    assert_int_equal(st->requests, 2);
+    assert_int_equal(st->token_fetches, 1);
+    assert_int_equal(st->retries, 0);
+    assert_int_equal(st->rx_body_bytes, 10);
+    fx_teardown(&f);
+}
+
+static void test_bearer_access_token_default_scope(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.scenario = 6;
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(f.nlog, 3);
+    /* No scope in the challenge: repository:<repo>:pull. */
+    assert_string_equal(f.log[1].path,
+                        "/token?service=test%20registry&scope=repository%3Alib%2Fx%3Apull");
+    assert_string_equal(f.log[2].auth, "Bearer t1");
+    fx_teardown(&f);
+}
+
+static void test_bearer_token_with_credentials(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.scenario = 1;
+    f.def.username = "alice";
+    f.def.password = "s3cret";
+    start(&f, &a, "/v2/lib/x/manifests/latest", true);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(f.nlog, 3);
+    assert_string_equal(f.log[1].auth, "Basic YWxpY2U6czNjcmV0");
+    assert_string_equal(f.log[2].auth, "Bearer t1");
+    assert_int_equal(upstream_stats(f.u)->token_fetches, 1);
+    fx_teardown(&f);
+}
+
+static void test_bearer_realm_refuses(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.scenario = 2;
+    f.def.username = "alice";
+    f.def.password = "wrong";
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    /* The registry's own 401, challenge included, reaches the caller. */
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.status, 401);
+    assert_int_equal(a.nresp, 1);
+    assert_int_equal(a.resp_status, 401);
+    assert_non_null(strstr(a.www_auth, "Bearer realm="));
+    assert_int_equal(f.nlog, 2);
+    assert_int_equal(upstream_stats(f.u)->token_fetches, 1);
+    assert_int_equal(upstream_stats(f.u)->retries, 0);
+    fx_teardown(&f);
+}
+
+static void test_bearer_fresh_token_refused(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.scenario = 3;
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.status, 401);
+    assert_int_equal(a.nresp, 1);
+    assert_int_equal(f.nlog, 3); /* 401, token, 401: no loop */
+    assert_string_equal(f.log[2].auth, "Bearer t1");
+    fx_teardown(&f);
+}
+
+static void test_bearer_cached_token_refused(void **state)
+{
+    struct fx f;
+    struct result a = {0}, b = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.scenario = 4;
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.status, 200);
+    /* t1 is revoked now: the cached token draws a 401, one fresh fetch
+     * follows, and t2 works. */
+    start(&f, &b, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &b.ndone, 1);
+    assert_int_equal(b.rc, 0);
+    assert_int_equal(b.status, 200);
+    assert_int_equal(b.nresp, 1);
+    assert_int_equal(f.nlog, 6);
+    assert_string_equal(f.log[3].auth, "Bearer t1");
+    assert_int_equal(strncmp(f.log[4].path, "/token?", 7), 0);
+    assert_string_equal(f.log[5].auth, "Bearer t2");
+    assert_int_equal(upstream_stats(f.u)->token_fetches, 2);
+    fx_teardown(&f);
+}
+
+static void test_alternating_challenges_end(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.scenario = 5;
+    f.def.username = "bob";
+    f.def.password = "pw";
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.status, 401);
+    assert_int_equal(a.nresp, 1);
+    /* 401 Bearer, token, 401 Basic to the token, 401 Basic to Basic. */
+    assert_int_equal(f.nlog, 4);
+    assert_string_equal(f.log[2].auth, "Bearer t1");
+    assert_string_equal(f.log[3].auth, "Basic Ym9iOnB3");
+    fx_teardown(&f);
+}
+
+static void test_bearer_fetch_shared(void **state)
+{
+    struct fx f;
+    struct result a = {0}, b = {0}, c = {0};
+    int total = 0;
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    start(&f, &a, "/v2/lib/x/manifests/a", false);
+    start(&f, &b, "/v2/lib/x/manifests/b", false);
+    start(&f, &c, "/v2/lib/x/manifests/c", false);
+    f.timed_out = false;
+    uv_timer_start(&f.watchdog, on_watchdog, 10000, 0);
+    while ((total = a.ndone + b.ndone + c.ndone) < 3 && !f.timed_out)
+        uv_run(&f.loop, UV_RUN_ONCE);
+    uv_timer_stop(&f.watchdog);
+    assert_int_equal(total, 3);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(b.status, 200);
+    assert_int_equal(c.status, 200);
+    /* Three challenges, one token request. */
+    assert_int_equal(upstream_stats(f.u)->token_fetches, 1);
+    assert_int_equal(f.nlog, 7);
+    fx_teardown(&f);
+}
+
+static void test_token_realm_unreachable(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 2, 5, 50);
+    /* Point the challenge's realm at the refused port. */
+    f.port = f.dead_port;
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.rc, SHOAL_EUNAVAILABLE);
+    assert_int_equal(a.nresp, 0);
+    assert_int_equal(f.nlog, 1);
+    assert_int_equal(upstream_stats(f.u)->token_fetches, 3);
+    assert_int_equal(upstream_stats(f.u)->retries, 2);
+    fx_teardown(&f);
+}
+
+/* --- Basic --- */
+
+static void basic_handler(struct fx *f, const struct srv_req *rq, struct reply *rep)
+{
+    (void)f;
+    if (strcmp(rq->auth, "Basic Ym9iOnB3") == 0) { /* bob:pw */
+        rep->status = 200;
+        set_body(rep, "ok");
+        return;
+    }
+    rep->status = 401;
+    snprintf(rep->headers, sizeof(rep->headers), "WWW-Authenticate: Basic realm=\"x\"\r\n");
+}
+
+static void test_basic_flow(void **state)
+{
+    struct fx f;
+    struct result a = {0}, b = {0};
+    (void)state;
+
+    fx_setup(&f, basic_handler, 3, 5, 50);
+    f.def.username = "bob";
+    f.def.password = "pw";
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(a.nresp, 1);
+    assert_int_equal(f.nlog, 2);
+    assert_string_equal(f.log[0].auth, "");
+    assert_string_equal(f.log[1].auth, "Basic Ym9iOnB3");
+    /* Known to use Basic now: sent up front, for any repository. */
+    start(&f, &b, "/v2/other/manifests/latest", false);
+    run_until(&f, &b.ndone, 1);
+    assert_int_equal(b.status, 200);
+    assert_int_equal(f.nlog, 3);
+    assert_string_equal(f.log[2].auth, "Basic Ym9iOnB3");
+    assert_int_equal(upstream_stats(f.u)->token_fetches, 0);
+    fx_teardown(&f);
+}
+
+static void test_basic_without_credentials(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, basic_handler, 3, 5, 50);
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.status, 401);
+    assert_int_equal(a.nresp, 1);
+    assert_int_equal(f.nlog, 1);
+    fx_teardown(&f);
+}
+
+static void test_basic_wrong_credentials(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, basic_handler, 3, 5, 50);
+    f.def.username = "bob";
+    f.def.password = "nope";
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.status, 401);
+    assert_int_equal(f.nlog, 2); /* tried once with credentials, then gave up */
+    fx_teardown(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_docker_hub),
+        cmocka_unit_test(test_parse_scope_commas_colons),
+        cmocka_unit_test(test_parse_basic_and_absent),
+        cmocka_unit_test(test_parse_unquoted_unknown_case),
+        cmocka_unit_test(test_parse_escapes),
+        cmocka_unit_test(test_parse_second_challenge),
+        cmocka_unit_test(test_parse_garbage),
+        cmocka_unit_test(test_parse_too_long),
+        cmocka_unit_test(test_bearer_flow),
+        cmocka_unit_test(test_bearer_access_token_default_scope),
+        cmocka_unit_test(test_bearer_token_with_credentials),
+        cmocka_unit_test(test_bearer_realm_refuses),
+        cmocka_unit_test(test_bearer_fresh_token_refused),
+        cmocka_unit_test(test_bearer_cached_token_refused),
+        cmocka_unit_test(test_alternating_challenges_end),
+        cmocka_unit_test(test_bearer_fetch_shared),
+        cmocka_unit_test(test_token_realm_unreachable),
+        cmocka_unit_test(test_basic_flow),
+        cmocka_unit_test(test_basic_without_credentials),
+        cmocka_unit_test(test_basic_wrong_credentials),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
