@@ -96,12 +96,12 @@ static void serve_cached(struct mreq *r, int fd, uint64_t size)
 /* --- streaming from a download --- */
 
 /* Queues what the download has released up to `upto`. */
-static void queue_stream(struct mreq *r, struct blob_reader *br, uint64_t upto)
+static void queue_stream(struct mreq *r, struct partial_reader *br, uint64_t upto)
 {
     uint64_t end = upto < r->last + 1 ? upto : r->last + 1;
     while (r->size > 0 && r->next_off < end) {
-        struct blob_segment seg;
-        if (blob_reader_segment(br, r->next_off, end, &seg) < 0)
+        struct partial_segment seg;
+        if (partial_reader_segment(br, r->next_off, end, &seg) < 0)
             break;
         int rc;
         if (seg.fd >= 0) {
@@ -119,7 +119,7 @@ static void queue_stream(struct mreq *r, struct blob_reader *br, uint64_t upto)
     }
 }
 
-static void reader_data(struct blob_reader *br, void *arg)
+static void reader_data(struct partial_reader *br, void *arg)
 {
     struct mreq *r = arg;
     if (!r->req)
@@ -128,16 +128,16 @@ static void reader_data(struct blob_reader *br, void *arg)
         http_response_abort(r->req);
         return;
     }
-    queue_stream(r, br, blob_reader_available(br));
+    queue_stream(r, br, partial_reader_available(br));
     if (r->next_off > r->last) {
         /* Everything this client asked for is queued; the download goes on. */
         r->reader = NULL;
-        blob_reader_detach(br);
+        partial_reader_detach(br);
         http_response_end(r->req);
     }
 }
 
-static void reader_end(struct blob_reader *br, int rc, int status, void *arg)
+static void reader_end(struct partial_reader *br, int rc, int status, void *arg)
 {
     struct mreq *r = arg;
     r->reader = NULL; /* freed by the fetcher after we return */
@@ -150,7 +150,7 @@ static void reader_end(struct blob_reader *br, int rc, int status, void *arg)
             http_response_abort(r->req);
             return;
         }
-        queue_stream(r, br, blob_reader_size(br));
+        queue_stream(r, br, partial_reader_size(br));
         http_response_end(r->req);
         return;
     }
@@ -166,7 +166,7 @@ static void reader_end(struct blob_reader *br, int rc, int status, void *arg)
     mreq_upstream_error(r, rc, status, "BLOB_UNKNOWN", NULL);
 }
 
-static const struct blob_reader_cbs reader_cbs = {
+static const struct partial_reader_cbs reader_cbs = {
     .on_data = reader_data,
     .on_end = reader_end,
 };
@@ -180,13 +180,13 @@ static bool wants_fill(const struct mreq *r)
     return r->req->is_head && v && strcasecmp(v, "fill") == 0;
 }
 
-static void fill_data(struct blob_reader *br, void *arg)
+static void fill_data(struct partial_reader *br, void *arg)
 {
     (void)br;
     (void)arg;
 }
 
-static void fill_end(struct blob_reader *br, int rc, int status, void *arg)
+static void fill_end(struct partial_reader *br, int rc, int status, void *arg)
 {
     struct mreq *r = arg;
     (void)br;
@@ -203,7 +203,7 @@ static void fill_end(struct blob_reader *br, int rc, int status, void *arg)
     mreq_upstream_error(r, rc, status, "BLOB_UNKNOWN", NULL);
 }
 
-static const struct blob_reader_cbs fill_cbs = {
+static const struct partial_reader_cbs fill_cbs = {
     .on_data = fill_data,
     .on_end = fill_end,
 };
@@ -304,7 +304,7 @@ void mirror_blob(struct mreq *r)
 void mirror_blob_closed(struct mreq *r)
 {
     if (r->reader) {
-        blob_reader_detach(r->reader);
+        partial_reader_detach(r->reader);
         r->reader = NULL;
     }
     if (r->pinned) {

@@ -51,7 +51,7 @@ struct mreq {
     char scratch_url[OCI_NAME_MAX + 16];
 
     struct upstream_req *ureq;
-    struct blob_reader *reader;
+    struct partial_reader *reader;
     bool pinned; /* holds a store_blob_open pin on d */
 
     /* blob streaming */

@@ -547,7 +547,9 @@ int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t siz
         goto out;
     }
     uint64_t cur = (uint64_t)st.st_size;
-    /* Pieces of a swarm download land out of order: its length is no prefix. */
+    /* An earlier version marked partials written out of order (its swarm
+     * downloads) this way: their length is no prefix, and they carry no piece
+     * record, so they start over. */
     char mpath[PATH_MAX];
     if (store_digest_path(s, "partial", d, ".sparse", mpath, sizeof(mpath)) == 0 &&
         access(mpath, F_OK) == 0) {
@@ -610,29 +612,26 @@ out:
     return rc;
 }
 
-int store_partial_mark_sparse(struct store *s, const struct oci_digest *d)
+int store_partial_sidecar_path(const struct store *s, const struct oci_digest *d, char *out,
+                               size_t cap)
 {
-    char path[PATH_MAX];
-    int rc = store_digest_path(s, "partial", d, ".sparse", path, sizeof(path));
-    if (rc)
-        return rc;
-    int f = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (f < 0)
-        return -errno;
-    close(f);
-    return 0;
+    return store_digest_path(s, "partial", d, ".pieces", out, cap);
 }
 
-static void unmark_sparse(struct store *s, const struct oci_digest *d)
+/* The partial's sidecars: its piece record, and the mark an earlier version
+ * left on partials written out of order. */
+static void drop_sidecars(struct store *s, const struct oci_digest *d)
 {
+    static const char *const suffixes[] = {".pieces", ".pieces.tmp", ".sparse"};
     char path[PATH_MAX];
-    if (store_digest_path(s, "partial", d, ".sparse", path, sizeof(path)) == 0)
-        (void)unlink(path);
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
+        if (store_digest_path(s, "partial", d, suffixes[i], path, sizeof(path)) == 0)
+            (void)unlink(path);
 }
 
 int store_partial_commit(struct store *s, const struct oci_digest *d, int fd)
 {
-    unmark_sparse(s, d);
+    drop_sidecars(s, d);
     char ppath[PATH_MAX];
     char bpath[PATH_MAX];
     struct stat st;
@@ -700,7 +699,7 @@ fail:
 
 void store_partial_discard(struct store *s, const struct oci_digest *d, int fd)
 {
-    unmark_sparse(s, d);
+    drop_sidecars(s, d);
     char path[PATH_MAX];
     struct partial *p = partial_find(s, d);
     if (p) {

@@ -6,7 +6,8 @@
  * host or repository, never from raw client input):
  *   blobs/sha256/<hex>            complete, verified blobs
  *   blobs/sha256/<hex>.repos      "host/repo" lines the blob was confirmed in
- *   partial/sha256/<hex>          downloads in progress (prefix of the blob)
+ *   partial/sha256/<hex>          downloads in progress (pieces of the blob)
+ *   partial/sha256/<hex>.pieces   which pieces are held, with a checksum each
  *   manifests/sha256/<hex>        manifest bytes, verified
  *   manifests/sha256/<hex>.type   its media type
  *   tags/<host>/<repo>/_tags/<tag> "<digest> <media type>" of the last answer
@@ -80,10 +81,11 @@ int store_partial_commit(struct store *s, const struct oci_digest *d, int fd);
  * deletes the file, releases the reservation. fd may be -1. */
 void store_partial_discard(struct store *s, const struct oci_digest *d, int fd);
 
-/* Marks d's partial as written out of order (a swarm download): its length
- * is not a valid prefix, so a later store_partial_open starts it over. The
- * mark goes with commit and discard. */
-int store_partial_mark_sparse(struct store *s, const struct oci_digest *d);
+/* The path of d's partial piece record (partial/<algo>/<hex>.pieces), which
+ * the partial blob module keeps (cache/partial.h); commit and discard delete
+ * it. 0 or -ENAMETOOLONG. */
+int store_partial_sidecar_path(const struct store *s, const struct oci_digest *d, char *out,
+                               size_t cap);
 
 /* Closes fd and releases the reservation but keeps the partial file so a
  * later store_partial_open resumes from it (e.g. at shutdown). */

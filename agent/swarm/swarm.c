@@ -1,279 +1,328 @@
-/* Peer-to-peer downloads. See swarm.h and docs/protocol.md. */
+/* Peer-to-peer downloads, the libuv shell over the swarm core. See swarm.h
+ * and docs/protocol.md. Every decision is the core's; this file carries out
+ * its actions and turns libuv, peer connection, tracker and upstream events
+ * into core events. */
 #include "swarm/swarm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "peer/peer_conn.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
-#include "swarm/swarm_internal.h"
+#include "swarm/ban_list.h"
+#include "swarm/tracker_client.h"
 
-/* --- life cycle of a download --- */
+#define COMP "swarm"
+/* Two whole-piece requests per peer keep every link busy with several
+ * peers, and a request never queues long behind others at a busy peer
+ * (what delays the last pieces most). */
+#define SWARM_MAX_INFLIGHT 2
 
-void swarm_dl_maybe_free(struct swarm_dl *dl);
-static void kick_hasher(struct swarm_dl *dl);
-static void announce(struct swarm_dl *dl);
-static void lease_next(struct swarm_dl *dl);
+struct swarm {
+    uv_loop_t *loop;
+    struct http_client *hc;
+    struct upstream *up;
+    struct tracker_client *tc;
+    struct peer_listener *listener;
+    struct swarm_config cfg;
+    char advertise[SWARM_ADDR_MAX];
+    uint8_t *secret;
+    struct peer_conn_config pcfg;
+    struct swarm_dl *dls;
+    struct ban_list bans;
+    struct swarm_stats stats;
+    uint64_t rng;
+    bool closing;
+};
 
-void swarm_dl_end(struct swarm_dl *dl, int rc)
+/* A peer connection of one download; id is the core's name for it. */
+struct dl_peer {
+    struct swarm_dl *dl;
+    struct peer_conn *c;
+    uint32_t id;
+    struct dl_peer *next;
+};
+
+struct swarm_dl {
+    struct swarm *s;
+    struct swarm_dl *next;
+    struct swarm_core *core;
+    struct partial_blob *pb; /* borrowed until swarm_dl_finish */
+    int fd;                  /* our duplicate of the partial's read fd: pieces to peers */
+    struct oci_digest d;
+    uint64_t size;
+    struct upstream_def def;
+    char *repo;
+    struct swarm_dl_ops ops;
+    void *arg;
+    bool ended;    /* no owner callback any more */
+    bool closed;   /* the core said CLOSE */
+    bool draining; /* run() is executing actions */
+
+    uv_timer_t timer;
+    bool timer_closed;
+    struct http_client_req *areq;
+    struct dl_peer *peers;
+
+    /* the running lease fetch */
+    struct upstream_req *lreq;
+    uint8_t *lbuf; /* one piece */
+    size_t lfill;
+    uint32_t lpiece;   /* the piece being received */
+    uint32_t llast;    /* the run's last piece */
+    bool lease_paused; /* waiting for the ingress limit; the tick resumes it */
+};
+
+static void run(struct swarm_dl *dl);
+static void dl_maybe_free(struct swarm_dl *dl);
+static void timer_closed(uv_handle_t *h);
+
+static uint64_t now_ms(const struct swarm *s)
 {
-    if (dl->ended)
-        return;
-    dl->ended = true;
-    if (rc < 0) {
-        dl->s->stats.fallbacks++;
-        LOG(WARN, COMP,
-            "digest=%s giving up on the swarm err=%s hashed=%" PRIu64 "; falling back to upstream",
-            dl->d.str, shoal_errname(rc), dl->hashed);
-    }
-    dl->ops.on_end(dl->arg, rc);
+    return uv_now(s->loop);
 }
 
-static void timer_closed(uv_handle_t *h)
+static uint32_t rng_next(void *arg)
 {
-    struct swarm_dl *dl = h->data;
-    dl->timer_closed = true;
-    swarm_dl_maybe_free(dl);
+    struct swarm *s = arg;
+    /* xorshift64*: tie-breaks only, seeded from the CSPRNG. */
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (uint32_t)((s->rng * 2685821657736338717ULL) >> 32);
 }
 
-static void dl_unlink(struct swarm_dl *dl)
+static struct dl_peer *peer_by_id(struct swarm_dl *dl, uint32_t id)
 {
-    struct swarm_dl **pp = &dl->s->dls;
-    while (*pp && *pp != dl)
+    for (struct dl_peer *p = dl->peers; p; p = p->next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+static struct dl_peer *peer_new(struct swarm_dl *dl, uint32_t id)
+{
+    struct dl_peer *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->dl = dl;
+    p->id = id;
+    p->next = dl->peers;
+    dl->peers = p;
+    return p;
+}
+
+static void peer_free(struct dl_peer *p)
+{
+    struct dl_peer **pp = &p->dl->peers;
+    while (*pp && *pp != p)
         pp = &(*pp)->next;
     if (*pp)
-        *pp = dl->next;
+        *pp = p->next;
+    free(p);
 }
 
-static void swarm_maybe_free(struct swarm *s)
+/* ---- peer connection events -------------------------------------------------- */
+
+static void on_ready(struct peer_conn *c, void *arg)
 {
-    if (!s->closing || s->dls || s->listener)
-        return;
-    if (s->secret)
-        OPENSSL_cleanse(s->secret, s->cfg.secret_len);
-    free(s->secret);
-    free(s);
+    struct dl_peer *p = peer_conn_data(c);
+    swarm_core_peer_ready(p->dl->core, now_ms(p->dl->s), p->id, peer_conn_id(c));
+    run(p->dl);
 }
 
-void swarm_dl_maybe_free(struct swarm_dl *dl)
+static void on_bitfield(struct peer_conn *c, const uint8_t *bits, void *arg)
 {
-    if (dl->state != DL_DONE || dl->areq || dl->lreq || dl->hashing || dl->peers ||
-        !dl->timer_closed)
-        return;
-    struct swarm *s = dl->s;
-    dl_unlink(dl);
-    dl->s->stats.swarms_active--;
-    if (dl->fd >= 0)
-        close(dl->fd);
-    if (dl->seed_fd >= 0)
-        close(dl->seed_fd);
-    piece_picker_destroy(dl->pp);
-    upstream_def_dispose(&dl->def);
-    free(dl->repo);
-    free(dl->hashes);
-    free(dl->have);
-    free(dl->hbuf);
-    free(dl->pend);
-    free(dl->failed);
-    free(dl->lease);
-    free(dl->lbuf);
-    free(dl);
-    swarm_maybe_free(s);
+    struct dl_peer *p = peer_conn_data(c);
+    struct swarm_dl *dl = p->dl;
+    swarm_core_peer_bitfield(dl->core, now_ms(dl->s), p->id, bits,
+                             wire_bitfield_bytes(swarm_core_piece_count(dl->core)));
+    run(dl);
 }
 
-/* Stops everything and frees the download once its handles are closed. */
-static void dl_close(struct swarm_dl *dl)
+static void on_have(struct peer_conn *c, uint32_t index, void *arg)
 {
-    if (dl->state == DL_DONE)
-        return;
-    dl->state = DL_DONE;
-    if (dl->areq)
-        http_client_cancel(dl->areq);
-    if (dl->lreq)
-        upstream_req_cancel(dl->lreq);
-    for (struct dl_peer *p = dl->peers; p; p = p->next)
-        peer_conn_close(p->c, 0);
-    if (!uv_is_closing((uv_handle_t *)&dl->timer))
-        uv_close((uv_handle_t *)&dl->timer, timer_closed);
+    struct dl_peer *p = peer_conn_data(c);
+    swarm_core_peer_have(p->dl->core, now_ms(p->dl->s), p->id, index);
+    run(p->dl);
 }
 
-/* --- pieces --- */
-
-void swarm_cancel_cb(void *peer, uint32_t index, void *arg)
+/* Checks a piece against the tracker's hash (never the sender's) and writes
+ * it into the partial blob when the core still wants it. */
+static void on_piece(struct peer_conn *c, uint32_t index, const uint8_t *data, size_t len,
+                     void *arg)
 {
-    struct dl_peer *p = peer;
-    if (p->c && p->ready)
-        peer_conn_cancel(p->c, index);
-}
-
-int swarm_write_piece(struct swarm_dl *dl, uint32_t index, const uint8_t *data, size_t len)
-{
-    uint64_t off = wire_piece_offset(dl->plen, index);
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pwrite(dl->fd, data + done, len - done, (off_t)(off + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == ENOSPC ? SHOAL_ENOSPACE : -errno;
-        }
-        done += (size_t)n;
+    struct dl_peer *p = peer_conn_data(c);
+    struct swarm_dl *dl = p->dl;
+    const uint8_t *want = swarm_core_piece_hash(dl->core, index);
+    enum swarm_piece_outcome outcome;
+    int rc = 0;
+    if (!want) {
+        outcome = SWARM_PIECE_UNCHECKABLE;
+    } else {
+        uint8_t raw[WIRE_HASH_MAX];
+        size_t rawlen = 0;
+        /* A piece we no longer need (an end-game duplicate, or one that
+         * arrives after we completed) is still checked: a peer sending bad
+         * bytes is banned either way. */
+        if (wire_piece_hash(swarm_core_hash_algo(dl->core), data, len, raw, &rawlen) < 0 ||
+            !wire_hash_equal(raw, want, rawlen))
+            outcome = SWARM_PIECE_BAD;
+        else if (!swarm_core_wants(dl->core, index) || !dl->pb)
+            outcome = SWARM_PIECE_DUPLICATE;
+        else if ((rc = partial_write_piece(dl->pb, index, data, len)) < 0)
+            outcome = SWARM_PIECE_WRITE_FAILED;
+        else
+            outcome = SWARM_PIECE_WRITTEN;
     }
-    return 0;
+    swarm_core_piece(dl->core, now_ms(dl->s), p->id, index, len, outcome, rc);
+    run(dl);
 }
 
-/* We hold index, verified and on disk. */
-void swarm_piece_done(struct swarm_dl *dl, uint32_t index)
+static void on_request(struct peer_conn *c, uint32_t index, void *arg)
 {
-    if (wire_bit_get(dl->have, index))
-        return;
-    wire_bit_set(dl->have, index);
-    dl->nhave++;
-    if (dl->nhave == dl->npieces)
-        LOG(INFO, COMP, "digest=%s all pieces held; whole-blob hash at %" PRIu64 " of %" PRIu64,
-            dl->d.str, dl->hashed, dl->size);
-    dl->last_progress = now_ms(dl->s);
-    piece_picker_mark_have(dl->pp, index, swarm_cancel_cb, dl);
-    for (struct dl_peer *p = dl->peers; p; p = p->next)
-        if (p->ready)
-            peer_conn_send_have(p->c, index);
-    kick_hasher(dl);
+    struct dl_peer *p = peer_conn_data(c);
+    swarm_core_peer_request(p->dl->core, now_ms(p->dl->s), p->id, index);
+    run(p->dl);
 }
 
-/* Hashes the next stretch of the verified prefix, in the thread pool. The
- * stretch is mapped rather than read so SHA-256 reads the page cache in
- * place (one pass over the bytes instead of a copy and a pass); pread into
- * hbuf is the fallback where mapping fails. */
-static void hash_work(uv_work_t *w)
+static void on_request_timeout(struct peer_conn *c, uint32_t index, void *arg)
 {
-    struct swarm_dl *dl = w->data;
-    uint64_t done = 0;
-    dl->hrc = 0;
-    long pg = sysconf(_SC_PAGESIZE);
-    uint64_t start = dl->hashed - dl->hashed % (uint64_t)(pg > 0 ? pg : 4096);
-    size_t lead = (size_t)(dl->hashed - start);
-    void *m = mmap(NULL, lead + dl->hlen, PROT_READ, MAP_SHARED, dl->fd, (off_t)start);
-    if (m != MAP_FAILED) {
-        hash_update(dl->hash, (const char *)m + lead, (size_t)dl->hlen);
-        munmap(m, lead + dl->hlen);
-        return;
-    }
-    if (!dl->hbuf && !(dl->hbuf = malloc(PREFIX_CHUNK))) {
-        dl->hrc = -ENOMEM;
-        return;
-    }
-    while (done < dl->hlen) {
-        ssize_t n =
-            pread(dl->fd, dl->hbuf + done, (size_t)(dl->hlen - done), (off_t)(dl->hashed + done));
-        if (n < 0 && errno == EINTR)
+    struct dl_peer *p = peer_conn_data(c);
+    swarm_core_request_failed(p->dl->core, now_ms(p->dl->s), p->id, index);
+    run(p->dl);
+}
+
+static void on_close(struct peer_conn *c, int reason, void *arg)
+{
+    struct dl_peer *p = peer_conn_data(c);
+    struct swarm_dl *dl = p->dl;
+    LOG(DEBUG, COMP, "digest=%s peer=%s closed err=%s", dl->d.str, peer_conn_addr(c),
+        reason ? shoal_errname(reason) : "none");
+    swarm_core_peer_gone(dl->core, now_ms(dl->s), p->id);
+    peer_free(p);
+    run(dl);
+    dl_maybe_free(dl);
+}
+
+static const struct peer_conn_ops peer_ops = {
+    .on_ready = on_ready,
+    .on_bitfield = on_bitfield,
+    .on_have = on_have,
+    .on_piece = on_piece,
+    .on_request = on_request,
+    .on_request_timeout = on_request_timeout,
+    .on_close = on_close,
+};
+
+static void blob_of(struct swarm_dl *dl, struct peer_conn_blob *b)
+{
+    *b = (struct peer_conn_blob){
+        .digest = dl->d.str,
+        .npieces = swarm_core_piece_count(dl->core),
+        .piece_length = swarm_core_piece_length(dl->core),
+        .size = dl->size,
+        .ops = &peer_ops,
+        .arg = dl,
+    };
+}
+
+/* An incoming connection named a blob: hand it to that download's core. */
+static int lookup(struct peer_conn *c, const char *digest, struct peer_conn_blob *out, void *arg)
+{
+    struct swarm *s = arg;
+    for (struct swarm_dl *dl = s->dls; dl; dl = dl->next) {
+        if (dl->closed || strcmp(dl->d.str, digest) != 0)
             continue;
-        if (n <= 0) {
-            dl->hrc = n < 0 ? -errno : SHOAL_EINTERNAL;
-            return;
+        uint32_t id;
+        int rc = swarm_core_peer_add(dl->core, now_ms(s), peer_conn_addr(c), &id);
+        if (rc == SHOAL_ENOT_FOUND)
+            continue;
+        if (rc < 0)
+            return rc;
+        struct dl_peer *p = peer_new(dl, id);
+        if (!p) {
+            swarm_core_peer_gone(dl->core, now_ms(s), id);
+            return -ENOMEM;
         }
-        done += (uint64_t)n;
+        p->c = c;
+        peer_conn_set_data(c, p);
+        blob_of(dl, out);
+        return 0;
     }
-    hash_update(dl->hash, dl->hbuf, (size_t)dl->hlen);
+    return SHOAL_ENOT_FOUND;
 }
 
-static void hash_after(uv_work_t *w, int status)
+/* ---- the tracker ------------------------------------------------------------ */
+
+/* The partial's pieces as a bitfield in the tracker's geometry, once the
+ * partial has been aligned to it. */
+static uint8_t *held_bits(struct swarm_dl *dl, const struct tracker_client_reply *r)
 {
-    struct swarm_dl *dl = w->data;
-    dl->hashing = false;
-    if (dl->state == DL_DONE || status < 0 || dl->hrc < 0) {
-        if (dl->state != DL_DONE)
-            swarm_dl_end(dl, dl->hrc < 0 ? dl->hrc : SHOAL_EINTERNAL);
-        swarm_dl_maybe_free(dl);
+    if (!dl->pb || partial_set_piece_length(dl->pb, r->piece_length) < 0 ||
+        partial_piece_count(dl->pb) != r->pieces)
+        return NULL;
+    uint8_t *bits = calloc(wire_bitfield_bytes(r->pieces) + 1, 1);
+    for (uint32_t i = 0; bits && i < r->pieces; i++)
+        if (partial_has_piece(dl->pb, i))
+            wire_bit_set(bits, i);
+    return bits;
+}
+
+static void announce_done(void *arg, int rc, const struct tracker_client_reply *r)
+{
+    struct swarm_dl *dl = arg;
+    dl->areq = NULL;
+    if (dl->closed) {
+        dl_maybe_free(dl);
         return;
     }
-    dl->hashed += dl->hlen;
-    if (!dl->ended)
-        dl->ops.on_prefix(dl->arg, dl->hashed);
-    if (dl->hashed == dl->size) {
-        swarm_dl_end(dl, 0);
-        return;
-    }
-    kick_hasher(dl);
+    uint8_t *held = NULL;
+    if (rc == 0 && !swarm_core_has_table(dl->core))
+        held = held_bits(dl, r);
+    swarm_core_announce_done(dl->core, now_ms(dl->s), rc, r, held);
+    free(held);
+    run(dl);
 }
 
-static void kick_hasher(struct swarm_dl *dl)
+static void announce(struct swarm_dl *dl)
 {
-    if (dl->hashing || dl->ended || dl->state != DL_RUNNING || !dl->table)
-        return;
-    uint32_t i = (uint32_t)(dl->hashed / dl->plen);
-    while (i < dl->npieces && wire_bit_get(dl->have, i))
-        i++;
-    uint64_t end = i >= dl->npieces ? dl->size : wire_piece_offset(dl->plen, i);
-    if (end <= dl->hashed)
-        return;
-    dl->hlen = end - dl->hashed < PREFIX_CHUNK ? end - dl->hashed : PREFIX_CHUNK;
-    dl->hashing = true;
-    dl->hwork.data = dl;
-    if (uv_queue_work(dl->s->loop, &dl->hwork, hash_work, hash_after) < 0) {
-        dl->hashing = false;
-        swarm_dl_end(dl, SHOAL_EINTERNAL);
+    struct tracker_client_report a;
+    swarm_core_report(dl->core, now_ms(dl->s), &a);
+    if (!dl->s->tc || tracker_client_announce(dl->s->tc, &a, announce_done, dl, &dl->areq) < 0) {
+        dl->areq = NULL;
+        swarm_core_announce_done(dl->core, now_ms(dl->s), SHOAL_EUNAVAILABLE, NULL, NULL);
     }
 }
 
-/* --- the upstream lease --- */
+/* ---- the upstream lease ------------------------------------------------------ */
 
-static int push_u32(uint32_t **arr, size_t *n, uint32_t v)
-{
-    uint32_t *a = realloc(*arr, (*n + 1) * sizeof(**arr));
-    if (!a)
-        return -ENOMEM;
-    a[(*n)++] = v;
-    *arr = a;
-    return 0;
-}
-
-static void report_hash(struct swarm_dl *dl, uint32_t index, const uint8_t *raw, size_t len)
-{
-    struct tracker_client_hash *p = realloc(dl->pend, (dl->npend + 1) * sizeof(*p));
-    if (!p)
-        return;
-    dl->pend = p;
-    p[dl->npend].index = index;
-    wire_hash_to_hex(raw, len, p[dl->npend].hex);
-    dl->npend++;
-    /* Peers wait for this hash: tell the tracker soon. */
-    if (dl->next_announce > dl->last_announce + ANNOUNCE_MIN_GAP_MS)
-        dl->next_announce = dl->last_announce + ANNOUNCE_MIN_GAP_MS;
-}
-
-/* A whole leased piece is in lbuf (or already on disk). */
-static void lease_piece_done(struct swarm_dl *dl, uint32_t index, const uint8_t *data, size_t len)
+/* Reports a whole leased piece: its hash, and whether it could be written. */
+static void lease_piece(struct swarm_dl *dl, uint32_t index, const uint8_t *data, size_t len)
 {
     uint8_t raw[WIRE_HASH_MAX];
     size_t rawlen = 0;
-    if (wire_piece_hash(dl->algo, data, len, raw, &rawlen) < 0)
+    int rc = 0;
+    if (wire_piece_hash(swarm_core_hash_algo(dl->core), data, len, raw, &rawlen) < 0)
         return;
-    memcpy(dl->hashes[index], raw, rawlen);
-    piece_picker_set_hash_known(dl->pp, index);
-    report_hash(dl, index, raw, rawlen);
-    if (!wire_bit_get(dl->have, index)) {
-        int rc = swarm_write_piece(dl, index, data, len);
-        if (rc < 0) {
-            swarm_dl_end(dl, rc);
-            return;
-        }
-        dl->s->stats.pieces_verified++;
-        swarm_piece_done(dl, index);
-    }
+    if (dl->pb && swarm_core_wants(dl->core, index))
+        rc = partial_write_piece(dl->pb, index, data, len);
+    swarm_core_lease_piece(dl->core, now_ms(dl->s), index, raw, rawlen, rc);
 }
 
 static int lease_on_response(void *arg, const struct http_client_response *resp)
 {
     struct swarm_dl *dl = arg;
-    uint64_t want = wire_piece_offset(dl->plen, dl->lease[dl->lpos]);
+    uint64_t want = wire_piece_offset(swarm_core_piece_length(dl->core), dl->lpiece);
     if (resp->status == 206) {
         char cr[128];
         uint64_t start = UINT64_MAX;
@@ -281,38 +330,40 @@ static int lease_on_response(void *arg, const struct http_client_response *resp)
             (void)sscanf(cr, "bytes %" SCNu64 "-", &start);
         return start == want ? 0 : 1;
     }
-    /* A 200 is the whole blob: usable only when the run starts at 0. */
+    /* A 200 is the whole blob: usable only when the run starts at 0. Any
+     * other answer's body is not blob content. */
     if (resp->status == 200)
         return want == 0 ? 0 : 1;
-    return 0;
+    return 1;
 }
 
 static size_t lease_on_data(void *arg, const char *data, size_t len)
 {
     struct swarm_dl *dl = arg;
     size_t total = len;
+    uint32_t plen = swarm_core_piece_length(dl->core);
     if (!ratelimit_try(dl->s->cfg.ingress, len, now_ms(dl->s))) {
-        dl->lease_rate_paused = true; /* the tick resumes it */
+        dl->lease_paused = true; /* the tick resumes it */
         return HTTP_CLIENT_PAUSE;
     }
-    while (len > 0 && dl->lpos < dl->nlease && dl->lease[dl->lpos] < dl->lrun_end) {
-        uint32_t index = dl->lease[dl->lpos];
-        size_t psize = wire_piece_size(dl->size, dl->plen, index);
+    while (len > 0 && dl->lpiece <= dl->llast) {
+        size_t psize = wire_piece_size(dl->size, plen, dl->lpiece);
         size_t n = psize - dl->lfill < len ? psize - dl->lfill : len;
         memcpy(dl->lbuf + dl->lfill, data, n);
         dl->lfill += n;
         data += n;
         len -= n;
         if (dl->lfill == psize) {
+            uint32_t index = dl->lpiece++;
             dl->lfill = 0;
-            dl->lpos++;
-            lease_piece_done(dl, index, dl->lbuf, psize);
-            if (dl->ended || dl->state != DL_RUNNING)
+            lease_piece(dl, index, dl->lbuf, psize);
+            run(dl);
+            if (dl->closed || swarm_core_state(dl->core) != SWARM_CORE_RUNNING)
                 return 0;
         }
     }
     /* Bytes past the run (a 200 for the whole blob) are not needed. */
-    return len == 0 ? total : (dl->lpos < dl->nlease ? total : 0);
+    return len == 0 ? total : 0;
 }
 
 static void lease_on_done(void *arg, int rc, const struct http_client_response *resp)
@@ -320,52 +371,26 @@ static void lease_on_done(void *arg, int rc, const struct http_client_response *
     struct swarm_dl *dl = arg;
     dl->lreq = NULL;
     dl->lfill = 0;
-    if (dl->state != DL_RUNNING) {
-        swarm_dl_maybe_free(dl);
-        return;
-    }
+    dl->lease_paused = false;
     int status = resp ? (int)resp->status : 0;
-    bool run_done = dl->lpos >= dl->nlease || dl->lease[dl->lpos] >= dl->lrun_end;
-    if (!run_done && (rc < 0 || (status != 200 && status != 206))) {
-        LOG(WARN, COMP, "digest=%s lease fetch failed err=%s status=%d; giving back %zu pieces",
-            dl->d.str, rc ? shoal_errname(rc) : "none", status, dl->nlease - dl->lpos);
-        for (; dl->lpos < dl->nlease; dl->lpos++) {
-            push_u32(&dl->failed, &dl->nfailed, dl->lease[dl->lpos]);
-            piece_picker_set_excluded(dl->pp, dl->lease[dl->lpos], false);
-        }
-    }
-    lease_next(dl);
+    if (rc == 0 && status != 200 && status != 206)
+        rc = SHOAL_EUPSTREAM;
+    swarm_core_fetch_done(dl->core, now_ms(dl->s), rc);
+    run(dl);
+    dl_maybe_free(dl);
 }
 
-/* Fetches the next run of consecutive leased pieces with one Range request. */
-static void lease_next(struct swarm_dl *dl)
+static void fetch(struct swarm_dl *dl, uint32_t first, uint32_t last)
 {
-    /* Pieces we already hold (a resumed prefix) only need their hash. */
-    while (dl->lpos < dl->nlease && wire_bit_get(dl->have, dl->lease[dl->lpos])) {
-        uint32_t index = dl->lease[dl->lpos];
-        size_t psize = wire_piece_size(dl->size, dl->plen, index);
-        ssize_t n = pread(dl->fd, dl->lbuf, psize, (off_t)wire_piece_offset(dl->plen, index));
-        dl->lpos++;
-        if (n == (ssize_t)psize)
-            lease_piece_done(dl, index, dl->lbuf, psize);
-    }
-    if (dl->lpos >= dl->nlease) {
-        free(dl->lease);
-        dl->lease = NULL;
-        dl->nlease = dl->lpos = 0;
-        dl->next_announce = now_ms(dl->s); /* report hashes, ask for more */
-        return;
-    }
-    uint32_t first = dl->lease[dl->lpos];
-    uint32_t last = first;
-    for (size_t i = dl->lpos + 1;
-         i < dl->nlease && dl->lease[i] == last + 1 && !wire_bit_get(dl->have, dl->lease[i]); i++)
-        last++;
-    dl->lrun_end = last + 1;
-    uint64_t from = wire_piece_offset(dl->plen, first);
-    uint64_t to = wire_piece_offset(dl->plen, last) + wire_piece_size(dl->size, dl->plen, last);
+    uint32_t plen = swarm_core_piece_length(dl->core);
+    uint64_t from = wire_piece_offset(plen, first);
+    uint64_t to = wire_piece_offset(plen, last) + wire_piece_size(dl->size, plen, last);
     char path[OCI_NAME_MAX + 200];
     char range[80];
+    if (!dl->lbuf && !(dl->lbuf = malloc(plen))) {
+        swarm_core_fetch_done(dl->core, now_ms(dl->s), -ENOMEM);
+        return;
+    }
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", dl->repo, dl->d.str);
     snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-%" PRIu64, from, to - 1);
     const char *headers[] = {range, NULL};
@@ -383,220 +408,187 @@ static void lease_next(struct swarm_dl *dl)
     LOG(INFO, COMP, "digest=%s lease pieces=%" PRIu32 "-%" PRIu32 " bytes=%" PRIu64 "-%" PRIu64,
         dl->d.str, first, last, from, to - 1);
     dl->lfill = 0;
-    if (upstream_request(dl->s->up, &o, &dl->lreq) < 0) {
-        dl->lreq = NULL;
-        for (; dl->lpos < dl->nlease; dl->lpos++)
-            push_u32(&dl->failed, &dl->nfailed, dl->lease[dl->lpos]);
-        free(dl->lease);
-        dl->lease = NULL;
-        dl->nlease = dl->lpos = 0;
-    }
-}
-
-/* --- the tracker --- */
-
-static int take_table(struct swarm_dl *dl, const struct tracker_client_reply *r)
-{
-    if (wire_hash_algo_parse(r->hash_algo, &dl->algo) < 0 || r->piece_length == 0 ||
-        r->pieces != wire_piece_count(dl->size, r->piece_length)) {
-        LOG(WARN, COMP, "digest=%s tracker piece table does not fit size=%" PRIu64, dl->d.str,
-            dl->size);
-        return SHOAL_EPROTOCOL;
-    }
-    dl->plen = r->piece_length;
-    dl->npieces = r->pieces;
-    dl->hashes = calloc(dl->npieces ? dl->npieces : 1, sizeof(*dl->hashes));
-    dl->have = calloc(wire_bitfield_bytes(dl->npieces) + 1, 1);
-    dl->lbuf = malloc(dl->plen);
-    dl->pp = piece_picker_create(dl->npieces);
-    if (!dl->hashes || !dl->have || !dl->lbuf || !dl->pp)
-        return -ENOMEM;
-    /* Whole pieces of a resumed prefix are ours already. */
-    for (uint32_t i = 0; i < dl->npieces; i++) {
-        uint64_t end = wire_piece_offset(dl->plen, i) + wire_piece_size(dl->size, dl->plen, i);
-        if (end > dl->hashed)
-            break;
-        wire_bit_set(dl->have, i);
-        dl->nhave++;
-        piece_picker_mark_have(dl->pp, i, NULL, NULL);
-    }
-    dl->table = true;
-    return 0;
-}
-
-static void announce_done(void *arg, int rc, const struct tracker_client_reply *r)
-{
-    struct swarm_dl *dl = arg;
-    dl->areq = NULL;
-    if (dl->state == DL_DONE) {
-        swarm_dl_maybe_free(dl);
-        return;
-    }
-    uint64_t now = now_ms(dl->s);
+    dl->lpiece = first;
+    dl->llast = last;
+    int rc = upstream_request(dl->s->up, &o, &dl->lreq);
     if (rc < 0) {
-        LOG(WARN, COMP, "digest=%s announce failed err=%s", dl->d.str, shoal_errname(rc));
-        dl->next_announce = now + (dl->interval_ms ? dl->interval_ms : 1000);
-        if (!dl->table && dl->state == DL_RUNNING)
-            swarm_dl_end(dl, SHOAL_EUNAVAILABLE); /* no tracker, no swarm: go upstream */
-        return;
+        dl->lreq = NULL;
+        swarm_core_fetch_done(dl->core, now_ms(dl->s), rc);
     }
-    /* What was reported is now the tracker's. */
-    if (dl->npend_sent) {
-        memmove(dl->pend, dl->pend + dl->npend_sent,
-                (dl->npend - dl->npend_sent) * sizeof(*dl->pend));
-        dl->npend -= dl->npend_sent;
-    }
-    if (dl->nbad_sent) {
-        memmove(dl->bad, dl->bad + dl->nbad_sent, (dl->nbad - dl->nbad_sent) * sizeof(dl->bad[0]));
-        dl->nbad -= dl->nbad_sent;
-    }
-    if (dl->nfailed_sent) {
-        memmove(dl->failed, dl->failed + dl->nfailed_sent,
-                (dl->nfailed - dl->nfailed_sent) * sizeof(*dl->failed));
-        dl->nfailed -= dl->nfailed_sent;
-    }
-    dl->interval_ms = r->interval_ms;
-    dl->next_announce = now + r->interval_ms;
-    if (!dl->table) {
-        int trc = take_table(dl, r);
-        if (trc < 0) {
-            swarm_dl_end(dl, trc);
-            return;
-        }
-    }
-    if (dl->state != DL_RUNNING)
-        return;
-    for (uint32_t i = 0; i < dl->npieces; i++) {
-        if (!r->hashes[i][0] || piece_picker_hash_known(dl->pp, i))
-            continue;
-        if (wire_hash_from_hex(dl->algo, r->hashes[i], strlen(r->hashes[i]), dl->hashes[i]) == 0)
-            piece_picker_set_hash_known(dl->pp, i);
-    }
-    if (r->nlease && !dl->lease && !dl->lreq) {
-        dl->lease = malloc(r->nlease * sizeof(*dl->lease));
-        if (dl->lease) {
-            memcpy(dl->lease, r->lease, r->nlease * sizeof(*dl->lease));
-            dl->nlease = r->nlease;
-            dl->lpos = 0;
-            for (size_t i = 0; i < dl->nlease; i++)
-                piece_picker_set_excluded(dl->pp, dl->lease[i], true);
-            lease_next(dl);
-        }
-    }
-    /* Peers with pieces first; then the rest, which will have some soon
-     * (their HAVEs reach us at once instead of on a later announce). */
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < r->npeers; i++)
-            if ((r->peers[i].complete || r->peers[i].have > 0) == (pass == 0))
-                swarm_connect_peer(dl, r->peers[i].addr);
-    swarm_try_request_all(dl);
-    kick_hasher(dl);
 }
 
-static void announce(struct swarm_dl *dl)
+/* A leased piece we hold already (a resumed download): only its hash is
+ * needed. */
+static void hash_held(struct swarm_dl *dl, uint32_t index)
+{
+    uint32_t plen = swarm_core_piece_length(dl->core);
+    if (!dl->pb || (!dl->lbuf && !(dl->lbuf = malloc(plen))))
+        return;
+    size_t psize = wire_piece_size(dl->size, plen, index);
+    if (partial_read_piece(dl->pb, index, dl->lbuf, psize) == 0)
+        lease_piece(dl, index, dl->lbuf, psize);
+}
+
+/* ---- carrying out the core's actions -------------------------------------------- */
+
+static void connect_peer(struct swarm_dl *dl, uint32_t id, const char *addr)
 {
     struct swarm *s = dl->s;
-    bool complete = dl->state == DL_SEEDING;
-    struct tracker_client_report a = {
-        .digest = dl->d.str,
-        .size = dl->size,
-        .event = complete
-                     ? (dl->announced_complete ? TRACKER_CLIENT_PROGRESS : TRACKER_CLIENT_COMPLETED)
-                 : dl->last_announce == 0 ? TRACKER_CLIENT_STARTED
-                                          : TRACKER_CLIENT_PROGRESS,
-        .have = complete ? dl->npieces : dl->nhave,
-        .complete = complete,
-        .want_lease = !complete && !dl->lease && !dl->lreq,
-        .hashes = dl->pend,
-        .nhashes = dl->npend,
-        .lease_failed = dl->failed,
-        .nlease_failed = dl->nfailed,
-    };
-    const char *bad[sizeof(dl->bad) / sizeof(dl->bad[0])];
-    for (size_t i = 0; i < dl->nbad; i++)
-        bad[i] = dl->bad[i];
-    a.bad_peers = bad;
-    a.nbad_peers = dl->nbad;
-    dl->npend_sent = dl->npend;
-    dl->nfailed_sent = dl->nfailed;
-    dl->nbad_sent = dl->nbad;
-    dl->last_announce = now_ms(s);
-    if (complete)
-        dl->announced_complete = true;
-    if (tracker_client_announce(s->tc, &a, announce_done, dl, &dl->areq) < 0) {
-        dl->areq = NULL;
-        dl->next_announce = dl->last_announce + 1000;
+    struct dl_peer *p = peer_new(dl, id);
+    struct peer_conn_blob b;
+    blob_of(dl, &b);
+    if (!p || peer_conn_connect(s->loop, &s->pcfg, addr, &b, &p->c) < 0) {
+        if (p)
+            peer_free(p);
+        swarm_core_peer_gone(dl->core, now_ms(s), id);
+        return;
+    }
+    peer_conn_set_data(p->c, p);
+}
+
+static void serve(struct swarm_dl *dl, struct dl_peer *p, uint32_t index)
+{
+    uint32_t plen = swarm_core_piece_length(dl->core);
+    uint32_t len = wire_piece_size(dl->size, plen, index);
+    if (peer_conn_send_piece(p->c, index, dl->fd, wire_piece_offset(plen, index), len) == 0)
+        dl->s->stats.peer_tx_bytes += len;
+}
+
+static void close_dl(struct swarm_dl *dl)
+{
+    dl->closed = true;
+    if (dl->areq)
+        http_client_cancel(dl->areq);
+    if (dl->lreq)
+        upstream_req_cancel(dl->lreq);
+    if (!uv_is_closing((uv_handle_t *)&dl->timer))
+        uv_close((uv_handle_t *)&dl->timer, timer_closed);
+}
+
+static void execute(struct swarm_dl *dl, const struct swarm_act *a)
+{
+    struct dl_peer *p;
+    switch (a->type) {
+    case SWARM_ACT_ANNOUNCE:
+        announce(dl);
+        break;
+    case SWARM_ACT_CONNECT:
+        connect_peer(dl, a->peer, a->addr);
+        break;
+    case SWARM_ACT_BITFIELD:
+        if ((p = peer_by_id(dl, a->peer)))
+            peer_conn_send_bitfield(p->c, swarm_core_bitfield(dl->core));
+        break;
+    case SWARM_ACT_REQUEST:
+        if (!(p = peer_by_id(dl, a->peer)) || peer_conn_request(p->c, a->index) < 0)
+            swarm_core_request_unsent(dl->core, now_ms(dl->s), a->peer, a->index);
+        break;
+    case SWARM_ACT_CANCEL:
+        if ((p = peer_by_id(dl, a->peer)))
+            peer_conn_cancel(p->c, a->index);
+        break;
+    case SWARM_ACT_HAVE:
+        for (p = dl->peers; p; p = p->next)
+            if (peer_conn_ready(p->c))
+                peer_conn_send_have(p->c, a->index);
+        break;
+    case SWARM_ACT_SERVE:
+        if ((p = peer_by_id(dl, a->peer)))
+            serve(dl, p, a->index);
+        break;
+    case SWARM_ACT_CLOSE_PEER:
+        if ((p = peer_by_id(dl, a->peer)))
+            peer_conn_close(p->c, a->rc);
+        break;
+    case SWARM_ACT_FETCH:
+        fetch(dl, a->index, a->last);
+        break;
+    case SWARM_ACT_HASH_HELD:
+        hash_held(dl, a->index);
+        break;
+    case SWARM_ACT_FALLBACK:
+        if (!dl->ended) {
+            dl->ended = true;
+            dl->ops.on_end(dl->arg, a->rc);
+        }
+        break;
+    case SWARM_ACT_CLOSE:
+        close_dl(dl);
+        break;
     }
 }
 
-/* No progress for stall-timeout (peers gone, the tracker down, leases lost
- * with it): fetch every missing piece from upstream ourselves, as if leased,
- * keeping all the swarm already delivered. If that stalls too, give up and
- * let blob_fetch download plainly from the verified prefix. */
-static bool self_lease(struct swarm_dl *dl)
+/* Drains the core's actions. Actions may feed the core events that queue
+ * more; the outermost call runs them all. */
+static void run(struct swarm_dl *dl)
 {
-    if (dl->self_leased || dl->lreq)
-        return false;
-    uint32_t *l = malloc((dl->npieces ? dl->npieces : 1) * sizeof(*l));
-    size_t n = 0;
-    if (!l)
-        return false;
-    for (uint32_t i = 0; i < dl->npieces; i++)
-        if (!wire_bit_get(dl->have, i))
-            l[n++] = i;
-    if (n == 0) {
-        free(l);
-        return false;
-    }
-    free(dl->lease);
-    dl->lease = l;
-    dl->nlease = n;
-    dl->lpos = 0;
-    for (size_t i = 0; i < n; i++)
-        piece_picker_set_excluded(dl->pp, l[i], true);
-    dl->self_leased = true;
-    dl->last_progress = now_ms(dl->s);
-    dl->s->stats.fallbacks++;
-    LOG(WARN, COMP,
-        "digest=%s no progress for %" PRIu64 " ms: fetching the %zu missing pieces "
-        "from upstream",
-        dl->d.str, dl->s->cfg.stall_timeout_ms, n);
-    lease_next(dl);
-    return true;
+    struct swarm_act a;
+    if (dl->draining)
+        return;
+    dl->draining = true;
+    while (swarm_core_next_action(dl->core, &a))
+        execute(dl, &a);
+    dl->draining = false;
 }
 
 static void tick(uv_timer_t *t)
 {
     struct swarm_dl *dl = t->data;
-    uint64_t now = now_ms(dl->s);
-    if (dl->state == DL_DONE)
-        return;
-    if (dl->state == DL_SEEDING && now >= dl->seed_until) {
-        dl_close(dl);
-        return;
-    }
-    if (dl->state == DL_RUNNING && !dl->ended && dl->table &&
-        now - dl->last_progress > dl->s->cfg.stall_timeout_ms) {
-        if (!self_lease(dl))
-            swarm_dl_end(dl, SHOAL_ETIMEOUT);
-        return;
-    }
-    if (dl->lease_rate_paused && dl->lreq) {
-        dl->lease_rate_paused = false;
+    if (dl->lease_paused && dl->lreq) {
+        dl->lease_paused = false;
         upstream_req_resume(dl->lreq);
     }
-    swarm_serve_deferred(dl);
-    if (dl->state == DL_RUNNING && (dl->s->cfg.ingress && ratelimit_rate(dl->s->cfg.ingress)))
-        swarm_try_request_all(dl);
-    if (!dl->areq && now >= dl->next_announce)
-        announce(dl);
+    swarm_core_tick(dl->core, now_ms(dl->s));
+    run(dl);
 }
 
-/* --- public --- */
+/* ---- life cycle ---------------------------------------------------------------- */
 
-int swarm_dl_start(struct swarm *s, const struct oci_digest *d, uint64_t size, uint64_t start,
-                   int fd, struct hash_ctx *hash, const struct upstream_def *def, const char *repo,
-                   const struct swarm_dl_ops *ops, void *arg, struct swarm_dl **out)
+static void swarm_maybe_free(struct swarm *s)
+{
+    if (!s->closing || s->dls || s->listener)
+        return;
+    if (s->secret)
+        OPENSSL_cleanse(s->secret, s->cfg.secret_len);
+    free(s->secret);
+    free(s);
+}
+
+static void dl_unlink(struct swarm_dl *dl)
+{
+    struct swarm_dl **pp = &dl->s->dls;
+    while (*pp && *pp != dl)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = dl->next;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    struct swarm_dl *dl = h->data;
+    dl->timer_closed = true;
+    dl_maybe_free(dl);
+}
+
+static void dl_maybe_free(struct swarm_dl *dl)
+{
+    if (!dl->closed || !dl->timer_closed || dl->areq || dl->lreq || dl->peers || dl->draining)
+        return;
+    struct swarm *s = dl->s;
+    dl_unlink(dl);
+    if (dl->fd >= 0)
+        close(dl->fd);
+    swarm_core_destroy(dl->core);
+    upstream_def_dispose(&dl->def);
+    free(dl->repo);
+    free(dl->lbuf);
+    free(dl);
+    swarm_maybe_free(s);
+}
+
+int swarm_dl_start(struct swarm *s, struct partial_blob *pb, const struct upstream_def *def,
+                   const char *repo, const struct swarm_dl_ops *ops, void *arg,
+                   struct swarm_dl **out)
 {
     if (s->closing)
         return SHOAL_ECANCELED;
@@ -604,63 +596,63 @@ int swarm_dl_start(struct swarm *s, const struct oci_digest *d, uint64_t size, u
     if (!dl)
         return -ENOMEM;
     dl->s = s;
-    dl->d = *d;
-    dl->size = size;
-    dl->hashed = start;
-    dl->hash = hash;
+    dl->pb = pb;
+    dl->d = *partial_digest(pb);
+    dl->size = partial_size(pb);
     dl->ops = *ops;
     dl->arg = arg;
-    dl->seed_fd = -1;
-    dl->fd = dup(fd);
+    dl->fd = fcntl(partial_fd(pb), F_DUPFD_CLOEXEC, 0);
     dl->repo = strdup(repo);
-    dl->timer_closed = true;
-    if (dl->fd < 0 || !dl->repo || upstream_def_copy(&dl->def, def) < 0) {
+    struct swarm_core_config cc = {
+        .digest = dl->d.str,
+        .size = dl->size,
+        .self_addr = s->advertise,
+        .stall_timeout_ms = s->cfg.stall_timeout_ms,
+        .seed_time_ms = s->cfg.seed_time_ms,
+        .max_peers = s->cfg.max_peers,
+        .max_inflight = SWARM_MAX_INFLIGHT,
+        .ban_time_ms = s->cfg.ban_time_ms,
+        .bans = &s->bans,
+        .ingress = s->cfg.ingress,
+        .egress = s->cfg.egress,
+        .stats = &s->stats,
+        .rand = rng_next,
+        .rand_arg = s,
+    };
+    int rc = -ENOMEM;
+    if (dl->fd < 0 || !dl->repo || upstream_def_copy(&dl->def, def) < 0 ||
+        (rc = swarm_core_create(&cc, &dl->core)) < 0) {
         if (dl->fd >= 0)
             close(dl->fd);
         free(dl->repo);
         upstream_def_dispose(&dl->def);
         free(dl);
-        return -ENOMEM;
+        return rc;
     }
     uv_timer_init(s->loop, &dl->timer);
     dl->timer.data = dl;
-    dl->timer_closed = false;
-    dl->last_progress = now_ms(s);
-    dl->next_announce = 0;
     dl->next = s->dls;
     s->dls = dl;
-    s->stats.swarms_active++;
     /* The first announce goes out on the first tick, never from here. */
-    uv_timer_start(&dl->timer, tick, 0, TICK_MS);
-    LOG(INFO, COMP, "digest=%s swarm start size=%" PRIu64 " from=%" PRIu64, d->str, size, start);
+    uv_timer_start(&dl->timer, tick, 0, SWARM_TICK_MS);
+    LOG(INFO, COMP, "digest=%s swarm start size=%" PRIu64 " held=%" PRIu32, dl->d.str, dl->size,
+        partial_pieces_held(pb));
     *out = dl;
     return 0;
 }
 
-void swarm_dl_finish(struct swarm_dl *dl, int seed_fd)
+void swarm_dl_finish(struct swarm_dl *dl, bool seed)
 {
     dl->ended = true; /* no callbacks after this */
+    dl->pb = NULL;
     if (dl->lreq)
         upstream_req_cancel(dl->lreq);
-    if (seed_fd >= 0 && dl->table && dl->state == DL_RUNNING && !dl->s->closing &&
-        (dl->seed_fd = dup(seed_fd)) >= 0) {
-        dl->state = DL_SEEDING;
-        for (uint32_t i = 0; i < dl->npieces; i++)
-            if (!wire_bit_get(dl->have, i)) {
-                wire_bit_set(dl->have, i);
-                for (struct dl_peer *p = dl->peers; p; p = p->next)
-                    if (p->ready)
-                        peer_conn_send_have(p->c, i);
-            }
-        dl->nhave = dl->npieces;
-        dl->seed_until = now_ms(dl->s) + dl->s->cfg.seed_time_ms;
-        dl->next_announce = now_ms(dl->s);
-        LOG(INFO, COMP, "digest=%s complete; seeding for %" PRIu64 " ms", dl->d.str,
-            dl->s->cfg.seed_time_ms);
-        return;
-    }
-    dl_close(dl);
-    swarm_dl_maybe_free(dl);
+    if (seed && !dl->s->closing)
+        swarm_core_complete(dl->core, now_ms(dl->s));
+    else
+        swarm_core_stop(dl->core);
+    run(dl);
+    dl_maybe_free(dl);
 }
 
 int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
@@ -686,14 +678,11 @@ int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
         s->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)uv_hrtime();
     s->pcfg.secret = s->secret;
     s->pcfg.secret_len = cfg->secret_len;
-    /* Two whole-piece requests per peer keep every link busy with several
-     * peers, and a request never queues long behind others at a busy peer
-     * (what delays the last pieces most). */
     s->pcfg.max_inflight = SWARM_MAX_INFLIGHT;
     rc = peer_conn_make_id(s->pcfg.my_id);
     if (rc < 0)
         goto fail;
-    rc = peer_listener_create(loop, &s->pcfg, cfg->peer_listen, swarm_lookup, s, &s->listener);
+    rc = peer_listener_create(loop, &s->pcfg, cfg->peer_listen, lookup, s, &s->listener);
     if (rc < 0) {
         LOG(ERROR, COMP, "cannot listen for peers on %s: %s", cfg->peer_listen, shoal_strerror(rc));
         goto fail;
@@ -745,8 +734,10 @@ void swarm_destroy(struct swarm *s)
     while (dl) {
         struct swarm_dl *next = dl->next;
         dl->ended = true;
-        dl_close(dl);
-        swarm_dl_maybe_free(dl);
+        dl->pb = NULL;
+        swarm_core_stop(dl->core);
+        run(dl);
+        dl_maybe_free(dl);
         dl = next;
     }
     if (s->listener)

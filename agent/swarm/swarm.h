@@ -1,16 +1,17 @@
-/* Peer-to-peer downloads (docs/protocol.md): one `struct swarm` per agent
- * holds the tracker client and the peer listener; one `struct swarm_dl` per
- * blob being downloaded or seeded.
+/* Peer-to-peer downloads, the libuv shell (docs/protocol.md): one `struct
+ * swarm` per agent holds the tracker client, the peer listener, the ban list
+ * and the counters; one `struct swarm_dl` per blob being downloaded or
+ * seeded runs a pure swarm core (swarm_core.h) and carries out what it
+ * decides: announces, peer connections, piece requests and answers, upstream
+ * lease fetches.
  *
- * A swarm_dl writes verified pieces into the caller's partial file: pieces
- * of its upstream lease fetched with Range requests (their hashes reported
- * to the tracker), the others from peers, each checked against the
- * tracker's piece hash (never the sender's). The contiguous verified prefix
- * is fed, in order, to the caller's whole-blob hash and reported through
- * on_prefix. When every byte is hashed, on_end(0) fires and the caller checks
- * the digest and commits; when the swarm cannot go on (tracker unreachable
- * at the start, no progress for stall-timeout), on_end(rc < 0) fires and the
- * caller falls back to upstream from the last reported prefix.
+ * A swarm_dl writes verified pieces into the owner's partial blob: pieces of
+ * its upstream lease fetched with Range requests (their hashes reported to
+ * the tracker), the others from peers, each checked against the tracker's
+ * piece hash (never the sender's). The partial blob hashes the contiguous
+ * prefix and releases it to clients. When the swarm cannot go on (tracker
+ * unreachable at the start, no progress for stall-timeout), on_end(rc < 0)
+ * fires and the owner falls back to upstream.
  */
 #ifndef SHOAL_SWARM_H
 #define SHOAL_SWARM_H
@@ -21,11 +22,12 @@
 
 #include <uv.h>
 
+#include "cache/partial.h"
 #include "config/agent_config.h"
-#include "shoal/hash.h"
 #include "shoal/http_client.h"
 #include "shoal/oci.h"
 #include "shoal/ratelimit.h"
+#include "swarm/swarm_core.h"
 #include "upstream/upstream.h"
 
 struct swarm;
@@ -46,15 +48,6 @@ struct swarm_config {
     struct ratelimit *egress;  /* piece bytes out to peers; borrowed, NULL = unlimited */
 };
 
-struct swarm_stats {
-    uint64_t peer_rx_bytes;
-    uint64_t peer_tx_bytes;
-    uint64_t pieces_verified;
-    uint64_t pieces_rejected;
-    uint64_t swarms_active;
-    uint64_t fallbacks;
-};
-
 int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
                  const struct swarm_config *cfg, struct swarm **out);
 /* Stops every download and seed and closes the listener; frees the swarm
@@ -67,22 +60,23 @@ bool swarm_wants(const struct swarm *s, uint64_t size);
 int swarm_peer_port(const struct swarm *s);
 
 struct swarm_dl_ops {
-    /* The verified prefix [0, hashed) is on disk and fed to the hash. */
-    void (*on_prefix)(void *arg, uint64_t hashed);
-    /* Exactly once: 0 when every byte is hashed, else the reason to fall back. */
+    /* At most once: the swarm cannot deliver (rc < 0); fetch the rest from
+     * upstream. Call swarm_dl_finish from here or later. */
     void (*on_end)(void *arg, int rc);
 };
 
-/* Starts a swarm download of d (size bytes) into fd, feeding hash, whose
- * state must cover exactly [0, start) (a resumed prefix). fd, hash, ops/arg
- * are borrowed until on_end; def and repo are copied. */
-int swarm_dl_start(struct swarm *s, const struct oci_digest *d, uint64_t size, uint64_t start,
-                   int fd, struct hash_ctx *hash, const struct upstream_def *def, const char *repo,
-                   const struct swarm_dl_ops *ops, void *arg, struct swarm_dl **out);
+/* Starts a swarm download into pb, a partial blob that is ready (its resume
+ * check done) and not streaming. pb, ops and arg are borrowed until
+ * swarm_dl_finish; def and repo are copied. */
+int swarm_dl_start(struct swarm *s, struct partial_blob *pb, const struct upstream_def *def,
+                   const char *repo, const struct swarm_dl_ops *ops, void *arg,
+                   struct swarm_dl **out);
 
-/* The caller is done with the download (after on_end, or to abandon it).
- * seed_fd >= 0 (duplicated here) keeps the blob served to peers for
- * seed-time; -1 leaves the swarm. No callback fires after this. */
-void swarm_dl_finish(struct swarm_dl *dl, int seed_fd);
+/* The owner is done with the download (after on_end, or to abandon it, or
+ * because the partial blob completed). seed: the blob is committed; keep
+ * serving it to peers for seed-time from the partial's descriptor (which
+ * the swarm duplicated at the start). No callback fires after this, and pb
+ * is not touched again. */
+void swarm_dl_finish(struct swarm_dl *dl, bool seed);
 
 #endif
