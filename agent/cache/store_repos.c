@@ -339,7 +339,7 @@ int store_repos_add(struct store_repos *rs, const struct oci_digest *d, const ch
             return rc;
         e = r->items;
     }
-    /* An incomplete blob's entries wait for store_partial_commit. */
+    /* An incomplete blob's entries wait for store_repos_on_commit. */
     if (!complete || e->on_disk)
         return 0;
     return rset_flush(rs, r, d);
