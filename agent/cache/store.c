@@ -562,7 +562,7 @@ int store_partial_commit(struct store *s, const struct oci_digest *d, int fd)
         LOG(ERROR, COMP, "op=commit digest=%s err=%s", d->str, shoal_errname(rc));
         return rc;
     }
-    store_repos_on_commit(s->repos, d);
+    store_rset_on_commit(s, d);
     LOG(INFO, COMP, "committed digest=%s size=%llu", d->str, (unsigned long long)size);
 
     /* The fresh blob is about to be read: evict others first. */

@@ -52,4 +52,12 @@ static inline int store_ensure_algo_dir(const struct store *s, const char *top,
     return store_dir_ensure_algo(s->dir, top, a);
 }
 
+/* A blob just became complete: its repository set writes the names recorded
+ * while it was partial into the sidecar. Best effort. (The name the partial
+ * download code in store.c calls.) */
+static inline void store_rset_on_commit(struct store *s, const struct oci_digest *d)
+{
+    store_repos_on_commit(s->repos, d);
+}
+
 #endif
