@@ -1,5 +1,7 @@
-/* The OCI pull API: routing, manifests, pass-through and control endpoints.
- * Blobs are in mirror_blob.c. */
+/* The OCI pull API: routing, pass-through (tags/list, referrers), control
+ * endpoints and metrics. Manifests are served by mirror_manifest.c and blobs
+ * by mirror_blob.c; the request object, error answers and confirmations they
+ * all use are in mirror_req.c, at the bottom. */
 #include "api/mirror.h"
 
 #include <errno.h>
@@ -8,136 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/mirror_internal.h"
+#include "api/mirror_blob.h"
+#include "api/mirror_manifest.h"
+#include "api/mirror_req.h"
 #include "api/prewarm.h"
 #include "shoal/error.h"
-#include "shoal/hash.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
 
-#define MANIFEST_MAX (4 * 1024 * 1024)
 #define PASSTHROUGH_MAX (4 * 1024 * 1024)
-#define CONFIRMED_MAX 100000
-
-/* What containerd sends when a client gives no Accept header of its own. */
-static const char DEFAULT_ACCEPT[] =
-    "Accept: application/vnd.docker.distribution.manifest.v2+json, "
-    "application/vnd.docker.distribution.manifest.list.v2+json, "
-    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*";
-
-static uint64_t now_ms(struct mirror *m)
-{
-    return uv_now(m->deps.loop);
-}
-
-/* --- confirmations: which repository holds which digest --- */
-
-static void confirm_key(char *key, size_t len, const char *host, const char *repo,
-                        const struct oci_digest *d)
-{
-    snprintf(key, len, "%s/%s@%s", host, repo, d->str);
-}
-
-void mirror_confirm(struct mirror *m, const char *host, const char *repo,
-                    const struct oci_digest *d, uint64_t size)
-{
-    char key[OCI_NAME_MAX * 2 + 160];
-    confirm_key(key, sizeof(key), host, repo, d);
-    /* A crude bound: forgetting confirmations only costs upstream HEADs. */
-    if (json_object_size(m->confirmed) >= CONFIRMED_MAX)
-        json_object_clear(m->confirmed);
-    uint64_t exp = now_ms(m) + (uint64_t)m->deps.cfg->repo_check_ttl_ms;
-    json_object_set_new(
-        m->confirmed, key,
-        json_pack("[II]", (json_int_t)exp, (json_int_t)(size == UINT64_MAX ? -1 : (int64_t)size)));
-    store_repo_add(m->deps.store, d, host, repo);
-}
-
-bool mirror_confirmed(struct mirror *m, const char *host, const char *repo,
-                      const struct oci_digest *d, uint64_t *size)
-{
-    char key[OCI_NAME_MAX * 2 + 160];
-    confirm_key(key, sizeof(key), host, repo, d);
-    json_t *v = json_object_get(m->confirmed, key);
-    if (!v)
-        return false;
-    json_int_t exp = json_integer_value(json_array_get(v, 0));
-    if ((uint64_t)exp <= now_ms(m)) {
-        json_object_del(m->confirmed, key);
-        return false;
-    }
-    json_int_t sz = json_integer_value(json_array_get(v, 1));
-    *size = sz < 0 ? UINT64_MAX : (uint64_t)sz;
-    return true;
-}
 
 /* --- answers --- */
-
-int mreq_start(struct mreq *r, int status, const struct http_header *headers)
-{
-    struct http_header all[24];
-    size_t n = 0;
-    all[n++] = (struct http_header){"Docker-Distribution-API-Version", "registry/2.0"};
-    if (r->ns[0])
-        all[n++] = (struct http_header){"OCI-Namespace", r->ns};
-    for (size_t i = 0; headers && headers[i].name && n < 23; i++)
-        all[n++] = headers[i];
-    all[n].name = NULL;
-    r->status = status;
-    return http_response_start(r->req, status, all);
-}
-
-static void json_escape(struct buf *out, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            buf_printf(out, "\\%c", c);
-        else if (c < 0x20)
-            buf_printf(out, "\\u%04x", c);
-        else
-            buf_append(out, s, 1);
-    }
-}
-
-static void error_json(struct buf *out, const char *code, const char *message)
-{
-    buf_printf(out, "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
-    json_escape(out, message);
-    buf_printf(out, "\",\"detail\":null}]}\n");
-}
-
-void mreq_error(struct mreq *r, int status, const char *code, const char *message,
-                const struct http_header *extra)
-{
-    struct buf body;
-    char len[32];
-    struct http_header hs[8];
-    size_t n = 0;
-    buf_init(&body, 8192);
-    error_json(&body, code, message);
-    snprintf(len, sizeof(len), "%zu", body.len);
-    hs[n++] = (struct http_header){"Content-Type", "application/json"};
-    hs[n++] = (struct http_header){"Content-Length", len};
-    for (size_t i = 0; extra && extra[i].name && n < 6; i++)
-        hs[n++] = extra[i];
-    char hmsg[512];
-    if (r->req->is_head) { /* no body to read the message from */
-        size_t i = 0;
-        for (; message[i] && i < sizeof(hmsg) - 1; i++)
-            hmsg[i] = (unsigned char)message[i] < 0x20 || message[i] == 0x7f ? ' ' : message[i];
-        hmsg[i] = '\0';
-        hs[n++] = (struct http_header){"X-Shoal-Error", hmsg};
-    }
-    hs[n].name = NULL;
-    if (mreq_start(r, status, hs) == 0) {
-        http_response_write(r->req, body.data, body.len);
-        if (!r->req->is_head)
-            r->bytes += body.len;
-    }
-    http_response_end(r->req);
-    buf_dispose(&body);
-}
 
 const char *mirror_error_body(int status, const char *message, struct buf *out)
 {
@@ -148,61 +31,8 @@ const char *mirror_error_body(int status, const char *message, struct buf *out)
         code = "INVALID_REQUEST";
     else if (status == 408)
         code = "TIMEOUT";
-    error_json(out, code, message);
+    mreq_error_json(out, code, message);
     return "application/json";
-}
-
-void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown_code,
-                         const struct http_client_response *resp)
-{
-    char msg[1024];
-    if (rc == SHOAL_ENOSPACE) {
-        mreq_error(r, 503, "UNAVAILABLE", "the cache has no room for this blob", NULL);
-        return;
-    }
-    if (rc == SHOAL_EDIGEST_MISMATCH) {
-        mreq_error(r, 502, "UNAVAILABLE", "upstream content did not match its digest", NULL);
-        return;
-    }
-    switch (status) {
-    case 401:
-        snprintf(msg, sizeof(msg), "upstream %s refused the agent's credentials for %s",
-                 r->def->host, r->repo);
-        mreq_error(r, 401, "UNAUTHORIZED", msg, NULL);
-        return;
-    case 403:
-        snprintf(msg, sizeof(msg), "upstream %s denied access to %s", r->def->host, r->repo);
-        mreq_error(r, 403, "DENIED", msg, NULL);
-        return;
-    case 404:
-        snprintf(msg, sizeof(msg), "%s not found in %s/%s", r->ref, r->def->host, r->repo);
-        mreq_error(r, 404, unknown_code, msg, NULL);
-        return;
-    case 429: {
-        char ra[32] = "1";
-        if (resp)
-            http_client_response_header(resp, "Retry-After", ra, sizeof(ra));
-        struct http_header h[] = {{"Retry-After", ra}, {NULL, NULL}};
-        snprintf(msg, sizeof(msg), "upstream %s is rate limiting requests", r->def->host);
-        mreq_error(r, 429, "TOOMANYREQUESTS", msg, h);
-        return;
-    }
-    default:
-        break;
-    }
-    if (status > 0)
-        snprintf(msg, sizeof(msg), "upstream %s answered %d", r->def->host, status);
-    else
-        snprintf(msg, sizeof(msg), "upstream %s unreachable: %s", r->def->host, shoal_strerror(rc));
-    mreq_error(r, 503, "UNAVAILABLE", msg, NULL);
-}
-
-bool mreq_maybe_free(struct mreq *r)
-{
-    if (r->req || r->ureq || r->reader)
-        return false;
-    free(r);
-    return true;
 }
 
 static void on_req_close(struct http_request *req, void *arg)
@@ -224,195 +54,6 @@ static void on_req_close(struct http_request *req, void *arg)
     if (r->ureq)
         upstream_req_cancel(r->ureq); /* its on_done frees r */
     mreq_maybe_free(r);
-}
-
-/* --- manifests --- */
-
-static void serve_manifest(struct mreq *r, const struct oci_digest *d, const char *mt,
-                           const char *body, size_t len)
-{
-    char clen[32];
-    char etag[150];
-    snprintf(clen, sizeof(clen), "%zu", len);
-    snprintf(etag, sizeof(etag), "\"%s\"", d->str);
-    struct http_header hs[] = {
-        {"Content-Type", mt && mt[0] ? mt : "application/vnd.oci.image.manifest.v1+json"},
-        {"Content-Length", clen},
-        {"Docker-Content-Digest", d->str},
-        {"ETag", etag},
-        {NULL, NULL},
-    };
-    if (mreq_start(r, 200, hs) == 0 && !r->req->is_head) {
-        http_response_write(r->req, body, len);
-        r->bytes += len;
-        r->m->client_tx_bytes += len;
-    }
-    http_response_end(r->req);
-}
-
-/* Serves a cached manifest; false if it is not cached. */
-static bool serve_cached_manifest(struct mreq *r, const struct oci_digest *d)
-{
-    struct buf body;
-    char mt[256];
-    buf_init(&body, MANIFEST_MAX);
-    int rc = store_manifest_get(r->m->deps.store, d, &body, mt, sizeof(mt));
-    if (rc == 0)
-        serve_manifest(r, d, mt, body.data, body.len);
-    buf_dispose(&body);
-    return rc == 0;
-}
-
-/* Upstream could not answer a tag: serve the last known answer if we have one. */
-static bool serve_stale_tag(struct mreq *r)
-{
-    char digest[136];
-    char mt[256];
-    struct oci_digest d;
-    if (store_tag_get(r->m->deps.store, r->def->host, r->repo, r->ref, digest, mt, sizeof(mt)) < 0)
-        return false;
-    if (oci_digest_parse(digest, strlen(digest), &d) < 0)
-        return false;
-    r->source = "stale";
-    if (!serve_cached_manifest(r, &d))
-        return false;
-    r->m->stale_answers++;
-    LOG(WARN, "mirror", "stale=true upstream=%s repo=%s tag=%s digest=%s reason=unreachable",
-        r->def->host, r->repo, r->ref, d.str);
-    return true;
-}
-
-static void manifest_done(void *arg, int rc, const struct http_client_response *resp)
-{
-    struct mreq *r = arg;
-    struct mirror *m = r->m;
-    r->ureq = NULL;
-    if (!r->req) {
-        mreq_maybe_free(r);
-        return;
-    }
-    int status = resp ? (int)resp->status : 0;
-    if (rc < 0 || status != 200) {
-        if (upstream_unreachable(rc, status)) {
-            if (!r->by_digest && serve_stale_tag(r))
-                return;
-            if (r->by_digest && store_repo_has(m->deps.store, &r->d, r->def->host, r->repo)) {
-                r->source = "stale";
-                if (serve_cached_manifest(r, &r->d))
-                    return;
-            }
-        }
-        mreq_upstream_error(r, rc, status, "MANIFEST_UNKNOWN", resp);
-        return;
-    }
-
-    /* Which digest is this? By digest: the one asked for, verified. By tag:
-     * computed from the bytes, and checked against what upstream claims. */
-    struct oci_digest d;
-    char hex[129];
-    struct hash_ctx h;
-    char claimed[160];
-    enum oci_digest_algo algo = r->by_digest ? r->d.algo : OCI_DIGEST_SHA256;
-    if (hash_init(&h, algo) < 0) {
-        mreq_error(r, 500, "UNKNOWN", "out of memory", NULL);
-        return;
-    }
-    hash_update(&h, resp->body.data ? resp->body.data : "", resp->body.len);
-    hash_final_hex(&h, hex);
-    hash_dispose(&h);
-    char dstr[140];
-    snprintf(dstr, sizeof(dstr), "%s:%s", algo == OCI_DIGEST_SHA256 ? "sha256" : "sha512", hex);
-    oci_digest_parse(dstr, strlen(dstr), &d);
-    bool bad = r->by_digest && strcmp(d.str, r->d.str) != 0;
-    if (!r->by_digest &&
-        http_client_response_header(resp, "Docker-Content-Digest", claimed, sizeof(claimed)) &&
-        strncmp(claimed, "sha256:", 7) == 0 && strcmp(claimed, d.str) != 0)
-        bad = true;
-    if (bad) {
-        m->manifest_mismatches++;
-        LOG(ERROR, "mirror", "manifest digest mismatch upstream=%s repo=%s ref=%s got=%s",
-            r->def->host, r->repo, r->ref, d.str);
-        mreq_error(r, 502, "MANIFEST_INVALID", "upstream manifest did not match its digest", NULL);
-        return;
-    }
-    char mt[256] = "";
-    http_client_response_header(resp, "Content-Type", mt, sizeof(mt));
-    store_manifest_put(m->deps.store, &d, mt, resp->body.data ? resp->body.data : "",
-                       resp->body.len);
-    mirror_confirm(m, r->def->host, r->repo, &d, resp->body.len);
-    if (!r->by_digest) {
-        store_tag_put(m->deps.store, r->def->host, r->repo, r->ref, d.str, mt);
-        if (m->deps.cfg->tag_cache_ttl_ms > 0) {
-            char key[OCI_NAME_MAX * 2 + OCI_TAG_MAX + 4];
-            snprintf(key, sizeof(key), "%s/%s:%s", r->def->host, r->repo, r->ref);
-            uint64_t exp = now_ms(m) + (uint64_t)m->deps.cfg->tag_cache_ttl_ms;
-            json_object_set_new(m->tags, key, json_pack("[Iss]", (json_int_t)exp, d.str, mt));
-        }
-    }
-    r->source = "upstream";
-    serve_manifest(r, &d, mt, resp->body.data ? resp->body.data : "", resp->body.len);
-}
-
-/* A tag answered from the short tag cache, if it is fresh. */
-static bool serve_cached_tag(struct mreq *r)
-{
-    struct mirror *m = r->m;
-    if (m->deps.cfg->tag_cache_ttl_ms <= 0)
-        return false;
-    char key[OCI_NAME_MAX * 2 + OCI_TAG_MAX + 4];
-    snprintf(key, sizeof(key), "%s/%s:%s", r->def->host, r->repo, r->ref);
-    json_t *v = json_object_get(m->tags, key);
-    if (!v)
-        return false;
-    if ((uint64_t)json_integer_value(json_array_get(v, 0)) <= now_ms(m)) {
-        json_object_del(m->tags, key);
-        return false;
-    }
-    struct oci_digest d;
-    const char *ds = json_string_value(json_array_get(v, 1));
-    if (!ds || oci_digest_parse(ds, strlen(ds), &d) < 0)
-        return false;
-    r->source = "cache";
-    return serve_cached_manifest(r, &d);
-}
-
-static void handle_manifest(struct mreq *r)
-{
-    struct mirror *m = r->m;
-    uint64_t size;
-    if (r->by_digest && mirror_confirmed(m, r->def->host, r->repo, &r->d, &size)) {
-        r->source = "cache";
-        if (serve_cached_manifest(r, &r->d))
-            return;
-    }
-    if (!r->by_digest && serve_cached_tag(r))
-        return;
-
-    char path[OCI_NAME_MAX + OCI_TAG_MAX + 200];
-    snprintf(path, sizeof(path), "/v2/%s/manifests/%s", r->repo, r->ref);
-    const char *accept = http_request_header(r->req, "Accept");
-    char accept_hdr[2048];
-    const char *headers[2] = {DEFAULT_ACCEPT, NULL};
-    if (accept && strlen(accept) < sizeof(accept_hdr) - 10) {
-        snprintf(accept_hdr, sizeof(accept_hdr), "Accept: %s", accept);
-        headers[0] = accept_hdr;
-    }
-    struct upstream_req_opts o = {
-        .def = r->def,
-        .repo = r->repo,
-        .method = "GET",
-        .path = path,
-        .headers = headers,
-        .max_body = MANIFEST_MAX,
-        .on_done = manifest_done,
-        .arg = r,
-    };
-    r->source = "upstream";
-    int rc = upstream_request(m->deps.up, &o, &r->ureq);
-    if (rc < 0) {
-        r->ureq = NULL;
-        mreq_upstream_error(r, rc, 0, "MANIFEST_UNKNOWN", NULL);
-    }
 }
 
 /* --- tags/list and referrers: passed through --- */
@@ -753,7 +394,7 @@ void mirror_handle(struct http_request *req, void *ctx)
     }
     switch (r->kind) {
     case MREQ_MANIFEST:
-        handle_manifest(r);
+        mirror_manifest(r);
         break;
     case MREQ_BLOB:
         mirror_blob(r);

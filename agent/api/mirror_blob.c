@@ -1,12 +1,15 @@
-/* GET/HEAD /v2/<name>/blobs/<digest>: from the cache with sendfile, or
- * streamed from a shared, verified download. */
+/* GET/HEAD /v2/<name>/blobs/<digest> (mirror_blob.h): from the cache with
+ * sendfile, or streamed from a shared, verified download. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
-#include "api/mirror_internal.h"
+#include "api/mirror_blob.h"
+#include "cache/store.h"
+#include "fetch/blob_fetch.h"
+#include "upstream/upstream.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/range.h"

@@ -1,12 +1,14 @@
 /* The agent's on-disk cache. Layout and semantics are described in store.h.
  *
  * Every file name is built from a parsed digest or from host/repository
- * names checked in store_meta.c, so nothing from a client reaches a path unchecked.
- * Writes go through tmp/ and rename(2), so a crash leaves either the old
- * entry or the new one under its final name, never a torn file.
+ * names checked in store_fs.c, so nothing from a client reaches a path
+ * unchecked. Writes go through tmp/ and rename(2), so a crash leaves either
+ * the old entry or the new one under its final name, never a torn file.
  *
- * Manifests, tags and the repository sidecars live in store_meta.c; the
- * struct and the helpers both files use are in store_internal.h.
+ * This file owns the blobs, the partial downloads and eviction. It calls
+ * down into the repository sets (store_repos.c) on eviction and commit, and
+ * into the file-system helpers (store_fs.c); manifests and tags live beside
+ * it in store_meta.c. store_internal.h has the struct and the layering.
  */
 #define _GNU_SOURCE
 #include "cache/store.h"
@@ -15,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,12 @@
 #include <unistd.h>
 
 #include "cache/lru.h"
+#include "cache/store_fs.h"
+#include "cache/store_internal.h"
+#include "cache/store_repos.h"
 #include "shoal/error.h"
 #include "shoal/hash.h"
 #include "shoal/log.h"
-
-#include "cache/store_internal.h"
 
 #define COMP "store"
 /* Refresh a blob's mtime at most this often, so that the LRU order survives
@@ -59,118 +61,6 @@ static uint64_t mtime_ms(const struct stat *st)
     if (st->st_mtim.tv_sec < 0)
         return 0;
     return (uint64_t)st->st_mtim.tv_sec * 1000 + (uint64_t)st->st_mtim.tv_nsec / 1000000;
-}
-
-static const char *algo_name(enum oci_digest_algo a)
-{
-    return a == OCI_DIGEST_SHA512 ? "sha512" : "sha256";
-}
-
-int store_path_fmt(char *out, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(out, cap, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap)
-        return -ENAMETOOLONG;
-    return 0;
-}
-
-/* <dir>/<top>/<algo>/<hex><suffix>, top being "blobs", "partial" or "manifests". */
-int store_digest_path(const struct store *s, const char *top, const struct oci_digest *d,
-                      const char *suffix, char *out, size_t cap)
-{
-    return store_path_fmt(out, cap, "%s/%s/%s/%s%s", s->dir, top, algo_name(d->algo), d->hex,
-                          suffix);
-}
-
-int store_mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    memcpy(tmp, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (tmp[i] != '/' && tmp[i] != '\0')
-            continue;
-        char c = tmp[i];
-        tmp[i] = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return -errno;
-        tmp[i] = c;
-    }
-    return 0;
-}
-
-/* Creates <dir>/<top>/<algo> for algorithms other than sha256, whose
- * directories store_open does not create up front. */
-int store_ensure_algo_dir(const struct store *s, const char *top, enum oci_digest_algo a)
-{
-    char p[PATH_MAX];
-    if (a == OCI_DIGEST_SHA256)
-        return 0;
-    int rc = store_path_fmt(p, sizeof(p), "%s/%s/%s", s->dir, top, algo_name(a));
-    if (rc == 0)
-        rc = store_mkdir_p(p);
-    return rc;
-}
-
-int store_write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Reads until len bytes or end of file. Returns the count or -errno. */
-ssize_t store_read_all(int fd, void *data, size_t len)
-{
-    char *p = data;
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = read(fd, p + got, len - got);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    return (ssize_t)got;
-}
-
-/* Makes a rename durable. Best effort: failure only weakens crash safety. */
-static void sync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    (void)fsync(fd);
-    close(fd);
-}
-
-void store_sync_parent(const char *path)
-{
-    char p[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash || (size_t)(slash - path) >= sizeof(p))
-        return;
-    memcpy(p, path, (size_t)(slash - path));
-    p[slash - path] = '\0';
-    sync_dir(p);
 }
 
 /* --- partial table --- */
@@ -205,10 +95,7 @@ static void on_victim(const char *key, uint64_t size, void *arg)
     if (store_digest_path(s, "blobs", &d, "", path, sizeof(path)) == 0 && unlink(path) != 0 &&
         errno != ENOENT)
         LOG(WARN, COMP, "op=unlink path=%s err=%s", path, shoal_errname(-errno));
-    if (store_digest_path(s, "blobs", &d, ".repos", path, sizeof(path)) == 0 && unlink(path) != 0 &&
-        errno != ENOENT)
-        LOG(WARN, COMP, "op=unlink path=%s err=%s", path, shoal_errname(-errno));
-    store_rset_drop(s, key);
+    store_repos_delete(s->repos, &d);
     LOG(INFO, COMP, "evicted digest=%s size=%llu", key, (unsigned long long)size);
 }
 
@@ -288,7 +175,7 @@ static int scan_blobs(struct store *s, enum oci_digest_algo algo)
     size_t n = 0;
     size_t cap = 0;
     DIR *dp = NULL;
-    int rc = store_path_fmt(path, sizeof(path), "%s/blobs/%s", s->dir, algo_name(algo));
+    int rc = store_path_fmt(path, sizeof(path), "%s/blobs/%s", s->dir, store_algo_name(algo));
     if (rc)
         goto out;
     dp = opendir(path);
@@ -307,7 +194,7 @@ static int scan_blobs(struct store *s, enum oci_digest_algo algo)
             continue;
         char key[136];
         struct oci_digest d;
-        int kl = snprintf(key, sizeof(key), "%s:%s", algo_name(algo), name);
+        int kl = snprintf(key, sizeof(key), "%s:%s", store_algo_name(algo), name);
         if (kl < 0 || (size_t)kl >= sizeof(key) || oci_digest_parse(key, (size_t)kl, &d) != 0 ||
             d.algo != algo) {
             LOG(WARN, COMP, "op=scan ignored=%s/%.80s reason=name", path, name);
@@ -350,7 +237,7 @@ static int scan_blobs(struct store *s, enum oci_digest_algo algo)
         if (!ends_with(name, ".repos"))
             continue;
         char key[136];
-        int kl = snprintf(key, sizeof(key), "%s:%.*s", algo_name(algo), (int)(nl - 6), name);
+        int kl = snprintf(key, sizeof(key), "%s:%.*s", store_algo_name(algo), (int)(nl - 6), name);
         if (kl > 0 && (size_t)kl < sizeof(key) && lru_contains(s->lru, key))
             continue;
         LOG(INFO, COMP, "op=scan removed=%s/%.80s reason=orphan", path, name);
@@ -380,12 +267,13 @@ int store_open(const struct store_config *cfg, struct store **out)
         return -ENOMEM;
     s->dir = strdup(cfg->dir);
     s->lru = lru_create();
-    s->nrsets = 64;
-    s->rsets = calloc(s->nrsets, sizeof(*s->rsets));
-    if (!s->dir || !s->lru || !s->rsets) {
+    if (!s->dir || !s->lru) {
         rc = -ENOMEM;
         goto out;
     }
+    rc = store_repos_create(s->dir, &s->repos);
+    if (rc)
+        goto out;
     /* Split the multiplication so that a cap near UINT64_MAX cannot overflow. */
     s->max_bytes = cfg->max_bytes;
     s->high = cfg->max_bytes / 100 * cfg->high_pct + cfg->max_bytes % 100 * cfg->high_pct / 100;
@@ -428,7 +316,7 @@ void store_close(struct store *s)
             close(p->fd);
         partial_drop(s, p);
     }
-    store_rsets_free(s);
+    store_repos_destroy(s->repos);
     lru_destroy(s->lru);
     free(s->dir);
     free(s);
@@ -467,7 +355,7 @@ int store_blob_open(struct store *s, const struct oci_digest *d, int *fd, uint64
             /* Deleted behind our back: forget it rather than fail forever. */
             LOG(WARN, COMP, "op=blob-open digest=%s err=vanished", d->str);
             lru_remove(s->lru, d->str);
-            store_rset_drop(s, d->str);
+            store_repos_forget(s->repos, d->str);
             return SHOAL_ENOT_FOUND;
         }
         LOG(ERROR, COMP, "op=open path=%s err=%s", path, shoal_errname(rc));
@@ -727,4 +615,16 @@ void store_partial_suspend(struct store *s, const struct oci_digest *d, int fd)
     close(p->fd);
     partial_drop(s, p);
     LOG(DEBUG, COMP, "op=suspend digest=%s", d->str);
+}
+
+/* --- which repositories hold a blob --- */
+
+int store_repo_add(struct store *s, const struct oci_digest *d, const char *host, const char *repo)
+{
+    return store_repos_add(s->repos, d, host, repo, lru_contains(s->lru, d->str));
+}
+
+bool store_repo_has(struct store *s, const struct oci_digest *d, const char *host, const char *repo)
+{
+    return store_repos_has(s->repos, d, host, repo, lru_contains(s->lru, d->str));
 }

@@ -1,8 +1,12 @@
 /* Peer connections: the handshake, frame sequence, timeouts and piece I/O of
  * one blob's connection to one peer, on a libuv loop. See peer_conn.h.
- * Frames are read and dispatched in peer_recv.c, incoming connections are
- * accepted in peer_listener.c, and answers to the
- * peer's REQUESTs are read and sent in peer_serve.c. */
+ *
+ * This file holds the connection's state machine: reading and dispatching
+ * frames, writing, timers and the owner's calls. Answers to the peer's
+ * REQUESTs are read and sent by the serving side below it (peer_serve.c),
+ * which reaches back only through serve_io. Incoming connections are accepted
+ * above it, in peer_listener.c, which this file reaches only through the
+ * connection's struct peer_conn_adopter. */
 #define _GNU_SOURCE
 #include "peer/peer_conn.h"
 
@@ -22,6 +26,7 @@
 #include "shoal/log.h"
 #include "shoal/oci.h"
 #include "peer/peer_conn_internal.h"
+#include "peer/peer_serve.h"
 
 #define COMP "peer"
 
@@ -48,10 +53,12 @@ struct wreq {
 static atomic_uint_fast64_t next_conn_id = 1;
 
 static void on_timer(uv_timer_t *t);
+static void arm(struct peer_conn *c);
+static const struct peer_serve_io serve_io;
 
 /* ---- Small helpers ---------------------------------------------------- */
 
-const char *peer_conn_state_name(enum peer_conn_state s)
+static const char *state_name(enum peer_conn_state s)
 {
     switch (s) {
 #define XX(name, str)                                                                              \
@@ -63,10 +70,10 @@ const char *peer_conn_state_name(enum peer_conn_state s)
     return "unknown";
 }
 
-void peer_conn_set_state(struct peer_conn *c, enum peer_conn_state s)
+static void set_state(struct peer_conn *c, enum peer_conn_state s)
 {
     LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s state=%s next=%s", c->id, c->addr,
-        peer_conn_state_name(c->state), peer_conn_state_name(s));
+        state_name(c->state), state_name(s));
     c->state = s;
 }
 
@@ -195,11 +202,10 @@ int peer_conn_blob_set(struct peer_conn *c, const struct peer_conn_blob *b)
     c->npieces = b->npieces;
     c->piece_length = b->piece_length;
     c->size = b->size;
-    c->cancelled = calloc(2, nbytes);
+    c->cancelled = calloc(1, nbytes);
     if (c->cancelled == NULL)
         return -ENOMEM;
-    c->peer_req = c->cancelled + nbytes;
-    return 0;
+    return peer_serve_set_pieces(&c->serve, b->npieces);
 }
 
 static int wire_code_for(int reason)
@@ -220,7 +226,7 @@ static int wire_code_for(int reason)
     }
 }
 
-int peer_conn_reason_for(unsigned code)
+static int reason_for(unsigned code)
 {
     switch (code) {
     case WIRE_ERR_AUTH:
@@ -240,7 +246,7 @@ int peer_conn_reason_for(unsigned code)
 
 static void conn_free(struct peer_conn *c)
 {
-    peer_conn_answers_free(c);
+    peer_serve_dispose(&c->serve);
     free(c->cancelled);
     free(c->inflight);
     wire_decoder_dispose(&c->dec);
@@ -249,14 +255,14 @@ static void conn_free(struct peer_conn *c)
 }
 
 /* The last close callback of a connection: report and free. */
-void peer_conn_on_handle_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
     struct peer_conn *c = h->data;
 
     if (--c->handles > 0)
         return;
-    if (c->listener)
-        peer_conn_listener_forget(c);
+    if (c->adopter)
+        c->adopter->forget(c);
     if (c->owned && c->ops->on_close)
         c->ops->on_close(c, c->reason, c->arg);
     conn_free(c);
@@ -264,7 +270,7 @@ void peer_conn_on_handle_closed(uv_handle_t *h)
 
 /* Moves c to CLOSING. Handles close now, except the TCP handle while a piece
  * read is in the thread pool (its buffer and uv_fs_t live in c, so c must
- * outlive it); on_fs_read closes it then. on_close runs from the last close
+ * outlive it); serve_settled closes it then. on_close runs from the last close
  * callback, so never from inside this call. */
 void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error)
 {
@@ -288,18 +294,18 @@ void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error)
     }
     if (reason != 0)
         LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=close state=%s reason=%s", c->id,
-            c->addr, c->digest, peer_conn_state_name(c->state), shoal_errname(reason));
+            c->addr, c->digest, state_name(c->state), shoal_errname(reason));
     else
         LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s event=close", c->id, c->addr);
     c->reason = reason;
-    peer_conn_set_state(c, PEER_CONN_CLOSING);
+    set_state(c, PEER_CONN_CLOSING);
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
-    uv_close((uv_handle_t *)&c->timer, peer_conn_on_handle_closed);
-    if (!c->fs_busy)
-        uv_close((uv_handle_t *)&c->tcp, peer_conn_on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (!peer_serve_stop(&c->serve))
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
 int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiator,
@@ -331,7 +337,6 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
     c->tcp.data = c;
     c->timer.data = c;
     c->creq.data = c;
-    c->fs.data = c;
     c->handles = 2;
     c->loop = loop;
     c->set = *set; /* taken */
@@ -339,11 +344,11 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
     c->id = (uint64_t)atomic_fetch_add(&next_conn_id, 1);
     c->initiator = initiator;
     c->state = initiator ? PEER_CONN_CONNECTING : PEER_CONN_WAIT_HELLO;
-    c->aq_tail = &c->aq_head;
+    peer_serve_init(&c->serve, loop, &serve_io, c, c->id, c->digest);
     snprintf(c->addr, sizeof(c->addr), "?");
     wire_decoder_init(&c->dec, WIRE_HANDSHAKE_MAX_FRAME);
     c->hs_deadline = uv_now(loop) + c->set.handshake_ms;
-    peer_conn_arm(c);
+    arm(c);
     *out = c;
     return 0;
 }
@@ -357,16 +362,7 @@ static void on_write(uv_write_t *req, int status)
     bool piece = w->piece != NULL;
 
     free(w->frame);
-    if (piece && c->state != PEER_CONN_CLOSING && c->aq_head && !c->spare) {
-        c->spare = w->piece;
-        c->spare_len = w->piece_len;
-    } else {
-        free(w->piece);
-        if (!c->aq_head) { /* idle: hold no piece-sized memory */
-            free(c->spare);
-            c->spare = NULL;
-        }
-    }
+    peer_serve_recycle(&c->serve, w->piece, w->piece_len); /* taken */
     free(w);
     if (c->state == PEER_CONN_CLOSING)
         return;
@@ -374,15 +370,13 @@ static void on_write(uv_write_t *req, int status)
         peer_conn_teardown(c, status, false);
         return;
     }
-    if (piece) {
-        c->piece_writing = false;
-        peer_conn_pump(c);
-    }
+    if (piece)
+        peer_serve_sent(&c->serve);
 }
 
 /* Queues the frame in b (taken: b is empty afterwards) followed by piece
  * (taken, may be NULL) of piece_len bytes. */
-int peer_conn_send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len)
+static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len)
 {
     struct wreq *w;
     uv_buf_t bufs[2];
@@ -424,10 +418,10 @@ static int send_index_frame(struct peer_conn *c, int (*enc)(struct buf *, uint32
         buf_dispose(&b);
         return rc;
     }
-    return peer_conn_send_buf(c, &b, NULL, 0);
+    return send_buf(c, &b, NULL, 0);
 }
 
-int peer_conn_send_hello(struct peer_conn *c)
+static int send_hello(struct peer_conn *c)
 {
     struct buf b;
     int rc;
@@ -438,10 +432,10 @@ int peer_conn_send_hello(struct peer_conn *c)
         buf_dispose(&b);
         return rc;
     }
-    return peer_conn_send_buf(c, &b, NULL, 0);
+    return send_buf(c, &b, NULL, 0);
 }
 
-int peer_conn_send_auth(struct peer_conn *c)
+static int send_auth(struct peer_conn *c)
 {
     uint8_t mac[WIRE_MAC_LEN];
     struct buf b;
@@ -457,7 +451,7 @@ int peer_conn_send_auth(struct peer_conn *c)
         buf_dispose(&b);
         return rc;
     }
-    return peer_conn_send_buf(c, &b, NULL, 0);
+    return send_buf(c, &b, NULL, 0);
 }
 
 static int send_keepalive(struct peer_conn *c)
@@ -471,8 +465,45 @@ static int send_keepalive(struct peer_conn *c)
         buf_dispose(&b);
         return rc;
     }
-    return peer_conn_send_buf(c, &b, NULL, 0);
+    return send_buf(c, &b, NULL, 0);
 }
+
+/* ---- The serving side's hooks (struct peer_serve_io) ------------------- */
+
+static int serve_send_piece(void *ctx, uint32_t index, uint8_t *data, uint32_t len)
+{
+    struct peer_conn *c = ctx;
+    struct buf b;
+    int rc;
+
+    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
+    rc = wire_encode_piece_header(&b, index, len);
+    if (rc < 0) {
+        buf_dispose(&b);
+        free(data);
+        return rc;
+    }
+    return send_buf(c, &b, data, len);
+}
+
+static void serve_fail(void *ctx, int rc)
+{
+    peer_conn_teardown(ctx, rc, false);
+}
+
+/* The piece read that kept the TCP handle open during teardown has ended. */
+static void serve_settled(void *ctx)
+{
+    struct peer_conn *c = ctx;
+
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static const struct peer_serve_io serve_io = {
+    .send_piece = serve_send_piece,
+    .fail = serve_fail,
+    .settled = serve_settled,
+};
 
 /* ---- Timers ------------------------------------------------------------- */
 
@@ -486,7 +517,7 @@ static uint64_t keepalive_ms(const struct peer_conn *c)
 /* Re-arms the one timer for the earliest deadline. Deadlines that move later
  * (idle, keepalive) are not re-armed on every frame: the timer wakes up at
  * the old one, sees nothing due and re-arms. */
-void peer_conn_arm(struct peer_conn *c)
+static void arm(struct peer_conn *c)
 {
     uint64_t now = uv_now(c->loop), next;
     unsigned i;
@@ -506,7 +537,7 @@ void peer_conn_arm(struct peer_conn *c)
     uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
 }
 
-int peer_conn_inflight_find(const struct peer_conn *c, uint32_t index)
+static int inflight_find(const struct peer_conn *c, uint32_t index)
 {
     unsigned i;
 
@@ -516,7 +547,7 @@ int peer_conn_inflight_find(const struct peer_conn *c, uint32_t index)
     return -1;
 }
 
-void peer_conn_inflight_remove(struct peer_conn *c, unsigned i)
+static void inflight_remove(struct peer_conn *c, unsigned i)
 {
     c->inflight[i] = c->inflight[--c->ninflight];
 }
@@ -527,7 +558,7 @@ static int cancel_slot(struct peer_conn *c, unsigned i)
 {
     uint32_t index = c->inflight[i].index;
 
-    peer_conn_inflight_remove(c, i);
+    inflight_remove(c, i);
     wire_bit_set(c->cancelled, index);
     return send_index_frame(c, wire_encode_cancel, index);
 }
@@ -547,7 +578,7 @@ static void on_timer(uv_timer_t *t)
             peer_conn_teardown(c, SHOAL_ETIMEOUT, false);
             return;
         }
-        peer_conn_arm(c);
+        arm(c);
         return;
     }
     if (now >= c->last_rx + c->set.idle_ms) {
@@ -583,7 +614,234 @@ static void on_timer(uv_timer_t *t)
             return;
         }
     }
-    peer_conn_arm(c);
+    arm(c);
+}
+
+/* ---- Receiving ------------------------------------------------------------ */
+
+static void become_ready(struct peer_conn *c)
+{
+    uint64_t now = uv_now(c->loop);
+
+    set_state(c, PEER_CONN_READY);
+    wire_decoder_set_max(&c->dec, c->piece_length + WIRE_FRAME_SLACK);
+    c->last_rx = c->last_tx = now;
+    arm(c);
+    LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=ready initiator=%d", c->id, c->addr,
+        c->digest, c->initiator);
+    if (c->ops->on_ready)
+        c->ops->on_ready(c, c->arg);
+}
+
+static int on_hello(struct peer_conn *c, const struct wire_frame *f)
+{
+    struct wire_hello h;
+    int rc;
+
+    if (wire_parse_hello(f, &h) < 0)
+        return SHOAL_EPROTOCOL;
+    memcpy(c->peer_id, h.peer_id, WIRE_ID_LEN);
+    memcpy(c->peer_nonce, h.nonce, WIRE_NONCE_LEN);
+    if (c->initiator) {
+        if (strcmp(h.digest.str, c->digest) != 0) {
+            LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=digest-mismatch", c->id,
+                c->addr, c->digest);
+            return SHOAL_EPROTOCOL;
+        }
+    } else {
+        /* Only the listener makes incoming connections, and it sets the
+         * adopter; without one, nobody serves the digest. */
+        rc = c->adopter ? c->adopter->adopt(c, h.digest.str) : SHOAL_ENOT_FOUND;
+        if (rc < 0 || c->state == PEER_CONN_CLOSING)
+            return rc;
+        rc = send_hello(c);
+        if (rc < 0)
+            return rc;
+    }
+    rc = send_auth(c);
+    if (rc < 0)
+        return rc;
+    set_state(c, PEER_CONN_WAIT_AUTH);
+    return 0;
+}
+
+static int on_auth(struct peer_conn *c, const struct wire_frame *f)
+{
+    const uint8_t *mac;
+    int rc;
+
+    if (wire_parse_auth(f, &mac) < 0)
+        return SHOAL_EPROTOCOL;
+    rc = wire_auth_verify(c->set.secret, c->set.secret_len, c->my_nonce, c->peer_nonce, c->peer_id,
+                          c->digest, mac);
+    if (rc == SHOAL_EPROTOCOL) {
+        LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=auth-failed", c->id, c->addr,
+            c->digest);
+        return SHOAL_EUNAUTHORIZED;
+    }
+    if (rc < 0)
+        return rc;
+    become_ready(c);
+    return 0;
+}
+
+static void on_error_frame(struct peer_conn *c, const struct wire_frame *f)
+{
+    char msg[WIRE_ERROR_MSG_MAX + 1];
+    uint16_t code;
+
+    if (wire_parse_error(f, &code, msg) < 0) {
+        peer_conn_teardown(c, SHOAL_EPROTOCOL, true);
+        return;
+    }
+    LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=peer-error code=%s msg=\"%s\"", c->id,
+        c->addr, c->digest, wire_error_name(code), msg);
+    peer_conn_teardown(c, reason_for(code), false);
+}
+
+static int on_piece_frame(struct peer_conn *c, const struct wire_frame *f)
+{
+    const uint8_t *data;
+    uint32_t index;
+    size_t len;
+    int slot;
+
+    if (wire_parse_piece(f, c->npieces, c->piece_length, c->size, &index, &data, &len) < 0)
+        return SHOAL_EPROTOCOL;
+    slot = inflight_find(c, index);
+    if (slot < 0) {
+        if (wire_bit_get(c->cancelled, index)) {
+            /* It crossed our CANCEL. */
+            wire_bit_clear(c->cancelled, index);
+            return 0;
+        }
+        LOG(WARN, COMP,
+            "conn=%" PRIu64 " addr=%s digest=%s piece=%" PRIu32 " event=unsolicited-piece", c->id,
+            c->addr, c->digest, index);
+        return SHOAL_EPROTOCOL;
+    }
+    inflight_remove(c, (unsigned)slot);
+    /* Reuse the payload buffer for the next piece while more are coming. */
+    wire_decoder_set_keep(&c->dec, c->ninflight ? SIZE_MAX : 0);
+    if (c->ops->on_piece)
+        c->ops->on_piece(c, index, data, len, c->arg);
+    return 0;
+}
+
+/* Handles one frame. Returns 0 (the connection may have been closed by a
+ * callback or an ERROR frame) or the reason to close it with. */
+static int dispatch(struct peer_conn *c, const struct wire_frame *f)
+{
+    uint32_t index;
+
+    if (f->type == WIRE_ERROR) {
+        on_error_frame(c, f);
+        return 0;
+    }
+    switch (c->state) {
+    case PEER_CONN_WAIT_HELLO:
+        return f->type == WIRE_HELLO ? on_hello(c, f) : SHOAL_EPROTOCOL;
+    case PEER_CONN_WAIT_AUTH:
+        return f->type == WIRE_AUTH ? on_auth(c, f) : SHOAL_EPROTOCOL;
+    case PEER_CONN_READY:
+        break;
+    default:
+        return SHOAL_EPROTOCOL;
+    }
+    switch (f->type) {
+    case WIRE_BITFIELD:
+        if (c->bitfield_recv || wire_parse_bitfield(f, c->npieces) < 0)
+            return SHOAL_EPROTOCOL;
+        c->bitfield_recv = true;
+        if (c->ops->on_bitfield)
+            c->ops->on_bitfield(c, f->payload, c->arg);
+        return 0;
+    case WIRE_HAVE:
+        if (wire_parse_index(f, c->npieces, &index) < 0)
+            return SHOAL_EPROTOCOL;
+        if (c->ops->on_have)
+            c->ops->on_have(c, index, c->arg);
+        return 0;
+    case WIRE_REQUEST:
+        if (wire_parse_index(f, c->npieces, &index) < 0 ||
+            peer_serve_on_request(&c->serve, index) < 0)
+            return SHOAL_EPROTOCOL;
+        if (c->ops->on_request)
+            c->ops->on_request(c, index, c->arg);
+        return 0;
+    case WIRE_PIECE:
+        return on_piece_frame(c, f);
+    case WIRE_CANCEL:
+        if (wire_parse_index(f, c->npieces, &index) < 0)
+            return SHOAL_EPROTOCOL;
+        if (peer_serve_on_cancel(&c->serve, index) && c->ops->on_cancel)
+            c->ops->on_cancel(c, index, c->arg);
+        return 0;
+    case WIRE_KEEPALIVE:
+        return wire_parse_keepalive(f) < 0 ? SHOAL_EPROTOCOL : 0;
+    default: /* HELLO or AUTH again, or an unknown type */
+        return SHOAL_EPROTOCOL;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct peer_conn *c = h->data;
+
+    (void)suggested;
+    *b = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct peer_conn *c = s->data;
+    const uint8_t *p = (const uint8_t *)b->base;
+    size_t left, used;
+    struct wire_frame f;
+    int rc;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF)
+            rc = c->state == PEER_CONN_READY ? 0 : -ECONNRESET;
+        else
+            rc = (int)nread;
+        peer_conn_teardown(c, rc, false);
+        return;
+    }
+    c->last_rx = uv_now(c->loop);
+    left = (size_t)nread;
+    while (left > 0 && c->state != PEER_CONN_CLOSING) {
+        rc = wire_decode(&c->dec, p, left, &used, &f);
+        if (rc < 0) {
+            LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s event=bad-frame rc=%s", c->id, c->addr,
+                shoal_errname(rc));
+            peer_conn_teardown(c, rc == -ENOMEM ? rc : SHOAL_EPROTOCOL, true);
+            return;
+        }
+        p += used;
+        left -= used;
+        if (rc == 1) {
+            rc = dispatch(c, &f);
+            if (rc < 0) {
+                if (rc == SHOAL_EPROTOCOL)
+                    LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s state=%s event=bad-frame type=%s",
+                        c->id, c->addr, state_name(c->state), wire_type_name(f.type));
+                peer_conn_teardown(c, rc, true);
+                return;
+            }
+        }
+    }
+}
+
+int peer_conn_start_reading(struct peer_conn *c)
+{
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+
+    if (rc == 0)
+        c->reading = true;
+    return rc;
 }
 
 /* ---- Outgoing connections ---------------------------------------------- */
@@ -597,11 +855,11 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (rc == 0) {
         uv_tcp_nodelay(&c->tcp, 1);
-        peer_conn_set_state(c, PEER_CONN_WAIT_HELLO);
+        set_state(c, PEER_CONN_WAIT_HELLO);
         rc = peer_conn_start_reading(c);
     }
     if (rc == 0)
-        rc = peer_conn_send_hello(c);
+        rc = send_hello(c);
     if (rc < 0)
         peer_conn_teardown(c, rc, false);
 }
@@ -677,7 +935,7 @@ int peer_conn_send_bitfield(struct peer_conn *c, const uint8_t *bits)
         buf_dispose(&b);
         return rc;
     }
-    rc = peer_conn_send_buf(c, &b, NULL, 0);
+    rc = send_buf(c, &b, NULL, 0);
     if (rc == 0)
         c->bitfield_sent = true;
     return rc;
@@ -700,7 +958,7 @@ int peer_conn_request(struct peer_conn *c, uint32_t index)
         return -ENOTCONN;
     if (index >= c->npieces)
         return -EINVAL;
-    if (peer_conn_inflight_find(c, index) >= 0)
+    if (inflight_find(c, index) >= 0)
         return -EALREADY;
     if (c->ninflight >= c->set.max_inflight)
         return SHOAL_EBUSY;
@@ -710,7 +968,7 @@ int peer_conn_request(struct peer_conn *c, uint32_t index)
     c->inflight[c->ninflight].index = index;
     c->inflight[c->ninflight].deadline = uv_now(c->loop) + c->set.request_ms;
     c->ninflight++;
-    peer_conn_arm(c);
+    arm(c);
     return 0;
 }
 
@@ -722,10 +980,20 @@ int peer_conn_cancel(struct peer_conn *c, uint32_t index)
         return -ENOTCONN;
     if (index >= c->npieces)
         return -EINVAL;
-    slot = peer_conn_inflight_find(c, index);
+    slot = inflight_find(c, index);
     if (slot < 0)
         return -ENOENT;
     return cancel_slot(c, (unsigned)slot);
+}
+
+int peer_conn_send_piece(struct peer_conn *c, uint32_t index, int fd, uint64_t off, uint32_t len)
+{
+    if (c->state != PEER_CONN_READY)
+        return -ENOTCONN;
+    if (index >= c->npieces || len != wire_piece_size(c->size, c->piece_length, index) || fd < 0 ||
+        off > (uint64_t)INT64_MAX - len)
+        return -EINVAL;
+    return peer_serve_answer(&c->serve, index, fd, off, len);
 }
 
 /* ---- Accessors ------------------------------------------------------------ */
@@ -742,7 +1010,7 @@ unsigned peer_conn_inflight(const struct peer_conn *c)
 
 bool peer_conn_is_inflight(const struct peer_conn *c, uint32_t index)
 {
-    return peer_conn_inflight_find(c, index) >= 0;
+    return inflight_find(c, index) >= 0;
 }
 
 const char *peer_conn_addr(const struct peer_conn *c)

@@ -1,9 +1,14 @@
 /* Private to the peer_conn module's files; not a public interface (that is
- * peer_conn.h):
- *   peer_conn.c      connection lifetime, handshake, frame dispatch, timers,
- *                    outgoing connections and the owner's calls;
+ * peer_conn.h). Each file calls only the ones below it:
  *   peer_listener.c  accepting incoming connections and the lookup hand-off;
- *   peer_serve.c     answering the peer's REQUESTs (piece reads and sends).
+ *                    it gives each connection it accepts a struct
+ *                    peer_conn_adopter, through which the connection reaches
+ *                    it;
+ *   peer_conn.c      connection lifetime, reading, the handshake, frame
+ *                    dispatch, writing, timers, outgoing connections and the
+ *                    owner's calls;
+ *   peer_serve.c     answering the peer's REQUESTs (piece reads and sends),
+ *                    reaching the connection through struct peer_serve_io.
  */
 #ifndef SHOAL_PEER_CONN_INTERNAL_H
 #define SHOAL_PEER_CONN_INTERNAL_H
@@ -16,6 +21,7 @@
 #include <uv.h>
 
 #include "peer/peer_conn.h"
+#include "peer/peer_serve.h"
 #include "shoal/buf.h"
 #include "shoal/wire.h"
 
@@ -50,22 +56,29 @@ struct peer_conn_settings {
 };
 
 struct inflight; /* peer_conn.c */
-struct answer;   /* peer_serve.c */
+
+/* How an incoming connection reaches the listener that accepted it, until the
+ * listener hands it to its owner. Set by the listener with the connection's
+ * listener field; both are cleared by the listener once it lets go. */
+struct peer_conn_adopter {
+    /* The HELLO named digest: find the owner. 0 when c is now owned (or was
+     * closed meanwhile); otherwise the reason to close c with. */
+    int (*adopt)(struct peer_conn *c, const char *digest);
+    /* c's last handle closed while the listener still held it. */
+    void (*forget)(struct peer_conn *c);
+};
 
 struct peer_conn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* handshake, idle, keepalive and request deadlines */
     uv_connect_t creq;
-    uv_fs_t fs;
     uv_loop_t *loop;
     enum peer_conn_state state;
     uint64_t id; /* for logs */
     bool initiator;
     bool owned; /* ops are ours to call; on_close will fire */
     bool reading;
-    bool fs_busy;       /* a piece read is in the thread pool */
-    bool piece_writing; /* a PIECE write is queued in libuv */
-    int handles;        /* handles not yet closed */
+    int handles; /* handles not yet closed */
     int reason;
     struct peer_conn_settings set;
 
@@ -88,25 +101,20 @@ struct peer_conn {
     struct inflight *inflight; /* set.max_inflight slots */
     unsigned ninflight;
     uint8_t *cancelled; /* bitset: cancelled by us, a late PIECE may still come */
-    uint8_t *peer_req;  /* bitset: requested by the peer, not answered yet */
 
-    struct answer *aq_head, **aq_tail;
-    struct answer *cur; /* being read from disk */
-    uint8_t *cur_buf;
-    uint32_t cur_done;
-    /* A sent piece's buffer, kept for the next answer while answers are
-     * queued (a fresh multi-MiB buffer per piece costs page faults). */
-    uint8_t *spare;
-    size_t spare_len;
+    struct peer_serve serve; /* answers to the peer's REQUESTs */
 
-    struct peer_listener *listener; /* until the lookup took the connection */
+    /* An incoming connection not yet owned: the listener's hooks and its
+     * bookkeeping (peer_listener.c's). */
+    const struct peer_conn_adopter *adopter;
+    struct peer_listener *listener;
     struct peer_conn *lprev, *lnext;
 
     char addr[PEER_CONN_ADDR_MAX];
     uint8_t rbuf[PEER_CONN_READ_CHUNK];
 };
 
-/* ---- peer_conn.c ---- */
+/* ---- peer_conn.c, for the listener ---- */
 
 void peer_conn_settings_dispose(struct peer_conn_settings *s);
 int peer_conn_settings_copy(struct peer_conn_settings *dst, const struct peer_conn_settings *src);
@@ -125,42 +133,7 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
 /* Moves c to CLOSING, sending ERROR first if send_error and the reason maps
  * to a wire code; on_close runs later from the last close callback. */
 void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error);
-void peer_conn_on_handle_closed(uv_handle_t *h);
+/* Starts reading frames from c's socket. 0 or a libuv error. */
 int peer_conn_start_reading(struct peer_conn *c);
-/* Queues the frame in b (taken: b is empty afterwards) followed by piece
- * (taken, may be NULL) of piece_len bytes. */
-int peer_conn_send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len);
-
-/* ---- peer_listener.c ---- */
-
-/* An incoming connection's HELLO named digest: ask the listener's owner. */
-int peer_conn_adopt(struct peer_conn *c, const char *digest);
-/* c's last handle closed while the listener still held it. */
-void peer_conn_listener_forget(struct peer_conn *c);
-
-/* ---- peer_serve.c ---- */
-
-/* Starts reading the next queued answer unless one is being read or sent. */
-void peer_conn_pump(struct peer_conn *c);
-/* The peer cancelled its REQUEST for index. */
-void peer_conn_on_cancel_frame(struct peer_conn *c, uint32_t index);
-/* True if the peer's request for index is still outstanding or its answer
- * has not started going out. */
-bool peer_conn_answer_pending(const struct peer_conn *c, uint32_t index);
-void peer_conn_answers_free(struct peer_conn *c);
-
-/* Shared by peer_conn.c (lifetime, writing, timers) and peer_recv.c (reading
- * and dispatching frames). */
-const char *peer_conn_state_name(enum peer_conn_state s);
-void peer_conn_set_state(struct peer_conn *c, enum peer_conn_state s);
-/* The error a peer's ERROR frame code stands for. */
-int peer_conn_reason_for(unsigned code);
-int peer_conn_send_hello(struct peer_conn *c);
-int peer_conn_send_auth(struct peer_conn *c);
-/* (Re)arms the connection's timer for its next deadline. */
-void peer_conn_arm(struct peer_conn *c);
-/* The inflight slot of our request for index, or -1. */
-int peer_conn_inflight_find(const struct peer_conn *c, uint32_t index);
-void peer_conn_inflight_remove(struct peer_conn *c, unsigned i);
 
 #endif

@@ -1,6 +1,7 @@
 /* The peer listener: accepts incoming connections, keeps them until their
  * HELLO names a blob, then hands them to the owner's lookup. Part of the
- * peer_conn module (see peer_conn.h). */
+ * peer_conn module (see peer_conn.h), on top of peer_conn.c: a connection it
+ * accepts reaches it only through the adopter hooks it is given. */
 #define _GNU_SOURCE
 #include "peer/peer_conn.h"
 
@@ -69,6 +70,7 @@ static void listener_unlink(struct peer_conn *c)
         c->lnext->lprev = c->lprev;
     c->lprev = c->lnext = NULL;
     c->listener = NULL;
+    c->adopter = NULL;
     l->npending--;
 }
 
@@ -88,7 +90,7 @@ static void listener_maybe_done(struct peer_listener *l)
 }
 
 /* c's last handle closed while the listener still held it. */
-void peer_conn_listener_forget(struct peer_conn *c)
+static void forget(struct peer_conn *c)
 {
     struct peer_listener *l = c->listener;
 
@@ -99,7 +101,7 @@ void peer_conn_listener_forget(struct peer_conn *c)
 /* An incoming connection's HELLO named digest: ask the listener's owner. On 0
  * the connection is owned; on error the caller closes it with the reason
  * (which picks the ERROR code sent). The lookup may close c itself. */
-int peer_conn_adopt(struct peer_conn *c, const char *digest)
+static int adopt(struct peer_conn *c, const char *digest)
 {
     struct peer_listener *l = c->listener;
     struct peer_conn_blob blob;
@@ -128,6 +130,11 @@ int peer_conn_adopt(struct peer_conn *c, const char *digest)
     }
     return peer_conn_blob_set(c, &blob);
 }
+
+static const struct peer_conn_adopter adopter = {
+    .adopt = adopt,
+    .forget = forget,
+};
 
 static void on_listener_closed(uv_handle_t *h)
 {
@@ -173,6 +180,7 @@ static void on_incoming(uv_stream_t *server, int status)
         return;
     }
     c->listener = l;
+    c->adopter = &adopter;
     c->lnext = l->pending;
     if (l->pending)
         l->pending->lprev = c;

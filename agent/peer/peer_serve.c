@@ -1,25 +1,25 @@
-/* Serving pieces: the answers to a peer's REQUESTs, queued per connection,
- * read from the owner's file in the thread pool and sent as PIECE frames one
- * at a time. Part of the peer_conn module (see peer_conn.h). */
+/* Serving pieces (peer_serve.h): the answers to a peer's REQUESTs, queued per
+ * connection, read from the owner's file in the thread pool and sent as PIECE
+ * frames one at a time, through the connection's struct peer_serve_io. */
 #define _GNU_SOURCE
-#include "peer/peer_conn.h"
+#include "peer/peer_serve.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
-#include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
-#include "peer/peer_conn_internal.h"
+#include "shoal/wire.h"
 
 #define COMP "peer"
 
 /* One answer to a peer REQUEST, waiting for its turn to be read and sent. */
-struct answer {
-    struct answer *next;
+struct peer_answer {
+    struct peer_answer *next;
     uint32_t index;
     int fd; /* our dup() of the owner's fd */
     uint64_t off;
@@ -27,147 +27,212 @@ struct answer {
     bool dropped; /* cancelled by the peer while being read */
 };
 
-static void answer_free(struct answer *a)
+static void answer_free(struct peer_answer *a)
 {
     if (a->fd >= 0)
         close(a->fd);
     free(a);
 }
 
-/* Frees the queued answers and the one being read, as c is freed. */
-void peer_conn_answers_free(struct peer_conn *c)
+void peer_serve_init(struct peer_serve *s, uv_loop_t *loop, const struct peer_serve_io *io,
+                     void *ctx, uint64_t log_id, const char *log_digest)
 {
-    struct answer *a, *next;
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->io = io;
+    s->ctx = ctx;
+    s->log_id = log_id;
+    s->log_digest = log_digest;
+    s->fs.data = s;
+    s->tail = &s->head;
+}
 
-    for (a = c->aq_head; a; a = next) {
+int peer_serve_set_pieces(struct peer_serve *s, uint32_t npieces)
+{
+    free(s->requested);
+    s->requested = calloc(1, wire_bitfield_bytes(npieces));
+    return s->requested ? 0 : -ENOMEM;
+}
+
+void peer_serve_dispose(struct peer_serve *s)
+{
+    struct peer_answer *a, *next;
+
+    for (a = s->head; a; a = next) {
         next = a->next;
         answer_free(a);
     }
-    if (c->cur)
-        answer_free(c->cur);
-    free(c->cur_buf);
-    free(c->spare);
-    c->spare = NULL;
+    s->head = NULL;
+    s->tail = &s->head;
+    if (s->cur)
+        answer_free(s->cur);
+    s->cur = NULL;
+    free(s->cur_buf);
+    s->cur_buf = NULL;
+    free(s->spare);
+    s->spare = NULL;
+    free(s->requested);
+    s->requested = NULL;
 }
 
-/* ---- Serving pieces ----------------------------------------------------- */
+/* ---- Reading and sending ------------------------------------------------ */
 
 static void on_fs_read(uv_fs_t *req);
 
-static int start_read(struct peer_conn *c)
+static int start_read(struct peer_serve *s)
 {
-    struct answer *a = c->cur;
-    uv_buf_t ub = uv_buf_init((char *)c->cur_buf + c->cur_done, a->len - c->cur_done);
+    struct peer_answer *a = s->cur;
+    uv_buf_t ub = uv_buf_init((char *)s->cur_buf + s->cur_done, a->len - s->cur_done);
     int rc;
 
-    rc = uv_fs_read(c->loop, &c->fs, a->fd, &ub, 1, (int64_t)(a->off + c->cur_done), on_fs_read);
+    rc = uv_fs_read(s->loop, &s->fs, a->fd, &ub, 1, (int64_t)(a->off + s->cur_done), on_fs_read);
     if (rc < 0)
         return rc;
-    c->fs_busy = true;
+    s->reading = true;
     return 0;
 }
 
 /* Starts reading the next queued answer unless one is being read or sent:
  * one piece buffer per connection at a time. */
-void peer_conn_pump(struct peer_conn *c)
+static void pump(struct peer_serve *s)
 {
-    struct answer *a;
+    struct peer_answer *a;
     int rc;
 
-    if (c->state != PEER_CONN_READY || c->fs_busy || c->piece_writing || c->cur || !c->aq_head)
+    if (s->stopped || s->reading || s->writing || s->cur || !s->head)
         return;
-    a = c->aq_head;
-    c->aq_head = a->next;
-    if (c->aq_head == NULL)
-        c->aq_tail = &c->aq_head;
+    a = s->head;
+    s->head = a->next;
+    if (s->head == NULL)
+        s->tail = &s->head;
     a->next = NULL;
-    c->cur = a;
-    c->cur_done = 0;
-    if (c->spare && c->spare_len >= a->len) {
-        c->cur_buf = c->spare;
-        c->spare = NULL;
+    s->cur = a;
+    s->cur_done = 0;
+    if (s->spare && s->spare_len >= a->len) {
+        s->cur_buf = s->spare;
+        s->spare = NULL;
     } else {
-        c->cur_buf = malloc(a->len ? a->len : 1);
+        s->cur_buf = malloc(a->len ? a->len : 1);
     }
-    if (c->cur_buf == NULL) {
-        peer_conn_teardown(c, -ENOMEM, false);
+    if (s->cur_buf == NULL) {
+        s->io->fail(s->ctx, -ENOMEM);
         return;
     }
-    rc = start_read(c);
+    rc = start_read(s);
     if (rc < 0)
-        peer_conn_teardown(c, rc, false);
+        s->io->fail(s->ctx, rc);
 }
 
 static void on_fs_read(uv_fs_t *req)
 {
-    struct peer_conn *c = req->data;
-    struct answer *a = c->cur;
+    struct peer_serve *s = req->data;
+    struct peer_answer *a = s->cur;
     ssize_t n = req->result;
     uint8_t *data;
-    struct buf b;
     int rc;
 
     uv_fs_req_cleanup(req);
-    c->fs_busy = false;
-    if (c->state == PEER_CONN_CLOSING) {
-        /* peer_conn_teardown left the TCP handle open for us. */
-        uv_close((uv_handle_t *)&c->tcp, peer_conn_on_handle_closed);
+    s->reading = false;
+    if (s->stopped) {
+        s->io->settled(s->ctx);
         return;
     }
-    if (n > 0 && (size_t)n < (size_t)(a->len - c->cur_done) && !a->dropped) {
-        c->cur_done += (uint32_t)n;
-        rc = start_read(c);
+    if (n > 0 && (size_t)n < (size_t)(a->len - s->cur_done) && !a->dropped) {
+        s->cur_done += (uint32_t)n;
+        rc = start_read(s);
         if (rc < 0)
-            peer_conn_teardown(c, rc, false);
+            s->io->fail(s->ctx, rc);
         return;
     }
-    c->cur = NULL;
-    data = c->cur_buf;
-    c->cur_buf = NULL;
+    s->cur = NULL;
+    data = s->cur_buf;
+    s->cur_buf = NULL;
     if (a->dropped) {
         free(data);
         answer_free(a);
-        peer_conn_pump(c);
+        pump(s);
         return;
     }
     if (n <= 0) {
         rc = n < 0 ? (int)n : -EIO;
         LOG(WARN, COMP, "conn=%" PRIu64 " digest=%s piece=%" PRIu32 " event=read-failed rc=%s",
-            c->id, c->digest, a->index, shoal_errname(rc));
+            s->log_id, s->log_digest, a->index, shoal_errname(rc));
         free(data);
         answer_free(a);
-        peer_conn_teardown(c, rc, false);
+        s->io->fail(s->ctx, rc);
         return;
     }
-    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
-    rc = wire_encode_piece_header(&b, a->index, a->len);
-    if (rc == 0) {
-        rc = peer_conn_send_buf(c, &b, data, a->len);
-        data = NULL; /* taken by peer_conn_send_buf */
-    } else {
-        buf_dispose(&b);
-    }
-    free(data);
+    rc = s->io->send_piece(s->ctx, a->index, data, a->len); /* data is taken */
     answer_free(a);
     if (rc < 0) {
-        peer_conn_teardown(c, rc, false);
+        s->io->fail(s->ctx, rc);
         return;
     }
-    c->piece_writing = true;
+    s->writing = true;
 }
 
-/* ---- Peer CANCEL and REQUEST checks ------------------------------------- */
-
-void peer_conn_on_cancel_frame(struct peer_conn *c, uint32_t index)
+void peer_serve_recycle(struct peer_serve *s, uint8_t *piece, size_t len)
 {
-    struct answer **pp, *a;
+    if (piece && !s->stopped && s->head && !s->spare) {
+        s->spare = piece;
+        s->spare_len = len;
+        return;
+    }
+    free(piece);
+    if (!s->head) { /* idle: hold no piece-sized memory */
+        free(s->spare);
+        s->spare = NULL;
+    }
+}
+
+void peer_serve_sent(struct peer_serve *s)
+{
+    s->writing = false;
+    pump(s);
+}
+
+bool peer_serve_stop(struct peer_serve *s)
+{
+    s->stopped = true;
+    return s->reading;
+}
+
+/* ---- The peer's REQUESTs and CANCELs -------------------------------------- */
+
+/* True if the peer's request for index is still outstanding or its answer
+ * has not started going out. */
+static bool answer_pending(const struct peer_serve *s, uint32_t index)
+{
+    const struct peer_answer *a;
+
+    if (wire_bit_get(s->requested, index))
+        return true;
+    if (s->cur && s->cur->index == index && !s->cur->dropped)
+        return true;
+    for (a = s->head; a; a = a->next)
+        if (a->index == index)
+            return true;
+    return false;
+}
+
+int peer_serve_on_request(struct peer_serve *s, uint32_t index)
+{
+    if (answer_pending(s, index))
+        return SHOAL_EPROTOCOL;
+    wire_bit_set(s->requested, index);
+    return 0;
+}
+
+bool peer_serve_on_cancel(struct peer_serve *s, uint32_t index)
+{
+    struct peer_answer **pp, *a;
     bool outstanding = false;
 
-    if (wire_bit_get(c->peer_req, index)) {
-        wire_bit_clear(c->peer_req, index);
+    if (wire_bit_get(s->requested, index)) {
+        wire_bit_clear(s->requested, index);
         outstanding = true;
     }
-    for (pp = &c->aq_head; (a = *pp) != NULL;) {
+    for (pp = &s->head; (a = *pp) != NULL;) {
         if (a->index == index) {
             *pp = a->next;
             answer_free(a);
@@ -176,45 +241,21 @@ void peer_conn_on_cancel_frame(struct peer_conn *c, uint32_t index)
         }
         pp = &a->next;
     }
-    c->aq_tail = &c->aq_head;
-    while (*c->aq_tail)
-        c->aq_tail = &(*c->aq_tail)->next;
-    if (c->cur && c->cur->index == index && !c->cur->dropped) {
-        c->cur->dropped = true;
+    s->tail = &s->head;
+    while (*s->tail)
+        s->tail = &(*s->tail)->next;
+    if (s->cur && s->cur->index == index && !s->cur->dropped) {
+        s->cur->dropped = true;
         outstanding = true;
     }
-    if (outstanding && c->ops->on_cancel)
-        c->ops->on_cancel(c, index, c->arg);
+    return outstanding;
 }
 
-/* True if the peer's request for index is still outstanding or its answer
- * has not started going out: asking again for it is a protocol error. */
-bool peer_conn_answer_pending(const struct peer_conn *c, uint32_t index)
+int peer_serve_answer(struct peer_serve *s, uint32_t index, int fd, uint64_t off, uint32_t len)
 {
-    const struct answer *a;
+    struct peer_answer *a;
 
-    if (wire_bit_get(c->peer_req, index))
-        return true;
-    if (c->cur && c->cur->index == index && !c->cur->dropped)
-        return true;
-    for (a = c->aq_head; a; a = a->next)
-        if (a->index == index)
-            return true;
-    return false;
-}
-
-/* ---- Queueing answers ---------------------------------------------------- */
-
-int peer_conn_send_piece(struct peer_conn *c, uint32_t index, int fd, uint64_t off, uint32_t len)
-{
-    struct answer *a;
-
-    if (c->state != PEER_CONN_READY)
-        return -ENOTCONN;
-    if (index >= c->npieces || len != wire_piece_size(c->size, c->piece_length, index) || fd < 0 ||
-        off > (uint64_t)INT64_MAX - len)
-        return -EINVAL;
-    if (!wire_bit_get(c->peer_req, index))
+    if (!wire_bit_get(s->requested, index))
         return SHOAL_ECANCELED;
     a = calloc(1, sizeof(*a));
     if (a == NULL)
@@ -229,9 +270,9 @@ int peer_conn_send_piece(struct peer_conn *c, uint32_t index, int fd, uint64_t o
     a->index = index;
     a->off = off;
     a->len = len;
-    wire_bit_clear(c->peer_req, index);
-    *c->aq_tail = a;
-    c->aq_tail = &a->next;
-    peer_conn_pump(c);
+    wire_bit_clear(s->requested, index);
+    *s->tail = a;
+    s->tail = &a->next;
+    pump(s);
     return 0;
 }

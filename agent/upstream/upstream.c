@@ -7,8 +7,10 @@
  * wait, or straight to the next attempt. Any other answer makes the attempt
  * final, and from then on its callbacks pass straight through to the caller.
  *
- * Challenge parsing, the token caches and token fetches live in
- * upstream_auth.c; the structs both files use are in upstream_auth.h.
+ * Challenge parsing, the token caches and token fetches live below, in the
+ * token service of upstream_auth.c: a request that needs a token waits on it
+ * through the upstream_auth_wait it embeds, and token_ready() here takes the
+ * outcome.
  */
 #define _GNU_SOURCE /* strptime, timegm, explicit_bzero */
 #include "upstream/upstream.h"
@@ -20,6 +22,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "upstream/upstream_auth.h"
@@ -34,6 +37,78 @@
 #define RETRY_AFTER_MAX 128
 #define SAVED_HEADERS_MAX (32 * 1024)
 #define AUTH_ROUNDS_MAX 4
+
+struct upstream {
+    uv_loop_t *loop;
+    struct http_client *hc;
+    struct upstream_opts opts;
+    struct upstream_stats stats;
+    struct upstream_auth *auth; /* the token service; NULL once destroying */
+    struct upstream_req *reqs;  /* requests whose on_done has not run yet */
+    size_t nreqs;               /* requests not freed yet */
+    uint64_t next_id;
+    uint64_t rng;
+    bool destroying;
+};
+
+#define UREQ_STATE_MAP(XX)                                                                         \
+    XX(ATTEMPT, "attempt")                                                                         \
+    XX(TOKEN, "token")                                                                             \
+    XX(BACKOFF, "backoff")                                                                         \
+    XX(DONE, "done")
+
+enum upstream_req_state {
+#define XX(name, str) UREQ_##name,
+    UREQ_STATE_MAP(XX)
+#undef XX
+};
+
+/* What follows an attempt that this module aborted, or a backoff wait. */
+enum upstream_next {
+    NEXT_ATTEMPT, /* send the request again right away */
+    NEXT_BACKOFF, /* wait, then send the request again */
+    NEXT_TOKEN,   /* get a token, then send the request again */
+};
+
+struct upstream_req {
+    struct upstream *u;
+    struct upstream_req *prev, *next; /* in u->reqs */
+    uint64_t id;
+    enum upstream_req_state state;
+    const struct upstream_def *def;
+    char *repo, *method, *url;
+    char **headers; /* caller's headers, NULL-terminated */
+    size_t nheaders;
+    size_t max_body;
+    int (*on_response)(void *arg, const struct http_client_response *resp);
+    size_t (*on_data)(void *arg, const char *data, size_t len);
+    void (*on_done)(void *arg, int rc, const struct http_client_response *resp);
+    void *arg;
+
+    uv_timer_t timer; /* backoff waits and deferred completions */
+    struct http_client_req *hreq;
+    int retries;      /* backoff retries so far */
+    bool passthrough; /* this attempt's answer went to the caller */
+    bool intercepted; /* this attempt was aborted by us; next_step says what follows */
+    enum upstream_next next_step;
+    enum upstream_next after_wait; /* NEXT_ATTEMPT or NEXT_TOKEN after a backoff */
+    int64_t wait_ms;
+    long last_status;
+    bool use_basic;                 /* send Basic credentials on the next attempt */
+    bool sent_basic;                /* the current attempt carried them */
+    char *bearer;                   /* token sent on the current/next attempt, or NULL */
+    bool fetched;                   /* a token was fetched for this request */
+    int auth_rounds;                /* 401s answered so far */
+    char *realm, *service, *scope;  /* token key of this request */
+    struct upstream_auth_wait wait; /* queued on a token fetch in UREQ_TOKEN */
+    long saved_status;              /* the 401 answered with a token, kept for the caller */
+    struct buf saved_headers;
+    bool canceled;
+};
+
+static int start_attempt(struct upstream_req *r);
+static int request_token(struct upstream_req *r);
+static void schedule_backoff(struct upstream_req *r, int64_t wait_ms, enum upstream_next then);
 
 static const char *const state_names[] = {
 #define XX(name, str) str,
@@ -52,7 +127,8 @@ static uint64_t rnd(struct upstream *u)
     return u->rng;
 }
 
-char *upstream_dupstr(const char *s)
+/* strdup that maps NULL to "". NULL only when out of memory. */
+static char *dupstr(const char *s)
 {
     return strdup(s ? s : "");
 }
@@ -82,7 +158,7 @@ static int parse_retry_after(const char *v, int64_t *ms)
     return 0;
 }
 
-int64_t upstream_backoff_ms(struct upstream *u, int attempt)
+static int64_t backoff_ms(struct upstream *u, int attempt)
 {
     int64_t base = u->opts.retry_base_ms, max = u->opts.retry_max_ms, wait;
 
@@ -104,23 +180,17 @@ static int64_t wait_for(struct upstream_req *r, const struct http_client_respons
     if (resp && http_client_response_header(resp, "Retry-After", v, sizeof(v)) &&
         parse_retry_after(v, &ms) == 0)
         return ms > r->u->opts.retry_max_ms ? r->u->opts.retry_max_ms : ms;
-    return upstream_backoff_ms(r->u, r->retries);
+    return backoff_ms(r->u, r->retries);
 }
 
 /* --- module lifetime --- */
 
-static void upstream_free(struct upstream *u)
+/* Frees a module being destroyed once its last request is gone. */
+static void req_released(struct upstream *u)
 {
-    upstream_auth_dispose(u);
-    free(u);
-}
-
-/* Frees a module being destroyed once its last request or fetch is gone. */
-void upstream_obj_released(struct upstream *u)
-{
-    u->nobjs--;
-    if (u->destroying && u->nobjs == 0)
-        upstream_free(u);
+    u->nreqs--;
+    if (u->destroying && u->nreqs == 0)
+        free(u);
 }
 
 int upstream_create(uv_loop_t *loop, struct http_client *hc, const struct upstream_opts *opts,
@@ -143,6 +213,11 @@ int upstream_create(uv_loop_t *loop, struct http_client *hc, const struct upstre
     if (u->opts.retry_max_ms < u->opts.retry_base_ms)
         u->opts.retry_max_ms = u->opts.retry_base_ms;
     u->rng = uv_hrtime() | 1;
+    int rc = upstream_auth_create(loop, hc, u->opts.low_speed_time_s, &u->auth);
+    if (rc < 0) {
+        free(u);
+        return rc;
+    }
     *out = u;
     return 0;
 }
@@ -154,7 +229,7 @@ const struct upstream_stats *upstream_stats(const struct upstream *u)
 
 /* --- requests --- */
 
-void upstream_req_set_state(struct upstream_req *r, enum upstream_req_state s)
+static void set_state(struct upstream_req *r, enum upstream_req_state s)
 {
     if (r->state != s)
         LOG(DEBUG, COMP, "req=%llu state=%s->%s", (unsigned long long)r->id, state_names[r->state],
@@ -179,7 +254,7 @@ static void req_closed(uv_handle_t *h)
     free(r->scope);
     buf_dispose(&r->saved_headers);
     free(r);
-    upstream_obj_released(u);
+    req_released(u);
 }
 
 /* Hands the outcome to the caller and closes the request. */
@@ -187,7 +262,7 @@ static void finish(struct upstream_req *r, int rc, const struct http_client_resp
 {
     struct upstream *u = r->u;
 
-    upstream_req_set_state(r, UREQ_DONE);
+    set_state(r, UREQ_DONE);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -202,7 +277,7 @@ static void finish(struct upstream_req *r, int rc, const struct http_client_resp
     uv_close((uv_handle_t *)&r->timer, req_closed);
 }
 
-void upstream_req_finish_err(struct upstream_req *r, int rc)
+static void finish_err(struct upstream_req *r, int rc)
 {
     struct http_client_response resp = {.status = 0, .content_length = UINT64_MAX};
 
@@ -212,7 +287,7 @@ void upstream_req_finish_err(struct upstream_req *r, int rc)
 }
 
 /* Delivers the 401 that started a token fetch the realm then refused. */
-void upstream_req_finish_saved(struct upstream_req *r)
+static void finish_saved(struct upstream_req *r)
 {
     struct http_client_response resp = {.status = r->saved_status, .content_length = 0};
     int rc = 0;
@@ -255,7 +330,7 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     if (r->auth_rounds >= AUTH_ROUNDS_MAX)
         return false;
     if (strcasecmp(scheme, "Basic") == 0) {
-        upstream_auth_basic_remember(u, r->def->host);
+        upstream_auth_basic_remember(u->auth, r->def->host);
         if (!upstream_auth_has_creds(r->def) || r->sent_basic)
             return false;
         /* A token the server does not want is not sent again. */
@@ -276,8 +351,8 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     if (r->bearer) {
         /* The token we sent was refused: never send it again. */
         if (r->realm)
-            upstream_auth_token_invalidate(u, r->realm, r->service, r->scope, r->bearer);
-        upstream_auth_token_invalidate(u, realm, service, scope, r->bearer);
+            upstream_auth_token_invalidate(u->auth, r->realm, r->service, r->scope, r->bearer);
+        upstream_auth_token_invalidate(u->auth, realm, service, scope, r->bearer);
         upstream_auth_wipe_free(r->bearer);
         r->bearer = NULL;
     }
@@ -286,9 +361,9 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     free(r->realm);
     free(r->service);
     free(r->scope);
-    r->realm = upstream_dupstr(realm);
-    r->service = upstream_dupstr(service);
-    r->scope = upstream_dupstr(scope);
+    r->realm = dupstr(realm);
+    r->service = dupstr(service);
+    r->scope = dupstr(scope);
     buf_reset(&r->saved_headers);
     if (!r->realm || !r->service || !r->scope ||
         buf_append(&r->saved_headers, resp->headers.data, resp->headers.len) < 0)
@@ -307,17 +382,17 @@ static void proceed(struct upstream_req *r)
 
     switch (r->next_step) {
     case NEXT_ATTEMPT:
-        rc = upstream_req_start_attempt(r);
+        rc = start_attempt(r);
         break;
     case NEXT_TOKEN:
-        rc = upstream_auth_request_token(r);
+        rc = request_token(r);
         break;
     case NEXT_BACKOFF:
-        upstream_req_schedule_backoff(r, r->wait_ms, NEXT_ATTEMPT);
+        schedule_backoff(r, r->wait_ms, NEXT_ATTEMPT);
         break;
     }
     if (rc < 0)
-        upstream_req_finish_err(r, rc);
+        finish_err(r, rc);
 }
 
 static int att_response(void *arg, const struct http_client_response *resp)
@@ -376,7 +451,7 @@ static void att_done(void *arg, int rc, const struct http_client_response *resp)
         } else if ((rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT) &&
                    r->retries < u->opts.max_retries) {
             r->last_status = 0;
-            upstream_req_schedule_backoff(r, upstream_backoff_ms(u, r->retries), NEXT_ATTEMPT);
+            schedule_backoff(r, backoff_ms(u, r->retries), NEXT_ATTEMPT);
             return;
         }
     }
@@ -385,11 +460,11 @@ static void att_done(void *arg, int rc, const struct http_client_response *resp)
     finish(r, rc, resp);
 }
 
-int upstream_req_start_attempt(struct upstream_req *r)
+static int start_attempt(struct upstream_req *r)
 {
     struct upstream *u = r->u;
     const char **hdrs = calloc(r->nheaders + 2, sizeof(*hdrs));
-    char userpwd[USERPWD_MAX];
+    char userpwd[UPSTREAM_AUTH_USERPWD_MAX];
     char *auth = NULL;
     size_t i;
     int rc = -ENOMEM;
@@ -435,7 +510,7 @@ int upstream_req_start_attempt(struct upstream_req *r)
     };
     r->passthrough = false;
     r->intercepted = false;
-    upstream_req_set_state(r, UREQ_ATTEMPT);
+    set_state(r, UREQ_ATTEMPT);
     LOG(DEBUG, COMP, "req=%llu method=%s url=%s retry=%d auth=%s", (unsigned long long)r->id,
         r->method, r->url, r->retries,
         r->bearer       ? "bearer"
@@ -457,16 +532,15 @@ static void timer_cb(uv_timer_t *t)
     int rc;
 
     if (r->canceled) {
-        upstream_req_finish_err(r, SHOAL_ECANCELED);
+        finish_err(r, SHOAL_ECANCELED);
         return;
     }
-    rc = r->after_wait == NEXT_TOKEN ? upstream_auth_request_token(r)
-                                     : upstream_req_start_attempt(r);
+    rc = r->after_wait == NEXT_TOKEN ? request_token(r) : start_attempt(r);
     if (rc < 0)
-        upstream_req_finish_err(r, rc);
+        finish_err(r, rc);
 }
 
-void upstream_req_schedule_backoff(struct upstream_req *r, int64_t wait_ms, enum upstream_next then)
+static void schedule_backoff(struct upstream_req *r, int64_t wait_ms, enum upstream_next then)
 {
     struct upstream *u = r->u;
 
@@ -475,8 +549,76 @@ void upstream_req_schedule_backoff(struct upstream_req *r, int64_t wait_ms, enum
     r->after_wait = then;
     LOG(WARN, COMP, "req=%llu url=%s status=%ld wait_ms=%lld attempt=%d", (unsigned long long)r->id,
         r->url, r->last_status, (long long)wait_ms, r->retries);
-    upstream_req_set_state(r, UREQ_BACKOFF);
+    set_state(r, UREQ_BACKOFF);
     uv_timer_start(&r->timer, timer_cb, (uint64_t)wait_ms, 0);
+}
+
+/* --- tokens --- */
+
+/* A token fetch the request waited on has ended (upstream_auth_wait.on_token). */
+static void token_ready(void *arg, int rc, const char *token)
+{
+    struct upstream_req *r = arg;
+    struct upstream *u = r->u;
+
+    if (rc == 0) {
+        upstream_auth_repo_key_store(u->auth, r->def->host, r->repo, r->realm, r->service,
+                                     r->scope);
+        upstream_auth_wipe_free(r->bearer);
+        r->bearer = dupstr(token);
+        rc = r->bearer ? start_attempt(r) : -ENOMEM;
+        if (rc < 0)
+            finish_err(r, rc);
+        return;
+    }
+    if (rc == SHOAL_EUNAUTHORIZED) {
+        if (r->saved_status) {
+            finish_saved(r);
+            return;
+        }
+        /* Fetched ahead of any challenge: let the upstream say 401 itself. */
+        rc = start_attempt(r);
+        if (rc < 0)
+            finish_err(r, rc);
+        return;
+    }
+    if (rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT) {
+        if (r->retries < u->opts.max_retries) {
+            r->last_status = 0;
+            r->fetched = false;
+            schedule_backoff(r, backoff_ms(u, r->retries), NEXT_TOKEN);
+            return;
+        }
+        rc = SHOAL_EUNAVAILABLE;
+    }
+    finish_err(r, rc);
+}
+
+/* Gets a token for the request's key (r->realm, r->service, r->scope): from
+ * the cache, or by waiting on a fetch; the next attempt then carries it. */
+static int request_token(struct upstream_req *r)
+{
+    struct upstream *u = r->u;
+    const char *cached = upstream_auth_token_valid(u->auth, r->realm, r->service, r->scope);
+    int rc;
+
+    if (cached) {
+        /* Another request fetched it meanwhile. If it is refused, the 401
+         * invalidates it and this request still fetches once. */
+        upstream_auth_repo_key_store(u->auth, r->def->host, r->repo, r->realm, r->service,
+                                     r->scope);
+        upstream_auth_wipe_free(r->bearer);
+        r->bearer = dupstr(cached);
+        return r->bearer ? start_attempt(r) : -ENOMEM;
+    }
+    rc = upstream_auth_fetch(u->auth, r->def, r->realm, r->service, r->scope, r->id, &r->wait);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        u->stats.token_fetches++;
+    r->fetched = true;
+    set_state(r, UREQ_TOKEN);
+    return 0;
 }
 
 /* --- public request API --- */
@@ -507,7 +649,7 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
         goto out;
     ulen = strlen(opts->def->url);
     plen = strlen(opts->path);
-    if (ulen + plen >= URL_MAX)
+    if (ulen + plen >= UPSTREAM_AUTH_URL_MAX)
         goto out;
     rc = -ENOMEM;
     r = calloc(1, sizeof(*r));
@@ -516,8 +658,8 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     r->u = u;
     r->id = ++u->next_id;
     r->def = opts->def;
-    r->repo = upstream_dupstr(opts->repo);
-    r->method = upstream_dupstr(opts->method ? opts->method : "GET");
+    r->repo = dupstr(opts->repo);
+    r->method = dupstr(opts->method ? opts->method : "GET");
     r->url = malloc(ulen + plen + 1);
     if (opts->headers)
         while (opts->headers[n])
@@ -528,33 +670,36 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     memcpy(r->url, opts->def->url, ulen);
     memcpy(r->url + ulen, opts->path, plen + 1);
     for (; r->nheaders < n; r->nheaders++)
-        if (!(r->headers[r->nheaders] = upstream_dupstr(opts->headers[r->nheaders])))
+        if (!(r->headers[r->nheaders] = dupstr(opts->headers[r->nheaders])))
             goto out;
     r->max_body = opts->max_body;
     r->on_response = opts->on_response;
     r->on_data = opts->on_data;
     r->on_done = opts->on_done;
     r->arg = opts->arg;
+    r->wait.on_token = token_ready;
+    r->wait.arg = r;
     buf_init(&r->saved_headers, SAVED_HEADERS_MAX);
 
     /* Send what worked before for this host and repository up front. */
-    struct repo_key *k = upstream_auth_repo_key_find(u, opts->def->host, r->repo);
+    const struct upstream_auth_repo_key *k =
+        upstream_auth_repo_key_find(u->auth, opts->def->host, r->repo);
     bool need_token = false;
     if (k) {
-        const char *cached = upstream_auth_token_valid(u, k->realm, k->service, k->scope);
-        r->realm = upstream_dupstr(k->realm);
-        r->service = upstream_dupstr(k->service);
-        r->scope = upstream_dupstr(k->scope);
+        const char *cached = upstream_auth_token_valid(u->auth, k->realm, k->service, k->scope);
+        r->realm = dupstr(k->realm);
+        r->service = dupstr(k->service);
+        r->scope = dupstr(k->scope);
         if (!r->realm || !r->service || !r->scope)
             goto out;
         if (cached) {
-            if (!(r->bearer = upstream_dupstr(cached)))
+            if (!(r->bearer = dupstr(cached)))
                 goto out;
         } else {
             need_token = true; /* expired: renew before asking */
         }
     } else if (upstream_auth_has_creds(opts->def) &&
-               upstream_auth_basic_known(u, opts->def->host)) {
+               upstream_auth_basic_known(u->auth, opts->def->host)) {
         r->use_basic = true;
     }
 
@@ -562,16 +707,16 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     if (rc < 0)
         goto out;
     r->timer.data = r;
-    rc = need_token ? upstream_auth_request_token(r) : upstream_req_start_attempt(r);
+    rc = need_token ? request_token(r) : start_attempt(r);
     if (rc < 0) {
         /* The timer is initialised: the request can only go through close. */
-        upstream_req_set_state(r, UREQ_DONE);
+        set_state(r, UREQ_DONE);
         uv_close((uv_handle_t *)&r->timer, req_closed);
-        u->nobjs++;
+        u->nreqs++;
         return rc;
     }
     u->stats.requests++;
-    u->nobjs++;
+    u->nreqs++;
     r->next = u->reqs;
     if (u->reqs)
         u->reqs->prev = r;
@@ -593,8 +738,6 @@ void upstream_req_resume(struct upstream_req *r)
 
 void upstream_req_cancel(struct upstream_req *r)
 {
-    struct upstream_req **pp;
-
     if (r->state == UREQ_DONE || r->canceled)
         return;
     r->canceled = true;
@@ -605,14 +748,7 @@ void upstream_req_cancel(struct upstream_req *r)
         return;
     case UREQ_TOKEN:
         /* The fetch goes on for its other waiters and fills the cache. */
-        for (pp = &r->fetch->waiters; *pp; pp = &(*pp)->wnext) {
-            if (*pp == r) {
-                *pp = r->wnext;
-                break;
-            }
-        }
-        r->fetch = NULL;
-        r->wnext = NULL;
+        upstream_auth_wait_cancel(&r->wait);
         break;
     case UREQ_BACKOFF:
     case UREQ_DONE:
@@ -626,18 +762,18 @@ void upstream_req_cancel(struct upstream_req *r)
 void upstream_destroy(struct upstream *u)
 {
     struct upstream_req *r, *next;
-    struct token_fetch *f;
 
-    if (!u)
+    if (!u || u->destroying)
         return;
     u->destroying = true;
     for (r = u->reqs; r; r = next) {
         next = r->next;
         upstream_req_cancel(r);
     }
-    for (f = u->fetches; f; f = f->next)
-        if (f->hreq)
-            http_client_cancel(f->hreq);
-    if (u->nobjs == 0)
-        upstream_free(u);
+    /* Every request has left its token fetch: the fetches can go. A request
+     * closing from now on no longer touches the token service. */
+    upstream_auth_destroy(u->auth);
+    u->auth = NULL;
+    if (u->nreqs == 0)
+        free(u);
 }

@@ -1,10 +1,11 @@
-/* Authentication against upstream registries: the WWW-Authenticate parser,
- * the caches of tokens, of the token key each (host, repository) used last
- * and of hosts that asked for Basic, and token fetches from a realm.
+/* Authentication against upstream registries, below upstream.c: the
+ * WWW-Authenticate parser, the caches of tokens, of the token key each (host,
+ * repository) used last and of hosts that asked for Basic, and token fetches
+ * from a realm.
  *
- * A token fetch is shared by every request that needs the same key; when it
- * ends, each waiting request moves on to its next attempt (or learns why it
- * cannot) through upstream.c.
+ * A token fetch is shared by every caller that needs the same key; when it
+ * ends, each waiting caller learns the outcome through the on_token callback
+ * of its upstream_auth_wait. This file knows nothing of upstream requests.
  */
 #define _GNU_SOURCE /* explicit_bzero */
 #include "upstream/upstream_auth.h"
@@ -17,8 +18,11 @@
 
 #include <jansson.h>
 
+#include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
+/* For the prototype of upstream_parse_challenge, which upstream.h exports. */
+#include "upstream/upstream.h"
 
 #define COMP "upstream"
 
@@ -43,7 +47,36 @@ struct basic_host {
     char *host;
 };
 
+/* One token request in flight; callers needing the same key wait on it. */
+struct upstream_auth_fetch {
+    struct upstream_auth_fetch *next;
+    struct upstream_auth *a;
+    char *realm, *service, *scope;
+    struct http_client_req *hreq;
+    struct upstream_auth_wait *waiters;
+};
+
+struct upstream_auth {
+    uv_loop_t *loop;
+    struct http_client *hc;
+    long low_speed_time_s;
+    struct token *tokens;
+    size_t ntokens;
+    struct upstream_auth_repo_key *repo_keys;
+    size_t nrepo_keys;
+    struct basic_host *basic_hosts;
+    struct upstream_auth_fetch *fetches;
+    size_t nfetches; /* fetches not freed yet */
+    bool destroying;
+};
+
 /* --- small helpers --- */
+
+/* strdup that maps NULL to "". NULL only when out of memory. */
+static char *dupstr(const char *s)
+{
+    return strdup(s ? s : "");
+}
 
 void upstream_auth_wipe_free(char *s)
 {
@@ -277,90 +310,90 @@ static bool key_eq(const char *realm, const char *service, const char *scope, co
     return strcmp(realm, r2) == 0 && strcmp(service, s2) == 0 && strcmp(scope, sc2) == 0;
 }
 
-static struct token **token_find(struct upstream *u, const char *realm, const char *service,
+static struct token **token_find(struct upstream_auth *a, const char *realm, const char *service,
                                  const char *scope)
 {
     struct token **pp;
 
-    for (pp = &u->tokens; *pp; pp = &(*pp)->next)
+    for (pp = &a->tokens; *pp; pp = &(*pp)->next)
         if (key_eq((*pp)->realm, (*pp)->service, (*pp)->scope, realm, service, scope))
             return pp;
     return NULL;
 }
 
-const char *upstream_auth_token_valid(struct upstream *u, const char *realm, const char *service,
-                                      const char *scope)
+const char *upstream_auth_token_valid(struct upstream_auth *a, const char *realm,
+                                      const char *service, const char *scope)
 {
-    struct token **pp = token_find(u, realm, service, scope);
+    struct token **pp = token_find(a, realm, service, scope);
 
-    if (!pp || (*pp)->expires_ms <= uv_now(u->loop))
+    if (!pp || (*pp)->expires_ms <= uv_now(a->loop))
         return NULL;
     return (*pp)->value;
 }
 
 /* Drops the cached token for the key if it is still the one that was sent:
  * a newer token fetched meanwhile by another request stays. */
-void upstream_auth_token_invalidate(struct upstream *u, const char *realm, const char *service,
+void upstream_auth_token_invalidate(struct upstream_auth *a, const char *realm, const char *service,
                                     const char *scope, const char *sent)
 {
-    struct token **pp = token_find(u, realm, service, scope);
+    struct token **pp = token_find(a, realm, service, scope);
 
     if (pp && strcmp((*pp)->value, sent) == 0) {
         struct token *t = *pp;
         *pp = t->next;
-        u->ntokens--;
+        a->ntokens--;
         token_free(t);
     }
 }
 
-static void token_store(struct upstream *u, const char *realm, const char *service,
+static void token_store(struct upstream_auth *a, const char *realm, const char *service,
                         const char *scope, const char *value, uint64_t expires_ms)
 {
-    struct token **pp = token_find(u, realm, service, scope), *t;
-    uint64_t now = uv_now(u->loop);
+    struct token **pp = token_find(a, realm, service, scope), *t;
+    uint64_t now = uv_now(a->loop);
 
     if (pp) {
         t = *pp;
         *pp = t->next;
-        u->ntokens--;
+        a->ntokens--;
         token_free(t);
     }
     /* Expired tokens go first; if the cache is still full, the oldest. */
-    for (pp = &u->tokens; *pp;) {
+    for (pp = &a->tokens; *pp;) {
         if ((*pp)->expires_ms <= now) {
             t = *pp;
             *pp = t->next;
-            u->ntokens--;
+            a->ntokens--;
             token_free(t);
         } else {
             pp = &(*pp)->next;
         }
     }
-    if (u->ntokens >= TOKENS_MAX) {
-        for (pp = &u->tokens; (*pp)->next; pp = &(*pp)->next)
+    if (a->ntokens >= TOKENS_MAX) {
+        for (pp = &a->tokens; (*pp)->next; pp = &(*pp)->next)
             ;
         token_free(*pp);
         *pp = NULL;
-        u->ntokens--;
+        a->ntokens--;
     }
     t = calloc(1, sizeof(*t));
     if (!t)
         return;
-    t->realm = upstream_dupstr(realm);
-    t->service = upstream_dupstr(service);
-    t->scope = upstream_dupstr(scope);
-    t->value = upstream_dupstr(value);
+    t->realm = dupstr(realm);
+    t->service = dupstr(service);
+    t->scope = dupstr(scope);
+    t->value = dupstr(value);
     if (!t->realm || !t->service || !t->scope || !t->value) {
         token_free(t);
         return;
     }
     t->expires_ms = expires_ms;
-    t->next = u->tokens;
-    u->tokens = t;
-    u->ntokens++;
+    t->next = a->tokens;
+    a->tokens = t;
+    a->ntokens++;
 }
 
-static void repo_key_free(struct repo_key *k)
+static void repo_key_free(struct upstream_auth_repo_key *k)
 {
     free(k->host);
     free(k->repo);
@@ -370,22 +403,28 @@ static void repo_key_free(struct repo_key *k)
     free(k);
 }
 
-struct repo_key *upstream_auth_repo_key_find(struct upstream *u, const char *host, const char *repo)
+static struct upstream_auth_repo_key *repo_key_lookup(struct upstream_auth *a, const char *host,
+                                                      const char *repo)
 {
-    struct repo_key *k;
+    struct upstream_auth_repo_key *k;
 
-    for (k = u->repo_keys; k; k = k->next)
+    for (k = a->repo_keys; k; k = k->next)
         if (strcmp(k->host, host) == 0 && strcmp(k->repo, repo) == 0)
             return k;
     return NULL;
 }
 
-static void repo_key_store(struct upstream *u, const char *host, const char *repo,
-                           const char *realm, const char *service, const char *scope)
+const struct upstream_auth_repo_key *upstream_auth_repo_key_find(struct upstream_auth *a,
+                                                                 const char *host, const char *repo)
 {
-    struct repo_key *k = upstream_auth_repo_key_find(u, host, repo), **pp;
-    char *nr = upstream_dupstr(realm), *ns = upstream_dupstr(service),
-         *nsc = upstream_dupstr(scope);
+    return repo_key_lookup(a, host, repo);
+}
+
+void upstream_auth_repo_key_store(struct upstream_auth *a, const char *host, const char *repo,
+                                  const char *realm, const char *service, const char *scope)
+{
+    struct upstream_auth_repo_key *k = repo_key_lookup(a, host, repo), **pp;
+    char *nr = dupstr(realm), *ns = dupstr(service), *nsc = dupstr(scope);
 
     if (!nr || !ns || !nsc)
         goto fail;
@@ -398,18 +437,18 @@ static void repo_key_store(struct upstream *u, const char *host, const char *rep
         k->scope = nsc;
         return;
     }
-    if (u->nrepo_keys >= REPO_KEYS_MAX) {
-        for (pp = &u->repo_keys; (*pp)->next; pp = &(*pp)->next)
+    if (a->nrepo_keys >= REPO_KEYS_MAX) {
+        for (pp = &a->repo_keys; (*pp)->next; pp = &(*pp)->next)
             ;
         repo_key_free(*pp);
         *pp = NULL;
-        u->nrepo_keys--;
+        a->nrepo_keys--;
     }
     k = calloc(1, sizeof(*k));
     if (!k)
         goto fail;
-    k->host = upstream_dupstr(host);
-    k->repo = upstream_dupstr(repo);
+    k->host = dupstr(host);
+    k->repo = dupstr(repo);
     k->realm = nr;
     k->service = ns;
     k->scope = nsc;
@@ -417,9 +456,9 @@ static void repo_key_store(struct upstream *u, const char *host, const char *rep
         repo_key_free(k);
         return;
     }
-    k->next = u->repo_keys;
-    u->repo_keys = k;
-    u->nrepo_keys++;
+    k->next = a->repo_keys;
+    a->repo_keys = k;
+    a->nrepo_keys++;
     return;
 fail:
     free(nr);
@@ -427,46 +466,46 @@ fail:
     free(nsc);
 }
 
-bool upstream_auth_basic_known(struct upstream *u, const char *host)
+bool upstream_auth_basic_known(struct upstream_auth *a, const char *host)
 {
     struct basic_host *b;
 
-    for (b = u->basic_hosts; b; b = b->next)
+    for (b = a->basic_hosts; b; b = b->next)
         if (strcmp(b->host, host) == 0)
             return true;
     return false;
 }
 
-void upstream_auth_basic_remember(struct upstream *u, const char *host)
+void upstream_auth_basic_remember(struct upstream_auth *a, const char *host)
 {
     struct basic_host *b;
 
-    if (upstream_auth_basic_known(u, host))
+    if (upstream_auth_basic_known(a, host))
         return;
     b = calloc(1, sizeof(*b));
-    if (!b || !(b->host = upstream_dupstr(host))) {
+    if (!b || !(b->host = dupstr(host))) {
         free(b);
         return;
     }
-    b->next = u->basic_hosts;
-    u->basic_hosts = b;
+    b->next = a->basic_hosts;
+    a->basic_hosts = b;
 }
 
-void upstream_auth_dispose(struct upstream *u)
+static void caches_dispose(struct upstream_auth *a)
 {
-    while (u->tokens) {
-        struct token *t = u->tokens;
-        u->tokens = t->next;
+    while (a->tokens) {
+        struct token *t = a->tokens;
+        a->tokens = t->next;
         token_free(t);
     }
-    while (u->repo_keys) {
-        struct repo_key *k = u->repo_keys;
-        u->repo_keys = k->next;
+    while (a->repo_keys) {
+        struct upstream_auth_repo_key *k = a->repo_keys;
+        a->repo_keys = k->next;
         repo_key_free(k);
     }
-    while (u->basic_hosts) {
-        struct basic_host *b = u->basic_hosts;
-        u->basic_hosts = b->next;
+    while (a->basic_hosts) {
+        struct basic_host *b = a->basic_hosts;
+        a->basic_hosts = b->next;
         free(b->host);
         free(b);
     }
@@ -474,52 +513,23 @@ void upstream_auth_dispose(struct upstream *u)
 
 /* --- token fetches --- */
 
-static void fetch_free(struct token_fetch *f)
+static void auth_free(struct upstream_auth *a)
 {
-    struct upstream *u = f->u;
+    caches_dispose(a);
+    free(a);
+}
+
+static void fetch_free(struct upstream_auth_fetch *f)
+{
+    struct upstream_auth *a = f->a;
 
     free(f->realm);
     free(f->service);
     free(f->scope);
     free(f);
-    upstream_obj_released(u);
-}
-
-/* A waiting request learns how its token fetch went. */
-static void token_ready(struct upstream_req *r, int rc, const char *token)
-{
-    struct upstream *u = r->u;
-
-    if (rc == 0) {
-        repo_key_store(u, r->def->host, r->repo, r->realm, r->service, r->scope);
-        upstream_auth_wipe_free(r->bearer);
-        r->bearer = upstream_dupstr(token);
-        rc = r->bearer ? upstream_req_start_attempt(r) : -ENOMEM;
-        if (rc < 0)
-            upstream_req_finish_err(r, rc);
-        return;
-    }
-    if (rc == SHOAL_EUNAUTHORIZED) {
-        if (r->saved_status) {
-            upstream_req_finish_saved(r);
-            return;
-        }
-        /* Fetched ahead of any challenge: let the upstream say 401 itself. */
-        rc = upstream_req_start_attempt(r);
-        if (rc < 0)
-            upstream_req_finish_err(r, rc);
-        return;
-    }
-    if (rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT) {
-        if (r->retries < u->opts.max_retries) {
-            r->last_status = 0;
-            r->fetched = false;
-            upstream_req_schedule_backoff(r, upstream_backoff_ms(u, r->retries), NEXT_TOKEN);
-            return;
-        }
-        rc = SHOAL_EUNAVAILABLE;
-    }
-    upstream_req_finish_err(r, rc);
+    a->nfetches--;
+    if (a->destroying && a->nfetches == 0)
+        auth_free(a);
 }
 
 /* Reads the token and its lifetime from a token endpoint's answer. */
@@ -569,8 +579,8 @@ out:
 
 static void fetch_done(void *arg, int rc, const struct http_client_response *resp)
 {
-    struct token_fetch *f = arg, **pp;
-    struct upstream *u = f->u;
+    struct upstream_auth_fetch *f = arg, **pp;
+    struct upstream_auth *a = f->a;
     char *token = NULL;
     long long expires = 0;
     char issued[64] = "-";
@@ -580,7 +590,7 @@ static void fetch_done(void *arg, int rc, const struct http_client_response *res
     if (!resp)
         resp = &empty;
 
-    for (pp = &u->fetches; *pp; pp = &(*pp)->next) {
+    for (pp = &a->fetches; *pp; pp = &(*pp)->next) {
         if (*pp == f) {
             *pp = f->next;
             break;
@@ -609,64 +619,67 @@ static void fetch_done(void *arg, int rc, const struct http_client_response *res
         /* Renew shortly before expiry, so no request carries a token that
          * expires in flight; short-lived tokens keep half their life. */
         long long margin = expires / 2 < 30 ? expires / 2 : 30;
-        token_store(u, f->realm, f->service, f->scope, token,
-                    uv_now(u->loop) + (uint64_t)(expires - margin) * 1000);
+        token_store(a, f->realm, f->service, f->scope, token,
+                    uv_now(a->loop) + (uint64_t)(expires - margin) * 1000);
         LOG(INFO, COMP, "token realm=%s service=%s scope=%s expires_in=%lld issued_at=%s", f->realm,
             f->service, f->scope, expires, issued);
         result = 0;
     }
 
+    /* A waiter's callback may cancel other waiters or destroy the service:
+     * this fetch stays counted (and the service alive) until the loop ends. */
     while (f->waiters) {
-        struct upstream_req *w = f->waiters;
-        f->waiters = w->wnext;
-        w->wnext = NULL;
+        struct upstream_auth_wait *w = f->waiters;
+        f->waiters = w->next;
+        w->next = NULL;
         w->fetch = NULL;
-        token_ready(w, result, token);
+        w->on_token(w->arg, result, token);
     }
     upstream_auth_wipe_free(token);
     fetch_free(f);
 }
 
-static int fetch_start(struct upstream_req *r, struct token_fetch **out)
+static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, const char *realm,
+                       const char *service, const char *scope, uint64_t req_id,
+                       struct upstream_auth_fetch **out)
 {
-    struct upstream *u = r->u;
-    struct token_fetch *f = calloc(1, sizeof(*f));
+    struct upstream_auth_fetch *f = calloc(1, sizeof(*f));
     struct buf url;
-    char userpwd[USERPWD_MAX];
+    char userpwd[UPSTREAM_AUTH_USERPWD_MAX];
     bool creds = false, local;
     int rc = -ENOMEM;
 
-    buf_init(&url, URL_MAX);
+    buf_init(&url, UPSTREAM_AUTH_URL_MAX);
     if (!f)
         goto out;
-    f->u = u;
-    f->realm = upstream_dupstr(r->realm);
-    f->service = upstream_dupstr(r->service);
-    f->scope = upstream_dupstr(r->scope);
+    f->a = a;
+    f->realm = dupstr(realm);
+    f->service = dupstr(service);
+    f->scope = dupstr(scope);
     if (!f->realm || !f->service || !f->scope)
         goto out;
-    rc = buf_append(&url, r->realm, strlen(r->realm));
-    if (rc == 0 && r->service[0]) {
-        rc = buf_append(&url, strchr(r->realm, '?') ? "&service=" : "?service=", 9);
+    rc = buf_append(&url, f->realm, strlen(f->realm));
+    if (rc == 0 && f->service[0]) {
+        rc = buf_append(&url, strchr(f->realm, '?') ? "&service=" : "?service=", 9);
         if (rc == 0)
-            rc = urlencode(&url, r->service);
+            rc = urlencode(&url, f->service);
         if (rc == 0)
             rc = buf_append(&url, "&scope=", 7);
     } else if (rc == 0) {
-        rc = buf_append(&url, strchr(r->realm, '?') ? "&scope=" : "?scope=", 7);
+        rc = buf_append(&url, strchr(f->realm, '?') ? "&scope=" : "?scope=", 7);
     }
     if (rc == 0)
-        rc = urlencode(&url, r->scope);
+        rc = urlencode(&url, f->scope);
     if (rc < 0)
         goto out;
     /* The CA bundle and the insecure switch describe the upstream's own
      * host. Credentials go to the realm only over TLS, or over plain HTTP
      * when the upstream itself is reached that way on the same host. */
-    local = same_host(r->realm, r->def->url);
-    if (upstream_auth_has_creds(r->def) && (is_https(r->realm) || local)) {
-        rc = upstream_auth_build_userpwd(r->def, userpwd, sizeof(userpwd));
+    local = same_host(f->realm, def->url);
+    if (upstream_auth_has_creds(def) && (is_https(f->realm) || local)) {
+        rc = upstream_auth_build_userpwd(def, userpwd, sizeof(userpwd));
         if (rc < 0) {
-            LOG(WARN, COMP, "host=%s credentials unusable: %s", r->def->host, shoal_strerror(rc));
+            LOG(WARN, COMP, "host=%s credentials unusable: %s", def->host, shoal_strerror(rc));
             goto out;
         }
         creds = true;
@@ -675,23 +688,22 @@ static int fetch_start(struct upstream_req *r, struct token_fetch **out)
         .method = "GET",
         .url = url.data,
         .userpwd = creds ? userpwd : NULL,
-        .ca_file = local ? r->def->ca_file : NULL,
-        .insecure = local && r->def->insecure,
+        .ca_file = local ? def->ca_file : NULL,
+        .insecure = local && def->insecure,
         .follow_redirects = true,
-        .low_speed_time_s = u->opts.low_speed_time_s,
+        .low_speed_time_s = a->low_speed_time_s,
         .max_body = TOKEN_BODY_MAX,
         .on_done = fetch_done,
         .arg = f,
     };
     LOG(DEBUG, COMP, "req=%llu token fetch realm=%s service=%s scope=%s basic=%d",
-        (unsigned long long)r->id, f->realm, f->service, f->scope, creds);
-    rc = http_client_request(u->hc, &o, &f->hreq);
+        (unsigned long long)req_id, f->realm, f->service, f->scope, creds);
+    rc = http_client_request(a->hc, &o, &f->hreq);
     if (rc < 0)
         goto out;
-    u->stats.token_fetches++;
-    u->nobjs++;
-    f->next = u->fetches;
-    u->fetches = f;
+    a->nfetches++;
+    f->next = a->fetches;
+    a->fetches = f;
     *out = f;
     f = NULL;
 out:
@@ -706,35 +718,74 @@ out:
     return rc;
 }
 
-/* Gets a token for the request's key: from the cache, by joining a fetch
- * already in flight, or by starting one. */
-int upstream_auth_request_token(struct upstream_req *r)
+int upstream_auth_fetch(struct upstream_auth *a, const struct upstream_def *def, const char *realm,
+                        const char *service, const char *scope, uint64_t req_id,
+                        struct upstream_auth_wait *w)
 {
-    struct upstream *u = r->u;
-    struct token_fetch *f;
-    const char *cached = upstream_auth_token_valid(u, r->realm, r->service, r->scope);
-    int rc;
+    struct upstream_auth_fetch *f;
+    int rc = 0;
 
-    if (cached) {
-        /* Another request fetched it meanwhile. If it is refused, the 401
-         * invalidates it and this request still fetches once. */
-        repo_key_store(u, r->def->host, r->repo, r->realm, r->service, r->scope);
-        upstream_auth_wipe_free(r->bearer);
-        r->bearer = upstream_dupstr(cached);
-        return r->bearer ? upstream_req_start_attempt(r) : -ENOMEM;
-    }
-    for (f = u->fetches; f; f = f->next)
-        if (key_eq(f->realm, f->service, f->scope, r->realm, r->service, r->scope))
+    if (a->destroying)
+        return SHOAL_ECANCELED;
+    for (f = a->fetches; f; f = f->next)
+        if (key_eq(f->realm, f->service, f->scope, realm, service, scope))
             break;
     if (!f) {
-        rc = fetch_start(r, &f);
+        rc = fetch_start(a, def, realm, service, scope, req_id, &f);
         if (rc < 0)
             return rc;
+        rc = 1;
     }
-    r->fetched = true;
-    r->fetch = f;
-    r->wnext = f->waiters;
-    f->waiters = r;
-    upstream_req_set_state(r, UREQ_TOKEN);
+    w->fetch = f;
+    w->next = f->waiters;
+    f->waiters = w;
+    return rc;
+}
+
+void upstream_auth_wait_cancel(struct upstream_auth_wait *w)
+{
+    struct upstream_auth_wait **pp;
+
+    if (!w->fetch)
+        return;
+    for (pp = &w->fetch->waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    w->fetch = NULL;
+    w->next = NULL;
+}
+
+/* --- service lifetime --- */
+
+int upstream_auth_create(uv_loop_t *loop, struct http_client *hc, long low_speed_time_s,
+                         struct upstream_auth **out)
+{
+    struct upstream_auth *a = calloc(1, sizeof(*a));
+
+    if (!a)
+        return -ENOMEM;
+    a->loop = loop;
+    a->hc = hc;
+    a->low_speed_time_s = low_speed_time_s;
+    *out = a;
     return 0;
+}
+
+void upstream_auth_destroy(struct upstream_auth *a)
+{
+    struct upstream_auth_fetch *f;
+
+    if (!a || a->destroying)
+        return;
+    a->destroying = true;
+    /* http_client completes a canceled request on a later loop turn, so the
+     * list does not change under this walk. */
+    for (f = a->fetches; f; f = f->next)
+        if (f->hreq)
+            http_client_cancel(f->hreq);
+    if (a->nfetches == 0)
+        auth_free(a);
 }

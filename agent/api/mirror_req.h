@@ -1,7 +1,16 @@
-/* Shared between mirror.c (routing, manifests, pass-through, control) and
- * mirror_blob.c (blobs). Not a public interface. */
-#ifndef SHOAL_MIRROR_INTERNAL_H
-#define SHOAL_MIRROR_INTERNAL_H
+/* The bottom of the OCI pull API (api/mirror*.c): the mirror's shared state,
+ * the per-request object, OCI error answers and the record of which
+ * repositories upstream confirmed to hold which digest.
+ *
+ * Private to the mirror. The files above it each serve one kind of request
+ * and call down here, never sideways or back:
+ *   mirror.c           routing, pass-through, control endpoints, metrics
+ *   mirror_manifest.c  manifests
+ *   mirror_blob.c      blobs
+ *   mirror_req.c       this header
+ */
+#ifndef SHOAL_MIRROR_REQ_H
+#define SHOAL_MIRROR_REQ_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -9,6 +18,9 @@
 #include <jansson.h>
 
 #include "api/mirror.h"
+#include "shoal/buf.h"
+#include "shoal/http_client.h"
+#include "shoal/http_server.h"
 #include "shoal/oci.h"
 
 #define MIRROR_MAX_STATUS 600
@@ -63,10 +75,19 @@ struct mreq {
     uint64_t next_off; /* next byte to queue */
 };
 
-/* Answers with an OCI error JSON. extra may be NULL. */
+/* The mirror's clock: the loop's time in milliseconds. */
+uint64_t mirror_now_ms(const struct mirror *m);
+
+/* Appends the OCI error JSON {"errors":[{"code":..,"message":..,"detail":null}]}
+ * and a newline to out. Bytes of message that are not UTF-8 become '?'. Out
+ * of memory appends a fixed body with code UNKNOWN instead. */
+void mreq_error_json(struct buf *out, const char *code, const char *message);
+/* Answers with an OCI error JSON and ends the response. extra (borrowed, may
+ * be NULL) adds headers. A HEAD answer carries the message in X-Shoal-Error. */
 void mreq_error(struct mreq *r, int status, const char *code, const char *message,
                 const struct http_header *extra);
-/* Maps an upstream failure (rc, HTTP status) to an OCI error answer. */
+/* Maps an upstream failure (rc, HTTP status) to an OCI error answer. resp
+ * (may be NULL) gives a 429's Retry-After. */
 void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown_code,
                          const struct http_client_response *resp);
 /* Starts the response, adding the common headers (OCI-Namespace, API version). */
@@ -74,15 +95,13 @@ int mreq_start(struct mreq *r, int status, const struct http_header *headers);
 /* Frees r if nothing refers to it any more. Returns true if freed. */
 bool mreq_maybe_free(struct mreq *r);
 
-/* Records / checks that host/repo holds d (size when known, else UINT64_MAX). */
+/* Records that host/repo holds d (size when known, else UINT64_MAX) for
+ * repo-check-ttl, and in the store's repository sets. */
 void mirror_confirm(struct mirror *m, const char *host, const char *repo,
                     const struct oci_digest *d, uint64_t size);
+/* Whether a confirmation is fresh; *size gets its size (UINT64_MAX when
+ * unknown). */
 bool mirror_confirmed(struct mirror *m, const char *host, const char *repo,
                       const struct oci_digest *d, uint64_t *size);
-
-/* Serves GET/HEAD /v2/<repo>/blobs/<digest>. */
-void mirror_blob(struct mreq *r);
-/* Client went away: drop blob state. */
-void mirror_blob_closed(struct mreq *r);
 
 #endif
