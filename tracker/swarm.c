@@ -73,17 +73,6 @@ uint64_t tracker_piece_length(uint64_t size, uint64_t forced)
 
 /* --- Helpers ---------------------------------------------------------------------- */
 
-uint64_t tracker_fnv1a(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 /* xorshift64*: plenty for shuffling a hand-out. */
 static uint64_t rnd(struct tracker_swarms *s)
 {
@@ -205,7 +194,7 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
     free(w->hashed);
     free(w->leased);
     free(w->peers);
-    free(w->suspects);
+    tracker_suspects_dispose(&w->suspects);
     free(w);
     memmove(&s->v[pos], &s->v[pos + 1], (s->n - pos - 1) * sizeof(s->v[0]));
     s->n--;
@@ -460,6 +449,30 @@ static void give_up(struct swarm *w, struct peer *p, const struct tracker_announ
     }
 }
 
+/* --- Bad-peer reports ------------------------------------------------------------ */
+
+static int reserve_suspects(const struct tracker_swarms *s, struct swarm *w,
+                            const struct tracker_announce_req *req)
+{
+    if (s->cfg.bad_peer_off)
+        return 0;
+    return tracker_suspects_reserve(&w->suspects, req->nbad_peers);
+}
+
+/* Marks every reported address for bad_peer_ms from now (a second report
+ * extends the mark). Needs reserve_suspects. */
+static void mark_suspects(struct tracker_swarms *s, struct swarm *w,
+                          const struct tracker_announce_req *req, uint64_t now_ms,
+                          struct tracker_announce_reply *out)
+{
+    if (s->cfg.bad_peer_off)
+        return;
+    tracker_suspects_mark(&w->suspects, req->bad_peers, req->nbad_peers,
+                          now_ms + s->cfg.bad_peer_ms);
+    if (req->nbad_peers > 0)
+        out->suspect_ms = s->cfg.bad_peer_ms;
+}
+
 /* --- Leases and hand-out ----------------------------------------------------------- */
 
 /* Grants the lowest run of free pieces, or renews nothing: a holder asking
@@ -550,7 +563,7 @@ static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer
         const struct peer *p = &w->peers[s->cand[i].idx];
         struct tracker_peer_info *o = &out->peers[out->npeers];
 
-        if (tracker_is_suspect(w, p->addr, now_ms))
+        if (tracker_suspects_has(&w->suspects, p->addr, now_ms))
             continue;
         o->agent = p->agent;
         o->addr = p->addr;
@@ -595,7 +608,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
     rc = check_pieces(req, w != NULL ? w->pieces : (uint32_t)npieces(req->size, plen), out);
     if (rc < 0)
         return rc;
-    if (w != NULL && (rc = tracker_suspects_reserve(s, w, req)) < 0)
+    if (w != NULL && (rc = reserve_suspects(s, w, req)) < 0)
         return rc;
     s->st.announces++;
 
@@ -607,7 +620,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
         out->pieces = (uint32_t)npieces(req->size, plen);
         if (w == NULL)
             return 0;
-        tracker_mark_suspects(s, w, req, now_ms, out);
+        mark_suspects(s, w, req, now_ms, out);
         p = peer_find(w, req->agent);
         if (p != NULL)
             peer_remove(s, w, p, now_ms);
@@ -625,7 +638,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
         out->new_swarm = true;
         /* The first announce can already carry reports: a restarted tracker
          * hears from agents mid-download. */
-        rc = tracker_suspects_reserve(s, w, req);
+        rc = reserve_suspects(s, w, req);
         if (rc < 0)
             return rc;
     }
@@ -642,7 +655,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
 
     take_hashes(s, w, p, req, now_ms, out);
     give_up(w, p, req, out);
-    tracker_mark_suspects(s, w, req, now_ms, out);
+    mark_suspects(s, w, req, now_ms, out);
     if (req->want_lease)
         grant(s, w, p, now_ms, out);
     rc = hand_out(s, w, p, now_ms, out);
@@ -680,7 +693,7 @@ void tracker_expire(struct tracker_swarms *s, uint64_t now_ms)
             }
             j++;
         }
-        tracker_expire_suspects(w, now_ms);
+        tracker_suspects_expire(&w->suspects, now_ms);
         if (w->npeers == 0 && (w->nhashed == 0 || now_ms >= w->empty_since_ms + s->cfg.keep_ms)) {
             swarm_free(s, i);
             continue;
