@@ -17,6 +17,7 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
+#include "shoal/wire.h"
 
 #define COMP "tracker"
 #define METRICS_MAX (1u << 20)
@@ -43,7 +44,9 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
         a->cfg.secret = "";
         a->cfg.secret_len = 0;
     }
-    a->hash_len = tracker_hash_len(cfg->hash_algo);
+    if (a->cfg.hash_algo == 0)
+        a->cfg.hash_algo = WIRE_HASH_XXH3_128;
+    a->hash_len = wire_hash_len(a->cfg.hash_algo);
     *out = a;
     return 0;
 }
@@ -227,8 +230,8 @@ static int get_hashes(struct tracker_api *a, json_t *doc, struct tracker_announc
         return 0;
     if (!json_is_object(obj))
         BAD("hashes: expected an object of piece index -> hex hash");
-    if (json_object_size(obj) > TRACKER_MAX_SWARM_PIECES)
-        BAD("hashes: more than %d entries", TRACKER_MAX_SWARM_PIECES);
+    if (json_object_size(obj) > WIRE_PIECES_MAX)
+        BAD("hashes: more than %u entries", WIRE_PIECES_MAX);
     if (json_object_size(obj) == 0)
         return 0;
     d->hashes = calloc(json_object_size(obj), sizeof(*d->hashes));
@@ -242,7 +245,7 @@ static int get_hashes(struct tracker_api *a, json_t *doc, struct tracker_announc
             BAD("hashes: key \"%.20s\" is not a piece index", key);
         if (!json_is_string(v) || unhex(json_string_value(v), a->hash_len, h->hash) < 0)
             BAD("hashes[\"%s\"]: expected %zu lower-case hex characters (%s)", key, 2 * a->hash_len,
-                tracker_hash_algo_name(a->cfg.hash_algo));
+                wire_hash_algo_name(a->cfg.hash_algo));
         n++;
     }
     r->hashes = d->hashes;
@@ -261,8 +264,8 @@ static int get_failed(json_t *doc, struct tracker_announce_req *r, struct decode
         return 0;
     if (!json_is_array(arr))
         BAD("lease_failed: expected an array of piece indexes");
-    if (json_array_size(arr) > TRACKER_MAX_SWARM_PIECES)
-        BAD("lease_failed: more than %d entries", TRACKER_MAX_SWARM_PIECES);
+    if (json_array_size(arr) > WIRE_PIECES_MAX)
+        BAD("lease_failed: more than %u entries", WIRE_PIECES_MAX);
     if (json_array_size(arr) == 0)
         return 0;
     d->failed = calloc(json_array_size(arr), sizeof(*d->failed));
@@ -343,7 +346,7 @@ static json_t *reply_json(const struct tracker_announce_reply *out)
     json_t *doc = json_object();
     json_t *hashes = json_object();
     json_t *peers = json_array();
-    char hex[2 * TRACKER_HASH_MAX + 1];
+    char hex[WIRE_HASH_HEX_MAX];
     char idx[16];
 
     if (doc == NULL || hashes == NULL || peers == NULL)
@@ -351,7 +354,7 @@ static json_t *reply_json(const struct tracker_announce_reply *out)
     json_object_set_new(doc, "interval_ms", json_integer((json_int_t)out->interval_ms));
     json_object_set_new(doc, "piece_length", json_integer((json_int_t)out->piece_length));
     json_object_set_new(doc, "pieces", json_integer(out->pieces));
-    json_object_set_new(doc, "hash_algo", json_string(tracker_hash_algo_name(out->hash_algo)));
+    json_object_set_new(doc, "hash_algo", json_string(wire_hash_algo_name(out->hash_algo)));
     for (uint32_t i = 0; out->hashed != NULL && i < out->pieces; i++) {
         if (!out->hashed[i])
             continue;

@@ -40,35 +40,11 @@
 
 #include "swarm_internal.h"
 
-/* --- Pieces ------------------------------------------------------------------ */
-
-static uint64_t npieces(uint64_t size, uint64_t len)
+/* The piece count of a swarm; its piece length comes from
+ * wire_piece_length_choose, so the count is at most WIRE_PIECES_MAX. */
+static uint32_t npieces(uint64_t size, uint64_t len)
 {
-    return size / len + (size % len != 0);
-}
-
-static bool pow2(uint64_t v)
-{
-    return v != 0 && (v & (v - 1)) == 0;
-}
-
-uint64_t tracker_piece_length(uint64_t size, uint64_t forced)
-{
-    uint64_t len;
-
-    if (forced != 0 && pow2(forced) && forced >= TRACKER_MIN_PIECE_LENGTH &&
-        forced <= TRACKER_MAX_PIECE_LENGTH) {
-        len = forced;
-    } else {
-        len = TRACKER_DEFAULT_PIECE_LENGTH;
-        while (npieces(size, len) > TRACKER_TARGET_PIECES && len < TRACKER_MAX_PIECE_LENGTH)
-            len *= 2;
-    }
-    /* Bounds the per-swarm tables whatever was forced; with sizes up to
-     * TRACKER_MAX_SIZE this never passes 16 MiB. */
-    while (npieces(size, len) > TRACKER_MAX_SWARM_PIECES)
-        len *= 2;
-    return len;
+    return (uint32_t)(size / len + (size % len != 0));
 }
 
 /* --- Helpers ---------------------------------------------------------------------- */
@@ -210,10 +186,8 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
     if (cfg->lease_pieces > TRACKER_MAX_LEASE_PIECES || cfg->max_peers > TRACKER_MAX_REPLY_PEERS ||
         cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
         cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS ||
-        (size_t)cfg->hash_algo >= TRACKER_HASH_ALGO_COUNT ||
-        (cfg->piece_length != 0 &&
-         (!pow2(cfg->piece_length) || cfg->piece_length < TRACKER_MIN_PIECE_LENGTH ||
-          cfg->piece_length > TRACKER_MAX_PIECE_LENGTH)))
+        (cfg->hash_algo != 0 && wire_hash_len(cfg->hash_algo) == 0) ||
+        (cfg->piece_length != 0 && !wire_piece_length_valid(cfg->piece_length)))
         return SHOAL_ECONFIG;
     s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -237,7 +211,9 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
         s->cfg.max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
     if (s->cfg.bad_peer_ms == 0)
         s->cfg.bad_peer_ms = DEFAULT_BAD_PEER_MS;
-    s->hash_len = tracker_hash_len(s->cfg.hash_algo);
+    if (s->cfg.hash_algo == 0)
+        s->cfg.hash_algo = WIRE_HASH_XXH3_128;
+    s->hash_len = wire_hash_len(s->cfg.hash_algo);
     s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
     *out = s;
     return 0;
@@ -280,10 +256,10 @@ static int check_req(const struct tracker_announce_req *req, struct oci_digest *
         FAIL(out, "addr: expected HOST:PORT with a reachable host and a port from 1 to 65535");
     if ((size_t)req->event >= TRACKER_EVENT_COUNT)
         FAIL(out, "event: expected started, progress, completed or stopped");
-    if (req->nhashes > TRACKER_MAX_SWARM_PIECES)
-        FAIL(out, "hashes: more than %d entries", TRACKER_MAX_SWARM_PIECES);
-    if (req->nlease_failed > TRACKER_MAX_SWARM_PIECES)
-        FAIL(out, "lease_failed: more than %d entries", TRACKER_MAX_SWARM_PIECES);
+    if (req->nhashes > WIRE_PIECES_MAX)
+        FAIL(out, "hashes: more than %u entries", WIRE_PIECES_MAX);
+    if (req->nlease_failed > WIRE_PIECES_MAX)
+        FAIL(out, "lease_failed: more than %u entries", WIRE_PIECES_MAX);
     if (req->nbad_peers > TRACKER_MAX_BAD_PEERS)
         FAIL(out, "bad_peers: more than %d entries", TRACKER_MAX_BAD_PEERS);
     for (size_t i = 0; i < req->nbad_peers; i++) {
@@ -362,8 +338,8 @@ static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint6
     memcpy(w->digest, d->str, strlen(d->str) + 1);
     w->key = tracker_fnv1a(w->digest);
     w->size = size;
-    w->piece_length = tracker_piece_length(size, s->cfg.piece_length);
-    w->pieces = (uint32_t)npieces(size, w->piece_length);
+    w->piece_length = wire_piece_length_choose(size, s->cfg.piece_length);
+    w->pieces = npieces(size, w->piece_length);
     w->empty_since_ms = now_ms;
     w->hashes = calloc(w->pieces, s->hash_len);
     w->hashed = calloc(w->pieces, 1);
@@ -604,8 +580,8 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
     if (w != NULL && w->size != req->size)
         FAIL(out, "size: %llu does not match the swarm's size %llu", (unsigned long long)req->size,
              (unsigned long long)w->size);
-    plen = w != NULL ? w->piece_length : tracker_piece_length(req->size, s->cfg.piece_length);
-    rc = check_pieces(req, w != NULL ? w->pieces : (uint32_t)npieces(req->size, plen), out);
+    plen = w != NULL ? w->piece_length : wire_piece_length_choose(req->size, s->cfg.piece_length);
+    rc = check_pieces(req, w != NULL ? w->pieces : npieces(req->size, plen), out);
     if (rc < 0)
         return rc;
     if (w != NULL && (rc = reserve_suspects(s, w, req)) < 0)
@@ -617,7 +593,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
          * reports still count, for the peers staying. */
         s->st.bad_peer_reports += req->nbad_peers;
         out->piece_length = plen;
-        out->pieces = (uint32_t)npieces(req->size, plen);
+        out->pieces = npieces(req->size, plen);
         if (w == NULL)
             return 0;
         mark_suspects(s, w, req, now_ms, out);

@@ -25,35 +25,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shoal/wire.h"
+
 #define TRACKER_MAX_SWARMS 10000
-#define TRACKER_MAX_SWARM_PEERS 10000  /* per swarm */
-#define TRACKER_MAX_SIZE (1ULL << 40)  /* 1 TiB: the largest blob a swarm is made for */
-#define TRACKER_MAX_SWARM_PIECES 65536 /* per swarm; piece length doubles to stay below */
-#define TRACKER_MIN_PIECE_LENGTH (256ULL << 10)
-#define TRACKER_MAX_PIECE_LENGTH (256ULL << 20)
-#define TRACKER_DEFAULT_PIECE_LENGTH (1ULL << 20)
-#define TRACKER_TARGET_PIECES 2048    /* the rule's target piece count */
+#define TRACKER_MAX_SWARM_PEERS 10000 /* per swarm */
+#define TRACKER_MAX_SIZE (1ULL << 40) /* 1 TiB: the largest blob a swarm is made for */
 #define TRACKER_AGENT_MAX 128         /* agent id length */
 #define TRACKER_ADDR_MAX 300          /* "host:port" length */
 #define TRACKER_DIGEST_MAX 135        /* "sha512:" + 128 hex */
-#define TRACKER_HASH_MAX 32           /* raw piece hash bytes (sha256) */
 #define TRACKER_MAX_REPLY_PEERS 200   /* upper bound of max_peers */
 #define TRACKER_MAX_LEASE_PIECES 1024 /* upper bound of lease_pieces */
 #define TRACKER_ERROR_MAX 256
 #define TRACKER_MAX_BAD_PEERS 64                      /* bad_peers entries in one announce */
 #define TRACKER_MAX_SUSPECTS 256                      /* suspect addresses per swarm */
 #define TRACKER_MAX_BAD_PEER_MS (24ULL * 3600 * 1000) /* upper bound of bad_peer_ms */
-
-/* XX(name, text) */
-#define TRACKER_HASH_ALGO_MAP(XX)                                                                  \
-    XX(XXH3_128, "xxh3-128")                                                                       \
-    XX(SHA256, "sha256")
-
-enum tracker_hash_algo {
-#define XX(name, text) TRACKER_HASH_##name,
-    TRACKER_HASH_ALGO_MAP(XX)
-#undef XX
-};
 
 /* XX(name, text) */
 #define TRACKER_EVENT_MAP(XX)                                                                      \
@@ -68,40 +53,31 @@ enum tracker_event {
 #undef XX
 };
 
-/* Name of an algorithm ("xxh3-128") / event ("stopped"). */
-const char *tracker_hash_algo_name(enum tracker_hash_algo algo);
+/* Name of an event ("stopped"). */
 const char *tracker_event_name(enum tracker_event ev);
 /* Parses a name; 0 or SHOAL_EPARSE. */
-int tracker_hash_algo_parse(const char *s, enum tracker_hash_algo *out);
 int tracker_event_parse(const char *s, enum tracker_event *out);
-/* Raw length of a piece hash: 16 or 32. */
-size_t tracker_hash_len(enum tracker_hash_algo algo);
-
-/* The piece length for a blob: forced (a power of two within the limits) or
- * 0 for the rule of docs/protocol.md; either way doubled while the blob would
- * have more than TRACKER_MAX_SWARM_PIECES pieces. */
-uint64_t tracker_piece_length(uint64_t size, uint64_t forced);
 
 struct tracker_swarms_config {
-    uint64_t interval_ms;      /* announce interval told to agents; default 1 s */
-    uint64_t peer_timeout_ms;  /* a silent peer leaves the swarm; default 10 s */
-    uint64_t lease_timeout_ms; /* default 30 s */
-    uint64_t keep_ms;          /* hashes outlive the last peer this long; default 1 h */
-    unsigned lease_pieces;     /* 1..TRACKER_MAX_LEASE_PIECES; default 8 */
-    unsigned max_peers;        /* peers per reply, 1..TRACKER_MAX_REPLY_PEERS; default 30 */
-    uint64_t piece_length;     /* 0 = rule; else forced (see tracker_piece_length) */
-    enum tracker_hash_algo hash_algo;
-    size_t max_swarms;      /* 0 = TRACKER_MAX_SWARMS */
-    size_t max_swarm_peers; /* 0 = TRACKER_MAX_SWARM_PEERS */
-    uint64_t seed;          /* shuffle seed; 0 picks a fixed one */
-    uint64_t bad_peer_ms;   /* how long a reported address is not handed out; default 5 min */
-    bool bad_peer_off;      /* reports are only counted (bad-peer-time 0); bad_peer_ms unused */
+    uint64_t interval_ms;          /* announce interval told to agents; default 1 s */
+    uint64_t peer_timeout_ms;      /* a silent peer leaves the swarm; default 10 s */
+    uint64_t lease_timeout_ms;     /* default 30 s */
+    uint64_t keep_ms;              /* hashes outlive the last peer this long; default 1 h */
+    unsigned lease_pieces;         /* 1..TRACKER_MAX_LEASE_PIECES; default 8 */
+    unsigned max_peers;            /* peers per reply, 1..TRACKER_MAX_REPLY_PEERS; default 30 */
+    uint64_t piece_length;         /* 0 = rule; else forced (see wire_piece_length_choose) */
+    enum wire_hash_algo hash_algo; /* 0 = WIRE_HASH_XXH3_128 */
+    size_t max_swarms;             /* 0 = TRACKER_MAX_SWARMS */
+    size_t max_swarm_peers;        /* 0 = TRACKER_MAX_SWARM_PEERS */
+    uint64_t seed;                 /* shuffle seed; 0 picks a fixed one */
+    uint64_t bad_peer_ms; /* how long a reported address is not handed out; default 5 min */
+    bool bad_peer_off;    /* reports are only counted (bad-peer-time 0); bad_peer_ms unused */
 };
 
-/* One reported hash: piece index and raw bytes (tracker_hash_len long). */
+/* One reported hash: piece index and raw bytes (wire_hash_len long). */
 struct tracker_hash_report {
     uint32_t index;
-    uint8_t hash[TRACKER_HASH_MAX];
+    uint8_t hash[WIRE_HASH_MAX];
 };
 
 /* An announce, decoded. Strings are borrowed and NUL-terminated. */
@@ -137,7 +113,7 @@ struct tracker_announce_reply {
     uint64_t interval_ms;
     uint64_t piece_length;
     uint32_t pieces;
-    enum tracker_hash_algo hash_algo;
+    enum wire_hash_algo hash_algo;
     size_t hash_len;
     const uint8_t *hashes; /* pieces * hash_len bytes, or NULL when none known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */

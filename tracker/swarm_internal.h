@@ -109,9 +109,8 @@ struct tracker_swarms {
     size_t cand_cap;
 };
 
-/* How many hash algorithms and events the X-macro maps name. */
+/* How many events the X-macro map names. */
 #define XX(name, text) +1
-enum { TRACKER_HASH_ALGO_COUNT = 0 TRACKER_HASH_ALGO_MAP(XX) };
 enum { TRACKER_EVENT_COUNT = 0 TRACKER_EVENT_MAP(XX) };
 #undef XX
 

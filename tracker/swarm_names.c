@@ -1,15 +1,8 @@
-/* Names of the tracker's enums (hash algorithm, announce event), and their
- * parsing from the API's strings. */
+/* Names of the announce events, and their parsing from the API's strings. */
 #include <string.h>
 
 #include "shoal/error.h"
 #include "swarm.h"
-
-static const char *const algo_names[] = {
-#define XX(name, text) text,
-    TRACKER_HASH_ALGO_MAP(XX)
-#undef XX
-};
 
 static const char *const event_names[] = {
 #define XX(name, text) text,
@@ -19,25 +12,9 @@ static const char *const event_names[] = {
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-const char *tracker_hash_algo_name(enum tracker_hash_algo algo)
-{
-    return (size_t)algo < NELEM(algo_names) ? algo_names[algo] : "unknown";
-}
-
 const char *tracker_event_name(enum tracker_event ev)
 {
     return (size_t)ev < NELEM(event_names) ? event_names[ev] : "unknown";
-}
-
-int tracker_hash_algo_parse(const char *s, enum tracker_hash_algo *out)
-{
-    for (size_t i = 0; s != NULL && i < NELEM(algo_names); i++) {
-        if (strcmp(s, algo_names[i]) == 0) {
-            *out = (enum tracker_hash_algo)i;
-            return 0;
-        }
-    }
-    return SHOAL_EPARSE;
 }
 
 int tracker_event_parse(const char *s, enum tracker_event *out)
@@ -49,9 +26,4 @@ int tracker_event_parse(const char *s, enum tracker_event *out)
         }
     }
     return SHOAL_EPARSE;
-}
-
-size_t tracker_hash_len(enum tracker_hash_algo algo)
-{
-    return algo == TRACKER_HASH_SHA256 ? 32 : 16;
 }

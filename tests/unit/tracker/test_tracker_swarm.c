@@ -37,32 +37,15 @@ static void test_piece_length(void **state)
     struct tracker_swarms_config cfg;
 
     (void)state;
-    assert_int_equal(tracker_piece_length(1, 0), 1 * MIB);
-    assert_int_equal(tracker_piece_length(256 * MIB, 0), 1 * MIB);
-    assert_int_equal(tracker_piece_length(2 * GIB, 0), 1 * MIB); /* exactly 2048 pieces */
-    assert_int_equal(tracker_piece_length(2 * GIB + 1, 0), 2 * MIB);
-    assert_int_equal(tracker_piece_length(8 * GIB, 0), 4 * MIB);
-    assert_int_equal(tracker_piece_length(8 * GIB + 1, 0), 8 * MIB);
-    assert_int_equal(tracker_piece_length(20 * GIB, 0), 16 * MIB);
-    assert_int_equal(tracker_piece_length(32 * GIB, 0), 16 * MIB);
-    assert_int_equal(tracker_piece_length(512 * GIB, 0), 256 * MIB);
-    /* Past 2048 pieces of 256 MiB the rule stops doubling. */
-    assert_int_equal(tracker_piece_length(1024 * GIB, 0), 256 * MIB);
-    /* A forced length wins, unless the blob would pass the piece cap. */
-    assert_int_equal(tracker_piece_length(1 * MIB, 256 * 1024), 256 * 1024);
-    assert_int_equal(tracker_piece_length(100 * GIB, 1 * MIB), 2 * MIB);
-    assert_int_equal(tracker_piece_length(1024 * GIB, 256 * 1024), 16 * MIB);
-    /* Not a valid forced length: the rule. */
-    assert_int_equal(tracker_piece_length(256 * MIB, 3 * MIB), 1 * MIB);
-    assert_int_equal(tracker_piece_length(256 * MIB, 128 * 1024), 1 * MIB);
-
+    /* The rule itself is wire_piece_length_choose's, tested with the wire
+     * helpers (tests/unit/common/test_wire_helpers.c). */
     /* Through an announce: the reply carries the swarm's length and count. */
     s = mk(NULL);
     assert_int_equal(ann(s, DIG_A, 256 * MIB + 1, "a", false, 1000), 0);
     assert_int_equal(R.piece_length, 1 * MIB);
     assert_int_equal(R.pieces, 257);
     assert_int_equal(R.interval_ms, 1000);
-    assert_int_equal(R.hash_algo, TRACKER_HASH_XXH3_128);
+    assert_int_equal(R.hash_algo, WIRE_HASH_XXH3_128);
     assert_int_equal(R.hash_len, 16);
     assert_true(R.new_swarm);
     assert_int_equal(ann(s, DIG_A, 256 * MIB + 1, "b", false, 1000), 0);
@@ -71,7 +54,7 @@ static void test_piece_length(void **state)
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.piece_length = 1 * MIB;
-    cfg.hash_algo = TRACKER_HASH_SHA256;
+    cfg.hash_algo = WIRE_HASH_SHA256;
     s = mk(&cfg);
     assert_int_equal(ann(s, DIG_A, 10 * MIB, "a", false, 1000), 0);
     assert_int_equal(R.piece_length, 1 * MIB);
@@ -614,7 +597,6 @@ static void test_state_memory(void **state)
 static void test_names(void **state)
 {
     enum tracker_event ev;
-    enum tracker_hash_algo algo;
 
     (void)state;
     assert_int_equal(tracker_event_parse("stopped", &ev), 0);
@@ -622,12 +604,8 @@ static void test_names(void **state)
     assert_string_equal(tracker_event_name(TRACKER_EVENT_STARTED), "started");
     assert_int_equal(tracker_event_parse("Stopped", &ev), SHOAL_EPARSE);
     assert_int_equal(tracker_event_parse(NULL, &ev), SHOAL_EPARSE);
-    assert_int_equal(tracker_hash_algo_parse("sha256", &algo), 0);
-    assert_int_equal(algo, TRACKER_HASH_SHA256);
-    assert_int_equal(tracker_hash_algo_parse("xxh3", &algo), SHOAL_EPARSE);
-    assert_string_equal(tracker_hash_algo_name(TRACKER_HASH_XXH3_128), "xxh3-128");
-    assert_int_equal(tracker_hash_len(TRACKER_HASH_XXH3_128), 16);
-    assert_int_equal(tracker_hash_len(TRACKER_HASH_SHA256), 32);
+    /* The hash algorithms' names are wire_hash_algo_*'s, tested in
+     * test_hash_algo_names (tests/unit/common/test_wire_helpers.c). */
 }
 
 int main(void)
