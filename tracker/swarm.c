@@ -63,7 +63,7 @@ static uint64_t rnd(struct tracker_swarms *s)
 
 static bool agent_valid(const char *a, size_t n)
 {
-    if (n == 0 || n > TRACKER_AGENT_MAX)
+    if (n == 0 || n > ANNOUNCE_AGENT_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = a[i];
@@ -79,10 +79,10 @@ static bool agent_valid(const char *a, size_t n)
  * and a port from 1. */
 static bool addr_valid(const char *a, size_t n)
 {
-    char host[TRACKER_ADDR_MAX + 1];
+    char host[ANNOUNCE_ADDR_MAX + 1];
     int port;
 
-    if (n == 0 || n > TRACKER_ADDR_MAX || a[0] == ':')
+    if (n == 0 || n > ANNOUNCE_ADDR_MAX || a[0] == ':')
         return false;
     if (config_parse_addr(a, host, sizeof(host), &port) < 0 || port == 0)
         return false;
@@ -183,7 +183,7 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
     struct tracker_swarms *s;
 
     *out = NULL;
-    if (cfg->lease_pieces > TRACKER_MAX_LEASE_PIECES || cfg->max_peers > TRACKER_MAX_REPLY_PEERS ||
+    if (cfg->lease_pieces > ANNOUNCE_LEASE_MAX || cfg->max_peers > ANNOUNCE_PEERS_MAX ||
         cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
         cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS ||
         (cfg->hash_algo != 0 && wire_hash_len(cfg->hash_algo) == 0) ||
@@ -239,18 +239,19 @@ void tracker_swarms_destroy(struct tracker_swarms *s)
     } while (0)
 
 /* Checks what can be checked without the swarm. */
-static int check_req(const struct tracker_announce_req *req, struct oci_digest *d,
+static int check_req(const struct announce_req *req, struct oci_digest *d,
                      struct tracker_announce_reply *out)
 {
     size_t n;
 
     if (req->digest == NULL || oci_digest_parse(req->digest, strlen(req->digest), d) < 0)
         FAIL(out, "digest: expected \"sha256:<64 hex>\" or \"sha512:<128 hex>\"");
-    if (req->size == 0 || req->size > TRACKER_MAX_SIZE)
-        FAIL(out, "size: must be between 1 and %llu", (unsigned long long)TRACKER_MAX_SIZE);
+    if (req->size == 0 || req->size > ANNOUNCE_SIZE_MAX)
+        FAIL(out, "size: must be between 1 and %llu", (unsigned long long)ANNOUNCE_SIZE_MAX);
     n = req->agent != NULL ? strlen(req->agent) : 0;
     if (!agent_valid(req->agent != NULL ? req->agent : "", n))
-        FAIL(out, "agent: expected 1 to %d characters of A-Z a-z 0-9 . - _ : @", TRACKER_AGENT_MAX);
+        FAIL(out, "agent: expected 1 to %d characters of A-Z a-z 0-9 . - _ : @",
+             ANNOUNCE_AGENT_MAX);
     n = req->addr != NULL ? strlen(req->addr) : 0;
     if (!addr_valid(req->addr != NULL ? req->addr : "", n))
         FAIL(out, "addr: expected HOST:PORT with a reachable host and a port from 1 to 65535");
@@ -260,8 +261,8 @@ static int check_req(const struct tracker_announce_req *req, struct oci_digest *
         FAIL(out, "hashes: more than %u entries", WIRE_PIECES_MAX);
     if (req->nlease_failed > WIRE_PIECES_MAX)
         FAIL(out, "lease_failed: more than %u entries", WIRE_PIECES_MAX);
-    if (req->nbad_peers > TRACKER_MAX_BAD_PEERS)
-        FAIL(out, "bad_peers: more than %d entries", TRACKER_MAX_BAD_PEERS);
+    if (req->nbad_peers > ANNOUNCE_BAD_PEERS_MAX)
+        FAIL(out, "bad_peers: more than %d entries", ANNOUNCE_BAD_PEERS_MAX);
     for (size_t i = 0; i < req->nbad_peers; i++) {
         const char *a = req->bad_peers[i];
 
@@ -277,7 +278,7 @@ static int check_req(const struct tracker_announce_req *req, struct oci_digest *
 }
 
 /* Checks what needs the piece count. */
-static int check_pieces(const struct tracker_announce_req *req, uint32_t pieces,
+static int check_pieces(const struct announce_req *req, uint32_t pieces,
                         struct tracker_announce_reply *out)
 {
     if (req->have > pieces)
@@ -391,7 +392,7 @@ static int peer_new(struct tracker_swarms *s, struct swarm *w, const char *agent
 
 /* Takes the hashes of pieces leased to p; counts the others. */
 static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *p,
-                        const struct tracker_announce_req *req, uint64_t now_ms,
+                        const struct announce_req *req, uint64_t now_ms,
                         struct tracker_announce_reply *out)
 {
     for (size_t i = 0; i < req->nhashes; i++) {
@@ -412,7 +413,7 @@ static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *
     s->st.hashes_ignored += out->hashes_ignored;
 }
 
-static void give_up(struct swarm *w, struct peer *p, const struct tracker_announce_req *req,
+static void give_up(struct swarm *w, struct peer *p, const struct announce_req *req,
                     struct tracker_announce_reply *out)
 {
     for (size_t i = 0; i < req->nlease_failed; i++) {
@@ -428,7 +429,7 @@ static void give_up(struct swarm *w, struct peer *p, const struct tracker_announ
 /* --- Bad-peer reports ------------------------------------------------------------ */
 
 static int reserve_suspects(const struct tracker_swarms *s, struct swarm *w,
-                            const struct tracker_announce_req *req)
+                            const struct announce_req *req)
 {
     if (s->cfg.bad_peer_off)
         return 0;
@@ -437,9 +438,8 @@ static int reserve_suspects(const struct tracker_swarms *s, struct swarm *w,
 
 /* Marks every reported address for bad_peer_ms from now (a second report
  * extends the mark). Needs reserve_suspects. */
-static void mark_suspects(struct tracker_swarms *s, struct swarm *w,
-                          const struct tracker_announce_req *req, uint64_t now_ms,
-                          struct tracker_announce_reply *out)
+static void mark_suspects(struct tracker_swarms *s, struct swarm *w, const struct announce_req *req,
+                          uint64_t now_ms, struct tracker_announce_reply *out)
 {
     if (s->cfg.bad_peer_off)
         return;
@@ -537,7 +537,7 @@ static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer
     out->npeers = 0;
     for (size_t i = 0; i < n && out->npeers < s->cfg.max_peers; i++) {
         const struct peer *p = &w->peers[s->cand[i].idx];
-        struct tracker_peer_info *o = &out->peers[out->npeers];
+        struct announce_peer *o = &out->peers[out->npeers];
 
         if (tracker_suspects_has(&w->suspects, p->addr, now_ms))
             continue;
@@ -559,8 +559,8 @@ static void fill_swarm(const struct swarm *w, struct tracker_announce_reply *out
     out->hashed = w->nhashed > 0 ? w->hashed : NULL;
 }
 
-int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req *req,
-                     uint64_t now_ms, struct tracker_announce_reply *out)
+int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, uint64_t now_ms,
+                     struct tracker_announce_reply *out)
 {
     struct oci_digest d;
     struct swarm *w;
@@ -576,6 +576,9 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
     rc = check_req(req, &d, out);
     if (rc < 0)
         return rc;
+    if (req->nhashes > 0 && req->hash_len != 0 && req->hash_len != s->hash_len)
+        FAIL(out, "hashes: expected %s hashes of %zu bytes", wire_hash_algo_name(s->cfg.hash_algo),
+             s->hash_len);
     w = swarm_find(s, d.str, NULL);
     if (w != NULL && w->size != req->size)
         FAIL(out, "size: %llu does not match the swarm's size %llu", (unsigned long long)req->size,
@@ -588,7 +591,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
         return rc;
     s->st.announces++;
 
-    if (req->event == TRACKER_EVENT_STOPPED) {
+    if (req->event == ANNOUNCE_EVENT_STOPPED) {
         /* Leaving: no swarm is created for it, and no lease or peers. Its
          * reports still count, for the peers staying. */
         s->st.bad_peer_reports += req->nbad_peers;

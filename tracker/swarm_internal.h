@@ -24,8 +24,8 @@ struct peer {
     bool complete;
     uint64_t last_seen_ms;
     struct lease lease;
-    char agent[TRACKER_AGENT_MAX + 1];
-    char addr[TRACKER_ADDR_MAX + 1];
+    char agent[ANNOUNCE_AGENT_MAX + 1];
+    char addr[ANNOUNCE_ADDR_MAX + 1];
 };
 
 /* 64-bit FNV-1a of a string: the key look-ups compare before the string. */
@@ -44,7 +44,7 @@ static inline uint64_t tracker_fnv1a(const char *s)
 struct suspect {
     uint64_t key; /* hash of addr */
     uint64_t until_ms;
-    char addr[TRACKER_ADDR_MAX + 1];
+    char addr[ANNOUNCE_ADDR_MAX + 1];
 };
 
 /* The suspects of one swarm (swarm_suspects.c), keyed by address rather
@@ -63,7 +63,7 @@ bool tracker_suspects_has(const struct tracker_suspects *x, const char *addr, ui
 /* Grows the array for nreports more marks before anything is marked, so
  * running out of memory never leaves half a report applied. 0 or -ENOMEM. */
 int tracker_suspects_reserve(struct tracker_suspects *x, size_t nreports);
-/* Marks every address (borrowed, each at most TRACKER_ADDR_MAX long) until
+/* Marks every address (borrowed, each at most ANNOUNCE_ADDR_MAX long) until
  * until_ms, or later if already marked longer. Needs a reserve for naddrs
  * first; at the cap, the mark expiring first gives way. */
 void tracker_suspects_mark(struct tracker_suspects *x, const char *const *addrs, size_t naddrs,
@@ -109,9 +109,9 @@ struct tracker_swarms {
     size_t cand_cap;
 };
 
-/* How many events the X-macro map names. */
+/* How many events the protocol names. */
 #define XX(name, text) +1
-enum { TRACKER_EVENT_COUNT = 0 TRACKER_EVENT_MAP(XX) };
+enum { TRACKER_EVENT_COUNT = 0 ANNOUNCE_EVENT_MAP(XX) };
 #undef XX
 
 #endif

@@ -33,11 +33,11 @@ const struct config_option tracker_options[] = {
         "how often agents in a swarm announce"),
     OPT("peer-timeout", CONFIG_DURATION, peer_timeout_ms, SEC, HOUR, "10s",
         "a peer that has not announced for this long leaves its swarms and loses its leases"),
-    OPT("lease-pieces", CONFIG_INT, lease_pieces, 1, TRACKER_MAX_LEASE_PIECES, "8",
+    OPT("lease-pieces", CONFIG_INT, lease_pieces, 1, ANNOUNCE_LEASE_MAX, "8",
         "consecutive pieces in one upstream lease"),
     OPT("lease-timeout", CONFIG_DURATION, lease_timeout_ms, SEC, HOUR, "30s",
         "a lease ends this long after it was granted or its holder last reported a hash for it"),
-    OPT("max-peers", CONFIG_INT, max_peers, 1, TRACKER_MAX_REPLY_PEERS, "30",
+    OPT("max-peers", CONFIG_INT, max_peers, 1, ANNOUNCE_PEERS_MAX, "30",
         "peers in one announce reply"),
     OPT("piece-length", CONFIG_SIZE, piece_length, 0, WIRE_PIECE_LENGTH_MAX, "0",
         "force this piece length (a power of two from 256KiB to 256MiB) for new swarms; 0 = "
