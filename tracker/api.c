@@ -1,6 +1,6 @@
-/* Tracker HTTP handlers: authentication, JSON decoding with one clear
- * message per bad field, the calls into tracker_state, and the JSON and
- * Prometheus answers.
+/* Tracker HTTP handlers: authentication, the announce decoded and its
+ * reply encoded by common/announce.c (one clear message per bad field), the
+ * calls into tracker_state, and the JSON and Prometheus answers.
  */
 #include "api.h"
 
@@ -27,7 +27,6 @@
 
 struct tracker_api {
     struct tracker_api_config cfg;
-    size_t hash_len;
     uint64_t auth_failures;
     uint64_t bad_requests;
     /* Scratch for one announce (the server is single-threaded). */
@@ -48,7 +47,6 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
     }
     if (a->cfg.hash_algo == 0)
         a->cfg.hash_algo = WIRE_HASH_XXH3_128;
-    a->hash_len = wire_hash_len(a->cfg.hash_algo);
     *out = a;
     return 0;
 }
