@@ -140,7 +140,8 @@ int tracker_client_reply_parse(const char *body, size_t len, struct tracker_clie
         p->have = r->peers[i].have;
     }
     out->npeers = r->npeers;
-    memcpy(out->lease, r->lease, r->nlease * sizeof(*out->lease));
+    if (r->nlease > 0)
+        memcpy(out->lease, r->lease, r->nlease * sizeof(*out->lease));
     out->nlease = r->nlease;
     out->lease_expires_ms = r->lease_expires_ms;
 out:
