@@ -1,5 +1,7 @@
-/* HTTP client: libcurl's multi interface driven by a libuv loop (curl's sockets
- * and timer are wired to the loop in http_client_loop.c).
+/* HTTP client: libcurl's multi interface driven by a libuv loop. The
+ * requests, curl's easy callbacks and the public API live here, over
+ * http_client_loop.c, which wires curl's sockets and timer to the loop and
+ * tells this file through a callback when transfers may have finished.
  *
  * Shape follows curl's docs/examples/multi-uv.c (socket callback -> uv_poll_t,
  * timer callback -> uv_timer_t) with its known traps fixed:
@@ -32,6 +34,8 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 
+#include "http_client_loop.h"
+
 #define COMP "http_client"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000L
@@ -41,7 +45,54 @@
 #define RECV_BUFFER_SIZE (256L << 10)
 #define MAX_REDIRS 5L
 
-#include "http_client_internal.h"
+/* XX(name): QUEUED = created, not yet in the multi handle (added from the
+ * idle callback); RUNNING = in the multi handle; COMPLETING = outcome decided
+ * (cancel, destroy), on_done queued; DONE = on_done running or ran. */
+#define REQ_STATE_MAP(XX) XX(QUEUED) XX(RUNNING) XX(COMPLETING) XX(DONE)
+
+enum req_state {
+#define XX(name) REQ_##name,
+    REQ_STATE_MAP(XX)
+#undef XX
+};
+
+struct http_client {
+    struct http_client_loop cl; /* the multi handle, its sockets and timer */
+    uv_idle_t idle;
+    struct qlink reqs;    /* every request not yet DONE */
+    struct qlink pending; /* requests with deferred work */
+    unsigned parts_open;  /* the idle handle and cl, until each has closed */
+    bool destroying;
+    bool torn_down;
+    void (*destroy_cb)(void *arg);
+    void *destroy_arg;
+};
+
+struct http_client_req {
+    struct http_client *c;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char *url; /* for log lines */
+    bool head;
+    bool follow;
+    int (*on_response)(void *arg, const struct http_client_response *resp);
+    size_t (*on_data)(void *arg, const char *data, size_t len);
+    void (*on_done)(void *arg, int rc, const struct http_client_response *resp);
+    void *arg;
+    struct http_client_response resp;
+
+    enum req_state state;
+    bool in_multi;
+    bool paused;      /* on_data returned HTTP_CLIENT_PAUSE, not yet unpaused */
+    bool want_resume; /* http_client_resume() asked, idle callback not yet run */
+    bool responded;   /* on_response ran (or would have, when NULL) */
+    int finish_rc;    /* for COMPLETING */
+    int abort_rc;     /* why one of our callbacks failed the transfer */
+    long line_status; /* parsed from the last status line, fallback for getinfo */
+    struct qlink all;
+    struct qlink pend;
+    char errbuf[CURL_ERROR_SIZE];
+};
 
 static const char *state_name(enum req_state s)
 {
@@ -178,7 +229,7 @@ static void remove_easy(struct http_client_req *r)
 {
     if (!r->in_multi)
         return;
-    CURLMcode mc = curl_multi_remove_handle(r->c->multi, r->easy);
+    CURLMcode mc = curl_multi_remove_handle(r->c->cl.multi, r->easy);
     if (mc != CURLM_OK)
         LOG(WARN, COMP, "url=%s remove_handle=%s", r->url, curl_multi_strerror(mc));
     r->in_multi = false;
@@ -256,14 +307,15 @@ static void finish(struct http_client_req *r, int rc, CURLcode cc)
     free_req(r);
 }
 
-void http_client_check_done(struct http_client *c)
+/* Finishes the requests curl reports done. */
+static void check_done(struct http_client *c)
 {
     CURLMsg *msg;
     int left;
 
-    if (!c->multi)
+    if (!c->cl.multi)
         return;
-    while ((msg = curl_multi_info_read(c->multi, &left))) {
+    while ((msg = curl_multi_info_read(c->cl.multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         /* msg is invalid once the handle is removed; copy what we need. */
@@ -377,9 +429,9 @@ static void unpause(struct http_client_req *r)
     r->paused = false;
     /* curl_easy_pause() hands the held bytes to on_write before returning,
      * and on_data may pause, cancel or resume again from there. */
-    c->in_curl++;
+    c->cl.in_curl++;
     CURLcode cc = curl_easy_pause(r->easy, CURLPAUSE_CONT);
-    c->in_curl--;
+    c->cl.in_curl--;
     if (cc != CURLE_OK && r->state == REQ_RUNNING) {
         /* curl dropped the held bytes but would go on with the transfer;
          * end it here rather than deliver a body with a hole. */
@@ -398,7 +450,7 @@ static void process(struct http_client_req *r)
         return;
     }
     if (r->state == REQ_QUEUED) {
-        CURLMcode mc = curl_multi_add_handle(c->multi, r->easy);
+        CURLMcode mc = curl_multi_add_handle(c->cl.multi, r->easy);
         if (mc != CURLM_OK) {
             LOG(WARN, COMP, "url=%s add_handle=%s", r->url, curl_multi_strerror(mc));
             finish(r, SHOAL_EINTERNAL, CURLE_OK);
@@ -414,23 +466,41 @@ static void process(struct http_client_req *r)
     }
 }
 
-static void on_base_closed(uv_handle_t *h)
+/* The idle handle or the loop part closed: the client is freed with the
+ * last of the two. */
+static void part_closed(struct http_client *c)
 {
-    http_client_handle_closed(h->data);
+    if (--c->parts_open > 0)
+        return;
+    void (*cb)(void *) = c->destroy_cb;
+    void *arg = c->destroy_arg;
+    free(c);
+    if (cb)
+        cb(arg);
+}
+
+static void on_idle_closed(uv_handle_t *h)
+{
+    part_closed(h->data);
+}
+
+static void on_loop_closed(void *arg)
+{
+    part_closed(arg);
+}
+
+/* After every socket action of the loop part. */
+static void on_progress(void *arg)
+{
+    check_done(arg);
 }
 
 static void teardown(struct http_client *c)
 {
     c->torn_down = true;
     uv_idle_stop(&c->idle);
-    /* May report CURL_POLL_REMOVE for cached connections; http_client_on_socket closes
-     * those polls. */
-    curl_multi_cleanup(c->multi);
-    c->multi = NULL;
-    while (!qempty(&c->socks))
-        http_client_close_sock(CONTAINER_OF(c->socks.next, struct sock, link));
-    uv_close((uv_handle_t *)&c->timer, on_base_closed);
-    uv_close((uv_handle_t *)&c->idle, on_base_closed);
+    http_client_loop_close(&c->cl);
+    uv_close((uv_handle_t *)&c->idle, on_idle_closed);
 }
 
 static void on_idle(uv_idle_t *h)
@@ -446,7 +516,7 @@ static void on_idle(uv_idle_t *h)
         qremove(&r->pend);
         process(r);
     }
-    http_client_check_done(c);
+    check_done(c);
     if (qempty(&c->pending))
         uv_idle_stop(h);
     if (c->destroying && !c->torn_down && qempty(&c->reqs))
@@ -470,39 +540,20 @@ int http_client_create(uv_loop_t *loop, struct http_client **out)
         rc = -ENOMEM;
         goto out;
     }
-    c->loop = loop;
     qinit(&c->reqs);
     qinit(&c->pending);
-    qinit(&c->socks);
-    c->multi = curl_multi_init();
-    if (!c->multi) {
-        rc = SHOAL_EINTERNAL;
+    rc = http_client_loop_init(&c->cl, loop, on_progress, on_loop_closed, c);
+    if (rc < 0)
         goto out;
-    }
-    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, http_client_on_socket) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, http_client_on_curl_timer) !=
-            CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) != CURLM_OK) {
-        rc = SHOAL_EINTERNAL;
-        goto out;
-    }
-    /* Neither init can fail on a live loop, so nothing below needs undoing
-     * through close callbacks. */
-    uv_timer_init(loop, &c->timer);
+    /* Cannot fail on a live loop, so nothing below needs undoing through
+     * close callbacks. */
     uv_idle_init(loop, &c->idle);
-    c->timer.data = c;
     c->idle.data = c;
-    c->handles = 2;
+    c->parts_open = 2;
     *out = c;
     c = NULL;
 out:
-    if (c) {
-        if (c->multi)
-            curl_multi_cleanup(c->multi);
-        free(c);
-    }
+    free(c);
     return rc;
 }
 
@@ -640,13 +691,13 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
         SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
     }
 
-    if (c->in_curl > 0) {
+    if (c->cl.in_curl > 0) {
         /* Called from inside a curl callback, where curl refuses new handles
          * (CURLM_RECURSIVE_API_CALL); add it on the next turn. */
         qpush(&c->reqs, &r->all);
         enqueue(r);
     } else {
-        CURLMcode mc = curl_multi_add_handle(c->multi, r->easy);
+        CURLMcode mc = curl_multi_add_handle(c->cl.multi, r->easy);
         if (mc != CURLM_OK) {
             LOG(WARN, COMP, "url=%s add_handle=%s", opts->url, curl_multi_strerror(mc));
             rc = SHOAL_EINTERNAL;

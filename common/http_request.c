@@ -1,34 +1,25 @@
-/* Request side of the HTTP server: feeds a connection's input to
- * http_parser, collects the head (URL and headers) into a per-connection
- * arena, hands a complete head to the handler, and answers the
- * http_request_* accessors. See http_server.c for the connection life cycle.
+/* Request side of the HTTP server: the incremental request parser (see
+ * http_request.h) and the http_request_* accessors of shoal/http_server.h.
+ * It knows nothing of connections; http_server.c feeds it.
  */
 #define _GNU_SOURCE
-#include "shoal/http_server.h"
+#include "http_request.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <http_parser.h>
-
 #include "shoal/error.h"
-#include "shoal/log.h"
-
-#include "http_server_internal.h"
-
-#define COMP "http"
 
 /* --- Request parsing ----------------------------------------------------- */
 
-static int arena_add(struct conn *c, const char *at, size_t len)
+static int arena_add(struct http_request_parser *c, const char *at, size_t len)
 {
     /* Input bytes fed per head are capped at max_header_bytes + 1, so this
      * limit (room for the NUL terminators) is only a second line of defence. */
-    size_t limit = 2 * c->srv->cfg.max_header_bytes + 64;
+    size_t limit = 2 * c->max_header_bytes + 64;
 
     if (len > limit - c->alen) {
         c->head_err = SHOAL_ETOOBIG;
@@ -55,43 +46,43 @@ static int arena_add(struct conn *c, const char *at, size_t len)
     return 0;
 }
 
-static int terminate(struct conn *c)
+static int terminate(struct http_request_parser *c)
 {
     return arena_add(c, "", 1);
 }
 
 static int on_msg_begin(http_parser *p)
 {
-    struct conn *c = p->data;
+    struct http_request_parser *c = p->data;
 
     c->alen = 0;
     c->url_len = 0;
     c->nhdr = 0;
-    c->hpos = HP_NONE;
+    c->hpos = HTTP_HP_NONE;
     c->body_err = 0;
-    c->req.start_ms = uv_now(c->srv->loop);
+    c->start_ms = c->now_ms;
     return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
-    struct conn *c = p->data;
+    struct http_request_parser *c = p->data;
 
-    c->hpos = HP_URL;
+    c->hpos = HTTP_HP_URL;
     c->url_len += len;
     return arena_add(c, at, len);
 }
 
 static int on_hfield(http_parser *p, const char *at, size_t len)
 {
-    struct conn *c = p->data;
+    struct http_request_parser *c = p->data;
 
-    if (c->hpos != HP_FIELD) {
+    if (c->hpos != HTTP_HP_FIELD) {
         if (terminate(c) < 0)
             return -1;
         if (c->nhdr == c->hcap) {
             size_t ncap = c->hcap ? c->hcap * 2 : 16;
-            struct hdr_ref *n = realloc(c->hrefs, ncap * sizeof(*n));
+            struct http_request_hdr_ref *n = realloc(c->hrefs, ncap * sizeof(*n));
 
             if (n == NULL) {
                 c->head_err = -ENOMEM;
@@ -103,25 +94,25 @@ static int on_hfield(http_parser *p, const char *at, size_t len)
         c->hrefs[c->nhdr].name = c->alen;
         c->hrefs[c->nhdr].value = 0;
         c->nhdr++;
-        c->hpos = HP_FIELD;
+        c->hpos = HTTP_HP_FIELD;
     }
     return arena_add(c, at, len);
 }
 
 static int on_hvalue(http_parser *p, const char *at, size_t len)
 {
-    struct conn *c = p->data;
+    struct http_request_parser *c = p->data;
 
-    if (c->hpos != HP_VALUE) {
-        if (c->hpos != HP_FIELD || terminate(c) < 0)
+    if (c->hpos != HTTP_HP_VALUE) {
+        if (c->hpos != HTTP_HP_FIELD || terminate(c) < 0)
             return -1;
         c->hrefs[c->nhdr - 1].value = c->alen;
-        c->hpos = HP_VALUE;
+        c->hpos = HTTP_HP_VALUE;
     }
     return arena_add(c, at, len);
 }
 
-static bool wants_continue(const struct conn *c)
+static bool wants_continue(const struct http_request_parser *c)
 {
     for (size_t i = 0; i < c->nhdr; i++) {
         if (strcasecmp(c->arena + c->hrefs[i].name, "Expect") == 0 &&
@@ -132,19 +123,16 @@ static bool wants_continue(const struct conn *c)
 }
 
 /* A request with a body on a server that reads bodies: refuses what it will
- * not read (the error answer follows from http_request_parse), or prepares
- * the buffer the body is collected in. */
-static int body_begin(struct conn *c, http_parser *p)
+ * not read (the feed then reports the error answer), or prepares the buffer
+ * the body is collected in. */
+static int body_begin(struct http_request_parser *c, http_parser *p)
 {
-    size_t max = c->srv->cfg.max_body_bytes;
-
     if ((p->flags & F_CHUNKED) != 0) {
         c->body_err = 411;
         return -1;
     }
-    if (p->content_length > max) {
-        LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_body_bytes max=%zu length=%" PRIu64,
-            c->id, c->peer, max, (uint64_t)p->content_length);
+    c->content_length = (uint64_t)p->content_length;
+    if (p->content_length > c->max_body_bytes) {
         c->body_err = 413;
         return -1;
     }
@@ -159,27 +147,25 @@ static int body_begin(struct conn *c, http_parser *p)
     c->in_body = true;
     /* Without the interim answer, curl waits a second before sending a
      * body of more than 1 KiB. */
-    if (p->http_minor >= 1 && wants_continue(c) && http_response_continue(c) < 0) {
-        c->head_err = -ENOMEM;
-        return -1;
-    }
+    if (p->http_minor >= 1 && wants_continue(c))
+        c->want_continue = true;
     return 0;
 }
 
 static int on_headers_done(http_parser *p)
 {
-    struct conn *c = p->data;
+    struct http_request_parser *c = p->data;
 
-    if (c->hpos == HP_FIELD || c->hpos == HP_NONE)
+    if (c->hpos == HTTP_HP_FIELD || c->hpos == HTTP_HP_NONE)
         return -1; /* a field without value cannot reach here; no URL neither */
     if (terminate(c) < 0)
         return -1;
     c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-    c->req.has_body =
+    c->has_body =
         (p->flags & F_CHUNKED) != 0 || (p->content_length > 0 && p->content_length != ULLONG_MAX);
-    if (!c->req.has_body)
+    if (!c->has_body)
         return 0;
-    if (c->srv->cfg.max_body_bytes == 0) {
+    if (c->max_body_bytes == 0) {
         /* The body is never read: stop here, answer, then close. */
         c->head_ready = true;
         http_parser_pause(p, 1);
@@ -190,7 +176,7 @@ static int on_headers_done(http_parser *p)
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
-    struct conn *c = p->data;
+    struct http_request_parser *c = p->data;
 
     if (!c->in_body)
         return 0; /* bodies are not read; the parser is paused before any */
@@ -207,7 +193,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 
 static int on_msg_done(http_parser *p)
 {
-    struct conn *c = p->data;
+    struct http_request_parser *c = p->data;
 
     if (c->in_body)
         c->body[c->body_len] = '\0';
@@ -228,125 +214,137 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_msg_done,
 };
 
-/* Hands a complete head to the handler. */
-static void dispatch(struct conn *c)
+void http_request_parser_init(struct http_request_parser *p, size_t max_header_bytes,
+                              size_t max_body_bytes)
 {
-    struct http_server *s = c->srv;
-    struct http_request *r = &c->req;
+    memset(p, 0, sizeof(*p));
+    p->max_header_bytes = max_header_bytes;
+    p->max_body_bytes = max_body_bytes;
+    http_parser_init(&p->parser, HTTP_REQUEST);
+    p->parser.data = p;
+}
+
+void http_request_parser_dispose(struct http_request_parser *p)
+{
+    free(p->arena);
+    free(p->hrefs);
+    free(p->hdrs);
+    free(p->body);
+    p->arena = NULL;
+    p->hrefs = NULL;
+    p->hdrs = NULL;
+    p->body = NULL;
+}
+
+static enum http_request_parse bad(struct http_request_parser *p, int status, const char *message,
+                                   const char *detail)
+{
+    p->status = status;
+    p->message = message;
+    p->detail = detail;
+    return HTTP_REQUEST_BAD;
+}
+
+enum http_request_parse http_request_parser_feed(struct http_request_parser *p, const char *data,
+                                                 size_t len, uint64_t now_ms, size_t *consumed)
+{
+    size_t max = p->max_header_bytes;
+    size_t pos = 0;
+    enum http_errno err;
+
+    p->now_ms = now_ms;
+    *consumed = 0;
+    for (;;) {
+        size_t avail = len - pos;
+        /* Feeding at most max + 1 head bytes makes the cap exact and bounds
+         * the arena, whatever the parser's own compile-time limit is. Body
+         * bytes are bounded by Content-Length instead. */
+        size_t room = p->in_body ? avail : max + 1 - p->head_fed;
+        size_t body_before = p->body_len;
+        size_t n;
+
+        if (HTTP_PARSER_ERRNO(&p->parser) == HPE_PAUSED)
+            http_parser_pause(&p->parser, 0);
+        n = http_parser_execute(&p->parser, &parser_settings, data + pos,
+                                avail < room ? avail : room);
+        pos += n;
+        *consumed = pos;
+        /* Only head bytes count against the head cap. */
+        p->head_fed += n - (p->body_len - body_before);
+        err = HTTP_PARSER_ERRNO(&p->parser);
+        if (p->head_err == -ENOMEM)
+            return HTTP_REQUEST_NOMEM;
+        if (p->head_err == SHOAL_ETOOBIG || p->head_fed > max || err == HPE_HEADER_OVERFLOW)
+            return bad(p, 431, "request header too large", NULL);
+        if (p->body_err != 0)
+            return bad(p, p->body_err,
+                       p->body_err == 413 ? "request body too large"
+                                          : "request body needs a Content-Length",
+                       NULL);
+        if (err != HPE_OK && err != HPE_PAUSED)
+            return bad(p, 400, "malformed request", http_errno_name(err));
+        if (p->head_ready)
+            break;
+        /* A head completed inside a capped feed leaves body bytes behind. */
+        if (!p->in_body || pos == len)
+            return HTTP_REQUEST_MORE;
+    }
+    if (p->parser.http_major != 1)
+        return bad(p, 400, "unsupported HTTP version", NULL);
+    return HTTP_REQUEST_READY;
+}
+
+int http_request_parser_fill(struct http_request_parser *p, struct http_request *r)
+{
     char *q;
 
-    if (c->nhdr > c->hdrs_cap) {
-        struct http_header *n = realloc(c->hdrs, c->nhdr * sizeof(*n));
+    if (p->nhdr > p->hdrs_cap) {
+        struct http_header *n = realloc(p->hdrs, p->nhdr * sizeof(*n));
 
-        if (n == NULL) {
-            http_server_conn_close(c, "out of memory");
-            return;
-        }
-        c->hdrs = n;
-        c->hdrs_cap = c->nhdr;
+        if (n == NULL)
+            return -ENOMEM;
+        p->hdrs = n;
+        p->hdrs_cap = p->nhdr;
     }
-    for (size_t i = 0; i < c->nhdr; i++) {
-        c->hdrs[i].name = c->arena + c->hrefs[i].name;
-        c->hdrs[i].value = c->arena + c->hrefs[i].value;
+    for (size_t i = 0; i < p->nhdr; i++) {
+        p->hdrs[i].name = p->arena + p->hrefs[i].name;
+        p->hdrs[i].value = p->arena + p->hrefs[i].value;
     }
     /* The URL is the first string in the arena. */
-    q = memchr(c->arena, '?', c->url_len);
+    q = memchr(p->arena, '?', p->url_len);
     if (q != NULL) {
         *q = '\0';
         r->query = q + 1;
     } else {
         r->query = NULL;
     }
-    r->path = c->arena;
-    r->method = http_method_str((enum http_method)c->parser.method);
-    r->http_minor = c->parser.http_minor;
-    r->is_head = c->parser.method == HTTP_HEAD;
-    r->nheaders = c->nhdr;
-    r->headers = c->nhdr > 0 ? c->hdrs : NULL;
-    r->peer = c->peer;
-    r->id = ++s->next_req_id;
-    r->user = NULL;
-    r->body = c->in_body ? c->body : NULL;
-    r->body_len = c->in_body ? c->body_len : 0;
-
-    c->req_active = true;
-    c->head_ready = false;
-    c->head_fed = 0;
-    c->close_cb = NULL;
-    c->drain_cb = NULL;
-    c->resp_started = false;
-    c->resp_ended = false;
-    c->resp_cl = -1;
-    c->resp_body = 0;
-    /* A body that was not read leaves the stream unparseable: close. */
-    c->close_after = !c->keep_alive || (r->has_body && !c->in_body) || s->destroying;
-    /* The body buffer stays owned by the connection until on_close. */
-    c->in_body = false;
-    c->body_len = 0;
-    c->body_want = 0;
-    http_server_conn_stop_timer(c);
-    http_server_conn_set_state(c, CONN_HANDLER);
-    LOG(DEBUG, COMP, "conn=%" PRIu64 " req=%" PRIu64 " method=%s path=%s", c->id, r->id, r->method,
-        r->path);
-    s->handler(r, s->ctx);
+    r->path = p->arena;
+    r->method = http_method_str((enum http_method)p->parser.method);
+    r->http_minor = p->parser.http_minor;
+    r->is_head = p->parser.method == HTTP_HEAD;
+    r->has_body = p->has_body;
+    r->nheaders = p->nhdr;
+    r->headers = p->nhdr > 0 ? p->hdrs : NULL;
+    r->start_ms = p->start_ms;
+    r->body = p->in_body ? p->body : NULL;
+    r->body_len = p->in_body ? p->body_len : 0;
+    return 0;
 }
 
-/* Feeds buffered input to the parser; dispatches a complete head. */
-void http_request_parse(struct conn *c)
+void http_request_parser_next(struct http_request_parser *p)
 {
-    size_t max = c->srv->cfg.max_header_bytes;
-    enum http_errno err;
+    p->head_ready = false;
+    p->head_fed = 0;
+    /* The body buffer stays owned by the parser until drop_body. */
+    p->in_body = false;
+    p->body_len = 0;
+    p->body_want = 0;
+}
 
-    for (;;) {
-        size_t avail = c->rlen - c->rpos;
-        /* Feeding at most max + 1 head bytes makes the cap exact and bounds
-         * the arena, whatever the parser's own compile-time limit is. Body
-         * bytes are bounded by Content-Length instead. */
-        size_t room = c->in_body ? avail : max + 1 - c->head_fed;
-        size_t body_before = c->body_len;
-        size_t n;
-
-        if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
-            http_parser_pause(&c->parser, 0);
-        n = http_parser_execute(&c->parser, &parser_settings, c->rbuf + c->rpos,
-                                avail < room ? avail : room);
-        c->rpos += n;
-        /* Only head bytes count against the head cap. */
-        c->head_fed += n - (c->body_len - body_before);
-        err = HTTP_PARSER_ERRNO(&c->parser);
-        if (c->head_err == -ENOMEM) {
-            http_server_conn_close(c, "out of memory");
-            return;
-        }
-        if (c->head_err == SHOAL_ETOOBIG || c->head_fed > max || err == HPE_HEADER_OVERFLOW) {
-            LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_header_bytes max=%zu", c->id,
-                c->peer, max);
-            http_response_answer_error(c, 431, "request header too large");
-            return;
-        }
-        if (c->body_err != 0) {
-            http_response_answer_error(c, c->body_err,
-                                       c->body_err == 413 ? "request body too large"
-                                                          : "request body needs a Content-Length");
-            return;
-        }
-        if (err != HPE_OK && err != HPE_PAUSED) {
-            LOG(DEBUG, COMP, "conn=%" PRIu64 " peer=%s malformed=%s", c->id, c->peer,
-                http_errno_name(err));
-            http_response_answer_error(c, 400, "malformed request");
-            return;
-        }
-        if (c->head_ready)
-            break;
-        /* A head completed inside a capped feed leaves body bytes behind. */
-        if (!c->in_body || c->rpos == c->rlen)
-            return;
-    }
-    if (c->parser.http_major != 1) {
-        http_response_answer_error(c, 400, "unsupported HTTP version");
-        return;
-    }
-    dispatch(c);
+void http_request_parser_drop_body(struct http_request_parser *p)
+{
+    free(p->body);
+    p->body = NULL;
 }
 
 /* --- Requests ------------------------------------------------------------ */
@@ -432,12 +430,4 @@ const char *http_request_query(const struct http_request *req, const char *key, 
             return NULL;
         p = amp + 1;
     }
-}
-
-void http_request_on_close(struct http_request *req, http_req_cb cb, void *arg)
-{
-    struct conn *c = http_server_conn_of(req);
-
-    c->close_cb = cb;
-    c->close_arg = arg;
 }

@@ -16,9 +16,11 @@
  * after sending its request loses the response. HTTP clients do not do that,
  * and noticing a vanished client early lets the handler stop upstream work.
  *
- * Request head parsing lives in http_request.c, the output queue and the
- * http_response_* calls in http_response.c; the three files share the
- * connection struct through http_server_internal.h.
+ * Layers, each calling only down: http_response.c (the http_response_*
+ * calls of handlers) over this file (connections, the dispatcher, the
+ * server's own error answers) over http_request.c (the request parser) and
+ * http_output.c (the output queue). The handler is reached through the
+ * function pointer the server was created with.
  */
 #define _GNU_SOURCE
 #include "shoal/http_server.h"
@@ -33,8 +35,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <http_parser.h>
 
 #include "shoal/error.h"
 #include "shoal/log.h"
@@ -52,7 +52,9 @@
 #define RBUF_SIZE (16 * 1024) /* per-connection input buffer (pipelined bytes) */
 #define LINGER_MS 2000        /* how long a closing connection drains input */
 #define LINGER_MAX_BYTES (1u << 20)
-#define ACCEPT_RETRY_MS 100 /* pause after accept fails for lack of fds */
+#define ACCEPT_RETRY_MS 100     /* pause after accept fails for lack of fds */
+#define FLUSH_BUDGET (4u << 20) /* bytes per dispatcher pass, fairness between peers */
+#define ERROR_BODY_MAX 4096
 #define LISTEN_BACKLOG 511
 
 static const char *const state_names[] = {
@@ -72,13 +74,13 @@ void http_server_conn_set_state(struct conn *c, enum conn_state st)
 
 static void on_timer(uv_timer_t *t);
 
-void http_server_conn_set_timer(struct conn *c, enum conn_timer kind, uint64_t ms)
+static void set_timer(struct conn *c, enum conn_timer kind, uint64_t ms)
 {
     c->timer_kind = kind;
     uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
-void http_server_conn_stop_timer(struct conn *c)
+static void stop_timer(struct conn *c)
 {
     c->timer_kind = TIMER_NONE;
     uv_timer_stop(&c->timer);
@@ -100,6 +102,151 @@ void http_server_conn_schedule(struct conn *c)
         uv_idle_start(&c->defer, on_defer);
 }
 
+/* --- The server's own answers ------------------------------------------- */
+
+/* Queues one of the server's own answers (400, 408, 411, 413, 431, 503) and
+ * makes the connection close after it. No request is in flight. */
+static void answer_error(struct conn *c, int status, const char *message)
+{
+    struct http_server *s = c->srv;
+    const char *ctype = NULL;
+    struct buf body;
+    char clen[24];
+    int rc;
+
+    buf_init(&body, ERROR_BODY_MAX);
+    if (s->cfg.error_body != NULL) {
+        ctype = s->cfg.error_body(status, message, &body);
+        if (ctype != NULL && strpbrk(ctype, "\r\n") != NULL)
+            ctype = NULL;
+    }
+    if (ctype == NULL) {
+        buf_reset(&body);
+        if (buf_printf(&body, "%s\n", message) < 0)
+            buf_reset(&body);
+        ctype = "text/plain";
+    }
+    snprintf(clen, sizeof(clen), "%zu", body.len);
+    const struct http_header hdrs[] = {
+        {"Content-Type", ctype}, {"Content-Length", clen}, {NULL, NULL}};
+
+    c->close_after = true;
+    stop_timer(c);
+    http_server_conn_set_state(c, CONN_FLUSH);
+    rc = http_output_head(&c->out, status, http_output_date_line(&s->date), hdrs, NULL, "close",
+                          body.len);
+    if (rc == 0)
+        rc = http_output_copy(&c->out, body.data, body.len);
+    buf_dispose(&body);
+    if (rc < 0) {
+        http_server_conn_close(c, rc == -ENOMEM ? "out of memory" : "error answer overflow");
+        return;
+    }
+    http_server_conn_schedule(c);
+}
+
+/* --- Requests ------------------------------------------------------------ */
+
+/* Hands a complete request to the handler. */
+static void dispatch(struct conn *c)
+{
+    struct http_server *s = c->srv;
+    struct http_request *r = &c->req;
+
+    if (http_request_parser_fill(&c->in, r) < 0) {
+        http_server_conn_close(c, "out of memory");
+        return;
+    }
+    r->peer = c->peer;
+    r->id = ++s->next_req_id;
+    r->user = NULL;
+    http_request_parser_next(&c->in);
+
+    c->req_active = true;
+    c->close_cb = NULL;
+    c->drain_cb = NULL;
+    c->resp_started = false;
+    c->resp_ended = false;
+    c->resp_cl = -1;
+    c->resp_body = 0;
+    /* A body that was not read leaves the stream unparseable: close. */
+    c->close_after = !c->in.keep_alive || (r->has_body && r->body == NULL) || s->destroying;
+    stop_timer(c);
+    http_server_conn_set_state(c, CONN_HANDLER);
+    LOG(DEBUG, COMP, "conn=%" PRIu64 " req=%" PRIu64 " method=%s path=%s", c->id, r->id, r->method,
+        r->path);
+    s->handler(r, s->ctx);
+}
+
+/* Feeds buffered input to the parser; dispatches a complete request, or
+ * queues the server's own error answer. */
+static void parse(struct conn *c)
+{
+    size_t used = 0;
+    enum http_request_parse res = http_request_parser_feed(
+        &c->in, c->rbuf + c->rpos, c->rlen - c->rpos, uv_now(c->srv->loop), &used);
+
+    c->rpos += used;
+    if (c->in.want_continue) {
+        static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+        c->in.want_continue = false;
+        if (http_output_copy(&c->out, line, sizeof(line) - 1) < 0)
+            res = HTTP_REQUEST_NOMEM;
+        else
+            http_server_conn_schedule(c);
+    }
+    switch (res) {
+    case HTTP_REQUEST_MORE:
+        return;
+    case HTTP_REQUEST_NOMEM:
+        http_server_conn_close(c, "out of memory");
+        return;
+    case HTTP_REQUEST_BAD:
+        if (c->in.status == 431)
+            LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_header_bytes max=%zu", c->id,
+                c->peer, c->srv->cfg.max_header_bytes);
+        else if (c->in.status == 413)
+            LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_body_bytes max=%zu length=%" PRIu64,
+                c->id, c->peer, c->srv->cfg.max_body_bytes, c->in.content_length);
+        else if (c->in.detail != NULL)
+            LOG(DEBUG, COMP, "conn=%" PRIu64 " peer=%s malformed=%s", c->id, c->peer, c->in.detail);
+        answer_error(c, c->in.status, c->in.message);
+        return;
+    case HTTP_REQUEST_READY:
+        dispatch(c);
+        return;
+    }
+}
+
+/* Sends what is queued, within this pass's budget, and keeps the write timer
+ * in step. 0 or a negative errno (the connection is dead). */
+static int flush(struct conn *c)
+{
+    uint64_t sent = 0;
+    int rc = http_output_flush(&c->out, c->fd, FLUSH_BUDGET, &sent);
+
+    if (rc < 0)
+        return rc;
+    if (sent >= FLUSH_BUDGET)
+        http_server_conn_schedule(c);
+    if (sent > 0) {
+        if (c->out.pending > 0)
+            set_timer(c, TIMER_WRITE, c->srv->cfg.write_timeout_ms);
+        else if (c->timer_kind == TIMER_WRITE)
+            stop_timer(c);
+    }
+    return 0;
+}
+
+void http_request_on_close(struct http_request *req, http_req_cb cb, void *arg)
+{
+    struct conn *c = http_server_conn_of(req);
+
+    c->close_cb = cb;
+    c->close_arg = arg;
+}
+
 /* --- Connection I/O ------------------------------------------------------ */
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -115,7 +262,7 @@ static void update_io(struct conn *c)
     if (!c->read_off &&
         (c->close_after || c->state == CONN_LINGER || c->rlen - c->rpos < RBUF_SIZE))
         ev |= UV_READABLE;
-    if (c->out_head != NULL && c->blocked)
+    if (!http_output_empty(&c->out) && c->out.blocked)
         ev |= UV_WRITABLE;
     if (ev != c->poll_events) {
         rc = ev != 0 ? uv_poll_start(&c->poll, ev, on_poll) : uv_poll_stop(&c->poll);
@@ -126,10 +273,10 @@ static void update_io(struct conn *c)
         c->poll_events = ev;
     }
     if (c->state == CONN_HANDLER || c->state == CONN_FLUSH) {
-        if (c->pending > 0 && c->timer_kind != TIMER_WRITE)
-            http_server_conn_set_timer(c, TIMER_WRITE, c->srv->cfg.write_timeout_ms);
-        else if (c->pending == 0 && c->timer_kind == TIMER_WRITE)
-            http_server_conn_stop_timer(c);
+        if (c->out.pending > 0 && c->timer_kind != TIMER_WRITE)
+            set_timer(c, TIMER_WRITE, c->srv->cfg.write_timeout_ms);
+        else if (c->out.pending == 0 && c->timer_kind == TIMER_WRITE)
+            stop_timer(c);
     }
 }
 
@@ -176,7 +323,7 @@ static void do_read(struct conn *c)
             c->rlen += (size_t)n;
             if (c->state == CONN_IDLE) {
                 http_server_conn_set_state(c, CONN_HEAD);
-                http_server_conn_set_timer(c, TIMER_HEADER, c->srv->cfg.header_timeout_ms);
+                set_timer(c, TIMER_HEADER, c->srv->cfg.header_timeout_ms);
             }
             if ((size_t)n < room)
                 return;
@@ -209,15 +356,14 @@ static void finish(struct conn *c)
             cb(&c->req, c->close_arg);
         if (c->state == CONN_CLOSED)
             return;
-        free(c->body);
-        c->body = NULL;
+        http_request_parser_drop_body(&c->in);
     }
     if (c->close_after || c->srv->destroying) {
         /* Shut the write side and drain input for a while, so the peer reads
          * our answer instead of a reset caused by its unread request bytes. */
         shutdown(c->fd, SHUT_WR);
         http_server_conn_set_state(c, CONN_LINGER);
-        http_server_conn_set_timer(c, TIMER_LINGER, LINGER_MS);
+        set_timer(c, TIMER_LINGER, LINGER_MS);
         return;
     }
     c->resp_started = false;
@@ -225,12 +371,12 @@ static void finish(struct conn *c)
     if (c->rpos < c->rlen) {
         /* Pipelined bytes: parse them on the next turn, not recursively. */
         http_server_conn_set_state(c, CONN_HEAD);
-        http_server_conn_set_timer(c, TIMER_HEADER, c->srv->cfg.header_timeout_ms);
+        set_timer(c, TIMER_HEADER, c->srv->cfg.header_timeout_ms);
         c->parse_deferred = true;
         http_server_conn_schedule(c);
     } else {
         http_server_conn_set_state(c, CONN_IDLE);
-        http_server_conn_set_timer(c, TIMER_IDLE, c->srv->cfg.idle_timeout_ms);
+        set_timer(c, TIMER_IDLE, c->srv->cfg.idle_timeout_ms);
     }
 }
 
@@ -244,19 +390,19 @@ static void conn_process(struct conn *c)
         return;
     if ((c->state == CONN_HEAD || c->state == CONN_IDLE) && c->rpos < c->rlen &&
         !c->parse_deferred) {
-        http_request_parse(c);
+        parse(c);
         if (c->state == CONN_CLOSED)
             return;
     }
-    if (c->out_head != NULL && !c->blocked) {
-        rc = http_response_flush(c);
+    if (!http_output_empty(&c->out) && !c->out.blocked) {
+        rc = flush(c);
         if (rc < 0) {
             LOG(DEBUG, COMP, "conn=%" PRIu64 " send failed err=%s", c->id, shoal_strerror(rc));
             http_server_conn_close(c, "send failed");
             return;
         }
     }
-    if (c->req_active && c->drain_cb != NULL && c->pending <= c->drain_low) {
+    if (c->req_active && c->drain_cb != NULL && c->out.pending <= c->drain_low) {
         http_req_cb cb = c->drain_cb;
 
         c->drain_cb = NULL;
@@ -264,7 +410,7 @@ static void conn_process(struct conn *c)
         if (c->state == CONN_CLOSED)
             return;
     }
-    if (c->state == CONN_FLUSH && c->out_head == NULL) {
+    if (c->state == CONN_FLUSH && http_output_empty(&c->out)) {
         finish(c);
         if (c->state == CONN_CLOSED)
             return;
@@ -281,7 +427,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
         return;
     }
     if (events & UV_WRITABLE)
-        c->blocked = false;
+        c->out.blocked = false;
     if (events & (UV_READABLE | UV_DISCONNECT)) {
         do_read(c);
         if (c->state == CONN_CLOSED)
@@ -299,7 +445,7 @@ static void on_timer(uv_timer_t *t)
     switch (kind) {
     case TIMER_HEADER:
         LOG(DEBUG, COMP, "conn=%" PRIu64 " peer=%s header timeout", c->id, c->peer);
-        http_response_answer_error(c, 408, "request header timeout");
+        answer_error(c, 408, "request header timeout");
         conn_process(c);
         break;
     case TIMER_IDLE:
@@ -352,10 +498,8 @@ static void conn_free(struct conn *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     free(c->rbuf);
-    free(c->arena);
-    free(c->hrefs);
-    free(c->hdrs);
-    free(c->body);
+    http_request_parser_dispose(&c->in);
+    http_output_dispose(&c->out);
     free(c);
     server_maybe_free(s);
 }
@@ -380,7 +524,7 @@ void http_server_conn_close(struct conn *c, const char *why)
     c->fd = -1;
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->defer, on_conn_handle_closed);
-    http_response_queue_free(c);
+    http_output_dispose(&c->out);
     if (c->counted) {
         c->counted = false;
         c->srv->nconns--;
@@ -426,8 +570,7 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
     c->state = CONN_HEAD;
     c->resp_cl = -1;
     format_peer(ss, c->peer, sizeof(c->peer));
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    http_request_parser_init(&c->in, s->cfg.max_header_bytes, s->cfg.max_body_bytes);
     c->next = s->conns;
     if (s->conns != NULL)
         s->conns->prev = c;
@@ -453,11 +596,11 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
     if (s->nconns >= s->cfg.max_connections) {
         LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s limit=max_connections max=%u", c->id, c->peer,
             s->cfg.max_connections);
-        http_response_answer_error(c, 503, "too many connections");
+        answer_error(c, 503, "too many connections");
     } else {
         c->counted = true;
         s->nconns++;
-        http_server_conn_set_timer(c, TIMER_HEADER, s->cfg.header_timeout_ms);
+        set_timer(c, TIMER_HEADER, s->cfg.header_timeout_ms);
     }
     conn_process(c);
 }

@@ -563,19 +563,43 @@ static bool geometry_fits(uint64_t size, uint32_t piece_length)
     return 1 + (n + 7) / 8 <= (uint64_t)piece_length + WIRE_FRAME_SLACK;
 }
 
+bool wire_piece_length_valid(uint64_t len)
+{
+    return len >= WIRE_PIECE_LENGTH_MIN && len <= WIRE_PIECE_LENGTH_MAX && (len & (len - 1)) == 0;
+}
+
+/* The rule of docs/protocol.md: the default length, doubled while the blob
+ * would have more than WIRE_PIECES_TARGET pieces, up to the largest. */
+static uint32_t rule_length(uint64_t size)
+{
+    uint32_t plen = WIRE_PIECE_LENGTH_DEFAULT;
+
+    while (ceil_div(size, plen) > WIRE_PIECES_TARGET && plen < WIRE_PIECE_LENGTH_MAX)
+        plen *= 2;
+    return plen;
+}
+
+uint64_t wire_piece_length_choose(uint64_t size, uint64_t forced)
+{
+    uint64_t len = wire_piece_length_valid(forced) ? forced : rule_length(size);
+
+    /* Bounds the tracker's per-swarm tables whatever was forced; for a blob
+     * of at most 1 TiB this never passes 16 MiB. */
+    while (ceil_div(size, len) > WIRE_PIECES_MAX)
+        len *= 2;
+    return len;
+}
+
 int wire_piece_length_for(uint64_t size, uint32_t forced, uint32_t *piece_length)
 {
     uint32_t plen;
 
     if (forced) {
-        if (forced < WIRE_PIECE_LENGTH_MIN || forced > WIRE_PIECE_LENGTH_MAX ||
-            (forced & (forced - 1)) != 0)
+        if (!wire_piece_length_valid(forced))
             return -EINVAL;
         plen = forced;
     } else {
-        plen = WIRE_PIECE_LENGTH_DEFAULT;
-        while (ceil_div(size, plen) > WIRE_PIECES_TARGET && plen < WIRE_PIECE_LENGTH_MAX)
-            plen *= 2;
+        plen = rule_length(size);
     }
     if (!geometry_fits(size, plen))
         return SHOAL_ETOOBIG;
@@ -611,24 +635,24 @@ uint64_t wire_piece_offset(uint32_t piece_length, uint32_t index)
 
 int wire_hash_algo_parse(const char *s, enum wire_hash_algo *out)
 {
-    if (s && strcmp(s, "xxh3-128") == 0) {
-        *out = WIRE_HASH_XXH3_128;
-        return 0;
+#define XX(name, value, text, len)                                                                 \
+    if (s && strcmp(s, text) == 0) {                                                               \
+        *out = WIRE_HASH_##name;                                                                   \
+        return 0;                                                                                  \
     }
-    if (s && strcmp(s, "sha256") == 0) {
-        *out = WIRE_HASH_SHA256;
-        return 0;
-    }
+    WIRE_HASH_ALGO_MAP(XX)
+#undef XX
     return SHOAL_EPARSE;
 }
 
 const char *wire_hash_algo_name(enum wire_hash_algo algo)
 {
     switch (algo) {
-    case WIRE_HASH_XXH3_128:
-        return "xxh3-128";
-    case WIRE_HASH_SHA256:
-        return "sha256";
+#define XX(name, value, text, len)                                                                 \
+    case WIRE_HASH_##name:                                                                         \
+        return text;
+        WIRE_HASH_ALGO_MAP(XX)
+#undef XX
     }
     return "unknown";
 }
@@ -636,10 +660,11 @@ const char *wire_hash_algo_name(enum wire_hash_algo algo)
 size_t wire_hash_len(enum wire_hash_algo algo)
 {
     switch (algo) {
-    case WIRE_HASH_XXH3_128:
-        return 16;
-    case WIRE_HASH_SHA256:
-        return 32;
+#define XX(name, value, text, len)                                                                 \
+    case WIRE_HASH_##name:                                                                         \
+        return len;
+        WIRE_HASH_ALGO_MAP(XX)
+#undef XX
     }
     return 0;
 }

@@ -19,11 +19,11 @@
 #include <uv.h>
 
 #include "ctl_render.h"
-#include "api/manifest.h"
-#include "api/prewarm.h"
 #include "shoal/config.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"
+#include "shoal/image_ref.h"
+#include "shoal/manifest.h"
 
 #define DEFAULT_TIMEOUT "30m"
 /* Consecutive failed polls (about 5 s) before an agent counts as lost. */
@@ -566,14 +566,14 @@ int ctl_prewarm_main(int argc, char **argv)
         status = usage_error("at most %d agents", CTL_PREWARM_MAX_AGENTS);
         goto out;
     }
-    struct prewarm_ref pref;
+    struct image_ref pref;
     char err[256];
-    if (prewarm_ref_parse(r.ref, &pref, err, sizeof(err)) < 0) {
+    if (image_ref_parse(r.ref, &pref, err, sizeof(err)) < 0) {
         status = usage_error("invalid reference \"%s\": %s", r.ref, err);
         goto out;
     }
-    if (np > PREWARM_MAX_PLATFORMS) {
-        status = usage_error("at most %d platforms", PREWARM_MAX_PLATFORMS);
+    if (np > MANIFEST_PLATFORM_FILTERS_MAX) {
+        status = usage_error("at most %d platforms", MANIFEST_PLATFORM_FILTERS_MAX);
         goto out;
     }
     for (size_t i = 0; i < np; i++) {

@@ -1,6 +1,6 @@
-/* Tracker HTTP handlers: authentication, JSON decoding with one clear
- * message per bad field, the calls into tracker_state, and the JSON and
- * Prometheus answers.
+/* Tracker HTTP handlers: authentication, the announce decoded and its
+ * reply encoded by common/announce.c (one clear message per bad field), the
+ * calls into tracker_state, and the JSON and Prometheus answers.
  */
 #include "api.h"
 
@@ -13,18 +13,20 @@
 
 #include <jansson.h>
 
+#include "shoal/announce.h"
 #include "shoal/cluster_auth.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
+#include "shoal/wire.h"
 
 #define COMP "tracker"
 #define METRICS_MAX (1u << 20)
-#define LIST_MAX (64u << 20) /* 10000 swarms need about 2 MiB */
+#define LIST_MAX (64u << 20)  /* 10000 swarms need about 2 MiB */
+#define REPLY_MAX (16u << 20) /* 65536 sha256 hashes and 200 peers need about 5 MiB */
 
 struct tracker_api {
     struct tracker_api_config cfg;
-    size_t hash_len;
     uint64_t auth_failures;
     uint64_t bad_requests;
     /* Scratch for one announce (the server is single-threaded). */
@@ -43,7 +45,8 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
         a->cfg.secret = "";
         a->cfg.secret_len = 0;
     }
-    a->hash_len = tracker_hash_len(cfg->hash_algo);
+    if (a->cfg.hash_algo == 0)
+        a->cfg.hash_algo = WIRE_HASH_XXH3_128;
     *out = a;
     return 0;
 }
@@ -111,318 +114,61 @@ static bool authorized(struct tracker_api *a, struct http_request *req, int *sta
     return false;
 }
 
-/* --- Announce decoding ---------------------------------------------------------- */
+/* --- Announce ---------------------------------------------------------------------- */
 
-/* What a decoded announce points into. */
-struct decoded {
-    struct tracker_hash_report *hashes;
-    uint64_t *failed;
-    const char *bad[TRACKER_MAX_BAD_PEERS]; /* borrowed from the JSON document */
-};
-
-static void decoded_dispose(struct decoded *d)
+/* The core's reply in the protocol's terms (shoal/announce.h). */
+static void wire_reply(const struct tracker_announce_reply *out, struct announce_reply *w)
 {
-    free(d->hashes);
-    free(d->failed);
+    memset(w, 0, sizeof(*w));
+    w->interval_ms = out->interval_ms;
+    w->piece_length = out->piece_length;
+    w->pieces = out->pieces;
+    w->hash_algo = out->hash_algo;
+    w->hash_len = out->hash_len;
+    w->hashes = out->hashes;
+    w->hashed = out->hashed;
+    w->peers = out->peers;
+    w->npeers = out->npeers;
+    w->has_lease = out->has_lease;
+    w->lease = out->lease;
+    w->nlease = out->nlease;
+    w->lease_expires_ms = out->lease_expires_ms;
 }
 
-#define BAD(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(err, errlen, __VA_ARGS__);                                                        \
-        return SHOAL_EPARSE;                                                                       \
-    } while (0)
-
-static int get_string(json_t *doc, const char *key, bool required, const char **out, char *err,
-                      size_t errlen)
+/* Sends the reply; 200, or 503 when it cannot be built. */
+static int answer_reply(struct http_request *req, const struct tracker_announce_reply *out)
 {
-    json_t *v = json_object_get(doc, key);
+    struct announce_reply w;
+    struct buf body;
+    int status = 200;
 
-    if (v == NULL) {
-        if (required)
-            BAD("%s: missing", key);
-        return 0;
-    }
-    if (!json_is_string(v))
-        BAD("%s: expected a string", key);
-    /* Strings go on as C strings: an embedded NUL would cut them short. */
-    if (strlen(json_string_value(v)) != json_string_length(v))
-        BAD("%s: contains a NUL character", key);
-    *out = json_string_value(v);
-    return 0;
-}
-
-static int get_uint(json_t *doc, const char *key, bool required, uint64_t *out, char *err,
-                    size_t errlen)
-{
-    json_t *v = json_object_get(doc, key);
-
-    if (v == NULL) {
-        if (required)
-            BAD("%s: missing", key);
-        return 0;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-        BAD("%s: expected a non-negative integer", key);
-    *out = (uint64_t)json_integer_value(v);
-    return 0;
-}
-
-static int get_bool(json_t *doc, const char *key, bool *out, char *err, size_t errlen)
-{
-    json_t *v = json_object_get(doc, key);
-
-    if (v == NULL)
-        return 0;
-    if (!json_is_boolean(v))
-        BAD("%s: expected true or false", key);
-    *out = json_is_true(v);
-    return 0;
-}
-
-/* A piece index as a JSON object key: decimal, no sign or leading zero. */
-static int parse_index(const char *s, uint32_t *out)
-{
-    uint64_t v = 0;
-    size_t n = strlen(s);
-
-    if (n == 0 || n > 10 || (n > 1 && s[0] == '0'))
-        return SHOAL_EPARSE;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return SHOAL_EPARSE;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v > UINT32_MAX)
-        return SHOAL_EPARSE;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-static int unhex(const char *s, size_t len, uint8_t *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    if (strlen(s) != 2 * len)
-        return SHOAL_EPARSE;
-    for (size_t i = 0; i < len; i++) {
-        const char *hi = s[2 * i] ? strchr(digits, s[2 * i]) : NULL;
-        const char *lo = s[2 * i + 1] ? strchr(digits, s[2 * i + 1]) : NULL;
-
-        if (hi == NULL || lo == NULL)
-            return SHOAL_EPARSE;
-        out[i] = (uint8_t)((hi - digits) << 4 | (lo - digits));
-    }
-    return 0;
-}
-
-static int get_hashes(struct tracker_api *a, json_t *doc, struct tracker_announce_req *r,
-                      struct decoded *d, char *err, size_t errlen)
-{
-    json_t *obj = json_object_get(doc, "hashes");
-    const char *key;
-    json_t *v;
-    size_t n = 0;
-
-    if (obj == NULL)
-        return 0;
-    if (!json_is_object(obj))
-        BAD("hashes: expected an object of piece index -> hex hash");
-    if (json_object_size(obj) > TRACKER_MAX_SWARM_PIECES)
-        BAD("hashes: more than %d entries", TRACKER_MAX_SWARM_PIECES);
-    if (json_object_size(obj) == 0)
-        return 0;
-    d->hashes = calloc(json_object_size(obj), sizeof(*d->hashes));
-    if (d->hashes == NULL)
-        BAD("hashes: out of memory");
-    json_object_foreach(obj, key, v)
-    {
-        struct tracker_hash_report *h = &d->hashes[n];
-
-        if (parse_index(key, &h->index) < 0)
-            BAD("hashes: key \"%.20s\" is not a piece index", key);
-        if (!json_is_string(v) || unhex(json_string_value(v), a->hash_len, h->hash) < 0)
-            BAD("hashes[\"%s\"]: expected %zu lower-case hex characters (%s)", key, 2 * a->hash_len,
-                tracker_hash_algo_name(a->cfg.hash_algo));
-        n++;
-    }
-    r->hashes = d->hashes;
-    r->nhashes = n;
-    return 0;
-}
-
-static int get_failed(json_t *doc, struct tracker_announce_req *r, struct decoded *d, char *err,
-                      size_t errlen)
-{
-    json_t *arr = json_object_get(doc, "lease_failed");
-    size_t i;
-    json_t *v;
-
-    if (arr == NULL)
-        return 0;
-    if (!json_is_array(arr))
-        BAD("lease_failed: expected an array of piece indexes");
-    if (json_array_size(arr) > TRACKER_MAX_SWARM_PIECES)
-        BAD("lease_failed: more than %d entries", TRACKER_MAX_SWARM_PIECES);
-    if (json_array_size(arr) == 0)
-        return 0;
-    d->failed = calloc(json_array_size(arr), sizeof(*d->failed));
-    if (d->failed == NULL)
-        BAD("lease_failed: out of memory");
-    json_array_foreach(arr, i, v)
-    {
-        if (!json_is_integer(v) || json_integer_value(v) < 0)
-            BAD("lease_failed[%zu]: expected a non-negative integer", i);
-        d->failed[i] = (uint64_t)json_integer_value(v);
-    }
-    r->lease_failed = d->failed;
-    r->nlease_failed = json_array_size(arr);
-    return 0;
-}
-
-/* The addresses are checked by the core; here only the shape and the count,
- * so that no more than TRACKER_MAX_BAD_PEERS pointers are ever stored. */
-static int get_bad_peers(json_t *doc, struct tracker_announce_req *r, struct decoded *d, char *err,
-                         size_t errlen)
-{
-    json_t *arr = json_object_get(doc, "bad_peers");
-    size_t i;
-    json_t *v;
-
-    if (arr == NULL)
-        return 0;
-    if (!json_is_array(arr))
-        BAD("bad_peers: expected an array of \"HOST:PORT\" strings");
-    if (json_array_size(arr) > TRACKER_MAX_BAD_PEERS)
-        BAD("bad_peers: more than %d entries", TRACKER_MAX_BAD_PEERS);
-    json_array_foreach(arr, i, v)
-    {
-        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
-            BAD("bad_peers: entry %zu is not a \"HOST:PORT\" string", i);
-        d->bad[i] = json_string_value(v);
-    }
-    r->bad_peers = d->bad;
-    r->nbad_peers = json_array_size(arr);
-    return 0;
-}
-
-/* Fills r from the JSON body; the core checks values against the swarm. */
-static int decode(struct tracker_api *a, json_t *doc, struct tracker_announce_req *r,
-                  struct decoded *d, char *err, size_t errlen)
-{
-    const char *event = NULL;
-    int rc;
-
-    memset(r, 0, sizeof(*r));
-    r->event = TRACKER_EVENT_PROGRESS;
-    if (!json_is_object(doc))
-        BAD("body: expected a JSON object");
-    if ((rc = get_string(doc, "digest", true, &r->digest, err, errlen)) < 0 ||
-        (rc = get_uint(doc, "size", true, &r->size, err, errlen)) < 0 ||
-        (rc = get_string(doc, "agent", true, &r->agent, err, errlen)) < 0 ||
-        (rc = get_string(doc, "addr", true, &r->addr, err, errlen)) < 0 ||
-        (rc = get_string(doc, "event", false, &event, err, errlen)) < 0 ||
-        (rc = get_uint(doc, "have", false, &r->have, err, errlen)) < 0 ||
-        (rc = get_bool(doc, "complete", &r->complete, err, errlen)) < 0 ||
-        (rc = get_bool(doc, "want_lease", &r->want_lease, err, errlen)) < 0)
-        return rc;
-    if (event != NULL && tracker_event_parse(event, &r->event) < 0)
-        BAD("event: expected started, progress, completed or stopped");
-    rc = get_hashes(a, doc, r, d, err, errlen);
-    if (rc < 0)
-        return rc;
-    rc = get_failed(doc, r, d, err, errlen);
-    if (rc < 0)
-        return rc;
-    return get_bad_peers(doc, r, d, err, errlen);
-}
-
-/* --- Announce reply -------------------------------------------------------------- */
-
-static json_t *reply_json(const struct tracker_announce_reply *out)
-{
-    json_t *doc = json_object();
-    json_t *hashes = json_object();
-    json_t *peers = json_array();
-    char hex[2 * TRACKER_HASH_MAX + 1];
-    char idx[16];
-
-    if (doc == NULL || hashes == NULL || peers == NULL)
-        goto fail;
-    json_object_set_new(doc, "interval_ms", json_integer((json_int_t)out->interval_ms));
-    json_object_set_new(doc, "piece_length", json_integer((json_int_t)out->piece_length));
-    json_object_set_new(doc, "pieces", json_integer(out->pieces));
-    json_object_set_new(doc, "hash_algo", json_string(tracker_hash_algo_name(out->hash_algo)));
-    for (uint32_t i = 0; out->hashed != NULL && i < out->pieces; i++) {
-        if (!out->hashed[i])
-            continue;
-        for (size_t j = 0; j < out->hash_len; j++) {
-            uint8_t b = out->hashes[i * out->hash_len + j];
-
-            hex[2 * j] = "0123456789abcdef"[b >> 4];
-            hex[2 * j + 1] = "0123456789abcdef"[b & 15];
-        }
-        hex[2 * out->hash_len] = '\0';
-        snprintf(idx, sizeof(idx), "%" PRIu32, i);
-        if (json_object_set_new(hashes, idx, json_string(hex)) < 0)
-            goto fail;
-    }
-    for (size_t i = 0; i < out->npeers; i++) {
-        const struct tracker_peer_info *p = &out->peers[i];
-
-        if (json_array_append_new(peers, json_pack("{s:s,s:s,s:b,s:I}", "agent", p->agent, "addr",
-                                                   p->addr, "complete", p->complete, "have",
-                                                   (json_int_t)p->have)) < 0)
-            goto fail;
-    }
-    json_object_set_new(doc, "hashes", hashes);
-    json_object_set_new(doc, "peers", peers);
-    if (out->has_lease) {
-        json_t *pieces = json_array();
-
-        for (size_t i = 0; pieces != NULL && i < out->nlease; i++)
-            json_array_append_new(pieces, json_integer(out->lease[i]));
-        json_object_set_new(doc, "lease",
-                            json_pack("{s:o,s:I}", "pieces", pieces, "expires_ms",
-                                      (json_int_t)out->lease_expires_ms));
-    }
-    return doc;
-fail:
-    json_decref(doc);
-    json_decref(hashes);
-    json_decref(peers);
-    return NULL;
+    buf_init(&body, REPLY_MAX);
+    wire_reply(out, &w);
+    if (announce_reply_encode(&w, &body) < 0)
+        status = answer_error(req, 503, "out of memory");
+    else
+        http_response_simple(req, 200, "application/json", body.data, body.len, NULL);
+    buf_dispose(&body);
+    return status;
 }
 
 static int announce(struct tracker_api *a, struct http_request *req, char *note, size_t notelen)
 {
     struct tracker_announce_reply *out = &a->reply;
-    struct tracker_announce_req r;
-    struct decoded d = {NULL, NULL, {NULL}};
-    json_error_t jerr;
-    json_t *doc = NULL;
-    char err[TRACKER_ERROR_MAX];
+    struct announce_req_doc d;
+    const struct announce_req *r = &d.req;
+    char err[ANNOUNCE_ERROR_MAX];
     int status;
     int rc;
 
-    if (req->body == NULL) {
-        status = answer_error(req, 400, "body: expected a JSON object");
-        goto out;
-    }
-    doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (doc == NULL) {
-        snprintf(err, sizeof(err), "body: invalid JSON: %s (line %d, column %d)", jerr.text,
-                 jerr.line, jerr.column);
-        status = answer_error(req, 400, err);
-        goto out;
-    }
-    rc = decode(a, doc, &r, &d, err, sizeof(err));
+    rc = announce_req_decode(req->body, req->body_len, a->cfg.hash_algo, &d, err, sizeof(err));
     if (rc < 0) {
-        status = answer_error(req, 400, err);
+        status = answer_error(req, rc == SHOAL_EPARSE ? 400 : 503, err);
         goto out;
     }
-    rc = tracker_state_announce(a->cfg.state, &r, uv_now(a->cfg.loop), out);
-    snprintf(note, notelen, " agent=%s digest=%.80s event=%s", r.agent, r.digest,
-             tracker_event_name(r.event));
+    rc = tracker_state_announce(a->cfg.state, r, uv_now(a->cfg.loop), out);
+    snprintf(note, notelen, " agent=%s digest=%.80s event=%s", r->agent, r->digest,
+             announce_event_name(r->event));
     if (rc == SHOAL_EPARSE) {
         status = answer_error(req, 400, out->error);
         goto out;
@@ -435,25 +181,24 @@ static int announce(struct tracker_api *a, struct http_request *req, char *note,
         LOG(INFO, COMP,
             "msg=\"new swarm\" digest=%s size=%" PRIu64 " piece_length=%" PRIu64 " pieces=%" PRIu32
             " agent=%s",
-            r.digest, r.size, out->piece_length, out->pieces, r.agent);
+            r->digest, r->size, out->piece_length, out->pieces, r->agent);
     if (out->hashes_ignored > 0)
         LOG(INFO, COMP,
             "msg=\"hashes ignored, pieces not leased to the agent\" agent=%s "
             "digest=%s ignored=%" PRIu32 " accepted=%" PRIu32,
-            r.agent, r.digest, out->hashes_ignored, out->hashes_accepted);
+            r->agent, r->digest, out->hashes_ignored, out->hashes_accepted);
     /* One line per report, so an operator can tell one agent's grudge from a
      * peer many agents complain about. The core checked the addresses, so
      * they are plain HOST:PORT text. */
-    for (size_t i = 0; i < r.nbad_peers; i++)
+    for (size_t i = 0; i < r->nbad_peers; i++)
         LOG(WARN, COMP,
-            "msg=\"bad peer reported\" agent=%s bad_peer=%s digest=%s suspect_ms=%" PRIu64, r.agent,
-            r.bad_peers[i], r.digest, out->suspect_ms);
-    status = answer_json(req, 200, reply_json(out));
+            "msg=\"bad peer reported\" agent=%s bad_peer=%s digest=%s suspect_ms=%" PRIu64,
+            r->agent, r->bad_peers[i], r->digest, out->suspect_ms);
+    status = answer_reply(req, out);
 out:
     if (status == 400)
         a->bad_requests++;
-    json_decref(doc);
-    decoded_dispose(&d);
+    announce_req_doc_dispose(&d);
     return status;
 }
 

@@ -25,7 +25,7 @@ struct tracker_api_config {
     struct tracker_state *state; /* borrowed */
     const char *secret;          /* borrowed; "" or NULL = empty key */
     size_t secret_len;
-    enum tracker_hash_algo hash_algo; /* must match the state's */
+    enum wire_hash_algo hash_algo; /* must match the state's; 0 = xxh3-128 */
 };
 
 struct tracker_api;

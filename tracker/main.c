@@ -13,6 +13,7 @@
 #include "shoal/error.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
+#include "shoal/wire.h"
 #include "state.h"
 #include "tracker_config.h"
 
@@ -108,7 +109,7 @@ static int start(struct tracker *tr)
         " hash_algo=%s bad_peer_ms=%" PRId64,
         cfg->listen, http_server_port(tr->server), tr->state->ops->name,
         cfg->secret_len > 0 ? "file" : "none", cfg->interval_ms, cfg->peer_timeout_ms,
-        cfg->lease_pieces, cfg->lease_timeout_ms, tracker_hash_algo_name(cfg->hash_algo),
+        cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
         cfg->bad_peer_time_ms);
     return 0;
 }

@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-static int mem_announce(void *impl, const struct tracker_announce_req *req, uint64_t now_ms,
+static int mem_announce(void *impl, const struct announce_req *req, uint64_t now_ms,
                         struct tracker_announce_reply *out)
 {
     return tracker_announce(impl, req, now_ms, out);

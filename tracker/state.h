@@ -17,7 +17,7 @@
 
 struct tracker_state_ops {
     const char *name; /* "memory" */
-    int (*announce)(void *impl, const struct tracker_announce_req *req, uint64_t now_ms,
+    int (*announce)(void *impl, const struct announce_req *req, uint64_t now_ms,
                     struct tracker_announce_reply *out);
     void (*expire)(void *impl, uint64_t now_ms);
     int (*list)(void *impl, uint64_t now_ms,
@@ -38,9 +38,8 @@ int tracker_state_memory_create(const struct tracker_swarms_config *cfg,
 /* Destroys the state and its implementation. NULL is allowed. */
 void tracker_state_destroy(struct tracker_state *st);
 
-static inline int tracker_state_announce(struct tracker_state *st,
-                                         const struct tracker_announce_req *req, uint64_t now_ms,
-                                         struct tracker_announce_reply *out)
+static inline int tracker_state_announce(struct tracker_state *st, const struct announce_req *req,
+                                         uint64_t now_ms, struct tracker_announce_reply *out)
 {
     return st->ops->announce(st->impl, req, now_ms, out);
 }

@@ -40,49 +40,14 @@
 
 #include "swarm_internal.h"
 
-/* --- Pieces ------------------------------------------------------------------ */
-
-static uint64_t npieces(uint64_t size, uint64_t len)
+/* The piece count of a swarm; its piece length comes from
+ * wire_piece_length_choose, so the count is at most WIRE_PIECES_MAX. */
+static uint32_t npieces(uint64_t size, uint64_t len)
 {
-    return size / len + (size % len != 0);
-}
-
-static bool pow2(uint64_t v)
-{
-    return v != 0 && (v & (v - 1)) == 0;
-}
-
-uint64_t tracker_piece_length(uint64_t size, uint64_t forced)
-{
-    uint64_t len;
-
-    if (forced != 0 && pow2(forced) && forced >= TRACKER_MIN_PIECE_LENGTH &&
-        forced <= TRACKER_MAX_PIECE_LENGTH) {
-        len = forced;
-    } else {
-        len = TRACKER_DEFAULT_PIECE_LENGTH;
-        while (npieces(size, len) > TRACKER_TARGET_PIECES && len < TRACKER_MAX_PIECE_LENGTH)
-            len *= 2;
-    }
-    /* Bounds the per-swarm tables whatever was forced; with sizes up to
-     * TRACKER_MAX_SIZE this never passes 16 MiB. */
-    while (npieces(size, len) > TRACKER_MAX_SWARM_PIECES)
-        len *= 2;
-    return len;
+    return (uint32_t)(size / len + (size % len != 0));
 }
 
 /* --- Helpers ---------------------------------------------------------------------- */
-
-uint64_t tracker_fnv1a(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-
-    for (; *s != '\0'; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 /* xorshift64*: plenty for shuffling a hand-out. */
 static uint64_t rnd(struct tracker_swarms *s)
@@ -98,7 +63,7 @@ static uint64_t rnd(struct tracker_swarms *s)
 
 static bool agent_valid(const char *a, size_t n)
 {
-    if (n == 0 || n > TRACKER_AGENT_MAX)
+    if (n == 0 || n > ANNOUNCE_AGENT_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = a[i];
@@ -114,10 +79,10 @@ static bool agent_valid(const char *a, size_t n)
  * and a port from 1. */
 static bool addr_valid(const char *a, size_t n)
 {
-    char host[TRACKER_ADDR_MAX + 1];
+    char host[ANNOUNCE_ADDR_MAX + 1];
     int port;
 
-    if (n == 0 || n > TRACKER_ADDR_MAX || a[0] == ':')
+    if (n == 0 || n > ANNOUNCE_ADDR_MAX || a[0] == ':')
         return false;
     if (config_parse_addr(a, host, sizeof(host), &port) < 0 || port == 0)
         return false;
@@ -205,7 +170,7 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
     free(w->hashed);
     free(w->leased);
     free(w->peers);
-    free(w->suspects);
+    tracker_suspects_dispose(&w->suspects);
     free(w);
     memmove(&s->v[pos], &s->v[pos + 1], (s->n - pos - 1) * sizeof(s->v[0]));
     s->n--;
@@ -218,13 +183,11 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
     struct tracker_swarms *s;
 
     *out = NULL;
-    if (cfg->lease_pieces > TRACKER_MAX_LEASE_PIECES || cfg->max_peers > TRACKER_MAX_REPLY_PEERS ||
+    if (cfg->lease_pieces > ANNOUNCE_LEASE_MAX || cfg->max_peers > ANNOUNCE_PEERS_MAX ||
         cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
         cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS ||
-        (size_t)cfg->hash_algo >= TRACKER_HASH_ALGO_COUNT ||
-        (cfg->piece_length != 0 &&
-         (!pow2(cfg->piece_length) || cfg->piece_length < TRACKER_MIN_PIECE_LENGTH ||
-          cfg->piece_length > TRACKER_MAX_PIECE_LENGTH)))
+        (cfg->hash_algo != 0 && wire_hash_len(cfg->hash_algo) == 0) ||
+        (cfg->piece_length != 0 && !wire_piece_length_valid(cfg->piece_length)))
         return SHOAL_ECONFIG;
     s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -248,7 +211,9 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
         s->cfg.max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
     if (s->cfg.bad_peer_ms == 0)
         s->cfg.bad_peer_ms = DEFAULT_BAD_PEER_MS;
-    s->hash_len = tracker_hash_len(s->cfg.hash_algo);
+    if (s->cfg.hash_algo == 0)
+        s->cfg.hash_algo = WIRE_HASH_XXH3_128;
+    s->hash_len = wire_hash_len(s->cfg.hash_algo);
     s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
     *out = s;
     return 0;
@@ -274,29 +239,30 @@ void tracker_swarms_destroy(struct tracker_swarms *s)
     } while (0)
 
 /* Checks what can be checked without the swarm. */
-static int check_req(const struct tracker_announce_req *req, struct oci_digest *d,
+static int check_req(const struct announce_req *req, struct oci_digest *d,
                      struct tracker_announce_reply *out)
 {
     size_t n;
 
     if (req->digest == NULL || oci_digest_parse(req->digest, strlen(req->digest), d) < 0)
         FAIL(out, "digest: expected \"sha256:<64 hex>\" or \"sha512:<128 hex>\"");
-    if (req->size == 0 || req->size > TRACKER_MAX_SIZE)
-        FAIL(out, "size: must be between 1 and %llu", (unsigned long long)TRACKER_MAX_SIZE);
+    if (req->size == 0 || req->size > ANNOUNCE_SIZE_MAX)
+        FAIL(out, "size: must be between 1 and %llu", (unsigned long long)ANNOUNCE_SIZE_MAX);
     n = req->agent != NULL ? strlen(req->agent) : 0;
     if (!agent_valid(req->agent != NULL ? req->agent : "", n))
-        FAIL(out, "agent: expected 1 to %d characters of A-Z a-z 0-9 . - _ : @", TRACKER_AGENT_MAX);
+        FAIL(out, "agent: expected 1 to %d characters of A-Z a-z 0-9 . - _ : @",
+             ANNOUNCE_AGENT_MAX);
     n = req->addr != NULL ? strlen(req->addr) : 0;
     if (!addr_valid(req->addr != NULL ? req->addr : "", n))
         FAIL(out, "addr: expected HOST:PORT with a reachable host and a port from 1 to 65535");
     if ((size_t)req->event >= TRACKER_EVENT_COUNT)
         FAIL(out, "event: expected started, progress, completed or stopped");
-    if (req->nhashes > TRACKER_MAX_SWARM_PIECES)
-        FAIL(out, "hashes: more than %d entries", TRACKER_MAX_SWARM_PIECES);
-    if (req->nlease_failed > TRACKER_MAX_SWARM_PIECES)
-        FAIL(out, "lease_failed: more than %d entries", TRACKER_MAX_SWARM_PIECES);
-    if (req->nbad_peers > TRACKER_MAX_BAD_PEERS)
-        FAIL(out, "bad_peers: more than %d entries", TRACKER_MAX_BAD_PEERS);
+    if (req->nhashes > WIRE_PIECES_MAX)
+        FAIL(out, "hashes: more than %u entries", WIRE_PIECES_MAX);
+    if (req->nlease_failed > WIRE_PIECES_MAX)
+        FAIL(out, "lease_failed: more than %u entries", WIRE_PIECES_MAX);
+    if (req->nbad_peers > ANNOUNCE_BAD_PEERS_MAX)
+        FAIL(out, "bad_peers: more than %d entries", ANNOUNCE_BAD_PEERS_MAX);
     for (size_t i = 0; i < req->nbad_peers; i++) {
         const char *a = req->bad_peers[i];
 
@@ -312,7 +278,7 @@ static int check_req(const struct tracker_announce_req *req, struct oci_digest *
 }
 
 /* Checks what needs the piece count. */
-static int check_pieces(const struct tracker_announce_req *req, uint32_t pieces,
+static int check_pieces(const struct announce_req *req, uint32_t pieces,
                         struct tracker_announce_reply *out)
 {
     if (req->have > pieces)
@@ -373,8 +339,8 @@ static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint6
     memcpy(w->digest, d->str, strlen(d->str) + 1);
     w->key = tracker_fnv1a(w->digest);
     w->size = size;
-    w->piece_length = tracker_piece_length(size, s->cfg.piece_length);
-    w->pieces = (uint32_t)npieces(size, w->piece_length);
+    w->piece_length = wire_piece_length_choose(size, s->cfg.piece_length);
+    w->pieces = npieces(size, w->piece_length);
     w->empty_since_ms = now_ms;
     w->hashes = calloc(w->pieces, s->hash_len);
     w->hashed = calloc(w->pieces, 1);
@@ -426,7 +392,7 @@ static int peer_new(struct tracker_swarms *s, struct swarm *w, const char *agent
 
 /* Takes the hashes of pieces leased to p; counts the others. */
 static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *p,
-                        const struct tracker_announce_req *req, uint64_t now_ms,
+                        const struct announce_req *req, uint64_t now_ms,
                         struct tracker_announce_reply *out)
 {
     for (size_t i = 0; i < req->nhashes; i++) {
@@ -447,7 +413,7 @@ static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *
     s->st.hashes_ignored += out->hashes_ignored;
 }
 
-static void give_up(struct swarm *w, struct peer *p, const struct tracker_announce_req *req,
+static void give_up(struct swarm *w, struct peer *p, const struct announce_req *req,
                     struct tracker_announce_reply *out)
 {
     for (size_t i = 0; i < req->nlease_failed; i++) {
@@ -458,6 +424,29 @@ static void give_up(struct swarm *w, struct peer *p, const struct tracker_announ
             out->leases_released++;
         }
     }
+}
+
+/* --- Bad-peer reports ------------------------------------------------------------ */
+
+static int reserve_suspects(const struct tracker_swarms *s, struct swarm *w,
+                            const struct announce_req *req)
+{
+    if (s->cfg.bad_peer_off)
+        return 0;
+    return tracker_suspects_reserve(&w->suspects, req->nbad_peers);
+}
+
+/* Marks every reported address for bad_peer_ms from now (a second report
+ * extends the mark). Needs reserve_suspects. */
+static void mark_suspects(struct tracker_swarms *s, struct swarm *w, const struct announce_req *req,
+                          uint64_t now_ms, struct tracker_announce_reply *out)
+{
+    if (s->cfg.bad_peer_off)
+        return;
+    tracker_suspects_mark(&w->suspects, req->bad_peers, req->nbad_peers,
+                          now_ms + s->cfg.bad_peer_ms);
+    if (req->nbad_peers > 0)
+        out->suspect_ms = s->cfg.bad_peer_ms;
 }
 
 /* --- Leases and hand-out ----------------------------------------------------------- */
@@ -548,9 +537,9 @@ static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer
     out->npeers = 0;
     for (size_t i = 0; i < n && out->npeers < s->cfg.max_peers; i++) {
         const struct peer *p = &w->peers[s->cand[i].idx];
-        struct tracker_peer_info *o = &out->peers[out->npeers];
+        struct announce_peer *o = &out->peers[out->npeers];
 
-        if (tracker_is_suspect(w, p->addr, now_ms))
+        if (tracker_suspects_has(&w->suspects, p->addr, now_ms))
             continue;
         o->agent = p->agent;
         o->addr = p->addr;
@@ -570,8 +559,8 @@ static void fill_swarm(const struct swarm *w, struct tracker_announce_reply *out
     out->hashed = w->nhashed > 0 ? w->hashed : NULL;
 }
 
-int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req *req,
-                     uint64_t now_ms, struct tracker_announce_reply *out)
+int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, uint64_t now_ms,
+                     struct tracker_announce_reply *out)
 {
     struct oci_digest d;
     struct swarm *w;
@@ -587,27 +576,30 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
     rc = check_req(req, &d, out);
     if (rc < 0)
         return rc;
+    if (req->nhashes > 0 && req->hash_len != 0 && req->hash_len != s->hash_len)
+        FAIL(out, "hashes: expected %s hashes of %zu bytes", wire_hash_algo_name(s->cfg.hash_algo),
+             s->hash_len);
     w = swarm_find(s, d.str, NULL);
     if (w != NULL && w->size != req->size)
         FAIL(out, "size: %llu does not match the swarm's size %llu", (unsigned long long)req->size,
              (unsigned long long)w->size);
-    plen = w != NULL ? w->piece_length : tracker_piece_length(req->size, s->cfg.piece_length);
-    rc = check_pieces(req, w != NULL ? w->pieces : (uint32_t)npieces(req->size, plen), out);
+    plen = w != NULL ? w->piece_length : wire_piece_length_choose(req->size, s->cfg.piece_length);
+    rc = check_pieces(req, w != NULL ? w->pieces : npieces(req->size, plen), out);
     if (rc < 0)
         return rc;
-    if (w != NULL && (rc = tracker_suspects_reserve(s, w, req)) < 0)
+    if (w != NULL && (rc = reserve_suspects(s, w, req)) < 0)
         return rc;
     s->st.announces++;
 
-    if (req->event == TRACKER_EVENT_STOPPED) {
+    if (req->event == ANNOUNCE_EVENT_STOPPED) {
         /* Leaving: no swarm is created for it, and no lease or peers. Its
          * reports still count, for the peers staying. */
         s->st.bad_peer_reports += req->nbad_peers;
         out->piece_length = plen;
-        out->pieces = (uint32_t)npieces(req->size, plen);
+        out->pieces = npieces(req->size, plen);
         if (w == NULL)
             return 0;
-        tracker_mark_suspects(s, w, req, now_ms, out);
+        mark_suspects(s, w, req, now_ms, out);
         p = peer_find(w, req->agent);
         if (p != NULL)
             peer_remove(s, w, p, now_ms);
@@ -625,7 +617,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
         out->new_swarm = true;
         /* The first announce can already carry reports: a restarted tracker
          * hears from agents mid-download. */
-        rc = tracker_suspects_reserve(s, w, req);
+        rc = reserve_suspects(s, w, req);
         if (rc < 0)
             return rc;
     }
@@ -642,7 +634,7 @@ int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req
 
     take_hashes(s, w, p, req, now_ms, out);
     give_up(w, p, req, out);
-    tracker_mark_suspects(s, w, req, now_ms, out);
+    mark_suspects(s, w, req, now_ms, out);
     if (req->want_lease)
         grant(s, w, p, now_ms, out);
     rc = hand_out(s, w, p, now_ms, out);
@@ -680,7 +672,7 @@ void tracker_expire(struct tracker_swarms *s, uint64_t now_ms)
             }
             j++;
         }
-        tracker_expire_suspects(w, now_ms);
+        tracker_suspects_expire(&w->suspects, now_ms);
         if (w->npeers == 0 && (w->nhashed == 0 || now_ms >= w->empty_since_ms + s->cfg.keep_ms)) {
             swarm_free(s, i);
             continue;

@@ -25,110 +25,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shoal/announce.h"
+#include "shoal/wire.h"
+
+/* The announce's own limits (blob size, agent and addr lengths, bad_peers
+ * entries, peers per reply, lease pieces) are the protocol's, in
+ * shoal/announce.h; these are the tracker's. */
 #define TRACKER_MAX_SWARMS 10000
-#define TRACKER_MAX_SWARM_PEERS 10000  /* per swarm */
-#define TRACKER_MAX_SIZE (1ULL << 40)  /* 1 TiB: the largest blob a swarm is made for */
-#define TRACKER_MAX_SWARM_PIECES 65536 /* per swarm; piece length doubles to stay below */
-#define TRACKER_MIN_PIECE_LENGTH (256ULL << 10)
-#define TRACKER_MAX_PIECE_LENGTH (256ULL << 20)
-#define TRACKER_DEFAULT_PIECE_LENGTH (1ULL << 20)
-#define TRACKER_TARGET_PIECES 2048    /* the rule's target piece count */
-#define TRACKER_AGENT_MAX 128         /* agent id length */
-#define TRACKER_ADDR_MAX 300          /* "host:port" length */
+#define TRACKER_MAX_SWARM_PEERS 10000 /* per swarm */
 #define TRACKER_DIGEST_MAX 135        /* "sha512:" + 128 hex */
-#define TRACKER_HASH_MAX 32           /* raw piece hash bytes (sha256) */
-#define TRACKER_MAX_REPLY_PEERS 200   /* upper bound of max_peers */
-#define TRACKER_MAX_LEASE_PIECES 1024 /* upper bound of lease_pieces */
 #define TRACKER_ERROR_MAX 256
-#define TRACKER_MAX_BAD_PEERS 64                      /* bad_peers entries in one announce */
 #define TRACKER_MAX_SUSPECTS 256                      /* suspect addresses per swarm */
 #define TRACKER_MAX_BAD_PEER_MS (24ULL * 3600 * 1000) /* upper bound of bad_peer_ms */
 
-/* XX(name, text) */
-#define TRACKER_HASH_ALGO_MAP(XX)                                                                  \
-    XX(XXH3_128, "xxh3-128")                                                                       \
-    XX(SHA256, "sha256")
-
-enum tracker_hash_algo {
-#define XX(name, text) TRACKER_HASH_##name,
-    TRACKER_HASH_ALGO_MAP(XX)
-#undef XX
-};
-
-/* XX(name, text) */
-#define TRACKER_EVENT_MAP(XX)                                                                      \
-    XX(PROGRESS, "progress")                                                                       \
-    XX(STARTED, "started")                                                                         \
-    XX(COMPLETED, "completed")                                                                     \
-    XX(STOPPED, "stopped")
-
-enum tracker_event {
-#define XX(name, text) TRACKER_EVENT_##name,
-    TRACKER_EVENT_MAP(XX)
-#undef XX
-};
-
-/* Name of an algorithm ("xxh3-128") / event ("stopped"). */
-const char *tracker_hash_algo_name(enum tracker_hash_algo algo);
-const char *tracker_event_name(enum tracker_event ev);
-/* Parses a name; 0 or SHOAL_EPARSE. */
-int tracker_hash_algo_parse(const char *s, enum tracker_hash_algo *out);
-int tracker_event_parse(const char *s, enum tracker_event *out);
-/* Raw length of a piece hash: 16 or 32. */
-size_t tracker_hash_len(enum tracker_hash_algo algo);
-
-/* The piece length for a blob: forced (a power of two within the limits) or
- * 0 for the rule of docs/protocol.md; either way doubled while the blob would
- * have more than TRACKER_MAX_SWARM_PIECES pieces. */
-uint64_t tracker_piece_length(uint64_t size, uint64_t forced);
-
 struct tracker_swarms_config {
-    uint64_t interval_ms;      /* announce interval told to agents; default 1 s */
-    uint64_t peer_timeout_ms;  /* a silent peer leaves the swarm; default 10 s */
-    uint64_t lease_timeout_ms; /* default 30 s */
-    uint64_t keep_ms;          /* hashes outlive the last peer this long; default 1 h */
-    unsigned lease_pieces;     /* 1..TRACKER_MAX_LEASE_PIECES; default 8 */
-    unsigned max_peers;        /* peers per reply, 1..TRACKER_MAX_REPLY_PEERS; default 30 */
-    uint64_t piece_length;     /* 0 = rule; else forced (see tracker_piece_length) */
-    enum tracker_hash_algo hash_algo;
-    size_t max_swarms;      /* 0 = TRACKER_MAX_SWARMS */
-    size_t max_swarm_peers; /* 0 = TRACKER_MAX_SWARM_PEERS */
-    uint64_t seed;          /* shuffle seed; 0 picks a fixed one */
-    uint64_t bad_peer_ms;   /* how long a reported address is not handed out; default 5 min */
-    bool bad_peer_off;      /* reports are only counted (bad-peer-time 0); bad_peer_ms unused */
-};
-
-/* One reported hash: piece index and raw bytes (tracker_hash_len long). */
-struct tracker_hash_report {
-    uint32_t index;
-    uint8_t hash[TRACKER_HASH_MAX];
-};
-
-/* An announce, decoded. Strings are borrowed and NUL-terminated. */
-struct tracker_announce_req {
-    const char *digest; /* "sha256:<hex>" */
-    uint64_t size;
-    const char *agent;
-    const char *addr; /* "HOST:PORT" peers connect to */
-    enum tracker_event event;
-    uint64_t have;
-    bool complete;
-    bool want_lease;
-    const struct tracker_hash_report *hashes;
-    size_t nhashes;
-    const uint64_t *lease_failed;
-    size_t nlease_failed;
-    /* "HOST:PORT" addresses (as in the hand-out) of peers that sent the
-     * reporter a piece failing its hash; at most TRACKER_MAX_BAD_PEERS. */
-    const char *const *bad_peers;
-    size_t nbad_peers;
-};
-
-struct tracker_peer_info {
-    const char *agent; /* borrowed, see tracker_announce_reply */
-    const char *addr;
-    bool complete;
-    uint32_t have;
+    uint64_t interval_ms;          /* announce interval told to agents; default 1 s */
+    uint64_t peer_timeout_ms;      /* a silent peer leaves the swarm; default 10 s */
+    uint64_t lease_timeout_ms;     /* default 30 s */
+    uint64_t keep_ms;              /* hashes outlive the last peer this long; default 1 h */
+    unsigned lease_pieces;         /* 1..ANNOUNCE_LEASE_MAX; default 8 */
+    unsigned max_peers;            /* peers per reply, 1..ANNOUNCE_PEERS_MAX; default 30 */
+    uint64_t piece_length;         /* 0 = rule; else forced (see wire_piece_length_choose) */
+    enum wire_hash_algo hash_algo; /* 0 = WIRE_HASH_XXH3_128 */
+    size_t max_swarms;             /* 0 = TRACKER_MAX_SWARMS */
+    size_t max_swarm_peers;        /* 0 = TRACKER_MAX_SWARM_PEERS */
+    uint64_t seed;                 /* shuffle seed; 0 picks a fixed one */
+    uint64_t bad_peer_ms; /* how long a reported address is not handed out; default 5 min */
+    bool bad_peer_off;    /* reports are only counted (bad-peer-time 0); bad_peer_ms unused */
 };
 
 /* The answer to an announce. Pointers are borrowed from the swarms and stay
@@ -137,16 +60,16 @@ struct tracker_announce_reply {
     uint64_t interval_ms;
     uint64_t piece_length;
     uint32_t pieces;
-    enum tracker_hash_algo hash_algo;
+    enum wire_hash_algo hash_algo;
     size_t hash_len;
     const uint8_t *hashes; /* pieces * hash_len bytes, or NULL when none known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
     uint32_t nhashed;
     size_t npeers;
-    struct tracker_peer_info peers[TRACKER_MAX_REPLY_PEERS];
+    struct announce_peer peers[ANNOUNCE_PEERS_MAX]; /* strings borrowed, as above */
     bool has_lease;
     size_t nlease;
-    uint32_t lease[TRACKER_MAX_LEASE_PIECES];
+    uint32_t lease[ANNOUNCE_LEASE_MAX];
     uint64_t lease_expires_ms; /* relative to now_ms */
     /* What happened to the request's hashes and lease_failed entries. */
     uint32_t hashes_accepted, hashes_ignored;
@@ -192,13 +115,15 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
 
 void tracker_swarms_destroy(struct tracker_swarms *s);
 
-/* Processes one announce at now_ms and fills out (see the struct). Returns
+/* Processes one announce at now_ms and fills out (see the struct). The
+ * request's hashes are read at the swarms' hash length; a request whose
+ * hash_len is set and differs is refused. Returns
  * 0; SHOAL_EPARSE for a malformed request (out->error names the field, e.g.
  * "size: 5 does not match the swarm's size 7"); SHOAL_EBUSY when the swarm or
  * peer cap is reached (out->error says which); -ENOMEM. Nothing changes
  * when it fails. */
-int tracker_announce(struct tracker_swarms *s, const struct tracker_announce_req *req,
-                     uint64_t now_ms, struct tracker_announce_reply *out);
+int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, uint64_t now_ms,
+                     struct tracker_announce_reply *out);
 
 /* Removes peers silent for longer than peer_timeout (releasing their
  * leases), releases expired leases, and drops swarms whose retention ended. */

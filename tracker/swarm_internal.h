@@ -1,6 +1,7 @@
-/* Tracker swarm state shared by swarm.c (swarms, peers, leases, the
- * announce), swarm_suspects.c (addresses reported as bad) and
- * swarm_names.c. See swarm.c for how the tables are laid out. */
+/* Tracker swarm state: the structs of swarm.c (swarms, peers, leases, the
+ * announce), and the suspect set of swarm_suspects.c below it (addresses
+ * reported as bad), which swarm.c calls and which calls nothing back. See
+ * swarm.c for how the tables are laid out. */
 #ifndef SHOAL_TRACKER_SWARM_INTERNAL_H
 #define SHOAL_TRACKER_SWARM_INTERNAL_H
 
@@ -23,16 +24,53 @@ struct peer {
     bool complete;
     uint64_t last_seen_ms;
     struct lease lease;
-    char agent[TRACKER_AGENT_MAX + 1];
-    char addr[TRACKER_ADDR_MAX + 1];
+    char agent[ANNOUNCE_AGENT_MAX + 1];
+    char addr[ANNOUNCE_ADDR_MAX + 1];
 };
+
+/* 64-bit FNV-1a of a string: the key look-ups compare before the string. */
+static inline uint64_t tracker_fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
 
 /* An address reported as bad, not handed out before until_ms. */
 struct suspect {
     uint64_t key; /* hash of addr */
     uint64_t until_ms;
-    char addr[TRACKER_ADDR_MAX + 1];
+    char addr[ANNOUNCE_ADDR_MAX + 1];
 };
+
+/* The suspects of one swarm (swarm_suspects.c), keyed by address rather
+ * than attached to peers: a report may name an address no peer has yet, and
+ * several agent ids may share one. Unordered; expired entries linger until
+ * tracker_suspects_expire. At most TRACKER_MAX_SUSPECTS. */
+struct tracker_suspects {
+    struct suspect *v;
+    size_t n, cap;
+};
+
+/* The entry for addr, or NULL. */
+struct suspect *tracker_suspects_find(const struct tracker_suspects *x, const char *addr);
+/* addr was reported and its mark still runs at now_ms. */
+bool tracker_suspects_has(const struct tracker_suspects *x, const char *addr, uint64_t now_ms);
+/* Grows the array for nreports more marks before anything is marked, so
+ * running out of memory never leaves half a report applied. 0 or -ENOMEM. */
+int tracker_suspects_reserve(struct tracker_suspects *x, size_t nreports);
+/* Marks every address (borrowed, each at most ANNOUNCE_ADDR_MAX long) until
+ * until_ms, or later if already marked longer. Needs a reserve for naddrs
+ * first; at the cap, the mark expiring first gives way. */
+void tracker_suspects_mark(struct tracker_suspects *x, const char *const *addrs, size_t naddrs,
+                           uint64_t until_ms);
+/* Drops the marks that ran out at now_ms. */
+void tracker_suspects_expire(struct tracker_suspects *x, uint64_t now_ms);
+void tracker_suspects_dispose(struct tracker_suspects *x);
 
 struct swarm {
     uint64_t key;
@@ -47,9 +85,8 @@ struct swarm {
     struct peer *peers;
     size_t npeers, cap;
     uint32_t next_uid;
-    uint64_t empty_since_ms;  /* meaningful while npeers == 0 */
-    struct suspect *suspects; /* unordered; expired ones linger until the expiry pass */
-    size_t nsuspects, suspects_cap;
+    uint64_t empty_since_ms; /* meaningful while npeers == 0 */
+    struct tracker_suspects suspects;
 };
 
 /* A hand-out candidate: sorted by complete, then have, then a random key. */
@@ -72,26 +109,9 @@ struct tracker_swarms {
     size_t cand_cap;
 };
 
-/* How many hash algorithms and events the X-macro maps name. */
+/* How many events the protocol names. */
 #define XX(name, text) +1
-enum { TRACKER_HASH_ALGO_COUNT = 0 TRACKER_HASH_ALGO_MAP(XX) };
-enum { TRACKER_EVENT_COUNT = 0 TRACKER_EVENT_MAP(XX) };
+enum { TRACKER_EVENT_COUNT = 0 ANNOUNCE_EVENT_MAP(XX) };
 #undef XX
-
-/* 64-bit FNV-1a of a string: the key look-ups compare before the string. */
-uint64_t tracker_fnv1a(const char *s);
-
-/* Suspects (swarm_suspects.c). */
-struct suspect *tracker_suspect_find(struct swarm *w, const char *addr);
-/* addr was reported as bad and is still left out at now_ms. */
-bool tracker_is_suspect(struct swarm *w, const char *addr, uint64_t now_ms);
-/* Grows the suspect array for the request's reports before anything is
- * marked, so running out of memory never leaves half a report applied. */
-int tracker_suspects_reserve(const struct tracker_swarms *s, struct swarm *w,
-                             const struct tracker_announce_req *req);
-void tracker_mark_suspects(struct tracker_swarms *s, struct swarm *w,
-                           const struct tracker_announce_req *req, uint64_t now_ms,
-                           struct tracker_announce_reply *out);
-void tracker_expire_suspects(struct swarm *w, uint64_t now_ms);
 
 #endif

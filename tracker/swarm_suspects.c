@@ -1,107 +1,98 @@
 /* Suspects: addresses agents reported for sending pieces that failed their
- * hash. Kept per swarm, keyed by address (a report may name an address no
- * peer has yet, and several agent ids may share one); the hand-out leaves
- * them out until their time is up. */
+ * hash; see swarm_internal.h. The swarm core (swarm.c) decides when to mark
+ * and how long; this file only keeps the set. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "shoal/error.h"
 #include "swarm_internal.h"
 
-/* --- Suspects --------------------------------------------------------------------- */
-
-struct suspect *tracker_suspect_find(struct swarm *w, const char *addr)
+struct suspect *tracker_suspects_find(const struct tracker_suspects *x, const char *addr)
 {
     uint64_t key = tracker_fnv1a(addr);
 
-    for (size_t i = 0; i < w->nsuspects; i++) {
-        if (w->suspects[i].key == key && strcmp(w->suspects[i].addr, addr) == 0)
-            return &w->suspects[i];
+    for (size_t i = 0; i < x->n; i++) {
+        if (x->v[i].key == key && strcmp(x->v[i].addr, addr) == 0)
+            return &x->v[i];
     }
     return NULL;
 }
 
-bool tracker_is_suspect(struct swarm *w, const char *addr, uint64_t now_ms)
+bool tracker_suspects_has(const struct tracker_suspects *x, const char *addr, uint64_t now_ms)
 {
-    const struct suspect *x = w->nsuspects > 0 ? tracker_suspect_find(w, addr) : NULL;
+    const struct suspect *e = x->n > 0 ? tracker_suspects_find(x, addr) : NULL;
 
-    return x != NULL && x->until_ms > now_ms;
+    return e != NULL && e->until_ms > now_ms;
 }
 
-/* Grows the suspect array for the request's reports before anything is
- * marked, so running out of memory never leaves half a report applied. */
-int tracker_suspects_reserve(const struct tracker_swarms *s, struct swarm *w,
-                             const struct tracker_announce_req *req)
+int tracker_suspects_reserve(struct tracker_suspects *x, size_t nreports)
 {
-    size_t need = w->nsuspects + req->nbad_peers;
+    size_t need = x->n + nreports;
     size_t ncap;
     struct suspect *v;
 
-    if (s->cfg.bad_peer_off || req->nbad_peers == 0)
+    if (nreports == 0)
         return 0;
     if (need > TRACKER_MAX_SUSPECTS)
         need = TRACKER_MAX_SUSPECTS;
-    if (need <= w->suspects_cap)
+    if (need <= x->cap)
         return 0;
-    ncap = w->suspects_cap ? w->suspects_cap : 4;
+    ncap = x->cap ? x->cap : 4;
     while (ncap < need)
         ncap *= 2;
     if (ncap > TRACKER_MAX_SUSPECTS)
         ncap = TRACKER_MAX_SUSPECTS;
-    v = realloc(w->suspects, ncap * sizeof(*v));
+    v = realloc(x->v, ncap * sizeof(*v));
     if (v == NULL)
         return -ENOMEM;
-    w->suspects = v;
-    w->suspects_cap = ncap;
+    x->v = v;
+    x->cap = ncap;
     return 0;
 }
 
-/* Marks every reported address for bad_peer_ms from now (a second report
- * extends the mark). At the cap the mark expiring first gives way: it is
- * the one closest to being handed out again anyway. Needs suspects_reserve. */
-void tracker_mark_suspects(struct tracker_swarms *s, struct swarm *w,
-                           const struct tracker_announce_req *req, uint64_t now_ms,
-                           struct tracker_announce_reply *out)
+/* At the cap the mark expiring first gives way: it is the one closest to
+ * being handed out again anyway. */
+void tracker_suspects_mark(struct tracker_suspects *x, const char *const *addrs, size_t naddrs,
+                           uint64_t until_ms)
 {
-    uint64_t until = now_ms + s->cfg.bad_peer_ms;
+    for (size_t i = 0; i < naddrs; i++) {
+        const char *addr = addrs[i];
+        struct suspect *e = tracker_suspects_find(x, addr);
 
-    if (s->cfg.bad_peer_off)
-        return;
-    for (size_t i = 0; i < req->nbad_peers; i++) {
-        const char *addr = req->bad_peers[i];
-        struct suspect *x = tracker_suspect_find(w, addr);
-
-        if (x == NULL) {
-            if (w->nsuspects < TRACKER_MAX_SUSPECTS) {
-                x = &w->suspects[w->nsuspects++];
+        if (e == NULL) {
+            if (x->n < TRACKER_MAX_SUSPECTS) {
+                e = &x->v[x->n++];
             } else {
-                x = &w->suspects[0];
-                for (size_t j = 1; j < w->nsuspects; j++) {
-                    if (w->suspects[j].until_ms < x->until_ms)
-                        x = &w->suspects[j];
+                e = &x->v[0];
+                for (size_t j = 1; j < x->n; j++) {
+                    if (x->v[j].until_ms < e->until_ms)
+                        e = &x->v[j];
                 }
             }
-            x->key = tracker_fnv1a(addr);
-            memcpy(x->addr, addr, strlen(addr) + 1);
-            x->until_ms = 0;
+            e->key = tracker_fnv1a(addr);
+            memcpy(e->addr, addr, strlen(addr) + 1);
+            e->until_ms = 0;
         }
-        if (until > x->until_ms)
-            x->until_ms = until;
+        if (until_ms > e->until_ms)
+            e->until_ms = until_ms;
     }
-    if (req->nbad_peers > 0)
-        out->suspect_ms = s->cfg.bad_peer_ms;
 }
 
-/* Drops the marks that ran out. */
-void tracker_expire_suspects(struct swarm *w, uint64_t now_ms)
+void tracker_suspects_expire(struct tracker_suspects *x, uint64_t now_ms)
 {
     size_t i = 0;
 
-    while (i < w->nsuspects) {
-        if (w->suspects[i].until_ms <= now_ms)
-            w->suspects[i] = w->suspects[--w->nsuspects];
+    while (i < x->n) {
+        if (x->v[i].until_ms <= now_ms)
+            x->v[i] = x->v[--x->n];
         else
             i++;
     }
+}
+
+void tracker_suspects_dispose(struct tracker_suspects *x)
+{
+    free(x->v);
+    x->v = NULL;
+    x->n = x->cap = 0;
 }

@@ -7,9 +7,8 @@
 #include <string.h>
 
 #include "shoal/error.h"
+#include "shoal/wire.h"
 
-#define KIB (1024LL)
-#define MIB (1024LL * 1024)
 #define SEC 1000LL
 #define MIN (60 * SEC)
 #define HOUR (60 * MIN)
@@ -34,15 +33,15 @@ const struct config_option tracker_options[] = {
         "how often agents in a swarm announce"),
     OPT("peer-timeout", CONFIG_DURATION, peer_timeout_ms, SEC, HOUR, "10s",
         "a peer that has not announced for this long leaves its swarms and loses its leases"),
-    OPT("lease-pieces", CONFIG_INT, lease_pieces, 1, TRACKER_MAX_LEASE_PIECES, "8",
+    OPT("lease-pieces", CONFIG_INT, lease_pieces, 1, ANNOUNCE_LEASE_MAX, "8",
         "consecutive pieces in one upstream lease"),
     OPT("lease-timeout", CONFIG_DURATION, lease_timeout_ms, SEC, HOUR, "30s",
         "a lease ends this long after it was granted or its holder last reported a hash for it"),
-    OPT("max-peers", CONFIG_INT, max_peers, 1, TRACKER_MAX_REPLY_PEERS, "30",
+    OPT("max-peers", CONFIG_INT, max_peers, 1, ANNOUNCE_PEERS_MAX, "30",
         "peers in one announce reply"),
-    OPT("piece-length", CONFIG_SIZE, piece_length, 0, TRACKER_MAX_PIECE_LENGTH, "0",
+    OPT("piece-length", CONFIG_SIZE, piece_length, 0, WIRE_PIECE_LENGTH_MAX, "0",
         "force this piece length (a power of two from 256KiB to 256MiB) for new swarms; 0 = "
-        "1MiB, doubled until a blob has at most 2048 pieces"),
+        "the size rule of docs/protocol.md (\"Pieces\")"),
     OPT("hash-algo", CONFIG_STRING, hash_algo_name, 0, 0, "xxh3-128",
         "piece hash: xxh3-128 or sha256"),
     OPT("swarm-keep", CONFIG_DURATION, swarm_keep_ms, SEC, 7 * 24 * HOUR, "1h",
@@ -72,7 +71,6 @@ static int read_secret(struct tracker_config *cfg, char *err, size_t errlen)
 
 int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
-    uint64_t pl;
     int rc;
 
     memset(cfg, 0, sizeof(*cfg));
@@ -80,14 +78,13 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
     if (rc != CONFIG_RUN)
         return rc;
 
-    pl = cfg->piece_length;
-    if (pl != 0 && (pl < (uint64_t)(256 * KIB) || (pl & (pl - 1)) != 0)) {
+    if (cfg->piece_length != 0 && !wire_piece_length_valid(cfg->piece_length)) {
         snprintf(err, errlen,
                  "config: \"piece-length\": %llu is not 0 or a power of two from 256KiB to 256MiB",
-                 (unsigned long long)pl);
+                 (unsigned long long)cfg->piece_length);
         return SHOAL_ECONFIG;
     }
-    if (tracker_hash_algo_parse(cfg->hash_algo_name, &cfg->hash_algo) < 0) {
+    if (wire_hash_algo_parse(cfg->hash_algo_name, &cfg->hash_algo) < 0) {
         snprintf(err, errlen,
                  "config: \"hash-algo\": unknown algorithm \"%.64s\" (expected "
                  "xxh3-128 or sha256)",

@@ -25,7 +25,7 @@ struct tracker_config {
     int64_t max_connections;
 
     /* Derived by tracker_config_load. */
-    enum tracker_hash_algo hash_algo;
+    enum wire_hash_algo hash_algo;
     char *secret; /* the file's contents less one trailing newline; "" without a file */
     size_t secret_len;
 };

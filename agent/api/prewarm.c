@@ -10,7 +10,7 @@
 
 #include <jansson.h>
 
-#include "api/manifest.h"
+#include "shoal/manifest.h"
 #include "shoal/config.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
@@ -82,7 +82,7 @@ struct pw_job {
     struct pw_job *prev, *next; /* p->jobs, oldest first */
     char id[17];
     char text[PREWARM_REF_MAX + 1]; /* the reference as given */
-    struct prewarm_ref ref;
+    struct image_ref ref;
     char platforms[PREWARM_MAX_PLATFORMS][MANIFEST_PLATFORM_MAX + 1];
     size_t nplatforms;
     enum pw_state state;
@@ -670,7 +670,7 @@ static int create_job(struct prewarm *p, const char *body, size_t body_len, stru
     }
     const char *rs = json_string_value(ref);
     if (strlen(rs) != json_string_length(ref) ||
-        prewarm_ref_parse(rs, &j->ref, msg, sizeof(msg)) < 0) {
+        image_ref_parse(rs, &j->ref, msg, sizeof(msg)) < 0) {
         char m2[PREWARM_REF_MAX + 300];
         snprintf(m2, sizeof(m2), "ref \"%.*s\": %s", 200, rs,
                  j->ref.code ? msg : "reference holds a NUL byte");

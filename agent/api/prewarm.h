@@ -31,17 +31,19 @@
 
 #include "shoal/buf.h"
 #include "shoal/http_client.h"
+#include "shoal/image_ref.h"
+#include "shoal/manifest.h"
 #include "shoal/oci.h"
 #include "fetch/blob_fetch.h"
 #include "cache/store.h"
 
 #define PREWARM_KEEP_FINISHED 100
 #define PREWARM_MAX_RUNNING 32
-#define PREWARM_MAX_PLATFORMS 16
+#define PREWARM_MAX_PLATFORMS MANIFEST_PLATFORM_FILTERS_MAX
 #define PREWARM_MAX_BLOBS 20000
 #define PREWARM_MAX_MANIFESTS 1000
 #define PREWARM_BLOB_CONCURRENCY 8
-#define PREWARM_REF_MAX 512
+#define PREWARM_REF_MAX IMAGE_REF_MAX /* the reference grammar is shoal/image_ref.h's */
 
 struct prewarm;
 
@@ -54,23 +56,6 @@ struct prewarm_deps {
     const char *listen;           /* the agent's listen address "HOST:PORT" (copied) */
     int port;                     /* the port actually bound (listen may say 0) */
 };
-
-/* A parsed image reference. */
-struct prewarm_ref {
-    char host[OCI_NAME_MAX + 1]; /* registry host ("docker.io" by default) */
-    char repo[OCI_NAME_MAX + 1]; /* repository, "library/" added for docker.io */
-    char ref[OCI_TAG_MAX + 140]; /* tag ("latest" when none) or digest */
-    bool by_digest;
-    /* On failure: the OCI error code naming the problem (NAME_INVALID,
-     * TAG_INVALID, DIGEST_INVALID). */
-    const char *code;
-};
-
-/* Parses "[host/]name[:tag][@digest]". A first component is a registry host
- * when oci_component_is_host() says so and more components follow; else the
- * registry is docker.io and a one-component name gets "library/". A digest
- * wins over a tag. 0, or SHOAL_EPARSE with err and out->code set. */
-int prewarm_ref_parse(const char *s, struct prewarm_ref *out, char *err, size_t errlen);
 
 /* 0, SHOAL_ECONFIG (listen unparsable) or -ENOMEM. */
 int prewarm_create(const struct prewarm_deps *deps, struct prewarm **out);

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <jansson.h>
 #include <openssl/crypto.h>
 
 #include "shoal/cluster_auth.h"
@@ -16,204 +15,137 @@
 #include "shoal/log.h"
 
 #define REPLY_MAX (8u << 20)
-#define ANNOUNCE_PATH "/v1/announce"
 
-static const char *const event_names[] = {"started", "progress", "completed", "stopped"};
+static enum announce_event event_of(enum tracker_client_event ev)
+{
+    switch (ev) {
+    case TRACKER_CLIENT_STARTED:
+        return ANNOUNCE_EVENT_STARTED;
+    case TRACKER_CLIENT_COMPLETED:
+        return ANNOUNCE_EVENT_COMPLETED;
+    case TRACKER_CLIENT_STOPPED:
+        return ANNOUNCE_EVENT_STOPPED;
+    case TRACKER_CLIENT_PROGRESS:
+        break;
+    }
+    return ANNOUNCE_EVENT_PROGRESS;
+}
+
+/* The algorithm whose hashes are hexlen characters long. */
+static int algo_of_hex(size_t hexlen, enum wire_hash_algo *out)
+{
+#define XX(name, value, text, len)                                                                 \
+    if (hexlen == 2 * (size_t)(len)) {                                                             \
+        *out = WIRE_HASH_##name;                                                                   \
+        return 0;                                                                                  \
+    }
+    WIRE_HASH_ALGO_MAP(XX)
+#undef XX
+    return -EINVAL;
+}
 
 int tracker_client_report_json(const struct tracker_client_report *a, const char *agent,
                                const char *addr, struct buf *out)
 {
-    json_t *o = json_object();
-    json_t *hashes = json_object();
-    json_t *failed = json_array();
-    json_t *bad = json_array();
+    struct announce_req r = {
+        .digest = a->digest,
+        .size = a->size,
+        .agent = agent,
+        .addr = addr,
+        .event = event_of(a->event),
+        .have = a->have,
+        .complete = a->complete,
+        .want_lease = a->want_lease,
+        .bad_peers = a->bad_peers,
+        .nbad_peers = a->nbad_peers,
+    };
+    struct announce_hash *hashes = NULL;
+    uint64_t *failed = NULL;
+    enum wire_hash_algo algo = WIRE_HASH_XXH3_128;
     int rc = -ENOMEM;
-    if (!o || !hashes || !failed || !bad)
-        goto out;
-    for (size_t i = 0; i < a->nbad_peers; i++)
-        json_array_append_new(bad, json_string(a->bad_peers[i]));
-    for (size_t i = 0; i < a->nhashes; i++) {
-        char key[16];
-        snprintf(key, sizeof(key), "%" PRIu32, a->hashes[i].index);
-        json_object_set_new(hashes, key, json_string(a->hashes[i].hex));
+
+    if (a->nhashes > 0) {
+        size_t hexlen = strlen(a->hashes[0].hex);
+
+        if (algo_of_hex(hexlen, &algo) < 0) {
+            rc = -EINVAL;
+            goto out;
+        }
+        hashes = calloc(a->nhashes, sizeof(*hashes));
+        if (!hashes)
+            goto out;
+        for (size_t i = 0; i < a->nhashes; i++) {
+            const char *hex = a->hashes[i].hex;
+
+            hashes[i].index = a->hashes[i].index;
+            if (wire_hash_from_hex(algo, hex, strlen(hex), hashes[i].hash) < 0) {
+                rc = -EINVAL;
+                goto out;
+            }
+        }
+        r.hashes = hashes;
+        r.nhashes = a->nhashes;
+        r.hash_len = wire_hash_len(algo);
     }
-    for (size_t i = 0; i < a->nlease_failed; i++)
-        json_array_append_new(failed, json_integer(a->lease_failed[i]));
-    json_object_set_new(o, "digest", json_string(a->digest));
-    json_object_set_new(o, "size", json_integer((json_int_t)a->size));
-    json_object_set_new(o, "agent", json_string(agent));
-    json_object_set_new(o, "addr", json_string(addr));
-    json_object_set_new(o, "event", json_string(event_names[a->event]));
-    json_object_set_new(o, "have", json_integer(a->have));
-    json_object_set_new(o, "complete", json_boolean(a->complete));
-    json_object_set_new(o, "want_lease", json_boolean(a->want_lease));
-    json_object_set(o, "hashes", hashes);
-    json_object_set(o, "lease_failed", failed);
-    if (a->nbad_peers)
-        json_object_set(o, "bad_peers", bad);
-    char *s = json_dumps(o, JSON_COMPACT);
-    if (!s)
-        goto out;
-    rc = buf_append(out, s, strlen(s));
-    free(s);
+    if (a->nlease_failed > 0) {
+        failed = calloc(a->nlease_failed, sizeof(*failed));
+        if (!failed)
+            goto out;
+        for (size_t i = 0; i < a->nlease_failed; i++)
+            failed[i] = a->lease_failed[i];
+        r.lease_failed = failed;
+        r.nlease_failed = a->nlease_failed;
+    }
+    rc = announce_req_encode(&r, out);
 out:
-    json_decref(o);
-    json_decref(hashes);
-    json_decref(failed);
-    json_decref(bad);
+    free(hashes);
+    free(failed);
     return rc;
-}
-
-static bool is_lower_hex(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
-static int fail(char *err, size_t errlen, const char *field, const char *what)
-{
-    snprintf(err, errlen, "tracker reply: \"%s\": %s", field, what);
-    return SHOAL_EPARSE;
-}
-
-/* An unsigned integer field in [min, max]. */
-static int get_uint(json_t *o, const char *field, uint64_t min, uint64_t max, uint64_t *out,
-                    char *err, size_t errlen)
-{
-    json_t *v = json_object_get(o, field);
-    if (!json_is_integer(v))
-        return fail(err, errlen, field, "missing or not an integer");
-    json_int_t n = json_integer_value(v);
-    if (n < 0 || (uint64_t)n < min || (uint64_t)n > max)
-        return fail(err, errlen, field, "out of range");
-    *out = (uint64_t)n;
-    return 0;
-}
-
-static int parse_peers(json_t *arr, struct tracker_client_reply *r, char *err, size_t errlen)
-{
-    if (!arr)
-        return 0;
-    if (!json_is_array(arr) || json_array_size(arr) > TRACKER_CLIENT_MAX_PEERS)
-        return fail(err, errlen, "peers", "not an array of at most 200 peers");
-    r->peers = calloc(json_array_size(arr) + 1, sizeof(*r->peers));
-    if (!r->peers)
-        return -ENOMEM;
-    size_t i;
-    json_t *p;
-    json_array_foreach(arr, i, p)
-    {
-        const char *agent = json_string_value(json_object_get(p, "agent"));
-        const char *addr = json_string_value(json_object_get(p, "addr"));
-        json_t *have = json_object_get(p, "have");
-        if (!agent || !addr || strlen(agent) >= sizeof(r->peers[0].agent) ||
-            strlen(addr) >= sizeof(r->peers[0].addr) || (have && !json_is_integer(have)))
-            return fail(err, errlen, "peers", "entry without a valid agent, addr or have");
-        struct tracker_client_peer *tp = &r->peers[r->npeers++];
-        memcpy(tp->agent, agent, strlen(agent) + 1);
-        memcpy(tp->addr, addr, strlen(addr) + 1);
-        tp->complete = json_is_true(json_object_get(p, "complete"));
-        json_int_t h = have ? json_integer_value(have) : 0;
-        tp->have = h < 0 ? 0 : (h > UINT32_MAX ? UINT32_MAX : (uint32_t)h);
-    }
-    return 0;
-}
-
-static int parse_hashes(json_t *obj, struct tracker_client_reply *r, size_t hexlen, char *err,
-                        size_t errlen)
-{
-    r->hashes = calloc(r->pieces ? r->pieces : 1, sizeof(*r->hashes));
-    if (!r->hashes)
-        return -ENOMEM;
-    if (!obj)
-        return 0;
-    if (!json_is_object(obj))
-        return fail(err, errlen, "hashes", "not an object");
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v)
-    {
-        char *end;
-        errno = 0;
-        unsigned long idx = strtoul(key, &end, 10);
-        const char *hex = json_string_value(v);
-        if (errno || *end || end == key || idx >= r->pieces)
-            return fail(err, errlen, "hashes", "index out of range");
-        if (!hex || strlen(hex) != hexlen || !is_lower_hex(hex, hexlen))
-            return fail(err, errlen, "hashes", "value is not a lower-case hex hash");
-        memcpy(r->hashes[idx], hex, hexlen + 1);
-    }
-    return 0;
-}
-
-static int parse_lease(json_t *lease, struct tracker_client_reply *r, char *err, size_t errlen)
-{
-    if (!lease || json_is_null(lease))
-        return 0;
-    json_t *pieces = json_object_get(lease, "pieces");
-    if (!json_is_array(pieces) || json_array_size(pieces) > r->pieces)
-        return fail(err, errlen, "lease.pieces", "not an array of piece indexes");
-    uint64_t exp;
-    int rc = get_uint(lease, "expires_ms", 0, UINT32_MAX, &exp, err, errlen);
-    if (rc < 0)
-        return rc;
-    r->lease_expires_ms = exp;
-    r->lease = calloc(json_array_size(pieces) + 1, sizeof(*r->lease));
-    if (!r->lease)
-        return -ENOMEM;
-    size_t i;
-    json_t *v;
-    json_array_foreach(pieces, i, v)
-    {
-        json_int_t n = json_integer_value(v);
-        if (!json_is_integer(v) || n < 0 || (uint64_t)n >= r->pieces ||
-            (r->nlease && (uint32_t)n <= r->lease[r->nlease - 1]))
-            return fail(err, errlen, "lease.pieces", "index out of range or not ascending");
-        r->lease[r->nlease++] = (uint32_t)n;
-    }
-    return 0;
 }
 
 int tracker_client_reply_parse(const char *body, size_t len, struct tracker_client_reply *out,
                                char *err, size_t errlen)
 {
-    memset(out, 0, sizeof(*out));
-    json_error_t jerr;
-    json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    uint64_t v;
+    struct announce_reply_doc d;
+    const struct announce_reply *r = &d.reply;
     int rc;
-    if (!json_is_object(o)) {
-        rc = fail(err, errlen, "(body)", "not a JSON object");
+
+    memset(out, 0, sizeof(*out));
+    rc = announce_reply_decode(body, len, &d, err, errlen);
+    if (rc < 0)
+        goto out;
+    out->interval_ms = r->interval_ms;
+    out->piece_length = (uint32_t)r->piece_length;
+    out->pieces = r->pieces;
+    snprintf(out->hash_algo, sizeof(out->hash_algo), "%s", wire_hash_algo_name(r->hash_algo));
+    out->hashes = calloc(r->pieces ? r->pieces : 1, sizeof(*out->hashes));
+    out->peers = calloc(r->npeers + 1, sizeof(*out->peers));
+    out->lease = calloc(r->nlease + 1, sizeof(*out->lease));
+    if (!out->hashes || !out->peers || !out->lease) {
+        snprintf(err, errlen, "tracker reply: out of memory");
+        rc = -ENOMEM;
         goto out;
     }
-    if ((rc = get_uint(o, "interval_ms", 100, 3600000, &out->interval_ms, err, errlen)) < 0)
-        goto out;
-    if ((rc = get_uint(o, "piece_length", 1, UINT32_MAX, &v, err, errlen)) < 0)
-        goto out;
-    out->piece_length = (uint32_t)v;
-    if ((rc = get_uint(o, "pieces", 0, TRACKER_CLIENT_MAX_PIECES, &v, err, errlen)) < 0)
-        goto out;
-    out->pieces = (uint32_t)v;
-    const char *algo = json_string_value(json_object_get(o, "hash_algo"));
-    size_t hexlen;
-    if (algo && strcmp(algo, "xxh3-128") == 0)
-        hexlen = 32;
-    else if (algo && strcmp(algo, "sha256") == 0)
-        hexlen = 64;
-    else {
-        rc = fail(err, errlen, "hash_algo", "not xxh3-128 or sha256");
-        goto out;
+    for (uint32_t i = 0; i < r->pieces; i++) {
+        if (r->hashed[i])
+            wire_hash_to_hex(r->hashes + (size_t)i * r->hash_len, r->hash_len, out->hashes[i]);
     }
-    snprintf(out->hash_algo, sizeof(out->hash_algo), "%s", algo);
-    if ((rc = parse_hashes(json_object_get(o, "hashes"), out, hexlen, err, errlen)) < 0)
-        goto out;
-    if ((rc = parse_peers(json_object_get(o, "peers"), out, err, errlen)) < 0)
-        goto out;
-    rc = parse_lease(json_object_get(o, "lease"), out, err, errlen);
+    /* The decoder bounded both strings by the arrays' sizes. */
+    for (size_t i = 0; i < r->npeers; i++) {
+        struct tracker_client_peer *p = &out->peers[i];
+
+        snprintf(p->agent, sizeof(p->agent), "%s", r->peers[i].agent);
+        snprintf(p->addr, sizeof(p->addr), "%s", r->peers[i].addr);
+        p->complete = r->peers[i].complete;
+        p->have = r->peers[i].have;
+    }
+    out->npeers = r->npeers;
+    if (r->nlease > 0)
+        memcpy(out->lease, r->lease, r->nlease * sizeof(*out->lease));
+    out->nlease = r->nlease;
+    out->lease_expires_ms = r->lease_expires_ms;
 out:
-    json_decref(o);
+    announce_reply_doc_dispose(&d);
     if (rc < 0)
         tracker_client_reply_dispose(out);
     return rc;

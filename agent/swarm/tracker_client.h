@@ -1,8 +1,10 @@
 /* The agent's side of the tracker API (docs/protocol.md): announces with
  * the cluster-secret MAC, and the reply parsed into plain structs.
  *
- * The JSON building and parsing and the MAC are pure functions, unit-tested
- * on their own; tracker_client_announce runs one request on the loop.
+ * The JSON itself is common/announce.c's, which the tracker uses too;
+ * tracker_client_report_json and tracker_client_reply_parse translate
+ * between it and the structs below. tracker_client_announce runs one
+ * request on the loop.
  */
 #ifndef SHOAL_TRACKER_CLIENT_H
 #define SHOAL_TRACKER_CLIENT_H
@@ -13,12 +15,14 @@
 
 #include <uv.h>
 
+#include "shoal/announce.h"
 #include "shoal/buf.h"
 #include "shoal/http_client.h"
+#include "shoal/wire.h"
 
-#define TRACKER_CLIENT_HASH_HEX_MAX 64 /* sha256 piece hashes: 64 hex characters */
-#define TRACKER_CLIENT_MAX_PEERS 200
-#define TRACKER_CLIENT_MAX_PIECES (1u << 20)
+#define TRACKER_CLIENT_HASH_HEX_MAX (2 * WIRE_HASH_MAX) /* sha256: 64 hex characters */
+#define TRACKER_CLIENT_MAX_PEERS ANNOUNCE_PEERS_MAX
+#define TRACKER_CLIENT_MAX_PIECES WIRE_PIECES_MAX
 
 enum tracker_client_event {
     TRACKER_CLIENT_STARTED,
@@ -27,6 +31,8 @@ enum tracker_client_event {
     TRACKER_CLIENT_STOPPED
 };
 
+/* hex is lower case, 2 * wire_hash_len of the swarm's algorithm long; all
+ * hashes of one report have the same length. */
 struct tracker_client_hash {
     uint32_t index;
     char hex[TRACKER_CLIENT_HASH_HEX_MAX + 1];
@@ -49,8 +55,8 @@ struct tracker_client_report {
 };
 
 struct tracker_client_peer {
-    char agent[65];
-    char addr[72];
+    char agent[ANNOUNCE_AGENT_MAX + 1];
+    char addr[ANNOUNCE_ADDR_MAX + 1];
     bool complete;
     uint32_t have;
 };
@@ -69,12 +75,16 @@ struct tracker_client_reply {
     uint64_t lease_expires_ms;
 };
 
-/* Appends the announce body (JSON) for agent id `agent` reachable at `addr`. */
+/* Appends the announce body (JSON) for agent id `agent` reachable at `addr`.
+ * 0, -EINVAL (a hash that is not lower-case hex of a known algorithm's
+ * length, or hashes of different lengths), or announce_req_encode's
+ * errors. */
 int tracker_client_report_json(const struct tracker_client_report *a, const char *agent,
                                const char *addr, struct buf *out);
 
-/* Parses a reply body. Every field is checked (types, bounds, hex); on error
- * returns SHOAL_EPARSE with a message naming the field in err. */
+/* Parses a reply body with announce_reply_decode: every field is checked
+ * (types, bounds, hex); on error returns SHOAL_EPARSE (or -ENOMEM) with a
+ * message naming the field in err, and *out holds nothing to free. */
 int tracker_client_reply_parse(const char *body, size_t len, struct tracker_client_reply *out,
                                char *err, size_t errlen);
 void tracker_client_reply_dispose(struct tracker_client_reply *r);

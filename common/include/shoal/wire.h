@@ -8,8 +8,9 @@
  *     the frame size cap before allocating anything;
  *   - payload parsers that validate one decoded frame against the blob's
  *     geometry (every index, length and bitfield is checked here);
- *   - helpers shared by tracker and agent: piece geometry, piece hashes,
- *     bitfields and the handshake MAC.
+ *   - helpers shared by tracker and agent: piece geometry (the one place
+ *     the piece-length rule and its bounds are written), piece hashes and
+ *     the names of their algorithms, bitfields and the handshake MAC.
  *
  * Every frame on the wire is
  *
@@ -46,11 +47,16 @@
 /* After the handshake the cap is piece_length + WIRE_FRAME_SLACK. */
 #define WIRE_FRAME_SLACK 64
 
-/* Piece geometry bounds (protocol.md, "Pieces"). */
+/* Piece geometry (docs/protocol.md, "Pieces"). The rule starts from the
+ * default length and doubles it while a blob would have more than
+ * WIRE_PIECES_TARGET pieces, up to WIRE_PIECE_LENGTH_MAX; a forced length is
+ * a power of two in [WIRE_PIECE_LENGTH_MIN, WIRE_PIECE_LENGTH_MAX]; the
+ * tracker doubles either while a blob would have more than WIRE_PIECES_MAX. */
 #define WIRE_PIECE_LENGTH_DEFAULT (1u * 1024 * 1024)
 #define WIRE_PIECE_LENGTH_MIN (256u * 1024)
 #define WIRE_PIECE_LENGTH_MAX (256u * 1024 * 1024)
 #define WIRE_PIECES_TARGET 2048u
+#define WIRE_PIECES_MAX 65536u
 
 /* XX(name, value, lower-case name) */
 #define WIRE_TYPE_MAP(XX)                                                                          \
@@ -267,6 +273,16 @@ uint32_t wire_bitfield_count(const uint8_t *bits, uint32_t npieces);
 
 /* ---- Piece geometry ----------------------------------------------------- */
 
+/* True for a length a tracker may be forced to: a power of two in
+ * [WIRE_PIECE_LENGTH_MIN, WIRE_PIECE_LENGTH_MAX]. */
+bool wire_piece_length_valid(uint64_t len);
+
+/* The piece length a tracker fixes for a new swarm's blob of size bytes:
+ * forced when wire_piece_length_valid(forced), else (0 or invalid) the rule;
+ * then doubled while the blob would have more than WIRE_PIECES_MAX pieces,
+ * which bounds the tracker's per-swarm tables. */
+uint64_t wire_piece_length_choose(uint64_t size, uint64_t forced);
+
 /* The piece length for a blob of size bytes. forced == 0 applies the rule
  * (1 MiB, doubled while there are more than 2048 pieces, up to 256 MiB);
  * otherwise forced must be a power of two in [256 KiB, 256 MiB] (-EINVAL if
@@ -284,13 +300,23 @@ uint64_t wire_piece_offset(uint32_t piece_length, uint32_t index);
 
 /* ---- Piece hashes ------------------------------------------------------- */
 
-enum wire_hash_algo { WIRE_HASH_XXH3_128 = 1, WIRE_HASH_SHA256 };
+/* The piece-hash algorithms, as named in the tracker's hash_algo and its
+ * hash-algo option. XX(name, value, text, raw length) */
+#define WIRE_HASH_ALGO_MAP(XX)                                                                     \
+    XX(XXH3_128, 1, "xxh3-128", 16)                                                                \
+    XX(SHA256, 2, "sha256", 32)
+
+enum wire_hash_algo {
+#define XX(name, value, text, len) WIRE_HASH_##name = value,
+    WIRE_HASH_ALGO_MAP(XX)
+#undef XX
+};
 
 #define WIRE_HASH_MAX 32 /* largest raw piece hash */
 #define WIRE_HASH_HEX_MAX (2 * WIRE_HASH_MAX + 1)
 
-/* "xxh3-128" or "sha256" (exact, as in the tracker's hash_algo). 0 or
- * SHOAL_EPARSE. */
+/* "xxh3-128" or "sha256" (exact, as in the tracker's hash_algo); NULL is
+ * refused. 0 or SHOAL_EPARSE. */
 int wire_hash_algo_parse(const char *s, enum wire_hash_algo *out);
 /* "xxh3-128", "sha256" or "unknown". Static string. */
 const char *wire_hash_algo_name(enum wire_hash_algo algo);

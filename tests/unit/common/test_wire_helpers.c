@@ -175,6 +175,53 @@ static void test_geometry_forced(void **state)
     assert_int_equal(wire_piece_offset(256 * MIB, UINT32_MAX), (uint64_t)UINT32_MAX * 256 * MIB);
 }
 
+/* The length the tracker fixes for a new swarm (moved here from the
+ * tracker's tests with the rule). */
+static void test_geometry_choose(void **state)
+{
+    (void)state;
+    assert_int_equal(wire_piece_length_choose(1, 0), 1 * MIB);
+    assert_int_equal(wire_piece_length_choose(256 * MIB, 0), 1 * MIB);
+    assert_int_equal(wire_piece_length_choose(2 * GIB, 0), 1 * MIB); /* exactly 2048 pieces */
+    assert_int_equal(wire_piece_length_choose(2 * GIB + 1, 0), 2 * MIB);
+    assert_int_equal(wire_piece_length_choose(8 * GIB, 0), 4 * MIB);
+    assert_int_equal(wire_piece_length_choose(8 * GIB + 1, 0), 8 * MIB);
+    assert_int_equal(wire_piece_length_choose(20 * GIB, 0), 16 * MIB);
+    assert_int_equal(wire_piece_length_choose(32 * GIB, 0), 16 * MIB);
+    assert_int_equal(wire_piece_length_choose(512 * GIB, 0), 256 * MIB);
+    /* Past 2048 pieces of 256 MiB the rule stops doubling. */
+    assert_int_equal(wire_piece_length_choose(1024 * GIB, 0), 256 * MIB);
+    /* A forced length wins, unless the blob would pass the piece cap. */
+    assert_int_equal(wire_piece_length_choose(1 * MIB, 256 * 1024), 256 * 1024);
+    assert_int_equal(wire_piece_length_choose(100 * GIB, 1 * MIB), 2 * MIB);
+    assert_int_equal(wire_piece_length_choose(1024 * GIB, 256 * 1024), 16 * MIB);
+    /* Not a valid forced length: the rule. */
+    assert_int_equal(wire_piece_length_choose(256 * MIB, 3 * MIB), 1 * MIB);
+    assert_int_equal(wire_piece_length_choose(256 * MIB, 128 * 1024), 1 * MIB);
+    /* The rule agrees with the agent's check of what the tracker sent. */
+    for (uint64_t size = 1; size <= 1024 * GIB; size = size * 3 + 7) {
+        uint32_t plen = 0;
+
+        assert_int_equal(wire_piece_length_for(size, 0, &plen), 0);
+        assert_int_equal(wire_piece_length_choose(size, 0), plen);
+        assert_int_equal(
+            wire_piece_length_for(size, (uint32_t)wire_piece_length_choose(size, 0), &plen), 0);
+        assert_true(wire_piece_count(size, plen) <= WIRE_PIECES_MAX);
+    }
+    /* Even an absurd size stays within the cap without overflowing. */
+    assert_true(wire_piece_count(UINT64_MAX, 1u << 31) > WIRE_PIECES_MAX);
+    assert_int_equal(wire_piece_length_choose(UINT64_MAX, 0), 1ULL << 48);
+
+    assert_true(wire_piece_length_valid(256 * KIB));
+    assert_true(wire_piece_length_valid(1 * MIB));
+    assert_true(wire_piece_length_valid(256 * MIB));
+    assert_false(wire_piece_length_valid(0));
+    assert_false(wire_piece_length_valid(128 * KIB));
+    assert_false(wire_piece_length_valid(3 * MIB));
+    assert_false(wire_piece_length_valid(512 * MIB));
+    assert_false(wire_piece_length_valid(1ULL << 63));
+}
+
 /* ---- Piece hashes ---- */
 
 static void test_piece_hash(void **state)
@@ -274,7 +321,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auth_known_vector), cmocka_unit_test(test_auth_verify),
         cmocka_unit_test(test_geometry_rule),     cmocka_unit_test(test_geometry_forced),
-        cmocka_unit_test(test_piece_hash),        cmocka_unit_test(test_hash_algo_names),
+        cmocka_unit_test(test_geometry_choose),   cmocka_unit_test(test_piece_hash),
+        cmocka_unit_test(test_hash_algo_names),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,32 +37,15 @@ static void test_piece_length(void **state)
     struct tracker_swarms_config cfg;
 
     (void)state;
-    assert_int_equal(tracker_piece_length(1, 0), 1 * MIB);
-    assert_int_equal(tracker_piece_length(256 * MIB, 0), 1 * MIB);
-    assert_int_equal(tracker_piece_length(2 * GIB, 0), 1 * MIB); /* exactly 2048 pieces */
-    assert_int_equal(tracker_piece_length(2 * GIB + 1, 0), 2 * MIB);
-    assert_int_equal(tracker_piece_length(8 * GIB, 0), 4 * MIB);
-    assert_int_equal(tracker_piece_length(8 * GIB + 1, 0), 8 * MIB);
-    assert_int_equal(tracker_piece_length(20 * GIB, 0), 16 * MIB);
-    assert_int_equal(tracker_piece_length(32 * GIB, 0), 16 * MIB);
-    assert_int_equal(tracker_piece_length(512 * GIB, 0), 256 * MIB);
-    /* Past 2048 pieces of 256 MiB the rule stops doubling. */
-    assert_int_equal(tracker_piece_length(1024 * GIB, 0), 256 * MIB);
-    /* A forced length wins, unless the blob would pass the piece cap. */
-    assert_int_equal(tracker_piece_length(1 * MIB, 256 * 1024), 256 * 1024);
-    assert_int_equal(tracker_piece_length(100 * GIB, 1 * MIB), 2 * MIB);
-    assert_int_equal(tracker_piece_length(1024 * GIB, 256 * 1024), 16 * MIB);
-    /* Not a valid forced length: the rule. */
-    assert_int_equal(tracker_piece_length(256 * MIB, 3 * MIB), 1 * MIB);
-    assert_int_equal(tracker_piece_length(256 * MIB, 128 * 1024), 1 * MIB);
-
+    /* The rule itself is wire_piece_length_choose's, tested with the wire
+     * helpers (tests/unit/common/test_wire_helpers.c). */
     /* Through an announce: the reply carries the swarm's length and count. */
     s = mk(NULL);
     assert_int_equal(ann(s, DIG_A, 256 * MIB + 1, "a", false, 1000), 0);
     assert_int_equal(R.piece_length, 1 * MIB);
     assert_int_equal(R.pieces, 257);
     assert_int_equal(R.interval_ms, 1000);
-    assert_int_equal(R.hash_algo, TRACKER_HASH_XXH3_128);
+    assert_int_equal(R.hash_algo, WIRE_HASH_XXH3_128);
     assert_int_equal(R.hash_len, 16);
     assert_true(R.new_swarm);
     assert_int_equal(ann(s, DIG_A, 256 * MIB + 1, "b", false, 1000), 0);
@@ -71,7 +54,7 @@ static void test_piece_length(void **state)
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.piece_length = 1 * MIB;
-    cfg.hash_algo = TRACKER_HASH_SHA256;
+    cfg.hash_algo = WIRE_HASH_SHA256;
     s = mk(&cfg);
     assert_int_equal(ann(s, DIG_A, 10 * MIB, "a", false, 1000), 0);
     assert_int_equal(R.piece_length, 1 * MIB);
@@ -84,10 +67,10 @@ static void test_piece_length(void **state)
     assert_int_equal(tracker_swarms_create(&cfg, &s), SHOAL_ECONFIG);
     assert_null(s);
     memset(&cfg, 0, sizeof(cfg));
-    cfg.max_peers = TRACKER_MAX_REPLY_PEERS + 1;
+    cfg.max_peers = ANNOUNCE_PEERS_MAX + 1;
     assert_int_equal(tracker_swarms_create(&cfg, &s), SHOAL_ECONFIG);
     memset(&cfg, 0, sizeof(cfg));
-    cfg.lease_pieces = TRACKER_MAX_LEASE_PIECES + 1;
+    cfg.lease_pieces = ANNOUNCE_LEASE_MAX + 1;
     assert_int_equal(tracker_swarms_create(&cfg, &s), SHOAL_ECONFIG);
 }
 
@@ -104,7 +87,7 @@ static void fill_swarm(struct tracker_swarms *s, uint64_t now)
         {"p0", 0, false}, {"s1", 20, true}, {"p5a", 5, false}, {"p9", 9, false},  {"p5b", 5, false},
         {"p2", 2, false}, {"s2", 20, true}, {"p5c", 5, false}, {"p0b", 0, false}, {"p5d", 5, false},
     };
-    struct tracker_announce_req r;
+    struct announce_req r;
 
     for (size_t i = 0; i < sizeof(peers) / sizeof(peers[0]); i++) {
         base_req(&r, DIG_A, 20 * PL, peers[i].agent);
@@ -114,7 +97,7 @@ static void fill_swarm(struct tracker_swarms *s, uint64_t now)
     }
 }
 
-static int rank(const struct tracker_peer_info *p)
+static int rank(const struct announce_peer *p)
 {
     return p->complete ? 1000 : (int)p->have;
 }
@@ -232,7 +215,7 @@ static void test_lease_runs(void **state)
 static void test_lease_failed(void **state)
 {
     struct tracker_swarms *s = mk(NULL);
-    struct tracker_announce_req r;
+    struct announce_req r;
     const uint64_t failed[] = {2, 3, 12};
     struct tracker_swarm_info info;
 
@@ -342,8 +325,8 @@ static void test_all_hashed_no_lease(void **state)
     assert_int_equal(ann(s, DIG_B, 3 * PL, "b", true, 0), 0);
     assert_lease(2, 1);
     for (uint32_t i = 0; i < 2; i++) {
-        struct tracker_announce_req r;
-        struct tracker_hash_report h = {.index = i};
+        struct announce_req r;
+        struct announce_hash h = {.index = i};
 
         base_req(&r, DIG_B, 3 * PL, "a");
         r.hashes = &h;
@@ -352,8 +335,8 @@ static void test_all_hashed_no_lease(void **state)
         assert_int_equal(R.hashes_accepted, 1);
     }
     {
-        struct tracker_announce_req r;
-        struct tracker_hash_report h = {.index = 2};
+        struct announce_req r;
+        struct announce_hash h = {.index = 2};
 
         base_req(&r, DIG_B, 3 * PL, "b");
         r.hashes = &h;
@@ -482,7 +465,7 @@ static void test_peer_expiry(void **state)
 static void test_stopped(void **state)
 {
     struct tracker_swarms *s = mk(NULL);
-    struct tracker_announce_req r;
+    struct announce_req r;
     struct tracker_stats st;
     struct tracker_swarm_info info;
 
@@ -491,7 +474,7 @@ static void test_stopped(void **state)
     assert_lease(0, 8);
     assert_int_equal(ann(s, DIG_A, 20 * PL, "b", false, 0), 0);
     base_req(&r, DIG_A, 20 * PL, "a");
-    r.event = TRACKER_EVENT_STOPPED;
+    r.event = ANNOUNCE_EVENT_STOPPED;
     r.want_lease = true;
     assert_int_equal(tracker_announce(s, &r, 100, &R), 0);
     assert_false(R.has_lease);
@@ -509,7 +492,7 @@ static void test_stopped(void **state)
      * nothing. */
     assert_int_equal(tracker_announce(s, &r, 100, &R), 0);
     base_req(&r, DIG_B, 5 * PL, "a");
-    r.event = TRACKER_EVENT_STOPPED;
+    r.event = ANNOUNCE_EVENT_STOPPED;
     assert_int_equal(tracker_announce(s, &r, 100, &R), 0);
     assert_int_equal(R.pieces, 5);
     assert_false(find_swarm(s, DIG_B, 100, &info));
@@ -523,7 +506,7 @@ static void test_swarm_retention(void **state)
     struct tracker_swarms_config cfg;
     struct tracker_swarms *s;
     struct tracker_swarm_info info;
-    struct tracker_announce_req r;
+    struct announce_req r;
 
     (void)state;
     memset(&cfg, 0, sizeof(cfg));
@@ -534,7 +517,7 @@ static void test_swarm_retention(void **state)
     assert_int_equal(ann_hash(s, "a", 0, 0x42, false, 0), 0);
     assert_int_equal(ann(s, DIG_B, 2 * PL, "a", false, 0), 0);
     base_req(&r, DIG_A, 20 * PL, "a");
-    r.event = TRACKER_EVENT_STOPPED;
+    r.event = ANNOUNCE_EVENT_STOPPED;
     assert_int_equal(tracker_announce(s, &r, 1000, &R), 0);
     /* B: no peers, nothing to keep: dropped by the next pass. */
     tracker_expire(s, 10000);
@@ -551,7 +534,7 @@ static void test_swarm_retention(void **state)
     assert_int_equal(R.hashes[0], 0x42);
     assert_false(R.new_swarm);
     base_req(&r, DIG_A, 20 * PL, "n");
-    r.event = TRACKER_EVENT_STOPPED;
+    r.event = ANNOUNCE_EVENT_STOPPED;
     assert_int_equal(tracker_announce(s, &r, 30000, &R), 0);
     tracker_expire(s, 89999);
     assert_true(find_swarm(s, DIG_A, 89999, &info));
@@ -580,7 +563,7 @@ static void test_state_memory(void **state)
 {
     struct tracker_swarms_config cfg;
     struct tracker_state *st = NULL;
-    struct tracker_announce_req r;
+    struct announce_req r;
     struct tracker_stats stats;
     int n = 0;
 
@@ -609,26 +592,8 @@ static void test_state_memory(void **state)
     assert_null(st);
 }
 
-/* --- Names ------------------------------------------------------------------------------------ */
-
-static void test_names(void **state)
-{
-    enum tracker_event ev;
-    enum tracker_hash_algo algo;
-
-    (void)state;
-    assert_int_equal(tracker_event_parse("stopped", &ev), 0);
-    assert_int_equal(ev, TRACKER_EVENT_STOPPED);
-    assert_string_equal(tracker_event_name(TRACKER_EVENT_STARTED), "started");
-    assert_int_equal(tracker_event_parse("Stopped", &ev), SHOAL_EPARSE);
-    assert_int_equal(tracker_event_parse(NULL, &ev), SHOAL_EPARSE);
-    assert_int_equal(tracker_hash_algo_parse("sha256", &algo), 0);
-    assert_int_equal(algo, TRACKER_HASH_SHA256);
-    assert_int_equal(tracker_hash_algo_parse("xxh3", &algo), SHOAL_EPARSE);
-    assert_string_equal(tracker_hash_algo_name(TRACKER_HASH_XXH3_128), "xxh3-128");
-    assert_int_equal(tracker_hash_len(TRACKER_HASH_XXH3_128), 16);
-    assert_int_equal(tracker_hash_len(TRACKER_HASH_SHA256), 32);
-}
+/* The names of events and hash algorithms are the protocol's: see
+ * tests/unit/common/test_announce.c and test_wire_helpers.c. */
 
 int main(void)
 {
@@ -639,7 +604,6 @@ int main(void)
         cmocka_unit_test(test_lease_expiry),    cmocka_unit_test(test_lease_extended_by_reports),
         cmocka_unit_test(test_peer_expiry),     cmocka_unit_test(test_stopped),
         cmocka_unit_test(test_swarm_retention), cmocka_unit_test(test_state_memory),
-        cmocka_unit_test(test_names),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

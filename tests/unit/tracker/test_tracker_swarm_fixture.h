@@ -44,22 +44,21 @@ static struct tracker_swarms *mk(const struct tracker_swarms_config *cfg)
     return s;
 }
 
-static void base_req(struct tracker_announce_req *r, const char *digest, uint64_t size,
-                     const char *agent)
+static void base_req(struct announce_req *r, const char *digest, uint64_t size, const char *agent)
 {
     memset(r, 0, sizeof(*r));
     r->digest = digest;
     r->size = size;
     r->agent = agent;
     r->addr = "10.0.0.1:5081";
-    r->event = TRACKER_EVENT_PROGRESS;
+    r->event = ANNOUNCE_EVENT_PROGRESS;
 }
 
 /* A plain announce; returns the rc. */
 static int ann(struct tracker_swarms *s, const char *digest, uint64_t size, const char *agent,
                bool want_lease, uint64_t now)
 {
-    struct tracker_announce_req r;
+    struct announce_req r;
 
     base_req(&r, digest, size, agent);
     r.want_lease = want_lease;
@@ -70,8 +69,8 @@ static int ann(struct tracker_swarms *s, const char *digest, uint64_t size, cons
 static int ann_hash(struct tracker_swarms *s, const char *agent, uint32_t idx, uint8_t fill,
                     bool want_lease, uint64_t now)
 {
-    struct tracker_announce_req r;
-    struct tracker_hash_report h;
+    struct announce_req r;
+    struct announce_hash h;
 
     base_req(&r, DIG_A, 20 * PL, agent);
     h.index = idx;

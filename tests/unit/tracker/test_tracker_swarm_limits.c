@@ -22,8 +22,7 @@
 /* --- Bounds ---------------------------------------------------------------------------------- */
 
 /* Expects SHOAL_EPARSE with an error starting with field. */
-static void expect_bad(struct tracker_swarms *s, const struct tracker_announce_req *r,
-                       const char *field)
+static void expect_bad(struct tracker_swarms *s, const struct announce_req *r, const char *field)
 {
     assert_int_equal(tracker_announce(s, r, 1000, &R), SHOAL_EPARSE);
     if (strncmp(R.error, field, strlen(field)) != 0 || R.error[strlen(field)] != ':')
@@ -33,7 +32,7 @@ static void expect_bad(struct tracker_swarms *s, const struct tracker_announce_r
 static void test_size_mismatch(void **state)
 {
     struct tracker_swarms *s = mk(NULL);
-    struct tracker_announce_req r;
+    struct announce_req r;
     struct tracker_stats st;
 
     (void)state;
@@ -50,8 +49,8 @@ static void test_size_mismatch(void **state)
 static void test_field_bounds(void **state)
 {
     struct tracker_swarms *s = mk(NULL);
-    struct tracker_announce_req r;
-    struct tracker_hash_report h = {.index = 20};
+    struct announce_req r;
+    struct announce_hash h = {.index = 20};
     const uint64_t failed = 20;
     char longs[400];
     struct tracker_stats st;
@@ -84,9 +83,9 @@ static void test_field_bounds(void **state)
     }
     base_req(&r, DIG_A, 0, "a");
     expect_bad(s, &r, "size");
-    r.size = TRACKER_MAX_SIZE + 1;
+    r.size = ANNOUNCE_SIZE_MAX + 1;
     expect_bad(s, &r, "size");
-    r.size = TRACKER_MAX_SIZE; /* the largest is fine */
+    r.size = ANNOUNCE_SIZE_MAX; /* the largest is fine */
     assert_int_equal(tracker_announce(s, &r, 1000, &R), 0);
     assert_int_equal(R.pieces, 4096);
 
@@ -97,10 +96,10 @@ static void test_field_bounds(void **state)
         expect_bad(s, &r, "agent");
     }
     memset(longs, 'x', sizeof(longs));
-    longs[TRACKER_AGENT_MAX + 1] = '\0';
+    longs[ANNOUNCE_AGENT_MAX + 1] = '\0';
     r.agent = longs;
     expect_bad(s, &r, "agent");
-    longs[TRACKER_AGENT_MAX] = '\0';
+    longs[ANNOUNCE_AGENT_MAX] = '\0';
     assert_int_equal(tracker_announce(s, &r, 1000, &R), 0);
     r.agent = "node-17_4f2a9c:x@y.z";
     assert_int_equal(tracker_announce(s, &r, 1000, &R), 0);
@@ -113,12 +112,12 @@ static void test_field_bounds(void **state)
         expect_bad(s, &r, "addr");
     }
     memset(longs, 'h', sizeof(longs));
-    memcpy(longs + TRACKER_ADDR_MAX - 5, ":5081", 6);
+    memcpy(longs + ANNOUNCE_ADDR_MAX - 5, ":5081", 6);
     r.addr = longs + 1; /* one short of the cap */
     assert_int_equal(tracker_announce(s, &r, 1000, &R), 0);
-    r.addr = longs; /* TRACKER_ADDR_MAX + 1 long... */
+    r.addr = longs; /* ANNOUNCE_ADDR_MAX + 1 long... */
     memset(longs, 'h', sizeof(longs));
-    memcpy(longs + TRACKER_ADDR_MAX - 4, ":5081", 6);
+    memcpy(longs + ANNOUNCE_ADDR_MAX - 4, ":5081", 6);
     expect_bad(s, &r, "addr");
     for (size_t i = 0; i < sizeof(good_addrs) / sizeof(good_addrs[0]); i++) {
         r.addr = good_addrs[i];
@@ -126,7 +125,7 @@ static void test_field_bounds(void **state)
     }
 
     base_req(&r, DIG_B, 20 * PL, "a");
-    r.event = (enum tracker_event)17;
+    r.event = (enum announce_event)17;
     expect_bad(s, &r, "event");
     base_req(&r, DIG_B, 20 * PL, "a");
     r.have = 21;
@@ -157,7 +156,7 @@ static void test_caps(void **state)
 {
     struct tracker_swarms_config cfg;
     struct tracker_swarms *s;
-    struct tracker_announce_req r;
+    struct announce_req r;
     struct tracker_stats st;
     struct tracker_swarm_info info;
 
@@ -178,7 +177,7 @@ static void test_caps(void **state)
     assert_int_equal(ann_hash(s, "a", 0, 1, false, 0), 0);
     assert_int_equal(R.hashes_accepted, 1);
     base_req(&r, DIG_A, 20 * PL, "a");
-    r.event = TRACKER_EVENT_STOPPED;
+    r.event = ANNOUNCE_EVENT_STOPPED;
     assert_int_equal(tracker_announce(s, &r, 0, &R), 0);
     r.agent = "b";
     assert_int_equal(tracker_announce(s, &r, 0, &R), 0);
@@ -197,7 +196,7 @@ static void test_caps(void **state)
 static int ann_bad(struct tracker_swarms *s, const char *agent, const char *addr,
                    const char *const *bad, size_t nbad, uint64_t now)
 {
-    struct tracker_announce_req r;
+    struct announce_req r;
 
     base_req(&r, DIG_A, 20 * PL, agent);
     r.addr = addr;
@@ -221,7 +220,7 @@ static void test_bad_peer_report(void **state)
     static const char *const bad_d[] = {"10.0.0.4:5081"};
     struct tracker_swarms_config cfg;
     struct tracker_swarms *s;
-    struct tracker_announce_req r;
+    struct announce_req r;
     struct tracker_stats st;
     struct tracker_swarm_info info;
 
@@ -258,7 +257,7 @@ static void test_bad_peer_report(void **state)
      * is not handed out. A stopped announce's reports count as well. */
     base_req(&r, DIG_A, 20 * PL, "c");
     r.addr = "10.0.0.3:5081";
-    r.event = TRACKER_EVENT_STOPPED;
+    r.event = ANNOUNCE_EVENT_STOPPED;
     r.bad_peers = bad_d;
     r.nbad_peers = 1;
     assert_int_equal(tracker_announce(s, &r, 4000, &R), 0);
@@ -312,7 +311,7 @@ static void test_bad_peer_off(void **state)
     static const char *const bad_b[] = {"10.0.0.2:5081", "10.0.0.2:5081"};
     struct tracker_swarms_config cfg;
     struct tracker_swarms *s;
-    struct tracker_announce_req r;
+    struct announce_req r;
     struct tracker_stats st;
 
     (void)state;
@@ -366,9 +365,9 @@ static void test_bad_peer_input(void **state)
                                             "host name:1",
                                             "10.0.0.2:50x",
                                             "a\"b:1"};
-    const char *list[TRACKER_MAX_BAD_PEERS + 1];
-    char addrs[TRACKER_MAX_BAD_PEERS + 1][32];
-    char longs[TRACKER_ADDR_MAX + 2];
+    const char *list[ANNOUNCE_BAD_PEERS_MAX + 1];
+    char addrs[ANNOUNCE_BAD_PEERS_MAX + 1][32];
+    char longs[ANNOUNCE_ADDR_MAX + 2];
     struct tracker_swarms *s = mk(NULL);
     struct tracker_stats st;
 
@@ -386,17 +385,17 @@ static void test_bad_peer_input(void **state)
     assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", list, 1, 1000), SHOAL_EPARSE);
     assert_non_null(strstr(R.error, "bad_peers:"));
     memset(longs, 'h', sizeof(longs));
-    memcpy(longs + TRACKER_ADDR_MAX - 4, ":5081", 6); /* one past the cap */
+    memcpy(longs + ANNOUNCE_ADDR_MAX - 4, ":5081", 6); /* one past the cap */
     list[0] = longs;
     assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", list, 1, 1000), SHOAL_EPARSE);
     assert_non_null(strstr(R.error, "bad_peers:"));
 
     /* At most 64 entries. */
-    for (size_t i = 0; i <= TRACKER_MAX_BAD_PEERS; i++) {
+    for (size_t i = 0; i <= ANNOUNCE_BAD_PEERS_MAX; i++) {
         snprintf(addrs[i], sizeof(addrs[i]), "10.2.0.%zu:5081", i + 1);
         list[i] = addrs[i];
     }
-    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", list, TRACKER_MAX_BAD_PEERS + 1, 1000),
+    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", list, ANNOUNCE_BAD_PEERS_MAX + 1, 1000),
                      SHOAL_EPARSE);
     assert_string_equal(R.error, "bad_peers: more than 64 entries");
 
@@ -411,9 +410,9 @@ static void test_bad_peer_input(void **state)
     /* 64 is fine, and so are other address forms. */
     list[0] = "[::1]:5081";
     list[1] = "node-17.example:5081";
-    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", list, TRACKER_MAX_BAD_PEERS, 1000), 0);
+    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", list, ANNOUNCE_BAD_PEERS_MAX, 1000), 0);
     tracker_swarms_stats(s, &st);
-    assert_int_equal(st.bad_peer_reports, TRACKER_MAX_BAD_PEERS);
+    assert_int_equal(st.bad_peer_reports, ANNOUNCE_BAD_PEERS_MAX);
     tracker_swarms_destroy(s);
 }
 

@@ -153,7 +153,7 @@ static void test_config(void **state)
     assert_int_equal(cfg.lease_timeout_ms, 30000);
     assert_int_equal(cfg.max_peers, 30);
     assert_int_equal(cfg.piece_length, 0);
-    assert_int_equal(cfg.hash_algo, TRACKER_HASH_XXH3_128);
+    assert_int_equal(cfg.hash_algo, WIRE_HASH_XXH3_128);
     assert_int_equal(cfg.secret_len, 0);
     tracker_config_swarms(&cfg, &sc);
     assert_int_equal(sc.lease_timeout_ms, 30000);
@@ -179,7 +179,7 @@ static void test_config(void **state)
     assert_int_equal(cfg.piece_length, 1 * MIB);
     tracker_config_dispose(&cfg);
     assert_int_equal(load(&cfg, err, sizeof(err), "--hash-algo", "sha256"), CONFIG_RUN);
-    assert_int_equal(cfg.hash_algo, TRACKER_HASH_SHA256);
+    assert_int_equal(cfg.hash_algo, WIRE_HASH_SHA256);
     tracker_config_dispose(&cfg);
 
     assert_int_equal(load(&cfg, err, sizeof(err), "--piece-length", "3MiB"), SHOAL_ECONFIG);

@@ -1,5 +1,6 @@
-/* Tests for prewarm jobs (agent/api/prewarm.c): reference parsing, the control
- * API's answers, and a job failing against an agent that is not there. */
+/* Tests for prewarm jobs (agent/api/prewarm.c): the control API's answers,
+ * and a job failing against an agent that is not there. Reference parsing
+ * is common/image_ref.c's (tests/unit/common/test_image_ref.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,78 +16,6 @@
 #include "shoal/error.h"
 #include "shoal/http_client.h"
 #include "shoal/log.h"
-
-#define HEX "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-
-static void ref_ok(const char *s, const char *host, const char *repo, const char *ref,
-                   bool by_digest)
-{
-    struct prewarm_ref r;
-    char err[256] = "";
-    if (prewarm_ref_parse(s, &r, err, sizeof(err)) != 0)
-        fail_msg("\"%s\" rejected: %s", s, err);
-    assert_string_equal(r.host, host);
-    assert_string_equal(r.repo, repo);
-    assert_string_equal(r.ref, ref);
-    assert_int_equal(r.by_digest, by_digest);
-}
-
-static void ref_bad(const char *s, const char *code)
-{
-    struct prewarm_ref r;
-    char err[256] = "";
-    if (prewarm_ref_parse(s, &r, err, sizeof(err)) != SHOAL_EPARSE)
-        fail_msg("\"%s\" accepted", s);
-    assert_non_null(r.code);
-    if (strcmp(r.code, code) != 0)
-        fail_msg("\"%s\": code %s, want %s (%s)", s, r.code, code, err);
-    assert_true(err[0] != '\0');
-}
-
-static void test_ref_parse(void **state)
-{
-    (void)state;
-    ref_ok("alpine", "docker.io", "library/alpine", "latest", false);
-    ref_ok("alpine:3.19", "docker.io", "library/alpine", "3.19", false);
-    ref_ok("docker.io/alpine", "docker.io", "library/alpine", "latest", false);
-    ref_ok("bitnami/redis:7", "docker.io", "bitnami/redis", "7", false);
-    ref_ok("127.0.0.1:5000/test/img:v1", "127.0.0.1:5000", "test/img", "v1", false);
-    ref_ok("127.0.0.1:5000/test/img", "127.0.0.1:5000", "test/img", "latest", false);
-    ref_ok("localhost/x", "localhost", "x", "latest", false);
-    ref_ok("ghcr.io/org/team/model@sha256:" HEX, "ghcr.io", "org/team/model", "sha256:" HEX, true);
-    /* name:tag@digest: the digest wins. */
-    ref_ok("registry.example.com:443/a/b:v2@sha256:" HEX, "registry.example.com:443", "a/b",
-           "sha256:" HEX, true);
-    ref_ok("[::1]:5000/a/b:c", "[::1]:5000", "a/b", "c", false);
-
-    ref_bad("", "NAME_INVALID");
-    ref_bad(NULL, "NAME_INVALID");
-    ref_bad("Alpine", "NAME_INVALID");
-    ref_bad("127.0.0.1:5000/Test/img", "NAME_INVALID");
-    ref_bad("127.0.0.1:5000/", "NAME_INVALID");
-    ref_bad("a//b", "NAME_INVALID");
-    ref_bad("a/../b", "NAME_INVALID");
-    ref_bad("a b", "NAME_INVALID");
-    ref_bad("a\tb", "NAME_INVALID");
-    ref_bad("caf\xc3\xa9", "NAME_INVALID");
-    ref_bad("alpine:", "TAG_INVALID");
-    ref_bad("alpine:-x", "TAG_INVALID");
-    ref_bad("alpine:a/b", "NAME_INVALID"); /* the ':' is before a '/' */
-    ref_bad("alpine@sha256:abc", "DIGEST_INVALID");
-    ref_bad("alpine@", "DIGEST_INVALID");
-    ref_bad("alpine@md5:" HEX, "DIGEST_INVALID");
-    ref_bad("alpine:v1:v2", "NAME_INVALID");
-
-    char longref[PREWARM_REF_MAX + 2];
-    memset(longref, 'a', sizeof(longref) - 1);
-    longref[sizeof(longref) - 1] = '\0';
-    ref_bad(longref, "NAME_INVALID");
-    /* Long but within the reference cap: the repository name cap applies. */
-    char name[300];
-    memset(name, 'a', 256);
-    memcpy(name + 256, ":v1", 4);
-    ref_bad(name, "NAME_INVALID");
-}
 
 struct fixture {
     uv_loop_t loop;
@@ -284,7 +213,6 @@ int main(void)
 {
     log_threshold = LOG_LEVEL_ERROR;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_parse),
         cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_fails_when_agent_unreachable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_with_running_jobs, setup, teardown),

@@ -1,5 +1,5 @@
-/* Manifest parsing. See manifest.h for the contract. */
-#include "api/manifest.h"
+/* Manifest parsing. See shoal/manifest.h for the contract. */
+#include "shoal/manifest.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,4 +1,6 @@
-/* Manifest parsing: what a manifest refers to.
+/* Manifest parsing: what a manifest refers to. In common/ because both the
+ * agent (prewarm) and shoalctl (checking platform filters before any
+ * request) use it.
  *
  * A pure function of the manifest bytes and the Content-Type they came with:
  * an index (OCI image index, Docker manifest list) yields its child
@@ -20,6 +22,8 @@
 #define MANIFEST_MEDIA_TYPE_MAX 255
 /* "os/architecture/variant"; longer platforms are rejected. */
 #define MANIFEST_PLATFORM_MAX 96
+/* Platform filters one request may carry (the agent's prewarm API). */
+#define MANIFEST_PLATFORM_FILTERS_MAX 16
 /* Entries (children of an index, or config + layers) per manifest. */
 #define MANIFEST_MAX_ENTRIES 10000
 /* Largest descriptor size accepted: 2^53 - 1, the largest integer every JSON

@@ -1,4 +1,4 @@
-/* Tests for the manifest parser (agent/api/manifest.c). */
+/* Tests for the manifest parser (common/manifest.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "api/manifest.h"
+#include "shoal/manifest.h"
 #include "shoal/error.h"
 
 #define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"

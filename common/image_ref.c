@@ -1,7 +1,5 @@
-/* Image references for prewarm: "[host/]name[:tag][@digest]". See
- * prewarm.h for the contract. Pure; shared with shoalctl, which checks a
- * reference before sending it. */
-#include "api/prewarm.h"
+/* Image references: "[host/]name[:tag][@digest]". See shoal/image_ref.h. */
+#include "shoal/image_ref.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -9,7 +7,7 @@
 #include "shoal/error.h"
 #include "shoal/oci.h"
 
-static int ref_fail(struct prewarm_ref *out, const char *code, char *err, size_t errlen,
+static int ref_fail(struct image_ref *out, const char *code, char *err, size_t errlen,
                     const char *msg)
 {
     out->code = code;
@@ -18,13 +16,13 @@ static int ref_fail(struct prewarm_ref *out, const char *code, char *err, size_t
     return SHOAL_EPARSE;
 }
 
-int prewarm_ref_parse(const char *s, struct prewarm_ref *out, char *err, size_t errlen)
+int image_ref_parse(const char *s, struct image_ref *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     if (!s || !s[0])
         return ref_fail(out, "NAME_INVALID", err, errlen, "empty reference");
     size_t len = strlen(s);
-    if (len > PREWARM_REF_MAX)
+    if (len > IMAGE_REF_MAX)
         return ref_fail(out, "NAME_INVALID", err, errlen, "reference too long");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];

@@ -1,0 +1,164 @@
+/* The tracker announce (docs/protocol.md, "POST /v1/announce"): the one place
+ * its JSON keys, limits and event names are written, with the encoder and
+ * the decoder of both the request an agent sends and the reply the tracker
+ * sends back. The tracker decodes requests and encodes replies; the agent's
+ * tracker client does the opposite.
+ *
+ * Pure module: no I/O, no uv types. Decoders check every field (type,
+ * bounds, hex, index ranges) and name the field at fault in err. Encoders
+ * refuse what a decoder would refuse to read back where it is cheap to tell
+ * (missing strings, invalid UTF-8, hashes of an impossible length).
+ */
+#ifndef SHOAL_ANNOUNCE_H
+#define SHOAL_ANNOUNCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal/buf.h"
+#include "shoal/wire.h"
+
+#define ANNOUNCE_PATH "/v1/announce"
+
+#define ANNOUNCE_SIZE_MAX (1ULL << 40) /* 1 TiB: the largest blob a swarm is made for */
+#define ANNOUNCE_AGENT_MAX 128         /* agent id length */
+#define ANNOUNCE_ADDR_MAX 300          /* "HOST:PORT" length */
+#define ANNOUNCE_BAD_PEERS_MAX 64      /* bad_peers entries in one request */
+#define ANNOUNCE_PEERS_MAX 200         /* peers in one reply */
+#define ANNOUNCE_LEASE_MAX 1024        /* pieces in one lease */
+#define ANNOUNCE_INTERVAL_MIN_MS 100   /* interval_ms bounds an agent accepts */
+#define ANNOUNCE_INTERVAL_MAX_MS 3600000
+#define ANNOUNCE_ERROR_MAX 256 /* room for any decoder message */
+
+/* XX(name, text). PROGRESS comes first: it is what a request without an
+ * "event" means. */
+#define ANNOUNCE_EVENT_MAP(XX)                                                                     \
+    XX(PROGRESS, "progress")                                                                       \
+    XX(STARTED, "started")                                                                         \
+    XX(COMPLETED, "completed")                                                                     \
+    XX(STOPPED, "stopped")
+
+enum announce_event {
+#define XX(name, text) ANNOUNCE_EVENT_##name,
+    ANNOUNCE_EVENT_MAP(XX)
+#undef XX
+};
+
+/* "stopped", ... or "unknown". Never NULL; the string is static. */
+const char *announce_event_name(enum announce_event ev);
+/* Parses an event name (exact, lower case). 0 or SHOAL_EPARSE. */
+int announce_event_parse(const char *s, enum announce_event *out);
+
+/* ---- Request ------------------------------------------------------------ */
+
+/* One piece hash: index and raw bytes (the request's hash_len of them). */
+struct announce_hash {
+    uint32_t index;
+    uint8_t hash[WIRE_HASH_MAX];
+};
+
+/* An announce. Strings and arrays are borrowed; strings are NUL-terminated.
+ * Value checks that need the swarm (digest grammar, size, agent characters,
+ * reachable addr, piece ranges) are the tracker core's. */
+struct announce_req {
+    const char *digest; /* "sha256:<hex>" */
+    uint64_t size;
+    const char *agent;
+    const char *addr; /* "HOST:PORT" peers connect to */
+    enum announce_event event;
+    uint64_t have; /* verified pieces */
+    bool complete;
+    bool want_lease;
+    const struct announce_hash *hashes; /* pieces fetched under a lease */
+    size_t nhashes;
+    size_t hash_len; /* raw length of every hash: wire_hash_len of the swarm's algorithm */
+    const uint64_t *lease_failed;
+    size_t nlease_failed;
+    const char *const *bad_peers; /* addresses of peers that sent a bad piece */
+    size_t nbad_peers;
+};
+
+/* Appends the request body (compact JSON). "bad_peers" is left out when
+ * empty. 0, -EINVAL (a NULL or non-UTF-8 string, hash_len 0 or above
+ * WIRE_HASH_MAX with hashes), -ENOMEM or buf_append's SHOAL_ETOOBIG. */
+int announce_req_encode(const struct announce_req *r, struct buf *out);
+
+/* A decoded request and what it points into (owned). */
+struct announce_req_doc {
+    struct announce_req req;
+    struct json_t *json; /* the parsed body; req's strings point into it */
+    struct announce_hash *hashes;
+    uint64_t *lease_failed;
+    const char *bad_peers[ANNOUNCE_BAD_PEERS_MAX];
+};
+
+/* Decodes a request body whose hashes must be of algo. Absent optional
+ * fields take their defaults (event progress, have 0, booleans false, lists
+ * empty); unknown keys are ignored, duplicate keys refused. Returns 0;
+ * SHOAL_EPARSE with err "<field>: <problem>" (e.g. `hashes["3"]: expected 32
+ * lower-case hex characters (xxh3-128)`, "body: invalid JSON: ..."); or
+ * -ENOMEM. Call announce_req_doc_dispose afterwards in every case. */
+int announce_req_decode(const char *body, size_t len, enum wire_hash_algo algo,
+                        struct announce_req_doc *out, char *err, size_t errlen);
+void announce_req_doc_dispose(struct announce_req_doc *d);
+
+/* ---- Reply -------------------------------------------------------------- */
+
+struct announce_peer {
+    const char *agent; /* at most ANNOUNCE_AGENT_MAX */
+    const char *addr;  /* at most ANNOUNCE_ADDR_MAX */
+    bool complete;
+    uint32_t have;
+};
+
+/* The tracker's answer. Pointers are borrowed. */
+struct announce_reply {
+    uint64_t interval_ms;
+    uint64_t piece_length;
+    uint32_t pieces;
+    enum wire_hash_algo hash_algo;
+    size_t hash_len;       /* wire_hash_len(hash_algo) */
+    const uint8_t *hashes; /* pieces * hash_len bytes; NULL when none is known */
+    const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
+    const struct announce_peer *peers;
+    size_t npeers;
+    bool has_lease;
+    const uint32_t *lease; /* ascending piece indexes */
+    size_t nlease;
+    uint64_t lease_expires_ms; /* relative to the reply */
+};
+
+/* Appends the reply body (compact JSON): "hashes" holds every known hash,
+ * "peers" every peer, "lease" is present only with has_lease. 0, -EINVAL (a
+ * NULL or non-UTF-8 peer string, an unknown algorithm), -ENOMEM or
+ * buf_append's SHOAL_ETOOBIG. */
+int announce_reply_encode(const struct announce_reply *r, struct buf *out);
+
+/* A decoded reply and what it points into (owned). */
+struct announce_reply_doc {
+    struct announce_reply reply;
+    struct json_t *json; /* the parsed body; the peers' strings point into it */
+    uint8_t *hashes;     /* pieces * hash_len, zero where unknown */
+    uint8_t *hashed;     /* pieces flags */
+    struct announce_peer *peers;
+    uint32_t *lease;
+};
+
+/* Decodes a reply body. Checked: interval_ms within
+ * [ANNOUNCE_INTERVAL_MIN_MS, ANNOUNCE_INTERVAL_MAX_MS], piece_length in
+ * [1, UINT32_MAX], pieces at most WIRE_PIECES_MAX, a known hash_algo, hashes
+ * keyed by canonical piece indexes below pieces with lower-case hex of the
+ * algorithm's length, at most ANNOUNCE_PEERS_MAX peers each with an agent
+ * and an addr within their limits (have at most pieces), and a lease (null
+ * or absent for none) of at most ANNOUNCE_LEASE_MAX strictly ascending
+ * indexes below pieces with expires_ms up to UINT32_MAX. Unknown keys are
+ * ignored. Returns 0; SHOAL_EPARSE with err `tracker reply: "<field>":
+ * <problem>` ("(body)" for the document itself); or -ENOMEM. Call
+ * announce_reply_doc_dispose afterwards in every case; reply.hashes and
+ * reply.hashed are never NULL after a success. */
+int announce_reply_decode(const char *body, size_t len, struct announce_reply_doc *out, char *err,
+                          size_t errlen);
+void announce_reply_doc_dispose(struct announce_reply_doc *d);
+
+#endif
