@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit test-system test-asan demo bench bench-cluster format clean
+.PHONY: all deps build build-asan test test-unit test-system test-asan demo bench bench-cluster format check-format clean
 
 all: build
 
@@ -43,6 +43,10 @@ bench-cluster: build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# What `make test` runs first: fails listing the files clang-format would change.
+check-format:
+	./tests/check-format.sh
 
 clean:
 	rm -rf build build-asan

@@ -641,8 +641,8 @@ static int reply_lease(json_t *lease, struct announce_reply_doc *d, char *err, s
     return 0;
 }
 
-int announce_reply_decode(const char *body, size_t len, struct announce_reply_doc *out, char *err,
-                          size_t errlen)
+static int reply_decode(const char *body, size_t len, struct announce_reply_doc *out, char *err,
+                        size_t errlen)
 {
     struct announce_reply *r = &out->reply;
     json_error_t jerr;
@@ -672,6 +672,16 @@ int announce_reply_decode(const char *body, size_t len, struct announce_reply_do
         (rc = reply_peers(json_object_get(out->json, K_PEERS), out, err, errlen)) < 0)
         return rc;
     return reply_lease(json_object_get(out->json, K_LEASE), out, err, errlen);
+}
+
+int announce_reply_decode(const char *body, size_t len, struct announce_reply_doc *out, char *err,
+                          size_t errlen)
+{
+    int rc = reply_decode(body, len, out, err, errlen);
+    /* A refused reply leaves nothing behind, not half a table. */
+    if (rc < 0)
+        announce_reply_doc_dispose(out);
+    return rc;
 }
 
 void announce_reply_doc_dispose(struct announce_reply_doc *d)

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages shoal needs to build, test and demo, but only
 # those that are missing, so running it again is cheap and changes nothing.
+# Every tool a system test runs is here (tests/system/conftest.py
+# TOOL_PACKAGES; test_harness.py checks it): under CI=true a missing one fails
+# its tests instead of skipping them.
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang-format
+  build-essential cmake pkg-config clang-format git
   libuv1-dev libcurl4-openssl-dev libjansson-dev libxxhash-dev libssl-dev
   libhttp-parser-dev libcmocka-dev
   docker-registry skopeo podman containerd
   python3 python3-pytest apache2-utils redis-server curl openssl
-  iproute2 python3-matplotlib python3-libtorrent aria2 opentracker
+  iproute2 mount python3-matplotlib python3-libtorrent aria2 opentracker
 )
 
 missing=()

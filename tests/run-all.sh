@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test, twice: unit (ctest) and system (pytest) tests against the
-# normal build, then against the ASan+UBSan build. Run from anywhere; exits
-# non-zero if any runner fails (pytest's "no tests collected" counts too).
+# normal build, then against the ASan+UBSan build, after the clang-format
+# check (tests/check-format.sh). Run from anywhere; exits non-zero if any
+# runner fails (pytest's "no tests collected" counts too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,7 @@ pytest_run() {
 
 start=$(date +%s)
 
+run "format" ./tests/check-format.sh
 run "unit (build)" ctest --test-dir build --output-on-failure
 run "system (build)" pytest_run build/bin
 

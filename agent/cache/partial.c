@@ -34,7 +34,7 @@
 #define FILE_STRETCH (4u << 20)
 /* The piece record is rewritten at most this often while pieces come in; a
  * crash loses at most that much (the pieces are fetched again). */
-#define SIDECAR_INTERVAL_MS 500
+#define SIDECAR_INTERVAL_MS 100
 
 #define SIDECAR_MAGIC "SHOALPB1"
 #define SIDECAR_HEADER 32 /* magic, size, piece length, piece count, algo */

@@ -266,9 +266,10 @@ static int lookup(struct peer_conn *c, const char *digest, struct peer_conn_blob
 
 /* The partial's pieces as a bitfield in the tracker's geometry, once the
  * partial has been aligned to it. */
-static uint8_t *held_bits(struct swarm_dl *dl, const struct tracker_client_reply *r)
+static uint8_t *held_bits(struct swarm_dl *dl, const struct announce_reply *r)
 {
-    if (!dl->pb || partial_set_piece_length(dl->pb, r->piece_length) < 0 ||
+    if (!dl->pb || r->piece_length > UINT32_MAX ||
+        partial_set_piece_length(dl->pb, (uint32_t)r->piece_length) < 0 ||
         partial_piece_count(dl->pb) != r->pieces)
         return NULL;
     uint8_t *bits = calloc(wire_bitfield_bytes(r->pieces) + 1, 1);
@@ -278,7 +279,7 @@ static uint8_t *held_bits(struct swarm_dl *dl, const struct tracker_client_reply
     return bits;
 }
 
-static void announce_done(void *arg, int rc, const struct tracker_client_reply *r)
+static void announce_done(void *arg, int rc, const struct announce_reply *r)
 {
     struct swarm_dl *dl = arg;
     dl->areq = NULL;
@@ -296,7 +297,7 @@ static void announce_done(void *arg, int rc, const struct tracker_client_reply *
 
 static void announce(struct swarm_dl *dl)
 {
-    struct tracker_client_report a;
+    struct announce_req a;
     swarm_core_report(dl->core, now_ms(dl->s), &a);
     if (!dl->s->tc || tracker_client_announce(dl->s->tc, &a, announce_done, dl, &dl->areq) < 0) {
         dl->areq = NULL;

@@ -61,12 +61,12 @@ struct swarm_core {
     uint64_t interval_ms;
     uint64_t next_announce;
     uint64_t last_announce;
-    struct tracker_client_hash *pend; /* hashes to report */
+    struct announce_hash *pend; /* hashes to report */
     size_t npend, npend_sent;
     char bad[SWARM_BAD_MAX][SWARM_ADDR_MAX]; /* peers that sent bad pieces */
     const char *badp[SWARM_BAD_MAX];
     size_t nbad, nbad_sent;
-    uint32_t *failed; /* lease pieces given up */
+    uint64_t *failed; /* lease pieces given up */
     size_t nfailed, nfailed_sent;
 
     /* our upstream lease */
@@ -133,9 +133,9 @@ static struct peer *peer_find(const struct swarm_core *c, uint32_t id)
     return NULL;
 }
 
-static int push_u32(uint32_t **arr, size_t *n, uint32_t v)
+static int push_u64(uint64_t **arr, size_t *n, uint64_t v)
 {
-    uint32_t *a = realloc(*arr, (*n + 1) * sizeof(**arr));
+    uint64_t *a = realloc(*arr, (*n + 1) * sizeof(**arr));
     if (!a)
         return -ENOMEM;
     a[(*n)++] = v;
@@ -266,11 +266,11 @@ void swarm_core_lease_piece(struct swarm_core *c, uint64_t now, uint32_t index, 
         c->run_next++;
     memcpy(c->hashes[index], hash, hash_len);
     piece_picker_set_hash_known(c->pp, index);
-    struct tracker_client_hash *p = realloc(c->pend, (c->npend + 1) * sizeof(*p));
+    struct announce_hash *p = realloc(c->pend, (c->npend + 1) * sizeof(*p));
     if (p) {
         c->pend = p;
         p[c->npend].index = index;
-        wire_hash_to_hex(hash, hash_len, p[c->npend].hex);
+        memcpy(p[c->npend].hash, hash, hash_len);
         c->npend++;
         /* Peers wait for this hash: tell the tracker soon. */
         announce_soon(c, SWARM_ANNOUNCE_MIN_GAP_MS);
@@ -296,7 +296,7 @@ void swarm_core_fetch_done(struct swarm_core *c, uint64_t now, int rc)
                 c->digest, rc ? shoal_errname(rc) : "short_body", c->run_end - c->run_next);
         /* The run and what follows it go back to the tracker. */
         for (; c->lpos < c->nlease; c->lpos++) {
-            push_u32(&c->failed, &c->nfailed, c->lease[c->lpos]);
+            push_u64(&c->failed, &c->nfailed, c->lease[c->lpos]);
             piece_picker_set_excluded(c->pp, c->lease[c->lpos], false);
         }
     } else {
@@ -352,21 +352,22 @@ static bool self_lease(struct swarm_core *c, uint64_t now)
 
 /* ---- the tracker -------------------------------------------------------------- */
 
-void swarm_core_report(struct swarm_core *c, uint64_t now, struct tracker_client_report *out)
+void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *out)
 {
     bool complete = c->state == SWARM_CORE_SEEDING;
-    *out = (struct tracker_client_report){
+    *out = (struct announce_req){
         .digest = c->digest,
         .size = c->cfg.size,
         .event = complete
-                     ? (c->announced_complete ? TRACKER_CLIENT_PROGRESS : TRACKER_CLIENT_COMPLETED)
-                 : c->started ? TRACKER_CLIENT_PROGRESS
-                              : TRACKER_CLIENT_STARTED,
+                     ? (c->announced_complete ? ANNOUNCE_EVENT_PROGRESS : ANNOUNCE_EVENT_COMPLETED)
+                 : c->started ? ANNOUNCE_EVENT_PROGRESS
+                              : ANNOUNCE_EVENT_STARTED,
         .have = complete ? c->npieces : c->nhave,
         .complete = complete,
         .want_lease = !complete && !c->lease && !c->fetching && !c->ended,
-        .hashes = c->pend,
+        .hashes = c->npend ? c->pend : NULL,
         .nhashes = c->npend,
+        .hash_len = c->npend ? c->hash_len : 0,
         .lease_failed = c->failed,
         .nlease_failed = c->nfailed,
         .bad_peers = c->badp,
@@ -383,18 +384,19 @@ void swarm_core_report(struct swarm_core *c, uint64_t now, struct tracker_client
         c->announced_complete = true;
 }
 
-static int take_table(struct swarm_core *c, const struct tracker_client_reply *r,
-                      const uint8_t *held, uint64_t now)
+static int take_table(struct swarm_core *c, const struct announce_reply *r, const uint8_t *held,
+                      uint64_t now)
 {
     uint32_t plen;
-    if (wire_hash_algo_parse(r->hash_algo, &c->algo) < 0 || r->piece_length == 0 ||
-        wire_piece_length_for(c->cfg.size, r->piece_length, &plen) < 0 ||
-        r->pieces != wire_piece_count(c->cfg.size, r->piece_length)) {
+    if (r->piece_length == 0 || r->piece_length > UINT32_MAX || wire_hash_len(r->hash_algo) == 0 ||
+        wire_piece_length_for(c->cfg.size, (uint32_t)r->piece_length, &plen) < 0 ||
+        r->pieces != wire_piece_count(c->cfg.size, (uint32_t)r->piece_length)) {
         LOG(WARN, COMP, "digest=%s tracker piece table does not fit size=%" PRIu64, c->digest,
             c->cfg.size);
         return SHOAL_EPROTOCOL;
     }
-    c->plen = r->piece_length;
+    c->algo = r->hash_algo;
+    c->plen = (uint32_t)r->piece_length;
     c->npieces = r->pieces;
     c->hash_len = wire_hash_len(c->algo);
     c->hashes = calloc(c->npieces ? c->npieces : 1, sizeof(*c->hashes));
@@ -452,7 +454,7 @@ static void drop_sent(void *arr, size_t elem, size_t *n, size_t *sent)
 }
 
 void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
-                              const struct tracker_client_reply *r, const uint8_t *held)
+                              const struct announce_reply *r, const uint8_t *held)
 {
     c->announcing = false;
     if (c->state == SWARM_CORE_DONE)
@@ -482,13 +484,16 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
     }
     if (c->state != SWARM_CORE_RUNNING)
         return;
-    for (uint32_t i = 0; r->hashes && i < c->npieces; i++) {
-        if (!r->hashes[i][0] || piece_picker_hash_known(c->pp, i))
+    /* Hashes of another length (the tracker changed its algorithm under us)
+     * are not ours to check pieces with. */
+    for (uint32_t i = 0; r->hashes && r->hashed && r->hash_len == c->hash_len && i < c->npieces;
+         i++) {
+        if (!r->hashed[i] || piece_picker_hash_known(c->pp, i))
             continue;
-        if (wire_hash_from_hex(c->algo, r->hashes[i], strlen(r->hashes[i]), c->hashes[i]) == 0)
-            piece_picker_set_hash_known(c->pp, i);
+        memcpy(c->hashes[i], r->hashes + (size_t)i * r->hash_len, c->hash_len);
+        piece_picker_set_hash_known(c->pp, i);
     }
-    if (!c->ended && r->nlease && !c->lease && !c->fetching)
+    if (!c->ended && r->has_lease && r->nlease && !c->lease && !c->fetching)
         take_lease(c, r->lease, r->nlease, now);
     /* Peers with pieces first; then the rest, which will have some soon
      * (their HAVEs reach us at once instead of on a later announce). */

@@ -51,7 +51,7 @@
 #include "shoal/ratelimit.h"
 #include "shoal/wire.h"
 #include "swarm/ban_list.h"
-#include "swarm/tracker_client.h"
+#include "shoal/announce.h"
 
 #define SWARM_ADDR_MAX 72
 #define SWARM_TICK_MS 100
@@ -141,15 +141,16 @@ bool swarm_core_next_action(struct swarm_core *c, struct swarm_act *out);
 void swarm_core_tick(struct swarm_core *c, uint64_t now);
 
 /* Fills the announce for the tracker (pointers into the core, valid until
- * the next event) and records what it carries, so announce_done can drop it
- * once the tracker has it. */
-void swarm_core_report(struct swarm_core *c, uint64_t now, struct tracker_client_report *out);
+ * the next event; agent and addr are left NULL for the tracker client to
+ * fill) and records what it carries, so announce_done can drop it once the
+ * tracker has it. */
+void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *out);
 /* The announce ended: rc 0 with the reply, or the failure. held (may be
  * NULL) is the bitfield of pieces the partial blob holds in the reply's
  * piece_length (the shell aligns the partial to it before calling), read
  * only when the table is new to the core. */
 void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
-                              const struct tracker_client_reply *r, const uint8_t *held);
+                              const struct announce_reply *r, const uint8_t *held);
 
 /* A peer dialed us (incoming, addr as accepted). 0 with *id, or SHOAL_EBUSY
  * (too many peers), SHOAL_ENOT_FOUND (no piece table yet, or done). */

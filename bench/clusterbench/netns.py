@@ -254,7 +254,11 @@ class LoopbackCluster(Cluster):
 
     def __init__(self, n, rate, upstream_rate, workdir, **_):
         super().__init__(n, rate, upstream_rate, workdir)
-        self.base = 20000 + (os.getpid() % 2000) * 20
+        # Below the kernel's ephemeral range (32768-60999 by default), where
+        # any outgoing connection on the machine could hold one of our ports:
+        # the highest port is base + 5090 + 7 * (hosts + 1) < 32768 for up to
+        # 1000 hosts.
+        self.base = 10000 + (os.getpid() % 500) * 20
 
     def port_offset(self, host):
         return self.base + host.index * 7

@@ -10,19 +10,17 @@ import signal
 import subprocess
 import time
 
-import pytest
-
-from conftest import REPO_ROOT, bin_dir, under_asan
+from conftest import REPO_ROOT, bin_dir, by_design, need_root, need_tool, under_asan
 
 BENCH = os.path.join(REPO_ROOT, "bench", "cluster-bench")
 PREFIX = "shoalbench"
 
-pytestmark = pytest.mark.skipif(
-    under_asan(), reason="the benchmark smoke runs once, against the normal build")
+pytestmark = by_design(under_asan(), "the benchmark smoke runs once, against the normal build")
 
 
 def namespaces():
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    out = subprocess.run([need_tool("ip"), "netns", "list"], capture_output=True,
+                         text=True).stdout
     return [ln.split()[0] for ln in out.splitlines() if ln.startswith(PREFIX)]
 
 
@@ -84,8 +82,7 @@ def test_smoke_loopback_fallback(tmp_path):
 
 
 def test_interrupt_cleans_up(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+    need_root("network namespaces")
     env = dict(os.environ, SHOAL_BIN_DIR=bin_dir())
     p = subprocess.Popen([BENCH, "--hosts", "3", "--size", "64MiB", "--systems", "direct",
                           "--rate", "50mbit", "--out-dir", str(tmp_path)],

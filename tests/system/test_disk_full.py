@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import oci_error_codes, wait_for
+from conftest import need_root, need_tool, oci_error_codes, unavailable, wait_for
 
 MIB = 1 << 20
 TMPFS_SIZE = 24 * MIB
@@ -20,16 +20,17 @@ TMPFS_SIZE = 24 * MIB
 def tmpfs_mount():
     """mount(dir, size) mounts a tmpfs there. Set up before agent_factory, so
     the unmount runs after every agent has stopped, even when a test fails."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs as the agent's data dir needs root")
+    need_root("mounting a small tmpfs as the agent's data dir")
+    mount_bin = need_tool("mount")
     mounted = []
 
     def mount(path, size):
         os.makedirs(path, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % size, "tmpfs", path],
+        r = subprocess.run([mount_bin, "-t", "tmpfs", "-o", "size=%d" % size, "tmpfs", path],
                            capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
-            pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.strip())
+            unavailable("cannot mount a tmpfs here: %s" % r.stderr.strip(),
+                        "run as root where mount(2) is allowed, as CI does")
         mounted.append(path)
         return path
     yield mount

@@ -154,9 +154,10 @@ struct announce_reply_doc {
  * or absent for none) of at most ANNOUNCE_LEASE_MAX strictly ascending
  * indexes below pieces with expires_ms up to UINT32_MAX. Unknown keys are
  * ignored. Returns 0; SHOAL_EPARSE with err `tracker reply: "<field>":
- * <problem>` ("(body)" for the document itself); or -ENOMEM. Call
- * announce_reply_doc_dispose afterwards in every case; reply.hashes and
- * reply.hashed are never NULL after a success. */
+ * <problem>` ("(body)" for the document itself); or -ENOMEM. On failure
+ * *out holds nothing (it is disposed already); calling
+ * announce_reply_doc_dispose afterwards is safe in every case. reply.hashes
+ * and reply.hashed are never NULL after a success. */
 int announce_reply_decode(const char *body, size_t len, struct announce_reply_doc *out, char *err,
                           size_t errlen);
 void announce_reply_doc_dispose(struct announce_reply_doc *d);

@@ -6,13 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "shoal/config.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "support/scratch.h"
 
 struct tcfg {
     char *name;
@@ -75,34 +75,6 @@ static const struct config_option table[] = {
      sum_free},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
-
-static char tmpfiles[32][64];
-static int ntmp;
-
-/* Writes text into a fresh temporary file and returns its path. */
-static const char *temp_json(const char *text)
-{
-    char *path;
-    int fd;
-    size_t len = strlen(text);
-
-    assert_true(ntmp < (int)(sizeof(tmpfiles) / sizeof(tmpfiles[0])));
-    path = tmpfiles[ntmp++];
-    snprintf(path, sizeof(tmpfiles[0]), "/tmp/shoal-test-config-XXXXXX");
-    fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    return path;
-}
-
-static int teardown_files(void **state)
-{
-    (void)state;
-    while (ntmp > 0)
-        unlink(tmpfiles[--ntmp]);
-    return 0;
-}
 
 /* Loads with the given arguments (argv[0] supplied) into a zeroed c. */
 static int load(struct tcfg *c, char *err, size_t errlen, ...)
@@ -286,9 +258,9 @@ static void test_file_and_precedence(void **state)
     struct tcfg c;
     char err[256];
     const char *path =
-        temp_json("{\"name\": \"from-file\", \"count\": 20, \"flag\": true,\n"
-                  " \"size\": \"2MiB\", \"wait\": 250, \"addr\": \"10.0.0.1:1\",\n"
-                  " \"url\": \"http://f\", \"level\": \"warn\", \"sum\": [1, 2, 3]}");
+        scratch_file_text("{\"name\": \"from-file\", \"count\": 20, \"flag\": true,\n"
+                          " \"size\": \"2MiB\", \"wait\": 250, \"addr\": \"10.0.0.1:1\",\n"
+                          " \"url\": \"http://f\", \"level\": \"warn\", \"sum\": [1, 2, 3]}");
 
     (void)state;
     assert_int_equal(LOAD(&c, err, "--config", path), CONFIG_RUN);
@@ -317,7 +289,7 @@ static void test_file_and_precedence(void **state)
     config_dispose(table, &c);
 
     /* SIZE and DURATION take integers or strings in the file. */
-    path = temp_json("{\"size\": 2048, \"wait\": \"1.5s\"}");
+    path = scratch_file_text("{\"size\": 2048, \"wait\": \"1.5s\"}");
     assert_int_equal(LOAD(&c, err, "--config", path), CONFIG_RUN);
     assert_int_equal(c.size, 2048);
     assert_int_equal(c.wait_ms, 1500);
@@ -331,20 +303,20 @@ static void test_file_errors(void **state)
     const char *p;
 
     (void)state;
-    p = temp_json("{\"lisen\": 1}");
+    p = scratch_file_text("{\"lisen\": 1}");
     snprintf(want, sizeof(want), "config: %s: unknown key \"lisen\"", p);
     EXPECT_ERROR(want, "--config", p);
 
-    p = temp_json("[1, 2]");
+    p = scratch_file_text("[1, 2]");
     snprintf(want, sizeof(want), "config: %s: expected a JSON object", p);
     EXPECT_ERROR(want, "--config", p);
 
-    p = temp_json("{\"config\": \"other.json\"}");
+    p = scratch_file_text("{\"config\": \"other.json\"}");
     snprintf(want, sizeof(want), "config: %s: \"config\" cannot be set inside the config file", p);
     EXPECT_ERROR(want, "--config", p);
 
     /* Syntax error: file, line and column from jansson. */
-    p = temp_json("{\n  \"name\": \"x\",\n  \"count\": ,\n}");
+    p = scratch_file_text("{\n  \"name\": \"x\",\n  \"count\": ,\n}");
     {
         struct tcfg c;
         char err[512], prefix[256];
@@ -364,37 +336,37 @@ static void test_file_errors(void **state)
         config_dispose(table, &c);
     }
 
-    p = temp_json("{\"name\": 5}");
+    p = scratch_file_text("{\"name\": 5}");
     EXPECT_ERROR("config: \"name\": expected a string", "--config", p);
-    p = temp_json("{\"addr\": true}");
+    p = scratch_file_text("{\"addr\": true}");
     EXPECT_ERROR("config: \"addr\": expected a string", "--config", p);
-    p = temp_json("{\"url\": null}");
+    p = scratch_file_text("{\"url\": null}");
     EXPECT_ERROR("config: \"url\": expected a string", "--config", p);
-    p = temp_json("{\"level\": 1}");
+    p = scratch_file_text("{\"level\": 1}");
     EXPECT_ERROR("config: \"level\": expected a string", "--config", p);
-    p = temp_json("{\"count\": \"5\"}");
+    p = scratch_file_text("{\"count\": \"5\"}");
     EXPECT_ERROR("config: \"count\": expected an integer", "--config", p);
-    p = temp_json("{\"count\": 5.5}");
+    p = scratch_file_text("{\"count\": 5.5}");
     EXPECT_ERROR("config: \"count\": expected an integer", "--config", p);
-    p = temp_json("{\"count\": 500}");
+    p = scratch_file_text("{\"count\": 500}");
     EXPECT_ERROR("config: \"count\": value \"500\" is out of range (1..100)", "--config", p);
-    p = temp_json("{\"flag\": \"true\"}");
+    p = scratch_file_text("{\"flag\": \"true\"}");
     EXPECT_ERROR("config: \"flag\": expected true or false", "--config", p);
-    p = temp_json("{\"size\": 1.5}");
+    p = scratch_file_text("{\"size\": 1.5}");
     EXPECT_ERROR("config: \"size\": expected an integer or a string", "--config", p);
-    p = temp_json("{\"size\": -1}");
+    p = scratch_file_text("{\"size\": -1}");
     EXPECT_ERROR("config: \"size\": value \"-1\" is negative", "--config", p);
-    p = temp_json("{\"wait\": [1]}");
+    p = scratch_file_text("{\"wait\": [1]}");
     EXPECT_ERROR("config: \"wait\": expected an integer or a string", "--config", p);
-    p = temp_json("{\"addr\": \"nope\"}");
+    p = scratch_file_text("{\"addr\": \"nope\"}");
     EXPECT_ERROR("config: \"addr\": invalid address \"nope\" (expected HOST:PORT)", "--config", p);
     /* Custom parsers' messages get the key, with an index suffix. */
-    p = temp_json("{\"sum\": {}}");
+    p = scratch_file_text("{\"sum\": {}}");
     EXPECT_ERROR("config: \"sum\": expected an array", "--config", p);
-    p = temp_json("{\"sum\": [1, \"x\"]}");
+    p = scratch_file_text("{\"sum\": [1, \"x\"]}");
     EXPECT_ERROR("config: \"sum[1]\": expected an integer", "--config", p);
     /* Duplicate keys are a mistake, not a silent override. */
-    p = temp_json("{\"count\": 5, \"count\": 6}");
+    p = scratch_file_text("{\"count\": 5, \"count\": 6}");
     {
         struct tcfg c;
         char err[512];
@@ -631,8 +603,8 @@ int main(void)
         cmocka_unit_test(test_flags),
         cmocka_unit_test(test_flag_errors),
         cmocka_unit_test(test_value_errors),
-        cmocka_unit_test_teardown(test_file_and_precedence, teardown_files),
-        cmocka_unit_test_teardown(test_file_errors, teardown_files),
+        cmocka_unit_test_teardown(test_file_and_precedence, scratch_files_teardown),
+        cmocka_unit_test_teardown(test_file_errors, scratch_files_teardown),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_markdown),
         cmocka_unit_test(test_parse_size),

@@ -11,6 +11,7 @@
 
 #include "shoal/hash.h"
 #include "shoal/oci.h"
+#include "support/oneshot.h"
 
 #define SHA256_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define SHA256_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -23,27 +24,17 @@
 /* sha256 of "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq" (FIPS 180-2). */
 #define SHA256_448 "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
 
-static void one_shot(enum oci_digest_algo algo, const void *data, size_t len, char *hex)
-{
-    struct hash_ctx h;
-
-    assert_int_equal(hash_init(&h, algo), 0);
-    hash_update(&h, data, len);
-    hash_final_hex(&h, hex);
-    hash_dispose(&h);
-}
-
 static void test_sha256_vectors(void **state)
 {
     char hex[129];
     const char *msg = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
 
     (void)state;
-    one_shot(OCI_DIGEST_SHA256, "", 0, hex);
+    oneshot_hex(OCI_DIGEST_SHA256, "", 0, hex);
     assert_string_equal(hex, SHA256_EMPTY);
-    one_shot(OCI_DIGEST_SHA256, "abc", 3, hex);
+    oneshot_hex(OCI_DIGEST_SHA256, "abc", 3, hex);
     assert_string_equal(hex, SHA256_ABC);
-    one_shot(OCI_DIGEST_SHA256, msg, strlen(msg), hex);
+    oneshot_hex(OCI_DIGEST_SHA256, msg, strlen(msg), hex);
     assert_string_equal(hex, SHA256_448);
 }
 
@@ -52,9 +43,9 @@ static void test_sha512_vectors(void **state)
     char hex[129];
 
     (void)state;
-    one_shot(OCI_DIGEST_SHA512, "", 0, hex);
+    oneshot_hex(OCI_DIGEST_SHA512, "", 0, hex);
     assert_string_equal(hex, SHA512_EMPTY);
-    one_shot(OCI_DIGEST_SHA512, "abc", 3, hex);
+    oneshot_hex(OCI_DIGEST_SHA512, "abc", 3, hex);
     assert_string_equal(hex, SHA512_ABC);
     assert_int_equal(strlen(hex), 128);
 }
@@ -71,7 +62,7 @@ static void test_incremental(void **state)
     assert_non_null(data);
     for (i = 0; i < N; i++)
         data[i] = (unsigned char)(i * 31 + (i >> 8));
-    one_shot(OCI_DIGEST_SHA256, data, N, whole);
+    oneshot_hex(OCI_DIGEST_SHA256, data, N, whole);
 
     assert_int_equal(hash_init(&h, OCI_DIGEST_SHA256), 0);
     /* Uneven chunk sizes, including empty updates. */

@@ -6,10 +6,13 @@
  * aborting from on_response/on_data, max_body, transport failures (refused,
  * truncated body, low-speed timeout), redirects and credentials, and the pure
  * response-header look-up. Concurrency, re-entrancy, client destruction and
- * argument checks are in test_http_client_lifecycle.c; the canned server and
- * client bookkeeping are in test_http_client_fixture.h.
+ * argument checks are in test_http_client_lifecycle.c; the client
+ * bookkeeping is in test_http_client_fixture.h, the canned server in
+ * support/fake_http.h.
  */
 #include "test_http_client_fixture.h"
+
+#include "support/port.h"
 
 /* ---- tests ---- */
 
@@ -22,8 +25,8 @@ static void test_get_buffered(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_hello, &t);
-    url_of(url, sizeof(url), &t.s1, "/v2/x/manifests/latest");
+    fake_http_start(&t.s1, &t.loop, h_hello, &t);
+    fake_http_url(&t.s1, "/v2/x/manifests/latest", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.headers = hdrs;
     start(&t, &o, 0);
@@ -56,8 +59,8 @@ static void test_post(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_hello, &t);
-    url_of(url, sizeof(url), &t.s1, "/v1/announce");
+    fake_http_start(&t.s1, &t.loop, h_hello, &t);
+    fake_http_url(&t.s1, "/v1/announce", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.method = "POST";
     o.headers = hdrs;
@@ -78,14 +81,14 @@ static void test_post(void **state)
     assert_null(strstr(t.s1.reqs[0], "Expect"));
 }
 
-static void h_head(struct sconn *cn, const char *req)
+static void h_head(struct fake_http_conn *cn, const char *req)
 {
     if (strncmp(req, "HEAD / HTTP/1.1\r\n", 17) != 0) {
-        conn_send(cn, "HTTP/1.1 400 Bad\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        fake_http_send(cn, "HTTP/1.1 400 Bad\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     } else {
-        conn_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 12345\r\nConnection: close\r\n\r\n");
+        fake_http_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 12345\r\nConnection: close\r\n\r\n");
     }
-    conn_finish(cn);
+    fake_http_finish(cn);
 }
 
 static void test_head(void **state)
@@ -96,8 +99,8 @@ static void test_head(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_head, &t);
-    url_of(url, sizeof(url), &t.s1, "/");
+    fake_http_start(&t.s1, &t.loop, h_head, &t);
+    fake_http_url(&t.s1, "/", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.method = "HEAD";
     start(&t, &o, 0);
@@ -110,16 +113,18 @@ static void test_head(void **state)
     assert_int_equal(t.rq[0].body_len, 0);
 }
 
-static void h_status(struct sconn *cn, const char *req)
+static void h_status(struct fake_http_conn *cn, const char *req)
 {
     if (strncmp(req, "GET /404 ", 9) == 0)
-        conn_send(cn, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\n"
-                      "not here\n");
+        fake_http_send(cn,
+                       "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\n"
+                       "not here\n");
     else if (strncmp(req, "GET /404empty ", 14) == 0)
-        conn_send(cn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        fake_http_send(cn,
+                       "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     else
-        conn_send(cn, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-    conn_finish(cn);
+        fake_http_send(cn, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    fake_http_finish(cn);
 }
 
 static void test_statuses(void **state)
@@ -130,10 +135,10 @@ static void test_statuses(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_status, &t);
-    url_of(url[0], sizeof(url[0]), &t.s1, "/404");
-    url_of(url[1], sizeof(url[1]), &t.s1, "/404empty");
-    url_of(url[2], sizeof(url[2]), &t.s1, "/204");
+    fake_http_start(&t.s1, &t.loop, h_status, &t);
+    fake_http_url(&t.s1, "/404", url[0], sizeof(url[0]));
+    fake_http_url(&t.s1, "/404empty", url[1], sizeof(url[1]));
+    fake_http_url(&t.s1, "/204", url[2], sizeof(url[2]));
     for (int i = 0; i < 3; i++) {
         opts_init(&t, &o[i], i, url[i]);
         start(&t, &o[i], i);
@@ -159,15 +164,15 @@ static void test_statuses(void **state)
 
 #define BIG ((uint64_t)32 << 20)
 
-static void h_big(struct sconn *cn, const char *req)
+static void h_big(struct fake_http_conn *cn, const char *req)
 {
     char head[256];
     (void)req;
     snprintf(head, sizeof(head),
              "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\nConnection: close\r\n\r\n",
              (unsigned long long)BIG);
-    conn_send(cn, head);
-    conn_stream(cn, BIG, true);
+    fake_http_send(cn, head);
+    fake_http_stream(cn, BIG, true);
 }
 
 static void do_resume(struct tctx *t)
@@ -224,7 +229,7 @@ static size_t stream_data(void *arg, const char *data, size_t len)
     }
     assert_true(t->off + len <= BIG);
     for (size_t i = 0; i < len; i++) {
-        if ((uint8_t)data[i] != pat(t->off + i))
+        if ((uint8_t)data[i] != pattern_byte(t->off + i))
             fail_msg("byte mismatch at offset %llu", (unsigned long long)(t->off + i));
     }
     t->off += len;
@@ -239,7 +244,7 @@ static void stream_setup(struct tctx *t)
     t->resume_timer.data = t;
     t->resume_idle.data = t;
     t->resume_handles = true;
-    srv_start(&t->loop, &t->s1, h_big, t);
+    fake_http_start(&t->s1, &t->loop, h_big, t);
 }
 
 static void test_stream_pause_resume(void **state)
@@ -250,7 +255,7 @@ static void test_stream_pause_resume(void **state)
     (void)state;
 
     stream_setup(&t);
-    url_of(url, sizeof(url), &t.s1, "/blob");
+    fake_http_url(&t.s1, "/blob", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.on_data = stream_data;
     o.max_body = 10; /* irrelevant with on_data */
@@ -276,7 +281,7 @@ static void test_cancel_mid_transfer(void **state)
 
     stream_setup(&t);
     t.cancel_after_calls = 3;
-    url_of(url, sizeof(url), &t.s1, "/blob");
+    fake_http_url(&t.s1, "/blob", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.on_data = stream_data;
     start(&t, &o, 0);
@@ -298,7 +303,7 @@ static void test_cancel_while_paused(void **state)
 
     stream_setup(&t);
     t.cancel_when_paused = true;
-    url_of(url, sizeof(url), &t.s1, "/blob");
+    fake_http_url(&t.s1, "/blob", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.on_data = stream_data;
     start(&t, &o, 0);
@@ -316,8 +321,8 @@ static void test_cancel_before_start(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_hang, &t);
-    url_of(url, sizeof(url), &t.s1, "/");
+    fake_http_start(&t.s1, &t.loop, h_hang, &t);
+    fake_http_url(&t.s1, "/", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     start(&t, &o, 0);
     t.in_call = true;
@@ -332,24 +337,24 @@ static void test_cancel_before_start(void **state)
 
 /* -- size caps and failures -- */
 
-static void h_5000(struct sconn *cn, const char *req)
+static void h_5000(struct fake_http_conn *cn, const char *req)
 {
     if (strncmp(req, "GET /cl ", 8) == 0) {
-        conn_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n");
-        conn_stream(cn, 5000, true);
+        fake_http_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n");
+        fake_http_stream(cn, 5000, true);
     } else {
         /* chunked: no length announced, the cap trips while writing */
         char chunk[1100];
         memset(chunk, 'a', sizeof(chunk));
-        conn_send(cn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-                      "Connection: close\r\n\r\n");
+        fake_http_send(cn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                           "Connection: close\r\n\r\n");
         for (int i = 0; i < 5; i++) {
-            conn_send(cn, "3e8\r\n");
-            conn_write(cn, chunk, 1000);
-            conn_send(cn, "\r\n");
+            fake_http_send(cn, "3e8\r\n");
+            fake_http_write(cn, chunk, 1000);
+            fake_http_send(cn, "\r\n");
         }
-        conn_send(cn, "0\r\n\r\n");
-        conn_finish(cn);
+        fake_http_send(cn, "0\r\n\r\n");
+        fake_http_finish(cn);
     }
 }
 
@@ -361,10 +366,10 @@ static void test_max_body(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_5000, &t);
-    url_of(url[0], sizeof(url[0]), &t.s1, "/cl");
-    url_of(url[1], sizeof(url[1]), &t.s1, "/chunked");
-    url_of(url[2], sizeof(url[2]), &t.s1, "/chunked");
+    fake_http_start(&t.s1, &t.loop, h_5000, &t);
+    fake_http_url(&t.s1, "/cl", url[0], sizeof(url[0]));
+    fake_http_url(&t.s1, "/chunked", url[1], sizeof(url[1]));
+    fake_http_url(&t.s1, "/chunked", url[2], sizeof(url[2]));
     for (int i = 0; i < 3; i++) {
         opts_init(&t, &o[i], i, url[i]);
         o[i].max_body = i == 2 ? 5000 : 1000;
@@ -385,20 +390,11 @@ static void test_conn_refused(void **state)
     struct tctx t;
     struct http_client_opts o;
     char url[128];
-    uv_tcp_t tmp;
-    struct sockaddr_in sa;
-    struct sockaddr_storage ss;
-    int sl = sizeof(ss);
     (void)state;
 
     tctx_init(&t);
     /* Take a free port from the kernel, then give it back. */
-    assert_int_equal(uv_tcp_init(&t.loop, &tmp), 0);
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sa), 0);
-    assert_int_equal(uv_tcp_bind(&tmp, (const struct sockaddr *)&sa, 0), 0);
-    assert_int_equal(uv_tcp_getsockname(&tmp, (struct sockaddr *)&ss, &sl), 0);
-    int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    uv_close((uv_handle_t *)&tmp, NULL);
+    int port = port_closed();
     assert_int_equal(uv_run(&t.loop, UV_RUN_NOWAIT), 0);
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
@@ -409,11 +405,11 @@ static void test_conn_refused(void **state)
     assert_int_equal(t.rq[0].response_calls, 0);
 }
 
-static void h_truncated(struct sconn *cn, const char *req)
+static void h_truncated(struct fake_http_conn *cn, const char *req)
 {
     (void)req;
-    conn_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
-    conn_stream(cn, 1000, true);
+    fake_http_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+    fake_http_stream(cn, 1000, true);
 }
 
 static void test_server_closes_mid_body(void **state)
@@ -424,8 +420,8 @@ static void test_server_closes_mid_body(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_truncated, &t);
-    url_of(url, sizeof(url), &t.s1, "/");
+    fake_http_start(&t.s1, &t.loop, h_truncated, &t);
+    fake_http_url(&t.s1, "/", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     start(&t, &o, 0);
     run_and_close(&t);
@@ -434,11 +430,11 @@ static void test_server_closes_mid_body(void **state)
     assert_int_equal(t.rq[0].status, 200);
 }
 
-static void h_stall(struct sconn *cn, const char *req)
+static void h_stall(struct fake_http_conn *cn, const char *req)
 {
     (void)req;
-    conn_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
-    conn_stream(cn, 10, false);
+    fake_http_send(cn, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+    fake_http_stream(cn, 10, false);
 }
 
 static void test_low_speed_timeout(void **state)
@@ -449,8 +445,8 @@ static void test_low_speed_timeout(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_stall, &t);
-    url_of(url, sizeof(url), &t.s1, "/");
+    fake_http_start(&t.s1, &t.loop, h_stall, &t);
+    fake_http_url(&t.s1, "/", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.low_speed_time_s = 1;
     start(&t, &o, 0);
@@ -460,33 +456,33 @@ static void test_low_speed_timeout(void **state)
 
 /* -- redirects and credentials -- */
 
-static void h_redirect(struct sconn *cn, const char *req)
+static void h_redirect(struct fake_http_conn *cn, const char *req)
 {
-    struct tctx *t = cn->s->ud;
+    struct tctx *t = cn->srv->arg;
     char head[256];
 
     if (strncmp(req, "GET /final ", 11) == 0) {
-        conn_send(cn, "HTTP/1.1 200 OK\r\nX-Server: a-final\r\nContent-Length: 5\r\n"
-                      "Connection: close\r\n\r\nfinal");
+        fake_http_send(cn, "HTTP/1.1 200 OK\r\nX-Server: a-final\r\nContent-Length: 5\r\n"
+                           "Connection: close\r\n\r\nfinal");
     } else if (strncmp(req, "GET /same ", 10) == 0) {
-        conn_send(cn, "HTTP/1.1 302 Found\r\nLocation: /final\r\nX-Server: a\r\n"
-                      "Content-Length: 3\r\nConnection: close\r\n\r\nxyz");
+        fake_http_send(cn, "HTTP/1.1 302 Found\r\nLocation: /final\r\nX-Server: a\r\n"
+                           "Content-Length: 3\r\nConnection: close\r\n\r\nxyz");
     } else {
         snprintf(head, sizeof(head),
                  "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:%d/blob\r\n"
                  "X-Server: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz",
                  t->s2.port);
-        conn_send(cn, head);
+        fake_http_send(cn, head);
     }
-    conn_finish(cn);
+    fake_http_finish(cn);
 }
 
-static void h_second(struct sconn *cn, const char *req)
+static void h_second(struct fake_http_conn *cn, const char *req)
 {
     (void)req;
-    conn_send(cn, "HTTP/1.1 200 OK\r\nX-Server: b\r\nContent-Length: 6\r\n"
-                  "Connection: close\r\n\r\nsecond");
-    conn_finish(cn);
+    fake_http_send(cn, "HTTP/1.1 200 OK\r\nX-Server: b\r\nContent-Length: 6\r\n"
+                       "Connection: close\r\n\r\nsecond");
+    fake_http_finish(cn);
 }
 
 static void test_redirect_other_origin_drops_auth(void **state)
@@ -498,9 +494,9 @@ static void test_redirect_other_origin_drops_auth(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_redirect, &t);
-    srv_start(&t.loop, &t.s2, h_second, &t);
-    url_of(url, sizeof(url), &t.s1, "/start");
+    fake_http_start(&t.s1, &t.loop, h_redirect, &t);
+    fake_http_start(&t.s2, &t.loop, h_second, &t);
+    fake_http_url(&t.s1, "/start", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.headers = hdrs;
     o.follow_redirects = true;
@@ -532,8 +528,8 @@ static void test_redirect_same_origin_and_not_followed(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_redirect, &t);
-    url_of(url, sizeof(url), &t.s1, "/same");
+    fake_http_start(&t.s1, &t.loop, h_redirect, &t);
+    fake_http_url(&t.s1, "/same", url, sizeof(url));
     opts_init(&t, &o[0], 0, url);
     o[0].headers = hdrs;
     o[0].follow_redirects = true;
@@ -570,9 +566,9 @@ static void test_basic_auth(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_redirect, &t);
-    srv_start(&t.loop, &t.s2, h_second, &t);
-    url_of(url, sizeof(url), &t.s1, "/start");
+    fake_http_start(&t.s1, &t.loop, h_redirect, &t);
+    fake_http_start(&t.s2, &t.loop, h_second, &t);
+    fake_http_url(&t.s1, "/start", url, sizeof(url));
     opts_init(&t, &o, 0, url);
     o.userpwd = "user:pass";
     o.follow_redirects = true;
@@ -611,7 +607,7 @@ static void test_callback_abort(void **state)
     (void)state;
 
     stream_setup(&t);
-    url_of(url, sizeof(url), &t.s1, "/blob");
+    fake_http_url(&t.s1, "/blob", url, sizeof(url));
     opts_init(&t, &o[0], 0, url);
     o[0].on_data = never_data;
     t.rq[0].abort_in_response = 1;
@@ -663,7 +659,7 @@ static void test_response_header(void **state)
 
 int main(void)
 {
-    unset_proxy_env();
+    fake_http_no_proxy();
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_response_header),

@@ -10,7 +10,7 @@
 
 /* ---- tests ---- */
 
-static void h_numbered(struct sconn *cn, const char *req)
+static void h_numbered(struct fake_http_conn *cn, const char *req)
 {
     char resp[256];
     int n = -1;
@@ -18,8 +18,8 @@ static void h_numbered(struct sconn *cn, const char *req)
         n = (int)strtol(req + 7, NULL, 10);
     snprintf(resp, sizeof(resp),
              "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\nbody-%03d", 8, n);
-    conn_send(cn, resp);
-    conn_finish(cn);
+    fake_http_send(cn, resp);
+    fake_http_finish(cn);
 }
 
 static void test_many_concurrent(void **state)
@@ -30,11 +30,11 @@ static void test_many_concurrent(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_numbered, &t);
+    fake_http_start(&t.s1, &t.loop, h_numbered, &t);
     for (int i = 0; i < 20; i++) {
         char path[32];
         snprintf(path, sizeof(path), "/n/%d", i);
-        url_of(url[i], sizeof(url[i]), &t.s1, path);
+        fake_http_url(&t.s1, path, url[i], sizeof(url[i]));
         opts_init(&t, &o[i], i, url[i]);
         start(&t, &o[i], i);
     }
@@ -94,8 +94,8 @@ static void test_request_from_callbacks(void **state)
     (void)state;
 
     tctx_init(&t);
-    srv_start(&t.loop, &t.s1, h_hello, &t);
-    url_of(chain_url, sizeof(chain_url), &t.s1, "/");
+    fake_http_start(&t.s1, &t.loop, h_hello, &t);
+    fake_http_url(&t.s1, "/", chain_url, sizeof(chain_url));
     opts_init(&t, &chain_opts[0], 0, chain_url);
     chain_opts[0].on_data = chain_data;
     start_more(&t, &chain_opts[0], 0);
@@ -114,15 +114,15 @@ static void on_destroyed_then_close(void *arg)
 {
     struct tctx *t = arg;
     on_destroyed(arg);
-    srv_close(&t->s1);
+    fake_http_close(&t->s1);
 }
 
 /* Destroys the client once all five requests hang at the server. */
-static void h_hang_then_destroy(struct sconn *cn, const char *req)
+static void h_hang_then_destroy(struct fake_http_conn *cn, const char *req)
 {
-    struct tctx *t = cn->s->ud;
+    struct tctx *t = cn->srv->arg;
     (void)req;
-    if (cn->s->nreq == 5) {
+    if (cn->srv->nreq == 5) {
         t->in_call = true;
         http_client_destroy(t->c, on_destroyed_then_close, t);
         t->in_call = false;
@@ -139,8 +139,8 @@ static void test_destroy_in_flight(void **state)
 
     tctx_init(&t);
     t.manual_shutdown = true;
-    srv_start(&t.loop, &t.s1, h_hang_then_destroy, &t);
-    url_of(url, sizeof(url), &t.s1, "/");
+    fake_http_start(&t.s1, &t.loop, h_hang_then_destroy, &t);
+    fake_http_url(&t.s1, "/", url, sizeof(url));
     for (int i = 0; i < 5; i++) {
         opts_init(&t, &o[i], i, url);
         start(&t, &o[i], i);
@@ -161,8 +161,8 @@ static void test_destroy_before_run(void **state)
 
     tctx_init(&t);
     t.manual_shutdown = true;
-    srv_start(&t.loop, &t.s1, h_hang, &t);
-    url_of(url, sizeof(url), &t.s1, "/");
+    fake_http_start(&t.s1, &t.loop, h_hang, &t);
+    fake_http_url(&t.s1, "/", url, sizeof(url));
     for (int i = 0; i < 3; i++) {
         opts_init(&t, &o[i], i, url);
         start(&t, &o[i], i);
@@ -172,7 +172,7 @@ static void test_destroy_before_run(void **state)
     t.in_call = false;
     assert_int_equal(t.total_done, 0);
     assert_int_equal(http_client_request(t.c, &o[0], NULL), SHOAL_ECANCELED);
-    srv_close(&t.s1);
+    fake_http_close(&t.s1);
     run_and_close(&t);
     assert_int_equal(t.done_at_destroy, 3);
     for (int i = 0; i < 3; i++)
@@ -207,7 +207,7 @@ static void test_bad_args(void **state)
 
 int main(void)
 {
-    unset_proxy_env();
+    fake_http_no_proxy();
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_args),

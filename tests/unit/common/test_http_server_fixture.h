@@ -40,6 +40,7 @@
 #include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/http_server.h"
+#include "support/http_head.h"
 
 #define GUARD_MS 30000
 
@@ -348,33 +349,10 @@ static bool cl_eof(struct cl *c)
     return cl_fill(c) == 0 || errno == ECONNRESET;
 }
 
+/* The value of header name in the response head (support/http_head.h). */
 static const char *resp_hdr(const struct resp *r, const char *name, char *out, size_t outlen)
 {
-    size_t nlen = strlen(name);
-    const char *p = strstr(r->head, "\r\n");
-
-    while (p != NULL && p[2] != '\r') {
-        const char *line = p + 2;
-        const char *eol = strstr(line, "\r\n");
-
-        if (eol == NULL)
-            return NULL;
-        if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
-            const char *v = line + nlen + 1;
-            size_t vlen;
-
-            while (*v == ' ')
-                v++;
-            vlen = (size_t)(eol - v);
-            if (vlen >= outlen)
-                return NULL;
-            memcpy(out, v, vlen);
-            out[vlen] = '\0';
-            return out;
-        }
-        p = eol;
-    }
-    return NULL;
+    return http_head_header(r->head, name, out, outlen);
 }
 
 /* Reads one response head; the body too unless head_only or body_max is

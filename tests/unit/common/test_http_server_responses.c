@@ -8,10 +8,8 @@
 #define _GNU_SOURCE
 #include "test_http_server_fixture.h"
 
-static uint8_t pat(uint64_t i)
-{
-    return (uint8_t)(i ^ (i >> 8) ^ (i >> 16) ^ 0x5a);
-}
+#include "support/pattern.h"
+#include "support/scratch.h"
 
 static void h_head(struct fx *f, struct http_request *req)
 {
@@ -106,7 +104,7 @@ static void c_sendfile(struct fx *f)
             CK(f, memcmp(r.body, "<<<", 3) == 0);
             CK(f, memcmp(r.body + 3 + RANGE_LEN, ">>>", 3) == 0);
             for (size_t i = 0; i < RANGE_LEN; i++)
-                CK(f, (uint8_t)r.body[3 + i] == pat(RANGE_OFF + i));
+                CK(f, (uint8_t)r.body[3 + i] == pattern_byte(RANGE_OFF + i));
         }
         resp_free(&r);
     }
@@ -117,17 +115,12 @@ static void test_sendfile(void **state)
 {
     struct fx *f = fx_new(h_sendfile, c_sendfile);
     struct http_server_config cfg = base_cfg();
-    char path[] = "/tmp/shoal-test-http-XXXXXX";
     uint8_t *data = malloc(FILE_SIZE);
 
     (void)state;
     assert_non_null(data);
-    for (size_t i = 0; i < FILE_SIZE; i++)
-        data[i] = pat(i);
-    f->file_fd = mkstemp(path);
-    assert_true(f->file_fd >= 0);
-    unlink(path);
-    assert_int_equal(write(f->file_fd, data, FILE_SIZE), FILE_SIZE);
+    pattern_fill(data, FILE_SIZE, 0);
+    f->file_fd = scratch_fd(data, FILE_SIZE);
     free(data);
     fx_run(f, &cfg);
     assert_int_equal(f->handler_calls, 3);
@@ -151,7 +144,7 @@ static void stream_more(struct http_request *req, void *arg)
     buf = malloc(n);
     assert_non_null(buf);
     for (uint64_t i = 0; i < n; i++)
-        buf[i] = (char)pat(f->sent + i);
+        buf[i] = (char)pattern_byte(f->sent + i);
     API(rc = http_response_write(req, buf, n));
     free(buf);
     if (rc == SHOAL_ECANCELED)
@@ -195,7 +188,7 @@ static void c_stream(struct fx *f)
         if (c.len == 0)
             CK(f, cl_fill(&c) > 0);
         for (size_t i = 0; i < c.len; i++)
-            CK(f, (uint8_t)c.buf[i] == pat(got + i));
+            CK(f, (uint8_t)c.buf[i] == pattern_byte(got + i));
         got += c.len;
         c.len = 0;
     }

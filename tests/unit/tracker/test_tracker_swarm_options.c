@@ -10,16 +10,15 @@
 
 #include <cmocka.h>
 
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "shoal/cluster_auth.h"
 #include "shoal/error.h"
 #include "swarm.h"
+#include "support/scratch.h"
 #include "tracker_config.h"
 
 #define MIB (1024ULL * 1024)
@@ -141,8 +140,7 @@ static void test_config(void **state)
     struct tracker_config cfg;
     struct tracker_swarms_config sc;
     char err[512];
-    char path[] = "/tmp/test_tracker_secretXXXXXX";
-    int fd;
+    const char *path;
 
     (void)state;
     assert_int_equal(load(&cfg, err, sizeof(err), NULL, NULL), CONFIG_RUN);
@@ -205,23 +203,17 @@ static void test_config(void **state)
     tracker_config_dispose(&cfg);
 
     /* The secret is the file less one trailing newline. */
-    fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, "top secret\n", 11), 11);
-    close(fd);
+    path = scratch_file_text("top secret\n");
     assert_int_equal(load(&cfg, err, sizeof(err), "--cluster-secret-file", path), CONFIG_RUN);
     assert_int_equal(cfg.secret_len, 10);
     assert_memory_equal(cfg.secret, "top secret", 10);
     tracker_config_dispose(&cfg);
     /* An empty file is refused rather than read as "no secret". */
-    fd = open(path, O_WRONLY | O_TRUNC);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, "\n", 1), 1);
-    close(fd);
+    scratch_file_rewrite(path, "\n", 1);
     assert_int_equal(load(&cfg, err, sizeof(err), "--cluster-secret-file", path), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "empty"));
     tracker_config_dispose(&cfg);
-    unlink(path);
+    scratch_files_remove();
 }
 
 int main(void)

@@ -16,6 +16,7 @@
 #include "shoal/error.h"
 #include "shoal/http_client.h"
 #include "shoal/log.h"
+#include "support/port.h"
 
 struct fixture {
     uv_loop_t loop;
@@ -24,29 +25,14 @@ struct fixture {
     int dead_port;
 };
 
-/* A port nothing listens on: bound, read back and closed. */
-static int dead_port(uv_loop_t *loop)
-{
-    uv_tcp_t t;
-    struct sockaddr_in sa;
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    uv_tcp_init(loop, &t);
-    uv_ip4_addr("127.0.0.1", 0, &sa);
-    assert_int_equal(uv_tcp_bind(&t, (const struct sockaddr *)&sa, 0), 0);
-    assert_int_equal(uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &len), 0);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 static int setup(void **state)
 {
     static struct fixture f;
     memset(&f, 0, sizeof(f));
     assert_int_equal(uv_loop_init(&f.loop), 0);
     assert_int_equal(http_client_create(&f.loop, &f.hc), 0);
-    f.dead_port = dead_port(&f.loop);
+    /* A port nothing listens on: bound, read back and closed. */
+    f.dead_port = port_closed();
     struct prewarm_deps d = {
         .loop = &f.loop, .store = NULL, .hc = f.hc, .listen = "0.0.0.0:0", .port = f.dead_port};
     assert_int_equal(prewarm_create(&d, &f.p), 0);

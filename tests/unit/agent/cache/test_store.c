@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +21,8 @@
 #include "shoal/hash.h"
 #include "shoal/log.h"
 #include "cache/store.h"
+#include "support/oneshot.h"
+#include "support/scratch.h"
 
 struct fixture {
     char root[64]; /* mkdtemp result, removed at the end */
@@ -29,21 +30,12 @@ struct fixture {
     char mnt[96];  /* a tmpfs mounted by a test, or empty */
 };
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     if (!f)
         return -1;
-    snprintf(f->root, sizeof(f->root), "/tmp/shoal-store-XXXXXX");
-    if (!mkdtemp(f->root)) {
+    if (scratch_dir_create("shoal-store", f->root, sizeof(f->root)) < 0) {
         free(f);
         return -1;
     }
@@ -60,7 +52,7 @@ static int teardown(void **state)
     /* A failed assertion skips the test's own umount. */
     if (f->mnt[0])
         (void)umount2(f->mnt, MNT_DETACH);
-    int rc = nftw(f->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    int rc = scratch_dir_remove(f->root);
     free(f);
     return rc;
 }
@@ -72,20 +64,6 @@ static struct store *open_store(const struct fixture *f, uint64_t max, unsigned 
     assert_int_equal(store_open(&cfg, &s), 0);
     assert_non_null(s);
     return s;
-}
-
-static void digest_of(const void *data, size_t len, enum oci_digest_algo algo, struct oci_digest *d)
-{
-    struct hash_ctx h;
-    char hex[129];
-    char str[136];
-    assert_int_equal(hash_init(&h, algo), 0);
-    hash_update(&h, data, len);
-    hash_final_hex(&h, hex);
-    hash_dispose(&h);
-    int n =
-        snprintf(str, sizeof(str), "%s:%s", algo == OCI_DIGEST_SHA512 ? "sha512" : "sha256", hex);
-    assert_int_equal(oci_digest_parse(str, (size_t)n, d), 0);
 }
 
 static void fill(char *buf, size_t len, unsigned seed)
@@ -116,7 +94,7 @@ static void make_blob(struct store *s, size_t len, unsigned seed, struct oci_dig
     char *data = malloc(len);
     assert_non_null(data);
     fill(data, len, seed);
-    digest_of(data, len, OCI_DIGEST_SHA256, d);
+    oneshot_digest(OCI_DIGEST_SHA256, data, len, d);
     put_blob(s, data, len, d);
     free(data);
 }
@@ -219,7 +197,7 @@ static void test_blob_roundtrip_and_restart(void **state)
     char data[5000];
     fill(data, sizeof(data), 1);
     struct oci_digest d;
-    digest_of(data, sizeof(data), OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, data, sizeof(data), &d);
 
     int fd = -1;
     uint64_t size = 0;
@@ -258,7 +236,7 @@ static void test_empty_blob(void **state)
     struct fixture *f = *state;
     struct store *s = open_store(f, 1 << 20, 90, 50);
     struct oci_digest d;
-    digest_of("", 0, OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, "", 0, &d);
     put_blob(s, "", 0, &d);
     assert_blob_content(s, &d, "", 0);
     store_close(s);
@@ -271,7 +249,7 @@ static void test_sha512_blob(void **state)
     char data[300];
     fill(data, sizeof(data), 5);
     struct oci_digest d;
-    digest_of(data, sizeof(data), OCI_DIGEST_SHA512, &d);
+    oneshot_digest(OCI_DIGEST_SHA512, data, sizeof(data), &d);
     put_blob(s, data, sizeof(data), &d);
     assert_true(exists("%s/blobs/sha512/%s", f->dir, d.hex));
     store_close(s);
@@ -288,7 +266,7 @@ static void test_resume_after_restart(void **state)
     char data[1000];
     fill(data, sizeof(data), 2);
     struct oci_digest d;
-    digest_of(data, sizeof(data), OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, data, sizeof(data), &d);
 
     int fd = -1;
     uint64_t have = 99;
@@ -325,7 +303,7 @@ static void test_resume_after_restart(void **state)
 
     /* Closing the store with an open partial keeps the file for later. */
     struct oci_digest d2;
-    digest_of("other", 5, OCI_DIGEST_SHA256, &d2);
+    oneshot_digest(OCI_DIGEST_SHA256, "other", 5, &d2);
     assert_int_equal(store_partial_open(s, &d2, 5, &fd, &have), 0);
     write_fd(fd, "oth", 3);
     store_close(s);
@@ -341,7 +319,7 @@ static void test_overlong_prefix_discarded(void **state)
     struct fixture *f = *state;
     struct store *s = open_store(f, 1 << 20, 90, 50);
     struct oci_digest d;
-    digest_of("abc", 3, OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, "abc", 3, &d);
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/partial/sha256/%s", f->dir, d.hex);
     write_file(path, "0123456789", 10);
@@ -364,7 +342,7 @@ static void test_discard(void **state)
     struct fixture *f = *state;
     struct store *s = open_store(f, 1 << 20, 90, 50);
     struct oci_digest d;
-    digest_of("gone", 4, OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, "gone", 4, &d);
     int fd = -1;
     uint64_t have = 0;
     assert_int_equal(store_partial_open(s, &d, 4000, &fd, &have), 0);
@@ -464,7 +442,7 @@ static void test_eviction_keeps_pinned(void **state)
      * c and d go, the pinned a and b stay. */
     char data[4096];
     fill(data, sizeof(data), 24);
-    digest_of(data, sizeof(data), OCI_DIGEST_SHA256, &e);
+    oneshot_digest(OCI_DIGEST_SHA256, data, sizeof(data), &e);
     int fe = -1;
     uint64_t have = 0;
     assert_int_equal(store_partial_open(s, &e, sizeof(data), &fe, &have), 0);
@@ -512,7 +490,7 @@ static void test_reservation_enospace(void **state)
     struct fixture *f = *state;
     struct store *s = open_store(f, 10240, 90, 50);
     struct oci_digest big, a, b;
-    digest_of("big", 3, OCI_DIGEST_SHA256, &big);
+    oneshot_digest(OCI_DIGEST_SHA256, "big", 3, &big);
     int fd = -1;
     uint64_t have = 0;
 
@@ -527,7 +505,7 @@ static void test_reservation_enospace(void **state)
     int fa = -1;
     uint64_t size = 0;
     assert_int_equal(store_blob_open(s, &a, &fa, &size), 0);
-    digest_of("b", 1, OCI_DIGEST_SHA256, &b);
+    oneshot_digest(OCI_DIGEST_SHA256, "b", 1, &b);
     assert_int_equal(store_partial_open(s, &b, 4000, &fd, &have), SHOAL_ENOSPACE);
     assert_false(exists("%s/partial/sha256/%s", f->dir, b.hex));
     assert_true(store_blob_exists(s, &a));
@@ -543,7 +521,7 @@ static void test_reservation_enospace(void **state)
     /* Two open reservations count together. */
     struct oci_digest c;
     int fc = -1;
-    digest_of("c", 1, OCI_DIGEST_SHA256, &c);
+    oneshot_digest(OCI_DIGEST_SHA256, "c", 1, &c);
     assert_int_equal(store_partial_open(s, &c, 7000, &fc, &have), SHOAL_ENOSPACE);
     assert_int_equal(store_partial_open(s, &c, 6000, &fc, &have), 0);
     assert_int_equal(store_bytes(s), 10000);
@@ -571,7 +549,7 @@ static void test_real_enospc(void **state)
     snprintf(f->dir, sizeof(f->dir), "%s/data", mnt);
     struct store *s = open_store(f, 100u << 20, 90, 50);
     struct oci_digest d;
-    digest_of("huge", 4, OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, "huge", 4, &d);
     int fd = -1;
     uint64_t have = 0;
     int rc = store_partial_open(s, &d, 4u << 20, &fd, &have);
@@ -593,7 +571,7 @@ static void test_manifests(void **state)
     const char *body = "{\"schemaVersion\":2}";
     const char *mt = "application/vnd.oci.image.manifest.v1+json";
     struct oci_digest d;
-    digest_of(body, strlen(body), OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, body, strlen(body), &d);
 
     struct buf b;
     char got_mt[256];
@@ -628,7 +606,7 @@ static void test_manifests(void **state)
     /* Without a media type. */
     const char *body2 = "{\"other\":true}";
     struct oci_digest d2;
-    digest_of(body2, strlen(body2), OCI_DIGEST_SHA256, &d2);
+    oneshot_digest(OCI_DIGEST_SHA256, body2, strlen(body2), &d2);
     assert_int_equal(store_manifest_put(s, &d2, NULL, body2, strlen(body2)), 0);
     assert_int_equal(store_manifest_get(s, &d2, &b, got_mt, sizeof(got_mt)), 0);
     assert_string_equal(got_mt, "");
@@ -752,7 +730,7 @@ static void test_repos(void **state)
     char data[700];
     fill(data, sizeof(data), 40);
     struct oci_digest d;
-    digest_of(data, sizeof(data), OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, data, sizeof(data), &d);
     char sidecar[PATH_MAX];
     snprintf(sidecar, sizeof(sidecar), "%s/blobs/sha256/%s.repos", f->dir, d.hex);
 
@@ -803,7 +781,7 @@ static void test_repos(void **state)
     char data2[50];
     fill(data2, sizeof(data2), 41);
     struct oci_digest d2;
-    digest_of(data2, sizeof(data2), OCI_DIGEST_SHA256, &d2);
+    oneshot_digest(OCI_DIGEST_SHA256, data2, sizeof(data2), &d2);
     assert_int_equal(store_repo_add(s, &d2, "h.example", "lib/one"), 0);
     store_close(s); /* the in-memory entry is lost: nothing was committed */
     s = open_store(f, 1 << 20, 90, 50);
@@ -840,7 +818,7 @@ static void test_stale_tmp_and_invalid_names(void **state)
     char data[123];
     fill(data, sizeof(data), 50);
     struct oci_digest d;
-    digest_of(data, sizeof(data), OCI_DIGEST_SHA256, &d);
+    oneshot_digest(OCI_DIGEST_SHA256, data, sizeof(data), &d);
     snprintf(path, sizeof(path), "%s/blobs/sha256/%s", f->dir, d.hex);
     write_file(path, data, sizeof(data));
 

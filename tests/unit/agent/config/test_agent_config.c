@@ -6,40 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "config/agent_config.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
-
-static char tmpfiles[48][64];
-static int ntmp;
-
-static const char *temp_file(const char *text)
-{
-    char *path;
-    int fd;
-    size_t len = strlen(text);
-
-    assert_true(ntmp < (int)(sizeof(tmpfiles) / sizeof(tmpfiles[0])));
-    path = tmpfiles[ntmp++];
-    snprintf(path, sizeof(tmpfiles[0]), "/tmp/shoal-test-agent-XXXXXX");
-    fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    return path;
-}
-
-static int teardown_files(void **state)
-{
-    (void)state;
-    while (ntmp > 0)
-        unlink(tmpfiles[--ntmp]);
-    return 0;
-}
+#include "support/scratch.h"
 
 static int load_argv(struct agent_config *cfg, char *err, size_t errlen, va_list ap)
 {
@@ -72,7 +45,7 @@ static int load(struct agent_config *cfg, char *err, size_t errlen, ...)
  * loaded and must be disposed by the caller. */
 static int load_json(struct agent_config *cfg, char *err, size_t errlen, const char *json)
 {
-    return load(cfg, err, errlen, "--config", temp_file(json), (char *)NULL);
+    return load(cfg, err, errlen, "--config", scratch_file_text(json), (char *)NULL);
 }
 
 static void expect_json_error(const char *json, const char *want)
@@ -249,7 +222,7 @@ static void test_swarm_options(void **state)
 {
     struct agent_config cfg;
     char err[512];
-    const char *secret = temp_file("t0p-secret\n");
+    const char *secret = scratch_file_text("t0p-secret\n");
 
     (void)state;
     /* A wildcard peer-listen cannot be advertised to peers. */
@@ -270,7 +243,7 @@ static void test_swarm_options(void **state)
                      SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"cluster-secret-file\": cannot read"));
     agent_config_dispose(&cfg);
-    const char *empty = temp_file("\n");
+    const char *empty = scratch_file_text("\n");
     assert_int_equal(LOAD(&cfg, err, "--cluster-secret-file", empty), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "is empty"));
     agent_config_dispose(&cfg);
@@ -283,7 +256,7 @@ static void test_upstreams_ok(void **state)
 {
     struct agent_config cfg;
     char err[512], json[1024];
-    const char *pwfile = temp_file("s3cret\n");
+    const char *pwfile = scratch_file_text("s3cret\n");
 
     (void)state;
     snprintf(json, sizeof(json),
@@ -318,7 +291,7 @@ static void test_upstreams_ok(void **state)
     snprintf(json, sizeof(json),
              "{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\", \"username\": "
              "\"x\", \"password-file\": \"%s\"}]}",
-             temp_file("two\n\n"));
+             scratch_file_text("two\n\n"));
     assert_int_equal(load_json(&cfg, err, sizeof(err), json), CONFIG_RUN);
     assert_string_equal(cfg.upstreams.defs[0].password, "two\n");
     agent_config_dispose(&cfg);
@@ -377,7 +350,7 @@ static void test_upstreams_errors(void **state)
 
     /* Unknown top-level keys name the file. */
     {
-        const char *path = temp_file("{\"lisen\": \"x\"}");
+        const char *path = scratch_file_text("{\"lisen\": \"x\"}");
         assert_int_equal(load(&cfg, err, sizeof(err), "--config", path, (char *)NULL),
                          SHOAL_ECONFIG);
         snprintf(json, sizeof(json), "config: %s: unknown key \"lisen\"", path);
@@ -489,9 +462,9 @@ int main(void)
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_watermarks),
         cmocka_unit_test(test_swarm_options),
-        cmocka_unit_test_teardown(test_upstreams_ok, teardown_files),
-        cmocka_unit_test_teardown(test_upstreams_errors, teardown_files),
-        cmocka_unit_test_teardown(test_upstream_lookup, teardown_files),
+        cmocka_unit_test_teardown(test_upstreams_ok, scratch_files_teardown),
+        cmocka_unit_test_teardown(test_upstreams_errors, scratch_files_teardown),
+        cmocka_unit_test_teardown(test_upstream_lookup, scratch_files_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,8 @@
 #define _GNU_SOURCE
 #include "test_peer_conn_fixture.h"
 
+#include "support/port.h"
+
 static void close_normal(struct side *s)
 {
     peer_conn_close(s->c, 0);
@@ -74,17 +76,10 @@ static void raw_incoming(uv_stream_t *server, int status)
 static void raw_start(struct tctx *t)
 {
     struct raw_srv *r = &t->raw;
-    struct sockaddr_in sin;
-    int len = sizeof(sin);
 
     r->used = true;
-    assert_int_equal(uv_tcp_init(&t->loop, &r->listen), 0);
+    r->port = port_listen(&t->loop, &r->listen, raw_incoming);
     r->listen.data = r;
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sin), 0);
-    assert_int_equal(uv_tcp_bind(&r->listen, (const struct sockaddr *)&sin, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&r->listen, 8, raw_incoming), 0);
-    assert_int_equal(uv_tcp_getsockname(&r->listen, (struct sockaddr *)&sin, &len), 0);
-    r->port = ntohs(sin.sin_port);
 }
 
 /* ---- Tests: handshake ------------------------------------------------------ */
@@ -184,17 +179,8 @@ static void test_lookup_busy(void **state)
 static void test_connect_refused(void **state)
 {
     struct tctx *t = *state;
-    struct sockaddr_in sin;
-    uv_tcp_t tmp;
-    int len = sizeof(sin), port;
-
     /* A port that was just free: bind, read it back, close. */
-    assert_int_equal(uv_tcp_init(&t->loop, &tmp), 0);
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sin), 0);
-    assert_int_equal(uv_tcp_bind(&tmp, (const struct sockaddr *)&sin, 0), 0);
-    assert_int_equal(uv_tcp_getsockname(&tmp, (struct sockaddr *)&sin, &len), 0);
-    port = ntohs(sin.sin_port);
-    uv_close((uv_handle_t *)&tmp, NULL);
+    int port = port_closed();
     t->want_srv = false;
     start_client_to(t, port, DIGEST);
     /* on_close never fires from inside the call. */

@@ -41,6 +41,8 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/wire.h"
+#include "support/pattern.h"
+#include "support/scratch.h"
 
 #define PLEN WIRE_PIECE_LENGTH_MIN
 #define NPIECES 5u
@@ -134,11 +136,6 @@ struct tctx {
 
 /* ---- Fixture ------------------------------------------------------------ */
 
-static uint8_t content_byte(uint64_t off)
-{
-    return (uint8_t)((off * 2654435761u) >> 13);
-}
-
 static void on_guard(uv_timer_t *g)
 {
     (void)g;
@@ -148,8 +145,6 @@ static void on_guard(uv_timer_t *g)
 static int setup(void **state)
 {
     struct tctx *t = calloc(1, sizeof(*t));
-    char path[] = "/tmp/test_peer_conn.XXXXXX";
-    uint64_t i;
 
     assert_non_null(t);
     assert_int_equal(uv_loop_init(&t->loop), 0);
@@ -158,12 +153,8 @@ static int setup(void **state)
     uv_unref((uv_handle_t *)&t->guard);
     t->content = malloc(BLOB_SIZE);
     assert_non_null(t->content);
-    for (i = 0; i < BLOB_SIZE; i++)
-        t->content[i] = content_byte(i);
-    t->fd = mkstemp(path);
-    assert_true(t->fd >= 0);
-    unlink(path);
-    assert_int_equal(write(t->fd, t->content, BLOB_SIZE), (ssize_t)BLOB_SIZE);
+    pattern_fill(t->content, BLOB_SIZE, 0);
+    t->fd = scratch_fd(t->content, BLOB_SIZE);
     memset(t->ccfg.my_id, 0x11, WIRE_ID_LEN);
     memset(t->scfg.my_id, 0x22, WIRE_ID_LEN);
     t->ccfg.secret = t->scfg.secret = (const uint8_t *)"s3cret";

@@ -1,5 +1,6 @@
-/* The pure parts of the agent's tracker client: announce JSON, reply
- * parsing (every malformed field named), and the request MAC. */
+/* The pure parts of the agent's side of the tracker API: the announce JSON
+ * it sends and the replies it accepts (common/announce.c, every malformed
+ * field named), and the request MAC. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "shoal/announce.h"
 #include "shoal/error.h"
 #include "swarm/tracker_client.h"
 
@@ -17,17 +19,21 @@
 static void test_announce_json(void **state)
 {
     (void)state;
-    struct tracker_client_hash hs[] = {{.index = 3, .hex = HEX32}};
-    uint32_t failed[] = {5, 6};
+    struct announce_hash hs[] = {{.index = 3}};
+    assert_int_equal(wire_hash_from_hex(WIRE_HASH_XXH3_128, HEX32, 32, hs[0].hash), 0);
+    uint64_t failed[] = {5, 6};
     const char *bad[] = {"10.0.0.9:5081"};
-    struct tracker_client_report a = {
+    struct announce_req a = {
         .digest = "sha256:abc",
         .size = 1234,
-        .event = TRACKER_CLIENT_PROGRESS,
+        .agent = "node-1",
+        .addr = "10.0.0.1:5081",
+        .event = ANNOUNCE_EVENT_PROGRESS,
         .have = 7,
         .want_lease = true,
         .hashes = hs,
         .nhashes = 1,
+        .hash_len = 16,
         .lease_failed = failed,
         .nlease_failed = 2,
         .bad_peers = bad,
@@ -35,7 +41,7 @@ static void test_announce_json(void **state)
     };
     struct buf out;
     buf_init(&out, 1 << 16);
-    assert_int_equal(tracker_client_report_json(&a, "node-1", "10.0.0.1:5081", &out), 0);
+    assert_int_equal(announce_req_encode(&a, &out), 0);
     json_error_t err;
     json_t *o = json_loads(out.data, 0, &err);
     assert_non_null(o);
@@ -66,47 +72,53 @@ static const char GOOD[] =
 static void test_reply_parse_good(void **state)
 {
     (void)state;
-    struct tracker_client_reply r;
+    struct announce_reply_doc d;
+    const struct announce_reply *r = &d.reply;
     char err[256];
-    assert_int_equal(tracker_client_reply_parse(GOOD, strlen(GOOD), &r, err, sizeof(err)), 0);
-    assert_int_equal(r.interval_ms, 1000);
-    assert_int_equal(r.piece_length, 4194304);
-    assert_int_equal(r.pieces, 4);
-    assert_string_equal(r.hash_algo, "xxh3-128");
-    assert_string_equal(r.hashes[0], HEX32);
-    assert_string_equal(r.hashes[1], "");
-    assert_string_equal(r.hashes[2], HEX32);
-    assert_int_equal(r.npeers, 2);
-    assert_string_equal(r.peers[0].addr, "10.0.0.3:5081");
-    assert_true(r.peers[0].complete);
-    assert_int_equal(r.peers[1].have, 1);
-    assert_int_equal(r.nlease, 2);
-    assert_int_equal(r.lease[0], 1);
-    assert_int_equal(r.lease[1], 3);
-    assert_int_equal(r.lease_expires_ms, 30000);
-    tracker_client_reply_dispose(&r);
+    char hex[2 * WIRE_HASH_MAX + 1];
+    assert_int_equal(announce_reply_decode(GOOD, strlen(GOOD), &d, err, sizeof(err)), 0);
+    assert_int_equal(r->interval_ms, 1000);
+    assert_int_equal(r->piece_length, 4194304);
+    assert_int_equal(r->pieces, 4);
+    assert_string_equal(wire_hash_algo_name(r->hash_algo), "xxh3-128");
+    wire_hash_to_hex(r->hashes, r->hash_len, hex);
+    assert_string_equal(hex, HEX32);
+    assert_true(r->hashed[0]);
+    assert_false(r->hashed[1]);
+    assert_true(r->hashed[2]);
+    wire_hash_to_hex(r->hashes + 2 * r->hash_len, r->hash_len, hex);
+    assert_string_equal(hex, HEX32);
+    assert_int_equal(r->npeers, 2);
+    assert_string_equal(r->peers[0].addr, "10.0.0.3:5081");
+    assert_true(r->peers[0].complete);
+    assert_int_equal(r->peers[1].have, 1);
+    assert_int_equal(r->nlease, 2);
+    assert_int_equal(r->lease[0], 1);
+    assert_int_equal(r->lease[1], 3);
+    assert_int_equal(r->lease_expires_ms, 30000);
+    announce_reply_doc_dispose(&d);
 
     /* No lease, no peers, no hashes: still a valid reply. */
     const char *min =
         "{\"interval_ms\":500,\"piece_length\":1,\"pieces\":0,\"hash_algo\":\"sha256\"}";
-    assert_int_equal(tracker_client_reply_parse(min, strlen(min), &r, err, sizeof(err)), 0);
-    assert_int_equal(r.nlease, 0);
-    assert_int_equal(r.npeers, 0);
-    tracker_client_reply_dispose(&r);
+    assert_int_equal(announce_reply_decode(min, strlen(min), &d, err, sizeof(err)), 0);
+    assert_int_equal(r->nlease, 0);
+    assert_int_equal(r->npeers, 0);
+    announce_reply_doc_dispose(&d);
 }
 
 static void expect_bad(const char *body, const char *field)
 {
-    struct tracker_client_reply r;
+    struct announce_reply_doc d;
     char err[256] = "";
-    assert_int_equal(tracker_client_reply_parse(body, strlen(body), &r, err, sizeof(err)),
-                     SHOAL_EPARSE);
+    assert_int_equal(announce_reply_decode(body, strlen(body), &d, err, sizeof(err)), SHOAL_EPARSE);
     if (!strstr(err, field))
         fail_msg("error \"%s\" does not name \"%s\" (body %s)", err, field, body);
-    /* A failed parse leaves nothing to free. */
-    assert_null(r.hashes);
-    assert_null(r.peers);
-    assert_null(r.lease);
+    /* A failed decode holds nothing (dispose is still safe). */
+    assert_null(d.hashes);
+    assert_null(d.peers);
+    assert_null(d.lease);
+    announce_reply_doc_dispose(&d);
 }
 
 #define BASE "\"interval_ms\":1000,\"piece_length\":4,\"pieces\":4,\"hash_algo\":\"xxh3-128\""

@@ -315,6 +315,17 @@ static void test_alternating_challenges_end(void **state)
     fx_teardown(&f);
 }
 
+/* True once the results in the NULL-terminated array arg have finished as
+ * many times as there are results. */
+static bool all_done(void *arg)
+{
+    int total = 0, n = 0;
+
+    for (struct result **r = arg; *r != NULL; r++, n++)
+        total += (*r)->ndone;
+    return total >= n;
+}
+
 static void test_bearer_fetch_shared(void **state)
 {
     struct fx f;
@@ -326,11 +337,9 @@ static void test_bearer_fetch_shared(void **state)
     start(&f, &a, "/v2/lib/x/manifests/a", false);
     start(&f, &b, "/v2/lib/x/manifests/b", false);
     start(&f, &c, "/v2/lib/x/manifests/c", false);
-    f.timed_out = false;
-    uv_timer_start(&f.watchdog, on_watchdog, 10000, 0);
-    while ((total = a.ndone + b.ndone + c.ndone) < 3 && !f.timed_out)
-        uv_run(&f.loop, UV_RUN_ONCE);
-    uv_timer_stop(&f.watchdog);
+    struct result *all[] = {&a, &b, &c, NULL};
+    loop_run_until(&f.loop, all_done, all, 10000);
+    total = a.ndone + b.ndone + c.ndone;
     assert_int_equal(total, 3);
     assert_int_equal(a.status, 200);
     assert_int_equal(b.status, 200);

@@ -1,13 +1,14 @@
 /* Shared fixture for the agent/upstream/upstream.c flow tests (test_upstream.c and
  * test_upstream_retry.c).
  *
- * A scripted HTTP server on 127.0.0.1 answers each request through a
- * per-test handler and logs what it saw (method, path, Authorization); a
- * second bound but never listening socket gives a port where connections are
- * refused. Each test owns a uv loop, an http_client and an upstream module
- * (fx_setup/fx_teardown); run_until drives the loop with a 10 s watchdog, and
- * an optional per-iteration tick hook lets a test act mid-flight. The caller
- * side records every upstream callback in a struct result.
+ * A scripted registry (support/fake_http.h on 127.0.0.1) answers each request
+ * through a per-test handler and logs what it saw (method, path,
+ * Authorization); a bound but never listening socket (support/port.h) gives a
+ * port where connections are refused. Each test owns a uv loop, an
+ * http_client and an upstream module (fx_setup/fx_teardown); run_until drives
+ * the loop with a 10 s deadline (support/loop_run.h), and an optional
+ * per-iteration tick hook lets a test act mid-flight. The caller side records
+ * every upstream callback in a struct result.
  *
  * bearer_handler, the scripted Bearer registry, lives here because both the
  * auth tests and the token-wait cancel test use it.
@@ -28,12 +29,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
 
 #include "shoal/error.h"
 #include "shoal/http_client.h"
+#include "support/fake_http.h"
+#include "support/http_head.h"
+#include "support/loop_run.h"
+#include "support/port.h"
 #include "upstream/upstream.h"
 
 /* --- scripted HTTP server --- */
@@ -50,30 +56,12 @@ struct reply {
     char body[1024];
 };
 
-struct fx;
-
-struct conn {
-    uv_tcp_t tcp;
-    struct fx *f;
-    struct conn *next;
-    char in[8192];
-    size_t len;
-    bool answered;
-    bool closing;
-    uv_write_t wr;
-    uv_shutdown_t sd;
-    char out[4096];
-};
-
 struct fx {
     uv_loop_t loop;
-    uv_tcp_t listener;
-    uv_tcp_t dead; /* bound, never listening: connections are refused */
-    uv_timer_t watchdog;
+    struct fake_http srv;
+    int dead_fd; /* bound, never listening: connections are refused */
     uv_check_t check;
     int port, dead_port;
-    bool timed_out;
-    struct conn *conns;
     void (*handler)(struct fx *f, const struct srv_req *rq, struct reply *rep);
     void (*tick)(struct fx *f);
     struct srv_req log[64];
@@ -89,150 +77,37 @@ struct fx {
     char url[64];
 };
 
-static void conn_closed(uv_handle_t *h)
+/* The fake_http handler: parses and logs the request, asks the test's
+ * handler for the answer and sends it (status 0: never answer). */
+static void answer(struct fake_http_conn *c, const char *req)
 {
-    struct conn *c = h->data;
-    struct conn **pp;
-
-    for (pp = &c->f->conns; *pp; pp = &(*pp)->next) {
-        if (*pp == c) {
-            *pp = c->next;
-            break;
-        }
-    }
-    free(c);
-}
-
-static void conn_close(struct conn *c)
-{
-    if (!c->closing) {
-        c->closing = true;
-        uv_close((uv_handle_t *)&c->tcp, conn_closed);
-    }
-}
-
-static void header_value(const char *block, const char *name, char *out, size_t outlen)
-{
-    size_t n = strlen(name);
-    const char *p = block;
-
-    out[0] = '\0';
-    while ((p = strstr(p, "\r\n")) != NULL) {
-        p += 2;
-        if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
-            const char *v = p + n + 1, *e;
-            while (*v == ' ')
-                v++;
-            e = strstr(v, "\r\n");
-            size_t len = e ? (size_t)(e - v) : strlen(v);
-            if (len >= outlen)
-                len = outlen - 1;
-            memcpy(out, v, len);
-            out[len] = '\0';
-            return;
-        }
-    }
-}
-
-static void on_shutdown(uv_shutdown_t *sd, int status)
-{
-    (void)sd;
-    (void)status;
-    /* The client closes after reading the answer; its EOF closes us. */
-}
-
-static void on_written(uv_write_t *wr, int status)
-{
-    struct conn *c = wr->data;
-
-    if (status < 0 || c->closing || uv_shutdown(&c->sd, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
-        conn_close(c);
-}
-
-static void answer(struct conn *c)
-{
-    struct fx *f = c->f;
+    struct fx *f = c->srv->arg;
     struct srv_req rq;
     struct reply rep;
-    char *sp1, *sp2;
+    const char *sp1, *sp2;
+    char out[4096];
 
     memset(&rq, 0, sizeof(rq));
     memset(&rep, 0, sizeof(rep));
-    sp1 = strchr(c->in, ' ');
+    sp1 = strchr(req, ' ');
     sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
     assert_non_null(sp2);
-    snprintf(rq.method, sizeof(rq.method), "%.*s", (int)(sp1 - c->in), c->in);
+    snprintf(rq.method, sizeof(rq.method), "%.*s", (int)(sp1 - req), req);
     snprintf(rq.path, sizeof(rq.path), "%.*s", (int)(sp2 - sp1 - 1), sp1 + 1);
-    header_value(c->in, "Authorization", rq.auth, sizeof(rq.auth));
+    http_head_header(req, "Authorization", rq.auth, sizeof(rq.auth));
     assert_true(f->nlog < sizeof(f->log) / sizeof(f->log[0]));
     f->log[f->nlog++] = rq;
     f->nseen++;
     f->handler(f, &rq, &rep);
-    c->answered = true;
     if (rep.status == 0)
         return;
-    int n = snprintf(c->out, sizeof(c->out),
+    int n = snprintf(out, sizeof(out),
                      "HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n%s",
                      rep.status, strlen(rep.body), rep.headers, rep.body);
-    assert_true(n > 0 && (size_t)n < sizeof(c->out));
-    uv_buf_t b = uv_buf_init(c->out, (unsigned)n);
-    c->wr.data = c;
-    assert_int_equal(uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written), 0);
-}
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-    struct conn *c = h->data;
-    (void)hint;
-    *b = uv_buf_init(c->in + c->len, (unsigned)(sizeof(c->in) - 1 - c->len));
-}
-
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
-{
-    struct conn *c = s->data;
-    (void)b;
-
-    if (n < 0) {
-        conn_close(c);
-        return;
-    }
-    c->len += (size_t)n;
-    c->in[c->len] = '\0';
-    if (!c->answered && strstr(c->in, "\r\n\r\n"))
-        answer(c);
-    else if (c->len + 1 >= sizeof(c->in))
-        conn_close(c);
-}
-
-static void on_conn(uv_stream_t *l, int status)
-{
-    struct fx *f = l->data;
-    struct conn *c;
-
-    assert_int_equal(status, 0);
-    c = calloc(1, sizeof(*c));
-    assert_non_null(c);
-    c->f = f;
-    uv_tcp_init(&f->loop, &c->tcp);
-    c->tcp.data = c;
-    c->next = f->conns;
-    f->conns = c;
-    assert_int_equal(uv_accept(l, (uv_stream_t *)&c->tcp), 0);
-    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read), 0);
-}
-
-static int bound_port(uv_tcp_t *t)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    assert_int_equal(uv_tcp_getsockname(t, (struct sockaddr *)&ss, &len), 0);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
-static void on_watchdog(uv_timer_t *t)
-{
-    struct fx *f = t->data;
-    f->timed_out = true;
+    assert_true(n > 0 && (size_t)n < sizeof(out));
+    fake_http_write(c, out, (size_t)n);
+    /* The client closes after reading the answer; its EOF closes us. */
+    fake_http_end(c);
 }
 
 static void on_check(uv_check_t *h)
@@ -247,22 +122,12 @@ static void fx_setup(struct fx *f,
                      void (*handler)(struct fx *, const struct srv_req *, struct reply *),
                      int max_retries, int64_t base_ms, int64_t max_ms)
 {
-    struct sockaddr_in sa;
-
     memset(f, 0, sizeof(*f));
     assert_int_equal(uv_loop_init(&f->loop), 0);
     f->handler = handler;
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sa), 0);
-    uv_tcp_init(&f->loop, &f->listener);
-    f->listener.data = f;
-    assert_int_equal(uv_tcp_bind(&f->listener, (const struct sockaddr *)&sa, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 64, on_conn), 0);
-    f->port = bound_port(&f->listener);
-    uv_tcp_init(&f->loop, &f->dead);
-    assert_int_equal(uv_tcp_bind(&f->dead, (const struct sockaddr *)&sa, 0), 0);
-    f->dead_port = bound_port(&f->dead);
-    uv_timer_init(&f->loop, &f->watchdog);
-    f->watchdog.data = f;
+    fake_http_start(&f->srv, &f->loop, answer, f);
+    f->port = f->srv.port;
+    f->dead_port = port_refusing(&f->dead_fd);
     uv_check_init(&f->loop, &f->check);
     f->check.data = f;
     uv_check_start(&f->check, on_check);
@@ -295,27 +160,19 @@ static void fx_teardown(struct fx *f)
 {
     upstream_destroy(f->u);
     http_client_destroy(f->hc, hc_freed, f);
-    uv_close((uv_handle_t *)&f->listener, close_cb_noop);
-    uv_close((uv_handle_t *)&f->dead, close_cb_noop);
-    uv_close((uv_handle_t *)&f->watchdog, close_cb_noop);
+    fake_http_close(&f->srv);
+    close(f->dead_fd);
     uv_close((uv_handle_t *)&f->check, close_cb_noop);
-    for (struct conn *c = f->conns; c; c = c->next)
-        conn_close(c);
     assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     assert_true(f->hc_freed);
-    assert_null(f->conns);
+    assert_null(f->srv.conns);
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
 /* Runs the loop until *count reaches want, failing after 10 s. */
 static void run_until(struct fx *f, const int *count, int want)
 {
-    f->timed_out = false;
-    uv_timer_start(&f->watchdog, on_watchdog, 10000, 0);
-    while (*count < want && !f->timed_out)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    uv_timer_stop(&f->watchdog);
-    assert_false(f->timed_out);
+    assert_true(loop_run_until_count(&f->loop, count, want, 10000));
 }
 
 /* --- a caller --- */
