@@ -1146,9 +1146,9 @@ int partial_stream_begin(struct partial_blob *pb)
             return SHOAL_EBUSY;
         return 0; /* continues at received */
     }
-    if (pb->hashing)
-        return SHOAL_EBUSY;
     uint64_t start = held_prefix(pb);
+    if (pb->hashed > start && pb->hashing)
+        return SHOAL_EBUSY; /* the hash starts over once this job is back */
     clear_from(pb, pb->first_missing);
     if (pb->hashed > start) {
         /* Bytes beyond the prefix were hashed (pieces dropped since): the
