@@ -294,7 +294,10 @@ void swarm_core_fetch_done(struct swarm_core *c, uint64_t now, int rc)
         if (running(c))
             LOG(WARN, COMP, "digest=%s lease fetch failed err=%s; giving back %" PRIu32 " pieces",
                 c->digest, rc ? shoal_errname(rc) : "short_body", c->run_end - c->run_next);
-        /* The run and what follows it go back to the tracker. */
+        /* The pieces of the run that arrived are ours (their hashes go to
+         * the tracker); the rest of the run and what follows it go back. */
+        while (c->lpos < c->nlease && c->lease[c->lpos] < c->run_next)
+            c->lpos++;
         for (; c->lpos < c->nlease; c->lpos++) {
             push_u64(&c->failed, &c->nfailed, c->lease[c->lpos]);
             piece_picker_set_excluded(c->pp, c->lease[c->lpos], false);

@@ -449,6 +449,72 @@ static void test_endgame(void **state)
     end(h);
 }
 
+static bool first_fetch_over(const struct harness *h)
+{
+    return h->fetches == 1 && !h->fetching;
+}
+
+/* A lease fetch failing mid-run gives back only the pieces that did not
+ * arrive; they are reported once in lease_failed and leased again. */
+static void test_lease_fetch_fails(void **state)
+{
+    (void)state;
+    struct harness *h = mk(8);
+    h->t.lease_pieces = 8;
+    h->fetch_fail_after = 3;
+    h_start(h);
+    assert_true(h_run(h, first_fetch_over, 1000));
+    assert_int_equal(swarm_core_pieces_held(h->core), 3);
+    h->fetch_fail_after = -1;
+    assert_true(h_run(h, h_all_held, 5000));
+    h_run(h, NULL, 2000);
+
+    size_t reports = 0;
+    for (size_t i = 0; i < h->nann; i++) {
+        if (h->ann[i].nfailed == 0)
+            continue;
+        reports++;
+        assert_int_equal(h->ann[i].rc, 0);
+        assert_int_equal(h->ann[i].nfailed, 5);
+        for (size_t j = 0; j < 5; j++)
+            assert_int_equal(h->ann[i].failed[j], 3 + j);
+    }
+    assert_int_equal(reports, 1);
+    for (uint32_t i = 0; i < 8; i++)
+        assert_int_equal(h_hash_reports(h, i), 1);
+    assert_int_equal(h_count(h, SWARM_ACT_FETCH), 2);
+    size_t f = h_find(h, h_find(h, 0, SWARM_ACT_FETCH) + 1, SWARM_ACT_FETCH);
+    assert_int_equal(h->log[f].a.index, 3);
+    assert_int_equal(h->log[f].a.last, 7);
+    end(h);
+}
+
+/* A lease fetch that ends without error but short of its run (the body
+ * stopped early) is a failure like any other. */
+static void test_lease_fetch_short_body(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    h->t.lease_pieces = 4;
+    h->fetch_fail_after = 1;
+    h->fetch_fail_rc = 0;
+    h_start(h);
+    assert_true(h_run(h, first_fetch_over, 1000));
+    assert_int_equal(swarm_core_pieces_held(h->core), 1);
+    h->fetch_fail_after = -1;
+    assert_true(h_run(h, h_all_held, 5000));
+    h_run(h, NULL, 500);
+    size_t reports = 0;
+    for (size_t i = 0; i < h->nann; i++)
+        if (h->ann[i].nfailed) {
+            assert_int_equal(h->ann[i].nfailed, 3);
+            assert_int_equal(h->ann[i].failed[0], 1);
+            reports++;
+        }
+    assert_int_equal(reports, 1);
+    end(h);
+}
+
 /* Our lease runs out while we fetch slowly; the tracker leases the pieces to
  * another agent, whose peers then have them. We do not ask peers for our own
  * leased pieces while our fetch runs; once it fails, they come from peers. */
@@ -548,6 +614,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_tracker_gone_at_start),
         cmocka_unit_test(test_tracker_gone_later),
         cmocka_unit_test(test_endgame),
+        cmocka_unit_test(test_lease_fetch_fails),
+        cmocka_unit_test(test_lease_fetch_short_body),
         cmocka_unit_test(test_lease_expires_under_us),
         cmocka_unit_test(test_seeding),
     };
