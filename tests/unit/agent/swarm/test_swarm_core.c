@@ -189,6 +189,48 @@ static void test_hashes_dropped_after_success(void **state)
     end(h);
 }
 
+/* A hash goes to the tracker within SWARM_ANNOUNCE_MIN_GAP_MS of its piece
+ * (plus a tick, plus an announce still out), even when it arrives while an
+ * announce is out; and the end of a lease asks for the next at once. */
+static void test_hash_report_latency(void **state)
+{
+    (void)state;
+    struct harness *h = mk(16);
+    h->t.lease_pieces = 4;
+    h->t.latency_ms = 150; /* a slow tracker: pieces land while it answers */
+    h->t.interval_ms = 2000;
+    h->fetch_piece_ms = 60;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    h_run(h, NULL, 1000);
+    const uint64_t bound = h->t.latency_ms + SWARM_ANNOUNCE_MIN_GAP_MS + SWARM_TICK_MS;
+    for (uint32_t i = 0; i < 16; i++) {
+        uint64_t got = h_time_of(h, SWARM_ACT_HAVE, i), sent = UINT64_MAX;
+        for (size_t k = 0; k < h->nann && sent == UINT64_MAX; k++)
+            for (size_t j = 0; j < h->ann[k].nhashes; j++)
+                if (h->ann[k].hashes[j] == i)
+                    sent = h->ann[k].at;
+        assert_true(got != UINT64_MAX && sent != UINT64_MAX);
+        if (sent - got > bound)
+            fail_msg("hash of piece %u reported %llu ms after its piece", i,
+                     (unsigned long long)(sent - got));
+        assert_int_equal(h_hash_reports(h, i), 1);
+    }
+    /* Four leases, each asked for soon after the previous one ended. */
+    assert_int_equal(h_count(h, SWARM_ACT_FETCH), 4);
+    for (size_t f = h_find(h, 0, SWARM_ACT_FETCH); f != SIZE_MAX;
+         f = h_find(h, f + 1, SWARM_ACT_FETCH)) {
+        uint32_t first = h->log[f].a.index;
+        if (first == 0)
+            continue;
+        uint64_t prev_end = h_time_of(h, SWARM_ACT_HAVE, first - 1);
+        if (h->log[f].at - prev_end > 2 * bound)
+            fail_msg("lease from piece %u fetched %llu ms after the previous one ended", first,
+                     (unsigned long long)(h->log[f].at - prev_end));
+    }
+    end(h);
+}
+
 /* A resumed download: the partial's pieces are never requested, leased ones
  * are hashed from disk (HASH_HELD), the rest fetched in runs around them. */
 static void test_resumed_download(void **state)
@@ -606,6 +648,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normal_download),
         cmocka_unit_test(test_hashes_dropped_after_success),
+        cmocka_unit_test(test_hash_report_latency),
         cmocka_unit_test(test_resumed_download),
         cmocka_unit_test(test_resumed_lease_all_held),
         cmocka_unit_test(test_stall_self_lease),
