@@ -284,7 +284,10 @@ void swarm_core_lease_piece(struct swarm_core *c, uint64_t now, uint32_t index, 
         fallback(c, write_rc);
         return;
     }
-    if (!wire_bit_get(c->have, index)) {
+    /* The shell writes a leased piece only while the core wants it: after a
+     * fallback or a stop, one still arriving is not in the partial blob and
+     * not ours to announce. */
+    if (running(c) && !wire_bit_get(c->have, index)) {
         c->cfg.stats->pieces_verified++;
         piece_done(c, index, now);
     }

@@ -534,7 +534,98 @@ static void test_piece_write_fails(void **state)
     end(h);
 }
 
+static void test_lease_write_fails(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    h->t.lease_pieces = 4;
+    h->lease_write_rc = -EIO;
+    h_start(h);
+    assert_true(h_run(h, h_has_fallen_back, 1000));
+    assert_int_equal(h->fallback_rc, -EIO);
+    assert_int_equal(swarm_core_pieces_held(h->core), 0);
+    /* Its hash is still worth reporting. */
+    h_run(h, NULL, 1000);
+    assert_int_equal(h_hash_reports(h, 0), 1);
+    assert_int_equal(h_count(h, SWARM_ACT_HAVE), 0);
+    end(h);
+}
+
+/* After a FALLBACK the shell writes nothing more; lease pieces still on
+ * their way are not ours to announce. */
+static void test_lease_pieces_after_fallback(void **state)
+{
+    (void)state;
+    struct harness *h = mk(8);
+    static const int last[] = {7, -1};
+    h_peer(h, "10.0.0.2:7000", HPEER_GOOD, last);
+    h_hashed(h, 7, 8);
+    h->t.lease_pieces = 4;
+    h->fetch_piece_ms = 300;
+    h->piece_write_rc = -ENOSPC;
+    h_start(h);
+    assert_true(h_run(h, h_has_fallen_back, 1000));
+    assert_true(h->fetching);
+    assert_true(h_run(h, NULL, 2000));
+    assert_false(h->fetching);
+    assert_int_equal(swarm_core_pieces_held(h->core), 0);
+    assert_int_equal(h_count(h, SWARM_ACT_HAVE), 0);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_non_null(swarm_core_piece_hash(h->core, i));
+    end(h);
+}
+
 /* ---- stop ------------------------------------------------------------------------- */
+
+/* stop closes every peer, then CLOSE; what comes after changes nothing. */
+static void test_stop(void **state)
+{
+    (void)state;
+    struct harness *h = mk(8);
+    int p = h_seed(h, "10.0.0.2:7000");
+    int q = h_seed(h, "10.0.0.3:7000");
+    h->peers[p].hold_pieces = true;
+    h->peers[q].hold_pieces = true;
+    h_hashed(h, 0, 4);
+    h->t.lease_pieces = 4;
+    h->fetch_hang = true;
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    h_run(h, NULL, 20);
+    assert_true(h->fetching);
+    assert_int_equal(h->peers[p].ninflight + h->peers[q].ninflight, 4);
+    h_peer_asks(h, p, 0); /* nothing held: not answered */
+    size_t n = h->nlog;
+    h_stop(h);
+    assert_int_equal(swarm_core_state(h->core), SWARM_CORE_DONE);
+    assert_int_equal(h->nlog, n + 3);
+    assert_int_equal(h->log[n].a.type, SWARM_ACT_CLOSE_PEER);
+    assert_int_equal(h->log[n].a.rc, 0);
+    assert_int_equal(h->log[n + 1].a.type, SWARM_ACT_CLOSE_PEER);
+    assert_int_equal(h->log[n + 2].a.type, SWARM_ACT_CLOSE);
+    assert_false(swarm_core_wants(h->core, 5));
+
+    /* Everything after: no action at all (the harness fails on any). */
+    uint32_t id = h->peers[p].cid;
+    uint8_t hash[WIRE_HASH_MAX];
+    h_hash(h, 4, hash);
+    swarm_core_lease_piece(h->core, h->now, 4, hash, 16, 0);
+    swarm_core_piece(h->core, h->now, id, 0, H_PLEN, SWARM_PIECE_DUPLICATE, 0);
+    swarm_core_peer_request(h->core, h->now, id, 0);
+    swarm_core_peer_have(h->core, h->now, id, 1);
+    swarm_core_request_failed(h->core, h->now, id, 1);
+    swarm_core_tick(h->core, h->now + 100000);
+    swarm_core_complete(h->core, h->now);
+    swarm_core_stop(h->core);
+    uint32_t nid;
+    assert_int_equal(swarm_core_peer_add(h->core, h->now, "10.0.0.5:1", &nid), SHOAL_ENOT_FOUND);
+    h_drain(h);
+    h_run(h, NULL, 5000);
+    assert_int_equal(h->nlog, n + 3);
+    assert_int_equal(swarm_core_peer_count(h->core), 0);
+    assert_false(swarm_core_has(h->core, 4));
+    end(h);
+}
 
 /* complete before any table is a stop. */
 static void test_complete_without_table(void **state)
@@ -705,6 +796,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed_table),
         cmocka_unit_test(test_hashes_of_wrong_length),
         cmocka_unit_test(test_piece_write_fails),
+        cmocka_unit_test(test_lease_write_fails),
+        cmocka_unit_test(test_lease_pieces_after_fallback),
+        cmocka_unit_test(test_stop),
         cmocka_unit_test(test_complete_without_table),
         cmocka_unit_test(test_create_checks),
         cmocka_unit_test(test_queries_and_strays),
