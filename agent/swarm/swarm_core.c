@@ -501,6 +501,16 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
     }
     if (c->state != SWARM_CORE_RUNNING)
         return;
+    if (r->piece_length != c->plen || r->pieces != c->npieces) {
+        /* The tracker made the swarm anew with another geometry (restarted
+         * with other options): its indexes no longer name our pieces. */
+        LOG(WARN, COMP,
+            "digest=%s tracker piece table changed piece_length=%" PRIu64 " pieces=%" PRIu32
+            " ours: piece_length=%" PRIu32 " pieces=%" PRIu32,
+            c->digest, r->piece_length, r->pieces, c->plen, c->npieces);
+        fallback(c, SHOAL_EPROTOCOL);
+        return;
+    }
     /* Hashes of another length (the tracker changed its algorithm under us)
      * are not ours to check pieces with. */
     for (uint32_t i = 0; r->hashes && r->hashed && r->hash_len == c->hash_len && i < c->npieces;

@@ -148,7 +148,9 @@ void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *
 /* The announce ended: rc 0 with the reply, or the failure. held (may be
  * NULL) is the bitfield of pieces the partial blob holds in the reply's
  * piece_length (the shell aligns the partial to it before calling), read
- * only when the table is new to the core. */
+ * only when the table is new to the core. A later reply whose piece_length
+ * or piece count differs from that table (the tracker made the swarm anew)
+ * ends the swarm: FALLBACK(SHOAL_EPROTOCOL). */
 void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
                               const struct announce_reply *r, const uint8_t *held);
 

@@ -644,6 +644,59 @@ static void test_complete_without_table(void **state)
     end(h);
 }
 
+/* ---- the tracker's table changes under us -------------------------------------------- */
+
+static uint8_t *small_hashed;
+static uint8_t *small_hashes;
+static uint32_t *small_lease;
+
+/* A reply for a swarm the tracker made anew with twice the piece length:
+ * half as many pieces, its arrays exactly that long. */
+static void regeometry(struct harness *h, struct announce_reply *r)
+{
+    r->piece_length *= 2;
+    r->pieces = (uint32_t)((h->size + r->piece_length - 1) / r->piece_length);
+    free(small_hashed);
+    free(small_hashes);
+    free(small_lease);
+    small_hashed = calloc(r->pieces, 1);
+    small_hashes = calloc(r->pieces, r->hash_len);
+    small_lease = calloc(r->pieces, sizeof(*small_lease));
+    assert_true(small_hashed && small_hashes && small_lease);
+    for (uint32_t i = 0; i < r->pieces; i++)
+        small_hashed[i] = 1;
+    small_lease[0] = r->pieces - 1;
+    r->hashed = small_hashed;
+    r->hashes = small_hashes;
+    r->lease = small_lease;
+    r->nlease = 1;
+    r->has_lease = true;
+}
+
+static void test_table_changes(void **state)
+{
+    (void)state;
+    struct harness *h = mk(8);
+    static const int none[] = {-1};
+    h_peer(h, "10.0.0.2:7000", HPEER_GOOD, none);
+    h->t.interval_ms = 500;
+    h->cfg.stall_timeout_ms = 60000;
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    h->t.mangle = regeometry;
+    assert_true(h_run(h, h_has_fallen_back, 2000));
+    assert_int_equal(h->fallback_rc, SHOAL_EPROTOCOL);
+    assert_int_equal(swarm_core_piece_count(h->core), 8);
+    for (uint32_t i = 0; i < 8; i++)
+        assert_null(swarm_core_piece_hash(h->core, i));
+    assert_int_equal(h_count(h, SWARM_ACT_FETCH), 0);
+    h_run(h, NULL, 1000);
+    end(h);
+    free(small_hashed);
+    free(small_hashes);
+    free(small_lease);
+}
+
 /* ---- configuration and queries ---------------------------------------------------------- */
 
 static void test_create_checks(void **state)
@@ -800,6 +853,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_lease_pieces_after_fallback),
         cmocka_unit_test(test_stop),
         cmocka_unit_test(test_complete_without_table),
+        cmocka_unit_test(test_table_changes),
         cmocka_unit_test(test_create_checks),
         cmocka_unit_test(test_queries_and_strays),
         cmocka_unit_test(test_long_address),
