@@ -672,6 +672,8 @@ void swarm_core_piece(struct swarm_core *c, uint64_t now, uint32_t id, uint32_t 
         LOG(WARN, COMP, "digest=%s piece=%" PRIu32 " from=%s failed its hash: peer banned",
             c->digest, index, p->addr);
         piece_picker_request_failed(c->pp, p, index);
+        /* Closing: it is asked for nothing more until it is gone. */
+        p->ready = false;
         ban_list_add(c->cfg.bans, p->addr, p->has_pid ? p->pid : NULL, now, c->cfg.ban_time_ms);
         /* Only an address we dialed is one the tracker hands out. */
         if (p->outgoing && c->nbad < SWARM_BAD_MAX)

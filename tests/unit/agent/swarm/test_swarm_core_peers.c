@@ -92,6 +92,45 @@ static void test_bad_peer(void **state)
     end(h);
 }
 
+static int closing_peer = -1;
+
+static bool peer_closing(const struct harness *h)
+{
+    return h->peers[closing_peer].closing;
+}
+
+/* Between the CLOSE_PEER of a bad peer and its peer_gone, no REQUEST goes to
+ * it, even when another peer leaving frees pieces it has. */
+static void test_no_request_to_closing_peer(void **state)
+{
+    (void)state;
+    struct harness *h = mk(6);
+    int b = h_peer(h, "10.0.0.66:7000", HPEER_BAD, ALL);
+    int g = h_seed(h, "10.0.0.2:7000");
+    int x = h_seed(h, "10.0.0.3:7000");
+    for (int i = 0; i < 3; i++)
+        h->peers[i].hold_pieces = true;
+    h_hashed(h, 0, 6);
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    h_run(h, NULL, 20);
+    assert_int_equal(h->peers[b].ninflight + h->peers[g].ninflight + h->peers[x].ninflight, 6);
+    h_peer_release(h, b);
+    closing_peer = b;
+    assert_true(h_run(h, peer_closing, 0));
+    assert_true(h->peers[b].conn); /* its peer_gone has not come yet */
+    /* x leaves: its two pieces are free, and b has them. The harness fails
+     * the test on a REQUEST to a peer being closed. */
+    size_t before = h_count_peer(h, SWARM_ACT_REQUEST, b);
+    h_peer_drop(h, x);
+    assert_int_equal(h_count_peer(h, SWARM_ACT_REQUEST, b), before);
+    h->peers[g].hold_pieces = false;
+    h_peer_release(h, g);
+    assert_true(h_run(h, h_all_held, 1000));
+    assert_int_equal(h->peers[b].closes, 1);
+    end(h);
+}
+
 /* A peer that dialed us and sends a bad piece is banned, but its address
  * (an ephemeral port) is not reported to the tracker. */
 static void test_bad_incoming_peer_not_reported(void **state)
@@ -138,6 +177,31 @@ static void test_uncheckable_piece(void **state)
     assert_true(ban_list_has_addr(&h->bans, "10.0.0.2:7000", h->now));
     h_run(h, NULL, 200);
     assert_int_equal(h_last_announce(h)->nbad, 1);
+    end(h);
+}
+
+/* At most SWARM_BAD_MAX bad addresses wait for the tracker. */
+static void test_bad_peers_capped(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    int bad[SWARM_BAD_MAX + 2];
+    h->cfg.max_peers = 16;
+    for (int i = 0; i < SWARM_BAD_MAX + 2; i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "10.0.1.%d:7000", i + 1);
+        bad[i] = h_peer(h, addr, HPEER_BAD, ALL);
+    }
+    h_hashed(h, 0, 4);
+    h->t.interval_ms = 10000;
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    h->t.down = true;
+    h_run(h, NULL, 50);
+    for (int i = 0; i < SWARM_BAD_MAX + 2; i++)
+        assert_int_equal(h->peers[bad[i]].closes, 1);
+    h_run(h, NULL, 200);
+    assert_int_equal(h_last_announce(h)->nbad, SWARM_BAD_MAX);
     end(h);
 }
 
@@ -834,8 +898,10 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_peer),
+        cmocka_unit_test(test_no_request_to_closing_peer),
         cmocka_unit_test(test_bad_incoming_peer_not_reported),
         cmocka_unit_test(test_uncheckable_piece),
+        cmocka_unit_test(test_bad_peers_capped),
         cmocka_unit_test(test_incoming_peers),
         cmocka_unit_test(test_max_peers),
         cmocka_unit_test(test_unreachable_peer),
