@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit test-system test-asan demo bench bench-cluster format check-format clean
+.PHONY: all deps build build-asan test test-unit test-system test-asan coverage demo bench bench-cluster format check-format clean
 
 all: build
 
@@ -30,6 +30,11 @@ test-unit: build
 test-system: build
 	$(PYTHON) -m pytest -q tests/system
 
+# Unit tests in a --coverage build (build-cov), then gcov's line coverage of
+# the swarm core, the ban table and the partial blob (tests/coverage.sh).
+coverage:
+	JOBS=$(JOBS) ./tests/coverage.sh
+
 demo: deps build
 	./deploy/demo.sh
 
@@ -49,4 +54,4 @@ check-format:
 	./tests/check-format.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-cov

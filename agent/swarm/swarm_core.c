@@ -61,6 +61,7 @@ struct swarm_core {
     uint64_t interval_ms;
     uint64_t next_announce;
     uint64_t last_announce;
+    uint64_t soon_gap;          /* asked for while announcing; UINT64_MAX = nothing */
     struct announce_hash *pend; /* hashes to report */
     size_t npend, npend_sent;
     char bad[SWARM_BAD_MAX][SWARM_ADDR_MAX]; /* peers that sent bad pieces */
@@ -143,9 +144,13 @@ static int push_u64(uint64_t **arr, size_t *n, uint64_t v)
     return 0;
 }
 
-/* Asks the tracker no later than gap after the last announce. */
+/* Asks the tracker no later than gap after the last announce. While an
+ * announce is out, its reply reschedules the next one from the interval, so
+ * the wish is also kept for the reply to honour. */
 static void announce_soon(struct swarm_core *c, uint64_t gap)
 {
+    if (c->announcing && gap < c->soon_gap)
+        c->soon_gap = gap;
     if (c->next_announce > c->last_announce + gap)
         c->next_announce = c->last_announce + gap;
 }
@@ -239,7 +244,7 @@ static void lease_next(struct swarm_core *c, uint64_t now)
         act_peer(c, SWARM_ACT_HASH_HELD, 0, c->lease[c->lpos++]);
     if (c->lpos >= c->nlease) {
         lease_clear(c);
-        c->next_announce = now; /* report hashes, ask for more */
+        announce_soon(c, 0); /* report hashes, ask for more */
         return;
     }
     uint32_t first = c->lease[c->lpos];
@@ -279,7 +284,10 @@ void swarm_core_lease_piece(struct swarm_core *c, uint64_t now, uint32_t index, 
         fallback(c, write_rc);
         return;
     }
-    if (!wire_bit_get(c->have, index)) {
+    /* The shell writes a leased piece only while the core wants it: after a
+     * fallback or a stop, one still arriving is not in the partial blob and
+     * not ours to announce. */
+    if (running(c) && !wire_bit_get(c->have, index)) {
         c->cfg.stats->pieces_verified++;
         piece_done(c, index, now);
     }
@@ -294,7 +302,10 @@ void swarm_core_fetch_done(struct swarm_core *c, uint64_t now, int rc)
         if (running(c))
             LOG(WARN, COMP, "digest=%s lease fetch failed err=%s; giving back %" PRIu32 " pieces",
                 c->digest, rc ? shoal_errname(rc) : "short_body", c->run_end - c->run_next);
-        /* The run and what follows it go back to the tracker. */
+        /* The pieces of the run that arrived are ours (their hashes go to
+         * the tracker); the rest of the run and what follows it go back. */
+        while (c->lpos < c->nlease && c->lease[c->lpos] < c->run_next)
+            c->lpos++;
         for (; c->lpos < c->nlease; c->lpos++) {
             push_u64(&c->failed, &c->nfailed, c->lease[c->lpos]);
             piece_picker_set_excluded(c->pp, c->lease[c->lpos], false);
@@ -463,6 +474,7 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
         LOG(WARN, COMP, "digest=%s announce failed err=%s", c->digest, shoal_errname(rc));
         c->npend_sent = c->nbad_sent = c->nfailed_sent = 0;
         c->next_announce = now + (c->interval_ms ? c->interval_ms : 1000);
+        c->soon_gap = UINT64_MAX; /* the retry carries it all */
         if (!c->table)
             fallback(c, SHOAL_EUNAVAILABLE); /* no tracker, no swarm: go upstream */
         return;
@@ -475,6 +487,11 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
         drop_sent(c->failed, sizeof(*c->failed), &c->nfailed, &c->nfailed_sent);
     c->interval_ms = r->interval_ms;
     c->next_announce = now + r->interval_ms;
+    if (c->soon_gap != UINT64_MAX) {
+        uint64_t gap = c->soon_gap;
+        c->soon_gap = UINT64_MAX;
+        announce_soon(c, gap);
+    }
     if (!c->table) {
         int trc = take_table(c, r, held, now);
         if (trc < 0) {
@@ -484,6 +501,16 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
     }
     if (c->state != SWARM_CORE_RUNNING)
         return;
+    if (r->piece_length != c->plen || r->pieces != c->npieces) {
+        /* The tracker made the swarm anew with another geometry (restarted
+         * with other options): its indexes no longer name our pieces. */
+        LOG(WARN, COMP,
+            "digest=%s tracker piece table changed piece_length=%" PRIu64 " pieces=%" PRIu32
+            " ours: piece_length=%" PRIu32 " pieces=%" PRIu32,
+            c->digest, r->piece_length, r->pieces, c->plen, c->npieces);
+        fallback(c, SHOAL_EPROTOCOL);
+        return;
+    }
     /* Hashes of another length (the tracker changed its algorithm under us)
      * are not ours to check pieces with. */
     for (uint32_t i = 0; r->hashes && r->hashed && r->hash_len == c->hash_len && i < c->npieces;
@@ -645,11 +672,13 @@ void swarm_core_piece(struct swarm_core *c, uint64_t now, uint32_t id, uint32_t 
         LOG(WARN, COMP, "digest=%s piece=%" PRIu32 " from=%s failed its hash: peer banned",
             c->digest, index, p->addr);
         piece_picker_request_failed(c->pp, p, index);
+        /* Closing: it is asked for nothing more until it is gone. */
+        p->ready = false;
         ban_list_add(c->cfg.bans, p->addr, p->has_pid ? p->pid : NULL, now, c->cfg.ban_time_ms);
         /* Only an address we dialed is one the tracker hands out. */
         if (p->outgoing && c->nbad < SWARM_BAD_MAX)
             snprintf(c->bad[c->nbad++], SWARM_ADDR_MAX, "%s", p->addr);
-        c->next_announce = now; /* tell the tracker now */
+        announce_soon(c, 0); /* tell the tracker now */
         struct swarm_act *a = push(c, SWARM_ACT_CLOSE_PEER);
         if (a) {
             a->peer = id;
@@ -751,7 +780,7 @@ void swarm_core_complete(struct swarm_core *c, uint64_t now)
         }
     c->nhave = c->npieces;
     c->seed_until = now + c->cfg.seed_time_ms;
-    c->next_announce = now;
+    announce_soon(c, 0);
     LOG(INFO, COMP, "digest=%s complete; seeding for %" PRIu64 " ms", c->digest,
         c->cfg.seed_time_ms);
 }
@@ -779,6 +808,7 @@ int swarm_core_create(const struct swarm_core_config *cfg, struct swarm_core **o
     c->cfg.self_addr = c->self_addr;
     c->state = SWARM_CORE_RUNNING;
     c->next_id = 1;
+    c->soon_gap = UINT64_MAX;
     cfg->stats->swarms_active++;
     *out = c;
     return 0;

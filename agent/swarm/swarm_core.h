@@ -148,7 +148,9 @@ void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *
 /* The announce ended: rc 0 with the reply, or the failure. held (may be
  * NULL) is the bitfield of pieces the partial blob holds in the reply's
  * piece_length (the shell aligns the partial to it before calling), read
- * only when the table is new to the core. */
+ * only when the table is new to the core. A later reply whose piece_length
+ * or piece count differs from that table (the tracker made the swarm anew)
+ * ends the swarm: FALLBACK(SHOAL_EPROTOCOL). */
 void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
                               const struct announce_reply *r, const uint8_t *held);
 
@@ -178,7 +180,9 @@ void swarm_core_piece(struct swarm_core *c, uint64_t now, uint32_t id, uint32_t 
 
 /* A leased piece arrived from upstream (FETCH) or was read back (HASH_HELD):
  * its raw hash (swarm_core_hash_algo() over it) and the result of writing it
- * (0; not written because already held is 0 too). */
+ * (0; not written because swarm_core_wants() said no is 0 too). Its hash is
+ * reported to the tracker; the piece counts as held only while the core is
+ * running (not after a FALLBACK or a stop). */
 void swarm_core_lease_piece(struct swarm_core *c, uint64_t now, uint32_t index, const uint8_t *hash,
                             size_t hash_len, int write_rc);
 /* The FETCH ended: rc 0 or the failure; pieces of the run that did not
