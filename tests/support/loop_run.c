@@ -10,12 +10,20 @@
 
 struct deadline {
     uv_timer_t timer;
+    uint64_t at;
     bool fired;
 };
 
+/* Wakes the loop every few milliseconds: a callback that ran in the timer
+ * phase of an iteration (a deferred, zero-delay timer) is followed by a poll
+ * that would otherwise sleep until the next timer, the deadline itself. */
+#define WAKE_MS 5
+
 static void on_deadline(uv_timer_t *t)
 {
-    ((struct deadline *)t->data)->fired = true;
+    struct deadline *d = t->data;
+    if (uv_now(t->loop) >= d->at)
+        d->fired = true;
 }
 
 static void on_deadline_closed(uv_handle_t *h)
@@ -31,7 +39,8 @@ bool loop_run_until(uv_loop_t *loop, bool (*done)(void *arg), void *arg, uint64_
     assert_non_null(d);
     assert_int_equal(uv_timer_init(loop, &d->timer), 0);
     d->timer.data = d;
-    assert_int_equal(uv_timer_start(&d->timer, on_deadline, timeout_ms, 0), 0);
+    d->at = uv_now(loop) + timeout_ms;
+    assert_int_equal(uv_timer_start(&d->timer, on_deadline, WAKE_MS, WAKE_MS), 0);
     while (!(ok = done(arg)) && !d->fired)
         uv_run(loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&d->timer, on_deadline_closed);

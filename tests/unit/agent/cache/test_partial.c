@@ -613,6 +613,37 @@ static void test_resume_without_a_record_starts_over(void **state)
     free(data);
 }
 
+/* The record cannot be written (its name is taken by a directory): the
+ * download goes on, and only a resume would lose the pieces. */
+static void test_record_not_writable(void **state)
+{
+    struct fixture *f = *state;
+    size_t size = 2 * MiB;
+    char *data = blob(size);
+    struct oci_digest d;
+    oneshot_digest(OCI_DIGEST_SHA256, data, size, &d);
+    char rec[PATH_MAX];
+    path_of(f, "partial", &d, ".pieces", rec, sizeof(rec));
+    assert_int_equal(mkdir(rec, 0700), 0);
+    struct partial_blob *pb = open_ready(f, &d, size);
+    assert_int_equal(partial_pieces_held(pb), 0);
+    assert_int_equal(partial_write_piece(pb, 1, data + MiB, MiB), 0);
+    partial_close(pb, PARTIAL_KEEP, 0, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    struct stat st;
+    assert_int_equal(stat(rec, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    pb = open_ready(f, &d, size);
+    assert_int_equal(partial_pieces_held(pb), 0);
+    assert_int_equal(partial_write_piece(pb, 1, data + MiB, MiB), 0);
+    assert_int_equal(partial_write_piece(pb, 0, data, MiB), 0);
+    wait_ends(f, 1);
+    assert_int_equal(f->end_rc, 0);
+    partial_close(pb, PARTIAL_KEEP, 0, 0);
+    assert_int_equal(rmdir(rec), 0);
+    free(data);
+}
+
 /* ---- readers and closing ---------------------------------------------------- */
 
 static void test_close_ends_readers(void **state)
@@ -792,6 +823,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_without_a_record_starts_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_not_writable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_ends_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_after_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_while_checking, setup, teardown),
