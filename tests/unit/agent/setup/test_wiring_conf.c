@@ -139,9 +139,11 @@ static void test_hosts_toml(void **state)
     assert_true(wiring_conf_is_ours(b.data, b.len));
     buf_dispose(&b);
 
-    assert_false(wiring_conf_is_ours("server = \"https://x\"\n", 21));
+    static const char theirs[] = "server = \"https://x\"\n";
+    assert_false(wiring_conf_is_ours(theirs, strlen(theirs)));
     assert_false(wiring_conf_is_ours("", 0));
-    assert_false(wiring_conf_dir_created("x\n" WIRING_CONF_DIR_CREATED " and more\n", 50));
+    static const char longer[] = "x\n" WIRING_CONF_DIR_CREATED " and more\n";
+    assert_false(wiring_conf_dir_created(longer, strlen(longer)));
 }
 
 static void test_registries(void **state)
