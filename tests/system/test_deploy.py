@@ -87,8 +87,7 @@ def kubectl_decode(docs):
     assert r.returncode == 0, "kubectl could not decode the objects:\n%s" % r.stderr
     names = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
     want = ["%s/%s" % (d["kind"].lower(), d["metadata"]["name"]) for d in docs]
-    assert [n.split(".", 1)[0] if "/" not in n.split(".", 1)[0] else n for n in names] and \
-        len(names) == len(docs), "kubectl decoded %s, expected %s" % (names, want)
+    assert len(names) == len(docs), "kubectl decoded %s, expected %s" % (names, want)
     for n, w in zip(names, want):
         kind, _, name = n.partition("/")
         assert kind.split(".")[0] == w.split("/")[0] and name == w.split("/", 1)[1], (n, w)
