@@ -150,6 +150,13 @@ int runtime_wiring_parse(struct runtime_wiring *w, int argc, char **argv, char *
         snprintf(err, errlen, "--config-dir: quotes, backslashes and newlines are not supported");
         return SHOAL_ECONFIG;
     }
+    if (w->containerd_config && w->config_dir[0] != '/') {
+        snprintf(err, errlen,
+                 "--config-dir %.200s: give an absolute path (it is written into containerd's "
+                 "config.toml as config_path), or pass --no-containerd-config",
+                 w->config_dir);
+        return SHOAL_ECONFIG;
+    }
     rc = wiring_conf_mirror(mirror, &w->mirror, err, errlen);
     if (rc < 0)
         return rc;

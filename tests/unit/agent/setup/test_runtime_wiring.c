@@ -345,6 +345,8 @@ static void test_usage_errors(void **state)
     expect_usage_error("--mirror \"127.0.0.1:5080\"", "configure", "containerd",
                        "--mirror=127.0.0.1:5080", "--all");
     expect_usage_error("not a registry name", "configure", "crio", "--registry", "../../etc");
+    expect_usage_error("give an absolute path", "configure", "containerd", "--all",
+                       "--config-dir=certs.d");
     assert_int_equal(
         run("configure", "podman", "--config-dir", at("p.d"), "--registry", "10.0.0.5:5000", NULL),
         SHOAL_ECONFIG);
