@@ -18,6 +18,7 @@
 #include "shoal/log.h"
 #include "shoal/ratelimit.h"
 #include "cache/store.h"
+#include "setup/runtime_wiring.h"
 #include "swarm/swarm.h"
 #include "upstream/upstream.h"
 
@@ -228,6 +229,10 @@ int main(int argc, char **argv)
      * are. The heap keeps up to the trim threshold of free memory. */
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    /* shoal-agent configure|unconfigure RUNTIME: a one-shot command that
+     * edits runtime config files, not the daemon; it reads no daemon config. */
+    if (runtime_wiring_is_command(argc, argv))
+        return runtime_wiring_main(argc, argv);
     /* For docs/configuration.md, which a test keeps in step with the table. */
     if (argc == 2 && strcmp(argv[1], "--print-config-markdown") == 0) {
         config_print_markdown(agent_options, stdout);

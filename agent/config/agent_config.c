@@ -23,7 +23,9 @@
 #define DOCKER_HUB_URL "https://registry-1.docker.io"
 
 static const char usage_text[] =
-    "shoal-agent [--config FILE] [--listen ADDR:PORT] [--data-dir DIR] [--upstream URL] [options]";
+    "shoal-agent [--config FILE] [--listen ADDR:PORT] [--data-dir DIR] [--upstream URL] [options]\n"
+    "       shoal-agent configure|unconfigure containerd|crio|podman [options] (runtime wiring: "
+    "shoal-agent configure --help)";
 
 static int upstreams_parse(void *field, json_t *value, char *err, size_t errlen);
 static void upstreams_free(void *field);
