@@ -43,7 +43,7 @@ struct agent_info {
     struct agent_label labels[AGENT_LABELS_MAX];
     uint64_t cache_bytes;      /* bytes held in the blob cache */
     uint64_t cache_max_bytes;  /* cache-max-bytes */
-    uint64_t cache_free_bytes; /* what the cache may still take (limit and disk) */
+    uint64_t cache_free_bytes; /* what the cache may still take under its limit */
     uint64_t blobs;            /* complete blobs cached */
     uint64_t prewarm_running;  /* prewarm jobs in progress */
 };
