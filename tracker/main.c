@@ -77,7 +77,7 @@ static int start(struct tracker *tr)
 
     tracker_config_swarms(cfg, &sc);
     sc.seed = seed();
-    rc = tracker_state_memory_create(&sc, &tr->state);
+    rc = tracker_state_memory_create(&sc, NULL, &tr->state);
     if (rc < 0)
         return rc;
     struct tracker_api_config ac = {
