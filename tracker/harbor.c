@@ -13,7 +13,8 @@
 #include "shoal/error.h"
 #include "shoal/image_ref.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -105,8 +106,8 @@ static int split_manifest_url(const char *url, char *host, size_t hostlen, char 
 
 /* "host/repo:tag" or "host/repo@digest", checked to read back as that host
  * and repository (a host without '.', ':' or "localhost" would not). */
-static int make_ref(const char *host, const char *repo, const char *ref, char *out,
-                    size_t outlen, char *err, size_t errlen)
+static int make_ref(const char *host, const char *repo, const char *ref, char *out, size_t outlen,
+                    char *err, size_t errlen)
 {
     bool digest = oci_reference_is_digest(ref, strlen(ref));
     int n = snprintf(out, outlen, "%s/%s%c%s", host, repo, digest ? '@' : ':', ref);
@@ -191,9 +192,9 @@ static int selector_args(json_t *args, struct tracker_selector *sel, char *err, 
     }
     json_t *count = iget(args, "count");
     if (json_is_integer(count) && json_integer_value(count) > 0)
-        sel->count = (uint32_t)(json_integer_value(count) > SELECTOR_COUNT_MAX
-                                    ? SELECTOR_COUNT_MAX
-                                    : json_integer_value(count));
+        sel->count =
+            (uint32_t)(json_integer_value(count) > SELECTOR_COUNT_MAX ? SELECTOR_COUNT_MAX
+                                                                      : json_integer_value(count));
     json_t *pct = iget(args, "percentage");
     if (json_is_integer(pct) && json_integer_value(pct) > 0)
         sel->percent = (uint32_t)(json_integer_value(pct) > 100 ? 100 : json_integer_value(pct));
@@ -233,8 +234,9 @@ int harbor_df_decode(const char *body, size_t len, const struct harbor_scopes *s
     const char *url = istr(args, "url");
     if (!url || strlen(url) > TRACKER_JOB_URL_MAX ||
         split_manifest_url(url, host, sizeof(host), repo, sizeof(repo), ref, sizeof(ref)) < 0) {
-        fail(err, errlen, "args.url \"%.200s\" is not <scheme>://<registry>/v2/<repository>/"
-                          "manifests/<tag or digest>",
+        fail(err, errlen,
+             "args.url \"%.200s\" is not <scheme>://<registry>/v2/<repository>/"
+             "manifests/<tag or digest>",
              url ? url : "");
         goto out;
     }
@@ -300,15 +302,15 @@ json_t *harbor_df_job_json(const struct tracker_job *j)
         json_decref(bad);
         return NULL;
     }
-    json_t *result = json_pack(
-        "{s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:s,s:s,s:s,s:i,s:[{s:i,s:o,s:o}]}]}", "group_uuid", group,
-        "state", state, "created_at", created, "updated_at", updated, "job_states", "task_uuid",
-        group, "task_name", "preheat", "state", state, "error",
-        j->state == TRACKER_JOB_FAILURE ? j->error : "", "created_at", created, "ttl", 0,
-        "results", "scheduler_cluster_id", 1, "success_tasks", ok, "failure_tasks", bad);
-    json_t *args = json_pack("{s:s,s:s,s:s}", "type", "image", "url",
-                             j->spec.source_url[0] ? j->spec.source_url : j->spec.ref, "scope",
-                             j->spec.scope);
+    json_t *result =
+        json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:s,s:s,s:s,s:i,s:[{s:i,s:o,s:o}]}]}", "group_uuid",
+                  group, "state", state, "created_at", created, "updated_at", updated, "job_states",
+                  "task_uuid", group, "task_name", "preheat", "state", state, "error",
+                  j->state == TRACKER_JOB_FAILURE ? j->error : "", "created_at", created, "ttl", 0,
+                  "results", "scheduler_cluster_id", 1, "success_tasks", ok, "failure_tasks", bad);
+    json_t *args =
+        json_pack("{s:s,s:s,s:s}", "type", "image", "url",
+                  j->spec.source_url[0] ? j->spec.source_url : j->spec.ref, "scope", j->spec.scope);
     return json_pack("{s:I,s:s,s:s,s:i,s:s,s:s,s:s,s:s,s:o,s:o,s:i,s:[],s:[{s:i,s:s}]}", "id",
                      (json_int_t)j->id, "created_at", created, "updated_at", updated, "is_del", 0,
                      "task_id", group, "bio", "", "type", "preheat", "state", state, "args", args,
@@ -325,11 +327,11 @@ int harbor_push_ref(const struct harbor_push *p, char *out, size_t outlen)
 
 static bool manifest_media_type(const char *mt)
 {
-    return mt && (strcmp(mt, MANIFEST_MT_OCI_MANIFEST) == 0 ||
-                  strcmp(mt, MANIFEST_MT_OCI_INDEX) == 0 ||
-                  strcmp(mt, MANIFEST_MT_DOCKER_MANIFEST) == 0 ||
-                  strcmp(mt, MANIFEST_MT_DOCKER_LIST) == 0 ||
-                  strcmp(mt, "application/vnd.docker.distribution.manifest.v2+prettyjws") == 0);
+    return mt &&
+           (strcmp(mt, MANIFEST_MT_OCI_MANIFEST) == 0 || strcmp(mt, MANIFEST_MT_OCI_INDEX) == 0 ||
+            strcmp(mt, MANIFEST_MT_DOCKER_MANIFEST) == 0 ||
+            strcmp(mt, MANIFEST_MT_DOCKER_LIST) == 0 ||
+            strcmp(mt, "application/vnd.docker.distribution.manifest.v2+prettyjws") == 0);
 }
 
 /* Fills p from a notification target; false when it is not a manifest push
@@ -349,9 +351,8 @@ static bool push_from_target(json_t *target, struct harbor_push *p)
         if (!manifest_media_type(mt) || (url && strstr(url, "/blobs/")))
             return false;
     }
-    if (!url ||
-        split_manifest_url(url, p->host, sizeof(p->host), p->repo, sizeof(p->repo), ref,
-                           sizeof(ref)) < 0)
+    if (!url || split_manifest_url(url, p->host, sizeof(p->host), p->repo, sizeof(p->repo), ref,
+                                   sizeof(ref)) < 0)
         return false;
     if (repo && repo[0] && strlen(repo) < sizeof(p->repo))
         snprintf(p->repo, sizeof(p->repo), "%s", repo);
@@ -455,8 +456,9 @@ int harbor_webhook_decode(const char *body, size_t len, const char *content_type
     json_t *root = load(body, len, err, errlen);
     if (!root)
         return SHOAL_EPARSE;
-    bool ce = (content_type && strncasecmp(content_type, "application/cloudevents+json", 28) == 0) ||
-              json_object_get(root, "specversion") != NULL;
+    bool ce =
+        (content_type && strncasecmp(content_type, "application/cloudevents+json", 28) == 0) ||
+        json_object_get(root, "specversion") != NULL;
     const char *type = json_string_value(json_object_get(root, "type"));
     snprintf(event, eventlen, "%s", type ? type : "");
     bool push = type && (ce ? strcmp(type, "harbor.artifact.pushed") == 0
@@ -468,8 +470,8 @@ int harbor_webhook_decode(const char *body, size_t len, const char *content_type
     }
     if (push) {
         json_t *res = json_object_get(data, "resources");
-        const char *full =
-            json_string_value(json_object_get(json_object_get(data, "repository"), "repo_full_name"));
+        const char *full = json_string_value(
+            json_object_get(json_object_get(data, "repository"), "repo_full_name"));
         for (size_t i = 0; i < json_array_size(res) && *n < max; i++) {
             if (push_from_resource(json_array_get(res, i), full, &out[*n]))
                 (*n)++;

@@ -34,6 +34,14 @@
 #define HARBOR_ERROR_MAX 512
 #define HARBOR_PUSHES_MAX 64 /* pushes one request may carry */
 
+/* The auth modes of a Harbor P2P provider instance (its auth_mode). */
+enum harbor_auth_mode {
+    HARBOR_AUTH_NONE,
+    HARBOR_AUTH_BASIC,
+    HARBOR_AUTH_OAUTH,
+    HARBOR_AUTH_CUSTOM
+};
+
 /* How Dragonfly scopes map onto agents (docs/harbor.md): base narrows every
  * Harbor job, seed picks the "seed peers". */
 struct harbor_scopes {

@@ -313,8 +313,7 @@ size_t tracker_jobs_start_due(struct tracker_jobs *js, uint64_t now_ms,
     return n;
 }
 
-size_t tracker_jobs_running(const struct tracker_jobs *js, struct tracker_task_ref *out,
-                            size_t max)
+size_t tracker_jobs_running(const struct tracker_jobs *js, struct tracker_task_ref *out, size_t max)
 {
     size_t n = 0;
     for (size_t i = 0; i < js->n && n < max; i++) {
@@ -431,8 +430,7 @@ void tracker_jobs_agent_gone(struct tracker_jobs *js, const char *agent, uint64_
             struct tracker_task *t = &j->tasks[k];
             if (task_done(t) || strcmp(t->agent, agent) != 0)
                 continue;
-            task_fail(t, now_ms,
-                      "the agent left the cluster (no heartbeat for %" PRIu64 " s)%s%s",
+            task_fail(t, now_ms, "the agent left the cluster (no heartbeat for %" PRIu64 " s)%s%s",
                       timeout_ms / SEC, t->error[0] ? ": " : "", t->error);
             changed = true;
         }
@@ -491,8 +489,9 @@ static bool same_filter(const struct layer_filter *a, const struct layer_filter 
     return true;
 }
 
-uint64_t tracker_jobs_find_recent(const struct tracker_jobs *js, const struct tracker_job_spec *spec,
-                                  uint64_t within_ms, uint64_t now_ms)
+uint64_t tracker_jobs_find_recent(const struct tracker_jobs *js,
+                                  const struct tracker_job_spec *spec, uint64_t within_ms,
+                                  uint64_t now_ms)
 {
     char a[SELECTOR_TEXT_MAX], b[SELECTOR_TEXT_MAX];
     tracker_selector_format(&spec->selector, a, sizeof(a));

@@ -74,7 +74,8 @@ struct tracker_job_spec {
     struct tracker_selector selector;
     uint32_t max_concurrent; /* agents started at once; 0 = all */
     uint64_t timeout_ms;     /* the whole job; 0 = the table's default */
-    char source[TRACKER_JOB_SOURCE_MAX + 1]; /* "api", "dragonfly", "kraken", "webhook", "registry" */
+    char source[TRACKER_JOB_SOURCE_MAX +
+                1]; /* "api", "dragonfly", "kraken", "webhook", "registry" */
     /* Dragonfly jobs: the manifest URL and scope as Harbor sent them, for
      * the answers ("" otherwise). */
     char source_url[TRACKER_JOB_URL_MAX + 1];
@@ -100,7 +101,7 @@ struct tracker_job {
     uint64_t id;
     struct tracker_job_spec spec;
     enum tracker_job_state state;
-    char digest[OCI_TAG_MAX + 140]; /* the manifest digest the first agent resolved */
+    char digest[OCI_TAG_MAX + 140];    /* the manifest digest the first agent resolved */
     char error[TRACKER_JOB_ERROR_MAX]; /* why the job failed as a whole, or the failed agents */
     uint64_t created_ms, updated_ms, ended_ms; /* now_ms clock; ended 0 while PENDING */
     uint64_t created_wall_ms;                  /* wall clock at creation, for timestamps */
@@ -204,8 +205,9 @@ void tracker_job_start_ref(const struct tracker_job *j, char *out, size_t outlen
 /* The id of a job for the same reference, selector text and layer filter
  * created less than within_ms ago and not FAILURE (duplicate push
  * deliveries), or 0. */
-uint64_t tracker_jobs_find_recent(const struct tracker_jobs *js, const struct tracker_job_spec *spec,
-                                  uint64_t within_ms, uint64_t now_ms);
+uint64_t tracker_jobs_find_recent(const struct tracker_jobs *js,
+                                  const struct tracker_job_spec *spec, uint64_t within_ms,
+                                  uint64_t now_ms);
 
 void tracker_jobs_stats(const struct tracker_jobs *js, struct tracker_jobs_stats *out);
 

@@ -73,8 +73,8 @@ static int rule_parse(json_t *o, size_t i, struct push_rule *r, char *err, size_
             r->kinds |= 1u << ak;
         }
     }
-    if (tracker_selector_from_json(json_object_get(o, "selector"), &r->selector, why,
-                                   sizeof(why)) < 0) {
+    if (tracker_selector_from_json(json_object_get(o, "selector"), &r->selector, why, sizeof(why)) <
+        0) {
         snprintf(err, errlen, "[%zu].%s", i, why);
         return SHOAL_EPARSE;
     }
@@ -100,8 +100,7 @@ static int rule_parse(json_t *o, size_t i, struct push_rule *r, char *err, size_
     }
     json_t *mc = json_object_get(o, "max_concurrent");
     if (mc && !json_is_null(mc)) {
-        if (!json_is_integer(mc) || json_integer_value(mc) < 0 ||
-            json_integer_value(mc) > 100000) {
+        if (!json_is_integer(mc) || json_integer_value(mc) < 0 || json_integer_value(mc) > 100000) {
             snprintf(err, errlen, "[%zu].max_concurrent: expected an integer from 0 to 100000", i);
             return SHOAL_EPARSE;
         }

@@ -12,7 +12,8 @@
 
 #include "shoal/error.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -92,8 +93,9 @@ static int parse_item(struct tracker_selector *s, char *item, char *err, size_t 
 {
     char *eq = strchr(item, '=');
     if (!eq)
-        return fail(err, errlen, "\"%.64s\": expected KEY=VALUE, KEY!=VALUE, node=, count= or "
-                                 "percent=",
+        return fail(err, errlen,
+                    "\"%.64s\": expected KEY=VALUE, KEY!=VALUE, node=, count= or "
+                    "percent=",
                     item);
     bool negate = eq > item && eq[-1] == '!';
     char *value = eq + 1;
@@ -113,8 +115,7 @@ static int parse_item(struct tracker_selector *s, char *item, char *err, size_t 
     return add_term(s, item, value, negate, err, errlen);
 }
 
-int tracker_selector_parse(const char *text, struct tracker_selector *out, char *err,
-                           size_t errlen)
+int tracker_selector_parse(const char *text, struct tracker_selector *out, char *err, size_t errlen)
 {
     char item[SELECTOR_NODE_MAX + AGENT_LABEL_KEY_MAX + 8];
     memset(out, 0, sizeof(*out));
@@ -172,8 +173,8 @@ static int labels_from_json(json_t *obj, bool negate, struct tracker_selector *o
     return 0;
 }
 
-static int number_from_json(json_t *v, const char *what, uint32_t min, uint32_t max,
-                            uint32_t *out, char *err, size_t errlen)
+static int number_from_json(json_t *v, const char *what, uint32_t min, uint32_t max, uint32_t *out,
+                            char *err, size_t errlen)
 {
     if (!v || json_is_null(v))
         return 0;
@@ -184,8 +185,7 @@ static int number_from_json(json_t *v, const char *what, uint32_t min, uint32_t 
     return 0;
 }
 
-int tracker_selector_from_json(json_t *v, struct tracker_selector *out, char *err,
-                               size_t errlen)
+int tracker_selector_from_json(json_t *v, struct tracker_selector *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     if (!v || json_is_null(v))
@@ -226,11 +226,11 @@ int tracker_selector_from_json(json_t *v, struct tracker_selector *out, char *er
                 return rc;
         }
     }
-    rc = number_from_json(json_object_get(v, "count"), "count", 1, SELECTOR_COUNT_MAX,
-                          &out->count, err, errlen);
+    rc = number_from_json(json_object_get(v, "count"), "count", 1, SELECTOR_COUNT_MAX, &out->count,
+                          err, errlen);
     if (rc == 0)
-        rc = number_from_json(json_object_get(v, "percent"), "percent", 1, 100, &out->percent,
-                              err, errlen);
+        rc = number_from_json(json_object_get(v, "percent"), "percent", 1, 100, &out->percent, err,
+                              errlen);
     return rc;
 }
 

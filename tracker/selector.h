@@ -56,8 +56,7 @@ int tracker_selector_parse(const char *text, struct tracker_selector *out, char 
 
 /* Reads a selector given as text (a JSON string), as an object, or absent
  * (NULL or null: every agent). 0 or SHOAL_EPARSE as above. */
-int tracker_selector_from_json(json_t *v, struct tracker_selector *out, char *err,
-                               size_t errlen);
+int tracker_selector_from_json(json_t *v, struct tracker_selector *out, char *err, size_t errlen);
 
 /* The text form of s ("all" for the empty selector). */
 void tracker_selector_format(const struct tracker_selector *s, char *out, size_t outlen);

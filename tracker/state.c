@@ -163,8 +163,7 @@ static const struct tracker_state_ops memory_ops = {
 };
 
 int tracker_state_memory_create(const struct tracker_swarms_config *cfg,
-                                const struct tracker_cluster_config *cl,
-                                struct tracker_state **out)
+                                const struct tracker_cluster_config *cl, struct tracker_state **out)
 {
     static const struct tracker_cluster_config defaults = {.agent_timeout_ms = 30000};
     struct tracker_state *st;

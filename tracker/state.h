@@ -51,12 +51,11 @@ struct tracker_state_ops {
                    uint64_t now_ms, uint64_t wall_ms, uint64_t *id);
     const struct tracker_job *(*job_get)(void *impl, uint64_t id);
     int (*jobs_list)(void *impl, int (*visit)(const struct tracker_job *j, void *arg), void *arg);
-    size_t (*jobs_start_due)(void *impl, uint64_t now_ms, struct tracker_task_ref *out,
-                             size_t max);
+    size_t (*jobs_start_due)(void *impl, uint64_t now_ms, struct tracker_task_ref *out, size_t max);
     size_t (*jobs_running)(void *impl, struct tracker_task_ref *out, size_t max);
     void (*job_event)(void *impl, const struct tracker_task_event *ev, uint64_t now_ms);
-    uint64_t (*job_find_recent)(void *impl, const struct tracker_job_spec *spec,
-                                uint64_t within_ms, uint64_t now_ms);
+    uint64_t (*job_find_recent)(void *impl, const struct tracker_job_spec *spec, uint64_t within_ms,
+                                uint64_t now_ms);
     void (*jobs_stats)(void *impl, struct tracker_jobs_stats *out);
 };
 
