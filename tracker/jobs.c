@@ -430,8 +430,8 @@ void tracker_jobs_agent_gone(struct tracker_jobs *js, const char *agent, uint64_
             struct tracker_task *t = &j->tasks[k];
             if (task_done(t) || strcmp(t->agent, agent) != 0)
                 continue;
-            task_fail(t, now_ms, "the agent left the cluster (no heartbeat for %" PRIu64 " s)%s%s",
-                      timeout_ms / SEC, t->error[0] ? ": " : "", t->error);
+            task_fail(t, now_ms, "the agent left the cluster (no heartbeat for %" PRIu64 " s)",
+                      timeout_ms / SEC);
             changed = true;
         }
         if (changed) {
