@@ -686,7 +686,7 @@ int ctl_bench_main(int argc, char **argv)
     }
     if (make_blob(&b) || push(&b))
         goto done;
-    char ref[IMAGE_REF_MAX + 200];
+    char ref[2 * OCI_NAME_MAX + sizeof(b.manifest_digest) + 4];
     snprintf(ref, sizeof(ref), "%s/%s@%s", b.target.host, b.target.repo, b.manifest_digest);
     b.job.ref = ref;
     if (!b.job.common.json) {

@@ -97,6 +97,7 @@ struct run {
     uint64_t start_ms;
     uint64_t end_ms;
     bool tty;
+    bool json;    /* -o json: no progress, one JSON document at the end */
     size_t drawn; /* lines drawn last time (tty) */
     size_t name_width;
     bool finished;
@@ -204,6 +205,8 @@ static void draw_plain(struct run *r)
 
 static void draw(struct run *r)
 {
+    if (r->json)
+        return;
     if (r->tty)
         draw_tty(r);
     else
@@ -516,12 +519,42 @@ static char *make_body(const struct ctl_job_args *ja, const struct ctl_http *h)
     return out;
 }
 
+static void summary_json(struct run *r, size_t ok)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < r->n; i++) {
+        const struct agent *a = &r->agents[i];
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:s?}", "agent", a->url, "state",
+                           agent_state_name(a->state), "job", a->id[0] ? a->id : NULL, "bytes_done",
+                           (json_int_t)a->bytes_done, "bytes_total", (json_int_t)a->bytes_total,
+                           "blobs_done", (json_int_t)a->blobs_done, "blobs_total",
+                           (json_int_t)a->blobs_total, "blobs_cached", (json_int_t)a->blobs_cached,
+                           "duration_ms", (json_int_t)a->job_ms, "error",
+                           a->error[0] ? a->error : NULL));
+    }
+    json_t *doc = json_pack("{s:s,s:s,s:I,s:I,s:o}", "ref", r->ref, "state",
+                            ok == r->n ? "SUCCESS" : "FAILURE", "duration_ms",
+                            (json_int_t)(r->end_ms - r->start_ms), "succeeded", (json_int_t)ok,
+                            "agents", arr);
+    char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(doc);
+    fflush(stdout);
+}
+
 static void summary(struct run *r)
 {
     size_t ok = 0;
     char took[32];
     for (size_t i = 0; i < r->n; i++)
         ok += r->agents[i].state == AG_DONE;
+    if (r->json) {
+        summary_json(r, ok);
+        return;
+    }
     ctl_render_duration(r->end_ms - r->start_ms, took, sizeof(took));
     for (size_t i = 0; i < r->n; i++) {
         const struct agent *a = &r->agents[i];
@@ -749,7 +782,8 @@ int ctl_prewarm_main(int argc, char **argv)
         fprintf(stderr, "shoalctl: out of memory\n");
         goto out;
     }
-    r.tty = isatty(STDOUT_FILENO) == 1;
+    r.json = ja.common.json;
+    r.tty = !r.json && isatty(STDOUT_FILENO) == 1;
 
     status = 1;
     if (uv_loop_init(&r.loop) < 0 || http_client_create(&r.loop, &r.hc) < 0) {

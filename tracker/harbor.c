@@ -364,8 +364,9 @@ static bool push_from_target(json_t *target, struct harbor_push *p)
         snprintf(p->digest, sizeof(p->digest), "%s", d.str);
     if (tag && oci_tag_valid(tag, strlen(tag)))
         snprintf(p->tag, sizeof(p->tag), "%s", tag);
-    else if (!oci_reference_is_digest(ref, strlen(ref)) && oci_tag_valid(ref, strlen(ref)))
-        snprintf(p->tag, sizeof(p->tag), "%s", ref);
+    else if (!oci_reference_is_digest(ref, strlen(ref)) && oci_tag_valid(ref, strlen(ref)) &&
+             strlen(ref) < sizeof(p->tag))
+        memcpy(p->tag, ref, strlen(ref) + 1);
     if (!oci_name_valid(p->repo, strlen(p->repo)) || (!p->digest[0] && !p->tag[0]))
         return false;
     return true;

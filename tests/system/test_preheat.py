@@ -321,8 +321,11 @@ def test_weights_only_prewarm(cluster, registry, tmp_path):
 
     # One agent directly, by file path: the tokenizer too.
     a = c.agents[1]
-    r = shoalctl("prewarm", "--agent", a.url, "--layers-path", "*.json", ref)
+    r = shoalctl("prewarm", "--agent", a.url, "--layers-path", "*.json", "-o", "json", ref)
     assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["state"] == "SUCCESS" and out["agents"][0]["agent"] == a.url
+    assert out["agents"][0]["blobs_total"] == 3  # the config and two .json files
     paths = {x["digest"] for x in b.blobs
              if x.get("annotations", {}).get("org.cncf.model.filepath", "").endswith(".json")}
     assert len(paths) == 2 and paths <= cached(a)
