@@ -12,6 +12,7 @@
 #include "fetch/blob_fetch.h"
 #include "api/mirror.h"
 #include "api/prewarm.h"
+#include "api/status.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
@@ -19,7 +20,10 @@
 #include "shoal/ratelimit.h"
 #include "cache/store.h"
 #include "setup/runtime_wiring.h"
+#include "shoal/version.h"
+#include "swarm/registration.h"
 #include "swarm/swarm.h"
+#include "upstream/job_creds.h"
 #include "upstream/upstream.h"
 
 struct agent {
@@ -35,6 +39,10 @@ struct agent {
     struct mirror *mirror;
     struct http_server *server;
     struct prewarm *prewarm;
+    struct job_creds *job_creds;
+    struct registration *reg;
+    struct status_deps status;
+    char mirror_url[AGENT_URL_MAX + 1];
     uv_signal_t sigint;
     uv_signal_t sigterm;
     bool stopping;
@@ -75,11 +83,18 @@ static void on_signal(uv_signal_t *h, int signum)
     LOG(INFO, "agent", "msg=stopping signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
     uv_signal_stop(&a->sigint);
     uv_signal_stop(&a->sigterm);
+    /* The registration beats over the http client too. */
+    if (a->reg) {
+        registration_destroy(a->reg);
+        a->reg = NULL;
+        a->status.reg = NULL;
+    }
     /* Prewarm jobs are requests on the http client: cancel them before it. */
     if (a->prewarm) {
         mirror_set_prewarm(a->mirror, NULL);
         prewarm_destroy(a->prewarm);
         a->prewarm = NULL;
+        a->status.prewarm = NULL;
     }
     /* Order matters: clients first, as they hold blob readers. Their on_close
      * callbacks (which detach the readers) run only as the connections'
@@ -93,6 +108,45 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
+}
+
+static size_t prewarm_running_cb(void *arg)
+{
+    struct agent *a = arg;
+    return a->prewarm ? prewarm_running(a->prewarm) : 0;
+}
+
+/* The agent's entry in the tracker's inventory. */
+static int start_registration(struct agent *a)
+{
+    const struct agent_config *cfg = &a->cfg;
+    struct agent_info info;
+    memset(&info, 0, sizeof(info));
+    snprintf(info.name, sizeof(info.name), "%s", cfg->node_name);
+    snprintf(info.mirror_url, sizeof(info.mirror_url), "%s", a->mirror_url);
+    snprintf(info.peer_addr, sizeof(info.peer_addr), "%s",
+             cfg->advertise ? cfg->advertise : cfg->peer_listen);
+    snprintf(info.version, sizeof(info.version), "%s", SHOAL_VERSION);
+    info.nlabels = cfg->nlabels;
+    memcpy(info.labels, cfg->labels, sizeof(info.labels));
+    struct registration_config rc_ = {
+        .tracker_url = cfg->tracker,
+        .secret = cfg->secret ? cfg->secret : "",
+        .secret_len = cfg->secret_len,
+        .info = &info,
+        .interval_ms = (uint64_t)cfg->register_interval_ms,
+        .store = a->store,
+        .cache_max_bytes = cfg->cache_max_bytes,
+        .prewarm_running = prewarm_running_cb,
+        .prewarm_arg = a,
+    };
+    int rc = registration_create(&a->loop, a->hc, &rc_, &a->reg);
+    if (rc < 0) {
+        fprintf(stderr, "shoal-agent: cannot register with the tracker: %s\n", shoal_strerror(rc));
+        return rc;
+    }
+    a->status.reg = a->reg;
+    return 0;
 }
 
 static uint64_t rate_burst(uint64_t rate)
@@ -159,6 +213,17 @@ static int agent_start(struct agent *a)
     if (rc < 0)
         return rc;
     blob_fetcher_set_ingress(a->fetcher, &a->ingress);
+    rc = job_creds_create(&a->job_creds);
+    if (rc < 0)
+        return rc;
+    a->status = (struct status_deps){
+        .loop = &a->loop,
+        .cfg = cfg,
+        .version = SHOAL_VERSION,
+        .mirror_url = a->mirror_url,
+        .store = a->store,
+        .swarm = a->swarm,
+    };
     struct mirror_deps md = {
         .loop = &a->loop,
         .cfg = cfg,
@@ -166,6 +231,8 @@ static int agent_start(struct agent *a)
         .up = a->up,
         .fetcher = a->fetcher,
         .swarm = a->swarm,
+        .job_creds = a->job_creds,
+        .status = &a->status,
     };
     rc = mirror_create(&md, &a->mirror);
     if (rc < 0)
@@ -193,20 +260,37 @@ static int agent_start(struct agent *a)
         .fetcher = a->fetcher,
         .listen = cfg->listen,
         .port = http_server_port(a->server),
+        .creds = a->job_creds,
+        .up = a->up,
+        .secret = cfg->secret,
+        .secret_len = cfg->secret_len,
     };
     rc = prewarm_create(&pd, &a->prewarm);
     if (rc < 0)
         return rc;
     mirror_set_prewarm(a->mirror, a->prewarm);
+    a->status.prewarm = a->prewarm;
+    rc = agent_config_mirror_url(cfg, http_server_port(a->server), a->mirror_url,
+                                 sizeof(a->mirror_url));
+    if (rc < 0) {
+        fprintf(stderr, "shoal-agent: cannot build the mirror URL from listen %s\n", cfg->listen);
+        return rc;
+    }
+    if (cfg->tracker) {
+        rc = start_registration(a);
+        if (rc < 0)
+            return rc;
+    }
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
     a->sigint.data = a;
     a->sigterm.data = a;
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
-    LOG(INFO, "agent", "msg=ready listen=%s port=%d data_dir=%s upstream=%s cache_max=%llu",
+    LOG(INFO, "agent",
+        "msg=ready listen=%s port=%d data_dir=%s upstream=%s cache_max=%llu node=%s mirror_url=%s",
         cfg->listen, http_server_port(a->server), cfg->data_dir, cfg->upstream,
-        (unsigned long long)cfg->cache_max_bytes);
+        (unsigned long long)cfg->cache_max_bytes, cfg->node_name, a->mirror_url);
     return 0;
 }
 
@@ -261,6 +345,7 @@ int main(int argc, char **argv)
     }
     uv_run(&a.loop, UV_RUN_DEFAULT);
     mirror_destroy(a.mirror);
+    job_creds_destroy(a.job_creds);
     if (a.store)
         store_close(a.store);
     uv_walk(&a.loop, walk_close, NULL);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -80,6 +81,9 @@ struct http_client_req {
     void (*on_done)(void *arg, int rc, const struct http_client_response *resp);
     void *arg;
     struct http_client_response resp;
+    int upload_fd; /* PUT/PATCH from a file: read with pread */
+    uint64_t upload_off;
+    uint64_t upload_len;
 
     enum req_state state;
     bool in_multi;
@@ -107,6 +111,22 @@ static const char *state_name(enum req_state s)
 }
 
 static void on_idle(uv_idle_t *h);
+
+/* CURLOPT_READFUNCTION of an upload from a file. */
+static size_t on_read(char *buf, size_t size, size_t n, void *arg)
+{
+    struct http_client_req *r = arg;
+    size_t want = size * n;
+    if (r->upload_off >= r->upload_len)
+        return 0;
+    if (want > r->upload_len - r->upload_off)
+        want = (size_t)(r->upload_len - r->upload_off);
+    ssize_t got = pread(r->upload_fd, buf, want, (off_t)r->upload_off);
+    if (got <= 0)
+        return CURL_READFUNC_ABORT; /* the file shrank or failed: the upload cannot be right */
+    r->upload_off += (uint64_t)got;
+    return (size_t)got;
+}
 
 /* ---- global init ---- */
 
@@ -597,13 +617,22 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
         return -EINVAL;
     if (c->destroying)
         return SHOAL_ECANCELED;
+    bool put = false, del = false, from_file = false;
     if (opts->method && strcmp(opts->method, "HEAD") == 0)
         head = true;
     else if (opts->method && strcmp(opts->method, "POST") == 0)
         post = true;
+    else if (opts->method &&
+             (strcmp(opts->method, "PUT") == 0 || strcmp(opts->method, "PATCH") == 0))
+        put = true;
+    else if (opts->method && strcmp(opts->method, "DELETE") == 0)
+        del = true;
     else if (opts->method && strcmp(opts->method, "GET") != 0)
         return -EINVAL;
-    if (opts->body && !post)
+    if (opts->body && !post && !put)
+        return -EINVAL;
+    from_file = put && opts->upload_fd >= 0 && opts->upload_len > 0;
+    if (from_file && opts->body)
         return -EINVAL;
 
     r = calloc(1, sizeof(*r));
@@ -627,7 +656,7 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
         goto out;
     }
     /* No "Expect: 100-continue" round trip before a POST body. */
-    if (post) {
+    if (post || put) {
         r->hdrs = curl_slist_append(r->hdrs, "Expect:");
         if (!r->hdrs) {
             rc = -ENOMEM;
@@ -667,10 +696,24 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
            opts->low_speed_time_s > 0 ? opts->low_speed_time_s : DEFAULT_LOW_SPEED_TIME_S);
     if (head)
         SETOPT(CURLOPT_NOBODY, 1L);
-    if (post) {
+    if (post || (put && !from_file)) {
         SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len);
         SETOPT(CURLOPT_COPYPOSTFIELDS, opts->body ? (const char *)opts->body : "");
+        if (put)
+            SETOPT(CURLOPT_CUSTOMREQUEST, opts->method);
     }
+    if (from_file) {
+        r->upload_fd = opts->upload_fd;
+        r->upload_len = opts->upload_len;
+        SETOPT(CURLOPT_UPLOAD, 1L);
+        SETOPT(CURLOPT_INFILESIZE_LARGE, (curl_off_t)opts->upload_len);
+        SETOPT(CURLOPT_READFUNCTION, on_read);
+        SETOPT(CURLOPT_READDATA, (void *)r);
+        if (strcmp(opts->method, "PUT") != 0)
+            SETOPT(CURLOPT_CUSTOMREQUEST, opts->method);
+    }
+    if (del)
+        SETOPT(CURLOPT_CUSTOMREQUEST, "DELETE");
     if (opts->follow_redirects) {
         /* No CURLOPT_UNRESTRICTED_AUTH: curl then drops userpwd and custom
          * Authorization headers when a redirect changes host, port or

@@ -115,6 +115,13 @@ static int parse_desc(json_t *o, struct manifest_desc *d, const char *what, size
     d->size = (uint64_t)v;
     if (!get_str(o, "mediaType", d->media_type, sizeof(d->media_type)))
         return fail(err, errlen, SHOAL_EPARSE, "%s[%zu] has an invalid mediaType", what, idx);
+    /* Annotations are informative: a malformed one is ignored, never fatal. */
+    json_t *ann = json_object_get(o, "annotations");
+    if (json_is_object(ann) &&
+        (!get_str(ann, MANIFEST_ANNOTATION_FILEPATH, d->filepath, sizeof(d->filepath)) ||
+         !d->filepath[0]) &&
+        !get_str(ann, MANIFEST_ANNOTATION_TITLE, d->filepath, sizeof(d->filepath)))
+        d->filepath[0] = '\0';
     return 0;
 }
 

@@ -3,6 +3,7 @@
  * Everything runs on one libuv loop with the common http_client: one POST
  * per agent, then a poll of each agent's job every CTL_PREWARM_POLL_MS, so a
  * slow or dead agent never holds up the others. */
+#define _GNU_SOURCE /* explicit_bzero */
 #include "ctl_prewarm.h"
 
 #include <errno.h>
@@ -13,12 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 #include <uv.h>
 
+#include "ctl_job.h"
 #include "ctl_render.h"
+#include "shoal/cluster_auth.h"
+#include "shoal/cluster_seal.h"
 #include "shoal/config.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"
@@ -85,11 +90,14 @@ struct run {
     struct agent *agents;
     size_t n;
     const char *ref;
-    char *body; /* the POST body, JSON */
+    char *body;         /* the POST body, JSON */
+    const char *secret; /* sign the POST with it (an agent behind the network), or NULL */
+    size_t secret_len;
     int64_t timeout_ms;
     uint64_t start_ms;
     uint64_t end_ms;
     bool tty;
+    bool json;    /* -o json: no progress, one JSON document at the end */
     size_t drawn; /* lines drawn last time (tty) */
     size_t name_width;
     bool finished;
@@ -197,6 +205,8 @@ static void draw_plain(struct run *r)
 
 static void draw(struct run *r)
 {
+    if (r->json)
+        return;
     if (r->tty)
         draw_tty(r);
     else
@@ -391,8 +401,18 @@ static void on_post_done(void *arg, int rc, const struct http_client_response *r
 static int start_agent(struct agent *a)
 {
     char url[URL_MAX + 32];
-    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    char auth[CLUSTER_AUTH_MAX + 32] = "";
+    const char *headers[] = {"Content-Type: application/json", NULL, NULL};
     snprintf(url, sizeof(url), "%s/_shoal/prewarm", a->url);
+    if (a->run->secret) {
+        char v[CLUSTER_AUTH_MAX];
+        if (cluster_auth_sign(a->run->secret, a->run->secret_len, (int64_t)time(NULL), "POST",
+                              "/_shoal/prewarm", a->run->body, strlen(a->run->body), v,
+                              sizeof(v)) == 0) {
+            snprintf(auth, sizeof(auth), CLUSTER_AUTH_HEADER ": %s", v);
+            headers[1] = auth;
+        }
+    }
     struct http_client_opts o = {
         .method = "POST",
         .url = url,
@@ -416,18 +436,33 @@ static int start_agent(struct agent *a)
 void ctl_prewarm_usage(FILE *out)
 {
     fprintf(out,
-            "Usage: shoalctl prewarm --agent URL [--agent URL ...] [--platform OS/ARCH ...]\n"
-            "                        [--timeout DUR] REF\n"
+            "Usage: shoalctl prewarm --tracker URL [--selector SEL] [options] REF\n"
+            "       shoalctl prewarm --agent URL [--agent URL ...] [options] REF\n"
             "\n"
-            "Starts a prewarm job for REF on every agent at once and follows them until\n"
-            "each has every blob of the image or artifact in its cache.\n"
+            "With --tracker, runs a cluster preheat job: the tracker picks the agents the\n"
+            "selector names and starts the prewarm on each. With --agent, starts a prewarm\n"
+            "job on every agent named. Either way it follows the agents until each has\n"
+            "every blob of the image or artifact in its cache.\n"
             "\n"
             "  REF                  [registry/]repository[:tag][@sha256:...]; without a\n"
             "                       registry, docker.io (library/ for one-part names)\n"
+            "  -T, --tracker URL    the tracker (default $SHOAL_TRACKER)\n"
+            "  -S, --selector SEL   which agents, e.g. \"zone=eu-1,pool=gpu\", \"count=3\",\n"
+            "                       \"node=gpu-1,node=gpu-2\", \"percent=50\" (default: all)\n"
+            "  -c, --max-concurrent N  start at most N agents at once (default: all)\n"
             "  -a, --agent URL      an agent's address, e.g. http://10.0.0.5:5080 (repeat\n"
             "                       for several agents; http:// is assumed when missing)\n"
             "  -p, --platform P     for an index, only this platform (os/arch or\n"
             "                       os/arch/variant; repeat for several); default: all\n"
+            "  -m, --layers-media-type GLOB  only layers of this media type (repeatable),\n"
+            "                       e.g. 'application/vnd.cncf.model.weight.*'\n"
+            "  -P, --layers-path GLOB        only layers whose file path matches (repeatable),\n"
+            "                       e.g. '*.safetensors'; configs are always fetched\n"
+            "  -u, --username USER  pull with these credentials, for this job only\n"
+            "  -W, --password-file F  the password (one trailing newline dropped)\n"
+            "  -s, --cluster-secret-file F  sign requests and seal the credentials\n"
+            "                       (default $SHOAL_CLUSTER_SECRET_FILE)\n"
+            "  -o, --output FORMAT  text (default) or json (the job at its end)\n"
             "  -t, --timeout DUR    give up after DUR (e.g. 90s, 10m, 2h; default %s)\n"
             "  -h, --help           this help\n"
             "\n"
@@ -466,15 +501,48 @@ static int agent_url(const char *s, char *out, size_t outlen)
     return config_parse_url(tmp, out, outlen);
 }
 
-static char *make_body(const char *ref, char **platforms, size_t np)
+static char *make_body(const struct ctl_job_args *ja, const struct ctl_http *h)
 {
-    json_t *plats = json_array();
-    for (size_t i = 0; plats && i < np; i++)
-        json_array_append_new(plats, json_string(platforms[i]));
-    json_t *o = json_pack("{s:s,s:o}", "ref", ref, "platforms", plats);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    /* An agent takes the same body as the tracker, less the selector. */
+    struct ctl_job_args a = *ja;
+    a.selector = NULL;
+    char *s = ctl_job_body(&a, h);
+    if (!s)
+        return NULL;
+    json_t *o = json_loads(s, 0, NULL);
+    explicit_bzero(s, strlen(s));
+    free(s);
+    json_object_del(o, "selector");
+    json_object_del(o, "max_concurrent");
+    char *out = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    return s;
+    return out;
+}
+
+static void summary_json(struct run *r, size_t ok)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < r->n; i++) {
+        const struct agent *a = &r->agents[i];
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:s?}", "agent", a->url, "state",
+                           agent_state_name(a->state), "job", a->id[0] ? a->id : NULL, "bytes_done",
+                           (json_int_t)a->bytes_done, "bytes_total", (json_int_t)a->bytes_total,
+                           "blobs_done", (json_int_t)a->blobs_done, "blobs_total",
+                           (json_int_t)a->blobs_total, "blobs_cached", (json_int_t)a->blobs_cached,
+                           "duration_ms", (json_int_t)a->job_ms, "error",
+                           a->error[0] ? a->error : NULL));
+    }
+    json_t *doc = json_pack("{s:s,s:s,s:I,s:I,s:o}", "ref", r->ref, "state",
+                            ok == r->n ? "SUCCESS" : "FAILURE", "duration_ms",
+                            (json_int_t)(r->end_ms - r->start_ms), "succeeded", (json_int_t)ok,
+                            "agents", arr);
+    char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(doc);
+    fflush(stdout);
 }
 
 static void summary(struct run *r)
@@ -483,6 +551,10 @@ static void summary(struct run *r)
     char took[32];
     for (size_t i = 0; i < r->n; i++)
         ok += r->agents[i].state == AG_DONE;
+    if (r->json) {
+        summary_json(r, ok);
+        return;
+    }
     ctl_render_duration(r->end_ms - r->start_ms, took, sizeof(took));
     for (size_t i = 0; i < r->n; i++) {
         const struct agent *a = &r->agents[i];
@@ -505,6 +577,15 @@ int ctl_prewarm_main(int argc, char **argv)
         {"agent", required_argument, NULL, 'a'},
         {"platform", required_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'},
+        {"tracker", required_argument, NULL, 'T'},
+        {"selector", required_argument, NULL, 'S'},
+        {"max-concurrent", required_argument, NULL, 'c'},
+        {"layers-media-type", required_argument, NULL, 'm'},
+        {"layers-path", required_argument, NULL, 'P'},
+        {"username", required_argument, NULL, 'u'},
+        {"password-file", required_argument, NULL, 'W'},
+        {"cluster-secret-file", required_argument, NULL, 's'},
+        {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -512,11 +593,20 @@ int ctl_prewarm_main(int argc, char **argv)
     char **platforms = NULL;
     size_t na = 0, np = 0;
     const char *timeout = DEFAULT_TIMEOUT;
+    const char *password_file = NULL;
+    char *password = NULL;
+    size_t password_len = 0;
+    struct ctl_job_args ja;
+    struct ctl_http h;
+    bool h_ready = false;
     struct run r;
     int status = 2;
     int c;
 
     memset(&r, 0, sizeof(r));
+    memset(&ja, 0, sizeof(ja));
+    memset(&h, 0, sizeof(h));
+    ctl_common_defaults(&ja.common);
     agents = calloc((size_t)argc + 1, sizeof(*agents));
     platforms = calloc((size_t)argc + 1, sizeof(*platforms));
     if (!agents || !platforms) {
@@ -525,10 +615,48 @@ int ctl_prewarm_main(int argc, char **argv)
     }
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":a:p:t:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":a:p:t:T:S:c:m:P:u:W:s:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'a':
             agents[na++] = optarg;
+            break;
+        case 'T':
+            ja.common.tracker = optarg;
+            break;
+        case 'S':
+            ja.selector = optarg;
+            break;
+        case 'c': {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (!optarg[0] || *end || v > 100000) {
+                status = usage_error("invalid --max-concurrent \"%s\"", optarg);
+                goto out;
+            }
+            ja.max_concurrent = (uint32_t)v;
+            break;
+        }
+        case 'm':
+        case 'P':
+            if (layer_filter_add(&ja.layers, c == 'm', optarg) < 0) {
+                status = usage_error("invalid or too many layer patterns (\"%s\")", optarg);
+                goto out;
+            }
+            break;
+        case 'u':
+            ja.username = optarg;
+            break;
+        case 'W':
+            password_file = optarg;
+            break;
+        case 's':
+            ja.common.secret_file = optarg;
+            break;
+        case 'o':
+            if (ctl_common_output(&ja.common, "prewarm", optarg)) {
+                status = 2;
+                goto out;
+            }
             break;
         case 'p':
             platforms[np++] = optarg;
@@ -558,9 +686,26 @@ int ctl_prewarm_main(int argc, char **argv)
         goto out;
     }
     r.ref = argv[optind];
-    if (na == 0) {
-        status = usage_error("at least one --agent URL is required");
+    if (na == 0 && !ja.common.tracker) {
+        status = usage_error("--tracker URL or at least one --agent URL is required");
         goto out;
+    }
+    if (na > 0 && ja.common.tracker && getenv("SHOAL_TRACKER") != ja.common.tracker) {
+        status = usage_error("give --tracker or --agent, not both");
+        goto out;
+    }
+    if (!ja.username != !password_file) {
+        status = usage_error("--username and --password-file go together");
+        goto out;
+    }
+    if (password_file) {
+        char perr[300];
+        if (config_read_secret("password-file", password_file, &password, &password_len, perr,
+                               sizeof(perr)) < 0) {
+            status = usage_error("%s", perr);
+            goto out;
+        }
+        ja.password = password;
     }
     if (na > CTL_PREWARM_MAX_AGENTS) {
         status = usage_error("at most %d agents", CTL_PREWARM_MAX_AGENTS);
@@ -588,6 +733,27 @@ int ctl_prewarm_main(int argc, char **argv)
         status = usage_error("invalid --timeout \"%s\" (e.g. 90s, 10m, 2h)", timeout);
         goto out;
     }
+    ja.ref = r.ref;
+    ja.platforms = (const char *const *)platforms;
+    ja.nplatforms = np;
+    if (na == 0) {
+        /* The cluster way: the tracker picks the agents. */
+        if ((status = ctl_common_tracker(&ja.common, "prewarm")) != 0)
+            goto out;
+        ja.timeout_ms = r.timeout_ms;
+        status = ctl_job_prewarm(&ja);
+        goto out;
+    }
+    {
+        char herr[300];
+        if (ctl_http_init(&h, ja.common.secret_file, herr, sizeof(herr)) < 0) {
+            status = usage_error("%s", herr);
+            goto out;
+        }
+        h_ready = true;
+        r.secret = h.secret;
+        r.secret_len = h.secret_len;
+    }
     r.agents = calloc(na, sizeof(*r.agents));
     if (!r.agents) {
         fprintf(stderr, "shoalctl: out of memory\n");
@@ -611,12 +777,13 @@ int ctl_prewarm_main(int argc, char **argv)
     }
     if (r.name_width > 40)
         r.name_width = 40;
-    r.body = make_body(r.ref, platforms, np);
+    r.body = make_body(&ja, &h);
     if (!r.body) {
         fprintf(stderr, "shoalctl: out of memory\n");
         goto out;
     }
-    r.tty = isatty(STDOUT_FILENO) == 1;
+    r.json = ja.common.json;
+    r.tty = !r.json && isatty(STDOUT_FILENO) == 1;
 
     status = 1;
     if (uv_loop_init(&r.loop) < 0 || http_client_create(&r.loop, &r.hc) < 0) {
@@ -649,7 +816,15 @@ int ctl_prewarm_main(int argc, char **argv)
     }
 
 out:
+    if (r.body)
+        explicit_bzero(r.body, strlen(r.body));
     free(r.body);
+    if (password) {
+        explicit_bzero(password, password_len);
+        free(password);
+    }
+    if (h_ready)
+        ctl_http_dispose(&h);
     free(r.agents);
     free(agents);
     free(platforms);

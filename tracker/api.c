@@ -2,7 +2,7 @@
  * reply encoded by common/announce.c (one clear message per bad field), the
  * calls into tracker_state, and the JSON and Prometheus answers.
  */
-#include "api.h"
+#include "api_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -13,25 +13,19 @@
 
 #include <jansson.h>
 
+#include "shoal/agent_info.h"
 #include "shoal/announce.h"
 #include "shoal/cluster_auth.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
 #include "shoal/wire.h"
+#include "job_runner.h"
 
 #define COMP "tracker"
 #define METRICS_MAX (1u << 20)
 #define LIST_MAX (64u << 20)  /* 10000 swarms need about 2 MiB */
 #define REPLY_MAX (16u << 20) /* 65536 sha256 hashes and 200 peers need about 5 MiB */
-
-struct tracker_api {
-    struct tracker_api_config cfg;
-    uint64_t auth_failures;
-    uint64_t bad_requests;
-    /* Scratch for one announce (the server is single-threaded). */
-    struct tracker_announce_reply reply;
-};
 
 int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api **out)
 {
@@ -71,49 +65,6 @@ const char *tracker_api_error_body(int status, const char *message, struct buf *
     return s != NULL ? "application/json" : NULL;
 }
 
-/* Sends doc (taken) as the answer. */
-static int answer_json(struct http_request *req, int status, json_t *doc)
-{
-    char *s = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-    int rc;
-
-    json_decref(doc);
-    if (s == NULL) {
-        static const char oom[] = "{\"error\":\"out of memory\"}\n";
-
-        http_response_simple(req, 503, "application/json", oom, sizeof(oom) - 1, NULL);
-        return 503;
-    }
-    rc = http_response_simple(req, status, "application/json", s, strlen(s), NULL);
-    free(s);
-    (void)rc;
-    return status;
-}
-
-static int answer_error(struct http_request *req, int status, const char *message)
-{
-    return answer_json(req, status, json_pack("{s:s}", "error", message));
-}
-
-/* --- Authentication ------------------------------------------------------------- */
-
-static bool authorized(struct tracker_api *a, struct http_request *req, int *status)
-{
-    char why[160];
-    int rc;
-
-    rc = cluster_auth_verify(a->cfg.secret, a->cfg.secret_len,
-                             http_request_header(req, CLUSTER_AUTH_HEADER), (int64_t)time(NULL),
-                             req->method, req->path, req->body, req->body_len, why, sizeof(why));
-    if (rc == 0)
-        return true;
-    a->auth_failures++;
-    LOG(WARN, COMP, "id=%" PRIu64 " msg=\"auth failed\" peer=%s path=%.100s reason=\"%s\"", req->id,
-        req->peer, req->path, why);
-    *status = answer_error(req, 401, why);
-    return false;
-}
-
 /* --- Announce ---------------------------------------------------------------------- */
 
 /* The core's reply in the protocol's terms (shoal/announce.h). */
@@ -145,7 +96,7 @@ static int answer_reply(struct http_request *req, const struct tracker_announce_
     buf_init(&body, REPLY_MAX);
     wire_reply(out, &w);
     if (announce_reply_encode(&w, &body) < 0)
-        status = answer_error(req, 503, "out of memory");
+        status = api_answer_error(req, 503, "out of memory");
     else
         http_response_simple(req, 200, "application/json", body.data, body.len, NULL);
     buf_dispose(&body);
@@ -163,18 +114,18 @@ static int announce(struct tracker_api *a, struct http_request *req, char *note,
 
     rc = announce_req_decode(req->body, req->body_len, a->cfg.hash_algo, &d, err, sizeof(err));
     if (rc < 0) {
-        status = answer_error(req, rc == SHOAL_EPARSE ? 400 : 503, err);
+        status = api_answer_error(req, rc == SHOAL_EPARSE ? 400 : 503, err);
         goto out;
     }
     rc = tracker_state_announce(a->cfg.state, r, uv_now(a->cfg.loop), out);
     snprintf(note, notelen, " agent=%s digest=%.80s event=%s", r->agent, r->digest,
              announce_event_name(r->event));
     if (rc == SHOAL_EPARSE) {
-        status = answer_error(req, 400, out->error);
+        status = api_answer_error(req, 400, out->error);
         goto out;
     }
     if (rc < 0) {
-        status = answer_error(req, 503, rc == SHOAL_EBUSY ? out->error : shoal_strerror(rc));
+        status = api_answer_error(req, 503, rc == SHOAL_EBUSY ? out->error : shoal_strerror(rc));
         goto out;
     }
     if (out->new_swarm)
@@ -222,9 +173,9 @@ static int list_swarms(struct tracker_api *a, struct http_request *req)
     if (arr == NULL ||
         tracker_state_list(a->cfg.state, uv_now(a->cfg.loop), visit_swarm, arr) < 0) {
         json_decref(arr);
-        return answer_error(req, 503, "out of memory");
+        return api_answer_error(req, 503, "out of memory");
     }
-    return answer_json(req, 200, json_pack("{s:o}", "swarms", arr));
+    return api_answer_json(req, 200, json_pack("{s:o}", "swarms", arr));
 }
 
 int tracker_api_metrics(struct tracker_api *a, struct buf *out)
@@ -256,6 +207,28 @@ int tracker_api_metrics(struct tracker_api *a, struct buf *out)
     M("shoal_tracker_bad_peer_reports_total", "counter",
       "Peer addresses reported by agents for sending a piece that failed its hash.",
       st.bad_peer_reports);
+    struct tracker_jobs_stats js;
+    tracker_state_jobs_stats(a->cfg.state, &js);
+    M("shoal_tracker_agents", "gauge", "Agents in the inventory.",
+      tracker_state_agents_count(a->cfg.state));
+    M("shoal_tracker_jobs_created_total", "counter", "Preheat jobs created.", js.created);
+    M("shoal_tracker_jobs_succeeded_total", "counter", "Preheat jobs that ended SUCCESS.",
+      js.succeeded);
+    M("shoal_tracker_jobs_failed_total", "counter", "Preheat jobs that ended FAILURE.", js.failed);
+    M("shoal_tracker_jobs_pending", "gauge", "Preheat jobs in progress.", js.pending);
+    M("shoal_tracker_job_tasks_running", "gauge", "Agents starting or running a job's prewarm.",
+      js.tasks_running);
+    if (a->cfg.runner) {
+        const struct job_runner_stats *rs = job_runner_stats(a->cfg.runner);
+        M("shoal_tracker_pushes_total", "counter",
+          "Pushed manifests reported by webhooks and registry notifications.", rs->pushes);
+        M("shoal_tracker_pushes_warmed_total", "counter", "Pushes a push rule turned into a job.",
+          rs->pushes_matched);
+        M("shoal_tracker_agent_requests_total", "counter",
+          "Prewarm starts and polls sent to agents.", rs->start_requests + rs->poll_requests);
+        M("shoal_tracker_agent_request_errors_total", "counter",
+          "Prewarm starts and polls that got no usable answer.", rs->request_errors);
+    }
 #undef M
     return rc;
 }
@@ -284,10 +257,16 @@ void tracker_api_handle(struct http_request *req, void *ctx)
     struct tracker_api *a = ctx;
     const char *path = req->path;
     bool is_announce = strcmp(path, "/v1/announce") == 0;
+    bool is_agents = strcmp(path, AGENT_INFO_PATH) == 0;
+    bool is_jobs = strcmp(path, "/v1/jobs") == 0;
+    bool is_job = strncmp(path, "/v1/jobs/", 9) == 0;
+    bool is_post = strcmp(req->method, "POST") == 0;
     char note[300] = "";
     int status;
 
-    if (strcmp(path, "/_shoal/health") == 0 && is_get(req)) {
+    if ((status = api_harbor_handle(a, req, note, sizeof(note))) != 0) {
+        /* one of Harbor's or a registry's endpoints: answered */
+    } else if (strcmp(path, "/_shoal/health") == 0 && is_get(req)) {
         static const char ok[] = "{\"status\":\"ok\"}\n";
 
         http_response_simple(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
@@ -295,20 +274,35 @@ void tracker_api_handle(struct http_request *req, void *ctx)
     } else if (strcmp(path, "/metrics") == 0 && is_get(req)) {
         status = metrics(a, req);
     } else if (is_announce && strcmp(req->method, "POST") == 0) {
-        if (authorized(a, req, &status))
+        if (api_authorized(a, req, &status))
             status = announce(a, req, note, sizeof(note));
     } else if (strcmp(path, "/v1/swarms") == 0 && is_get(req)) {
-        if (authorized(a, req, &status))
+        if (api_authorized(a, req, &status))
             status = list_swarms(a, req);
-    } else if (is_announce || strcmp(path, "/v1/swarms") == 0 ||
+    } else if (is_agents && is_post) {
+        if (api_authorized(a, req, &status))
+            status = api_agents_heartbeat(a, req, note, sizeof(note));
+    } else if (is_agents && is_get(req)) {
+        if (api_authorized(a, req, &status))
+            status = api_agents_list(a, req);
+    } else if (is_jobs && is_post) {
+        if (api_authorized(a, req, &status))
+            status = api_jobs_create(a, req, note, sizeof(note));
+    } else if (is_jobs && is_get(req)) {
+        if (api_authorized(a, req, &status))
+            status = api_jobs_list(a, req);
+    } else if (is_job && is_get(req)) {
+        if (api_authorized(a, req, &status))
+            status = api_jobs_get(a, req, path + 9);
+    } else if (is_announce || is_agents || is_jobs || is_job || strcmp(path, "/v1/swarms") == 0 ||
                strcmp(path, "/_shoal/health") == 0 || strcmp(path, "/metrics") == 0) {
-        status = answer_error(req, 405, "method not allowed");
+        status = api_answer_error(req, 405, "method not allowed");
     } else {
-        status = answer_error(req, 404, "no such endpoint");
+        status = api_answer_error(req, 404, "no such endpoint");
     }
-    /* Agents announce every second: keep those lines out of the info log
-     * unless something went wrong. */
-    if (is_announce && status == 200)
+    /* Agents announce every second and heartbeat every few: keep those
+     * lines out of the info log unless something went wrong. */
+    if ((is_announce || (is_agents && is_post)) && status == 200)
         LOG(DEBUG, "http",
             "id=%" PRIu64 " method=%s path=%.200s status=%d duration_ms=%" PRIu64 " peer=%s%s",
             req->id, req->method, path, status, uv_now(a->cfg.loop) - req->start_ms, req->peer,

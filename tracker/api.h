@@ -12,9 +12,23 @@
 
 #include <uv.h>
 
+#include "harbor.h"
 #include "shoal/buf.h"
 #include "shoal/http_server.h"
 #include "state.h"
+
+struct job_runner;
+
+/* How Harbor and registries get in, and what their jobs may use. */
+struct tracker_api_harbor {
+    enum harbor_auth_mode provider_mode;
+    const char *provider_token; /* borrowed; NULL = not configured */
+    size_t provider_token_len;
+    const char *provider_header; /* CUSTOM mode's header name */
+    const char *webhook_auth;    /* borrowed; NULL = webhooks refused */
+    size_t webhook_auth_len;
+    struct harbor_scopes scopes;
+};
 
 /* Largest announce body accepted (the server's max_body_bytes). An agent
  * reports only the hashes of its own lease, so this is generous. */
@@ -26,6 +40,8 @@ struct tracker_api_config {
     const char *secret;          /* borrowed; "" or NULL = empty key */
     size_t secret_len;
     enum wire_hash_algo hash_algo; /* must match the state's; 0 = xxh3-128 */
+    struct job_runner *runner;     /* borrowed; starts the jobs the API creates */
+    struct tracker_api_harbor harbor;
 };
 
 struct tracker_api;

@@ -10,6 +10,8 @@
 #include <uv.h>
 
 #include "api.h"
+#include "job_runner.h"
+#include "shoal/http_client.h"
 #include "shoal/error.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
@@ -24,6 +26,8 @@ struct tracker {
     struct tracker_config cfg;
     struct tracker_state *state;
     struct tracker_api *api;
+    struct http_client *hc;
+    struct job_runner *runner;
     struct http_server *server;
     uv_timer_t expire;
     uv_signal_t sigint;
@@ -47,6 +51,15 @@ static void stop(struct tracker *tr, const char *why)
     if (tr->server != NULL) {
         http_server_destroy(tr->server, NULL, NULL);
         tr->server = NULL;
+    }
+    /* The runner's requests are on the client: it goes first. */
+    if (tr->runner != NULL) {
+        job_runner_destroy(tr->runner);
+        tr->runner = NULL;
+    }
+    if (tr->hc != NULL) {
+        http_client_destroy(tr->hc, NULL, NULL);
+        tr->hc = NULL;
     }
     uv_close((uv_handle_t *)&tr->expire, NULL);
     uv_close((uv_handle_t *)&tr->sigint, NULL);
@@ -73,11 +86,28 @@ static int start(struct tracker *tr)
 {
     const struct tracker_config *cfg = &tr->cfg;
     struct tracker_swarms_config sc;
+    struct tracker_cluster_config cc;
     int rc;
 
     tracker_config_swarms(cfg, &sc);
+    tracker_config_cluster(cfg, &cc);
     sc.seed = seed();
-    rc = tracker_state_memory_create(&sc, &tr->state);
+    rc = tracker_state_memory_create(&sc, &cc, &tr->state);
+    if (rc < 0)
+        return rc;
+    rc = http_client_create(&tr->loop, &tr->hc);
+    if (rc < 0)
+        return rc;
+    struct job_runner_config rcfg = {
+        .loop = &tr->loop,
+        .hc = tr->hc,
+        .state = tr->state,
+        .secret = cfg->secret ? cfg->secret : "",
+        .secret_len = cfg->secret_len,
+        .poll_ms = (uint64_t)cfg->job_poll_interval_ms,
+        .rules = &cfg->push_rules,
+    };
+    rc = job_runner_create(&rcfg, &tr->runner);
     if (rc < 0)
         return rc;
     struct tracker_api_config ac = {
@@ -86,6 +116,17 @@ static int start(struct tracker *tr)
         .secret = cfg->secret,
         .secret_len = cfg->secret_len,
         .hash_algo = cfg->hash_algo,
+        .runner = tr->runner,
+        .harbor =
+            {
+                .provider_mode = cfg->provider_mode,
+                .provider_token = cfg->provider_token,
+                .provider_token_len = cfg->provider_token_len,
+                .provider_header = cfg->provider_auth_header,
+                .webhook_auth = cfg->webhook_auth,
+                .webhook_auth_len = cfg->webhook_auth_len,
+                .scopes = {.base = cfg->harbor_selector, .seed = cfg->harbor_seed_selector},
+            },
     };
     rc = tracker_api_create(&ac, &tr->api);
     if (rc < 0)
@@ -111,6 +152,11 @@ static int start(struct tracker *tr)
         cfg->secret_len > 0 ? "file" : "none", cfg->interval_ms, cfg->peer_timeout_ms,
         cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
         cfg->bad_peer_time_ms);
+    LOG(INFO, "tracker",
+        "msg=\"cluster ready\" agent_timeout_ms=%" PRId64 " job_timeout_ms=%" PRId64
+        " provider_auth=%s provider_token=%s webhooks=%s push_rules=%zu",
+        cfg->agent_timeout_ms, cfg->job_timeout_ms, cfg->provider_auth,
+        cfg->provider_token ? "file" : "none", cfg->webhook_auth ? "on" : "off", cfg->push_rules.n);
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "shoal/error.h"
 #include "shoal/wire.h"
@@ -12,6 +13,9 @@
 #define SEC 1000LL
 #define MIN (60 * SEC)
 #define HOUR (60 * MIN)
+
+static int push_rules_option(void *field, json_t *value, char *err, size_t errlen);
+static void push_rules_option_free(void *field);
 
 static const char usage_text[] =
     "shoal-tracker [--config FILE] [--listen ADDR:PORT] [--cluster-secret-file FILE] [options]";
@@ -52,8 +56,55 @@ const struct config_option tracker_options[] = {
         "of every peer list of that swarm for this long; 0 = reports are only counted and logged"),
     OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "4096",
         "agent connections served at once"),
+    OPT("agent-timeout", CONFIG_DURATION, agent_timeout_ms, SEC, HOUR, "30s",
+        "an agent that has not heartbeat for this long leaves the inventory, and its unfinished "
+        "job tasks fail"),
+    OPT("job-keep", CONFIG_DURATION, job_keep_ms, MIN, 7 * 24 * HOUR, "2h",
+        "how long a finished job stays readable (Harbor polls for up to 30 minutes)"),
+    OPT("job-timeout", CONFIG_DURATION, job_timeout_ms, SEC, 7 * 24 * HOUR, "1h",
+        "a job not finished after this long fails (a job request may ask for less or more)"),
+    OPT("job-contact-timeout", CONFIG_DURATION, job_contact_timeout_ms, SEC, HOUR, "30s",
+        "a job task fails when its agent has not answered for this long"),
+    OPT("job-poll-interval", CONFIG_DURATION, job_poll_interval_ms, 100, MIN, "1s",
+        "how often the tracker asks each agent how its job is going"),
+    OPT("max-jobs", CONFIG_INT, max_jobs, 1, TRACKER_JOBS_MAX, "10000",
+        "jobs kept at once (the oldest finished go first)"),
+    OPT("provider-auth", CONFIG_STRING, provider_auth, 0, 0, "oauth",
+        "how Harbor's P2P provider calls (/oapi/v1/jobs, /registry/notifications) authenticate: "
+        "none, basic (provider-token-file holds user:password), oauth (Authorization: Bearer "
+        "<provider-token-file>) or custom (the header provider-auth-header holds the token)"),
+    OPT("provider-token-file", CONFIG_STRING, provider_token_file, 0, 0, NULL,
+        "file holding the provider token, or user:password for basic (one trailing newline "
+        "dropped); without it only provider-auth none lets Harbor in"),
+    OPT("provider-auth-header", CONFIG_STRING, provider_auth_header, 0, 0, "X-Shoal-Token",
+        "the header Harbor's CUSTOM auth mode sends (the key of its auth_info)"),
+    OPT("harbor-selector", CONFIG_STRING, harbor_selector_text, 0, 0, "",
+        "the agents Harbor's preheat jobs may use (a selector, docs/protocol.md; "
+        " = all)"),
+    OPT("harbor-seed-selector", CONFIG_STRING, harbor_seed_selector_text, 0, 0, "seed=true",
+        "the agents Harbor's all_seed_peers scope warms"),
+    OPT("webhook-auth-file", CONFIG_STRING, webhook_auth_file, 0, 0, NULL,
+        "file holding the exact Authorization value Harbor webhooks send (their auth header); "
+        "without it webhooks are refused"),
+    {"push-rules", CONFIG_CUSTOM, offsetof(struct tracker_config, push_rules), 0, 0, NULL,
+     "which pushes (webhooks, registry notifications) warm which agents: [{\"registry\", "
+     "\"repository\", \"tag\" (globs), \"kinds\": [\"image\", \"ormb\", \"modelpack\", "
+     "\"kitops\"], \"selector\", \"platforms\", \"layers\", \"max_concurrent\"}] (config file "
+     "only; docs/harbor.md)",
+     push_rules_option, push_rules_option_free},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
+
+static int push_rules_option(void *field, json_t *value, char *err, size_t errlen)
+{
+    int rc = push_rules_parse(value, field, err, errlen);
+    return rc == SHOAL_EPARSE ? SHOAL_ECONFIG : rc;
+}
+
+static void push_rules_option_free(void *field)
+{
+    push_rules_dispose(field);
+}
 
 static int read_secret(struct tracker_config *cfg, char *err, size_t errlen)
 {
@@ -96,7 +147,63 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
         if (rc < 0)
             return rc;
     }
+    static const char *const modes[] = {"none", "basic", "oauth", "custom"};
+    size_t m;
+    for (m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        if (strcasecmp(cfg->provider_auth, modes[m]) == 0)
+            break;
+    }
+    if (m == sizeof(modes) / sizeof(modes[0])) {
+        snprintf(err, errlen,
+                 "config: \"provider-auth\": \"%.40s\" is not none, basic, oauth or custom",
+                 cfg->provider_auth);
+        return SHOAL_ECONFIG;
+    }
+    cfg->provider_mode = (enum harbor_auth_mode)m;
+    if (cfg->provider_token_file) {
+        rc = config_read_secret("provider-token-file", cfg->provider_token_file,
+                                &cfg->provider_token, &cfg->provider_token_len, err, errlen);
+        if (rc < 0)
+            return rc;
+        if (cfg->provider_mode == HARBOR_AUTH_BASIC &&
+            !memchr(cfg->provider_token, ':', cfg->provider_token_len)) {
+            snprintf(err, errlen,
+                     "config: \"provider-token-file\": basic needs user:password in the file");
+            return SHOAL_ECONFIG;
+        }
+    }
+    if (cfg->provider_mode == HARBOR_AUTH_CUSTOM &&
+        (!cfg->provider_auth_header[0] || strchr(cfg->provider_auth_header, ':') ||
+         strchr(cfg->provider_auth_header, ' '))) {
+        snprintf(err, errlen, "config: \"provider-auth-header\": not a header name");
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->webhook_auth_file) {
+        rc = config_read_secret("webhook-auth-file", cfg->webhook_auth_file, &cfg->webhook_auth,
+                                &cfg->webhook_auth_len, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    char why[300];
+    if (tracker_selector_parse(cfg->harbor_selector_text, &cfg->harbor_selector, why, sizeof(why)) <
+        0) {
+        snprintf(err, errlen, "config: \"harbor-selector\": %s", why);
+        return SHOAL_ECONFIG;
+    }
+    if (tracker_selector_parse(cfg->harbor_seed_selector_text, &cfg->harbor_seed_selector, why,
+                               sizeof(why)) < 0) {
+        snprintf(err, errlen, "config: \"harbor-seed-selector\": %s", why);
+        return SHOAL_ECONFIG;
+    }
     return CONFIG_RUN;
+}
+
+static void wipe_free(char *s, size_t n)
+{
+    if (s) {
+        memset(s, 0, n);
+        free(s);
+    }
 }
 
 void tracker_config_dispose(struct tracker_config *cfg)
@@ -110,6 +217,20 @@ void tracker_config_dispose(struct tracker_config *cfg)
     }
     cfg->secret = NULL;
     cfg->secret_len = 0;
+    wipe_free(cfg->provider_token, cfg->provider_token_len);
+    cfg->provider_token = NULL;
+    wipe_free(cfg->webhook_auth, cfg->webhook_auth_len);
+    cfg->webhook_auth = NULL;
+}
+
+void tracker_config_cluster(const struct tracker_config *cfg, struct tracker_cluster_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->agent_timeout_ms = (uint64_t)cfg->agent_timeout_ms;
+    out->jobs.keep_ms = (uint64_t)cfg->job_keep_ms;
+    out->jobs.default_timeout_ms = (uint64_t)cfg->job_timeout_ms;
+    out->jobs.contact_timeout_ms = (uint64_t)cfg->job_contact_timeout_ms;
+    out->jobs.max_jobs = (size_t)cfg->max_jobs;
 }
 
 void tracker_config_swarms(const struct tracker_config *cfg, struct tracker_swarms_config *out)

@@ -6,7 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "push_rules.h"
 #include "shoal/config.h"
+#include "state.h"
 #include "swarm.h"
 
 struct tracker_config {
@@ -23,11 +25,33 @@ struct tracker_config {
     int64_t swarm_keep_ms;
     int64_t bad_peer_time_ms;
     int64_t max_connections;
+    /* cluster: inventory and jobs */
+    int64_t agent_timeout_ms;
+    int64_t job_keep_ms;
+    int64_t job_timeout_ms;
+    int64_t job_contact_timeout_ms;
+    int64_t job_poll_interval_ms;
+    int64_t max_jobs;
+    /* Harbor and registries */
+    char *provider_auth;
+    char *provider_token_file;
+    char *provider_auth_header;
+    char *harbor_selector_text;
+    char *harbor_seed_selector_text;
+    char *webhook_auth_file;
+    struct push_rules push_rules;
 
     /* Derived by tracker_config_load. */
     enum wire_hash_algo hash_algo;
     char *secret; /* the file's contents less one trailing newline; "" without a file */
     size_t secret_len;
+    enum harbor_auth_mode provider_mode;
+    char *provider_token; /* provider-token-file's contents; NULL without */
+    size_t provider_token_len;
+    char *webhook_auth; /* webhook-auth-file's contents; NULL without */
+    size_t webhook_auth_len;
+    struct tracker_selector harbor_selector;
+    struct tracker_selector harbor_seed_selector;
 };
 
 /* The tracker's option table (ends with a NULL name). */
@@ -44,5 +68,8 @@ void tracker_config_dispose(struct tracker_config *cfg);
 
 /* The core's settings from the loaded configuration. */
 void tracker_config_swarms(const struct tracker_config *cfg, struct tracker_swarms_config *out);
+
+/* The inventory's and the jobs' settings. */
+void tracker_config_cluster(const struct tracker_config *cfg, struct tracker_cluster_config *out);
 
 #endif

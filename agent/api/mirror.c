@@ -9,11 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/mirror_blob.h"
 #include "api/mirror_manifest.h"
 #include "api/mirror_req.h"
 #include "api/prewarm.h"
+#include "api/status.h"
+#include "shoal/cluster_auth.h"
+#include "upstream/job_creds.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
@@ -200,11 +204,28 @@ static void handle_prewarm(struct mreq *r)
         mreq_error(r, 503, "UNAVAILABLE", "prewarm is not available", NULL);
         return;
     }
+    /* A signed request (the tracker's) must be signed right; a request that
+     * is signed, or comes from this node, may hand over credentials. */
+    const char *sig = http_request_header(req, CLUSTER_AUTH_HEADER);
+    const struct agent_config *cfg = r->m->deps.cfg;
+    char why[160];
+    if (sig && cluster_auth_verify(cfg->secret ? cfg->secret : "", cfg->secret_len, sig,
+                                   (int64_t)time(NULL), req->method, req->path, req->body,
+                                   req->body_len, why, sizeof(why)) < 0) {
+        LOG(WARN, "mirror", "msg=\"prewarm request refused\" peer=%s reason=\"%s\"", req->peer,
+            why);
+        mreq_error(r, 401, "UNAUTHORIZED", why, NULL);
+        return;
+    }
+    struct prewarm_caller caller = {
+        .signed_ok = sig != NULL,
+        .loopback = mirror_peer_is_loopback(req->peer),
+    };
     struct buf out;
     char clen[32];
     buf_init(&out, 1 << 20);
-    int status =
-        prewarm_http(r->m->deps.prewarm, req->method, req->path, req->body, req->body_len, &out);
+    int status = prewarm_http(r->m->deps.prewarm, &caller, req->method, req->path, req->body,
+                              req->body_len, &out);
     snprintf(clen, sizeof(clen), "%zu", out.len);
     struct http_header hs[] = {
         {"Content-Type", "application/json"}, {"Content-Length", clen}, {NULL, NULL}};
@@ -236,6 +257,26 @@ static void handle_control(struct mreq *r)
         http_response_simple(r->req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
         return;
     }
+    if (strcmp(path, "/_shoal/status") == 0) {
+        struct buf out;
+        char clen[32];
+        buf_init(&out, 1 << 20);
+        int status = r->m->deps.status ? status_http(r->m->deps.status, &out) : 503;
+        if (status != 200) {
+            buf_dispose(&out);
+            mreq_error(r, 503, "UNAVAILABLE", "status is not available", NULL);
+            return;
+        }
+        snprintf(clen, sizeof(clen), "%zu", out.len);
+        struct http_header hs[] = {
+            {"Content-Type", "application/json"}, {"Content-Length", clen}, {NULL, NULL}};
+        if (mreq_start(r, 200, hs) == 0 && !r->req->is_head)
+            http_response_write(r->req, out.data, out.len);
+        r->bytes = out.len;
+        http_response_end(r->req);
+        buf_dispose(&out);
+        return;
+    }
     if (strcmp(path, "/metrics") == 0) {
         struct buf out;
         buf_init(&out, 1 << 20);
@@ -248,6 +289,35 @@ static void handle_control(struct mreq *r)
         return;
     }
     mreq_error(r, 404, "NOT_FOUND", "no such endpoint", NULL);
+}
+
+/* A prewarm job's request carrying the handle of its own credentials: only
+ * this agent's prewarm module (on loopback) knows such handles. Returns false
+ * after answering with an error. */
+static bool use_job_credentials(struct mreq *r)
+{
+    const char *handle = http_request_header(r->req, JOB_CREDS_HEADER);
+    if (!handle)
+        return true;
+    if (!mirror_peer_is_loopback(r->req->peer)) {
+        mreq_error(r, 403, "DENIED",
+                   "job credentials are accepted from this agent's own prewarm jobs only", NULL);
+        return false;
+    }
+    int rc = r->m->deps.job_creds
+                 ? job_creds_apply(r->m->deps.job_creds, handle, r->def, &r->job_def)
+                 : SHOAL_ENOT_FOUND;
+    if (rc == SHOAL_ENOT_FOUND) {
+        mreq_error(r, 403, "DENIED", "unknown job credentials (the prewarm job has ended)", NULL);
+        return false;
+    }
+    if (rc < 0) {
+        mreq_error(r, 503, "UNAVAILABLE", "out of memory", NULL);
+        return false;
+    }
+    r->job = true;
+    r->def = &r->job_def;
+    return true;
 }
 
 /* --- routing --- */
@@ -392,6 +462,8 @@ void mirror_handle(struct http_request *req, void *ctx)
         mreq_error(r, 403, "DENIED", msg, NULL);
         return;
     }
+    if (!use_job_credentials(r))
+        return;
     switch (r->kind) {
     case MREQ_MANIFEST:
         mirror_manifest(r);

@@ -19,6 +19,8 @@
 
 struct mirror;
 struct prewarm;
+struct job_creds;
+struct status_deps;
 
 /* Everything the mirror uses; all borrowed and outliving the mirror. */
 struct mirror_deps {
@@ -27,7 +29,10 @@ struct mirror_deps {
     struct store *store;
     struct upstream *up;
     struct blob_fetcher *fetcher;
-    struct swarm *swarm; /* NULL without a tracker */
+    struct swarm *swarm;         /* NULL without a tracker */
+    struct job_creds *job_creds; /* credentials of running prewarm jobs */
+    /* Answers /_shoal/status; NULL answers 503 there. */
+    const struct status_deps *status;
     /* Serves /_shoal/prewarm; NULL answers 503 there. Usually set later with
      * mirror_set_prewarm, as it needs the server's port. */
     struct prewarm *prewarm;

@@ -263,11 +263,12 @@ static void head_done(void *arg, int rc, const struct http_client_response *resp
     int status = resp ? (int)resp->status : 0;
     if (rc == 0 && status == 200) {
         uint64_t size = resp->content_length;
-        mirror_confirm(m, r->def->host, r->repo, &r->d, size);
+        if (!r->job)
+            mirror_confirm(m, r->def->host, r->repo, &r->d, size);
         blob_proceed(r, size);
         return;
     }
-    if (upstream_unreachable(rc, status) &&
+    if (!r->job && upstream_unreachable(rc, status) &&
         store_repo_has(m->deps.store, &r->d, r->def->host, r->repo)) {
         LOG(WARN, "mirror", "digest=%s repo=%s upstream=%s unreachable; serving from cache",
             r->d.str, r->repo, r->def->host);
@@ -281,12 +282,13 @@ void mirror_blob(struct mreq *r)
 {
     struct mirror *m = r->m;
     uint64_t size;
-    if (mirror_confirmed(m, r->def->host, r->repo, &r->d, &size)) {
+    if (!r->job && mirror_confirmed(m, r->def->host, r->repo, &r->d, &size)) {
         blob_proceed(r, size);
         return;
     }
     /* A digest is only readable through a repository that holds it upstream:
-     * ask before serving, even from the cache. */
+     * ask before serving, even from the cache. A job with credentials of its
+     * own always asks with them, and what it learns is not kept for others. */
     char path[OCI_NAME_MAX + 200];
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", r->repo, r->d.str);
     struct upstream_req_opts o = {

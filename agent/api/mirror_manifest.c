@@ -85,7 +85,7 @@ static void manifest_done(void *arg, int rc, const struct http_client_response *
     }
     int status = resp ? (int)resp->status : 0;
     if (rc < 0 || status != 200) {
-        if (upstream_unreachable(rc, status)) {
+        if (!r->job && upstream_unreachable(rc, status)) {
             if (!r->by_digest && serve_stale_tag(r))
                 return;
             if (r->by_digest && store_repo_has(m->deps.store, &r->d, r->def->host, r->repo)) {
@@ -131,7 +131,9 @@ static void manifest_done(void *arg, int rc, const struct http_client_response *
     http_client_response_header(resp, "Content-Type", mt, sizeof(mt));
     store_manifest_put(m->deps.store, &d, mt, resp->body.data ? resp->body.data : "",
                        resp->body.len);
-    mirror_confirm(m, r->def->host, r->repo, &d, resp->body.len);
+    /* What a job's credentials unlocked is not kept for other clients. */
+    if (!r->job)
+        mirror_confirm(m, r->def->host, r->repo, &d, resp->body.len);
     if (!r->by_digest) {
         store_tag_put(m->deps.store, r->def->host, r->repo, r->ref, d.str, mt);
         if (m->deps.cfg->tag_cache_ttl_ms > 0) {
@@ -172,12 +174,12 @@ void mirror_manifest(struct mreq *r)
 {
     struct mirror *m = r->m;
     uint64_t size;
-    if (r->by_digest && mirror_confirmed(m, r->def->host, r->repo, &r->d, &size)) {
+    if (!r->job && r->by_digest && mirror_confirmed(m, r->def->host, r->repo, &r->d, &size)) {
         r->source = "cache";
         if (serve_cached_manifest(r, &r->d))
             return;
     }
-    if (!r->by_digest && serve_cached_tag(r))
+    if (!r->job && !r->by_digest && serve_cached_tag(r))
         return;
 
     char path[OCI_NAME_MAX + OCI_TAG_MAX + 200];

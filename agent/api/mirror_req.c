@@ -24,6 +24,12 @@ uint64_t mirror_now_ms(const struct mirror *m)
     return uv_now(m->deps.loop);
 }
 
+bool mirror_peer_is_loopback(const char *peer)
+{
+    return peer && (strncmp(peer, "127.", 4) == 0 || strncmp(peer, "[::1]:", 6) == 0 ||
+                    strncmp(peer, "[::ffff:127.", 12) == 0);
+}
+
 /* --- confirmations: which repository holds which digest --- */
 
 static void confirm_key(char *key, size_t len, const char *host, const char *repo,
@@ -155,6 +161,30 @@ void mreq_error(struct mreq *r, int status, const char *code, const char *messag
     buf_dispose(&body);
 }
 
+/* ": CODE: message" from an OCI error body of the upstream, else "". The
+ * upstream's own words tell an operator why (expired token, no such
+ * repository); they are sanitised to one printable line. */
+static const char *upstream_says(const struct http_client_response *resp)
+{
+    static char out[300];
+    out[0] = '\0';
+    if (!resp || !resp->body.data || !resp->body.len)
+        return out;
+    json_t *root = json_loadb(resp->body.data, resp->body.len, 0, NULL);
+    json_t *e = json_array_get(json_object_get(root, "errors"), 0);
+    const char *code = json_string_value(json_object_get(e, "code"));
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    if (code || msg)
+        snprintf(out, sizeof(out), ": %s%s%s", code ? code : "", code && msg ? ": " : "",
+                 msg ? msg : "");
+    json_decref(root);
+    for (char *c = out; *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = ' ';
+    }
+    return out;
+}
+
 void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown_code,
                          const struct http_client_response *resp)
 {
@@ -169,12 +199,13 @@ void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown
     }
     switch (status) {
     case 401:
-        snprintf(msg, sizeof(msg), "upstream %s refused the agent's credentials for %s",
-                 r->def->host, r->repo);
+        snprintf(msg, sizeof(msg), "upstream %s refused the %s credentials for %s%s", r->def->host,
+                 r->job ? "job's" : "agent's", r->repo, upstream_says(resp));
         mreq_error(r, 401, "UNAUTHORIZED", msg, NULL);
         return;
     case 403:
-        snprintf(msg, sizeof(msg), "upstream %s denied access to %s", r->def->host, r->repo);
+        snprintf(msg, sizeof(msg), "upstream %s denied access to %s%s", r->def->host, r->repo,
+                 upstream_says(resp));
         mreq_error(r, 403, "DENIED", msg, NULL);
         return;
     case 404:
@@ -204,6 +235,7 @@ bool mreq_maybe_free(struct mreq *r)
 {
     if (r->req || r->ureq || r->reader)
         return false;
+    upstream_def_dispose(&r->job_def);
     free(r);
     return true;
 }

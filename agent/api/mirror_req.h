@@ -61,6 +61,12 @@ struct mreq {
     const struct upstream_def *def;
     struct upstream_def scratch;
     char scratch_url[OCI_NAME_MAX + 16];
+    /* A prewarm job's request with credentials of its own (X-Shoal-Job-
+     * Credentials): def points at job_def, owned, which carries them. Such a
+     * request never uses or records confirmations, tag-cache entries or
+     * stale answers that other clients see. */
+    bool job;
+    struct upstream_def job_def;
 
     struct upstream_req *ureq;
     struct partial_reader *reader;
@@ -94,6 +100,10 @@ void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown
 int mreq_start(struct mreq *r, int status, const struct http_header *headers);
 /* Frees r if nothing refers to it any more. Returns true if freed. */
 bool mreq_maybe_free(struct mreq *r);
+
+/* Whether an http_request peer ("ip:port", "[v6]:port") is a loopback
+ * address: this node itself. */
+bool mirror_peer_is_loopback(const char *peer);
 
 /* Records that host/repo holds d (size when known, else UINT64_MAX) for
  * repo-check-ttl, and in the store's repository sets. */

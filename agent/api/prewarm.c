@@ -1,4 +1,5 @@
 /* Prewarm jobs. See prewarm.h for the contract. */
+#define _GNU_SOURCE /* explicit_bzero */
 #include "api/prewarm.h"
 
 #include <errno.h>
@@ -10,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "shoal/artifact.h"
+#include "shoal/cluster_seal.h"
 #include "shoal/manifest.h"
 #include "shoal/config.h"
 #include "shoal/error.h"
@@ -85,6 +88,11 @@ struct pw_job {
     struct image_ref ref;
     char platforms[PREWARM_MAX_PLATFORMS][MANIFEST_PLATFORM_MAX + 1];
     size_t nplatforms;
+    struct layer_filter layers;
+    /* The handle of the job's own credentials (job_creds.h), "" without. */
+    char creds[JOB_CREDS_HANDLE_LEN + 1];
+    bool own_credentials; /* it had some (kept for the answer once they are dropped) */
+    size_t blobs_skipped; /* layers the filter left out */
     enum pw_state state;
     char error[768];
     char digest[OCI_TAG_MAX + 140]; /* the top manifest's digest once known */
@@ -138,6 +146,18 @@ static void job_free(struct pw_job *j)
         free(p);
 }
 
+/* The job's credentials are its own and live only as long as it runs: the
+ * table entry is wiped and the tokens fetched with them forgotten. */
+static void drop_credentials(struct pw_job *j)
+{
+    if (!j->creds[0])
+        return;
+    if (j->p->deps.up)
+        upstream_forget_credentials(j->p->deps.up, j->creds);
+    job_creds_remove(j->p->deps.creds, j->creds);
+    memset(j->creds, 0, sizeof(j->creds));
+}
+
 /* Takes j out of the list; it is freed once its requests have reported. */
 static void job_drop(struct pw_job *j)
 {
@@ -151,6 +171,7 @@ static void job_drop(struct pw_job *j)
     else
         p->jobs_tail = j->prev;
     j->prev = j->next = NULL;
+    drop_credentials(j);
     if (j->state == PW_RUNNING)
         p->running--;
     else
@@ -176,6 +197,7 @@ static void job_set_state(struct pw_job *j, enum pw_state st)
                   j->bytes_done, j->bytes_total, now_ms(p) - j->start_ms,
                   j->error[0] ? " error=\"" : "", j->error, j->error[0] ? "\"" : "");
     if (j->state == PW_RUNNING && st != PW_RUNNING) {
+        drop_credentials(j);
         p->running--;
         p->finished++;
         j->end_ms = now_ms(p);
@@ -399,6 +421,10 @@ static void manifest_done(void *arg, int rc, const struct http_client_response *
         }
     } else {
         for (size_t i = 0; rc == 0 && i < m.count; i++) {
+            if (!layer_filter_match(&j->layers, &m.entries[i])) {
+                j->blobs_skipped++;
+                continue;
+            }
             rc = queue_blob(j, &m.entries[i]);
             if (rc < 0)
                 snprintf(err, sizeof(err), "more than %d blobs", PREWARM_MAX_BLOBS);
@@ -455,7 +481,9 @@ static int start_manifest(struct pw_job *j, const struct pw_mref *mref)
     if (!f)
         return -ENOMEM;
     f->mref = *mref;
-    const char *headers[] = {ACCEPT, NULL};
+    char creds[sizeof(JOB_CREDS_HEADER) + JOB_CREDS_HANDLE_LEN + 4];
+    snprintf(creds, sizeof(creds), JOB_CREDS_HEADER ": %s", j->creds);
+    const char *headers[] = {ACCEPT, j->creds[0] ? creds : NULL, NULL};
     struct http_client_opts o = {
         .method = "GET",
         .url = url,
@@ -485,7 +513,9 @@ static int start_blob(struct pw_job *j, size_t idx)
     if (!f)
         return -ENOMEM;
     f->blob = idx;
-    static const char *const headers[] = {"X-Shoal-Prewarm: fill", NULL};
+    char creds[sizeof(JOB_CREDS_HEADER) + JOB_CREDS_HANDLE_LEN + 4];
+    snprintf(creds, sizeof(creds), JOB_CREDS_HEADER ": %s", j->creds);
+    const char *headers[] = {"X-Shoal-Prewarm: fill", j->creds[0] ? creds : NULL, NULL};
     struct http_client_opts o = {
         .method = "HEAD",
         .url = url,
@@ -595,14 +625,16 @@ static json_t *job_json(struct pw_job *j)
     json_t *plats = json_array();
     for (size_t i = 0; plats && i < j->nplatforms; i++)
         json_array_append_new(plats, json_string(j->platforms[i]));
-    return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?}", "id", j->id,
-                     "ref", j->text, "resolved", resolved, "state", state_name(j->state), "digest",
-                     j->digest[0] ? j->digest : NULL, "platforms", plats, "bytes_done",
-                     (json_int_t)job_bytes_done(j), "bytes_total", (json_int_t)j->bytes_total,
-                     "blobs_done", (json_int_t)j->blobs_done, "blobs_total", (json_int_t)j->nblobs,
-                     "blobs_cached", (json_int_t)j->blobs_cached, "manifests",
-                     (json_int_t)j->manifests_done, "duration_ms", (json_int_t)(end - j->start_ms),
-                     "error", j->error[0] ? j->error : NULL);
+    json_t *layers = layer_filter_to_json(&j->layers);
+    return json_pack(
+        "{s:s,s:s,s:s,s:s,s:s?,s:o,s:o*,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:s?}", "id", j->id,
+        "ref", j->text, "resolved", resolved, "state", state_name(j->state), "digest",
+        j->digest[0] ? j->digest : NULL, "platforms", plats, "layers", layers, "bytes_done",
+        (json_int_t)job_bytes_done(j), "bytes_total", (json_int_t)j->bytes_total, "blobs_done",
+        (json_int_t)j->blobs_done, "blobs_total", (json_int_t)j->nblobs, "blobs_cached",
+        (json_int_t)j->blobs_cached, "blobs_skipped", (json_int_t)j->blobs_skipped, "manifests",
+        (json_int_t)j->manifests_done, "own_credentials", j->own_credentials, "duration_ms",
+        (json_int_t)(end - j->start_ms), "error", j->error[0] ? j->error : NULL);
 }
 
 static int answer_json(struct buf *out, int status, json_t *v)
@@ -638,7 +670,88 @@ static struct pw_job *find_job(struct prewarm *p, const char *id)
     return NULL;
 }
 
-static int create_job(struct prewarm *p, const char *body, size_t body_len, struct buf *out)
+/* The job's credentials from "credentials" (plain, from a trusted caller)
+ * or "sealed_credentials" (sealed with the cluster secret), registered in
+ * the credential table under j->creds. Returns 0 (also when there are none)
+ * or an HTTP status after answering. The plain text of opened sealed
+ * credentials is wiped before it is freed. */
+static int take_credentials(struct prewarm *p, const struct prewarm_caller *caller, json_t *root,
+                            struct pw_job *j, struct buf *out)
+{
+    json_t *plain = json_object_get(root, "credentials");
+    json_t *sealed = json_object_get(root, "sealed_credentials");
+    json_t *opened = NULL;
+    struct buf text;
+    int status = 0;
+
+    if (json_is_null(plain))
+        plain = NULL;
+    if (json_is_null(sealed))
+        sealed = NULL;
+    if (!plain && !sealed)
+        return 0;
+    buf_init(&text, CLUSTER_SEAL_PLAIN_MAX + 1);
+    if (plain && sealed) {
+        status = answer_error(out, 400, "INVALID_REQUEST",
+                              "give \"credentials\" or \"sealed_credentials\", not both");
+        goto out;
+    }
+    if (!p->deps.creds) {
+        status = answer_error(out, 400, "UNSUPPORTED", "this agent takes no job credentials");
+        goto out;
+    }
+    if (plain && !caller->loopback && !caller->signed_ok) {
+        status = answer_error(out, 403, "DENIED",
+                              "\"credentials\" are accepted from this node or in a request "
+                              "signed with the cluster secret only (send \"sealed_credentials\")");
+        goto out;
+    }
+    if (sealed) {
+        const char *s = json_string_value(sealed);
+        int rc = cluster_unseal(p->deps.secret ? p->deps.secret : "", p->deps.secret_len, s, &text);
+        if (rc < 0) {
+            status = answer_error(out, rc == SHOAL_EUNAUTHORIZED ? 403 : 400,
+                                  rc == SHOAL_EUNAUTHORIZED ? "DENIED" : "INVALID_REQUEST",
+                                  rc == SHOAL_EUNAUTHORIZED
+                                      ? "sealed_credentials: not sealed with this cluster's secret"
+                                      : "sealed_credentials: not a sealed text");
+            goto out;
+        }
+        opened = json_loadb(text.data, text.len, 0, NULL);
+        plain = opened;
+    }
+    if (!json_is_object(plain)) {
+        status = answer_error(out, 400, "INVALID_REQUEST",
+                              "credentials: expected {\"username\",\"password\"} or "
+                              "{\"authorization\"}");
+        goto out;
+    }
+    struct job_creds_secret sec = {
+        .username = json_string_value(json_object_get(plain, "username")),
+        .password = json_string_value(json_object_get(plain, "password")),
+        .authorization = json_string_value(json_object_get(plain, "authorization")),
+    };
+    int rc = job_creds_add(p->deps.creds, &sec, j->creds);
+    if (rc == SHOAL_EPARSE)
+        status = answer_error(out, 400, "INVALID_REQUEST",
+                              "credentials: expected a username and a password, or an "
+                              "authorization value (printable, at most 8 KiB each)");
+    else if (rc == SHOAL_EBUSY)
+        status = answer_error(out, 429, "TOOMANYREQUESTS", "too many jobs with credentials");
+    else if (rc < 0)
+        status = answer_error(out, 503, "UNAVAILABLE", shoal_strerror(rc));
+    else
+        j->own_credentials = true;
+out:
+    if (text.data)
+        explicit_bzero(text.data, text.len);
+    buf_dispose(&text);
+    json_decref(opened);
+    return status;
+}
+
+static int create_job(struct prewarm *p, const struct prewarm_caller *caller, const char *body,
+                      size_t body_len, struct buf *out)
 {
     char msg[256];
     json_error_t jerr;
@@ -697,17 +810,24 @@ static int create_job(struct prewarm *p, const char *body, size_t body_len, stru
             snprintf(j->platforms[j->nplatforms++], sizeof(j->platforms[0]), "%s", ps);
         }
     }
+    if (layer_filter_from_json(json_object_get(root, "layers"), &j->layers, msg, sizeof(msg)) < 0) {
+        status = answer_error(out, 400, "INVALID_REQUEST", msg);
+        goto out;
+    }
     if (p->running >= PREWARM_MAX_RUNNING) {
         snprintf(msg, sizeof(msg), "%d prewarm jobs are running already", PREWARM_MAX_RUNNING);
         status = answer_error(out, 429, "TOOMANYREQUESTS", msg);
         goto out;
     }
+    j->p = p;
+    status = take_credentials(p, caller, root, j, out);
+    if (status != 0)
+        goto out;
     j->seen = json_object();
     if (!j->seen || queue_manifest(j, j->ref.ref, 0) < 0) {
         status = answer_error(out, 503, "UNAVAILABLE", "out of memory");
         goto out;
     }
-    j->p = p;
     j->state = PW_RUNNING;
     j->start_ms = now_ms(p);
     new_id(p, j->id);
@@ -720,14 +840,19 @@ static int create_job(struct prewarm *p, const char *body, size_t body_len, stru
     p->running++;
     p->live++;
     p->started_total++;
-    LOG(INFO, "prewarm", "id=%s ref=%s host=%s repo=%s reference=%s platforms=%zu state=running",
-        j->id, j->text, j->ref.host, j->ref.repo, j->ref.ref, j->nplatforms);
+    LOG(INFO, "prewarm",
+        "id=%s ref=%s host=%s repo=%s reference=%s platforms=%zu layer_filter=%s "
+        "own_credentials=%s state=running",
+        j->id, j->text, j->ref.host, j->ref.repo, j->ref.ref, j->nplatforms,
+        layer_filter_empty(&j->layers) ? "none" : "set", j->own_credentials ? "yes" : "no");
     pump(j);
     status = answer_json(out, 202, job_json(j));
     j = NULL;
 
 out:
     if (j) {
+        if (j->creds[0])
+            job_creds_remove(p->deps.creds, j->creds);
         free(j->mq);
         json_decref(j->seen);
         free(j);
@@ -736,8 +861,13 @@ out:
     return status;
 }
 
-int prewarm_http(struct prewarm *p, const char *method, const char *path, const char *body,
-                 size_t body_len, struct buf *out)
+size_t prewarm_running(const struct prewarm *p)
+{
+    return p->running;
+}
+
+int prewarm_http(struct prewarm *p, const struct prewarm_caller *caller, const char *method,
+                 const char *path, const char *body, size_t body_len, struct buf *out)
 {
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     size_t pl = strlen(PREFIX);
@@ -746,7 +876,7 @@ int prewarm_http(struct prewarm *p, const char *method, const char *path, const 
     const char *rest = path + pl;
     if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
         if (strcmp(method, "POST") == 0)
-            return create_job(p, body, body_len, out);
+            return create_job(p, caller, body, body_len, out);
         if (!get)
             return answer_error(out, 405, "UNSUPPORTED", "use GET or POST");
         json_t *arr = json_array();

@@ -13,13 +13,22 @@
  *
  * Control API (answered by prewarm_http, routed by the mirror):
  *   POST /_shoal/prewarm         {"ref":"host/repo:tag" | "...@sha256:...",
- *                                 "platforms":["linux/amd64", ...]}  -> 202 job
+ *                                 "platforms":["linux/amd64", ...],
+ *                                 "layers":{"media_types":[glob...],"paths":[glob...]},
+ *                                 "credentials":{"username","password"} | {"authorization"},
+ *                                 "sealed_credentials":"v1...."}  -> 202 job
+ * "layers" takes only the matching layers of image manifests (configs
+ * always; shoal/artifact.h). "credentials" (from loopback or a signed
+ * request only) or "sealed_credentials" (sealed with the cluster secret,
+ * shoal/cluster_seal.h: what the tracker sends) are used for this job's
+ * upstream requests and nothing else (upstream/job_creds.h), and dropped
+ * when the job ends; they never appear in a log line or an answer.
  *   GET  /_shoal/prewarm/<id>    -> 200 job, 404 unknown id
  *   GET  /_shoal/prewarm         -> 200 {"jobs":[...]} newest first
  * A job: {"id","ref","state":"running|done|failed","digest","platforms",
- * "bytes_done","bytes_total","blobs_done","blobs_total","blobs_cached",
- * "manifests","duration_ms","error":null|"..."}. Errors are OCI error JSON.
- * Finished jobs are kept (the last PREWARM_KEEP_FINISHED) for polling.
+ * "layers","bytes_done","bytes_total","blobs_done","blobs_total","blobs_cached",
+ * "blobs_skipped","manifests","own_credentials","duration_ms","error":null|"..."}. Errors are OCI
+ * error JSON. Finished jobs are kept (the last PREWARM_KEEP_FINISHED) for polling.
  */
 #ifndef SHOAL_PREWARM_H
 #define SHOAL_PREWARM_H
@@ -36,6 +45,8 @@
 #include "shoal/oci.h"
 #include "fetch/blob_fetch.h"
 #include "cache/store.h"
+#include "upstream/job_creds.h"
+#include "upstream/upstream.h"
 
 #define PREWARM_KEEP_FINISHED 100
 #define PREWARM_MAX_RUNNING 32
@@ -55,6 +66,16 @@ struct prewarm_deps {
     struct blob_fetcher *fetcher; /* for progress of active blobs; may be NULL */
     const char *listen;           /* the agent's listen address "HOST:PORT" (copied) */
     int port;                     /* the port actually bound (listen may say 0) */
+    struct job_creds *creds;      /* where jobs keep their credentials; NULL: none accepted */
+    struct upstream *up;          /* to forget a job's tokens when it ends; may be NULL */
+    const char *secret;           /* cluster secret, for sealed credentials (borrowed) */
+    size_t secret_len;
+};
+
+/* Who sent a request, as the mirror established it. */
+struct prewarm_caller {
+    bool loopback;  /* from this node */
+    bool signed_ok; /* carried a valid X-Shoal-Auth (the tracker, or shoalctl with the secret) */
 };
 
 /* 0, SHOAL_ECONFIG (listen unparsable) or -ENOMEM. */
@@ -66,11 +87,14 @@ int prewarm_create(const struct prewarm_deps *deps, struct prewarm **out);
 void prewarm_destroy(struct prewarm *p);
 
 /* Answers a request for path (under /_shoal/prewarm) with method and the
- * request body (may be NULL, borrowed). Appends the JSON answer (a job, a
- * list or an OCI error) to out and returns the HTTP status. Never blocks;
- * a POST starts the job's first request, whose callbacks run later. */
-int prewarm_http(struct prewarm *p, const char *method, const char *path, const char *body,
-                 size_t body_len, struct buf *out);
+ * request body (may be NULL, borrowed) from caller. Appends the JSON answer
+ * (a job, a list or an OCI error) to out and returns the HTTP status. Never
+ * blocks; a POST starts the job's first request, whose callbacks run later. */
+int prewarm_http(struct prewarm *p, const struct prewarm_caller *caller, const char *method,
+                 const char *path, const char *body, size_t body_len, struct buf *out);
+
+/* Jobs in progress. */
+size_t prewarm_running(const struct prewarm *p);
 
 /* Appends shoal_prewarm_* Prometheus samples. */
 int prewarm_metrics(const struct prewarm *p, struct buf *out);

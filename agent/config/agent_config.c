@@ -1,4 +1,5 @@
 /* shoal-agent option table and the checks that span several options. */
+#define _GNU_SOURCE /* explicit_bzero */
 #include "config/agent_config.h"
 
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "shoal/error.h"
 #include "shoal/oci.h"
@@ -93,6 +95,16 @@ const struct config_option agent_options[] = {
         "bytes per second this agent receives from upstream and peers together (0 = no limit)"),
     OPT("egress-rate", CONFIG_SIZE, egress_rate, 0, INT64_MAX, "0",
         "bytes per second this agent sends to peers (0 = no limit)"),
+    OPT("node-name", CONFIG_STRING, node_name, 0, 0, NULL,
+        "this node's name in the tracker's inventory and in job results (default: the host "
+        "name); [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters"),
+    OPT("labels", CONFIG_STRING, labels_text, 0, 0, NULL,
+        "labels job selectors match, \"key=value,key=value\" (e.g. \"zone=eu-1,pool=gpu\")"),
+    OPT("mirror-url", CONFIG_URL, mirror_url, 0, 0, NULL,
+        "URL the tracker uses for this agent's prewarm API (default: http:// and the listen "
+        "address; its host is the advertise host, or the host name, when listen has none)"),
+    OPT("register-interval", CONFIG_DURATION, register_interval_ms, SEC, 10 * MIN, "10s",
+        "how often the agent heartbeats its registration to the tracker"),
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
@@ -103,14 +115,24 @@ const struct config_option agent_options[] = {
 
 /* --- The upstreams array ------------------------------------------------- */
 
+static void wipe_free(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
 void upstream_def_dispose(struct upstream_def *d)
 {
     free(d->host);
     free(d->url);
     free(d->username);
-    free(d->password);
+    wipe_free(d->password);
     free(d->password_file);
     free(d->ca_file);
+    wipe_free(d->authorization);
+    free(d->auth_ns);
     memset(d, 0, sizeof(*d));
 }
 
@@ -129,7 +151,9 @@ int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
     if (dup_opt(&dst->host, src->host) < 0 || dup_opt(&dst->url, src->url) < 0 ||
         dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
         dup_opt(&dst->password_file, src->password_file) < 0 ||
-        dup_opt(&dst->ca_file, src->ca_file) < 0) {
+        dup_opt(&dst->ca_file, src->ca_file) < 0 ||
+        dup_opt(&dst->authorization, src->authorization) < 0 ||
+        dup_opt(&dst->auth_ns, src->auth_ns) < 0) {
         upstream_def_dispose(dst);
         return -ENOMEM;
     }
@@ -398,6 +422,41 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
         if (rc < 0)
             return rc;
     }
+    if (!cfg->node_name) {
+        char host[256];
+        if (gethostname(host, sizeof(host)) < 0)
+            snprintf(host, sizeof(host), "localhost");
+        host[sizeof(host) - 1] = '\0';
+        /* A fully qualified name may not fit; its first label is the node. */
+        if (strlen(host) > AGENT_NAME_MAX && strchr(host, '.'))
+            *strchr(host, '.') = '\0';
+        cfg->node_name = strdup(host);
+        if (!cfg->node_name) {
+            snprintf(err, errlen, "config: out of memory");
+            return -ENOMEM;
+        }
+        if (!agent_name_valid(cfg->node_name)) {
+            snprintf(err, errlen,
+                     "config: \"node-name\": the host name \"%.64s\" is not a node name: set "
+                     "node-name ([A-Za-z0-9][A-Za-z0-9._-]*, at most %d characters)",
+                     host, AGENT_NAME_MAX);
+            return SHOAL_ECONFIG;
+        }
+    } else if (!agent_name_valid(cfg->node_name)) {
+        snprintf(err, errlen,
+                 "config: \"node-name\": \"%.64s\" is not a node name "
+                 "([A-Za-z0-9][A-Za-z0-9._-]*, at most %d characters)",
+                 cfg->node_name, AGENT_NAME_MAX);
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->labels_text) {
+        char why[256];
+        if (agent_labels_parse(cfg->labels_text, cfg->labels, &cfg->nlabels, why, sizeof(why)) <
+            0) {
+            snprintf(err, errlen, "config: \"labels\": %s", why);
+            return SHOAL_ECONFIG;
+        }
+    }
     if (cfg->tracker && !cfg->advertise && wildcard_host(cfg->peer_listen)) {
         snprintf(err, errlen,
                  "config: \"advertise\": required with \"tracker\" when \"peer-listen\" (%s) "
@@ -415,6 +474,37 @@ void agent_config_dispose(struct agent_config *cfg)
         memset(cfg->secret, 0, cfg->secret_len);
     free(cfg->secret);
     cfg->secret = NULL;
+}
+
+int agent_config_mirror_url(const struct agent_config *cfg, int bound_port, char *out,
+                            size_t outlen)
+{
+    char host[256];
+    int port = 0;
+    int n;
+
+    if (cfg->mirror_url) {
+        n = snprintf(out, outlen, "%s", cfg->mirror_url);
+        return n < 0 || (size_t)n >= outlen ? SHOAL_ETOOBIG : 0;
+    }
+    if (config_parse_addr(cfg->listen, host, sizeof(host), &port) < 0)
+        return SHOAL_ECONFIG;
+    if (bound_port > 0)
+        port = bound_port;
+    if (!host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
+        char adv[256];
+        int aport;
+        if (cfg->advertise && config_parse_addr(cfg->advertise, adv, sizeof(adv), &aport) == 0 &&
+            adv[0] && strcmp(adv, "0.0.0.0") != 0) {
+            snprintf(host, sizeof(host), "%s", adv);
+        } else if (gethostname(host, sizeof(host)) < 0) {
+            snprintf(host, sizeof(host), "localhost");
+        }
+        host[sizeof(host) - 1] = '\0';
+    }
+    bool v6 = strchr(host, ':') != NULL;
+    n = snprintf(out, outlen, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port);
+    return n < 0 || (size_t)n >= outlen ? SHOAL_ETOOBIG : 0;
 }
 
 /* --- Upstream selection ---------------------------------------------------- */

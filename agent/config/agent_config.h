@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shoal/agent_info.h"
 #include "shoal/config.h"
 
 /* One upstream registry. Strings owned by the struct. */
@@ -17,12 +18,16 @@ struct upstream_def {
     char *password_file; /* file holding the password (trailing newline dropped), or NULL */
     char *ca_file;       /* PEM CA bundle for TLS, or NULL for the system store */
     bool insecure;       /* skip TLS verification: tests only */
+    /* Set only on a prewarm job's copy (agent/upstream/job_creds.h), never
+     * by the configuration: */
+    char *authorization; /* an Authorization value sent as is ("Bearer <token>"), or NULL */
+    char *auth_ns;       /* the credential namespace its tokens are cached under, or NULL */
 };
 
 /* Deep copy of src into dst (strings duplicated). 0 or -ENOMEM (dst then
  * holds nothing). */
 int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src);
-/* Frees the strings of d and zeroes it. */
+/* Frees the strings of d (wiping the secrets first) and zeroes it. */
 void upstream_def_dispose(struct upstream_def *d);
 
 struct upstream_list {
@@ -63,6 +68,13 @@ struct agent_config {
     uint64_t swarm_min_size;
     uint64_t ingress_rate; /* bytes per second, 0 = unlimited */
     uint64_t egress_rate;
+    /* cluster inventory */
+    char *node_name; /* defaults to the host name */
+    char *labels_text;
+    char *mirror_url; /* NULL = derived, see agent_config_mirror_url */
+    int64_t register_interval_ms;
+    struct agent_label labels[AGENT_LABELS_MAX]; /* parsed from labels_text */
+    size_t nlabels;
 };
 
 /* The agent's option table (ends with a NULL name). */
@@ -75,6 +87,13 @@ extern const struct config_option agent_options[];
 int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err, size_t errlen);
 
 void agent_config_dispose(struct agent_config *cfg);
+
+/* The URL the tracker uses to reach this agent's mirror and prewarm API:
+ * mirror-url when set; else the listen address with port (the bound one,
+ * when listen asked for port 0), its host replaced by the advertise host
+ * (or this host's name) when listen has a wildcard host. 0 or SHOAL_ETOOBIG. */
+int agent_config_mirror_url(const struct agent_config *cfg, int bound_port, char *out,
+                            size_t outlen);
 
 /* Finds the upstream a client named by host (NULL host = the default
  * upstream). Looks in the configured list first; "docker.io" maps to

@@ -227,6 +227,12 @@ const struct upstream_stats *upstream_stats(const struct upstream *u)
     return &u->stats;
 }
 
+void upstream_forget_credentials(struct upstream *u, const char *ns)
+{
+    if (u->auth)
+        upstream_auth_forget(u->auth, ns);
+}
+
 /* --- requests --- */
 
 static void set_state(struct upstream_req *r, enum upstream_req_state s)
@@ -316,6 +322,10 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     }
     if (st != 401)
         return false;
+    /* A job's own Authorization value (a token its caller issued) is all
+     * there is: its 401 is the caller's answer. */
+    if (r->def->authorization)
+        return false;
 
     char hdr[CHALLENGE_MAX], scheme[SCHEME_MAX], realm[REALM_MAX], service[SERVICE_MAX],
         scope[SCOPE_MAX];
@@ -330,7 +340,7 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     if (r->auth_rounds >= AUTH_ROUNDS_MAX)
         return false;
     if (strcasecmp(scheme, "Basic") == 0) {
-        upstream_auth_basic_remember(u->auth, r->def->host);
+        upstream_auth_basic_remember(u->auth, r->def->auth_ns, r->def->host);
         if (!upstream_auth_has_creds(r->def) || r->sent_basic)
             return false;
         /* A token the server does not want is not sent again. */
@@ -351,8 +361,9 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     if (r->bearer) {
         /* The token we sent was refused: never send it again. */
         if (r->realm)
-            upstream_auth_token_invalidate(u->auth, r->realm, r->service, r->scope, r->bearer);
-        upstream_auth_token_invalidate(u->auth, realm, service, scope, r->bearer);
+            upstream_auth_token_invalidate(u->auth, r->def->auth_ns, r->realm, r->service, r->scope,
+                                           r->bearer);
+        upstream_auth_token_invalidate(u->auth, r->def->auth_ns, realm, service, scope, r->bearer);
         upstream_auth_wipe_free(r->bearer);
         r->bearer = NULL;
     }
@@ -483,6 +494,15 @@ static int start_attempt(struct upstream_req *r)
         }
         snprintf(auth, n, "Authorization: Bearer %s", r->bearer);
         hdrs[i++] = auth;
+    } else if (r->def->authorization) {
+        size_t n = strlen(r->def->authorization) + sizeof("Authorization: ");
+        auth = malloc(n);
+        if (!auth) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        snprintf(auth, n, "Authorization: %s", r->def->authorization);
+        hdrs[i++] = auth;
     }
     hdrs[i] = NULL;
     r->sent_basic = !r->bearer && r->use_basic;
@@ -513,9 +533,10 @@ static int start_attempt(struct upstream_req *r)
     set_state(r, UREQ_ATTEMPT);
     LOG(DEBUG, COMP, "req=%llu method=%s url=%s retry=%d auth=%s", (unsigned long long)r->id,
         r->method, r->url, r->retries,
-        r->bearer       ? "bearer"
-        : r->sent_basic ? "basic"
-                        : "none");
+        r->bearer               ? "bearer"
+        : r->sent_basic         ? "basic"
+        : r->def->authorization ? "job"
+                                : "none");
     rc = http_client_request(u->hc, &o, &r->hreq);
     if (rc < 0)
         r->hreq = NULL;
@@ -562,8 +583,8 @@ static void token_ready(void *arg, int rc, const char *token)
     struct upstream *u = r->u;
 
     if (rc == 0) {
-        upstream_auth_repo_key_store(u->auth, r->def->host, r->repo, r->realm, r->service,
-                                     r->scope);
+        upstream_auth_repo_key_store(u->auth, r->def->auth_ns, r->def->host, r->repo, r->realm,
+                                     r->service, r->scope);
         upstream_auth_wipe_free(r->bearer);
         r->bearer = dupstr(token);
         rc = r->bearer ? start_attempt(r) : -ENOMEM;
@@ -599,14 +620,15 @@ static void token_ready(void *arg, int rc, const char *token)
 static int request_token(struct upstream_req *r)
 {
     struct upstream *u = r->u;
-    const char *cached = upstream_auth_token_valid(u->auth, r->realm, r->service, r->scope);
+    const char *cached =
+        upstream_auth_token_valid(u->auth, r->def->auth_ns, r->realm, r->service, r->scope);
     int rc;
 
     if (cached) {
         /* Another request fetched it meanwhile. If it is refused, the 401
          * invalidates it and this request still fetches once. */
-        upstream_auth_repo_key_store(u->auth, r->def->host, r->repo, r->realm, r->service,
-                                     r->scope);
+        upstream_auth_repo_key_store(u->auth, r->def->auth_ns, r->def->host, r->repo, r->realm,
+                                     r->service, r->scope);
         upstream_auth_wipe_free(r->bearer);
         r->bearer = dupstr(cached);
         return r->bearer ? start_attempt(r) : -ENOMEM;
@@ -683,10 +705,11 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
 
     /* Send what worked before for this host and repository up front. */
     const struct upstream_auth_repo_key *k =
-        upstream_auth_repo_key_find(u->auth, opts->def->host, r->repo);
+        upstream_auth_repo_key_find(u->auth, opts->def->auth_ns, opts->def->host, r->repo);
     bool need_token = false;
     if (k) {
-        const char *cached = upstream_auth_token_valid(u->auth, k->realm, k->service, k->scope);
+        const char *cached =
+            upstream_auth_token_valid(u->auth, opts->def->auth_ns, k->realm, k->service, k->scope);
         r->realm = dupstr(k->realm);
         r->service = dupstr(k->service);
         r->scope = dupstr(k->scope);
@@ -699,7 +722,7 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
             need_token = true; /* expired: renew before asking */
         }
     } else if (upstream_auth_has_creds(opts->def) &&
-               upstream_auth_basic_known(u->auth, opts->def->host)) {
+               upstream_auth_basic_known(u->auth, opts->def->auth_ns, opts->def->host)) {
         r->use_basic = true;
     }
 

@@ -76,6 +76,10 @@ void upstream_req_cancel(struct upstream_req *r);
 
 const struct upstream_stats *upstream_stats(const struct upstream *u);
 
+/* Forgets the tokens cached for a credential namespace (upstream_def.auth_ns
+ * of a prewarm job that ended). */
+void upstream_forget_credentials(struct upstream *u, const char *ns);
+
 /* True when an upstream request's outcome means "could not reach upstream"
  * (connection failure, timeout, broken transfer, or a 5xx that survived the
  * retries) rather than an answer about the content: callers then serve what

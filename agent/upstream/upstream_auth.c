@@ -36,6 +36,7 @@
 /* A cached token, keyed by (realm, service, scope). */
 struct token {
     struct token *next;
+    char *ns; /* credential namespace, "" for the upstream's own credentials */
     char *realm, *service, *scope;
     char *value;
     uint64_t expires_ms; /* loop time */
@@ -44,6 +45,7 @@ struct token {
 /* A host that answered with a Basic challenge. */
 struct basic_host {
     struct basic_host *next;
+    char *ns;
     char *host;
 };
 
@@ -51,6 +53,7 @@ struct basic_host {
 struct upstream_auth_fetch {
     struct upstream_auth_fetch *next;
     struct upstream_auth *a;
+    char *ns;
     char *realm, *service, *scope;
     struct http_client_req *hreq;
     struct upstream_auth_wait *waiters;
@@ -297,6 +300,7 @@ int upstream_parse_challenge(const char *value, char *scheme, size_t schemelen, 
 
 static void token_free(struct token *t)
 {
+    free(t->ns);
     free(t->realm);
     free(t->service);
     free(t->scope);
@@ -304,27 +308,35 @@ static void token_free(struct token *t)
     free(t);
 }
 
-static bool key_eq(const char *realm, const char *service, const char *scope, const char *r2,
-                   const char *s2, const char *sc2)
+/* NULL and "" are the same namespace: the upstream's own credentials. */
+static const char *nsv(const char *ns)
 {
-    return strcmp(realm, r2) == 0 && strcmp(service, s2) == 0 && strcmp(scope, sc2) == 0;
+    return ns ? ns : "";
 }
 
-static struct token **token_find(struct upstream_auth *a, const char *realm, const char *service,
-                                 const char *scope)
+static bool key_eq(const char *ns, const char *realm, const char *service, const char *scope,
+                   const char *ns2, const char *r2, const char *s2, const char *sc2)
+{
+    return strcmp(nsv(ns), nsv(ns2)) == 0 && strcmp(realm, r2) == 0 && strcmp(service, s2) == 0 &&
+           strcmp(scope, sc2) == 0;
+}
+
+static struct token **token_find(struct upstream_auth *a, const char *ns, const char *realm,
+                                 const char *service, const char *scope)
 {
     struct token **pp;
 
     for (pp = &a->tokens; *pp; pp = &(*pp)->next)
-        if (key_eq((*pp)->realm, (*pp)->service, (*pp)->scope, realm, service, scope))
+        if (key_eq((*pp)->ns, (*pp)->realm, (*pp)->service, (*pp)->scope, ns, realm, service,
+                   scope))
             return pp;
     return NULL;
 }
 
-const char *upstream_auth_token_valid(struct upstream_auth *a, const char *realm,
+const char *upstream_auth_token_valid(struct upstream_auth *a, const char *ns, const char *realm,
                                       const char *service, const char *scope)
 {
-    struct token **pp = token_find(a, realm, service, scope);
+    struct token **pp = token_find(a, ns, realm, service, scope);
 
     if (!pp || (*pp)->expires_ms <= uv_now(a->loop))
         return NULL;
@@ -333,10 +345,10 @@ const char *upstream_auth_token_valid(struct upstream_auth *a, const char *realm
 
 /* Drops the cached token for the key if it is still the one that was sent:
  * a newer token fetched meanwhile by another request stays. */
-void upstream_auth_token_invalidate(struct upstream_auth *a, const char *realm, const char *service,
-                                    const char *scope, const char *sent)
+void upstream_auth_token_invalidate(struct upstream_auth *a, const char *ns, const char *realm,
+                                    const char *service, const char *scope, const char *sent)
 {
-    struct token **pp = token_find(a, realm, service, scope);
+    struct token **pp = token_find(a, ns, realm, service, scope);
 
     if (pp && strcmp((*pp)->value, sent) == 0) {
         struct token *t = *pp;
@@ -346,10 +358,11 @@ void upstream_auth_token_invalidate(struct upstream_auth *a, const char *realm, 
     }
 }
 
-static void token_store(struct upstream_auth *a, const char *realm, const char *service,
-                        const char *scope, const char *value, uint64_t expires_ms)
+static void token_store(struct upstream_auth *a, const char *ns, const char *realm,
+                        const char *service, const char *scope, const char *value,
+                        uint64_t expires_ms)
 {
-    struct token **pp = token_find(a, realm, service, scope), *t;
+    struct token **pp = token_find(a, ns, realm, service, scope), *t;
     uint64_t now = uv_now(a->loop);
 
     if (pp) {
@@ -379,11 +392,12 @@ static void token_store(struct upstream_auth *a, const char *realm, const char *
     t = calloc(1, sizeof(*t));
     if (!t)
         return;
+    t->ns = dupstr(ns);
     t->realm = dupstr(realm);
     t->service = dupstr(service);
     t->scope = dupstr(scope);
     t->value = dupstr(value);
-    if (!t->realm || !t->service || !t->scope || !t->value) {
+    if (!t->ns || !t->realm || !t->service || !t->scope || !t->value) {
         token_free(t);
         return;
     }
@@ -395,6 +409,7 @@ static void token_store(struct upstream_auth *a, const char *realm, const char *
 
 static void repo_key_free(struct upstream_auth_repo_key *k)
 {
+    free(k->ns);
     free(k->host);
     free(k->repo);
     free(k->realm);
@@ -403,27 +418,29 @@ static void repo_key_free(struct upstream_auth_repo_key *k)
     free(k);
 }
 
-static struct upstream_auth_repo_key *repo_key_lookup(struct upstream_auth *a, const char *host,
-                                                      const char *repo)
+static struct upstream_auth_repo_key *repo_key_lookup(struct upstream_auth *a, const char *ns,
+                                                      const char *host, const char *repo)
 {
     struct upstream_auth_repo_key *k;
 
     for (k = a->repo_keys; k; k = k->next)
-        if (strcmp(k->host, host) == 0 && strcmp(k->repo, repo) == 0)
+        if (strcmp(k->ns, nsv(ns)) == 0 && strcmp(k->host, host) == 0 && strcmp(k->repo, repo) == 0)
             return k;
     return NULL;
 }
 
 const struct upstream_auth_repo_key *upstream_auth_repo_key_find(struct upstream_auth *a,
-                                                                 const char *host, const char *repo)
+                                                                 const char *ns, const char *host,
+                                                                 const char *repo)
 {
-    return repo_key_lookup(a, host, repo);
+    return repo_key_lookup(a, ns, host, repo);
 }
 
-void upstream_auth_repo_key_store(struct upstream_auth *a, const char *host, const char *repo,
-                                  const char *realm, const char *service, const char *scope)
+void upstream_auth_repo_key_store(struct upstream_auth *a, const char *nspace, const char *host,
+                                  const char *repo, const char *realm, const char *service,
+                                  const char *scope)
 {
-    struct upstream_auth_repo_key *k = repo_key_lookup(a, host, repo), **pp;
+    struct upstream_auth_repo_key *k = repo_key_lookup(a, nspace, host, repo), **pp;
     char *nr = dupstr(realm), *ns = dupstr(service), *nsc = dupstr(scope);
 
     if (!nr || !ns || !nsc)
@@ -447,12 +464,13 @@ void upstream_auth_repo_key_store(struct upstream_auth *a, const char *host, con
     k = calloc(1, sizeof(*k));
     if (!k)
         goto fail;
+    k->ns = dupstr(nsv(nspace));
     k->host = dupstr(host);
     k->repo = dupstr(repo);
     k->realm = nr;
     k->service = ns;
     k->scope = nsc;
-    if (!k->host || !k->repo) {
+    if (!k->ns || !k->host || !k->repo) {
         repo_key_free(k);
         return;
     }
@@ -466,29 +484,68 @@ fail:
     free(nsc);
 }
 
-bool upstream_auth_basic_known(struct upstream_auth *a, const char *host)
+bool upstream_auth_basic_known(struct upstream_auth *a, const char *ns, const char *host)
 {
     struct basic_host *b;
 
     for (b = a->basic_hosts; b; b = b->next)
-        if (strcmp(b->host, host) == 0)
+        if (strcmp(b->ns, nsv(ns)) == 0 && strcmp(b->host, host) == 0)
             return true;
     return false;
 }
 
-void upstream_auth_basic_remember(struct upstream_auth *a, const char *host)
+void upstream_auth_basic_remember(struct upstream_auth *a, const char *ns, const char *host)
 {
     struct basic_host *b;
 
-    if (upstream_auth_basic_known(a, host))
+    if (upstream_auth_basic_known(a, ns, host))
         return;
     b = calloc(1, sizeof(*b));
-    if (!b || !(b->host = dupstr(host))) {
+    if (!b || !(b->ns = dupstr(nsv(ns))) || !(b->host = dupstr(host))) {
+        if (b)
+            free(b->ns);
         free(b);
         return;
     }
     b->next = a->basic_hosts;
     a->basic_hosts = b;
+}
+
+void upstream_auth_forget(struct upstream_auth *a, const char *ns)
+{
+    if (!ns || !ns[0])
+        return;
+    for (struct token **pp = &a->tokens; *pp;) {
+        struct token *t = *pp;
+        if (strcmp(t->ns, ns) == 0) {
+            *pp = t->next;
+            a->ntokens--;
+            token_free(t);
+        } else {
+            pp = &t->next;
+        }
+    }
+    for (struct upstream_auth_repo_key **pp = &a->repo_keys; *pp;) {
+        struct upstream_auth_repo_key *k = *pp;
+        if (strcmp(k->ns, ns) == 0) {
+            *pp = k->next;
+            a->nrepo_keys--;
+            repo_key_free(k);
+        } else {
+            pp = &k->next;
+        }
+    }
+    for (struct basic_host **pp = &a->basic_hosts; *pp;) {
+        struct basic_host *b = *pp;
+        if (strcmp(b->ns, ns) == 0) {
+            *pp = b->next;
+            free(b->ns);
+            free(b->host);
+            free(b);
+        } else {
+            pp = &b->next;
+        }
+    }
 }
 
 static void caches_dispose(struct upstream_auth *a)
@@ -506,6 +563,7 @@ static void caches_dispose(struct upstream_auth *a)
     while (a->basic_hosts) {
         struct basic_host *b = a->basic_hosts;
         a->basic_hosts = b->next;
+        free(b->ns);
         free(b->host);
         free(b);
     }
@@ -523,6 +581,7 @@ static void fetch_free(struct upstream_auth_fetch *f)
 {
     struct upstream_auth *a = f->a;
 
+    free(f->ns);
     free(f->realm);
     free(f->service);
     free(f->scope);
@@ -619,7 +678,7 @@ static void fetch_done(void *arg, int rc, const struct http_client_response *res
         /* Renew shortly before expiry, so no request carries a token that
          * expires in flight; short-lived tokens keep half their life. */
         long long margin = expires / 2 < 30 ? expires / 2 : 30;
-        token_store(a, f->realm, f->service, f->scope, token,
+        token_store(a, f->ns, f->realm, f->service, f->scope, token,
                     uv_now(a->loop) + (uint64_t)(expires - margin) * 1000);
         LOG(INFO, COMP, "token realm=%s service=%s scope=%s expires_in=%lld issued_at=%s", f->realm,
             f->service, f->scope, expires, issued);
@@ -653,10 +712,11 @@ static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, 
     if (!f)
         goto out;
     f->a = a;
+    f->ns = dupstr(nsv(def->auth_ns));
     f->realm = dupstr(realm);
     f->service = dupstr(service);
     f->scope = dupstr(scope);
-    if (!f->realm || !f->service || !f->scope)
+    if (!f->ns || !f->realm || !f->service || !f->scope)
         goto out;
     rc = buf_append(&url, f->realm, strlen(f->realm));
     if (rc == 0 && f->service[0]) {
@@ -710,6 +770,7 @@ out:
     explicit_bzero(userpwd, sizeof(userpwd));
     buf_dispose(&url);
     if (f) {
+        free(f->ns);
         free(f->realm);
         free(f->service);
         free(f->scope);
@@ -727,8 +788,10 @@ int upstream_auth_fetch(struct upstream_auth *a, const struct upstream_def *def,
 
     if (a->destroying)
         return SHOAL_ECANCELED;
+    /* A fetch runs with its requester's credentials: only requests of the
+     * same credential namespace may share it. */
     for (f = a->fetches; f; f = f->next)
-        if (key_eq(f->realm, f->service, f->scope, realm, service, scope))
+        if (key_eq(f->ns, f->realm, f->service, f->scope, def->auth_ns, realm, service, scope))
             break;
     if (!f) {
         rc = fetch_start(a, def, realm, service, scope, req_id, &f);

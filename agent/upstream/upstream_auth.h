@@ -35,6 +35,7 @@ struct upstream_auth_fetch;
  * can send the token without waiting for a challenge. */
 struct upstream_auth_repo_key {
     struct upstream_auth_repo_key *next;
+    char *ns; /* credential namespace; "" for the upstream's own credentials */
     char *host, *repo;
     char *realm, *service, *scope;
 };
@@ -71,30 +72,43 @@ int upstream_auth_build_userpwd(const struct upstream_def *def, char *out, size_
 /* Whether url is an absolute http:// or https:// URL. */
 bool upstream_auth_is_http_url(const char *url);
 
+/* Every cache entry and token fetch belongs to a credential namespace, ns:
+ * NULL (or "") for the upstream's own configured credentials, else the
+ * upstream_def.auth_ns of a prewarm job's credentials. A token fetched with
+ * one namespace's credentials is never sent for another's, so a job's
+ * credentials reach nothing but that job's requests. */
+
 /* The cached, unexpired token for the key, or NULL. Borrowed from the cache
  * until the next call that changes it. */
-const char *upstream_auth_token_valid(struct upstream_auth *a, const char *realm,
+const char *upstream_auth_token_valid(struct upstream_auth *a, const char *ns, const char *realm,
                                       const char *service, const char *scope);
 /* Drops the cached token for the key if it is still the one that was sent:
  * a newer token fetched meanwhile by another request stays. */
-void upstream_auth_token_invalidate(struct upstream_auth *a, const char *realm, const char *service,
-                                    const char *scope, const char *sent);
+void upstream_auth_token_invalidate(struct upstream_auth *a, const char *ns, const char *realm,
+                                    const char *service, const char *scope, const char *sent);
 
 /* The token key the (host, repository) pair used last, or NULL. Borrowed. */
-const struct upstream_auth_repo_key *
-upstream_auth_repo_key_find(struct upstream_auth *a, const char *host, const char *repo);
+const struct upstream_auth_repo_key *upstream_auth_repo_key_find(struct upstream_auth *a,
+                                                                 const char *ns, const char *host,
+                                                                 const char *repo);
 /* Remembers the token key that worked for the (host, repository) pair.
  * Strings are copied; out of memory leaves the cache as it was. */
-void upstream_auth_repo_key_store(struct upstream_auth *a, const char *host, const char *repo,
-                                  const char *realm, const char *service, const char *scope);
+void upstream_auth_repo_key_store(struct upstream_auth *a, const char *ns, const char *host,
+                                  const char *repo, const char *realm, const char *service,
+                                  const char *scope);
 
 /* Whether the host answered with a Basic challenge before. */
-bool upstream_auth_basic_known(struct upstream_auth *a, const char *host);
+bool upstream_auth_basic_known(struct upstream_auth *a, const char *ns, const char *host);
 /* Remembers that the host answered with a Basic challenge. */
-void upstream_auth_basic_remember(struct upstream_auth *a, const char *host);
+void upstream_auth_basic_remember(struct upstream_auth *a, const char *ns, const char *host);
 
-/* Queues w on the token fetch for the key, starting one when none is in
- * flight. def (borrowed, only during the call) gives the credentials, and the
+/* Drops every token, repository key and Basic mark of namespace ns (a job
+ * that ended); NULL or "" (the shared namespace) is ignored. */
+void upstream_auth_forget(struct upstream_auth *a, const char *ns);
+
+/* Queues w on the token fetch for the key (in def->auth_ns), starting one
+ * when none is in flight. def (borrowed, only during the call) gives the
+ * credentials, and the
  * CA file and insecure switch when the realm is on the upstream's own host;
  * req_id only goes to the log. The fetch stores the token in the cache before
  * w->on_token fires. Returns 1 when a fetch was started, 0 when w joined one,

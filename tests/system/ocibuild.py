@@ -14,6 +14,8 @@ Examples:
     ocibuild.py image DIR --tag v1 --layers 3 --layer-size 1MiB
     ocibuild.py ormb DIR --tag v1 --size 4MiB
     ocibuild.py modelpack DIR --tag v1 --size 64MiB
+    ocibuild.py modelpack-parts DIR --tag v1 --size 8MiB
+    ocibuild.py kitops DIR --tag v1 --size 4MiB
     ocibuild.py blob DIR --size 2048
     ocibuild.py push DIR --tag v1 --registry 127.0.0.1:5000 --repo test/img
 """
@@ -41,6 +43,14 @@ MT_ORMB_LAYER = "application/tar+gzip"
 MT_MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
 MT_MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
 MT_MODELPACK_WEIGHT_RAW = "application/vnd.cncf.model.weight.v1.raw"
+MT_MODELPACK_WEIGHT_CONFIG_RAW = "application/vnd.cncf.model.weight.config.v1.raw"
+MT_MODELPACK_DOC_RAW = "application/vnd.cncf.model.doc.v1.raw"
+MT_MODELPACK_CODE_TAR = "application/vnd.cncf.model.code.v1.tar"
+MT_KITOPS_ARTIFACT = "application/vnd.kitops.modelkit.manifest.v1+json"
+MT_KITOPS_CONFIG = "application/vnd.kitops.modelkit.config.v1+json"
+MT_KITOPS_MODEL = "application/vnd.kitops.modelkit.model.v1.tar+gzip"
+MT_KITOPS_DATASET = "application/vnd.kitops.modelkit.dataset.v1.tar+gzip"
+MT_KITOPS_DOCS = "application/vnd.kitops.modelkit.docs.v1.tar+gzip"
 MT_OCTET = "application/octet-stream"
 
 CHUNK = 1 << 20
@@ -407,6 +417,83 @@ def build_modelpack(path, tag="v1", size=1 << 20, seed=None, filepath="model.saf
     return Built(lay, tag, desc, raw, MT_OCI_MANIFEST)
 
 
+def _modelpack_file(lay, media_type, name, size, seed):
+    return lay.add_random(size, seed, media_type,
+                          {"org.cncf.model.filepath": name,
+                           "org.cncf.model.file.metadata+json": json.dumps(
+                               {"name": name, "mode": 420, "uid": 0, "gid": 0, "size": size,
+                                "mtime": FIXED_TIME, "typeflag": 0})})
+
+
+def build_modelpack_parts(path, tag="v1", size=1 << 20, seed=None):
+    """A ModelPack artifact as model tools write them: two weight shards
+    (*.safetensors, `size` bytes each), the weight config files
+    (config.json, tokenizer.json), a README and a code tarball, each a layer
+    with its org.cncf.model.filepath. For layer-selection tests."""
+    lay = Layout(path)
+    layers = [
+        _modelpack_file(lay, MT_MODELPACK_WEIGHT_RAW, "model-00001-of-00002.safetensors", size,
+                        _sub_seed(seed, "w1")),
+        _modelpack_file(lay, MT_MODELPACK_WEIGHT_RAW, "model-00002-of-00002.safetensors", size,
+                        _sub_seed(seed, "w2")),
+        _modelpack_file(lay, MT_MODELPACK_WEIGHT_CONFIG_RAW, "config.json", 3000,
+                        _sub_seed(seed, "cfg")),
+        _modelpack_file(lay, MT_MODELPACK_WEIGHT_CONFIG_RAW, "tokenizer.json", 70000,
+                        _sub_seed(seed, "tok")),
+        _modelpack_file(lay, MT_MODELPACK_DOC_RAW, "README.md", 5000, _sub_seed(seed, "doc")),
+    ]
+    code, _ = lay.add_tar_gz_layer([("src/serve.py", 20000, _sub_seed(seed, "code"))],
+                                   media_type=MT_MODELPACK_CODE_TAR,
+                                   annotations={"org.cncf.model.filepath": "src"})
+    layers.append(code)
+    config = {
+        "descriptor": {"createdAt": FIXED_TIME, "authors": ["shoal-tests"], "family": "qwen2",
+                       "name": "tiny-qwen", "version": "2.5", "licenses": ["Apache-2.0"]},
+        "config": {"architecture": "transformer", "format": "safetensors", "paramSize": "0.5b",
+                   "precision": "fp16", "quantization": "gptq"},
+        "modelfs": {"type": "layers", "diffIds": [d["digest"] for d in layers]},
+    }
+    cdesc = lay.add_bytes(json.dumps(config, indent=2).encode(), MT_MODELPACK_CONFIG)
+    manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                "artifactType": MT_MODELPACK_ARTIFACT, "config": cdesc, "layers": layers}
+    desc, raw = lay.add_manifest(manifest, tag)
+    return Built(lay, tag, desc, raw, MT_OCI_MANIFEST)
+
+
+def build_kitops(path, tag="v1", size=1 << 20, seed=None):
+    """A KitOps ModelKit: the Kitfile as the JSON config, a model layer, a
+    dataset and docs (gzip tars), as `kit pack` lays them out."""
+    lay = Layout(path)
+    model, _ = lay.add_tar_gz_layer([("models/mnist.onnx", size, _sub_seed(seed, "model"))],
+                                    media_type=MT_KITOPS_MODEL,
+                                    annotations={"org.opencontainers.image.title": "models"})
+    data, _ = lay.add_tar_gz_layer([("data/train.csv", 50000, _sub_seed(seed, "data"))],
+                                   media_type=MT_KITOPS_DATASET,
+                                   annotations={"org.opencontainers.image.title": "data"})
+    docs, _ = lay.add_tar_gz_layer([("README.md", 4000, _sub_seed(seed, "docs"))],
+                                   media_type=MT_KITOPS_DOCS,
+                                   annotations={"org.opencontainers.image.title": "README.md"})
+    kitfile = {
+        "manifestVersion": "1.0.0",
+        "package": {"name": "mnist-kit", "version": "1.2.0",
+                    "description": "Digit classifier used by shoal system tests",
+                    "authors": ["shoal-tests"], "license": "Apache-2.0"},
+        "model": {"name": "mnist", "path": "models/mnist.onnx", "framework": "onnx",
+                  "version": "1.2.0", "license": "Apache-2.0",
+                  "description": "a small CNN"},
+        "datasets": [{"name": "training", "path": "data/train.csv",
+                      "description": "train split"}],
+        "docs": [{"path": "README.md", "description": "model card"}],
+    }
+    cdesc = lay.add_bytes(json.dumps(kitfile, indent=2).encode(), MT_KITOPS_CONFIG)
+    manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                "artifactType": MT_KITOPS_ARTIFACT, "config": cdesc,
+                "layers": [model, data, docs],
+                "annotations": {"org.opencontainers.image.created": FIXED_TIME}}
+    desc, raw = lay.add_manifest(manifest, tag)
+    return Built(lay, tag, desc, raw, MT_OCI_MANIFEST)
+
+
 def build_blob(path, size, seed=None):
     """One raw random blob in the layout (not referenced by any manifest).
     Returns its descriptor; push it with push_blob_http()."""
@@ -580,6 +667,13 @@ def _main(argv=None):
     common(sp, "v1")
     sp.add_argument("--size", default="1MiB")
     sp.add_argument("--filepath", default="model.safetensors")
+    sp = sub.add_parser("modelpack-parts",
+                        help="ModelPack with weight shards, weight config, docs and code layers")
+    common(sp, "v1")
+    sp.add_argument("--size", default="1MiB", help="size of each weight shard")
+    sp = sub.add_parser("kitops", help="KitOps ModelKit (Kitfile config, model/dataset/docs)")
+    common(sp, "v1")
+    sp.add_argument("--size", default="1MiB")
     sp = sub.add_parser("blob", help="one raw random blob (prints its digest)")
     sp.add_argument("dir")
     sp.add_argument("--size", required=True)
@@ -603,6 +697,10 @@ def _main(argv=None):
         b = build_ormb(a.dir, a.tag, parse_size(a.size), a.seed)
     elif a.cmd == "modelpack":
         b = build_modelpack(a.dir, a.tag, parse_size(a.size), a.seed, a.filepath)
+    elif a.cmd == "modelpack-parts":
+        b = build_modelpack_parts(a.dir, a.tag, parse_size(a.size), a.seed)
+    elif a.cmd == "kitops":
+        b = build_kitops(a.dir, a.tag, parse_size(a.size), a.seed)
     elif a.cmd == "blob":
         d = build_blob(a.dir, parse_size(a.size), a.seed)
         print(json.dumps(d))

@@ -36,9 +36,15 @@ const char *http_client_response_header(const struct http_client_response *resp,
                                         char *out, size_t outlen);
 
 struct http_client_opts {
-    const char *method; /* "GET" (default), "HEAD", "POST" */
-    const void *body;   /* POST body (copied), or NULL */
+    const char *method; /* "GET" (default), "HEAD", "POST", "PUT", "PATCH", "DELETE" */
+    const void *body;   /* POST, PUT or PATCH body (copied), or NULL */
     size_t body_len;
+    /* PUT or PATCH only, instead of body: upload_len bytes read from the
+     * file descriptor upload_fd (borrowed; read with pread from offset 0,
+     * so it must stay open until on_done). upload_fd < 0 or upload_len 0 =
+     * none (a zeroed struct uploads nothing). */
+    int upload_fd;
+    uint64_t upload_len;
     const char *url;
     const char *const *headers; /* "Name: value" strings, NULL-terminated; may be NULL */
     const char *userpwd;        /* "user:password" for Basic auth, or NULL */

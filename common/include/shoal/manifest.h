@@ -29,6 +29,13 @@
 /* Largest descriptor size accepted: 2^53 - 1, the largest integer every JSON
  * implementation represents exactly. */
 #define MANIFEST_MAX_SIZE ((uint64_t)9007199254740991ULL)
+/* A layer's file path (annotation), longer ones are cut to "" (not kept). */
+#define MANIFEST_FILEPATH_MAX 255
+
+/* The layer annotations that name the file a layer holds: ModelPack's, then
+ * the OCI title (oras, KitOps) when the first is absent. */
+#define MANIFEST_ANNOTATION_FILEPATH "org.cncf.model.filepath"
+#define MANIFEST_ANNOTATION_TITLE "org.opencontainers.image.title"
 
 #define MANIFEST_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 #define MANIFEST_MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
@@ -47,6 +54,11 @@ struct manifest_desc {
     /* Index entries only: "os/arch" or "os/arch/variant", "" without one. */
     char platform[MANIFEST_PLATFORM_MAX + 1];
     bool is_config; /* image manifests: this entry is the config */
+    /* Image manifests: the layer's file path from its annotations
+     * (MANIFEST_ANNOTATION_FILEPATH, else MANIFEST_ANNOTATION_TITLE); ""
+     * without one, or when it is longer than MANIFEST_FILEPATH_MAX or holds
+     * control characters. */
+    char filepath[MANIFEST_FILEPATH_MAX + 1];
 };
 
 struct manifest {

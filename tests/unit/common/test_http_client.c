@@ -10,6 +10,8 @@
  * bookkeeping is in test_http_client_fixture.h, the canned server in
  * support/fake_http.h.
  */
+#include <unistd.h>
+
 #include "test_http_client_fixture.h"
 
 #include "support/port.h"
@@ -79,6 +81,70 @@ static void test_post(void **state)
     assert_non_null(strstr(t.s1.reqs[0], "\r\nContent-Type: application/json\r\n"));
     /* No 100-continue round trip. */
     assert_null(strstr(t.s1.reqs[0], "Expect"));
+}
+
+/* PUT from a body and from a file, PATCH, DELETE: the method and length go
+ * out as given, and the answer comes back. */
+static void test_put_patch_delete(void **state)
+{
+    struct tctx t;
+    struct http_client_opts o;
+    char url[128], path[] = "/tmp/shoal-http-put-XXXXXX";
+    (void)state;
+
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(write(fd, "0123456789", 10), 10);
+
+    tctx_init(&t);
+    fake_http_start(&t.s1, &t.loop, h_hello, &t);
+    fake_http_url(&t.s1, "/v2/a/blobs/uploads/1", url, sizeof(url));
+    opts_init(&t, &o, 0, url);
+    o.method = "PUT";
+    o.body = "{}";
+    o.body_len = 2;
+    start(&t, &o, 0);
+    opts_init(&t, &o, 1, url);
+    o.method = "PUT";
+    o.upload_fd = fd;
+    o.upload_len = 10;
+    start(&t, &o, 1);
+    opts_init(&t, &o, 2, url);
+    o.method = "PATCH";
+    o.upload_fd = fd;
+    o.upload_len = 4;
+    start(&t, &o, 2);
+    opts_init(&t, &o, 3, url);
+    o.method = "DELETE";
+    start(&t, &o, 3);
+    run_and_close(&t);
+    close(fd);
+
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(t.rq[i].rc, 0);
+        assert_int_equal(t.rq[i].status, 200);
+        assert_memory_equal(t.rq[i].body, "hello world", 11);
+    }
+    assert_int_equal(t.s1.nreq, 4);
+    int put_body = 0, put_file = 0, patch = 0, del = 0;
+    for (int i = 0; i < 4; i++) {
+        const char *r = t.s1.reqs[i];
+        if (strncmp(r, "PUT /v2/a/blobs/uploads/1 HTTP/1.1\r\n", 36) == 0) {
+            if (strstr(r, "\r\nContent-Length: 2\r\n"))
+                put_body++;
+            if (strstr(r, "\r\nContent-Length: 10\r\n"))
+                put_file++;
+        } else if (strncmp(r, "PATCH ", 6) == 0 && strstr(r, "\r\nContent-Length: 4\r\n")) {
+            patch++;
+        } else if (strncmp(r, "DELETE ", 7) == 0) {
+            del++;
+        }
+        assert_null(strstr(r, "Expect"));
+    }
+    assert_int_equal(put_body + put_file + patch + del, 4);
+    assert_int_equal(put_body, 1);
+    assert_int_equal(put_file, 1);
 }
 
 static void h_head(struct fake_http_conn *cn, const char *req)
@@ -664,6 +730,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_response_header),
         cmocka_unit_test(test_post),
+        cmocka_unit_test(test_put_patch_delete),
         cmocka_unit_test(test_get_buffered),
         cmocka_unit_test(test_head),
         cmocka_unit_test(test_statuses),

@@ -187,15 +187,28 @@ static void test_bad_args(void **state)
 
     tctx_init(&t);
     opts_init(&t, &o, 0, "http://127.0.0.1:1/");
-    o.method = "PUT";
+    /* Methods the client does not speak are refused (PUT, PATCH and DELETE
+     * joined GET, HEAD and POST for registry pushes: test_http_client.c). */
+    o.method = "TRACE";
     assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
-    /* A body goes with POST only. */
+    o.method = "put";
+    assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
+    /* A body goes with POST, PUT and PATCH only. */
     o.method = "GET";
     o.body = "x";
     o.body_len = 1;
     assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
+    o.method = "DELETE";
+    assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
+    /* A file upload goes with PUT or PATCH only, and not with a body too. */
+    o.method = "PUT";
+    o.upload_fd = 0;
+    o.upload_len = 1;
+    assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);
     o.body = NULL;
     o.body_len = 0;
+    o.upload_fd = -1;
+    o.upload_len = 0;
     o.method = NULL;
     o.url = NULL;
     assert_int_equal(http_client_request(t.c, &o, NULL), -EINVAL);

@@ -569,7 +569,7 @@ static void test_state_memory(void **state)
 
     (void)state;
     memset(&cfg, 0, sizeof(cfg));
-    assert_int_equal(tracker_state_memory_create(&cfg, &st), 0);
+    assert_int_equal(tracker_state_memory_create(&cfg, NULL, &st), 0);
     assert_string_equal(st->ops->name, "memory");
     base_req(&r, DIG_A, 20 * PL, "a");
     r.want_lease = true;
@@ -588,7 +588,7 @@ static void test_state_memory(void **state)
     tracker_state_destroy(st);
     tracker_state_destroy(NULL);
     cfg.piece_length = 12345;
-    assert_int_equal(tracker_state_memory_create(&cfg, &st), SHOAL_ECONFIG);
+    assert_int_equal(tracker_state_memory_create(&cfg, NULL, &st), SHOAL_ECONFIG);
     assert_null(st);
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -122,6 +123,10 @@ static void test_table_keys(void **state)
         "ban-time",
         "ingress-rate",
         "egress-rate",
+        "node-name",
+        "labels",
+        "mirror-url",
+        "register-interval",
         "upstreams",
     };
     size_t i, n = 0;
@@ -193,6 +198,59 @@ static void test_help(void **state)
     assert_int_equal(LOAD(&cfg, err, "--help"), CONFIG_EXIT_HELP);
     fclose(stdout);
     stdout = saved;
+    agent_config_dispose(&cfg);
+}
+
+static void test_inventory_options(void **state)
+{
+    struct agent_config cfg;
+    char err[512], url[300], host[256];
+
+    (void)state;
+    /* Defaults: the host name (its first label when too long), no labels. */
+    assert_int_equal(LOAD(&cfg, err, "--listen", "127.0.0.1:5080"), CONFIG_RUN);
+    assert_int_equal(gethostname(host, sizeof(host)), 0);
+    assert_true(strncmp(cfg.node_name, host, strlen(cfg.node_name)) == 0);
+    assert_int_equal(cfg.nlabels, 0);
+    assert_int_equal(cfg.register_interval_ms, 10000);
+    assert_int_equal(agent_config_mirror_url(&cfg, 0, url, sizeof(url)), 0);
+    assert_string_equal(url, "http://127.0.0.1:5080");
+    /* The bound port wins over the configured 0. */
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--listen", "10.1.2.3:0"), CONFIG_RUN);
+    assert_int_equal(agent_config_mirror_url(&cfg, 4321, url, sizeof(url)), 0);
+    assert_string_equal(url, "http://10.1.2.3:4321");
+    agent_config_dispose(&cfg);
+    /* A wildcard listen takes the advertise host; mirror-url wins over all. */
+    assert_int_equal(LOAD(&cfg, err, "--listen", "0.0.0.0:5080", "--advertise", "10.0.0.9:5081"),
+                     CONFIG_RUN);
+    assert_int_equal(agent_config_mirror_url(&cfg, 5080, url, sizeof(url)), 0);
+    assert_string_equal(url, "http://10.0.0.9:5080");
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--mirror-url", "http://node-a.example:80/"), CONFIG_RUN);
+    assert_int_equal(agent_config_mirror_url(&cfg, 5080, url, sizeof(url)), 0);
+    assert_string_equal(url, "http://node-a.example:80");
+    agent_config_dispose(&cfg);
+
+    assert_int_equal(LOAD(&cfg, err, "--node-name", "gpu-7", "--labels", "zone=eu-1, pool=gpu",
+                          "--register-interval", "2s"),
+                     CONFIG_RUN);
+    assert_string_equal(cfg.node_name, "gpu-7");
+    assert_int_equal(cfg.nlabels, 2);
+    assert_string_equal(cfg.labels[1].key, "pool");
+    assert_string_equal(cfg.labels[1].value, "gpu");
+    assert_int_equal(cfg.register_interval_ms, 2000);
+    agent_config_dispose(&cfg);
+
+    assert_int_equal(LOAD(&cfg, err, "--node-name", "bad name"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"node-name\""));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--labels", "zone"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"labels\": label \"zone\": expected key=value"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--register-interval", "100ms"), SHOAL_ECONFIG);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--mirror-url", "ftp://x"), SHOAL_ECONFIG);
     agent_config_dispose(&cfg);
 }
 
@@ -457,6 +515,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_inventory_options),
         cmocka_unit_test(test_table_keys),
         cmocka_unit_test(test_flags_and_bounds),
         cmocka_unit_test(test_help),

@@ -1,0 +1,52 @@
+/* shoalctl's cluster commands: `agents`, `swarms`, `jobs [ID] [--watch]`
+ * (the tracker's inventory, swarms and preheat jobs) and `status --agent
+ * URL` (one agent's own view), each as a table or, with -o json, as the
+ * JSON the daemon answered. Requests to the tracker are signed with the
+ * secret of --cluster-secret-file. */
+#ifndef SHOAL_CTL_CLUSTER_H
+#define SHOAL_CTL_CLUSTER_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "ctl_http.h"
+
+/* Options shared by the tracker commands. The defaults come from
+ * SHOAL_TRACKER and SHOAL_CLUSTER_SECRET_FILE. */
+struct ctl_common {
+    const char *tracker; /* as given */
+    char tracker_url[CTL_URL_MAX];
+    const char *secret_file; /* NULL = no secret */
+    bool json;               /* -o json */
+};
+
+/* Fills c's defaults. */
+void ctl_common_defaults(struct ctl_common *c);
+/* Handles -o FORMAT; returns 0, or 2 after printing a usage error for cmd. */
+int ctl_common_output(struct ctl_common *c, const char *cmd, const char *value);
+/* Checks --tracker; 0, or 2 after a usage error. */
+int ctl_common_tracker(struct ctl_common *c, const char *cmd);
+
+/* GETs path from the tracker (signed) into *doc; 0, or 1 after printing
+ * why on stderr. */
+int ctl_tracker_get(struct ctl_http *h, const struct ctl_common *c, const char *path, json_t **doc);
+
+/* Prints doc as indented JSON on stdout. */
+void ctl_print_json(json_t *doc);
+
+int ctl_agents_main(int argc, char **argv);
+int ctl_swarms_main(int argc, char **argv);
+int ctl_jobs_main(int argc, char **argv);
+int ctl_status_main(int argc, char **argv);
+
+void ctl_agents_usage(FILE *out);
+void ctl_swarms_usage(FILE *out);
+void ctl_jobs_usage(FILE *out);
+void ctl_status_usage(FILE *out);
+
+/* One job's text: a header line and a line per agent (jobs ID). */
+void ctl_job_print(json_t *job, FILE *out);
+
+#endif

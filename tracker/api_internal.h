@@ -1,0 +1,53 @@
+/* Private to the tracker's HTTP API (api*.c). The files each serve one
+ * group of endpoints and call down, never sideways or back:
+ *   api.c          routing, the announce, swarms, health, metrics
+ *   api_cluster.c  agents and jobs (/v1/agents, /v1/jobs)
+ *   api_harbor.c   Harbor's providers and webhooks, registry notifications
+ *   api_reply.c    answers and the cluster-secret check (this header)
+ */
+#ifndef SHOAL_TRACKER_API_INTERNAL_H
+#define SHOAL_TRACKER_API_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "api.h"
+
+struct tracker_api {
+    struct tracker_api_config cfg;
+    uint64_t auth_failures;
+    uint64_t bad_requests;
+    /* Scratch for one announce (the server is single-threaded). */
+    struct tracker_announce_reply reply;
+};
+
+/* Sends doc (taken) as the JSON answer; returns the status sent. */
+int api_answer_json(struct http_request *req, int status, json_t *doc);
+/* {"error":"<message>"} */
+int api_answer_error(struct http_request *req, int status, const char *message);
+/* Checks X-Shoal-Auth; answers 401 and returns false when it fails. */
+bool api_authorized(struct tracker_api *a, struct http_request *req, int *status);
+/* The time now: the state's clock, and the wall clock in milliseconds. */
+uint64_t api_now_ms(const struct tracker_api *a);
+uint64_t api_wall_ms(void);
+
+/* api_cluster.c: POST /v1/agents, GET /v1/agents, POST /v1/jobs, GET
+ * /v1/jobs[/<id>]. Each returns the status sent; the caller has checked the
+ * method and the cluster secret. */
+int api_agents_heartbeat(struct tracker_api *a, struct http_request *req, char *note,
+                         size_t notelen);
+int api_agents_list(struct tracker_api *a, struct http_request *req);
+int api_jobs_create(struct tracker_api *a, struct http_request *req, char *note, size_t notelen);
+int api_jobs_list(struct tracker_api *a, struct http_request *req);
+int api_jobs_get(struct tracker_api *a, struct http_request *req, const char *id);
+
+/* api_harbor.c: answers the path when it is one of Harbor's or a registry's
+ * (/healthy, /health, /oapi/v1/jobs[/<id>], /registry/notifications,
+ * /v1/webhooks/harbor); returns the status sent, or 0 when the path is not
+ * one of them. */
+int api_harbor_handle(struct tracker_api *a, struct http_request *req, char *note, size_t notelen);
+
+#endif
