@@ -22,6 +22,7 @@
 #define K_COMPLETE "complete"
 #define K_WANT_LEASE "want_lease"
 #define K_HASHES "hashes"
+#define K_CONFIRMED "confirmed"
 #define K_LEASE_FAILED "lease_failed"
 #define K_BAD_PEERS "bad_peers"
 #define K_INTERVAL_MS "interval_ms"
@@ -401,6 +402,35 @@ void announce_req_doc_dispose(struct announce_req_doc *d)
 
 /* ---- Reply encoder ------------------------------------------------------- */
 
+/* "confirmed": the pieces whose hash is confirmed, as a hex bitfield; left
+ * out when none is. */
+static int put_confirmed(json_t *o, const struct announce_reply *r)
+{
+    size_t n = wire_bitfield_bytes(r->pieces);
+    uint8_t *bits = calloc(n + 1, 1);
+    char *hex = malloc(2 * n + 1);
+    bool any = false;
+    int rc = -ENOMEM;
+
+    if (bits == NULL || hex == NULL)
+        goto out;
+    for (uint32_t i = 0; i < r->pieces; i++) {
+        if (r->confirmed[i] && r->hashed != NULL && r->hashed[i]) {
+            wire_bit_set(bits, i);
+            any = true;
+        }
+    }
+    rc = 0;
+    if (any) {
+        wire_hash_to_hex(bits, n, hex);
+        rc = put(o, K_CONFIRMED, json_string(hex));
+    }
+out:
+    free(bits);
+    free(hex);
+    return rc;
+}
+
 int announce_reply_encode(const struct announce_reply *r, struct buf *out)
 {
     json_t *o = json_object();
@@ -445,6 +475,8 @@ int announce_reply_encode(const struct announce_reply *r, struct buf *out)
     rc = put(o, K_HASHES, hashes);
     hashes = NULL;
     if (rc < 0)
+        goto out;
+    if (r->confirmed != NULL && (rc = put_confirmed(o, r)) < 0)
         goto out;
     rc = put(o, K_PEERS, peers);
     peers = NULL;
@@ -545,6 +577,45 @@ static int reply_hashes(json_t *obj, struct announce_reply_doc *d, char *err, si
                                               d->hashes + (size_t)idx * r->hash_len) < 0)
             return fail(err, errlen, K_HASHES, "value of \"%s\" is not a lower-case hex hash", key);
         d->hashed[idx] = 1;
+    }
+    return 0;
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int reply_confirmed(json_t *v, struct announce_reply_doc *d, char *err, size_t errlen)
+{
+    struct announce_reply *r = &d->reply;
+    size_t n = wire_bitfield_bytes(r->pieces);
+    const char *hex;
+
+    d->confirmed = calloc(r->pieces ? r->pieces : 1, 1);
+    if (d->confirmed == NULL)
+        return nomem(err, errlen);
+    r->confirmed = d->confirmed;
+    if (v == NULL)
+        return 0;
+    hex = c_string(v);
+    if (hex == NULL || strlen(hex) != 2 * n)
+        return fail(err, errlen, K_CONFIRMED, "expected %zu lower-case hex characters", 2 * n);
+    for (size_t b = 0; b < n; b++) {
+        int hi = hexval(hex[2 * b]), lo = hexval(hex[2 * b + 1]);
+        if (hi < 0 || lo < 0)
+            return fail(err, errlen, K_CONFIRMED, "not lower-case hex");
+        uint8_t byte = (uint8_t)(hi << 4 | lo);
+        for (unsigned k = 0; k < 8; k++) {
+            uint32_t i = (uint32_t)(b * 8 + k);
+            if (!(byte & (0x80u >> k)))
+                continue;
+            if (i >= r->pieces)
+                return fail(err, errlen, K_CONFIRMED, "spare bits set");
+            if (!d->hashed[i])
+                return fail(err, errlen, K_CONFIRMED, "piece %" PRIu32 " has no hash", i);
+            d->confirmed[i] = 1;
+        }
     }
     return 0;
 }
@@ -669,6 +740,7 @@ static int reply_decode(const char *body, size_t len, struct announce_reply_doc 
         return fail(err, errlen, K_HASH_ALGO, "not xxh3-128 or sha256");
     r->hash_len = wire_hash_len(r->hash_algo);
     if ((rc = reply_hashes(json_object_get(out->json, K_HASHES), out, err, errlen)) < 0 ||
+        (rc = reply_confirmed(json_object_get(out->json, K_CONFIRMED), out, err, errlen)) < 0 ||
         (rc = reply_peers(json_object_get(out->json, K_PEERS), out, err, errlen)) < 0)
         return rc;
     return reply_lease(json_object_get(out->json, K_LEASE), out, err, errlen);
@@ -689,6 +761,7 @@ void announce_reply_doc_dispose(struct announce_reply_doc *d)
     json_decref(d->json);
     free(d->hashes);
     free(d->hashed);
+    free(d->confirmed);
     free(d->peers);
     free(d->lease);
     memset(d, 0, sizeof(*d));

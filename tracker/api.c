@@ -40,7 +40,7 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
         a->cfg.secret_len = 0;
     }
     if (a->cfg.hash_algo == 0)
-        a->cfg.hash_algo = WIRE_HASH_XXH3_128;
+        a->cfg.hash_algo = WIRE_HASH_SHA256;
     *out = a;
     return 0;
 }
@@ -78,6 +78,7 @@ static void wire_reply(const struct tracker_announce_reply *out, struct announce
     w->hash_len = out->hash_len;
     w->hashes = out->hashes;
     w->hashed = out->hashed;
+    w->confirmed = out->confirmed;
     w->peers = out->peers;
     w->npeers = out->npeers;
     w->has_lease = out->has_lease;

@@ -168,6 +168,8 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
     s->npeers -= w->npeers;
     free(w->hashes);
     free(w->hashed);
+    free(w->reporter);
+    free(w->confirmed);
     free(w->leased);
     free(w->peers);
     tracker_suspects_dispose(&w->suspects);
@@ -212,7 +214,7 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
     if (s->cfg.bad_peer_ms == 0)
         s->cfg.bad_peer_ms = DEFAULT_BAD_PEER_MS;
     if (s->cfg.hash_algo == 0)
-        s->cfg.hash_algo = WIRE_HASH_XXH3_128;
+        s->cfg.hash_algo = WIRE_HASH_SHA256;
     s->hash_len = wire_hash_len(s->cfg.hash_algo);
     s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
     *out = s;
@@ -344,10 +346,15 @@ static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint6
     w->empty_since_ms = now_ms;
     w->hashes = calloc(w->pieces, s->hash_len);
     w->hashed = calloc(w->pieces, 1);
+    w->reporter = calloc(w->pieces, sizeof(*w->reporter));
+    w->confirmed = calloc(w->pieces, 1);
     w->leased = calloc(w->pieces, sizeof(*w->leased));
-    if (w->hashes == NULL || w->hashed == NULL || w->leased == NULL) {
+    if (w->hashes == NULL || w->hashed == NULL || w->reporter == NULL || w->confirmed == NULL ||
+        w->leased == NULL) {
         free(w->hashes);
         free(w->hashed);
+        free(w->reporter);
+        free(w->confirmed);
         free(w->leased);
         free(w);
         return -ENOMEM;
@@ -405,12 +412,27 @@ static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *
         memcpy(w->hashes + (size_t)idx * s->hash_len, req->hashes[i].hash, s->hash_len);
         w->hashed[idx] = 1;
         w->nhashed++;
+        w->reporter[idx] = p->key;
         p->lease.report_ms = now_ms;
         lease_drop_piece(w, p, idx);
         out->hashes_accepted++;
     }
     s->st.hashes_accepted += out->hashes_accepted;
     s->st.hashes_ignored += out->hashes_ignored;
+}
+
+/* An agent that completed the blob through the swarm checked every piece it
+ * took against these hashes and then the whole blob against its digest: it
+ * vouches for every hash it did not report itself. No single agent can make
+ * its own hashes final. */
+static void vouch(struct swarm *w, const struct peer *p)
+{
+    for (uint32_t i = 0; i < w->pieces; i++) {
+        if (!w->hashed[i] || w->confirmed[i] || w->reporter[i] == p->key)
+            continue;
+        w->confirmed[i] = 1;
+        w->nconfirmed++;
+    }
 }
 
 static void give_up(struct swarm *w, struct peer *p, const struct announce_req *req,
@@ -557,6 +579,8 @@ static void fill_swarm(const struct swarm *w, struct tracker_announce_reply *out
     out->nhashed = w->nhashed;
     out->hashes = w->nhashed > 0 ? w->hashes : NULL;
     out->hashed = w->nhashed > 0 ? w->hashed : NULL;
+    out->nconfirmed = w->nconfirmed;
+    out->confirmed = w->nconfirmed > 0 ? w->confirmed : NULL;
 }
 
 int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, uint64_t now_ms,
@@ -633,6 +657,8 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
     p->last_seen_ms = now_ms;
 
     take_hashes(s, w, p, req, now_ms, out);
+    if (req->event == ANNOUNCE_EVENT_COMPLETED && w->nconfirmed < w->nhashed)
+        vouch(w, p);
     give_up(w, p, req, out);
     mark_suspects(s, w, req, now_ms, out);
     if (req->want_lease)

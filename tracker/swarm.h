@@ -46,7 +46,7 @@ struct tracker_swarms_config {
     unsigned lease_pieces;         /* 1..ANNOUNCE_LEASE_MAX; default 8 */
     unsigned max_peers;            /* peers per reply, 1..ANNOUNCE_PEERS_MAX; default 30 */
     uint64_t piece_length;         /* 0 = rule; else forced (see wire_piece_length_choose) */
-    enum wire_hash_algo hash_algo; /* 0 = WIRE_HASH_XXH3_128 */
+    enum wire_hash_algo hash_algo; /* 0 = WIRE_HASH_SHA256 */
     size_t max_swarms;             /* 0 = TRACKER_MAX_SWARMS */
     size_t max_swarm_peers;        /* 0 = TRACKER_MAX_SWARM_PEERS */
     uint64_t seed;                 /* shuffle seed; 0 picks a fixed one */
@@ -65,6 +65,8 @@ struct tracker_announce_reply {
     const uint8_t *hashes; /* pieces * hash_len bytes, or NULL when none known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
     uint32_t nhashed;
+    const uint8_t *confirmed; /* pieces flags: hashes[i] is confirmed; NULL when none */
+    uint32_t nconfirmed;
     size_t npeers;
     struct announce_peer peers[ANNOUNCE_PEERS_MAX]; /* strings borrowed, as above */
     bool has_lease;

@@ -80,6 +80,9 @@ struct swarm {
     uint8_t *hashes; /* pieces * hash_len */
     uint8_t *hashed; /* pieces flags: hashes[i] is known */
     uint32_t nhashed;
+    uint64_t *reporter; /* pieces: key (tracker_fnv1a) of the agent that reported hashes[i] */
+    uint8_t *confirmed; /* pieces flags: vouched for by another agent */
+    uint32_t nconfirmed;
     uint32_t *leased; /* pieces: uid of the lease holder, or 0 */
     uint32_t nleased;
     struct peer *peers;

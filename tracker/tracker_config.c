@@ -46,8 +46,9 @@ const struct config_option tracker_options[] = {
     OPT("piece-length", CONFIG_SIZE, piece_length, 0, WIRE_PIECE_LENGTH_MAX, "0",
         "force this piece length (a power of two from 256KiB to 256MiB) for new swarms; 0 = "
         "the size rule of docs/protocol.md (\"Pieces\")"),
-    OPT("hash-algo", CONFIG_STRING, hash_algo_name, 0, 0, "xxh3-128",
-        "piece hash: xxh3-128 or sha256"),
+    OPT("hash-algo", CONFIG_STRING, hash_algo_name, 0, 0, "sha256",
+        "piece hash: sha256, or xxh3-128 (faster, but a member of the cluster can forge "
+        "pieces that pass it: docs/protocol.md)"),
     OPT("swarm-keep", CONFIG_DURATION, swarm_keep_ms, SEC, 7 * 24 * HOUR, "1h",
         "how long a swarm's piece hashes are kept after its last peer left"),
     OPT("bad-peer-time", CONFIG_DURATION, bad_peer_time_ms, 0, (int64_t)TRACKER_MAX_BAD_PEER_MS,

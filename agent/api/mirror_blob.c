@@ -243,7 +243,10 @@ static void blob_proceed(struct mreq *r, uint64_t size)
     }
     m->cache_misses++;
     r->source = fill ? "fill" : "stream";
-    int rc = blob_fetcher_read(m->deps.fetcher, &r->d, size, r->def, r->repo,
+    /* A Range answer is final the moment it is sent (its client has no
+     * whole-blob digest to check), so it is given verified bytes only. */
+    uint64_t range_first = r->ranged && !fill ? r->first : UINT64_MAX;
+    int rc = blob_fetcher_read(m->deps.fetcher, &r->d, size, r->def, r->repo, range_first,
                                fill ? &fill_cbs : &reader_cbs, r, &r->reader);
     if (rc < 0) {
         r->reader = NULL;

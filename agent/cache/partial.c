@@ -59,7 +59,9 @@ struct partial_reader {
     void *arg;
     struct partial_reader *next, *prev;
     uint64_t handed; /* one past the last byte handed out in a segment */
-    bool ending;     /* on_end is due with end_rc */
+    bool range;      /* a range reader: trusted bytes only, from first */
+    uint64_t first;
+    bool ending; /* on_end is due with end_rc */
     int end_rc;
     int end_status;
 };
@@ -82,8 +84,9 @@ struct partial_blob {
     /* pieces */
     uint32_t plen;
     uint32_t npieces;
-    uint8_t *bits;  /* held: on disk with a recorded checksum */
-    uint64_t *sums; /* XXH3-64 of each held piece as written */
+    uint8_t *bits;    /* held: on disk with a recorded checksum */
+    uint8_t *trusted; /* held and matched a confirmed cryptographic piece hash */
+    uint64_t *sums;   /* XXH3-64 of each held piece as written */
     uint32_t nheld;
     uint32_t first_missing; /* lowest index not held (npieces when all are) */
 
@@ -165,6 +168,7 @@ static void set_held(struct partial_blob *pb, uint32_t i, uint64_t sum)
 static void clear_from(struct partial_blob *pb, uint32_t first)
 {
     for (uint32_t i = first; i < pb->npieces; i++) {
+        wire_bit_clear(pb->trusted, i);
         if (wire_bit_get(pb->bits, i)) {
             wire_bit_clear(pb->bits, i);
             pb->nheld--;
@@ -179,15 +183,19 @@ static int geometry(struct partial_blob *pb, uint32_t plen)
 {
     uint32_t n = wire_piece_count(pb->size, plen);
     uint8_t *bits = calloc(wire_bitfield_bytes(n) + 1, 1);
+    uint8_t *trusted = calloc(wire_bitfield_bytes(n) + 1, 1);
     uint64_t *sums = calloc(n ? n : 1, sizeof(*sums));
-    if (!bits || !sums) {
+    if (!bits || !trusted || !sums) {
         free(bits);
+        free(trusted);
         free(sums);
         return -ENOMEM;
     }
     free(pb->bits);
+    free(pb->trusted);
     free(pb->sums);
     pb->bits = bits;
+    pb->trusted = trusted;
     pb->sums = sums;
     pb->plen = plen;
     pb->npieces = n;
@@ -203,6 +211,26 @@ static uint64_t readable(const struct partial_blob *pb)
     if (pb->streaming && pb->received > r)
         r = pb->received;
     return r;
+}
+
+/* End of the trusted pieces from the one holding off on. */
+static uint64_t trusted_end(const struct partial_blob *pb, uint64_t off)
+{
+    if (pb->state == PB_COMMITTED)
+        return pb->size;
+    if (off >= pb->size || pb->plen == 0)
+        return off;
+    uint32_t i = (uint32_t)(off / pb->plen);
+    while (i < pb->npieces && wire_bit_get(pb->trusted, i))
+        i++;
+    uint64_t end = i >= pb->npieces ? pb->size : wire_piece_offset(pb->plen, i);
+    return end > off ? end : off;
+}
+
+/* What reader r may be given: [0, n). */
+static uint64_t reader_limit(const struct partial_reader *r)
+{
+    return r->range ? trusted_end(r->pb, r->first) : r->pb->released;
 }
 
 static bool jobs_running(const struct partial_blob *pb)
@@ -410,7 +438,7 @@ static void deliver(struct partial_blob *pb)
             r->cbs.on_end(r, r->end_rc, r->end_status, r->arg);
             reader_unlink(r);
             free(r);
-        } else if (pb->released > 0) {
+        } else if (reader_limit(r) > (r->range ? r->first : 0)) {
             r->cbs.on_data(r, r->arg);
         }
         r = next;
@@ -874,6 +902,7 @@ static void maybe_free(struct partial_blob *pb)
     if (pb->psum)
         XXH3_freeState(pb->psum);
     free(pb->bits);
+    free(pb->trusted);
     free(pb->sums);
     free(pb);
 }
@@ -962,6 +991,7 @@ fail:
     if (pb->psum)
         XXH3_freeState(pb->psum);
     free(pb->bits);
+    free(pb->trusted);
     free(pb->sums);
     free(pb);
     return rc;
@@ -1099,6 +1129,20 @@ int partial_write_piece(struct partial_blob *pb, uint32_t index, const void *dat
     return 0;
 }
 
+int partial_trust_piece(struct partial_blob *pb, uint32_t index)
+{
+    if (!partial_has_piece(pb, index))
+        return -EINVAL;
+    if (!wire_bit_get(pb->trusted, index)) {
+        wire_bit_set(pb->trusted, index);
+        if (pb->readers) {
+            pb->notify = true;
+            schedule(pb);
+        }
+    }
+    return 0;
+}
+
 int partial_read_piece(const struct partial_blob *pb, uint32_t index, void *buf, size_t len)
 {
     if (!partial_has_piece(pb, index))
@@ -1208,13 +1252,15 @@ bool partial_stream_full(const struct partial_blob *pb)
 
 /* ---- readers ----------------------------------------------------------------------- */
 
-int partial_reader_attach(struct partial_blob *pb, const struct partial_reader_cbs *cbs, void *arg,
-                          struct partial_reader **out)
+static int attach(struct partial_blob *pb, bool range, uint64_t first,
+                  const struct partial_reader_cbs *cbs, void *arg, struct partial_reader **out)
 {
     struct partial_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
     r->pb = pb;
+    r->range = range;
+    r->first = first;
     r->cbs = *cbs;
     r->arg = arg;
     r->next = pb->readers;
@@ -1225,11 +1271,24 @@ int partial_reader_attach(struct partial_blob *pb, const struct partial_reader_c
         end_reader(r, 0, 200);
     else if (pb->owner_gone)
         end_reader(r, pb->close_rc ? pb->close_rc : SHOAL_ECANCELED, pb->close_status);
-    else if (pb->released > 0)
+    else if (reader_limit(r) > (range ? first : 0))
         pb->notify = true;
     schedule(pb);
     *out = r;
     return 0;
+}
+
+int partial_reader_attach(struct partial_blob *pb, const struct partial_reader_cbs *cbs, void *arg,
+                          struct partial_reader **out)
+{
+    return attach(pb, false, 0, cbs, arg, out);
+}
+
+int partial_reader_attach_range(struct partial_blob *pb, uint64_t first,
+                                const struct partial_reader_cbs *cbs, void *arg,
+                                struct partial_reader **out)
+{
+    return attach(pb, true, first, cbs, arg, out);
 }
 
 void partial_reader_detach(struct partial_reader *r)
@@ -1256,9 +1315,10 @@ int partial_reader_segment(struct partial_reader *r, uint64_t off, uint64_t end,
                            struct partial_segment *seg)
 {
     const struct partial_blob *pb = r->pb;
-    if (end > pb->released)
-        end = pb->released;
-    if (off >= end)
+    uint64_t limit = reader_limit(r);
+    if (end > limit)
+        end = limit;
+    if (off >= end || (r->range && off < r->first))
         return SHOAL_ENOT_FOUND;
     uint64_t disk = held_prefix(pb);
     if (pb->streaming && pb->written > disk)
@@ -1284,7 +1344,7 @@ int partial_reader_segment(struct partial_reader *r, uint64_t off, uint64_t end,
 
 uint64_t partial_reader_available(const struct partial_reader *r)
 {
-    return r->pb->released;
+    return reader_limit(r);
 }
 
 uint64_t partial_reader_size(const struct partial_reader *r)

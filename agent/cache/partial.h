@@ -20,14 +20,14 @@
  *     file and hash side by side; until then readers may be served from
  *     memory, so a client is never held back by the disk.
  *
- * Release rule. A reader sees the contiguous prefix (on disk or in memory)
- * less a hold-back at the end, which is released only once the whole blob
- * matched its digest and was committed to the store: no client can ever
- * receive a complete wrong blob. On a mismatch the content is dropped, every
- * reader that had been handed any byte is ended with SHOAL_EDIGEST_MISMATCH
- * (its connection must be cut), readers that had nothing stay attached, and
- * the owner hears on_end(SHOAL_EDIGEST_MISMATCH) and may refetch from another
- * source into the now empty partial.
+ * Release rule. A reader of the whole blob sees the contiguous prefix (on
+ * disk or in memory) less a hold-back at the end, which is released only once
+ * the whole blob matched its digest and was committed to the store: no client
+ * can ever receive a complete wrong blob. A reader of a range sees only bytes
+ * a cryptographic check covers: trusted pieces, or the verified blob. On a mismatch the content is
+ * dropped, every reader that had been handed any byte is ended with SHOAL_EDIGEST_MISMATCH (its
+ * connection must be cut), readers that had nothing stay attached, and the owner hears
+ * on_end(SHOAL_EDIGEST_MISMATCH) and may refetch from another source into the now empty partial.
  *
  * Threading: everything runs on the loop thread except the jobs, which only
  * touch the chunk or file range they were given, the hash contexts and the
@@ -121,6 +121,12 @@ int partial_set_piece_length(struct partial_blob *pb, uint32_t piece_length);
  * -errno when the write fails (the partial then stops, see on_end). */
 int partial_write_piece(struct partial_blob *pb, uint32_t index, const void *data, size_t len);
 
+/* Piece index, held, matched a cryptographic piece hash that no single
+ * member of the cluster could have chosen (a SHA-256 the tracker confirmed):
+ * Range readers may be given its bytes before the whole blob is verified.
+ * 0, or -EINVAL when the piece is not held. */
+int partial_trust_piece(struct partial_blob *pb, uint32_t index);
+
 /* Reads held piece index into buf (at least its size). 0, -EINVAL when the
  * piece is not held, or -errno. */
 int partial_read_piece(const struct partial_blob *pb, uint32_t index, void *buf, size_t len);
@@ -163,10 +169,19 @@ struct partial_reader_cbs {
     void (*on_end)(struct partial_reader *r, int rc, int http_status, void *arg);
 };
 
-/* Attaches a reader. The first callback comes on the next loop turn at the
- * earliest. 0 or -ENOMEM. */
+/* Attaches a reader of the whole blob: it is given the contiguous prefix
+ * less the hold-back, and the tail once the blob is verified. The first
+ * callback comes on the next loop turn at the earliest. 0 or -ENOMEM. */
 int partial_reader_attach(struct partial_blob *pb, const struct partial_reader_cbs *cbs, void *arg,
                           struct partial_reader **out);
+/* Attaches a reader of a range starting at first (a Range request): it is
+ * given only bytes a cryptographic check covers, that is the trusted pieces
+ * from first on (partial_trust_piece) or, once the blob is verified, all of
+ * it; a blob without trusted pieces (an upstream stream, XXH3 piece hashes)
+ * makes it wait for the whole-blob check. 0 or -ENOMEM. */
+int partial_reader_attach_range(struct partial_blob *pb, uint64_t first,
+                                const struct partial_reader_cbs *cbs, void *arg,
+                                struct partial_reader **out);
 /* Detaches a reader (its client went away). No callback fires after this. */
 void partial_reader_detach(struct partial_reader *r);
 
@@ -184,7 +199,8 @@ struct partial_segment {
  * SHOAL_ENOT_FOUND when nothing at off is released yet. */
 int partial_reader_segment(struct partial_reader *r, uint64_t off, uint64_t end,
                            struct partial_segment *seg);
-/* Bytes a reader may read, and the blob size. */
+/* Bytes [0, n) a reader may read (for a range reader: up to n from its
+ * first byte on), and the blob size. */
 uint64_t partial_reader_available(const struct partial_reader *r);
 uint64_t partial_reader_size(const struct partial_reader *r);
 

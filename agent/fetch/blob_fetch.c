@@ -438,7 +438,7 @@ fail:
 }
 
 int blob_fetcher_read(struct blob_fetcher *f, const struct oci_digest *d, uint64_t size,
-                      const struct upstream_def *def, const char *repo,
+                      const struct upstream_def *def, const char *repo, uint64_t range_first,
                       const struct partial_reader_cbs *cbs, void *arg, struct partial_reader **out)
 {
     if (f->closing)
@@ -454,6 +454,8 @@ int blob_fetcher_read(struct blob_fetcher *f, const struct oci_digest *d, uint64
         if (rc < 0)
             return rc;
     }
+    if (range_first != UINT64_MAX)
+        return partial_reader_attach_range(bf->pb, range_first, cbs, arg, out);
     return partial_reader_attach(bf->pb, cbs, arg, out);
 }
 

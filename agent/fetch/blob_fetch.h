@@ -59,12 +59,14 @@ uint64_t blob_fetcher_progress(struct blob_fetcher *f, const struct oci_digest *
 
 /* Attaches a reader (cbs/arg as in partial_reader_attach) to the download
  * of d (size bytes, as the upstream announced it), starting the download
- * from def/repo if none is running (def and repo are copied). 0 with the
- * reader in *out, or a negative code (SHOAL_ENOSPACE when the cache cannot
- * hold the blob, SHOAL_EUPSTREAM when a running download of d has another
- * size) with nothing attached. */
+ * from def/repo if none is running (def and repo are copied). A reader of a
+ * range (a Range request from byte range_first on; UINT64_MAX for the whole
+ * blob) is a range reader of the partial blob: it is given verified bytes
+ * only. 0 with the reader in *out, or a negative code (SHOAL_ENOSPACE when
+ * the cache cannot hold the blob, SHOAL_EUPSTREAM when a running download of
+ * d has another size) with nothing attached. */
 int blob_fetcher_read(struct blob_fetcher *f, const struct oci_digest *d, uint64_t size,
-                      const struct upstream_def *def, const char *repo,
+                      const struct upstream_def *def, const char *repo, uint64_t range_first,
                       const struct partial_reader_cbs *cbs, void *arg, struct partial_reader **out);
 
 #endif

@@ -507,6 +507,10 @@ static void execute(struct swarm_dl *dl, const struct swarm_act *a)
     case SWARM_ACT_HASH_HELD:
         hash_held(dl, a->index);
         break;
+    case SWARM_ACT_TRUST:
+        if (dl->pb)
+            partial_trust_piece(dl->pb, a->index);
+        break;
     case SWARM_ACT_FALLBACK:
         if (!dl->ended) {
             dl->ended = true;

@@ -48,6 +48,9 @@ struct swarm_core {
     struct piece_picker *pp;
     uint8_t *have;
     uint32_t nhave;
+    uint8_t *checked;   /* pieces checked in this run against the table (or leased) */
+    uint8_t *confirmed; /* pieces whose table hash the tracker has confirmed */
+    uint8_t *trusted;   /* TRUST sent */
 
     /* peers */
     struct peer *peers;
@@ -211,6 +214,19 @@ static void try_request_all(struct swarm_core *c, uint64_t now)
         try_request(c, p, now);
 }
 
+/* A piece checked here against a SHA-256 the tracker confirmed (no single
+ * agent chose it) is final for a client: XXH3 is not collision resistant, an
+ * unconfirmed hash is one agent's word, and a resumed piece was checked in an
+ * earlier run against a table this tracker may not have. */
+static void maybe_trust(struct swarm_core *c, uint32_t index)
+{
+    if (c->algo != WIRE_HASH_SHA256 || !wire_bit_get(c->checked, index) ||
+        !wire_bit_get(c->confirmed, index) || wire_bit_get(c->trusted, index))
+        return;
+    wire_bit_set(c->trusted, index);
+    act_peer(c, SWARM_ACT_TRUST, 0, index);
+}
+
 /* We hold index, verified and on disk. */
 static void piece_done(struct swarm_core *c, uint32_t index, uint64_t now)
 {
@@ -223,6 +239,8 @@ static void piece_done(struct swarm_core *c, uint32_t index, uint64_t now)
     c->last_progress = now;
     piece_picker_mark_have(c->pp, index, cancel_cb, c);
     act_peer(c, SWARM_ACT_HAVE, 0, index);
+    wire_bit_set(c->checked, index);
+    maybe_trust(c, index);
 }
 
 /* ---- the upstream lease ----------------------------------------------------- */
@@ -412,8 +430,11 @@ static int take_table(struct swarm_core *c, const struct announce_reply *r, cons
     c->hash_len = wire_hash_len(c->algo);
     c->hashes = calloc(c->npieces ? c->npieces : 1, sizeof(*c->hashes));
     c->have = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
+    c->checked = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
+    c->confirmed = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
+    c->trusted = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->pp = piece_picker_create(c->npieces);
-    if (!c->hashes || !c->have || !c->pp)
+    if (!c->hashes || !c->have || !c->checked || !c->confirmed || !c->trusted || !c->pp)
         return -ENOMEM;
     /* Pieces the partial blob holds already (a resumed download). */
     for (uint32_t i = 0; held && i < c->npieces; i++) {
@@ -519,6 +540,13 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
             continue;
         memcpy(c->hashes[i], r->hashes + (size_t)i * r->hash_len, c->hash_len);
         piece_picker_set_hash_known(c->pp, i);
+    }
+    for (uint32_t i = 0; r->confirmed && r->hash_len == c->hash_len && i < c->npieces; i++) {
+        if (r->confirmed[i] && !wire_bit_get(c->confirmed, i) &&
+            piece_picker_hash_known(c->pp, i)) {
+            wire_bit_set(c->confirmed, i);
+            maybe_trust(c, i);
+        }
     }
     if (!c->ended && r->has_lease && r->nlease && !c->lease && !c->fetching)
         take_lease(c, r->lease, r->nlease, now);
@@ -828,6 +856,9 @@ void swarm_core_destroy(struct swarm_core *c)
     free(c->acts);
     free(c->hashes);
     free(c->have);
+    free(c->checked);
+    free(c->confirmed);
+    free(c->trusted);
     free(c->pend);
     free(c->failed);
     free(c->lease);

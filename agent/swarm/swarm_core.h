@@ -21,6 +21,8 @@
  *               swarm_core_fetch_done()
  *   HASH_HELD   we hold leased piece index already: read and hash it, report
  *               with swarm_core_lease_piece()
+ *   TRUST       piece index, checked here against a SHA-256 the tracker has
+ *               confirmed, may be given to Range readers (partial_trust_piece)
  *   FALLBACK    the swarm cannot deliver (rc): fetch the rest from upstream
  *   CLOSE       the download (or its seeding) is over: close everything
  *
@@ -100,6 +102,7 @@ enum swarm_act_type {
     SWARM_ACT_CLOSE_PEER,
     SWARM_ACT_FETCH,
     SWARM_ACT_HASH_HELD,
+    SWARM_ACT_TRUST,
     SWARM_ACT_FALLBACK,
     SWARM_ACT_CLOSE,
 };

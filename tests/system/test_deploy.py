@@ -16,8 +16,8 @@ import yaml
 
 import helmlite
 import k8sschema
-from conftest import (REPO_ROOT, agent_bin, bin_dir, free_port, http_request, need_tool,
-                      stop_process, tail, under_asan, wait_for)
+from conftest import (REPO_ROOT, agent_bin, bin_dir, by_design, free_port, http_request,
+                      need_tool, stop_process, tail, unavailable, under_asan, wait_for)
 
 DEPLOY = os.path.join(REPO_ROOT, "deploy")
 KUSTOMIZE_DIR = os.path.join(DEPLOY, "kubernetes")
@@ -71,8 +71,8 @@ def kustomize_tree(tmp_path, components=()):
 def kustomize(path):
     r = subprocess.run([kubectl(), "kustomize", path], capture_output=True, text=True, timeout=60)
     if r.returncode != 0 and "components" in r.stderr and "unknown field" in r.stderr:
-        pytest.skip("this kubectl's embedded kustomize predates components (kustomize 3.7, "
-                    "kubectl 1.21): %s" % r.stderr.strip())
+        unavailable("this kubectl's embedded kustomize predates components (kustomize 3.7, "
+                    "kubectl 1.21): %s" % r.stderr.strip(), fix="install kubectl 1.21 or later")
     assert r.returncode == 0, "kubectl kustomize %s failed:\n%s" % (path, r.stderr)
     return [d for d in yaml.safe_load_all(r.stdout) if d]
 
@@ -679,14 +679,8 @@ def test_wiring_unit_commands_run(tmp_path):
 
 # -------------------------------------------------------------------- image --
 
-def _in_ci():
-    return os.environ.get("CI") == "true"
-
-
 def _cannot_build(why):
-    if _in_ci():
-        pytest.fail("the image recipe cannot be built in CI: %s" % why)
-    pytest.skip("the image recipe cannot be built here: %s" % why)
+    unavailable("the image recipe cannot be built here: %s" % why)
 
 
 def _debian_mirror():
@@ -705,14 +699,13 @@ def _debian_mirror():
 
 
 @pytest.mark.slow
+@by_design(under_asan(), "the image is built from source, not from the binaries under test: "
+           "it runs in the normal pass")
 def test_image_recipe_builds(tmp_path):
     """buildah builds deploy/Containerfile. No container registry is
     reachable here, so the debian:12 and debian:12-slim bases are made with
     debootstrap from the host's Debian mirror (the recipe's apt-get steps
     use the same mirror); the image's binaries then run inside it."""
-    if under_asan():
-        pytest.skip("the image is built from source, not from the binaries under test: "
-                    "it runs in the normal pass")
     if os.geteuid() != 0:
         _cannot_build("buildah and debootstrap need root")
     buildah = shutil.which("buildah")

@@ -130,7 +130,7 @@ def announce_doc(agent, digest=DIGEST_A, size=20 * PL, **kw):
 
 
 def fake_hash(i):
-    return hashlib.sha256(b"piece-%d" % i).hexdigest()[:32]
+    return hashlib.sha256(b"piece-%d" % i).hexdigest()
 
 
 # ---------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_announce_leases_and_hashes(tracker):
     assert st == 200, a
     assert a["interval_ms"] == 1000
     assert a["piece_length"] == PL and a["pieces"] == 20
-    assert a["hash_algo"] == "xxh3-128"
+    assert a["hash_algo"] == "sha256"  # the default: collision resistant
     assert a["hashes"] == {} and a["peers"] == []
     assert a["lease"] == {"pieces": list(range(0, 8)), "expires_ms": 30000}
 
@@ -472,7 +472,8 @@ def test_sha256_and_forced_piece_length(tracker_factory):
     assert r["hash_algo"] == "sha256" and r["piece_length"] == 1 << 20 and r["pieces"] == 6
     assert r["lease"]["pieces"] == [0, 1]
     h = hashlib.sha256(b"x").hexdigest()
-    st, r = t.post(announce_doc("node-a", size=(5 << 20) + 1, hashes={"0": fake_hash(0)}))
+    # An XXH3-128-sized hash (32 hex characters) is refused by a sha256 swarm.
+    st, r = t.post(announce_doc("node-a", size=(5 << 20) + 1, hashes={"0": fake_hash(0)[:32]}))
     assert st == 400 and r["error"].startswith('hashes["0"]:') and "64" in r["error"]
     st, r = t.post(announce_doc("node-a", size=(5 << 20) + 1, hashes={"0": h}))
     assert st == 200 and r["hashes"] == {"0": h}

@@ -121,6 +121,11 @@ struct announce_reply {
     size_t hash_len;       /* wire_hash_len(hash_algo) */
     const uint8_t *hashes; /* pieces * hash_len bytes; NULL when none is known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
+    /* pieces flags: hashes[i] was vouched for by an agent other than the one
+     * that reported it (an agent that completed the blob with it); NULL when
+     * none. Only a confirmed hash may make a piece's bytes final for a
+     * client (docs/protocol.md, "Confirmed hashes"). */
+    const uint8_t *confirmed;
     const struct announce_peer *peers;
     size_t npeers;
     bool has_lease;
@@ -141,6 +146,7 @@ struct announce_reply_doc {
     struct json_t *json; /* the parsed body; the peers' strings point into it */
     uint8_t *hashes;     /* pieces * hash_len, zero where unknown */
     uint8_t *hashed;     /* pieces flags */
+    uint8_t *confirmed;  /* pieces flags */
     struct announce_peer *peers;
     uint32_t *lease;
 };
@@ -156,8 +162,10 @@ struct announce_reply_doc {
  * ignored. Returns 0; SHOAL_EPARSE with err `tracker reply: "<field>":
  * <problem>` ("(body)" for the document itself); or -ENOMEM. On failure
  * *out holds nothing (it is disposed already); calling
- * announce_reply_doc_dispose afterwards is safe in every case. reply.hashes
- * and reply.hashed are never NULL after a success. */
+ * announce_reply_doc_dispose afterwards is safe in every case. reply.hashes,
+ * reply.hashed and reply.confirmed are never NULL after a success; a
+ * "confirmed" bitfield (lower-case hex of wire_bitfield_bytes(pieces) bytes,
+ * spare bits zero) may only name pieces with a hash. */
 int announce_reply_decode(const char *body, size_t len, struct announce_reply_doc *out, char *err,
                           size_t errlen);
 void announce_reply_doc_dispose(struct announce_reply_doc *d);

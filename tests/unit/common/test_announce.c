@@ -504,6 +504,73 @@ static void test_reply_round_trip(void **state)
 }
 
 /* A full table: 65536 sha256 hashes and the largest lease. */
+/* "confirmed": a hex bitfield of pieces whose hash another agent vouched
+ * for; left out when none is; refused when malformed or naming a piece
+ * without a hash. */
+static void test_reply_confirmed(void **state)
+{
+    uint8_t hashes[10 * 32];
+    uint8_t hashed[10] = {1, 1, 0, 1, 0, 0, 0, 0, 0, 1};
+    uint8_t confirmed[10] = {1, 0, 0, 1, 0, 0, 0, 0, 0, 1};
+    struct announce_reply r = {
+        .interval_ms = 1000,
+        .piece_length = 1048576,
+        .pieces = 10,
+        .hash_algo = WIRE_HASH_SHA256,
+        .hash_len = 32,
+        .hashes = hashes,
+        .hashed = hashed,
+        .confirmed = confirmed,
+    };
+    struct announce_reply_doc d;
+    char err[ANNOUNCE_ERROR_MAX];
+    struct buf out;
+
+    (void)state;
+    memset(hashes, 7, sizeof(hashes));
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_reply_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"confirmed\":\"9040\""));
+    assert_int_equal(announce_reply_decode(out.data, out.len, &d, err, sizeof(err)), 0);
+    for (uint32_t i = 0; i < 10; i++)
+        assert_int_equal(d.reply.confirmed[i], confirmed[i]);
+    announce_reply_doc_dispose(&d);
+    buf_dispose(&out);
+
+    /* None confirmed: no key; decoded as all zero. */
+    memset(confirmed, 0, sizeof(confirmed));
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_reply_encode(&r, &out), 0);
+    assert_null(strstr(out.data, "confirmed"));
+    assert_int_equal(announce_reply_decode(out.data, out.len, &d, err, sizeof(err)), 0);
+    assert_non_null(d.reply.confirmed);
+    assert_int_equal(d.reply.confirmed[0], 0);
+    announce_reply_doc_dispose(&d);
+    buf_dispose(&out);
+
+#define BASE10                                                                                     \
+    "{\"interval_ms\":1000,\"piece_length\":4,\"pieces\":10,\"hash_algo\":\"xxh3-128\","           \
+    "\"hashes\":{\"0\":\"00112233445566778899aabbccddeeff\"}"
+    static const char *const bad[] = {
+        BASE10 ",\"confirmed\":\"80\"}",     /* too short */
+        BASE10 ",\"confirmed\":\"8000ff\"}", /* too long */
+        BASE10 ",\"confirmed\":\"8X00\"}",   /* not hex */
+        BASE10 ",\"confirmed\":\"80C0\"}",   /* upper case */
+        BASE10 ",\"confirmed\":\"4000\"}",   /* piece 1 has no hash */
+        BASE10 ",\"confirmed\":\"8020\"}",   /* a spare bit */
+        BASE10 ",\"confirmed\":1}",          /* not a string */
+    };
+#undef BASE10
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(announce_reply_decode(bad[i], strlen(bad[i]), &d, err, sizeof(err)),
+                         SHOAL_EPARSE);
+        if (!strstr(err, "confirmed"))
+            fail_msg("error \"%s\" does not name the field (body %s)", err, bad[i]);
+        announce_reply_doc_dispose(&d);
+    }
+}
+
 static void test_reply_large(void **state)
 {
     uint32_t n = WIRE_PIECES_MAX;
@@ -719,15 +786,11 @@ static void test_reply_decode_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_event_names),
-        cmocka_unit_test(test_req_round_trip),
-        cmocka_unit_test(test_req_encode_refused),
-        cmocka_unit_test(test_req_decode_malformed),
-        cmocka_unit_test(test_req_decode_caps),
-        cmocka_unit_test(test_req_decode_defaults),
-        cmocka_unit_test(test_reply_round_trip),
-        cmocka_unit_test(test_reply_large),
-        cmocka_unit_test(test_reply_decode_malformed),
+        cmocka_unit_test(test_event_names),         cmocka_unit_test(test_req_round_trip),
+        cmocka_unit_test(test_req_encode_refused),  cmocka_unit_test(test_req_decode_malformed),
+        cmocka_unit_test(test_req_decode_caps),     cmocka_unit_test(test_req_decode_defaults),
+        cmocka_unit_test(test_reply_round_trip),    cmocka_unit_test(test_reply_confirmed),
+        cmocka_unit_test(test_reply_large),         cmocka_unit_test(test_reply_decode_malformed),
         cmocka_unit_test(test_reply_decode_limits),
     };
 

@@ -45,8 +45,8 @@ static void test_piece_length(void **state)
     assert_int_equal(R.piece_length, 1 * MIB);
     assert_int_equal(R.pieces, 257);
     assert_int_equal(R.interval_ms, 1000);
-    assert_int_equal(R.hash_algo, WIRE_HASH_XXH3_128);
-    assert_int_equal(R.hash_len, 16);
+    assert_int_equal(R.hash_algo, WIRE_HASH_SHA256);
+    assert_int_equal(R.hash_len, 32);
     assert_true(R.new_swarm);
     assert_int_equal(ann(s, DIG_A, 256 * MIB + 1, "b", false, 1000), 0);
     assert_false(R.new_swarm);
@@ -308,6 +308,45 @@ static void test_hash_acceptance(void **state)
     tracker_swarms_stats(s, &st);
     assert_int_equal(st.hashes_accepted, 8);
     assert_int_equal(st.hashes_ignored, 3);
+    tracker_swarms_destroy(s);
+}
+
+/* A hash becomes confirmed when an agent other than its reporter completes
+ * the blob (COMPLETED): no single agent can make its own hashes final. */
+static void test_hashes_confirmed_by_another_agent(void **state)
+{
+    struct tracker_swarms *s = mk(NULL);
+    struct announce_req r;
+
+    (void)state;
+    assert_int_equal(ann(s, DIG_A, 20 * PL, "a", true, 1000), 0);
+    assert_int_equal(ann(s, DIG_A, 20 * PL, "b", true, 1000), 0);
+    assert_int_equal(ann_hash(s, "a", 0, 0xaa, false, 2000), 0);
+    assert_int_equal(ann_hash(s, "b", 8, 0xbb, false, 2000), 0);
+    assert_int_equal(R.nhashed, 2);
+    assert_int_equal(R.nconfirmed, 0);
+    assert_null(R.confirmed);
+    /* a completes: it vouches for b's hash, not for its own. */
+    base_req(&r, DIG_A, 20 * PL, "a");
+    r.event = ANNOUNCE_EVENT_COMPLETED;
+    r.complete = true;
+    assert_int_equal(tracker_announce(s, &r, 3000, &R), 0);
+    assert_int_equal(R.nconfirmed, 1);
+    assert_non_null(R.confirmed);
+    assert_false(R.confirmed[0]);
+    assert_true(R.confirmed[8]);
+    /* A completed agent announcing again (PROGRESS, complete) vouches for
+     * nothing new; a fresh completion by b confirms a's hash. */
+    r.event = ANNOUNCE_EVENT_PROGRESS;
+    assert_int_equal(ann_hash(s, "a", 1, 0xa1, false, 3500), 0);
+    assert_int_equal(tracker_announce(s, &r, 3600, &R), 0);
+    assert_int_equal(R.nconfirmed, 1);
+    base_req(&r, DIG_A, 20 * PL, "b");
+    r.event = ANNOUNCE_EVENT_COMPLETED;
+    r.complete = true;
+    assert_int_equal(tracker_announce(s, &r, 4000, &R), 0);
+    assert_int_equal(R.nconfirmed, 3);
+    assert_true(R.confirmed[0] && R.confirmed[1] && R.confirmed[8]);
     tracker_swarms_destroy(s);
 }
 
@@ -598,12 +637,19 @@ static void test_state_memory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_piece_length),    cmocka_unit_test(test_handout),
-        cmocka_unit_test(test_lease_runs),      cmocka_unit_test(test_lease_failed),
-        cmocka_unit_test(test_hash_acceptance), cmocka_unit_test(test_all_hashed_no_lease),
-        cmocka_unit_test(test_lease_expiry),    cmocka_unit_test(test_lease_extended_by_reports),
-        cmocka_unit_test(test_peer_expiry),     cmocka_unit_test(test_stopped),
-        cmocka_unit_test(test_swarm_retention), cmocka_unit_test(test_state_memory),
+        cmocka_unit_test(test_piece_length),
+        cmocka_unit_test(test_handout),
+        cmocka_unit_test(test_lease_runs),
+        cmocka_unit_test(test_lease_failed),
+        cmocka_unit_test(test_hash_acceptance),
+        cmocka_unit_test(test_hashes_confirmed_by_another_agent),
+        cmocka_unit_test(test_all_hashed_no_lease),
+        cmocka_unit_test(test_lease_expiry),
+        cmocka_unit_test(test_lease_extended_by_reports),
+        cmocka_unit_test(test_peer_expiry),
+        cmocka_unit_test(test_stopped),
+        cmocka_unit_test(test_swarm_retention),
+        cmocka_unit_test(test_state_memory),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -151,7 +151,7 @@ static void test_config(void **state)
     assert_int_equal(cfg.lease_timeout_ms, 30000);
     assert_int_equal(cfg.max_peers, 30);
     assert_int_equal(cfg.piece_length, 0);
-    assert_int_equal(cfg.hash_algo, WIRE_HASH_XXH3_128);
+    assert_int_equal(cfg.hash_algo, WIRE_HASH_SHA256);
     assert_int_equal(cfg.secret_len, 0);
     tracker_config_swarms(&cfg, &sc);
     assert_int_equal(sc.lease_timeout_ms, 30000);

@@ -613,6 +613,57 @@ static void test_resume_without_a_record_starts_over(void **state)
     free(data);
 }
 
+/* A range reader is given trusted pieces only (from its first byte on),
+ * then everything once the blob is verified; a reader of the whole blob is
+ * given the prefix less the hold-back, trusted or not. */
+static void test_range_reader_gets_trusted_bytes(void **state)
+{
+    struct fixture *f = *state;
+    size_t size = 4 * MiB;
+    char *data = blob(size);
+    struct oci_digest d;
+    oneshot_digest(OCI_DIGEST_SHA256, data, size, &d);
+    struct partial_blob *pb = open_ready(f, &d, size);
+    struct reader full = {0}, rng = {0}, later = {0};
+    assert_int_equal(partial_reader_attach(pb, &rcbs, &full, &full.r), 0);
+    assert_int_equal(partial_reader_attach_range(pb, MiB / 2, &rcbs, &rng, &rng.r), 0);
+    assert_int_equal(partial_trust_piece(pb, 0), -EINVAL); /* not held */
+    for (uint32_t i = 0; i < 3; i++)
+        assert_int_equal(partial_write_piece(pb, i, data + (size_t)i * MiB, MiB), 0);
+    assert_true(loop_run_until_count(&f->loop, &full.datas, 1, 5000));
+    assert_int_equal(partial_reader_available(full.r), 3 * (uint64_t)MiB);
+    /* Untrusted pieces: nothing for the range reader. */
+    assert_int_equal(partial_reader_available(rng.r), MiB / 2);
+    struct partial_segment seg;
+    assert_int_equal(partial_reader_segment(rng.r, MiB / 2, size, &seg), SHOAL_ENOT_FOUND);
+    assert_int_equal(rng.datas, 0);
+    assert_int_equal(partial_trust_piece(pb, 1), 0);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(partial_reader_available(rng.r), MiB / 2); /* piece 0 is not trusted yet */
+    assert_int_equal(partial_trust_piece(pb, 0), 0);
+    assert_int_equal(partial_trust_piece(pb, 0), 0); /* again: nothing changes */
+    assert_true(loop_run_until_count(&f->loop, &rng.datas, 1, 5000));
+    assert_int_equal(partial_reader_available(rng.r), 2 * (uint64_t)MiB);
+    assert_int_equal(partial_reader_segment(rng.r, 0, size, &seg), SHOAL_ENOT_FOUND);
+    assert_int_equal(partial_reader_segment(rng.r, MiB / 2, size, &seg), 0);
+    assert_true(seg.fd >= 0);
+    assert_int_equal(seg.off, MiB / 2);
+    assert_int_equal(seg.len, 3 * MiB / 2);
+    /* A range reader attached now starts at its own first byte. */
+    assert_int_equal(partial_reader_attach_range(pb, 3 * MiB, &rcbs, &later, &later.r), 0);
+    assert_int_equal(partial_reader_available(later.r), 3 * (uint64_t)MiB);
+    assert_int_equal(partial_write_piece(pb, 3, data + 3 * (size_t)MiB, MiB), 0);
+    wait_ends(f, 1);
+    assert_int_equal(f->end_rc, 0);
+    assert_true(loop_run_until_count(&f->loop, &later.ends, 1, 5000));
+    assert_int_equal(later.end_rc, 0);
+    assert_int_equal(rng.ends, 1);
+    assert_int_equal(rng.end_rc, 0);
+    assert_int_equal(full.end_rc, 0);
+    partial_close(pb, PARTIAL_KEEP, 0, 0);
+    free(data);
+}
+
 /* The record cannot be written (its name is taken by a directory): the
  * download goes on, and only a resume would lose the pieces. */
 static void test_record_not_writable(void **state)
@@ -823,6 +874,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_without_a_record_starts_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_range_reader_gets_trusted_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_not_writable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_ends_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_after_close, setup, teardown),

@@ -17,6 +17,7 @@
  * swarm_core_announce_done(). */
 static uint8_t reply_hashes[H_PIECES_MAX * WIRE_HASH_MAX];
 static uint8_t reply_hashed[H_PIECES_MAX];
+static uint8_t reply_confirmed[H_PIECES_MAX];
 static struct announce_peer reply_peers[H_PEERS_MAX];
 static char reply_agents[H_PEERS_MAX][24];
 static uint32_t reply_lease[H_PIECES_MAX];
@@ -319,12 +320,14 @@ static void reply(struct harness *h, size_t k)
         .hash_len = hl,
         .hashes = reply_hashes,
         .hashed = reply_hashed,
+        .confirmed = reply_confirmed,
         .peers = reply_peers,
         .lease = reply_lease,
     };
     memset(reply_hashes, 0, sizeof(reply_hashes));
     for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++) {
         reply_hashed[i] = t->hashed[i];
+        reply_confirmed[i] = t->hashed[i] && t->confirmed[i];
         if (t->hashed[i])
             h_hash(h, i, reply_hashes + i * hl);
     }
@@ -530,8 +533,8 @@ static void hash_held(struct harness *h, uint32_t index)
 }
 
 static const char *const act_names[] = {
-    "ANNOUNCE", "CONNECT",    "BITFIELD", "REQUEST",   "CANCEL",   "HAVE",
-    "SERVE",    "CLOSE_PEER", "FETCH",    "HASH_HELD", "FALLBACK", "CLOSE",
+    "ANNOUNCE",   "CONNECT", "BITFIELD",  "REQUEST", "CANCEL",   "HAVE",  "SERVE",
+    "CLOSE_PEER", "FETCH",   "HASH_HELD", "TRUST",   "FALLBACK", "CLOSE",
 };
 static const char *const ev_names[] = {
     "ready", "bitfield", "piece", "timeout", "gone", "reply", "lease_piece", "fetch_done",
@@ -608,6 +611,14 @@ static void execute(struct harness *h, const struct swarm_act *a)
         break;
     case SWARM_ACT_HASH_HELD:
         hash_held(h, a->index);
+        break;
+    case SWARM_ACT_TRUST:
+        if (a->index >= h->npieces || !wire_bit_get(h->written, a->index))
+            fail_msg("TRUST of piece %u, which the partial blob lacks", a->index);
+        if (h->trusts[a->index]++)
+            fail_msg("a second TRUST of piece %u", a->index);
+        if (h->t.algo != WIRE_HASH_SHA256 || !h->t.confirmed[a->index])
+            fail_msg("TRUST of piece %u without a confirmed SHA-256", a->index);
         break;
     case SWARM_ACT_FALLBACK:
         if (h->fell_back)

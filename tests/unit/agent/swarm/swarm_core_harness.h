@@ -101,9 +101,10 @@ struct htracker {
     uint32_t pieces;
     enum wire_hash_algo algo;
     bool hashed[H_PIECES_MAX];
-    int leased[H_PIECES_MAX]; /* 0 free, 1 leased to us, 2 to another agent */
-    unsigned lease_pieces;    /* run length of a lease; 0 = never lease */
-    unsigned announces;       /* received */
+    bool confirmed[H_PIECES_MAX]; /* another agent vouched for the hash */
+    int leased[H_PIECES_MAX];     /* 0 free, 1 leased to us, 2 to another agent */
+    unsigned lease_pieces;        /* run length of a lease; 0 = never lease */
+    unsigned announces;           /* received */
     /* Called on every reply before it is delivered: malformed replies. */
     void (*mangle)(struct harness *h, struct announce_reply *r);
 };
@@ -200,6 +201,7 @@ struct harness {
     int fallback_rc;
     bool closed;
     unsigned haves[H_PIECES_MAX];
+    unsigned trusts[H_PIECES_MAX]; /* TRUST actions per piece */
     unsigned written_from_peer[H_PIECES_MAX];
     unsigned outcomes[5]; /* by enum swarm_piece_outcome */
     bool check_rarest;    /* REQUESTs outside end-game take a rarest piece */

@@ -278,6 +278,47 @@ static void test_resumed_download(void **state)
     end(h);
 }
 
+/* Only pieces checked in this run against a SHA-256 the tracker confirmed
+ * become final for Range readers (TRUST): not XXH3, not an unconfirmed
+ * hash, not a piece held from an earlier run; a confirmation that comes
+ * later trusts the pieces it covers then. */
+static void test_trust_needs_a_confirmed_sha256(void **state)
+{
+    (void)state;
+    struct harness *h = mk(8);
+    h->t.algo = WIRE_HASH_SHA256;
+    wire_bit_set(h->held_at_start, 0);
+    h->resumed = true;
+    h_seed(h, "10.0.0.2:7000");
+    h_hashed(h, 0, 8);
+    for (uint32_t i = 0; i < 4; i++)
+        h->t.confirmed[i] = true;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    for (uint32_t i = 0; i < 8; i++)
+        assert_int_equal(h->trusts[i], i >= 1 && i < 4);
+    /* Another agent completes and vouches for the rest. */
+    for (uint32_t i = 0; i < 8; i++)
+        h->t.confirmed[i] = true;
+    h_run(h, NULL, 2500);
+    for (uint32_t i = 0; i < 8; i++)
+        assert_int_equal(h->trusts[i], i >= 1);
+    end(h);
+
+    /* XXH3: never final, confirmed or not. */
+    h = mk(4);
+    h->t.algo = WIRE_HASH_XXH3_128;
+    h_seed(h, "10.0.0.2:7000");
+    h_hashed(h, 0, 4);
+    for (uint32_t i = 0; i < 4; i++)
+        h->t.confirmed[i] = true;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    h_run(h, NULL, 1500);
+    assert_int_equal(h_count(h, SWARM_ACT_TRUST), 0);
+    end(h);
+}
+
 /* A lease made only of held pieces ends at once and asks for more. */
 static void test_resumed_lease_all_held(void **state)
 {
@@ -647,6 +688,7 @@ int main(int argc, char **argv)
         cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normal_download),
+        cmocka_unit_test(test_trust_needs_a_confirmed_sha256),
         cmocka_unit_test(test_hashes_dropped_after_success),
         cmocka_unit_test(test_hash_report_latency),
         cmocka_unit_test(test_resumed_download),
