@@ -51,6 +51,7 @@ int peer_serve_set_pieces(struct peer_serve *s, uint32_t npieces)
 {
     free(s->requested);
     s->requested = calloc(1, wire_bitfield_bytes(npieces));
+    s->npieces = npieces;
     return s->requested ? 0 : -ENOMEM;
 }
 
@@ -215,10 +216,24 @@ static bool answer_pending(const struct peer_serve *s, uint32_t index)
     return false;
 }
 
+/* Requests asked for and not yet sent: not answered, queued, or being read. */
+static unsigned outstanding(const struct peer_serve *s)
+{
+    unsigned n = wire_bitfield_count(s->requested, s->npieces) + (s->cur ? 1 : 0);
+    for (const struct peer_answer *a = s->head; a; a = a->next)
+        n++;
+    return n;
+}
+
 int peer_serve_on_request(struct peer_serve *s, uint32_t index)
 {
     if (answer_pending(s, index))
         return SHOAL_EPROTOCOL;
+    if (outstanding(s) >= PEER_SERVE_OUTSTANDING_MAX) {
+        LOG(WARN, COMP, "conn=%" PRIu64 " digest=%s event=too-many-requests max=%d", s->log_id,
+            s->log_digest, PEER_SERVE_OUTSTANDING_MAX);
+        return SHOAL_EPROTOCOL;
+    }
     wire_bit_set(s->requested, index);
     return 0;
 }

@@ -32,6 +32,11 @@ struct peer_serve_io {
     void (*settled)(void *ctx);
 };
 
+/* Requests a peer may have outstanding (asked for and not yet sent): as many
+ * as a connection may itself keep in flight. More is a protocol violation,
+ * which bounds the answers (each holding a descriptor) queued for one peer. */
+#define PEER_SERVE_OUTSTANDING_MAX 64
+
 struct peer_serve {
     uv_loop_t *loop;
     uint64_t log_id;        /* the connection's id, for logs */
@@ -40,6 +45,7 @@ struct peer_serve {
     void *ctx;
     uv_fs_t fs;
     uint8_t *requested; /* bitset: asked for by the peer, not answered yet */
+    uint32_t npieces;
     struct peer_answer *head, **tail;
     struct peer_answer *cur; /* being read from disk */
     uint8_t *cur_buf;

@@ -44,7 +44,13 @@ struct swarm {
     bool closing;
 };
 
-/* A peer connection of one download; id is the core's name for it. */
+/* Incoming connections of one download still in their handshake: they hold
+ * no place in the core until they have proved the cluster secret, and only
+ * this many may wait (each goes at the handshake timeout). */
+#define SWARM_PENDING_MAX 128
+
+/* A peer connection of one download; id is the core's name for it (0 for an
+ * incoming connection whose handshake is not done: not in the core yet). */
 struct dl_peer {
     struct swarm_dl *dl;
     struct peer_conn *c;
@@ -104,7 +110,7 @@ static uint32_t rng_next(void *arg)
 static struct dl_peer *peer_by_id(struct swarm_dl *dl, uint32_t id)
 {
     for (struct dl_peer *p = dl->peers; p; p = p->next)
-        if (p->id == id)
+        if (p->id == id && id != 0)
             return p;
     return NULL;
 }
@@ -136,8 +142,19 @@ static void peer_free(struct dl_peer *p)
 static void on_ready(struct peer_conn *c, void *arg)
 {
     struct dl_peer *p = peer_conn_data(c);
-    swarm_core_peer_ready(p->dl->core, now_ms(p->dl->s), p->id, peer_conn_id(c));
-    run(p->dl);
+    struct swarm_dl *dl = p->dl;
+    if (p->id == 0) {
+        /* It proved the secret: now it may take a place in the swarm. */
+        uint32_t id;
+        int rc = swarm_core_peer_add(dl->core, now_ms(dl->s), peer_conn_addr(c), &id);
+        if (rc < 0) {
+            peer_conn_close(c, rc == SHOAL_EBUSY ? SHOAL_EBUSY : SHOAL_ENOT_FOUND);
+            return;
+        }
+        p->id = id;
+    }
+    swarm_core_peer_ready(dl->core, now_ms(dl->s), p->id, peer_conn_id(c));
+    run(dl);
 }
 
 static void on_bitfield(struct peer_conn *c, const uint8_t *bits, void *arg)
@@ -208,7 +225,8 @@ static void on_close(struct peer_conn *c, int reason, void *arg)
     struct swarm_dl *dl = p->dl;
     LOG(DEBUG, COMP, "digest=%s peer=%s closed err=%s", dl->d.str, peer_conn_addr(c),
         reason ? shoal_errname(reason) : "none");
-    swarm_core_peer_gone(dl->core, now_ms(dl->s), p->id);
+    if (p->id)
+        swarm_core_peer_gone(dl->core, now_ms(dl->s), p->id);
     peer_free(p);
     run(dl);
     dl_maybe_free(dl);
@@ -236,24 +254,25 @@ static void blob_of(struct swarm_dl *dl, struct peer_conn_blob *b)
     };
 }
 
-/* An incoming connection named a blob: hand it to that download's core. */
+/* An incoming connection's HELLO named a blob: take the connection for the
+ * download that serves it, if any. Its place in the core waits for the end
+ * of the handshake (on_ready): a stranger who cannot prove the secret takes
+ * none, so any number of them cannot crowd real peers out. */
 static int lookup(struct peer_conn *c, const char *digest, struct peer_conn_blob *out, void *arg)
 {
     struct swarm *s = arg;
     for (struct swarm_dl *dl = s->dls; dl; dl = dl->next) {
-        if (dl->closed || strcmp(dl->d.str, digest) != 0)
+        if (dl->closed || strcmp(dl->d.str, digest) != 0 || !swarm_core_has_table(dl->core) ||
+            swarm_core_state(dl->core) == SWARM_CORE_DONE)
             continue;
-        uint32_t id;
-        int rc = swarm_core_peer_add(dl->core, now_ms(s), peer_conn_addr(c), &id);
-        if (rc == SHOAL_ENOT_FOUND)
-            continue;
-        if (rc < 0)
-            return rc;
-        struct dl_peer *p = peer_new(dl, id);
-        if (!p) {
-            swarm_core_peer_gone(dl->core, now_ms(s), id);
+        unsigned pending = 0;
+        for (struct dl_peer *p = dl->peers; p; p = p->next)
+            pending += p->id == 0;
+        if (pending >= SWARM_PENDING_MAX)
+            return SHOAL_EBUSY;
+        struct dl_peer *p = peer_new(dl, 0);
+        if (!p)
             return -ENOMEM;
-        }
         p->c = c;
         peer_conn_set_data(c, p);
         blob_of(dl, out);
