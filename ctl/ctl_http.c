@@ -97,8 +97,8 @@ int ctl_http_do(struct ctl_http *h, const struct ctl_request *req, struct ctl_re
     if (req->sign) {
         char v[CLUSTER_AUTH_MAX];
         url_path(req->url, path, sizeof(path));
-        if (cluster_auth_sign(h->secret ? h->secret : "", h->secret_len, (int64_t)time(NULL),
-                              method, path, req->body, req->body_len, v, sizeof(v)) < 0)
+        if (cluster_auth_sign_nonce(h->secret ? h->secret : "", h->secret_len, (int64_t)time(NULL),
+                                    method, path, req->body, req->body_len, v, sizeof(v)) < 0)
             v[0] = '\0';
         snprintf(auth, sizeof(auth), CLUSTER_AUTH_HEADER ": %s", v);
         headers[nh++] = auth;

@@ -406,9 +406,9 @@ static int start_agent(struct agent *a)
     snprintf(url, sizeof(url), "%s/_shoal/prewarm", a->url);
     if (a->run->secret) {
         char v[CLUSTER_AUTH_MAX];
-        if (cluster_auth_sign(a->run->secret, a->run->secret_len, (int64_t)time(NULL), "POST",
-                              "/_shoal/prewarm", a->run->body, strlen(a->run->body), v,
-                              sizeof(v)) == 0) {
+        if (cluster_auth_sign_nonce(a->run->secret, a->run->secret_len, (int64_t)time(NULL), "POST",
+                                    "/_shoal/prewarm", a->run->body, strlen(a->run->body), v,
+                                    sizeof(v)) == 0) {
             snprintf(auth, sizeof(auth), CLUSTER_AUTH_HEADER ": %s", v);
             headers[1] = auth;
         }

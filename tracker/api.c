@@ -41,12 +41,18 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
     }
     if (a->cfg.hash_algo == 0)
         a->cfg.hash_algo = WIRE_HASH_SHA256;
+    if (cluster_auth_replay_create(0, &a->replay) < 0) {
+        free(a);
+        return -ENOMEM;
+    }
     *out = a;
     return 0;
 }
 
 void tracker_api_destroy(struct tracker_api *a)
 {
+    if (a)
+        cluster_auth_replay_destroy(a->replay);
     free(a);
 }
 
@@ -88,7 +94,8 @@ static void wire_reply(const struct tracker_announce_reply *out, struct announce
 }
 
 /* Sends the reply; 200, or 503 when it cannot be built. */
-static int answer_reply(struct http_request *req, const struct tracker_announce_reply *out)
+static int answer_reply(struct tracker_api *a, struct http_request *req,
+                        const struct tracker_announce_reply *out)
 {
     struct announce_reply w;
     struct buf body;
@@ -97,9 +104,9 @@ static int answer_reply(struct http_request *req, const struct tracker_announce_
     buf_init(&body, REPLY_MAX);
     wire_reply(out, &w);
     if (announce_reply_encode(&w, &body) < 0)
-        status = api_answer_error(req, 503, "out of memory");
+        status = api_answer_error(a, req, 503, "out of memory");
     else
-        http_response_simple(req, 200, "application/json", body.data, body.len, NULL);
+        api_send(a, req, 200, "application/json", body.data, body.len);
     buf_dispose(&body);
     return status;
 }
@@ -115,18 +122,18 @@ static int announce(struct tracker_api *a, struct http_request *req, char *note,
 
     rc = announce_req_decode(req->body, req->body_len, a->cfg.hash_algo, &d, err, sizeof(err));
     if (rc < 0) {
-        status = api_answer_error(req, rc == SHOAL_EPARSE ? 400 : 503, err);
+        status = api_answer_error(a, req, rc == SHOAL_EPARSE ? 400 : 503, err);
         goto out;
     }
     rc = tracker_state_announce(a->cfg.state, r, uv_now(a->cfg.loop), out);
     snprintf(note, notelen, " agent=%s digest=%.80s event=%s", r->agent, r->digest,
              announce_event_name(r->event));
     if (rc == SHOAL_EPARSE) {
-        status = api_answer_error(req, 400, out->error);
+        status = api_answer_error(a, req, 400, out->error);
         goto out;
     }
     if (rc < 0) {
-        status = api_answer_error(req, 503, rc == SHOAL_EBUSY ? out->error : shoal_strerror(rc));
+        status = api_answer_error(a, req, 503, rc == SHOAL_EBUSY ? out->error : shoal_strerror(rc));
         goto out;
     }
     if (out->new_swarm)
@@ -146,7 +153,7 @@ static int announce(struct tracker_api *a, struct http_request *req, char *note,
         LOG(WARN, COMP,
             "msg=\"bad peer reported\" agent=%s bad_peer=%s digest=%s suspect_ms=%" PRIu64,
             r->agent, r->bad_peers[i], r->digest, out->suspect_ms);
-    status = answer_reply(req, out);
+    status = answer_reply(a, req, out);
 out:
     if (status == 400)
         a->bad_requests++;
@@ -174,9 +181,9 @@ static int list_swarms(struct tracker_api *a, struct http_request *req)
     if (arr == NULL ||
         tracker_state_list(a->cfg.state, uv_now(a->cfg.loop), visit_swarm, arr) < 0) {
         json_decref(arr);
-        return api_answer_error(req, 503, "out of memory");
+        return api_answer_error(a, req, 503, "out of memory");
     }
-    return api_answer_json(req, 200, json_pack("{s:o}", "swarms", arr));
+    return api_answer_json(a, req, 200, json_pack("{s:o}", "swarms", arr));
 }
 
 int tracker_api_metrics(struct tracker_api *a, struct buf *out)
@@ -297,9 +304,9 @@ void tracker_api_handle(struct http_request *req, void *ctx)
             status = api_jobs_get(a, req, path + 9);
     } else if (is_announce || is_agents || is_jobs || is_job || strcmp(path, "/v1/swarms") == 0 ||
                strcmp(path, "/_shoal/health") == 0 || strcmp(path, "/metrics") == 0) {
-        status = api_answer_error(req, 405, "method not allowed");
+        status = api_answer_error(a, req, 405, "method not allowed");
     } else {
-        status = api_answer_error(req, 404, "no such endpoint");
+        status = api_answer_error(a, req, 404, "no such endpoint");
     }
     /* Agents announce every second and heartbeat every few: keep those
      * lines out of the info log unless something went wrong. */

@@ -30,14 +30,14 @@ int api_agents_heartbeat(struct tracker_api *a, struct http_request *req, char *
 
     if (agent_info_decode(req->body, req->body_len, &info, err, sizeof(err)) < 0) {
         a->bad_requests++;
-        return api_answer_error(req, 400, err);
+        return api_answer_error(a, req, 400, err);
     }
     snprintf(note, notelen, " agent=%s", info.name);
     int rc = tracker_state_agent_heartbeat(a->cfg.state, &info, req->peer, api_now_ms(a));
     if (rc == SHOAL_EBUSY)
-        return api_answer_error(req, 503, "the inventory is full (max agents reached)");
+        return api_answer_error(a, req, 503, "the inventory is full (max agents reached)");
     if (rc < 0)
-        return api_answer_error(req, 503, shoal_strerror(rc));
+        return api_answer_error(a, req, 503, shoal_strerror(rc));
     if (rc == 1) {
         char labels[AGENT_LABELS_MAX * 130] = "";
         for (size_t i = 0; i < info.nlabels; i++)
@@ -49,7 +49,7 @@ int api_agents_heartbeat(struct tracker_api *a, struct http_request *req, char *
             info.name, info.mirror_url, req->peer, labels[0] ? labels : "-",
             info.version[0] ? info.version : "-");
     }
-    return api_answer_json(req, 200,
+    return api_answer_json(a, req, 200,
                            json_pack("{s:s,s:b,s:I}", "name", info.name, "registered", true,
                                      "timeout_ms",
                                      (json_int_t)tracker_state_agent_timeout_ms(a->cfg.state)));
@@ -88,9 +88,9 @@ int api_agents_list(struct tracker_api *a, struct http_request *req)
     struct list_ctx c = {json_array(), api_now_ms(a)};
     if (!c.arr || tracker_state_agents_list(a->cfg.state, visit_agent, &c) < 0) {
         json_decref(c.arr);
-        return api_answer_error(req, 503, "out of memory");
+        return api_answer_error(a, req, 503, "out of memory");
     }
-    return api_answer_json(req, 200,
+    return api_answer_json(a, req, 200,
                            json_pack("{s:o,s:I}", "agents", c.arr, "timeout_ms",
                                      (json_int_t)tracker_state_agent_timeout_ms(a->cfg.state)));
 }
@@ -189,13 +189,13 @@ static int job_credentials(struct tracker_api *a, struct http_request *req, json
         return 0;
     buf_init(&text, CLUSTER_SEAL_PLAIN_MAX + 1);
     if (plain && sealed) {
-        status = api_answer_error(req, 400, "give credentials or sealed_credentials, not both");
+        status = api_answer_error(a, req, 400, "give credentials or sealed_credentials, not both");
         goto out;
     }
     if (sealed) {
         if (cluster_unseal(a->cfg.secret, a->cfg.secret_len, json_string_value(sealed), &text) <
             0) {
-            status = api_answer_error(req, 400,
+            status = api_answer_error(a, req, 400,
                                       "sealed_credentials: not sealed with this cluster's secret");
             goto out;
         }
@@ -210,7 +210,7 @@ static int job_credentials(struct tracker_api *a, struct http_request *req, json
     else if (user && user[0] && pass && pass[0] && !authz)
         c = json_pack("{s:s,s:s}", "username", user, "password", pass);
     if (!c) {
-        status = api_answer_error(req, 400,
+        status = api_answer_error(a, req, 400,
                                   "credentials: expected {\"username\",\"password\"} or "
                                   "{\"authorization\"}");
         goto out;
@@ -218,7 +218,7 @@ static int job_credentials(struct tracker_api *a, struct http_request *req, json
     char *s = json_dumps(c, JSON_COMPACT);
     json_decref(c);
     if (!s || buf_append(out, s, strlen(s)) < 0)
-        status = api_answer_error(req, 400, "credentials: too long");
+        status = api_answer_error(a, req, 400, "credentials: too long");
     if (s) {
         explicit_bzero(s, strlen(s));
         free(s);
@@ -234,7 +234,7 @@ out:
 static int bad(struct tracker_api *a, struct http_request *req, const char *msg)
 {
     a->bad_requests++;
-    return api_answer_error(req, 400, msg);
+    return api_answer_error(a, req, 400, msg);
 }
 
 /* Fills spec from a job request; returns 0 or the status sent. */
@@ -323,7 +323,7 @@ int api_jobs_create(struct tracker_api *a, struct http_request *req, char *note,
     json_t *root =
         req->body_len ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     if (!spec) {
-        status = api_answer_error(req, 503, "out of memory");
+        status = api_answer_error(a, req, 503, "out of memory");
         goto out;
     }
     if (!json_is_object(root)) {
@@ -338,16 +338,16 @@ int api_jobs_create(struct tracker_api *a, struct http_request *req, char *note,
         goto out;
     int rc = job_runner_submit(a->cfg.runner, spec, creds.len ? creds.data : NULL, &id);
     if (rc == SHOAL_EBUSY) {
-        status = api_answer_error(req, 503, "too many jobs are pending");
+        status = api_answer_error(a, req, 503, "too many jobs are pending");
         goto out;
     }
     if (rc < 0) {
-        status = api_answer_error(req, 503, shoal_strerror(rc));
+        status = api_answer_error(a, req, 503, shoal_strerror(rc));
         goto out;
     }
     snprintf(note, notelen, " job=%" PRIu64, id);
     const struct tracker_job *j = tracker_state_job_get(a->cfg.state, id);
-    status = api_answer_json(req, 201, j ? job_json(j, api_now_ms(a), true) : NULL);
+    status = api_answer_json(a, req, 201, j ? job_json(j, api_now_ms(a), true) : NULL);
 out:
     if (creds.data)
         explicit_bzero(creds.data, creds.len);
@@ -376,9 +376,9 @@ int api_jobs_list(struct tracker_api *a, struct http_request *req)
     struct jobs_ctx c = {json_array(), api_now_ms(a), 0};
     if (!c.arr || tracker_state_jobs_list(a->cfg.state, visit_job, &c) < 0) {
         json_decref(c.arr);
-        return api_answer_error(req, 503, "out of memory");
+        return api_answer_error(a, req, 503, "out of memory");
     }
-    return api_answer_json(req, 200, json_pack("{s:o}", "jobs", c.arr));
+    return api_answer_json(a, req, 200, json_pack("{s:o}", "jobs", c.arr));
 }
 
 int api_jobs_get(struct tracker_api *a, struct http_request *req, const char *id)
@@ -389,6 +389,6 @@ int api_jobs_get(struct tracker_api *a, struct http_request *req, const char *id
         return bad(a, req, "a job id is a decimal number");
     const struct tracker_job *j = tracker_state_job_get(a->cfg.state, n);
     if (!j)
-        return api_answer_error(req, 404, "no such job (finished jobs are kept for job-keep)");
-    return api_answer_json(req, 200, job_json(j, api_now_ms(a), true));
+        return api_answer_error(a, req, 404, "no such job (finished jobs are kept for job-keep)");
+    return api_answer_json(a, req, 200, job_json(j, api_now_ms(a), true));
 }

@@ -21,9 +21,10 @@
 
 /* {"message": ...}: what Dragonfly's manager and Kraken answer errors with,
  * and what Harbor copies into its task log. */
-static int answer_message(struct http_request *req, int status, const char *message)
+static int answer_message(struct tracker_api *a, struct http_request *req, int status,
+                          const char *message)
 {
-    return api_answer_json(req, status, json_pack("{s:s}", "message", message));
+    return api_answer_json(a, req, status, json_pack("{s:s}", "message", message));
 }
 
 static bool same_secret(const char *given, size_t len, const char *want, size_t wlen)
@@ -107,7 +108,7 @@ static bool provider_ok(struct tracker_api *a, struct http_request *req, int *st
     LOG(WARN, COMP, "id=%" PRIu64 " msg=\"provider auth failed\" peer=%s path=%.100s reason=\"%s\"",
         req->id, req->peer, req->path,
         h->provider_token ? (authz ? "wrong credentials" : "no credentials") : why);
-    *status = answer_message(req, 401, why);
+    *status = answer_message(a, req, 401, why);
     return false;
 }
 
@@ -123,25 +124,25 @@ static int df_create(struct tracker_api *a, struct http_request *req, char *note
 
     buf_init(&creds, TRACKER_JOB_CREDS_MAX);
     if (!spec)
-        return answer_message(req, 500, "out of memory");
+        return answer_message(a, req, 500, "out of memory");
     int rc = harbor_df_decode(req->body, req->body_len, &a->cfg.harbor.scopes, spec, &creds, err,
                               sizeof(err));
     if (rc < 0) {
         a->bad_requests++;
         LOG(WARN, COMP, "id=%" PRIu64 " msg=\"preheat request refused\" reason=\"%s\"", req->id,
             err);
-        status = answer_message(req, 422, rc == -ENOMEM ? "out of memory" : err);
+        status = answer_message(a, req, 422, rc == -ENOMEM ? "out of memory" : err);
         goto out;
     }
     rc = job_runner_submit(a->cfg.runner, spec, creds.len ? creds.data : NULL, &id);
     if (rc < 0) {
         status = answer_message(
-            req, 500, rc == SHOAL_EBUSY ? "too many jobs are pending" : shoal_strerror(rc));
+            a, req, 500, rc == SHOAL_EBUSY ? "too many jobs are pending" : shoal_strerror(rc));
         goto out;
     }
     snprintf(note, notelen, " job=%" PRIu64 " ref=%.200s", id, spec->ref);
     const struct tracker_job *j = tracker_state_job_get(a->cfg.state, id);
-    status = api_answer_json(req, 200, j ? harbor_df_job_json(j) : NULL);
+    status = api_answer_json(a, req, 200, j ? harbor_df_job_json(j) : NULL);
 out:
     if (creds.data)
         OPENSSL_cleanse(creds.data, creds.len);
@@ -155,11 +156,11 @@ static int df_get(struct tracker_api *a, struct http_request *req, const char *i
     char *end;
     unsigned long long n = strtoull(id, &end, 10);
     if (!id[0] || *end || id[0] < '0' || id[0] > '9')
-        return answer_message(req, 422, "the job id is not a number");
+        return answer_message(a, req, 422, "the job id is not a number");
     const struct tracker_job *j = tracker_state_job_get(a->cfg.state, n);
     if (!j)
-        return answer_message(req, 404, "record not found");
-    return api_answer_json(req, 200, harbor_df_job_json(j));
+        return answer_message(a, req, 404, "record not found");
+    return api_answer_json(a, req, 200, harbor_df_job_json(j));
 }
 
 /* --- Kraken and registry notifications --- */
@@ -188,7 +189,7 @@ static int notifications(struct tracker_api *a, struct http_request *req, char *
     if (harbor_notifications_decode(req->body, req->body_len, pushes, HARBOR_PUSHES_MAX, &n,
                                     &ignored, err, sizeof(err)) < 0) {
         a->bad_requests++;
-        return answer_message(req, 400, err);
+        return answer_message(a, req, 400, err);
     }
     /* Harbor's Kraken driver preheats what its policy chose: every pushed
      * manifest warms. A registry notifies every push: the push rules say
@@ -208,7 +209,7 @@ static int notifications(struct tracker_api *a, struct http_request *req, char *
     }
     snprintf(note, notelen, " from=%s manifests=%zu matched=%zu ignored=%zu",
              kraken ? "kraken" : "registry", n, queued, ignored);
-    return api_answer_json(req, 200,
+    return api_answer_json(a, req, 200,
                            json_pack("{s:I,s:I}", "accepted", (json_int_t)queued, "ignored",
                                      (json_int_t)(ignored + n - queued)));
 }
@@ -232,7 +233,7 @@ static int webhook(struct tracker_api *a, struct http_request *req, char *note, 
             !h->webhook_auth ? "webhook-auth-file not configured"
             : authz          ? "wrong Authorization"
                              : "no Authorization");
-        return api_answer_error(req, 401,
+        return api_answer_error(a, req, 401,
                                 h->webhook_auth ? "unauthorized"
                                                 : "webhooks are not configured on this tracker "
                                                   "(webhook-auth-file)");
@@ -241,12 +242,12 @@ static int webhook(struct tracker_api *a, struct http_request *req, char *note, 
                               pushes, HARBOR_PUSHES_MAX, &n, event, sizeof(event), err,
                               sizeof(err)) < 0) {
         a->bad_requests++;
-        return api_answer_error(req, 400, err);
+        return api_answer_error(a, req, 400, err);
     }
     for (size_t i = 0; i < n; i++)
         queued += (size_t)job_runner_push(a->cfg.runner, &pushes[i], "webhook");
     snprintf(note, notelen, " event=%.40s artifacts=%zu matched=%zu", event, n, queued);
-    return api_answer_json(req, 200,
+    return api_answer_json(a, req, 200,
                            json_pack("{s:s,s:I,s:I}", "event", event, "artifacts", (json_int_t)n,
                                      "matched", (json_int_t)queued));
 }
@@ -258,9 +259,9 @@ static bool is_get(const struct http_request *req)
     return strcmp(req->method, "GET") == 0 || req->is_head;
 }
 
-static int wrong_method(struct http_request *req)
+static int wrong_method(struct tracker_api *a, struct http_request *req)
 {
-    return answer_message(req, 405, "method not allowed");
+    return answer_message(a, req, 405, "method not allowed");
 }
 
 int api_harbor_handle(struct tracker_api *a, struct http_request *req, char *note, size_t notelen)
@@ -271,40 +272,40 @@ int api_harbor_handle(struct tracker_api *a, struct http_request *req, char *not
     if (strcmp(path, "/healthy") == 0) {
         /* Dragonfly answers the JSON string "OK", without authentication. */
         if (!is_get(req))
-            return wrong_method(req);
+            return wrong_method(a, req);
         http_response_simple(req, 200, "application/json", "\"OK\"", 4, NULL);
         return 200;
     }
     if (strcmp(path, "/health") == 0) {
         if (!is_get(req))
-            return wrong_method(req);
+            return wrong_method(a, req);
         http_response_simple(req, 200, "text/plain", "OK\n", 3, NULL);
         return 200;
     }
     if (strcmp(path, DF_JOBS) == 0) {
         if (strcmp(req->method, "POST") != 0)
-            return wrong_method(req);
+            return wrong_method(a, req);
         if (provider_ok(a, req, &status))
             status = df_create(a, req, note, notelen);
         return status;
     }
     if (strncmp(path, DF_JOBS "/", sizeof(DF_JOBS)) == 0) {
         if (!is_get(req))
-            return wrong_method(req);
+            return wrong_method(a, req);
         if (provider_ok(a, req, &status))
             status = df_get(a, req, path + sizeof(DF_JOBS));
         return status;
     }
     if (strcmp(path, "/registry/notifications") == 0) {
         if (strcmp(req->method, "POST") != 0)
-            return wrong_method(req);
+            return wrong_method(a, req);
         if (provider_ok(a, req, &status))
             status = notifications(a, req, note, notelen);
         return status;
     }
     if (strcmp(path, "/v1/webhooks/harbor") == 0) {
         if (strcmp(req->method, "POST") != 0)
-            return api_answer_error(req, 405, "method not allowed");
+            return api_answer_error(a, req, 405, "method not allowed");
         return webhook(a, req, note, notelen);
     }
     return 0;

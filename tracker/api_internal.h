@@ -19,15 +19,22 @@
 struct tracker_api {
     struct tracker_api_config cfg;
     uint64_t auth_failures;
+    uint64_t replays;
+    struct cluster_auth_replay *replay; /* signed requests seen within the clock skew */
     uint64_t bad_requests;
     /* Scratch for one announce (the server is single-threaded). */
     struct tracker_announce_reply reply;
 };
 
+/* Sends body as the answer, signed (X-Shoal-Reply-Auth) when the request
+ * was (docs/protocol.md, "Cluster secret"); returns status. */
+int api_send(struct tracker_api *a, struct http_request *req, int status, const char *type,
+             const char *body, size_t len);
 /* Sends doc (taken) as the JSON answer; returns the status sent. */
-int api_answer_json(struct http_request *req, int status, json_t *doc);
+int api_answer_json(struct tracker_api *a, struct http_request *req, int status, json_t *doc);
 /* {"error":"<message>"} */
-int api_answer_error(struct http_request *req, int status, const char *message);
+int api_answer_error(struct tracker_api *a, struct http_request *req, int status,
+                     const char *message);
 /* Checks X-Shoal-Auth; answers 401 and returns false when it fails. */
 bool api_authorized(struct tracker_api *a, struct http_request *req, int *status);
 /* The time now: the state's clock, and the wall clock in milliseconds. */

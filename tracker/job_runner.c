@@ -130,8 +130,9 @@ static void sign(struct job_runner *r, const char *method, const char *path, con
                  size_t len, char *hdr, size_t hdrlen)
 {
     char auth[CLUSTER_AUTH_MAX];
-    if (cluster_auth_sign(r->cfg.secret ? r->cfg.secret : "", r->cfg.secret_len,
-                          (int64_t)time(NULL), method, path, body, len, auth, sizeof(auth)) < 0)
+    if (cluster_auth_sign_nonce(r->cfg.secret ? r->cfg.secret : "", r->cfg.secret_len,
+                                (int64_t)time(NULL), method, path, body, len, auth,
+                                sizeof(auth)) < 0)
         auth[0] = '\0';
     snprintf(hdr, hdrlen, CLUSTER_AUTH_HEADER ": %s", auth);
 }

@@ -209,9 +209,12 @@ static void handle_prewarm(struct mreq *r)
     const char *sig = http_request_header(req, CLUSTER_AUTH_HEADER);
     const struct agent_config *cfg = r->m->deps.cfg;
     char why[160];
-    if (sig && cluster_auth_verify(cfg->secret ? cfg->secret : "", cfg->secret_len, sig,
-                                   (int64_t)time(NULL), req->method, req->path, req->body,
-                                   req->body_len, why, sizeof(why)) < 0) {
+    int64_t now = (int64_t)time(NULL);
+    if (sig &&
+        (cluster_auth_verify(cfg->secret ? cfg->secret : "", cfg->secret_len, sig, now, req->method,
+                             req->path, req->body, req->body_len, why, sizeof(why)) < 0 ||
+         (strchr(sig, '-') &&
+          cluster_auth_replay_check(r->m->replay, sig, now, why, sizeof(why)) < 0))) {
         LOG(WARN, "mirror", "msg=\"prewarm request refused\" peer=%s reason=\"%s\"", req->peer,
             why);
         mreq_error(r, 401, "UNAUTHORIZED", why, NULL);
@@ -493,7 +496,7 @@ int mirror_create(const struct mirror_deps *deps, struct mirror **out)
     m->deps = *deps;
     m->confirmed = json_object();
     m->tags = json_object();
-    if (!m->confirmed || !m->tags) {
+    if (!m->confirmed || !m->tags || cluster_auth_replay_create(0, &m->replay) < 0) {
         mirror_destroy(m);
         return -ENOMEM;
     }
@@ -512,5 +515,6 @@ void mirror_destroy(struct mirror *m)
         return;
     json_decref(m->confirmed);
     json_decref(m->tags);
+    cluster_auth_replay_destroy(m->replay);
     free(m);
 }

@@ -21,6 +21,7 @@
 #include "shoal/buf.h"
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
+#include "shoal/cluster_auth.h"
 #include "shoal/oci.h"
 
 #define MIRROR_MAX_STATUS 600
@@ -38,6 +39,8 @@ struct mirror {
     uint64_t cache_misses;
     uint64_t manifest_mismatches;
     uint64_t stale_answers;
+    /* Signed control requests (the tracker's) seen within the clock skew. */
+    struct cluster_auth_replay *replay;
 };
 
 enum mreq_kind { MREQ_OTHER, MREQ_MANIFEST, MREQ_BLOB, MREQ_TAGS, MREQ_REFERRERS };

@@ -120,8 +120,9 @@ static void beat(uv_timer_t *t)
     buf_init(&body, AGENT_INFO_BODY_MAX);
     rc = agent_info_encode(&r->info, &body);
     if (rc == 0) {
-        tracker_client_auth_header(r->secret, r->secret_len, (uint64_t)time(NULL), "POST",
-                                   AGENT_INFO_PATH, body.data, body.len, auth, sizeof(auth));
+        if (cluster_auth_sign_nonce(r->secret, r->secret_len, (int64_t)time(NULL), "POST",
+                                    AGENT_INFO_PATH, body.data, body.len, auth, sizeof(auth)) < 0)
+            auth[0] = '\0';
         snprintf(auth_hdr, sizeof(auth_hdr), CLUSTER_AUTH_HEADER ": %s", auth);
         const char *headers[] = {"Content-Type: application/json", auth_hdr, NULL};
         struct http_client_opts o = {

@@ -73,7 +73,19 @@ void tracker_client_destroy(struct tracker_client *tc)
 struct call {
     tracker_client_cb cb;
     void *arg;
+    char auth[CLUSTER_AUTH_MAX]; /* what the request was signed with */
+    char *secret;                /* a copy: the client may go first */
+    size_t secret_len;
 };
+
+static void call_free(struct call *c)
+{
+    if (c->secret) {
+        OPENSSL_cleanse(c->secret, c->secret_len);
+        free(c->secret);
+    }
+    free(c);
+}
 
 static void announce_done(void *arg, int rc, const struct http_client_response *resp)
 {
@@ -87,6 +99,18 @@ static void announce_done(void *arg, int rc, const struct http_client_response *
         rc = resp->status == 401 ? SHOAL_EUNAUTHORIZED : SHOAL_EUPSTREAM;
     }
     if (rc == 0) {
+        /* Only the tracker holds the secret: a reply it did not sign for
+         * this very request (forged, replayed, from a man in the middle) is
+         * no reply. */
+        char sig[CLUSTER_AUTH_MAX] = "";
+        bool have = http_client_response_header(resp, CLUSTER_AUTH_REPLY_HEADER, sig, sizeof(sig));
+        rc = cluster_auth_verify_reply(c->secret, c->secret_len, have ? sig : NULL,
+                                       (int64_t)time(NULL), c->auth, (int)resp->status,
+                                       resp->body.data, resp->body.len, err, sizeof(err));
+        if (rc < 0)
+            LOG(WARN, "tracker", "msg=\"reply refused\" reason=\"%s\"", err);
+    }
+    if (rc == 0) {
         rc = announce_reply_decode(resp->body.data ? resp->body.data : "", resp->body.len, &doc,
                                    err, sizeof(err));
         if (rc < 0)
@@ -94,7 +118,7 @@ static void announce_done(void *arg, int rc, const struct http_client_response *
     }
     c->cb(c->arg, rc, rc == 0 ? &doc.reply : NULL);
     announce_reply_doc_dispose(&doc);
-    free(c);
+    call_free(c);
 }
 
 int tracker_client_announce(struct tracker_client *tc, const struct announce_req *req,
@@ -102,8 +126,8 @@ int tracker_client_announce(struct tracker_client *tc, const struct announce_req
 {
     struct buf body;
     char url[1024];
-    char auth[160];
-    char auth_hdr[200];
+    char auth[CLUSTER_AUTH_MAX];
+    char auth_hdr[CLUSTER_AUTH_MAX + 32];
     int rc;
     buf_init(&body, 1u << 20);
     struct call *c = calloc(1, sizeof(*c));
@@ -113,6 +137,13 @@ int tracker_client_announce(struct tracker_client *tc, const struct announce_req
     }
     c->cb = cb;
     c->arg = arg;
+    c->secret = malloc(tc->secret_len + 1);
+    if (!c->secret) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    memcpy(c->secret, tc->secret, tc->secret_len);
+    c->secret_len = tc->secret_len;
     struct announce_req r = *req;
     r.agent = tc->agent;
     r.addr = tc->addr;
@@ -120,9 +151,13 @@ int tracker_client_announce(struct tracker_client *tc, const struct announce_req
     if (rc < 0)
         goto out;
     snprintf(url, sizeof(url), "%s%s", tc->url, ANNOUNCE_PATH);
-    tracker_client_auth_header(tc->secret, tc->secret_len, (uint64_t)time(NULL), "POST",
-                               ANNOUNCE_PATH, body.data, body.len, auth, sizeof(auth));
+    if (cluster_auth_sign_nonce(tc->secret, tc->secret_len, (int64_t)time(NULL), "POST",
+                                ANNOUNCE_PATH, body.data, body.len, auth, sizeof(auth)) < 0) {
+        rc = SHOAL_EINTERNAL;
+        goto out;
+    }
     snprintf(auth_hdr, sizeof(auth_hdr), CLUSTER_AUTH_HEADER ": %s", auth);
+    snprintf(c->auth, sizeof(c->auth), "%s", auth);
     const char *headers[] = {"Content-Type: application/json", auth_hdr, NULL};
     struct http_client_opts o = {
         .method = "POST",
@@ -138,7 +173,8 @@ int tracker_client_announce(struct tracker_client *tc, const struct announce_req
     if (rc == 0)
         c = NULL;
 out:
-    free(c);
+    if (c)
+        call_free(c);
     buf_dispose(&body);
     return rc;
 }

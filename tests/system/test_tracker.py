@@ -525,3 +525,27 @@ def test_configuration_md_matches_option_table():
     section = doc[doc.index(begin) + len(begin):doc.index(end)]
     assert section == out, ("docs/configuration.md is out of date; regenerate the table with "
                             "build/bin/shoal-tracker --print-config-markdown")
+
+
+def test_signed_replies_and_replays(tracker):
+    """The tracker signs every reply to a signed request, bound to that
+    request (X-Shoal-Reply-Auth); a request signed with a nonce (what every
+    shoal component sends) is taken once: the same one again is a replay."""
+    body = json.dumps(announce_doc("node-r")).encode()
+    ts = int(time.time())
+    field = "%d-%s" % (ts, os.urandom(8).hex())
+    msg = ("%s\nPOST\n/v1/announce\n" % field).encode() + body
+    auth = "%s:%s" % (field, hmac.new(tracker.secret or b"", msg, hashlib.sha256).hexdigest())
+    h = {"Content-Type": "application/json", "X-Shoal-Auth": auth}
+    st, hd, data = http_request(tracker.port, "POST", "/v1/announce", headers=h, body=body)
+    assert st == 200, data
+    sig = {k.lower(): v for k, v in hd.items()}.get("x-shoal-reply-auth")
+    assert sig, "reply without X-Shoal-Reply-Auth: %r" % hd
+    rts, rmac = sig.split(":")
+    want = hmac.new(tracker.secret or b"", ("%s\nREPLY 200\n%s\n" % (rts, auth)).encode() + data,
+                    hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(rmac, want), "the reply's MAC does not bind it to the request"
+    # The very same request again: refused as a replay, and counted.
+    st, _, data = http_request(tracker.port, "POST", "/v1/announce", headers=h, body=body)
+    assert st == 401 and b"replayed" in data, (st, data)
+    assert metric(tracker.metrics(), "shoal_tracker_auth_failures_total") >= 1
