@@ -26,6 +26,7 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "upstream/upstream_auth.h"
+#include "upstream/upstream_challenge.h"
 
 #define COMP "upstream"
 
@@ -320,7 +321,7 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     char hdr[CHALLENGE_MAX], scheme[SCHEME_MAX], realm[REALM_MAX], service[SERVICE_MAX],
         scope[SCOPE_MAX];
     if (!http_client_response_header(resp, "WWW-Authenticate", hdr, sizeof(hdr)) ||
-        upstream_parse_challenge(hdr, scheme, sizeof(scheme), realm, sizeof(realm), service,
+        upstream_challenge_parse(hdr, scheme, sizeof(scheme), realm, sizeof(realm), service,
                                  sizeof(service), scope, sizeof(scope)) < 0) {
         LOG(DEBUG, COMP, "req=%llu 401 without a usable challenge", (unsigned long long)r->id);
         return false;

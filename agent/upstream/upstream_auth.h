@@ -7,8 +7,8 @@
  * - token fetches from a realm over http_client, shared by every caller that
  *   needs the same key; each caller waits through an upstream_auth_wait it
  *   embeds and learns the outcome through its on_token callback;
- * - the credential helpers and the WWW-Authenticate parser
- *   (upstream_parse_challenge, declared in upstream.h).
+ * - the credential helpers.
+ * The WWW-Authenticate parser is upstream_challenge.c.
  *
  * upstream.c (requests, attempts, retries) calls this module; it never calls
  * back except through on_token.
