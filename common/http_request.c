@@ -320,7 +320,9 @@ int http_request_parser_fill(struct http_request_parser *p, struct http_request 
     }
     r->path = p->arena;
     r->method = http_method_str((enum http_method)p->parser.method);
-    r->http_minor = p->parser.http_minor;
+    /* HTTP/1.2 and up are answered as 1.1 (RFC 9110 section 2.5), keeping
+     * the 0-or-1 promise of struct http_request (found by fuzz_http_request). */
+    r->http_minor = p->parser.http_minor > 1 ? 1 : p->parser.http_minor;
     r->is_head = p->parser.method == HTTP_HEAD;
     r->has_body = p->has_body;
     r->nheaders = p->nhdr;

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang-format git
+  build-essential cmake pkg-config clang-format git clang libclang-rt-14-dev
   libuv1-dev libcurl4-openssl-dev libjansson-dev libxxhash-dev libssl-dev
   libhttp-parser-dev libcmocka-dev
   docker-registry skopeo podman containerd

@@ -69,16 +69,12 @@ static int parse_value(const char **pp, char *out, size_t outlen)
     return 0;
 }
 
-int upstream_challenge_parse(const char *value, char *scheme, size_t schemelen, char *realm,
-                             size_t realmlen, char *service, size_t servicelen, char *scope,
-                             size_t scopelen)
+static int parse(const char *value, char *scheme, size_t schemelen, char *realm, size_t realmlen,
+                 char *service, size_t servicelen, char *scope, size_t scopelen)
 {
     const char *p, *start;
     size_t n;
 
-    if (schemelen == 0 || realmlen == 0 || servicelen == 0 || scopelen == 0)
-        return SHOAL_EPARSE;
-    scheme[0] = realm[0] = service[0] = scope[0] = '\0';
     if (!value)
         return SHOAL_EPARSE;
     p = skip_ws(value);
@@ -132,4 +128,22 @@ int upstream_challenge_parse(const char *value, char *scheme, size_t schemelen, 
         after_comma = false;
     }
     return 0;
+}
+
+int upstream_challenge_parse(const char *value, char *scheme, size_t schemelen, char *realm,
+                             size_t realmlen, char *service, size_t servicelen, char *scope,
+                             size_t scopelen)
+{
+    int rc;
+
+    if (schemelen == 0 || realmlen == 0 || servicelen == 0 || scopelen == 0)
+        return SHOAL_EPARSE;
+    scheme[0] = realm[0] = service[0] = scope[0] = '\0';
+    rc = parse(value, scheme, schemelen, realm, realmlen, service, servicelen, scope, scopelen);
+    /* A value is copied as it is read, so a header refused halfway would
+     * leave a half-written, unterminated field behind (found by
+     * fuzz_challenge): a refusal empties every output. */
+    if (rc < 0)
+        scheme[0] = realm[0] = service[0] = scope[0] = '\0';
+    return rc;
 }

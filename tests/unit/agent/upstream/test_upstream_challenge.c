@@ -121,6 +121,11 @@ static void test_parse_garbage(void **state)
         int rc = parse(bad[i], &c);
         if (rc != SHOAL_EPARSE)
             fail_msg("accepted: '%s'", bad[i]);
+        /* Nothing half-read is left behind. */
+        assert_string_equal(c.scheme, "");
+        assert_string_equal(c.realm, "");
+        assert_string_equal(c.service, "");
+        assert_string_equal(c.scope, "");
     }
     assert_int_equal(upstream_challenge_parse(NULL, c.scheme, sizeof(c.scheme), c.realm,
                                               sizeof(c.realm), c.service, sizeof(c.service),
