@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "shoal/error.h"
+#include "shoal/hash.h"
 
 /* --- Request parsing ----------------------------------------------------- */
 
@@ -360,17 +361,6 @@ const char *http_request_header(const struct http_request *req, const char *name
     return NULL;
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes n bytes ('+' is a space, as in forms) into out and
  * NUL-terminates. The decoded length, or -1 for a bad escape, an encoded NUL
  * or too little room. */
@@ -386,8 +376,8 @@ static long pct_decode(const char *s, size_t n, char *out, size_t outlen)
 
             if (i + 2 >= n)
                 return -1;
-            hi = hexval((unsigned char)s[i + 1]);
-            lo = hexval((unsigned char)s[i + 2]);
+            hi = hash_hex_digit((unsigned char)s[i + 1], HASH_HEX_ANY_CASE);
+            lo = hash_hex_digit((unsigned char)s[i + 2], HASH_HEX_ANY_CASE);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
             ch = hi * 16 + lo;
