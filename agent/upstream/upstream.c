@@ -12,7 +12,7 @@
  * through the upstream_auth_wait it embeds, and token_ready() here takes the
  * outcome.
  */
-#define _GNU_SOURCE /* strptime, timegm, explicit_bzero */
+#define _GNU_SOURCE /* explicit_bzero */
 #include "upstream/upstream.h"
 
 #include <errno.h>
@@ -21,6 +21,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+#include <curl/curl.h>
 
 #include "shoal/buf.h"
 #include "shoal/error.h"
@@ -136,11 +138,11 @@ static char *dupstr(const char *s)
 
 /* --- Retry-After and backoff --- */
 
-/* Retry-After as milliseconds from now: delta seconds or an HTTP date. */
+/* Retry-After as milliseconds from now: delta seconds or an HTTP date (any
+ * of the three forms RFC 9110 section 5.6.7 names; libcurl reads them). */
 static int parse_retry_after(const char *v, int64_t *ms)
 {
     char *end;
-    struct tm tm;
 
     if (*v >= '0' && *v <= '9') {
         errno = 0;
@@ -150,11 +152,9 @@ static int parse_retry_after(const char *v, int64_t *ms)
         *ms = s > (unsigned long long)(INT64_MAX / 1000) ? INT64_MAX : (int64_t)s * 1000;
         return 0;
     }
-    memset(&tm, 0, sizeof(tm));
-    end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (!end || *end != '\0')
+    time_t when = curl_getdate(v, NULL), now = time(NULL);
+    if (when == (time_t)-1)
         return SHOAL_EPARSE;
-    time_t when = timegm(&tm), now = time(NULL);
     *ms = when > now ? (int64_t)(when - now) * 1000 : 0;
     return 0;
 }
