@@ -94,7 +94,7 @@ const struct config_option agent_options[] = {
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
-     "..., \"ca-file\": ..., \"insecure\": false}]",
+     "..., \"ca-file\": ..., \"insecure\": false, \"token-realms\": [...]}]",
      upstreams_parse, upstreams_free},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
@@ -103,6 +103,9 @@ const struct config_option agent_options[] = {
 
 void upstream_def_dispose(struct upstream_def *d)
 {
+    for (size_t i = 0; i < d->ntoken_realms; i++)
+        free(d->token_realms[i]);
+    free(d->token_realms);
     free(d->host);
     free(d->url);
     free(d->username);
@@ -127,11 +130,21 @@ int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
     if (dup_opt(&dst->host, src->host) < 0 || dup_opt(&dst->url, src->url) < 0 ||
         dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
         dup_opt(&dst->password_file, src->password_file) < 0 ||
-        dup_opt(&dst->ca_file, src->ca_file) < 0) {
-        upstream_def_dispose(dst);
-        return -ENOMEM;
+        dup_opt(&dst->ca_file, src->ca_file) < 0)
+        goto fail;
+    if (src->ntoken_realms > 0) {
+        dst->token_realms = calloc(src->ntoken_realms, sizeof(char *));
+        if (!dst->token_realms)
+            goto fail;
+        for (; dst->ntoken_realms < src->ntoken_realms; dst->ntoken_realms++)
+            if (dup_opt(&dst->token_realms[dst->ntoken_realms],
+                        src->token_realms[dst->ntoken_realms]) < 0)
+                goto fail;
     }
     return 0;
+fail:
+    upstream_def_dispose(dst);
+    return -ENOMEM;
 }
 
 static void list_dispose(struct upstream_list *l)
@@ -183,6 +196,43 @@ static int dup_string(json_t *v, size_t idx, const char *key, char **out, char *
     return 0;
 }
 
+/* "token-realms": an array of http(s) URLs, stored without trailing slashes. */
+static int token_realms_parse(json_t *v, size_t idx, struct upstream_def *d, char *err,
+                              size_t errlen)
+{
+    char url[2048];
+    size_t i, n;
+
+    if (!json_is_array(v)) {
+        snprintf(err, errlen, "[%zu].token-realms: expected an array of URLs", idx);
+        return SHOAL_ECONFIG;
+    }
+    n = json_array_size(v);
+    if (n == 0)
+        return 0;
+    d->token_realms = calloc(n, sizeof(char *));
+    if (!d->token_realms) {
+        snprintf(err, errlen, "[%zu]: out of memory", idx);
+        return -ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+
+        if (!json_is_string(e) || config_parse_url(json_string_value(e), url, sizeof(url)) < 0) {
+            snprintf(err, errlen, "[%zu].token-realms[%zu]: expected an http:// or https:// URL",
+                     idx, i);
+            return SHOAL_ECONFIG;
+        }
+        d->token_realms[i] = strdup(url);
+        if (!d->token_realms[i]) {
+            snprintf(err, errlen, "[%zu]: out of memory", idx);
+            return -ENOMEM;
+        }
+        d->ntoken_realms = i + 1;
+    }
+    return 0;
+}
+
 static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *err, size_t errlen)
 {
     const char *key;
@@ -216,6 +266,11 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
                 return SHOAL_ECONFIG;
             }
             d->insecure = json_is_true(v);
+            continue;
+        } else if (strcmp(key, "token-realms") == 0) {
+            rc = token_realms_parse(v, idx, d, err, errlen);
+            if (rc < 0)
+                return rc;
             continue;
         } else {
             snprintf(err, errlen, "[%zu]: unknown key \"%.64s\"", idx, key);
@@ -254,6 +309,15 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
     if ((d->password || d->password_file) && !d->username) {
         snprintf(err, errlen, "[%zu]: a password needs a \"username\" (host \"%s\")", idx, d->host);
         return SHOAL_ECONFIG;
+    }
+    for (size_t j = 0; j < d->ntoken_realms; j++) {
+        if (strncmp(d->url, "https://", 8) == 0 && strncmp(d->token_realms[j], "http://", 7) == 0) {
+            snprintf(err, errlen,
+                     "[%zu].token-realms[%zu]: \"%.64s\" is plain http: an https upstream "
+                     "sends no credentials in clear text (host \"%s\")",
+                     idx, j, d->token_realms[j], d->host);
+            return SHOAL_ECONFIG;
+        }
     }
     if (d->username && !d->password && !d->password_file) {
         snprintf(err, errlen,

@@ -17,6 +17,11 @@ struct upstream_def {
     char *password_file; /* file holding the password (trailing newline dropped), or NULL */
     char *ca_file;       /* PEM CA bundle for TLS, or NULL for the system store */
     bool insecure;       /* skip TLS verification: tests only */
+    /* Token realms (base URLs) that may receive the Basic credentials besides
+     * those the default rule allows (upstream_auth_realm_trust): the
+     * operator's word for a token service on another origin. */
+    char **token_realms;
+    size_t ntoken_realms;
 };
 
 /* Deep copy of src into dst (strings duplicated). 0 or -ENOMEM (dst then

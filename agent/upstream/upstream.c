@@ -27,6 +27,7 @@
 #include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/url_origin.h"
 #include "upstream/upstream_auth.h"
 #include "upstream/upstream_challenge.h"
 
@@ -300,6 +301,26 @@ static void finish_saved(struct upstream_req *r)
     finish(r, rc, &resp);
 }
 
+/* Whether an answer came from the host the request was sent to. A
+ * challenge from a redirect target on another host (a CDN, or whoever a
+ * compromised redirect points at) must not pick the realm the credentials
+ * go to, so its 401 goes to the caller as it is. */
+static bool from_own_host(struct upstream_req *r, const struct http_client_response *resp)
+{
+    struct url_origin want, got;
+
+    if (resp->url == NULL || strcmp(resp->url, r->url) == 0)
+        return true;
+    if (url_origin_parse(r->url, &want) == 0 && url_origin_parse(resp->url, &got) == 0 &&
+        url_origin_same_host(&want, &got))
+        return true;
+    LOG(WARN, COMP,
+        "req=%llu 401 from redirect target %s (another host than %s): challenge not "
+        "answered",
+        (unsigned long long)r->id, got.host[0] ? got.host : "?", r->def->host);
+    return false;
+}
+
 /* Decides whether the answer to an attempt is resolved here. Returns true
  * (and sets r->next_step) when the attempt is to be aborted. */
 static bool intercept(struct upstream_req *r, const struct http_client_response *resp)
@@ -316,6 +337,8 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
         return true;
     }
     if (st != 401)
+        return false;
+    if (!from_own_host(r, resp))
         return false;
 
     char hdr[CHALLENGE_MAX], scheme[SCHEME_MAX], realm[REALM_MAX], service[SERVICE_MAX],

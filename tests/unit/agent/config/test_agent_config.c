@@ -287,6 +287,27 @@ static void test_upstreams_ok(void **state)
     assert_int_equal(cfg.upstreams.n, 0);
     assert_null(cfg.upstreams.defs);
 
+    /* Token realms are kept without trailing slashes, and copied whole. */
+    assert_int_equal(load_json(&cfg, err, sizeof(err),
+                               "{\"upstreams\": [{\"host\": \"r:5000\", \"url\": "
+                               "\"http://r:5000\", \"token-realms\": [\"http://r:5001/\", "
+                               "\"https://auth.r\"]}]}"),
+                     CONFIG_RUN);
+    assert_int_equal(cfg.upstreams.defs[0].ntoken_realms, 2);
+    assert_string_equal(cfg.upstreams.defs[0].token_realms[0], "http://r:5001");
+    assert_string_equal(cfg.upstreams.defs[0].token_realms[1], "https://auth.r");
+    {
+        struct upstream_def copy;
+
+        assert_int_equal(upstream_def_copy(&copy, &cfg.upstreams.defs[0]), 0);
+        assert_int_equal(copy.ntoken_realms, 2);
+        assert_string_equal(copy.token_realms[1], "https://auth.r");
+        assert_ptr_not_equal(copy.token_realms[1], cfg.upstreams.defs[0].token_realms[1]);
+        upstream_def_dispose(&copy);
+        assert_null(copy.token_realms);
+    }
+    agent_config_dispose(&cfg);
+
     /* Only one newline goes; inner ones and an empty array are fine. */
     snprintf(json, sizeof(json),
              "{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\", \"username\": "
@@ -347,6 +368,18 @@ static void test_upstreams_errors(void **state)
                       " \"username\": \"u\", \"password-file\": \"/nonexistent/pw\"}]}",
                       "config: \"upstreams[0].password-file\": cannot read \"/nonexistent/pw\": "
                       "No such file or directory");
+
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"token-realms\": \"https://t.io\"}]}",
+                      "config: \"upstreams[0].token-realms\": expected an array of URLs");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"token-realms\": [\"https://t.io\", \"t.io\"]}]}",
+                      "config: \"upstreams[0].token-realms[1]\": expected an http:// or https:// "
+                      "URL");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"token-realms\": [\"http://a.io:8080\"]}]}",
+                      "config: \"upstreams[0].token-realms[0]\": \"http://a.io:8080\" is plain "
+                      "http: an https upstream sends no credentials in clear text (host \"a.io\")");
 
     /* Unknown top-level keys name the file. */
     {
