@@ -21,6 +21,9 @@
 #include "swarm/swarm.h"
 #include "upstream/upstream.h"
 
+/* How often an agent running its swarm without a secret says so again. */
+#define INSECURE_WARN_EVERY_MS 60000
+
 struct agent {
     uv_loop_t loop;
     struct agent_config cfg;
@@ -36,8 +39,26 @@ struct agent {
     struct prewarm *prewarm;
     uv_signal_t sigint;
     uv_signal_t sigterm;
+    uv_timer_t insecure; /* repeats the no-secret warning; open when insecure_open */
+    bool insecure_open;
     bool stopping;
 };
+
+static void warn_insecure(uv_timer_t *t)
+{
+    (void)t;
+    LOG(WARN, "agent",
+        "msg=\"swarm WITHOUT a cluster secret (--insecure-no-secret): the tracker and every "
+        "peer accept anyone, and anyone can fetch cached blobs from this peer port; use "
+        "--cluster-secret-file\"");
+}
+
+/* Whether a listen address is only reachable from this host. */
+static bool loopback_addr(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 ||
+           strncmp(addr, "localhost:", 10) == 0;
+}
 
 /* Downloads (partials are kept for the next start), then upstream and curl. */
 static void stop_backends(struct agent *a)
@@ -92,6 +113,10 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
+    if (a->insecure_open) {
+        uv_close((uv_handle_t *)&a->insecure, NULL);
+        a->insecure_open = false;
+    }
 }
 
 static uint64_t rate_burst(uint64_t rate)
@@ -153,6 +178,18 @@ static int agent_start(struct agent *a)
                     cfg->peer_listen, shoal_strerror(rc));
             return rc;
         }
+        if (cfg->insecure_no_secret) {
+            uv_timer_init(&a->loop, &a->insecure);
+            a->insecure_open = true;
+            warn_insecure(&a->insecure);
+            uv_timer_start(&a->insecure, warn_insecure, INSECURE_WARN_EVERY_MS,
+                           INSECURE_WARN_EVERY_MS);
+        }
+        if (!cfg->advertise && loopback_addr(cfg->peer_listen))
+            LOG(WARN, "agent",
+                "msg=\"peer-listen %s is loopback: agents on other hosts cannot reach this "
+                "one; give the node's address (or 0.0.0.0:PORT with --advertise)\"",
+                cfg->peer_listen);
     }
     rc = blob_fetcher_create(&a->loop, a->store, a->up, a->swarm, &a->fetcher);
     if (rc < 0)

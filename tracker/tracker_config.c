@@ -24,10 +24,15 @@ static const char usage_text[] =
 const struct config_option tracker_options[] = {
     {"config", CONFIG_STRING, 0, 0, 0, NULL,
      "JSON config file whose keys are the options below; flags override it", NULL, NULL},
-    OPT("listen", CONFIG_ADDR, listen, 0, 0, ":5090", "address the tracker API listens on"),
+    OPT("listen", CONFIG_ADDR, listen, 0, 0, "127.0.0.1:5090",
+        "address the tracker API listens on; loopback unless given (agents on other hosts need "
+        "e.g. 0.0.0.0:5090)"),
     OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
         "file holding the secret shared with the agents (one trailing newline dropped); "
-        "without it requests are checked against an empty key"),
+        "required unless --insecure-no-secret"),
+    OPT("insecure-no-secret", CONFIG_BOOL, insecure_no_secret, 0, 0, "false",
+        "run without a cluster secret: anyone who reaches the tracker can announce, take leases "
+        "and report peers (for tests; logged as a warning at start and every minute)"),
     OPT("log-level", CONFIG_LEVEL, log_level, 0, 0, "info", "debug, info, warn or error"),
     OPT("interval", CONFIG_DURATION, interval_ms, 100, 5 * MIN, "1s",
         "how often agents in a swarm announce"),
@@ -89,6 +94,19 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
                  "config: \"hash-algo\": unknown algorithm \"%.64s\" (expected "
                  "xxh3-128 or sha256)",
                  cfg->hash_algo_name ? cfg->hash_algo_name : "");
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->cluster_secret_file != NULL && cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\" and \"insecure-no-secret\" are mutually "
+                 "exclusive");
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->cluster_secret_file == NULL && !cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\" is required: without a cluster secret anyone "
+                 "who reaches the tracker can join every swarm; give --cluster-secret-file FILE, "
+                 "or --insecure-no-secret to run open (tests only)");
         return SHOAL_ECONFIG;
     }
     if (cfg->cluster_secret_file != NULL) {

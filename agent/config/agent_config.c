@@ -71,13 +71,17 @@ const struct config_option agent_options[] = {
         "client connections served at once"),
     OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
         "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
-    OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "0.0.0.0:5081",
-        "address the peer wire protocol listens on"),
+    OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "127.0.0.1:5081",
+        "address the peer wire protocol listens on; loopback unless given (peers on other hosts "
+        "need the node's address, or 0.0.0.0:5081 with --advertise)"),
     OPT("advertise", CONFIG_ADDR, advertise, 0, 0, NULL,
         "address peers should dial (required with a wildcard peer-listen)"),
     OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
         "file holding the secret shared with the tracker and the other agents (one trailing "
-        "newline dropped)"),
+        "newline dropped); required with --tracker unless --insecure-no-secret"),
+    OPT("insecure-no-secret", CONFIG_BOOL, insecure_no_secret, 0, 0, "false",
+        "join the swarm without a cluster secret: the tracker and every peer accept anyone "
+        "(for tests; logged as a warning at start and every minute)"),
     OPT("swarm-stall-timeout", CONFIG_DURATION, swarm_stall_timeout_ms, SEC, HOUR, "20s",
         "fall back to upstream when a swarm download makes no progress for this long"),
     OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
@@ -454,6 +458,19 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
             if (rc < 0)
                 return rc;
         }
+    }
+    if (cfg->cluster_secret_file && cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\" and \"insecure-no-secret\" are mutually "
+                 "exclusive");
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->tracker && !cfg->cluster_secret_file && !cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\": required with \"tracker\": without it the "
+                 "tracker and every peer accept anyone; give --cluster-secret-file FILE, or "
+                 "--insecure-no-secret to run open (tests only)");
+        return SHOAL_ECONFIG;
     }
     if (cfg->cluster_secret_file) {
         rc = read_secret(cfg, err, errlen);

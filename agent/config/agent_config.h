@@ -59,7 +59,8 @@ struct agent_config {
     char *peer_listen;
     char *advertise;
     char *cluster_secret_file;
-    char *secret; /* the file's contents less one trailing newline */
+    bool insecure_no_secret; /* run the swarm without a secret (tests) */
+    char *secret;            /* the file's contents less one trailing newline */
     size_t secret_len;
     int64_t swarm_stall_timeout_ms;
     int64_t seed_time_ms;

@@ -115,6 +115,7 @@ static void test_table_keys(void **state)
         "peer-listen",
         "advertise",
         "cluster-secret-file",
+        "insecure-no-secret",
         "swarm-stall-timeout",
         "seed-time",
         "swarm-max-peers",
@@ -225,8 +226,30 @@ static void test_swarm_options(void **state)
     const char *secret = scratch_file_text("t0p-secret\n");
 
     (void)state;
-    /* A wildcard peer-listen cannot be advertised to peers. */
+    /* A swarm needs the secret, or an explicit word to run open. */
     assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"cluster-secret-file\": required with \"tracker\""));
+    assert_non_null(strstr(err, "--insecure-no-secret"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--insecure-no-secret"),
+                     CONFIG_RUN);
+    assert_true(cfg.insecure_no_secret);
+    assert_null(cfg.secret);
+    /* The peer port is loopback unless the operator says where. */
+    assert_string_equal(cfg.peer_listen, "127.0.0.1:5081");
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--insecure-no-secret",
+                          "--cluster-secret-file", secret),
+                     SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "mutually exclusive"));
+    agent_config_dispose(&cfg);
+    /* Without a tracker the secret is not needed. */
+    assert_int_equal(LOAD(&cfg, err, "--peer-listen", "0.0.0.0:5081"), CONFIG_RUN);
+    agent_config_dispose(&cfg);
+    /* A wildcard peer-listen cannot be advertised to peers. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--peer-listen",
+                          "0.0.0.0:5081", "--cluster-secret-file", secret),
+                     SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"advertise\": required"));
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--peer-listen",
@@ -236,7 +259,8 @@ static void test_swarm_options(void **state)
     assert_int_equal(cfg.secret_len, 10);
     assert_memory_equal(cfg.secret, "t0p-secret", 10);
     agent_config_dispose(&cfg);
-    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://t:5090", "--advertise", "10.0.0.1:5081"),
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://t:5090", "--peer-listen", "0.0.0.0:5081",
+                          "--advertise", "10.0.0.1:5081", "--cluster-secret-file", secret),
                      CONFIG_RUN);
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--cluster-secret-file", "/nonexistent/secret"),
