@@ -16,6 +16,7 @@
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
+#include "shoal/nofile.h"
 #include "shoal/ratelimit.h"
 #include "cache/store.h"
 #include "swarm/swarm.h"
@@ -281,6 +282,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_threshold = (enum log_level)a.cfg.log_level;
+    nofile_setup("agent", (uint64_t)a.cfg.max_connections);
     uv_loop_init(&a.loop);
 
     if (agent_start(&a) < 0) {

@@ -13,6 +13,7 @@
 #include "shoal/error.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
+#include "shoal/nofile.h"
 #include "shoal/wire.h"
 #include "state.h"
 #include "tracker_config.h"
@@ -162,6 +163,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_threshold = (enum log_level)tr.cfg.log_level;
+    nofile_setup("tracker", (uint64_t)tr.cfg.max_connections);
     uv_loop_init(&tr.loop);
     uv_timer_init(&tr.loop, &tr.expire);
     uv_timer_init(&tr.loop, &tr.insecure);

@@ -103,6 +103,7 @@ TOOL_PACKAGES = {
     "mount": "mount",
     "umount": "mount",
     "curl": "curl",
+    "prlimit": "util-linux",
 }
 
 
