@@ -251,6 +251,35 @@ static void blob_proceed(struct mreq *r, uint64_t size)
     }
 }
 
+/* An unlisted upstream (a host the client chose, maybe its own) said yes to
+ * a digest the agent holds, or is downloading, from another source. Any
+ * registry can say yes; serving the bytes would hand out another
+ * repository's blob, a private layer say, to whoever asks. Such a host gets
+ * only blobs recorded for it, which it served itself. Answers and returns
+ * true when the request is refused. */
+static bool vouched_elsewhere(struct mreq *r)
+{
+    struct mirror *m = r->m;
+    char msg[OCI_NAME_MAX * 2 + 160];
+
+    if (!r->def->unlisted)
+        return false;
+    if (!store_blob_exists(m->deps.store, &r->d) && !blob_fetcher_active(m->deps.fetcher, &r->d))
+        return false;
+    if (store_repo_has(m->deps.store, &r->d, r->def->host, r->repo))
+        return false;
+    LOG(WARN, "mirror",
+        "digest=%s repo=%s upstream=%s unlisted: blob held from another source, "
+        "not served",
+        r->d.str, r->repo, r->def->host);
+    snprintf(msg, sizeof(msg),
+             "%s is not a configured registry; the blob is known from another one (list %s in "
+             "upstreams to trust it)",
+             r->def->host, r->def->host);
+    mreq_error(r, 403, "DENIED", msg, NULL);
+    return true;
+}
+
 static void head_done(void *arg, int rc, const struct http_client_response *resp)
 {
     struct mreq *r = arg;
@@ -263,6 +292,8 @@ static void head_done(void *arg, int rc, const struct http_client_response *resp
     int status = resp ? (int)resp->status : 0;
     if (rc == 0 && status == 200) {
         uint64_t size = resp->content_length;
+        if (vouched_elsewhere(r))
+            return;
         mirror_confirm(m, r->def->host, r->repo, &r->d, size);
         blob_proceed(r, size);
         return;

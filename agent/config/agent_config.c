@@ -59,8 +59,9 @@ const struct config_option agent_options[] = {
         "longest backoff between upstream retries"),
     OPT("upstream-timeout", CONFIG_DURATION, upstream_timeout_ms, SEC, HOUR, "60s",
         "abort an upstream transfer that makes no progress for this long"),
-    OPT("upstream-allow-unlisted", CONFIG_BOOL, upstream_allow_unlisted, 0, 0, "true",
-        "reach registries not listed in upstreams over https"),
+    OPT("upstream-allow-unlisted", CONFIG_BOOL, upstream_allow_unlisted, 0, 0, "false",
+        "reach registries not listed in upstreams (a client names them) over https; they never "
+        "get a cached blob that came from another registry"),
     OPT("max-header-bytes", CONFIG_SIZE, max_header_bytes, 1024, MIB, "16KiB",
         "largest request line plus headers accepted"),
     OPT("header-timeout", CONFIG_DURATION, header_timeout_ms, 100, 10 * MIN, "10s",
@@ -131,6 +132,7 @@ int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
 {
     memset(dst, 0, sizeof(*dst));
     dst->insecure = src->insecure;
+    dst->unlisted = src->unlisted;
     if (dup_opt(&dst->host, src->host) < 0 || dup_opt(&dst->url, src->url) < 0 ||
         dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
         dup_opt(&dst->password_file, src->password_file) < 0 ||
@@ -617,5 +619,6 @@ const struct upstream_def *agent_config_upstream(const struct agent_config *cfg,
     scratch->url = scratch_url;
     scratch->host = scratch_url + n + 1;
     memcpy(scratch->host, host, hlen + 1);
+    scratch->unlisted = true;
     return scratch;
 }

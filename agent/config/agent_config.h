@@ -22,6 +22,11 @@ struct upstream_def {
      * operator's word for a token service on another origin. */
     char **token_realms;
     size_t ntoken_realms;
+    /* Set on the entries agent_config_upstream makes up for hosts nobody
+     * configured (upstream-allow-unlisted): whoever names such a host may
+     * control it, so its word that a repository holds a digest is not
+     * enough to serve bytes that came from elsewhere. */
+    bool unlisted;
 };
 
 /* Deep copy of src into dst (strings duplicated). 0 or -ENOMEM (dst then
@@ -85,7 +90,7 @@ void agent_config_dispose(struct agent_config *cfg);
 /* Finds the upstream a client named by host (NULL host = the default
  * upstream). Looks in the configured list first; "docker.io" maps to
  * https://registry-1.docker.io; other hosts are reached over https when
- * upstream-allow-unlisted is on. The result is borrowed from cfg or from
+ * upstream-allow-unlisted is on, with `unlisted` set. The result is borrowed from cfg or from
  * `scratch`, which the caller provides and which lives as long as the result.
  * Returns NULL when the host is not allowed. */
 const struct upstream_def *agent_config_upstream(const struct agent_config *cfg, const char *host,

@@ -78,7 +78,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.upstream_retries, 3);
     assert_int_equal(cfg.upstream_retry_max_ms, 10000);
     assert_int_equal(cfg.upstream_timeout_ms, 60000);
-    assert_true(cfg.upstream_allow_unlisted);
+    /* Unlisted upstreams are opt-in (a breaking change, docs/operations.md). */
+    assert_false(cfg.upstream_allow_unlisted);
     assert_int_equal(cfg.max_header_bytes, 16384);
     assert_int_equal(cfg.header_timeout_ms, 10000);
     assert_int_equal(cfg.idle_timeout_ms, 60000);
@@ -424,8 +425,20 @@ static void test_upstream_lookup(void **state)
     char err[512], url[256];
 
     (void)state;
-    /* Nothing configured: defaults. */
+    /* Nothing configured: Docker Hub and the default upstream only. */
     assert_int_equal(load(&cfg, err, sizeof(err), (char *)NULL), CONFIG_RUN);
+    d = agent_config_upstream(&cfg, NULL, &scratch, url, sizeof(url));
+    assert_non_null(d);
+    assert_false(d->unlisted);
+    d = agent_config_upstream(&cfg, "docker.io", &scratch, url, sizeof(url));
+    assert_non_null(d);
+    assert_false(d->unlisted);
+    assert_null(agent_config_upstream(&cfg, "ghcr.io", &scratch, url, sizeof(url)));
+    agent_config_dispose(&cfg);
+
+    /* Unlisted hosts allowed: made up, and marked as such. */
+    assert_int_equal(load(&cfg, err, sizeof(err), "--upstream-allow-unlisted", (char *)NULL),
+                     CONFIG_RUN);
     d = agent_config_upstream(&cfg, NULL, &scratch, url, sizeof(url));
     assert_ptr_equal(d, &scratch);
     assert_string_equal(d->url, "https://registry-1.docker.io");
@@ -443,6 +456,7 @@ static void test_upstream_lookup(void **state)
     assert_string_equal(d->url, "https://ghcr.io");
     assert_string_equal(d->host, "ghcr.io");
     assert_false(d->insecure);
+    assert_true(d->unlisted);
     d = agent_config_upstream(&cfg, "localhost:5000", &scratch, url, sizeof(url));
     assert_string_equal(d->url, "https://localhost:5000");
     assert_string_equal(d->host, "localhost:5000");
@@ -476,6 +490,7 @@ static void test_upstream_lookup(void **state)
     assert_ptr_equal(d, &scratch);
     assert_string_equal(d->url, "http://127.0.0.1:5000");
     assert_string_equal(d->host, "127.0.0.1:5000");
+    assert_false(d->unlisted); /* the operator named it */
     /* Named by its own host, the default keeps its http scheme. */
     d = agent_config_upstream(&cfg, "127.0.0.1:5000", &scratch, url, sizeof(url));
     assert_non_null(d);
