@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <uv.h>
 
@@ -136,7 +137,13 @@ static int agent_start(struct agent *a)
         .max_bytes = cfg->cache_max_bytes,
         .high_pct = (unsigned)cfg->cache_high_pct,
         .low_pct = (unsigned)cfg->cache_low_pct,
+        .group_read = cfg->cache_group != NULL,
+        .gid = cfg->cache_gid,
     };
+    /* The store sets the modes of what it makes; the umask covers the
+     * files made beside it (the piece records of partial downloads) and
+     * anything added later. */
+    umask(cfg->cache_group ? 027 : 077);
     rc = store_open(&sc, &a->store);
     if (rc < 0) {
         fprintf(stderr, "shoal-agent: cannot open data dir %s: %s\n", cfg->data_dir,

@@ -271,7 +271,8 @@ int store_open(const struct store_config *cfg, struct store **out)
         rc = -ENOMEM;
         goto out;
     }
-    rc = store_repos_create(s->dir, &s->repos);
+    store_perm_init(&s->perm, cfg->group_read, cfg->gid);
+    rc = store_repos_create(s->dir, &s->perm, &s->repos);
     if (rc)
         goto out;
     /* Split the multiplication so that a cap near UINT64_MAX cannot overflow. */
@@ -282,12 +283,25 @@ int store_open(const struct store_config *cfg, struct store **out)
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         rc = store_path_fmt(path, sizeof(path), "%s/%s", s->dir, dirs[i]);
         if (rc == 0)
-            rc = store_mkdir_p(path);
+            rc = store_mkdir_p(path, &s->perm);
         if (rc) {
             LOG(ERROR, COMP, "op=mkdir path=%s err=%s", path, shoal_errname(rc));
             goto out;
         }
     }
+    /* What an earlier run (or an earlier version, with 0644/0755) left
+     * behind gets the modes of today's configuration. A data dir the agent
+     * cannot give to the configured group is an error: the operator asked
+     * for it. */
+    size_t changed = 0;
+    rc = store_perm_apply_tree(s->dir, &s->perm, &changed);
+    if (rc) {
+        LOG(ERROR, COMP, "op=permissions dir=%s err=%s", s->dir, shoal_errname(rc));
+        goto out;
+    }
+    if (changed > 0)
+        LOG(INFO, COMP, "op=permissions dir=%s changed=%zu file_mode=%04o dir_mode=%04o", s->dir,
+            changed, (unsigned)s->perm.file, (unsigned)s->perm.dir);
     clean_tmp(s);
     rc = scan_blobs(s, OCI_DIGEST_SHA256);
     if (rc == 0)
@@ -420,11 +434,13 @@ int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t siz
         rc = store_digest_path(s, "partial", d, "", path, sizeof(path));
     if (rc)
         return rc;
-    f = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    f = store_open_file(path, O_RDWR | O_EXCL | O_CLOEXEC, &s->perm);
     if (f >= 0)
         created = true;
-    else if (errno == EEXIST)
+    else if (f == -EEXIST)
         f = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    else
+        errno = -f;
     if (f < 0) {
         rc = -errno;
         LOG(ERROR, COMP, "op=open path=%s err=%s", path, shoal_errname(rc));

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "shoal/buf.h"
 #include "shoal/oci.h"
@@ -37,6 +38,12 @@ struct store_config {
     uint64_t max_bytes; /* cache cap for blobs (complete + reserved partial) */
     unsigned high_pct;  /* eviction starts above max_bytes * high_pct / 100 */
     unsigned low_pct;   /* ... and stops at max_bytes * low_pct / 100 */
+    /* Who may read the cache: by default only the agent's user (files 0600,
+     * directories 0700). With group_read, also the group gid (files 0640,
+     * directories 02750 owned by gid, so what is made inside inherits it).
+     * store_open brings what is already there to the same modes. */
+    bool group_read;
+    gid_t gid;
 };
 
 /* Opens (creating directories as needed) and indexes the cache: complete

@@ -6,7 +6,7 @@
  *   store_repos.c  which repositories hold a blob (struct store_repos)
  *   store_fs.c     paths, name checks, whole-file reads and writes
  *
- * store_meta.c reads only s->dir of the struct below.
+ * store_meta.c reads only s->dir and s->perm of the struct below.
  */
 #ifndef SHOAL_STORE_INTERNAL_H
 #define SHOAL_STORE_INTERNAL_H
@@ -26,6 +26,7 @@ struct partial;
 
 struct store {
     char *dir;
+    struct store_perm perm; /* modes and group of what the store creates */
     uint64_t max_bytes;
     uint64_t high;
     uint64_t low;
@@ -49,7 +50,7 @@ static inline int store_digest_path(const struct store *s, const char *top,
 static inline int store_ensure_algo_dir(const struct store *s, const char *top,
                                         enum oci_digest_algo a)
 {
-    return store_dir_ensure_algo(s->dir, top, a);
+    return store_dir_ensure_algo(s->dir, top, a, &s->perm);
 }
 
 /* A blob just became complete: its repository set writes the names recorded

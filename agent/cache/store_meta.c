@@ -42,7 +42,7 @@ int store_manifest_put(struct store *s, const struct oci_digest *d, const char *
         return SHOAL_ETOOBIG;
     if (mtl > MEDIA_TYPE_MAX || !store_name_printable(mt, mtl))
         return -EINVAL;
-    rc = store_dir_ensure_algo(s->dir, "manifests", d->algo);
+    rc = store_dir_ensure_algo(s->dir, "manifests", d->algo, &s->perm);
     if (rc == 0)
         rc = store_dir_digest_path(s->dir, "manifests", d, "", path, sizeof(path));
     if (rc == 0)
@@ -51,9 +51,9 @@ int store_manifest_put(struct store *s, const struct oci_digest *d, const char *
         return rc;
     /* The type goes first, so that a manifest present under its final name
      * always has its type next to it. */
-    rc = store_write_atomic(s->dir, tpath, mt, mtl);
+    rc = store_write_atomic(s->dir, tpath, mt, mtl, &s->perm);
     if (rc == 0)
-        rc = store_write_atomic(s->dir, path, data, len);
+        rc = store_write_atomic(s->dir, path, data, len, &s->perm);
     if (rc == 0)
         store_sync_parent(path);
     return rc;
@@ -171,12 +171,12 @@ int store_tag_put(struct store *s, const char *host, const char *repo, const cha
     size_t plen = (size_t)(strrchr(path, '/') - path);
     memcpy(parent, path, plen);
     parent[plen] = '\0';
-    rc = store_mkdir_p(parent);
+    rc = store_mkdir_p(parent, &s->perm);
     if (rc) {
         LOG(WARN, COMP, "op=mkdir path=%s err=%s", parent, shoal_errname(rc));
         return rc;
     }
-    return store_write_atomic(s->dir, path, line, (size_t)n);
+    return store_write_atomic(s->dir, path, line, (size_t)n, &s->perm);
 }
 
 int store_tag_get(struct store *s, const char *host, const char *repo, const char *tag,

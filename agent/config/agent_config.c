@@ -2,6 +2,7 @@
 #include "config/agent_config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,9 @@ const struct config_option agent_options[] = {
         "percent of cache-max-bytes at which eviction starts"),
     OPT("cache-low-watermark", CONFIG_INT, cache_low_pct, 0, 99, "80",
         "percent of cache-max-bytes eviction frees down to"),
+    OPT("cache-group", CONFIG_STRING, cache_group, 0, 0, NULL,
+        "group (name or number) that may read the cache: files 0640 and directories 0750 owned "
+        "by it; without it only the agent's user can (0600 and 0700)"),
     OPT("tag-cache-ttl", CONFIG_DURATION, tag_cache_ttl_ms, 0, HOUR, "0",
         "how long a tag-to-digest answer is reused without asking upstream (0 = always ask)"),
     OPT("repo-check-ttl", CONFIG_DURATION, repo_check_ttl_ms, 0, 24 * HOUR, "5m",
@@ -431,6 +435,33 @@ static int read_secret(struct agent_config *cfg, char *err, size_t errlen)
                               &cfg->secret_len, err, errlen);
 }
 
+/* "cache-group": a group name from the group database, or a number. */
+static int resolve_group(struct agent_config *cfg, char *err, size_t errlen)
+{
+    const char *g = cfg->cache_group;
+    struct group gr, *found = NULL;
+    char buf[4096];
+    char *end;
+    int rc;
+
+    if (g[0] >= '0' && g[0] <= '9') {
+        errno = 0;
+        unsigned long v = strtoul(g, &end, 10);
+        if (errno == 0 && *end == '\0' && v < (unsigned long)(gid_t)-1) {
+            cfg->cache_gid = (gid_t)v;
+            return 0;
+        }
+    }
+    rc = getgrnam_r(g, &gr, buf, sizeof(buf), &found);
+    if (rc != 0 || found == NULL) {
+        snprintf(err, errlen, "config: \"cache-group\": no group \"%.64s\"%s%s", g,
+                 rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
+        return SHOAL_ECONFIG;
+    }
+    cfg->cache_gid = found->gr_gid;
+    return 0;
+}
+
 static bool wildcard_host(const char *addr)
 {
     return strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0;
@@ -452,6 +483,11 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
                  "(%lld)",
                  (long long)cfg->cache_low_pct, (long long)cfg->cache_high_pct);
         return SHOAL_ECONFIG;
+    }
+    if (cfg->cache_group) {
+        rc = resolve_group(cfg, err, errlen);
+        if (rc < 0)
+            return rc;
     }
     for (i = 0; i < cfg->upstreams.n; i++) {
         struct upstream_def *d = &cfg->upstreams.defs[i];

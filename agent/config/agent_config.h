@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "shoal/config.h"
 
@@ -48,6 +49,8 @@ struct agent_config {
     uint64_t cache_max_bytes;
     int64_t cache_high_pct;
     int64_t cache_low_pct;
+    char *cache_group; /* who may read the cache besides the agent, or NULL */
+    gid_t cache_gid;   /* derived from cache_group */
     int64_t tag_cache_ttl_ms;
     int64_t repo_check_ttl_ms;
     int64_t upstream_retries;

@@ -102,6 +102,7 @@ static void test_table_keys(void **state)
         "cache-max-bytes",
         "cache-high-watermark",
         "cache-low-watermark",
+        "cache-group",
         "tag-cache-ttl",
         "repo-check-ttl",
         "upstream-retries",
@@ -274,6 +275,27 @@ static void test_swarm_options(void **state)
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--tracker", "ftp://x"), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"tracker\""));
+    agent_config_dispose(&cfg);
+}
+
+static void test_cache_group(void **state)
+{
+    struct agent_config cfg;
+    char err[512];
+
+    (void)state;
+    assert_int_equal(LOAD(&cfg, err, "--cache-group", "root"), CONFIG_RUN);
+    assert_string_equal(cfg.cache_group, "root");
+    assert_int_equal(cfg.cache_gid, 0);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--cache-group", "4321"), CONFIG_RUN);
+    assert_int_equal(cfg.cache_gid, 4321);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--cache-group", "no-such-group-here"), SHOAL_ECONFIG);
+    assert_string_equal(err, "config: \"cache-group\": no group \"no-such-group-here\"");
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, (char *)NULL), CONFIG_RUN);
+    assert_null(cfg.cache_group);
     agent_config_dispose(&cfg);
 }
 
@@ -534,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_watermarks),
         cmocka_unit_test(test_swarm_options),
+        cmocka_unit_test(test_cache_group),
         cmocka_unit_test_teardown(test_upstreams_ok, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstreams_errors, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstream_lookup, scratch_files_teardown),
