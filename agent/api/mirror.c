@@ -150,8 +150,10 @@ int mirror_metrics(struct mirror *m, struct buf *out)
                   "Blob GETs served from a complete cached blob.", NULL, m->cache_hits);
     metrics_write(out, "shoal_cache_misses_total", "counter", "Blob GETs that needed a download.",
                   NULL, m->cache_misses);
-    metrics_write(out, "shoal_cache_bytes", "gauge", "Bytes held in the blob cache.", NULL,
-                  store_bytes(m->deps.store));
+    metrics_write(out, "shoal_cache_bytes", "gauge",
+                  "Bytes the cache holds against cache-max-bytes: blobs, reserved downloads, "
+                  "manifests and tag answers.",
+                  NULL, store_bytes(m->deps.store));
     metrics_write(out, "shoal_cache_blobs", "gauge", "Complete blobs in the cache.", NULL,
                   store_blob_count(m->deps.store));
     metrics_write(out, "shoal_stale_answers_total", "counter",

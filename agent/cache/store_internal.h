@@ -1,12 +1,15 @@
 /* Private to the store's files. The store is split by responsibility, each
  * file calling only the ones below it:
  *
- *   store.c        the store itself: blobs, partial downloads, eviction
  *   store_meta.c   manifests and tags             (public API in store.h)
+ *   store.c        the store itself: blobs, partial downloads, and the LRU
+ *                  that every cached entry (manifests and tags too) is
+ *                  counted and evicted in
  *   store_repos.c  which repositories hold a blob (struct store_repos)
  *   store_fs.c     paths, name checks, whole-file reads and writes
  *
- * store_meta.c reads only s->dir and s->perm of the struct below.
+ * store_meta.c reads only s->dir and s->perm of the struct below, and
+ * accounts its entries through the store_meta_* calls of store.c.
  */
 #ifndef SHOAL_STORE_INTERNAL_H
 #define SHOAL_STORE_INTERNAL_H
@@ -33,8 +36,24 @@ struct store {
     struct lru *lru;
     struct partial *partials;
     uint64_t reserved;         /* sum of open partials' sizes */
+    size_t meta_count;         /* LRU entries that are manifests or tag answers */
     struct store_repos *repos; /* which repositories hold each blob */
 };
+
+/* LRU keys: a blob is its digest ("sha256:..."); a manifest is
+ * STORE_KEY_MANIFEST + its digest; a tag answer is STORE_KEY_TAG + its path
+ * under tags/ ("<host>/<repo>/_tags/<tag>"). All count towards max_bytes and
+ * are evicted least recently used first. */
+#define STORE_KEY_MANIFEST "manifest/"
+#define STORE_KEY_TAG "tag/"
+
+/* For store_meta.c: counts a manifest or tag answer of size bytes (files
+ * included) as used now, then evicts others past the high watermark. */
+void store_meta_account(struct store *s, const char *key, uint64_t size);
+/* Marks it used now. */
+void store_meta_touch(struct store *s, const char *key);
+/* Forgets it (its files are already gone). */
+void store_meta_forget(struct store *s, const char *key);
 
 /* <dir>/<top>/<algo>/<hex><suffix> under the store's data dir, top being
  * "blobs", "partial" or "manifests". 0 or -ENAMETOOLONG. */

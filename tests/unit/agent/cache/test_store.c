@@ -723,6 +723,90 @@ static void test_tags(void **state)
     store_close(s);
 }
 
+/* Manifests and tag answers count in cache-max-bytes and leave, least
+ * recently used first, like blobs. Uses are apart by a few milliseconds so
+ * that the LRU order is the order of the calls. */
+static void put_manifest(struct store *s, unsigned seed, struct oci_digest *d)
+{
+    char body[997];
+    fill(body, sizeof(body), seed);
+    oneshot_digest(OCI_DIGEST_SHA256, body, sizeof(body), d);
+    assert_int_equal(store_manifest_put(s, d, "x/y", body, sizeof(body)), 0); /* 1000 bytes */
+    usleep(3000);
+}
+
+static bool has_manifest(struct store *s, const struct oci_digest *d)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    int rc = store_manifest_get(s, d, &b, NULL, 0);
+    buf_dispose(&b);
+    usleep(3000);
+    return rc == 0;
+}
+
+static void test_meta_counted_and_evicted(void **state)
+{
+    struct fixture *f = *state;
+    /* high 9000, low 8000 */
+    struct store *s = open_store(f, 10000, 90, 80);
+    struct oci_digest m[4], a, b;
+    const char *dg = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    char digest[136];
+
+    for (unsigned i = 0; i < 4; i++)
+        put_manifest(s, 70 + i, &m[i]);
+    assert_int_equal(store_bytes(s), 4000);
+    assert_int_equal(store_blob_count(s), 0);
+    /* "<digest> x/y\n": 71 + 1 + 3 + 1 bytes. */
+    assert_int_equal(store_tag_put(s, "h.example", "r", "t", dg, "x/y"), 0);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 4076);
+    /* Rewriting replaces, it does not add. */
+    assert_int_equal(store_tag_put(s, "h.example", "r", "t", dg, "x/y"), 0);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 4076);
+
+    /* Counted again after a restart. */
+    store_close(s);
+    s = open_store(f, 10000, 90, 80);
+    assert_int_equal(store_bytes(s), 4076);
+    assert_int_equal(store_blob_count(s), 0);
+
+    /* Order of use: m1, m2, m3, the tag, m0 (read now). */
+    usleep(3000);
+    assert_true(has_manifest(s, &m[0]));
+    make_blob(s, 3000, 80, &a);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 7076);
+    /* Past the high mark: the least recently used go until 8000. (exists()
+     * looks without using.) */
+    make_blob(s, 2500, 81, &b);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 7576);
+    assert_false(exists("%s/manifests/sha256/%s", f->dir, m[1].hex));
+    assert_false(exists("%s/manifests/sha256/%s.type", f->dir, m[1].hex));
+    assert_false(exists("%s/manifests/sha256/%s", f->dir, m[2].hex));
+    assert_true(exists("%s/manifests/sha256/%s", f->dir, m[3].hex));
+    assert_true(exists("%s/tags/h.example/r/_tags/t", f->dir));
+    assert_int_equal(store_blob_count(s), 2);
+    assert_false(has_manifest(s, &m[2]));
+
+    /* Next in line: m3, then the tag answer. */
+    struct oci_digest c;
+    make_blob(s, 1500, 82, &c); /* 9076: down to 8000 */
+    assert_int_equal(store_bytes(s), 8000);
+    assert_false(exists("%s/manifests/sha256/%s", f->dir, m[3].hex));
+    assert_false(exists("%s/tags/h.example/r/_tags/t", f->dir));
+    assert_int_equal(store_tag_get(s, "h.example", "r", "t", digest, NULL, 0), SHOAL_ENOT_FOUND);
+    assert_true(has_manifest(s, &m[0]));
+    assert_int_equal(store_blob_count(s), 3);
+    store_close(s);
+    s = open_store(f, 10000, 90, 80);
+    assert_true(store_bytes(s) <= 8000);
+    store_close(s);
+}
+
 static void test_repos(void **state)
 {
     struct fixture *f = *state;
@@ -872,6 +956,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_real_enospc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_meta_counted_and_evicted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repos, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_tmp_and_invalid_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_over_cap_at_open, setup, teardown),
