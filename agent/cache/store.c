@@ -137,6 +137,18 @@ static size_t evict(struct store *s, uint64_t high, uint64_t low)
     return lru_evict(s->lru, h, l, on_victim, s);
 }
 
+uint64_t store_free_disk(struct store *s, uint64_t need)
+{
+    uint64_t before = store_bytes(s);
+    uint64_t target = before > need ? before - need : 0;
+
+    evict(s, target, target);
+    uint64_t freed = before - store_bytes(s);
+    LOG(WARN, COMP, "op=disk-full need=%llu freed=%llu bytes=%llu", (unsigned long long)need,
+        (unsigned long long)freed, (unsigned long long)store_bytes(s));
+    return freed;
+}
+
 /* Frees room for a reservation of size bytes under the cap. */
 static int make_room(struct store *s, uint64_t size)
 {
@@ -559,6 +571,12 @@ bool store_blob_exists(const struct store *s, const struct oci_digest *d)
 
 /* --- partial downloads --- */
 
+/* fallocate(KEEP_SIZE) of size bytes: 0 or -errno. */
+static int reserve_blocks(int fd, uint64_t size)
+{
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) == 0 ? 0 : -errno;
+}
+
 int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t size, int *fd,
                        uint64_t *have)
 {
@@ -629,11 +647,15 @@ int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t siz
         cur = 0;
     }
     /* KEEP_SIZE reserves the blocks without changing the file length, which
-     * stays the length of the valid prefix for a later resume. */
-    if (size > 0 && fallocate(f, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) != 0) {
-        rc = -errno;
+     * stays the length of the valid prefix for a later resume. The disk may
+     * be fuller than the cap says (other users, a cap larger than the
+     * disk): then the least recently used entries make way, once. */
+    rc = size > 0 ? reserve_blocks(f, size) : 0;
+    if ((rc == -ENOSPC || rc == -EDQUOT) && store_free_disk(s, size - cur) > 0)
+        rc = reserve_blocks(f, size);
+    if (rc < 0) {
         if (rc == -ENOSPC || rc == -EDQUOT) {
-            LOG(WARN, COMP, "op=reserve digest=%s size=%llu err=%s", d->str,
+            LOG(WARN, COMP, "op=reserve digest=%s size=%llu err=%s: disk full", d->str,
                 (unsigned long long)size, shoal_errname(rc));
             rc = SHOAL_ENOSPACE;
             goto out;

@@ -75,6 +75,8 @@ bool store_blob_exists(const struct store *s, const struct oci_digest *d);
  * the cap requires it) and pins the entry. *have is the length of the prefix
  * already on disk from an earlier run (0 for a new download; a prefix longer
  * than size is discarded). *fd is owned by the store until commit/discard.
+ * A disk full before the cap is reached makes unpinned entries go, least
+ * recently used first, and the reservation is tried once more.
  * SHOAL_ENOSPACE when the disk or the cap cannot hold it (nothing is left
  * behind). */
 int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t size, int *fd,
@@ -101,7 +103,9 @@ void store_partial_suspend(struct store *s, const struct oci_digest *d, int fd);
 /* --- manifests by digest --- */
 
 /* Stores manifest bytes (already verified against d) and their media type
- * (may be NULL/empty). 0 or a negative errno. */
+ * (may be NULL/empty), counted in max_bytes. A full disk makes unpinned
+ * entries go and the write is tried once more. 0, SHOAL_ENOSPACE or a
+ * negative errno. */
 int store_manifest_put(struct store *s, const struct oci_digest *d, const char *media_type,
                        const void *data, size_t len);
 /* Reads a manifest into body (appended) and its media type into mt (empty

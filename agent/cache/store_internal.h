@@ -52,6 +52,11 @@ struct store {
 void store_meta_account(struct store *s, const char *key, uint64_t size);
 /* Marks it used now. */
 void store_meta_touch(struct store *s, const char *key);
+/* The disk said ENOSPC (or EDQUOT) though the cap was not reached: evicts
+ * unpinned entries, least recently used first, until need bytes are freed
+ * or nothing evictable is left. Returns the bytes freed (0: retrying is
+ * pointless). */
+uint64_t store_free_disk(struct store *s, uint64_t need);
 /* Forgets it (its files are already gone). */
 void store_meta_forget(struct store *s, const char *key);
 

@@ -28,6 +28,21 @@
 /* Longest media type we store; RFC 6838 caps each half at 127 characters. */
 #define MEDIA_TYPE_MAX 255
 
+/* Blocks a small file may take beyond its bytes (a file system's block). */
+#define BLOCK_SLACK 4096
+
+/* store_write_atomic; when the disk is full, evicts least recently used
+ * entries to make room and tries once more. A full disk that eviction
+ * cannot help gives SHOAL_ENOSPACE. */
+static int write_or_make_room(struct store *s, const char *path, const void *data, size_t len)
+{
+    int rc = store_write_atomic(s->dir, path, data, len, &s->perm);
+
+    if ((rc == -ENOSPC || rc == -EDQUOT) && store_free_disk(s, len + BLOCK_SLACK) > 0)
+        rc = store_write_atomic(s->dir, path, data, len, &s->perm);
+    return rc == -ENOSPC || rc == -EDQUOT ? SHOAL_ENOSPACE : rc;
+}
+
 /* --- manifests --- */
 
 static void manifest_key(const struct oci_digest *d, char *key, size_t cap)
@@ -58,9 +73,9 @@ int store_manifest_put(struct store *s, const struct oci_digest *d, const char *
         return rc;
     /* The type goes first, so that a manifest present under its final name
      * always has its type next to it. */
-    rc = store_write_atomic(s->dir, tpath, mt, mtl, &s->perm);
+    rc = write_or_make_room(s, tpath, mt, mtl);
     if (rc == 0)
-        rc = store_write_atomic(s->dir, path, data, len, &s->perm);
+        rc = write_or_make_room(s, path, data, len);
     if (rc == 0) {
         store_sync_parent(path);
         manifest_key(d, key, sizeof(key));
@@ -205,7 +220,7 @@ int store_tag_put(struct store *s, const char *host, const char *repo, const cha
         LOG(WARN, COMP, "op=mkdir path=%s err=%s", parent, shoal_errname(rc));
         return rc;
     }
-    rc = store_write_atomic(s->dir, path, line, (size_t)n, &s->perm);
+    rc = write_or_make_room(s, path, line, (size_t)n);
     if (rc == 0 && tag_key(s, path, key, sizeof(key)))
         store_meta_account(s, key, (uint64_t)n);
     return rc;

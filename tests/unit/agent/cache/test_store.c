@@ -564,6 +564,68 @@ static void test_real_enospc(void **state)
     f->mnt[0] = '\0';
 }
 
+/* Mounts a tmpfs of size bytes as the fixture's data dir (root only). */
+static bool small_disk(struct fixture *f, const char *size)
+{
+    char mnt[96], opts[32];
+    if (geteuid() != 0)
+        return false;
+    snprintf(mnt, sizeof(mnt), "%s/small", f->root);
+    snprintf(opts, sizeof(opts), "size=%s", size);
+    assert_int_equal(mkdir(mnt, 0755), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, opts) != 0)
+        return false;
+    memcpy(f->mnt, mnt, sizeof(mnt));
+    snprintf(f->dir, sizeof(f->dir), "%s/data", mnt);
+    return true;
+}
+
+/* A disk full before the cap: the least recently used entries make way,
+ * once; beyond what eviction can free the answer is SHOAL_ENOSPACE. */
+static void test_enospc_evicts_and_retries(void **state)
+{
+    struct fixture *f = *state;
+    if (!small_disk(f, "1m")) {
+        skip();
+        return;
+    }
+    struct store *s = open_store(f, 100u << 20, 90, 50);
+    struct oci_digest a, b, c;
+    int fd = -1;
+    uint64_t have = 0;
+
+    make_blob(s, 600 << 10, 90, &a);
+    oneshot_digest(OCI_DIGEST_SHA256, "b", 1, &b);
+    assert_int_equal(store_partial_open(s, &b, 600 << 10, &fd, &have), 0);
+    assert_false(store_blob_exists(s, &a));
+    assert_false(exists("%s/blobs/sha256/%s", f->dir, a.hex));
+
+    /* More than eviction can free (b is open): refused, nothing left. */
+    int fc = -1;
+    oneshot_digest(OCI_DIGEST_SHA256, "c", 1, &c);
+    assert_int_equal(store_partial_open(s, &c, 600 << 10, &fc, &have), SHOAL_ENOSPACE);
+    assert_false(exists("%s/partial/sha256/%s", f->dir, c.hex));
+    store_partial_discard(s, &b, fd);
+
+    /* A manifest write makes room the same way. */
+    make_blob(s, 900 << 10, 91, &a);
+    char *body = malloc(300 << 10);
+    assert_non_null(body);
+    fill(body, 300 << 10, 92);
+    oneshot_digest(OCI_DIGEST_SHA256, body, 300 << 10, &c);
+    assert_int_equal(store_manifest_put(s, &c, "x/y", body, 300 << 10), 0);
+    assert_false(store_blob_exists(s, &a));
+    /* A manifest the disk cannot hold at all. */
+    free(body);
+    body = malloc(2 << 20);
+    assert_non_null(body);
+    fill(body, 2 << 20, 93);
+    oneshot_digest(OCI_DIGEST_SHA256, body, 2 << 20, &b);
+    assert_int_equal(store_manifest_put(s, &b, "x/y", body, 2 << 20), SHOAL_ENOSPACE);
+    free(body);
+    store_close(s);
+}
+
 static void test_manifests(void **state)
 {
     struct fixture *f = *state;
@@ -954,6 +1016,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fresh_blob_survives_its_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservation_enospace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_real_enospc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enospc_evicts_and_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_meta_counted_and_evicted, setup, teardown),
