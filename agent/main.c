@@ -19,6 +19,7 @@
 #include "shoal/log.h"
 #include "shoal/nofile.h"
 #include "shoal/ratelimit.h"
+#include "cache/blob_verify.h"
 #include "cache/store.h"
 #include "swarm/swarm.h"
 #include "upstream/upstream.h"
@@ -30,6 +31,7 @@ struct agent {
     uv_loop_t loop;
     struct agent_config cfg;
     struct store *store;
+    struct blob_verify *verify;
     struct http_client *hc;
     struct upstream *up;
     struct blob_fetcher *fetcher;
@@ -65,6 +67,10 @@ static bool loopback_addr(const char *addr)
 /* Downloads (partials are kept for the next start), then upstream and curl. */
 static void stop_backends(struct agent *a)
 {
+    if (a->verify) {
+        blob_verify_destroy(a->verify);
+        a->verify = NULL;
+    }
     if (a->fetcher) {
         blob_fetcher_destroy(a->fetcher);
         a->fetcher = NULL;
@@ -150,6 +156,9 @@ static int agent_start(struct agent *a)
                 shoal_strerror(rc));
         return rc;
     }
+    rc = blob_verify_create(&a->loop, a->store, &a->verify);
+    if (rc < 0)
+        return rc;
     rc = http_client_create(&a->loop, &a->hc);
     if (rc < 0)
         return rc;
@@ -207,6 +216,7 @@ static int agent_start(struct agent *a)
         .loop = &a->loop,
         .cfg = cfg,
         .store = a->store,
+        .verify = a->verify,
         .up = a->up,
         .fetcher = a->fetcher,
         .swarm = a->swarm,

@@ -156,6 +156,18 @@ int mirror_metrics(struct mirror *m, struct buf *out)
                   NULL, store_bytes(m->deps.store));
     metrics_write(out, "shoal_cache_blobs", "gauge", "Complete blobs in the cache.", NULL,
                   store_blob_count(m->deps.store));
+    if (m->deps.verify) {
+        const struct blob_verify_stats *vs = blob_verify_stats(m->deps.verify);
+        metrics_write(out, "shoal_cache_verified_total", "counter",
+                      "Cached blobs checked after an unclean stop and found intact.", NULL,
+                      vs->verified);
+        metrics_write(out, "shoal_cache_corrupt_total", "counter",
+                      "Cached blobs checked after an unclean stop, found corrupt and deleted.",
+                      NULL, vs->corrupt);
+    }
+    metrics_write(out, "shoal_cache_unverified_blobs", "gauge",
+                  "Cached blobs from before an unclean stop not checked yet.", NULL,
+                  store_blob_unverified(m->deps.store));
     metrics_write(out, "shoal_stale_answers_total", "counter",
                   "Tags answered from the last known answer because upstream was unreachable.",
                   NULL, m->stale_answers);

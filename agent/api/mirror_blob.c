@@ -211,6 +211,25 @@ static const struct partial_reader_cbs fill_cbs = {
     .on_end = fill_end,
 };
 
+static void blob_proceed(struct mreq *r, uint64_t size);
+
+/* The check of the cached blob ended: serve it, or fetch it again if it
+ * was corrupt (and is gone). */
+static void verified(void *arg, int rc)
+{
+    struct mreq *r = arg;
+    r->verifying = false;
+    if (!r->req) {
+        mreq_maybe_free(r);
+        return;
+    }
+    if (rc == 0 || rc == SHOAL_EDIGEST_MISMATCH) {
+        blob_proceed(r, r->vsize);
+        return;
+    }
+    mreq_error(r, 503, "UNAVAILABLE", "the cached blob could not be checked", NULL);
+}
+
 /* The repository is known to hold the blob (size UINT64_MAX: unknown because
  * upstream is unreachable). */
 static void blob_proceed(struct mreq *r, uint64_t size)
@@ -218,6 +237,21 @@ static void blob_proceed(struct mreq *r, uint64_t size)
     struct mirror *m = r->m;
     int fd;
     uint64_t csize;
+    /* After an unclean stop, a cached blob is checked before it is served
+     * for the first time: a crash may have left it torn or corrupt. */
+    r->vwait.on_done = verified;
+    r->vwait.arg = r;
+    int vrc = blob_verify_check(m->deps.verify, &r->d, &r->vwait);
+    if (vrc == 1) {
+        r->verifying = true;
+        r->vsize = size;
+        r->source = "verify";
+        return;
+    }
+    if (vrc < 0) {
+        mreq_error(r, 503, "UNAVAILABLE", "the cached blob could not be checked", NULL);
+        return;
+    }
     if (store_blob_open(m->deps.store, &r->d, &fd, &csize) == 0) {
         r->pinned = true;
         serve_cached(r, fd, csize);
@@ -337,6 +371,10 @@ void mirror_blob(struct mreq *r)
 
 void mirror_blob_closed(struct mreq *r)
 {
+    if (r->verifying) {
+        blob_verify_wait_cancel(&r->vwait);
+        r->verifying = false;
+    }
     if (r->reader) {
         partial_reader_detach(r->reader);
         r->reader = NULL;

@@ -205,7 +205,7 @@ void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown
 
 bool mreq_maybe_free(struct mreq *r)
 {
-    if (r->req || r->ureq || r->reader)
+    if (r->req || r->ureq || r->reader || r->verifying)
         return false;
     free(r);
     return true;

@@ -37,12 +37,28 @@
 /* Refresh a blob's mtime at most this often, so that the LRU order survives
  * a restart without a metadata write on every read. */
 #define MTIME_REFRESH_MS 60000
+/* Written by store_close, removed by store_open: its absence at start means
+ * the last run did not stop cleanly (a crash, kill -9, a power loss), so
+ * the blobs on disk are checked before they are served again. */
+#define CLEAN_MARK "clean-stop"
 
 struct partial {
     struct partial *next;
     struct oci_digest d;
     uint64_t size; /* the reservation */
     int fd;
+};
+
+struct found {
+    uint64_t size;
+    uint64_t mtime;
+    char *key;
+};
+
+/* What the scans at open found, to enter the LRU in one sorted pass. */
+struct found_vec {
+    struct found *v;
+    size_t n, cap;
 };
 
 /* --- small helpers --- */
@@ -81,6 +97,65 @@ static void partial_drop(struct store *s, struct partial *p)
     *pp = p->next;
     s->reserved -= p->size;
     free(p);
+}
+
+/* --- blobs to check after an unclean stop --- */
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Index of key in the unverified list, or -1. */
+static long unverified_find(const struct store *s, const char *key)
+{
+    if (s->nunverified == 0)
+        return -1;
+    const char(*hit)[136] =
+        bsearch(key, s->unverified, s->nunverified, sizeof(s->unverified[0]), key_cmp);
+    return hit ? (long)(hit - (const char(*)[136])s->unverified) : -1;
+}
+
+/* The blob no longer waits for a check (verified, removed or evicted). */
+static void unverified_drop(struct store *s, const char *key)
+{
+    long i = unverified_find(s, key);
+    if (i < 0 || !s->unverified_waits[i])
+        return;
+    s->unverified_waits[i] = false;
+    if (--s->unverified_left == 0) {
+        free(s->unverified);
+        free(s->unverified_waits);
+        s->unverified = NULL;
+        s->unverified_waits = NULL;
+        s->nunverified = 0;
+        LOG(INFO, COMP, "op=verify msg=\"every blob from before the unclean stop is checked\"");
+    }
+}
+
+/* After an unclean stop: every blob indexed waits for a check. */
+static int unverified_collect(struct store *s, const struct found_vec *fv)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < fv->n; i++)
+        if (strchr(fv->v[i].key, '/') == NULL && lru_contains(s->lru, fv->v[i].key))
+            n++;
+    if (n == 0)
+        return 0;
+    s->unverified = calloc(n, sizeof(s->unverified[0]));
+    s->unverified_waits = calloc(n, sizeof(bool));
+    if (!s->unverified || !s->unverified_waits)
+        return -ENOMEM;
+    for (size_t i = 0; i < fv->n; i++) {
+        const char *k = fv->v[i].key;
+        if (strchr(k, '/') == NULL && lru_contains(s->lru, k) && strlen(k) < 136)
+            memcpy(s->unverified[s->nunverified++], k, strlen(k) + 1);
+    }
+    qsort(s->unverified, s->nunverified, sizeof(s->unverified[0]), key_cmp);
+    for (size_t i = 0; i < s->nunverified; i++)
+        s->unverified_waits[i] = true;
+    s->unverified_left = s->nunverified;
+    return 0;
 }
 
 /* --- eviction --- */
@@ -124,6 +199,7 @@ static void on_victim(const char *key, uint64_t size, void *arg)
     if (store_digest_path(s, "blobs", &d, "", path, sizeof(path)) == 0)
         unlink_quiet(path);
     store_repos_delete(s->repos, &d);
+    unverified_drop(s, key);
     LOG(INFO, COMP, "evicted digest=%s size=%llu", key, (unsigned long long)size);
 }
 
@@ -183,18 +259,6 @@ static void clean_tmp(const struct store *s)
     }
     closedir(dp);
 }
-
-struct found {
-    uint64_t size;
-    uint64_t mtime;
-    char *key;
-};
-
-/* What the scans at open found, to enter the LRU in one sorted pass. */
-struct found_vec {
-    struct found *v;
-    size_t n, cap;
-};
 
 static int found_cmp(const void *a, const void *b)
 {
@@ -355,7 +419,7 @@ static void remove_orphans(struct store *s, const char *top, enum oci_digest_alg
 /* Indexes the cache: blobs, manifests and tag answers enter the LRU ordered
  * by their modification times (sorted first, so that each insertion lands
  * at its MRU end in O(1)). */
-static int index_cache(struct store *s)
+static int index_cache(struct store *s, bool unclean)
 {
     static const enum oci_digest_algo algos[] = {OCI_DIGEST_SHA256, OCI_DIGEST_SHA512};
     struct found_vec fv = {0};
@@ -384,6 +448,8 @@ static int index_cache(struct store *s)
         remove_orphans(s, "blobs", algos[a], ".repos", "");
         remove_orphans(s, "manifests", algos[a], ".type", STORE_KEY_MANIFEST);
     }
+    if (unclean)
+        rc = unverified_collect(s, &fv);
 out:
     found_dispose(&fv);
     return rc;
@@ -441,13 +507,31 @@ int store_open(const struct store_config *cfg, struct store **out)
         LOG(INFO, COMP, "op=permissions dir=%s changed=%zu file_mode=%04o dir_mode=%04o", s->dir,
             changed, (unsigned)s->perm.file, (unsigned)s->perm.dir);
     clean_tmp(s);
-    rc = index_cache(s);
+    /* Take the clean-stop mark away first: from here on a crash must leave
+     * the next run checking. */
+    char mark[PATH_MAX];
+    bool unclean = true;
+    rc = store_path_fmt(mark, sizeof(mark), "%s/%s", s->dir, CLEAN_MARK);
+    if (rc)
+        goto out;
+    if (unlink(mark) == 0) {
+        unclean = false;
+        store_sync_parent(mark);
+    } else if (errno != ENOENT) {
+        rc = -errno;
+        LOG(ERROR, COMP, "op=unlink path=%s err=%s", mark, shoal_errname(rc));
+        goto out;
+    }
+    rc = index_cache(s, unclean);
     if (rc)
         goto out;
     evict(s, s->high, s->low);
-    LOG(INFO, COMP, "opened dir=%s blobs=%zu manifests_and_tags=%zu bytes=%llu max=%llu", s->dir,
-        store_blob_count(s), s->meta_count, (unsigned long long)store_bytes(s),
-        (unsigned long long)s->max_bytes);
+    LOG(INFO, COMP,
+        "opened dir=%s blobs=%zu manifests_and_tags=%zu bytes=%llu max=%llu clean_stop=%s "
+        "to_verify=%zu",
+        s->dir, store_blob_count(s), s->meta_count, (unsigned long long)store_bytes(s),
+        (unsigned long long)s->max_bytes, unclean ? "no" : "yes", s->unverified_left);
+    s->opened = true;
     *out = s;
     s = NULL;
     rc = 0;
@@ -467,8 +551,18 @@ void store_close(struct store *s)
             close(p->fd);
         partial_drop(s, p);
     }
+    /* Everything on disk is what this run made of it: the next start may
+     * trust its blobs as they are. */
+    if (s->opened) {
+        char mark[PATH_MAX];
+        if (store_path_fmt(mark, sizeof(mark), "%s/%s", s->dir, CLEAN_MARK) == 0 &&
+            store_write_atomic(s->dir, mark, "clean\n", 6, &s->perm) == 0)
+            store_sync_parent(mark);
+    }
     store_repos_destroy(s->repos);
     lru_destroy(s->lru);
+    free(s->unverified);
+    free(s->unverified_waits);
     free(s->dir);
     free(s);
 }
@@ -567,6 +661,33 @@ void store_blob_release(struct store *s, const struct oci_digest *d)
 bool store_blob_exists(const struct store *s, const struct oci_digest *d)
 {
     return lru_contains(s->lru, d->str);
+}
+
+bool store_blob_verified(const struct store *s, const struct oci_digest *d)
+{
+    long i = unverified_find(s, d->str);
+    return i < 0 || !s->unverified_waits[i];
+}
+
+void store_blob_set_verified(struct store *s, const struct oci_digest *d)
+{
+    unverified_drop(s, d->str);
+}
+
+size_t store_blob_unverified(const struct store *s)
+{
+    return s->unverified_left;
+}
+
+void store_blob_remove(struct store *s, const struct oci_digest *d)
+{
+    uint64_t size = 0;
+
+    if (!lru_contains(s->lru, d->str))
+        return;
+    /* Not a cache decision: the LRU forgets it, its files go. */
+    (void)lru_remove(s->lru, d->str);
+    on_victim(d->str, size, s);
 }
 
 /* --- partial downloads --- */

@@ -14,6 +14,9 @@
  *                                 ("_tags" cannot be a repository component,
  *                                 so repo "a" tag "b" and repo "a/b" differ)
  *   tmp/                          staging for atomic writes
+ *   clean-stop                    written when the store closes, removed when
+ *                                 it opens: absent at start, blobs are
+ *                                 checked before their first serve
  * Files are written to tmp/ and renamed into place, so a crash never leaves
  * a half-written entry under its final name.
  *
@@ -47,11 +50,14 @@ struct store_config {
 };
 
 /* Opens (creating directories as needed) and indexes the cache: complete
- * blobs enter the LRU ordered by their modification time; stale files in
- * tmp/ are removed; partial downloads are kept for resumption. A file under
+ * blobs, manifests and tag answers enter the LRU ordered by their
+ * modification time; stale files in tmp/ are removed; partial downloads are
+ * kept for resumption. Without the clean-stop mark of store_close, every
+ * blob found waits for a check (store_blob_verified). A file under
  * blobs/ whose name is not a valid digest is ignored and logged.
  * 0, or a negative errno with the failing path logged. */
 int store_open(const struct store_config *cfg, struct store **out);
+/* Closes the store and writes the clean-stop mark. NULL is allowed. */
 void store_close(struct store *s);
 
 /* Bytes accounted: complete blobs plus reservations of open partials. */
@@ -67,6 +73,22 @@ size_t store_blob_count(const struct store *s);
 int store_blob_open(struct store *s, const struct oci_digest *d, int *fd, uint64_t *size);
 void store_blob_release(struct store *s, const struct oci_digest *d);
 bool store_blob_exists(const struct store *s, const struct oci_digest *d);
+
+/* --- the check after an unclean stop --- */
+
+/* Whether a complete blob may be served as it is. False for a blob found on
+ * disk at start after an unclean stop (store_open found no clean-stop mark:
+ * a crash, kill -9 or power loss may have torn or corrupted it) and not
+ * verified since; true for everything else, absent blobs included.
+ * cache/blob_verify.h runs the checks. */
+bool store_blob_verified(const struct store *s, const struct oci_digest *d);
+/* Records that d's bytes were found to match its digest. */
+void store_blob_set_verified(struct store *s, const struct oci_digest *d);
+/* Blobs still waiting for their check. */
+size_t store_blob_unverified(const struct store *s);
+/* Deletes a complete blob found corrupt: its file, its repository record
+ * and its cache entry (pins included). No-op when absent. */
+void store_blob_remove(struct store *s, const struct oci_digest *d);
 
 /* --- partial downloads --- */
 

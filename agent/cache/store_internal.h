@@ -35,8 +35,15 @@ struct store {
     uint64_t low;
     struct lru *lru;
     struct partial *partials;
-    uint64_t reserved;         /* sum of open partials' sizes */
-    size_t meta_count;         /* LRU entries that are manifests or tag answers */
+    uint64_t reserved; /* sum of open partials' sizes */
+    size_t meta_count; /* LRU entries that are manifests or tag answers */
+    bool opened;       /* store_open succeeded: store_close marks a clean stop */
+    /* Blobs indexed after an unclean stop, sorted, with whether each still
+     * waits for its check (false once verified, removed or evicted). */
+    char (*unverified)[136];
+    bool *unverified_waits;
+    size_t nunverified;
+    size_t unverified_left;
     struct store_repos *repos; /* which repositories hold each blob */
 };
 
