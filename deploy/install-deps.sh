@@ -12,7 +12,7 @@ PKGS=(
   libhttp-parser-dev libcmocka-dev
   docker-registry skopeo podman containerd
   python3 python3-pytest apache2-utils redis-server curl openssl
-  iproute2 mount python3-matplotlib python3-libtorrent aria2 opentracker
+  iproute2 mount util-linux python3-matplotlib python3-libtorrent aria2 opentracker
 )
 
 missing=()

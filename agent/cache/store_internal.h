@@ -8,8 +8,9 @@
  *   store_repos.c  which repositories hold a blob (struct store_repos)
  *   store_fs.c     paths, name checks, whole-file reads and writes
  *
- * store_meta.c reads only s->dir and s->perm of the struct below, and
- * accounts its entries through the store_meta_* calls of store.c.
+ * store_meta.c reads only s->dir and s->perm of the struct below, accounts
+ * its entries through the store_meta_* calls of store.c and asks it for
+ * room on a full disk (store_free_disk).
  */
 #ifndef SHOAL_STORE_INTERNAL_H
 #define SHOAL_STORE_INTERNAL_H

@@ -104,6 +104,7 @@ TOOL_PACKAGES = {
     "umount": "mount",
     "curl": "curl",
     "prlimit": "util-linux",
+    "unshare": "util-linux",
 }
 
 
