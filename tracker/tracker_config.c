@@ -90,10 +90,11 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
         return SHOAL_ECONFIG;
     }
     if (wire_hash_algo_parse(cfg->hash_algo_name, &cfg->hash_algo) < 0) {
+        char q[CONFIG_QUOTE_MAX + 8];
         snprintf(err, errlen,
-                 "config: \"hash-algo\": unknown algorithm \"%.64s\" (expected "
+                 "config: \"hash-algo\": unknown algorithm \"%s\" (expected "
                  "xxh3-128 or sha256)",
-                 cfg->hash_algo_name ? cfg->hash_algo_name : "");
+                 config_quote(cfg->hash_algo_name ? cfg->hash_algo_name : "", q, sizeof(q)));
         return SHOAL_ECONFIG;
     }
     if (cfg->cluster_secret_file != NULL && cfg->insecure_no_secret) {

@@ -245,6 +245,7 @@ static int token_realms_parse(json_t *v, size_t idx, struct upstream_def *d, cha
 
 static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *err, size_t errlen)
 {
+    char q[CONFIG_QUOTE_MAX + 8];
     const char *key;
     json_t *v;
     char url[2048];
@@ -283,7 +284,8 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
                 return rc;
             continue;
         } else {
-            snprintf(err, errlen, "[%zu]: unknown key \"%.64s\"", idx, key);
+            snprintf(err, errlen, "[%zu]: unknown key \"%s\"", idx,
+                     config_quote(key, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         rc = dup_string(v, idx, key, slot, err, errlen);
@@ -296,7 +298,8 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
         return SHOAL_ECONFIG;
     }
     if (!host_valid(d->host)) {
-        snprintf(err, errlen, "[%zu].host: invalid host \"%.64s\"", idx, d->host);
+        snprintf(err, errlen, "[%zu].host: invalid host \"%s\"", idx,
+                 config_quote(d->host, q, sizeof(q)));
         return SHOAL_ECONFIG;
     }
     if (!d->url) {
@@ -304,8 +307,8 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
         return SHOAL_ECONFIG;
     }
     if (config_parse_url(d->url, url, sizeof(url)) < 0) {
-        snprintf(err, errlen, "[%zu].url: invalid URL \"%.64s\" (expected http:// or https://)",
-                 idx, d->url);
+        snprintf(err, errlen, "[%zu].url: invalid URL \"%s\" (expected http:// or https://)", idx,
+                 config_quote(d->url, q, sizeof(q)));
         return SHOAL_ECONFIG;
     }
     /* The stripped URL is never longer than the original, so it fits. */
@@ -439,6 +442,7 @@ static int read_secret(struct agent_config *cfg, char *err, size_t errlen)
 static int resolve_group(struct agent_config *cfg, char *err, size_t errlen)
 {
     const char *g = cfg->cache_group;
+    char q[CONFIG_QUOTE_MAX + 8];
     struct group gr, *found = NULL;
     char buf[4096];
     char *end;
@@ -454,8 +458,8 @@ static int resolve_group(struct agent_config *cfg, char *err, size_t errlen)
     }
     rc = getgrnam_r(g, &gr, buf, sizeof(buf), &found);
     if (rc != 0 || found == NULL) {
-        snprintf(err, errlen, "config: \"cache-group\": no group \"%.64s\"%s%s", g,
-                 rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
+        snprintf(err, errlen, "config: \"cache-group\": no group \"%s\"%s%s",
+                 config_quote(g, q, sizeof(q)), rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
         return SHOAL_ECONFIG;
     }
     cfg->cache_gid = found->gr_gid;

@@ -392,6 +392,16 @@ static void test_upstreams_errors(void **state)
                       "config: \"upstreams[0].host\": invalid host \"..\"");
     expect_json_error("{\"upstreams\": [{\"host\": \"\", \"url\": \"https://a.io\"}]}",
                       "config: \"upstreams[0].host\": invalid host \"\"");
+    /* Values are quoted on one line: control characters become '?' (a
+     * newline in a host once split the message; fuzz_config found it). */
+    expect_json_error("{\"upstreams\": [{\"host\": \"n:n\\nnn\", \"url\": \"https://a.io\"}]}",
+                      "config: \"upstreams[0].host\": invalid host \"n:n?nn\"");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a\\u0001\"}]}",
+                      "config: \"upstreams[0].url\": invalid URL \"https://a?\" (expected http:// "
+                      "or https://)");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\", "
+                      "\"x\\ny\": 1}]}",
+                      "config: \"upstreams[0]\": unknown key \"x?y\"");
     expect_json_error("{\"upstreams\": [{\"host\": 5, \"url\": \"https://a.io\"}]}",
                       "config: \"upstreams[0].host\": expected a string");
     expect_json_error(
