@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build build-asan test test-unit test-system test-asan coverage demo bench bench-cluster format check-format clean
+.PHONY: all deps build build-asan build-fuzz fuzz test test-unit test-system test-asan coverage demo bench bench-cluster format check-format clean
 
 all: build
 
@@ -20,8 +20,21 @@ build-asan:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSHOAL_WERROR=ON -DSHOAL_SANITIZE=ON >/dev/null
 	cmake --build build-asan -j $(JOBS)
 
-# Every test, in the normal build and in the ASan+UBSan build.
-test: deps build build-asan
+# The libFuzzer targets (clang), in build-fuzz/: tests/fuzz/CMakeLists.txt.
+build-fuzz:
+	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+		-DSHOAL_WERROR=ON -DSHOAL_FUZZ=ON >/dev/null
+	cmake --build build-fuzz -j $(JOBS) --target shoal_fuzz
+
+# The long fuzzing run (docs/development.md, "Fuzzing"): FUZZ_SECONDS per
+# target, keeping the corpus it grows in build-fuzz/corpus/.
+FUZZ_SECONDS ?= 600
+fuzz: build-fuzz
+	FUZZ_CORPUS_DIR=build-fuzz/corpus ./tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# Every test, in the normal build and in the ASan+UBSan build, and a
+# bounded run of every fuzz target.
+test: deps build build-asan build-fuzz
 	./tests/run-all.sh
 
 test-unit: build

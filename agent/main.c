@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <uv.h>
 
@@ -17,7 +18,9 @@
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
+#include "shoal/nofile.h"
 #include "shoal/ratelimit.h"
+#include "cache/blob_verify.h"
 #include "cache/store.h"
 #include "setup/runtime_wiring.h"
 #include "shoal/version.h"
@@ -26,10 +29,14 @@
 #include "upstream/job_creds.h"
 #include "upstream/upstream.h"
 
+/* How often an agent running its swarm without a secret says so again. */
+#define INSECURE_WARN_EVERY_MS 60000
+
 struct agent {
     uv_loop_t loop;
     struct agent_config cfg;
     struct store *store;
+    struct blob_verify *verify;
     struct http_client *hc;
     struct upstream *up;
     struct blob_fetcher *fetcher;
@@ -45,12 +52,34 @@ struct agent {
     char mirror_url[AGENT_URL_MAX + 1];
     uv_signal_t sigint;
     uv_signal_t sigterm;
+    uv_timer_t insecure; /* repeats the no-secret warning; open when insecure_open */
+    bool insecure_open;
     bool stopping;
 };
+
+static void warn_insecure(uv_timer_t *t)
+{
+    (void)t;
+    LOG(WARN, "agent",
+        "msg=\"swarm WITHOUT a cluster secret (--insecure-no-secret): the tracker and every "
+        "peer accept anyone, and anyone can fetch cached blobs from this peer port; use "
+        "--cluster-secret-file\"");
+}
+
+/* Whether a listen address is only reachable from this host. */
+static bool loopback_addr(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 ||
+           strncmp(addr, "localhost:", 10) == 0;
+}
 
 /* Downloads (partials are kept for the next start), then upstream and curl. */
 static void stop_backends(struct agent *a)
 {
+    if (a->verify) {
+        blob_verify_destroy(a->verify);
+        a->verify = NULL;
+    }
     if (a->fetcher) {
         blob_fetcher_destroy(a->fetcher);
         a->fetcher = NULL;
@@ -108,6 +137,10 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
+    if (a->insecure_open) {
+        uv_close((uv_handle_t *)&a->insecure, NULL);
+        a->insecure_open = false;
+    }
 }
 
 static size_t prewarm_running_cb(void *arg)
@@ -165,13 +198,22 @@ static int agent_start(struct agent *a)
         .max_bytes = cfg->cache_max_bytes,
         .high_pct = (unsigned)cfg->cache_high_pct,
         .low_pct = (unsigned)cfg->cache_low_pct,
+        .group_read = cfg->cache_group != NULL,
+        .gid = cfg->cache_gid,
     };
+    /* The store sets the modes of what it makes; the umask covers the
+     * files made beside it (the piece records of partial downloads) and
+     * anything added later. */
+    umask(cfg->cache_group ? 027 : 077);
     rc = store_open(&sc, &a->store);
     if (rc < 0) {
         fprintf(stderr, "shoal-agent: cannot open data dir %s: %s\n", cfg->data_dir,
                 shoal_strerror(rc));
         return rc;
     }
+    rc = blob_verify_create(&a->loop, a->store, &a->verify);
+    if (rc < 0)
+        return rc;
     rc = http_client_create(&a->loop, &a->hc);
     if (rc < 0)
         return rc;
@@ -208,6 +250,18 @@ static int agent_start(struct agent *a)
                     cfg->peer_listen, shoal_strerror(rc));
             return rc;
         }
+        if (cfg->insecure_no_secret) {
+            uv_timer_init(&a->loop, &a->insecure);
+            a->insecure_open = true;
+            warn_insecure(&a->insecure);
+            uv_timer_start(&a->insecure, warn_insecure, INSECURE_WARN_EVERY_MS,
+                           INSECURE_WARN_EVERY_MS);
+        }
+        if (!cfg->advertise && loopback_addr(cfg->peer_listen))
+            LOG(WARN, "agent",
+                "msg=\"peer-listen %s is loopback: agents on other hosts cannot reach this "
+                "one; give the node's address (or 0.0.0.0:PORT with --advertise)\"",
+                cfg->peer_listen);
     }
     rc = blob_fetcher_create(&a->loop, a->store, a->up, a->swarm, &a->fetcher);
     if (rc < 0)
@@ -228,6 +282,7 @@ static int agent_start(struct agent *a)
         .loop = &a->loop,
         .cfg = cfg,
         .store = a->store,
+        .verify = a->verify,
         .up = a->up,
         .fetcher = a->fetcher,
         .swarm = a->swarm,
@@ -333,6 +388,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_threshold = (enum log_level)a.cfg.log_level;
+    nofile_setup("agent", (uint64_t)a.cfg.max_connections);
     uv_loop_init(&a.loop);
 
     if (agent_start(&a) < 0) {

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "shoal/error.h"
+#include "shoal/hash.h"
 
 #define MAC_LEN 32
 
@@ -68,11 +69,7 @@ static int sign_field(const char *secret, size_t secret_len, const char *tss, co
         return SHOAL_ETOOBIG;
     memcpy(out, tss, n);
     out[n++] = ':';
-    for (size_t i = 0; i < MAC_LEN; i++) {
-        out[n++] = "0123456789abcdef"[raw[i] >> 4];
-        out[n++] = "0123456789abcdef"[raw[i] & 15];
-    }
-    out[n] = '\0';
+    hash_to_hex(raw, MAC_LEN, out + n);
     return 0;
 }
 
@@ -99,17 +96,6 @@ int cluster_auth_sign_nonce(const char *secret, size_t secret_len, int64_t ts, c
     for (size_t i = 0; i < sizeof(nonce); i++)
         n += snprintf(field + n, sizeof(field) - (size_t)n, "%02x", nonce[i]);
     return sign_field(secret, secret_len, field, method, path, body, body_len, out, outlen);
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 #define DENY(...)                                                                                  \
@@ -149,15 +135,8 @@ int cluster_auth_verify(const char *secret, size_t secret_len, const char *heade
     for (size_t i = 0; i < digits; i++)
         ts = ts * 10 + (header[i] - '0');
     hex = colon + 1;
-    if (strlen(hex) != 2 * MAC_LEN)
+    if (hash_from_hex(hex, strlen(hex), HASH_HEX_ANY_CASE, got, MAC_LEN) < 0)
         DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", CLUSTER_AUTH_HEADER);
-    for (size_t i = 0; i < MAC_LEN; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-        if (hi < 0 || lo < 0)
-            DENY("malformed %s header (expected <unix-seconds>:<hex HMAC>)", CLUSTER_AUTH_HEADER);
-        got[i] = (uint8_t)(hi << 4 | lo);
-    }
     if (ts < now_s - CLUSTER_AUTH_SKEW_S || ts > now_s + CLUSTER_AUTH_SKEW_S)
         DENY("timestamp %" PRId64 " is more than %d s from the tracker's clock %" PRId64, ts,
              CLUSTER_AUTH_SKEW_S, now_s);

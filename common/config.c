@@ -18,7 +18,7 @@
 
 /* Values longer than this in error messages are cut, so one bad value cannot
  * swallow the whole message. */
-#define QUOTE_MAX 80
+#define QUOTE_MAX CONFIG_QUOTE_MAX
 
 static void fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -91,9 +91,7 @@ static int parse_int(const char *s, int64_t *out)
 
 /* --- Formatting of values in messages and help ---------------------------- */
 
-/* Writes a value for a message, cut at QUOTE_MAX and with control
- * characters replaced, so a hostile or broken file cannot garble the log. */
-static const char *quote(const char *s, char *buf, size_t buflen)
+const char *config_quote(const char *s, char *buf, size_t buflen)
 {
     size_t i, n = 0;
 
@@ -237,7 +235,7 @@ static int check_bounds(const struct config_option *o, int64_t v, const char *te
         return 0;
     format_range(o, range, sizeof(range));
     fail(err, errlen, "config: \"%s\": value \"%s\" is out of range (%s)", o->name,
-         quote(text, q, sizeof(q)), range);
+         config_quote(text, q, sizeof(q)), range);
     return SHOAL_ECONFIG;
 }
 
@@ -257,7 +255,7 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
         int64_t n;
         if (parse_int(v, &n) < 0) {
             fail(err, errlen, "config: \"%s\": invalid integer \"%s\"", o->name,
-                 quote(v, q, sizeof(q)));
+                 config_quote(v, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         rc = check_bounds(o, n, v, err, errlen);
@@ -269,7 +267,7 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
         bool b;
         if (parse_bool(v, &b) < 0) {
             fail(err, errlen, "config: \"%s\": invalid boolean \"%s\" (expected true or false)",
-                 o->name, quote(v, q, sizeof(q)));
+                 o->name, config_quote(v, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         *(bool *)f = b;
@@ -281,7 +279,7 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
             fail(err, errlen,
                  "config: \"%s\": invalid size \"%s\" (expected bytes or a number with B, KB, "
                  "KiB, MB, MiB, GB, GiB, TB or TiB)",
-                 o->name, quote(v, q, sizeof(q)));
+                 o->name, config_quote(v, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         rc = check_bounds(o, (int64_t)n, v, err, errlen);
@@ -295,7 +293,7 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
             fail(err, errlen,
                  "config: \"%s\": invalid duration \"%s\" (expected milliseconds or a number "
                  "with ms, s, m or h)",
-                 o->name, quote(v, q, sizeof(q)));
+                 o->name, config_quote(v, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         rc = check_bounds(o, ms, v, err, errlen);
@@ -308,7 +306,7 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
         int port;
         if (config_parse_addr(v, host, sizeof(host), &port) < 0) {
             fail(err, errlen, "config: \"%s\": invalid address \"%s\" (expected HOST:PORT)",
-                 o->name, quote(v, q, sizeof(q)));
+                 o->name, config_quote(v, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         /* Store the normalised form so users of the field never see ":PORT". */
@@ -325,7 +323,7 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
             fail(err, errlen,
                  "config: \"%s\": invalid URL \"%s\" (expected http://HOST[:PORT] or "
                  "https://HOST[:PORT])",
-                 o->name, quote(v, q, sizeof(q)));
+                 o->name, config_quote(v, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         rc = set_string(f, url);
@@ -336,7 +334,7 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
         if (log_level_parse(v, &lvl) < 0) {
             fail(err, errlen,
                  "config: \"%s\": invalid level \"%s\" (expected debug, info, warn or error)",
-                 o->name, quote(v, q, sizeof(q)));
+                 o->name, config_quote(v, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         *(int *)f = (int)lvl;
@@ -483,7 +481,8 @@ static int apply_file(const struct config_option *table, void *target, const cha
 
         o = find_option(table, key, strlen(key));
         if (!o) {
-            fail(err, errlen, "config: %s: unknown key \"%s\"", path, quote(key, q, sizeof(q)));
+            fail(err, errlen, "config: %s: unknown key \"%s\"", path,
+                 config_quote(key, q, sizeof(q)));
             rc = SHOAL_ECONFIG;
             goto out;
         }
@@ -526,10 +525,10 @@ static int scan_args(const struct config_option *table, int argc, char **argv, s
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
             if (a[0] == '-' && a[1] != '\0' && strcmp(a, "--") != 0)
                 fail(err, errlen, "config: unknown flag \"%s\" (see --help)",
-                     quote(a, q, sizeof(q)));
+                     config_quote(a, q, sizeof(q)));
             else
                 fail(err, errlen, "config: unexpected argument \"%s\" (see --help)",
-                     quote(a, q, sizeof(q)));
+                     config_quote(a, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         name = a + 2;
@@ -560,7 +559,7 @@ static int scan_args(const struct config_option *table, int argc, char **argv, s
             snprintf(flagname, sizeof(flagname), "--%.*s",
                      (int)(nlen < QUOTE_MAX ? nlen : QUOTE_MAX), name);
             fail(err, errlen, "config: unknown flag \"%s\" (see --help)",
-                 quote(flagname, q, sizeof(q)));
+                 config_quote(flagname, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         if (o->type == CONFIG_CUSTOM) {

@@ -7,6 +7,8 @@
 #include <openssl/evp.h>
 #include <xxhash.h>
 
+#include "shoal/error.h"
+
 static const EVP_MD *md_for(enum oci_digest_algo algo)
 {
     switch (algo) {
@@ -95,4 +97,32 @@ void hash_to_hex(const uint8_t *raw, size_t len, char *out)
         out[2 * i + 1] = digits[raw[i] & 0xf];
     }
     out[2 * len] = '\0';
+}
+
+int hash_hex_digit(int c, enum hash_hex_case hc)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (hc == HASH_HEX_ANY_CASE && c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int hash_from_hex(const char *hex, size_t hexlen, enum hash_hex_case hc, uint8_t *out,
+                  size_t outlen)
+{
+    size_t i;
+
+    if (hex == NULL || hexlen != 2 * outlen)
+        return SHOAL_EPARSE;
+    /* Check every digit first, so a refused input leaves out as it was. */
+    for (i = 0; i < hexlen; i++)
+        if (hash_hex_digit((unsigned char)hex[i], hc) < 0)
+            return SHOAL_EPARSE;
+    for (i = 0; i < outlen; i++)
+        out[i] = (uint8_t)(hash_hex_digit((unsigned char)hex[2 * i], hc) << 4 |
+                           hash_hex_digit((unsigned char)hex[2 * i + 1], hc));
+    return 0;
 }

@@ -34,6 +34,7 @@
 
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/url_origin.h"
 
 #include "http_client_loop.h"
 
@@ -76,6 +77,7 @@ struct http_client_req {
     char *url; /* for log lines */
     bool head;
     bool follow;
+    bool https_only; /* the URL is https: redirects may only go to https */
     int (*on_response)(void *arg, const struct http_client_response *resp);
     size_t (*on_data)(void *arg, const char *data, size_t len);
     void (*on_done)(void *arg, int rc, const struct http_client_response *resp);
@@ -255,6 +257,17 @@ static void remove_easy(struct http_client_req *r)
     r->in_multi = false;
 }
 
+/* Points resp.url at the URL the current response came from. */
+static void effective_url(struct http_client_req *r)
+{
+    char *u = NULL;
+
+    if (curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &u) == CURLE_OK && u != NULL)
+        r->resp.url = u;
+    else
+        r->resp.url = r->url;
+}
+
 /* Runs on_response once the final response is known. Returns non-zero when
  * the transfer must stop (r->abort_rc says why). */
 static int respond(struct http_client_req *r)
@@ -266,6 +279,7 @@ static int respond(struct http_client_req *r)
         code = r->line_status;
     r->resp.status = code;
     r->resp.content_length = content_length(&r->resp);
+    effective_url(r);
     if (r->on_response && r->on_response(r->arg, &r->resp) != 0) {
         r->abort_rc = SHOAL_ECANCELED;
         return -1;
@@ -312,7 +326,12 @@ static void finish(struct http_client_req *r, int rc, CURLcode cc)
      * body write; on_response still runs exactly once, before on_done. */
     if (rc == 0 && !r->responded && respond(r) != 0)
         rc = r->abort_rc;
-    if (rc == SHOAL_EUPSTREAM)
+    if (r->resp.url == NULL)
+        r->resp.url = r->url;
+    if (rc == SHOAL_EUPSTREAM && cc == CURLE_UNSUPPORTED_PROTOCOL && r->https_only)
+        LOG(WARN, COMP, "url=%s msg=\"redirect away from https refused\" err=\"%s\"", r->url,
+            r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc));
+    else if (rc == SHOAL_EUPSTREAM)
         LOG(WARN, COMP, "url=%s status=%ld curl_rc=%d err=\"%s\" rc=%s", r->url, r->resp.status,
             (int)cc, r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc), shoal_errname(rc));
     else if (rc != 0)
@@ -609,6 +628,7 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
                         struct http_client_req **out)
 {
     struct http_client_req *r = NULL;
+    struct url_origin origin;
     int rc = 0;
     bool head = false;
     bool post = false;
@@ -678,7 +698,11 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    /* A request that starts over TLS stays on TLS: no redirect to plain
+     * http, where the bytes (and a token meant for the realm) travel in
+     * clear text and anyone on the path could answer. */
+    r->https_only = url_origin_parse(opts->url, &origin) == 0 && origin.https;
+    SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, r->https_only ? "https" : "http,https");
     SETOPT(CURLOPT_USERAGENT, "shoal");
     SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     SETOPT(CURLOPT_HEADERFUNCTION, on_header);

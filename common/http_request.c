@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "shoal/error.h"
+#include "shoal/hash.h"
 
 /* --- Request parsing ----------------------------------------------------- */
 
@@ -320,7 +321,9 @@ int http_request_parser_fill(struct http_request_parser *p, struct http_request 
     }
     r->path = p->arena;
     r->method = http_method_str((enum http_method)p->parser.method);
-    r->http_minor = p->parser.http_minor;
+    /* HTTP/1.2 and up are answered as 1.1 (RFC 9110 section 2.5), keeping
+     * the 0-or-1 promise of struct http_request (found by fuzz_http_request). */
+    r->http_minor = p->parser.http_minor > 1 ? 1 : p->parser.http_minor;
     r->is_head = p->parser.method == HTTP_HEAD;
     r->has_body = p->has_body;
     r->nheaders = p->nhdr;
@@ -358,17 +361,6 @@ const char *http_request_header(const struct http_request *req, const char *name
     return NULL;
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes n bytes ('+' is a space, as in forms) into out and
  * NUL-terminates. The decoded length, or -1 for a bad escape, an encoded NUL
  * or too little room. */
@@ -384,8 +376,8 @@ static long pct_decode(const char *s, size_t n, char *out, size_t outlen)
 
             if (i + 2 >= n)
                 return -1;
-            hi = hexval((unsigned char)s[i + 1]);
-            lo = hexval((unsigned char)s[i + 2]);
+            hi = hash_hex_digit((unsigned char)s[i + 1], HASH_HEX_ANY_CASE);
+            lo = hash_hex_digit((unsigned char)s[i + 2], HASH_HEX_ANY_CASE);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
             ch = hi * 16 + lo;

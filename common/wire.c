@@ -765,32 +765,14 @@ void wire_hash_to_hex(const uint8_t *raw, size_t len, char *out)
     hash_to_hex(raw, len, out);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 int wire_hash_from_hex(enum wire_hash_algo algo, const char *hex, size_t hexlen,
                        uint8_t out[WIRE_HASH_MAX])
 {
-    uint8_t raw[WIRE_HASH_MAX];
-    size_t n = wire_hash_len(algo), i;
+    size_t n = wire_hash_len(algo);
 
-    if (n == 0 || !hex || hexlen != 2 * n)
+    if (n == 0)
         return SHOAL_EPARSE;
-    for (i = 0; i < n; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-        if (hi < 0 || lo < 0)
-            return SHOAL_EPARSE;
-        raw[i] = (uint8_t)(hi << 4 | lo);
-    }
-    memcpy(out, raw, n);
-    return 0;
+    return hash_from_hex(hex, hexlen, HASH_HEX_LOWER, out, n);
 }
 
 bool wire_hash_equal(const uint8_t *a, const uint8_t *b, size_t len)

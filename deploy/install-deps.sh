@@ -7,12 +7,12 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang-format git
+  build-essential cmake pkg-config clang-format git clang libclang-rt-14-dev
   libuv1-dev libcurl4-openssl-dev libjansson-dev libxxhash-dev libssl-dev
   libhttp-parser-dev libcmocka-dev
   docker-registry skopeo podman containerd
   python3 python3-pytest apache2-utils redis-server curl openssl
-  iproute2 mount python3-matplotlib python3-libtorrent aria2 opentracker
+  iproute2 mount util-linux python3-matplotlib python3-libtorrent aria2 opentracker
   # deploy/ checks (tests/system/test_deploy.py): systemd-analyze, the image
   # build (buildah, podman, debootstrap for the Debian base images), the
   # manifests' offline schema check

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test, twice: unit (ctest) and system (pytest) tests against the
 # normal build, then against the ASan+UBSan build, after the clang-format
-# check (tests/check-format.sh). Run from anywhere; exits non-zero if any
+# check (tests/check-format.sh); then a bounded run of every libFuzzer
+# target (tests/fuzz/run.sh, FUZZ_SECONDS each, default 20; build-fuzz/ is
+# built by `make build-fuzz`). Run from anywhere; exits non-zero if any
 # runner fails (pytest's "no tests collected" counts too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +62,8 @@ if [ -n "$ASAN_PYTEST_MARK" ]; then
 else
     run "system (build-asan)" pytest_run build-asan/bin
 fi
+
+run "fuzz (build-fuzz)" ./tests/fuzz/run.sh "${FUZZ_SECONDS:-20}"
 
 echo
 echo "==== summary ($(($(date +%s) - start)) s)"

@@ -15,11 +15,14 @@
 #include "shoal/error.h"
 #include "shoal/http_server.h"
 #include "shoal/log.h"
+#include "shoal/nofile.h"
 #include "shoal/wire.h"
 #include "state.h"
 #include "tracker_config.h"
 
 #define EXPIRE_EVERY_MS 1000
+/* How often a tracker running without a secret says so again. */
+#define INSECURE_WARN_EVERY_MS 60000
 
 struct tracker {
     uv_loop_t loop;
@@ -30,6 +33,7 @@ struct tracker {
     struct job_runner *runner;
     struct http_server *server;
     uv_timer_t expire;
+    uv_timer_t insecure; /* repeats the no-secret warning */
     uv_signal_t sigint;
     uv_signal_t sigterm;
     bool stopping;
@@ -40,6 +44,14 @@ static void on_expire(uv_timer_t *t)
     struct tracker *tr = t->data;
 
     tracker_state_expire(tr->state, uv_now(&tr->loop));
+}
+
+static void warn_insecure(uv_timer_t *t)
+{
+    (void)t;
+    LOG(WARN, "tracker",
+        "msg=\"running WITHOUT a cluster secret (--insecure-no-secret): anyone who reaches this "
+        "port can announce, take leases and report peers; use --cluster-secret-file\"");
 }
 
 static void stop(struct tracker *tr, const char *why)
@@ -62,6 +74,7 @@ static void stop(struct tracker *tr, const char *why)
         tr->hc = NULL;
     }
     uv_close((uv_handle_t *)&tr->expire, NULL);
+    uv_close((uv_handle_t *)&tr->insecure, NULL);
     uv_close((uv_handle_t *)&tr->sigint, NULL);
     uv_close((uv_handle_t *)&tr->sigterm, NULL);
 }
@@ -144,12 +157,17 @@ static int start(struct tracker *tr)
         return rc;
     }
     uv_timer_start(&tr->expire, on_expire, EXPIRE_EVERY_MS, EXPIRE_EVERY_MS);
+    if (cfg->insecure_no_secret) {
+        warn_insecure(&tr->insecure);
+        uv_timer_start(&tr->insecure, warn_insecure, INSECURE_WARN_EVERY_MS,
+                       INSECURE_WARN_EVERY_MS);
+    }
     LOG(INFO, "tracker",
         "msg=ready listen=%s port=%d state=%s secret=%s interval_ms=%" PRId64
         " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64 " lease_timeout_ms=%" PRId64
         " hash_algo=%s bad_peer_ms=%" PRId64,
         cfg->listen, http_server_port(tr->server), tr->state->ops->name,
-        cfg->secret_len > 0 ? "file" : "none", cfg->interval_ms, cfg->peer_timeout_ms,
+        cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms, cfg->peer_timeout_ms,
         cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
         cfg->bad_peer_time_ms);
     LOG(INFO, "tracker",
@@ -191,8 +209,10 @@ int main(int argc, char **argv)
         return 2;
     }
     log_threshold = (enum log_level)tr.cfg.log_level;
+    nofile_setup("tracker", (uint64_t)tr.cfg.max_connections);
     uv_loop_init(&tr.loop);
     uv_timer_init(&tr.loop, &tr.expire);
+    uv_timer_init(&tr.loop, &tr.insecure);
     uv_signal_init(&tr.loop, &tr.sigint);
     uv_signal_init(&tr.loop, &tr.sigterm);
     tr.expire.data = &tr;

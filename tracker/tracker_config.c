@@ -28,10 +28,15 @@ static const char usage_text[] =
 const struct config_option tracker_options[] = {
     {"config", CONFIG_STRING, 0, 0, 0, NULL,
      "JSON config file whose keys are the options below; flags override it", NULL, NULL},
-    OPT("listen", CONFIG_ADDR, listen, 0, 0, ":5090", "address the tracker API listens on"),
+    OPT("listen", CONFIG_ADDR, listen, 0, 0, "127.0.0.1:5090",
+        "address the tracker API listens on; loopback unless given (agents on other hosts need "
+        "e.g. 0.0.0.0:5090)"),
     OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
         "file holding the secret shared with the agents (one trailing newline dropped); "
-        "without it requests are checked against an empty key"),
+        "required unless --insecure-no-secret"),
+    OPT("insecure-no-secret", CONFIG_BOOL, insecure_no_secret, 0, 0, "false",
+        "run without a cluster secret: anyone who reaches the tracker can announce, take leases "
+        "and report peers (for tests; logged as a warning at start and every minute)"),
     OPT("log-level", CONFIG_LEVEL, log_level, 0, 0, "info", "debug, info, warn or error"),
     OPT("interval", CONFIG_DURATION, interval_ms, 100, 5 * MIN, "1s",
         "how often agents in a swarm announce"),
@@ -137,10 +142,24 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
         return SHOAL_ECONFIG;
     }
     if (wire_hash_algo_parse(cfg->hash_algo_name, &cfg->hash_algo) < 0) {
+        char q[CONFIG_QUOTE_MAX + 8];
         snprintf(err, errlen,
-                 "config: \"hash-algo\": unknown algorithm \"%.64s\" (expected "
+                 "config: \"hash-algo\": unknown algorithm \"%s\" (expected "
                  "xxh3-128 or sha256)",
-                 cfg->hash_algo_name ? cfg->hash_algo_name : "");
+                 config_quote(cfg->hash_algo_name ? cfg->hash_algo_name : "", q, sizeof(q)));
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->cluster_secret_file != NULL && cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\" and \"insecure-no-secret\" are mutually "
+                 "exclusive");
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->cluster_secret_file == NULL && !cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\" is required: without a cluster secret anyone "
+                 "who reaches the tracker can join every swarm; give --cluster-secret-file FILE, "
+                 "or --insecure-no-secret to run open (tests only)");
         return SHOAL_ECONFIG;
     }
     if (cfg->cluster_secret_file != NULL) {

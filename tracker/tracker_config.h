@@ -14,6 +14,7 @@
 struct tracker_config {
     char *listen;
     char *cluster_secret_file;
+    bool insecure_no_secret;
     int log_level;
     int64_t interval_ms;
     int64_t peer_timeout_ms;
@@ -58,7 +59,8 @@ struct tracker_config {
 extern const struct config_option tracker_options[];
 
 /* Loads defaults, --config and argv, then checks the rules that span or
- * refine options (piece-length a power of two, hash-algo, the secret file).
+ * refine options (piece-length a power of two, hash-algo, the secret file,
+ * which is required unless insecure-no-secret).
  * Returns what config_load returns; on error err names the key. Call
  * tracker_config_dispose afterwards in every case. */
 int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char *err,

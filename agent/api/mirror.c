@@ -154,10 +154,24 @@ int mirror_metrics(struct mirror *m, struct buf *out)
                   "Blob GETs served from a complete cached blob.", NULL, m->cache_hits);
     metrics_write(out, "shoal_cache_misses_total", "counter", "Blob GETs that needed a download.",
                   NULL, m->cache_misses);
-    metrics_write(out, "shoal_cache_bytes", "gauge", "Bytes held in the blob cache.", NULL,
-                  store_bytes(m->deps.store));
+    metrics_write(out, "shoal_cache_bytes", "gauge",
+                  "Bytes the cache holds against cache-max-bytes: blobs, reserved downloads, "
+                  "manifests and tag answers.",
+                  NULL, store_bytes(m->deps.store));
     metrics_write(out, "shoal_cache_blobs", "gauge", "Complete blobs in the cache.", NULL,
                   store_blob_count(m->deps.store));
+    if (m->deps.verify) {
+        const struct blob_verify_stats *vs = blob_verify_stats(m->deps.verify);
+        metrics_write(out, "shoal_cache_verified_total", "counter",
+                      "Cached blobs checked after an unclean stop and found intact.", NULL,
+                      vs->verified);
+        metrics_write(out, "shoal_cache_corrupt_total", "counter",
+                      "Cached blobs checked after an unclean stop, found corrupt and deleted.",
+                      NULL, vs->corrupt);
+    }
+    metrics_write(out, "shoal_cache_unverified_blobs", "gauge",
+                  "Cached blobs from before an unclean stop not checked yet.", NULL,
+                  store_blob_unverified(m->deps.store));
     metrics_write(out, "shoal_stale_answers_total", "counter",
                   "Tags answered from the last known answer because upstream was unreachable.",
                   NULL, m->stale_answers);

@@ -13,6 +13,7 @@
 #include "fetch/blob_fetch.h"
 #include "shoal/buf.h"
 #include "shoal/http_server.h"
+#include "cache/blob_verify.h"
 #include "cache/store.h"
 #include "swarm/swarm.h"
 #include "upstream/upstream.h"
@@ -27,6 +28,7 @@ struct mirror_deps {
     uv_loop_t *loop;
     const struct agent_config *cfg;
     struct store *store;
+    struct blob_verify *verify; /* checks cached blobs after an unclean stop; NULL: none */
     struct upstream *up;
     struct blob_fetcher *fetcher;
     struct swarm *swarm;         /* NULL without a tracker */

@@ -211,6 +211,25 @@ static const struct partial_reader_cbs fill_cbs = {
     .on_end = fill_end,
 };
 
+static void blob_proceed(struct mreq *r, uint64_t size);
+
+/* The check of the cached blob ended: serve it, or fetch it again if it
+ * was corrupt (and is gone). */
+static void verified(void *arg, int rc)
+{
+    struct mreq *r = arg;
+    r->verifying = false;
+    if (!r->req) {
+        mreq_maybe_free(r);
+        return;
+    }
+    if (rc == 0 || rc == SHOAL_EDIGEST_MISMATCH) {
+        blob_proceed(r, r->vsize);
+        return;
+    }
+    mreq_error(r, 503, "UNAVAILABLE", "the cached blob could not be checked", NULL);
+}
+
 /* The repository is known to hold the blob (size UINT64_MAX: unknown because
  * upstream is unreachable). */
 static void blob_proceed(struct mreq *r, uint64_t size)
@@ -218,6 +237,21 @@ static void blob_proceed(struct mreq *r, uint64_t size)
     struct mirror *m = r->m;
     int fd;
     uint64_t csize;
+    /* After an unclean stop, a cached blob is checked before it is served
+     * for the first time: a crash may have left it torn or corrupt. */
+    r->vwait.on_done = verified;
+    r->vwait.arg = r;
+    int vrc = blob_verify_check(m->deps.verify, &r->d, &r->vwait);
+    if (vrc == 1) {
+        r->verifying = true;
+        r->vsize = size;
+        r->source = "verify";
+        return;
+    }
+    if (vrc < 0) {
+        mreq_error(r, 503, "UNAVAILABLE", "the cached blob could not be checked", NULL);
+        return;
+    }
     if (store_blob_open(m->deps.store, &r->d, &fd, &csize) == 0) {
         r->pinned = true;
         serve_cached(r, fd, csize);
@@ -254,6 +288,35 @@ static void blob_proceed(struct mreq *r, uint64_t size)
     }
 }
 
+/* An unlisted upstream (a host the client chose, maybe its own) said yes to
+ * a digest the agent holds, or is downloading, from another source. Any
+ * registry can say yes; serving the bytes would hand out another
+ * repository's blob, a private layer say, to whoever asks. Such a host gets
+ * only blobs recorded for it, which it served itself. Answers and returns
+ * true when the request is refused. */
+static bool vouched_elsewhere(struct mreq *r)
+{
+    struct mirror *m = r->m;
+    char msg[OCI_NAME_MAX * 2 + 160];
+
+    if (!r->def->unlisted)
+        return false;
+    if (!store_blob_exists(m->deps.store, &r->d) && !blob_fetcher_active(m->deps.fetcher, &r->d))
+        return false;
+    if (store_repo_has(m->deps.store, &r->d, r->def->host, r->repo))
+        return false;
+    LOG(WARN, "mirror",
+        "digest=%s repo=%s upstream=%s unlisted: blob held from another source, "
+        "not served",
+        r->d.str, r->repo, r->def->host);
+    snprintf(msg, sizeof(msg),
+             "%s is not a configured registry; the blob is known from another one (list %s in "
+             "upstreams to trust it)",
+             r->def->host, r->def->host);
+    mreq_error(r, 403, "DENIED", msg, NULL);
+    return true;
+}
+
 static void head_done(void *arg, int rc, const struct http_client_response *resp)
 {
     struct mreq *r = arg;
@@ -266,6 +329,8 @@ static void head_done(void *arg, int rc, const struct http_client_response *resp
     int status = resp ? (int)resp->status : 0;
     if (rc == 0 && status == 200) {
         uint64_t size = resp->content_length;
+        if (vouched_elsewhere(r))
+            return;
         if (!r->job)
             mirror_confirm(m, r->def->host, r->repo, &r->d, size);
         blob_proceed(r, size);
@@ -311,6 +376,10 @@ void mirror_blob(struct mreq *r)
 
 void mirror_blob_closed(struct mreq *r)
 {
+    if (r->verifying) {
+        blob_verify_wait_cancel(&r->vwait);
+        r->verifying = false;
+    }
     if (r->reader) {
         partial_reader_detach(r->reader);
         r->reader = NULL;

@@ -190,7 +190,10 @@ void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown
 {
     char msg[1024];
     if (rc == SHOAL_ENOSPACE) {
-        mreq_error(r, 503, "UNAVAILABLE", "the cache has no room for this blob", NULL);
+        mreq_error(r, 503, "UNAVAILABLE",
+                   "the cache has no room for this blob: larger than cache-max-bytes allows, or "
+                   "the disk is full even after evicting what was not in use",
+                   NULL);
         return;
     }
     if (rc == SHOAL_EDIGEST_MISMATCH) {
@@ -233,7 +236,7 @@ void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown
 
 bool mreq_maybe_free(struct mreq *r)
 {
-    if (r->req || r->ureq || r->reader)
+    if (r->req || r->ureq || r->reader || r->verifying)
         return false;
     upstream_def_dispose(&r->job_def);
     free(r);

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "api/mirror.h"
+#include "cache/blob_verify.h"
 #include "shoal/buf.h"
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
@@ -74,6 +75,11 @@ struct mreq {
     struct upstream_req *ureq;
     struct partial_reader *reader;
     bool pinned; /* holds a store_blob_open pin on d */
+    /* Waiting for the check of a cached blob (cache/blob_verify.h), with
+     * the size to go on with. */
+    struct blob_verify_wait vwait;
+    bool verifying;
+    uint64_t vsize;
 
     /* blob streaming */
     uint64_t size;

@@ -319,7 +319,7 @@ static void sidecar_write(struct partial_blob *pb)
                 wire_bit_get(pb->bits, i) ? pb->sums[i] : 0);
     put_u64(rec + len - 8, XXH3_64bits(rec, len - 8));
     snprintf(tmp, sizeof(tmp), "%s.tmp", pb->sidecar);
-    f = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    f = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (f < 0 || write_all(f, rec, len) < 0 || rename(tmp, pb->sidecar) != 0) {
         LOG(WARN, COMP, "digest=%s piece record not written: %s", pb->d.str, strerror(errno));
         (void)unlink(tmp);

@@ -37,12 +37,28 @@
 /* Refresh a blob's mtime at most this often, so that the LRU order survives
  * a restart without a metadata write on every read. */
 #define MTIME_REFRESH_MS 60000
+/* Written by store_close, removed by store_open: its absence at start means
+ * the last run did not stop cleanly (a crash, kill -9, a power loss), so
+ * the blobs on disk are checked before they are served again. */
+#define CLEAN_MARK "clean-stop"
 
 struct partial {
     struct partial *next;
     struct oci_digest d;
     uint64_t size; /* the reservation */
     int fd;
+};
+
+struct found {
+    uint64_t size;
+    uint64_t mtime;
+    char *key;
+};
+
+/* What the scans at open found, to enter the LRU in one sorted pass. */
+struct found_vec {
+    struct found *v;
+    size_t n, cap;
 };
 
 /* --- small helpers --- */
@@ -83,19 +99,107 @@ static void partial_drop(struct store *s, struct partial *p)
     free(p);
 }
 
+/* --- blobs to check after an unclean stop --- */
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Index of key in the unverified list, or -1. */
+static long unverified_find(const struct store *s, const char *key)
+{
+    if (s->nunverified == 0)
+        return -1;
+    const char(*hit)[136] =
+        bsearch(key, s->unverified, s->nunverified, sizeof(s->unverified[0]), key_cmp);
+    return hit ? (long)(hit - (const char(*)[136])s->unverified) : -1;
+}
+
+/* The blob no longer waits for a check (verified, removed or evicted). */
+static void unverified_drop(struct store *s, const char *key)
+{
+    long i = unverified_find(s, key);
+    if (i < 0 || !s->unverified_waits[i])
+        return;
+    s->unverified_waits[i] = false;
+    if (--s->unverified_left == 0) {
+        free(s->unverified);
+        free(s->unverified_waits);
+        s->unverified = NULL;
+        s->unverified_waits = NULL;
+        s->nunverified = 0;
+        LOG(INFO, COMP, "op=verify msg=\"every blob from before the unclean stop is checked\"");
+    }
+}
+
+/* After an unclean stop: every blob indexed waits for a check. */
+static int unverified_collect(struct store *s, const struct found_vec *fv)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < fv->n; i++)
+        if (strchr(fv->v[i].key, '/') == NULL && lru_contains(s->lru, fv->v[i].key))
+            n++;
+    if (n == 0)
+        return 0;
+    s->unverified = calloc(n, sizeof(s->unverified[0]));
+    s->unverified_waits = calloc(n, sizeof(bool));
+    if (!s->unverified || !s->unverified_waits)
+        return -ENOMEM;
+    for (size_t i = 0; i < fv->n; i++) {
+        const char *k = fv->v[i].key;
+        if (strchr(k, '/') == NULL && lru_contains(s->lru, k) && strlen(k) < 136)
+            memcpy(s->unverified[s->nunverified++], k, strlen(k) + 1);
+    }
+    qsort(s->unverified, s->nunverified, sizeof(s->unverified[0]), key_cmp);
+    for (size_t i = 0; i < s->nunverified; i++)
+        s->unverified_waits[i] = true;
+    s->unverified_left = s->nunverified;
+    return 0;
+}
+
 /* --- eviction --- */
+
+/* Deletes path; a file already gone is fine. */
+static void unlink_quiet(const char *path)
+{
+    if (unlink(path) != 0 && errno != ENOENT)
+        LOG(WARN, COMP, "op=unlink path=%s err=%s", path, shoal_errname(-errno));
+}
 
 static void on_victim(const char *key, uint64_t size, void *arg)
 {
     struct store *s = arg;
     struct oci_digest d;
     char path[PATH_MAX];
+    size_t ml = strlen(STORE_KEY_MANIFEST), tl = strlen(STORE_KEY_TAG);
+
+    if (strncmp(key, STORE_KEY_MANIFEST, ml) == 0) {
+        s->meta_count--;
+        if (oci_digest_parse(key + ml, strlen(key + ml), &d) != 0)
+            return;
+        if (store_digest_path(s, "manifests", &d, "", path, sizeof(path)) == 0)
+            unlink_quiet(path);
+        if (store_digest_path(s, "manifests", &d, ".type", path, sizeof(path)) == 0)
+            unlink_quiet(path);
+        LOG(INFO, COMP, "evicted manifest=%s size=%llu", d.str, (unsigned long long)size);
+        return;
+    }
+    if (strncmp(key, STORE_KEY_TAG, tl) == 0) {
+        s->meta_count--;
+        /* The rest of the key is a path under tags/ that this store built
+         * from checked names, or found there itself at start. */
+        if (store_path_fmt(path, sizeof(path), "%s/tags/%s", s->dir, key + tl) == 0)
+            unlink_quiet(path);
+        LOG(DEBUG, COMP, "evicted tag=%s size=%llu", key + tl, (unsigned long long)size);
+        return;
+    }
     if (oci_digest_parse(key, strlen(key), &d) != 0)
-        return; /* keys are only ever parsed digests */
-    if (store_digest_path(s, "blobs", &d, "", path, sizeof(path)) == 0 && unlink(path) != 0 &&
-        errno != ENOENT)
-        LOG(WARN, COMP, "op=unlink path=%s err=%s", path, shoal_errname(-errno));
+        return; /* blob keys are only ever parsed digests */
+    if (store_digest_path(s, "blobs", &d, "", path, sizeof(path)) == 0)
+        unlink_quiet(path);
     store_repos_delete(s->repos, &d);
+    unverified_drop(s, key);
     LOG(INFO, COMP, "evicted digest=%s size=%llu", key, (unsigned long long)size);
 }
 
@@ -107,6 +211,18 @@ static size_t evict(struct store *s, uint64_t high, uint64_t low)
     uint64_t h = high > r ? high - r : 0;
     uint64_t l = low > r ? low - r : 0;
     return lru_evict(s->lru, h, l, on_victim, s);
+}
+
+uint64_t store_free_disk(struct store *s, uint64_t need)
+{
+    uint64_t before = store_bytes(s);
+    uint64_t target = before > need ? before - need : 0;
+
+    evict(s, target, target);
+    uint64_t freed = before - store_bytes(s);
+    LOG(WARN, COMP, "op=disk-full need=%llu freed=%llu bytes=%llu", (unsigned long long)need,
+        (unsigned long long)freed, (unsigned long long)store_bytes(s));
+    return freed;
 }
 
 /* Frees room for a reservation of size bytes under the cap. */
@@ -144,12 +260,6 @@ static void clean_tmp(const struct store *s)
     closedir(dp);
 }
 
-struct found {
-    uint64_t size;
-    uint64_t mtime;
-    char key[136];
-};
-
 static int found_cmp(const void *a, const void *b)
 {
     const struct found *x = a;
@@ -159,6 +269,33 @@ static int found_cmp(const void *a, const void *b)
     return strcmp(x->key, y->key);
 }
 
+static int found_push(struct found_vec *fv, const char *key, uint64_t size, uint64_t mtime)
+{
+    if (fv->n == fv->cap) {
+        size_t ncap = fv->cap ? fv->cap * 2 : 256;
+        struct found *nv = realloc(fv->v, ncap * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        fv->v = nv;
+        fv->cap = ncap;
+    }
+    fv->v[fv->n].key = strdup(key);
+    if (!fv->v[fv->n].key)
+        return -ENOMEM;
+    fv->v[fv->n].size = size;
+    fv->v[fv->n].mtime = mtime;
+    fv->n++;
+    return 0;
+}
+
+static void found_dispose(struct found_vec *fv)
+{
+    for (size_t i = 0; i < fv->n; i++)
+        free(fv->v[i].key);
+    free(fv->v);
+    memset(fv, 0, sizeof(*fv));
+}
+
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s);
@@ -166,33 +303,31 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && memcmp(s + n - m, suffix, m) == 0;
 }
 
-/* Indexes blobs/<algo>/. Entries are sorted by mtime before they enter the
- * LRU so that each insertion lands at its MRU end in O(1). */
-static int scan_blobs(struct store *s, enum oci_digest_algo algo)
+/* Lists <top>/<algo>/ (blobs or manifests) into fv, keyed by prefix +
+ * digest. Names that are not digests are logged and left alone, and
+ * sidecars (suffix) are skipped; a manifest's size includes its .type. */
+static int scan_digests(struct store *s, const char *top, enum oci_digest_algo algo,
+                        const char *prefix, const char *sidecar, struct found_vec *fv)
 {
     char path[PATH_MAX];
-    struct found *v = NULL;
-    size_t n = 0;
-    size_t cap = 0;
     DIR *dp = NULL;
-    int rc = store_path_fmt(path, sizeof(path), "%s/blobs/%s", s->dir, store_algo_name(algo));
+    int rc = store_path_fmt(path, sizeof(path), "%s/%s/%s", s->dir, top, store_algo_name(algo));
     if (rc)
-        goto out;
+        return rc;
     dp = opendir(path);
     if (!dp) {
         rc = -errno;
         if (rc == -ENOENT && algo != OCI_DIGEST_SHA256)
-            rc = 0;
-        else
-            LOG(ERROR, COMP, "op=opendir path=%s err=%s", path, shoal_errname(rc));
-        goto out;
+            return 0;
+        LOG(ERROR, COMP, "op=opendir path=%s err=%s", path, shoal_errname(rc));
+        return rc;
     }
     struct dirent *de;
     while ((de = readdir(dp)) != NULL) {
         const char *name = de->d_name;
-        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || ends_with(name, ".repos"))
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || ends_with(name, sidecar))
             continue;
-        char key[136];
+        char key[160];
         struct oci_digest d;
         int kl = snprintf(key, sizeof(key), "%s:%s", store_algo_name(algo), name);
         if (kl < 0 || (size_t)kl >= sizeof(key) || oci_digest_parse(key, (size_t)kl, &d) != 0 ||
@@ -200,54 +335,123 @@ static int scan_blobs(struct store *s, enum oci_digest_algo algo)
             LOG(WARN, COMP, "op=scan ignored=%s/%.80s reason=name", path, name);
             continue;
         }
-        struct stat st;
+        struct stat st, tst;
         if (fstatat(dirfd(dp), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
             LOG(WARN, COMP, "op=scan ignored=%s/%s reason=type", path, name);
             continue;
         }
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            struct found *nv = realloc(v, ncap * sizeof(*v));
-            if (!nv) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        v[n].size = (uint64_t)st.st_size;
-        v[n].mtime = mtime_ms(&st);
-        memcpy(v[n].key, key, (size_t)kl + 1);
-        n++;
-    }
-    if (n > 0)
-        qsort(v, n, sizeof(*v), found_cmp);
-    for (size_t i = 0; i < n; i++) {
-        rc = lru_add(s->lru, v[i].key, v[i].size, v[i].mtime);
+        uint64_t size = (uint64_t)st.st_size;
+        char tname[160];
+        if (strcmp(top, "manifests") == 0 &&
+            snprintf(tname, sizeof(tname), "%s.type", name) < (int)sizeof(tname) &&
+            fstatat(dirfd(dp), tname, &tst, AT_SYMLINK_NOFOLLOW) == 0)
+            size += (uint64_t)tst.st_size;
+        snprintf(key, sizeof(key), "%s%s", prefix, d.str);
+        rc = found_push(fv, key, size, mtime_ms(&st));
         if (rc)
-            goto out;
+            break;
     }
+    closedir(dp);
+    return rc;
+}
 
-    /* A sidecar whose blob is gone (a crash between the two unlinks of an
-     * eviction) would otherwise be inherited by the next copy of the blob. */
-    rewinddir(dp);
+/* Lists the tag answers under tags/ (tags/<host>/<repo>/_tags/<tag>) into
+ * fv, keyed by STORE_KEY_TAG + the path under tags/. */
+static int scan_tags(struct store *s, const char *rel, int depth, struct found_vec *fv)
+{
+    char path[PATH_MAX];
+    int rc = store_path_fmt(path, sizeof(path), "%s/tags%s%s", s->dir, rel[0] ? "/" : "", rel);
+    if (rc)
+        return rc;
+    DIR *dp = opendir(path);
+    if (!dp)
+        return errno == ENOENT ? 0 : -errno;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(dp)) != NULL) {
+        char sub[PATH_MAX];
+        struct stat st;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (store_path_fmt(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name) != 0 ||
+            fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode) && depth < 300) {
+            rc = scan_tags(s, sub, depth + 1, fv);
+        } else if (S_ISREG(st.st_mode) && strstr(sub, "/_tags/") != NULL) {
+            char key[PATH_MAX + 8];
+            snprintf(key, sizeof(key), "%s%s", STORE_KEY_TAG, sub);
+            rc = found_push(fv, key, (uint64_t)st.st_size, mtime_ms(&st));
+        }
+    }
+    closedir(dp);
+    return rc;
+}
+
+/* A blob sidecar whose blob is gone (a crash between the two unlinks of an
+ * eviction) would otherwise be inherited by the next copy of the blob; a
+ * manifest's .type without its manifest is as useless. */
+static void remove_orphans(struct store *s, const char *top, enum oci_digest_algo algo,
+                           const char *suffix, const char *prefix)
+{
+    char path[PATH_MAX];
+    if (store_path_fmt(path, sizeof(path), "%s/%s/%s", s->dir, top, store_algo_name(algo)) != 0)
+        return;
+    DIR *dp = opendir(path);
+    if (!dp)
+        return;
+    struct dirent *de;
     while ((de = readdir(dp)) != NULL) {
         const char *name = de->d_name;
-        size_t nl = strlen(name);
-        if (!ends_with(name, ".repos"))
+        size_t nl = strlen(name), sl = strlen(suffix);
+        if (!ends_with(name, suffix))
             continue;
-        char key[136];
-        int kl = snprintf(key, sizeof(key), "%s:%.*s", store_algo_name(algo), (int)(nl - 6), name);
+        char key[200];
+        int kl = snprintf(key, sizeof(key), "%s%s:%.*s", prefix, store_algo_name(algo),
+                          (int)(nl - sl), name);
         if (kl > 0 && (size_t)kl < sizeof(key) && lru_contains(s->lru, key))
             continue;
         LOG(INFO, COMP, "op=scan removed=%s/%.80s reason=orphan", path, name);
         (void)unlinkat(dirfd(dp), name, 0);
     }
-    rc = 0;
+    closedir(dp);
+}
+
+/* Indexes the cache: blobs, manifests and tag answers enter the LRU ordered
+ * by their modification times (sorted first, so that each insertion lands
+ * at its MRU end in O(1)). */
+static int index_cache(struct store *s, bool unclean)
+{
+    static const enum oci_digest_algo algos[] = {OCI_DIGEST_SHA256, OCI_DIGEST_SHA512};
+    struct found_vec fv = {0};
+    int rc = 0;
+
+    for (size_t a = 0; rc == 0 && a < 2; a++) {
+        rc = scan_digests(s, "blobs", algos[a], "", ".repos", &fv);
+        if (rc == 0)
+            rc = scan_digests(s, "manifests", algos[a], STORE_KEY_MANIFEST, ".type", &fv);
+    }
+    if (rc == 0)
+        rc = scan_tags(s, "", 0, &fv);
+    if (rc)
+        goto out;
+    if (fv.n > 0)
+        qsort(fv.v, fv.n, sizeof(*fv.v), found_cmp);
+    for (size_t i = 0; i < fv.n; i++) {
+        rc = lru_add(s->lru, fv.v[i].key, fv.v[i].size, fv.v[i].mtime);
+        if (rc)
+            goto out;
+        if (strncmp(fv.v[i].key, STORE_KEY_MANIFEST, strlen(STORE_KEY_MANIFEST)) == 0 ||
+            strncmp(fv.v[i].key, STORE_KEY_TAG, strlen(STORE_KEY_TAG)) == 0)
+            s->meta_count++;
+    }
+    for (size_t a = 0; a < 2; a++) {
+        remove_orphans(s, "blobs", algos[a], ".repos", "");
+        remove_orphans(s, "manifests", algos[a], ".type", STORE_KEY_MANIFEST);
+    }
+    if (unclean)
+        rc = unverified_collect(s, &fv);
 out:
-    if (dp)
-        closedir(dp);
-    free(v);
+    found_dispose(&fv);
     return rc;
 }
 
@@ -271,7 +475,8 @@ int store_open(const struct store_config *cfg, struct store **out)
         rc = -ENOMEM;
         goto out;
     }
-    rc = store_repos_create(s->dir, &s->repos);
+    store_perm_init(&s->perm, cfg->group_read, cfg->gid);
+    rc = store_repos_create(s->dir, &s->perm, &s->repos);
     if (rc)
         goto out;
     /* Split the multiplication so that a cap near UINT64_MAX cannot overflow. */
@@ -282,21 +487,51 @@ int store_open(const struct store_config *cfg, struct store **out)
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         rc = store_path_fmt(path, sizeof(path), "%s/%s", s->dir, dirs[i]);
         if (rc == 0)
-            rc = store_mkdir_p(path);
+            rc = store_mkdir_p(path, &s->perm);
         if (rc) {
             LOG(ERROR, COMP, "op=mkdir path=%s err=%s", path, shoal_errname(rc));
             goto out;
         }
     }
+    /* What an earlier run (or an earlier version, with 0644/0755) left
+     * behind gets the modes of today's configuration. A data dir the agent
+     * cannot give to the configured group is an error: the operator asked
+     * for it. */
+    size_t changed = 0;
+    rc = store_perm_apply_tree(s->dir, &s->perm, &changed);
+    if (rc) {
+        LOG(ERROR, COMP, "op=permissions dir=%s err=%s", s->dir, shoal_errname(rc));
+        goto out;
+    }
+    if (changed > 0)
+        LOG(INFO, COMP, "op=permissions dir=%s changed=%zu file_mode=%04o dir_mode=%04o", s->dir,
+            changed, (unsigned)s->perm.file, (unsigned)s->perm.dir);
     clean_tmp(s);
-    rc = scan_blobs(s, OCI_DIGEST_SHA256);
-    if (rc == 0)
-        rc = scan_blobs(s, OCI_DIGEST_SHA512);
+    /* Take the clean-stop mark away first: from here on a crash must leave
+     * the next run checking. */
+    char mark[PATH_MAX];
+    bool unclean = true;
+    rc = store_path_fmt(mark, sizeof(mark), "%s/%s", s->dir, CLEAN_MARK);
+    if (rc)
+        goto out;
+    if (unlink(mark) == 0) {
+        unclean = false;
+        store_sync_parent(mark);
+    } else if (errno != ENOENT) {
+        rc = -errno;
+        LOG(ERROR, COMP, "op=unlink path=%s err=%s", mark, shoal_errname(rc));
+        goto out;
+    }
+    rc = index_cache(s, unclean);
     if (rc)
         goto out;
     evict(s, s->high, s->low);
-    LOG(INFO, COMP, "opened dir=%s blobs=%zu bytes=%llu max=%llu", s->dir, lru_count(s->lru),
-        (unsigned long long)store_bytes(s), (unsigned long long)s->max_bytes);
+    LOG(INFO, COMP,
+        "opened dir=%s blobs=%zu manifests_and_tags=%zu bytes=%llu max=%llu clean_stop=%s "
+        "to_verify=%zu",
+        s->dir, store_blob_count(s), s->meta_count, (unsigned long long)store_bytes(s),
+        (unsigned long long)s->max_bytes, unclean ? "no" : "yes", s->unverified_left);
+    s->opened = true;
     *out = s;
     s = NULL;
     rc = 0;
@@ -316,8 +551,18 @@ void store_close(struct store *s)
             close(p->fd);
         partial_drop(s, p);
     }
+    /* Everything on disk is what this run made of it: the next start may
+     * trust its blobs as they are. */
+    if (s->opened) {
+        char mark[PATH_MAX];
+        if (store_path_fmt(mark, sizeof(mark), "%s/%s", s->dir, CLEAN_MARK) == 0 &&
+            store_write_atomic(s->dir, mark, "clean\n", 6, &s->perm) == 0)
+            store_sync_parent(mark);
+    }
     store_repos_destroy(s->repos);
     lru_destroy(s->lru);
+    free(s->unverified);
+    free(s->unverified_waits);
     free(s->dir);
     free(s);
 }
@@ -329,7 +574,35 @@ uint64_t store_bytes(const struct store *s)
 
 size_t store_blob_count(const struct store *s)
 {
-    return lru_count(s->lru);
+    return lru_count(s->lru) - s->meta_count;
+}
+
+/* --- manifests and tag answers (for store_meta.c) --- */
+
+void store_meta_account(struct store *s, const char *key, uint64_t size)
+{
+    bool fresh = !lru_contains(s->lru, key);
+
+    /* Out of memory leaves the entry uncounted: it is indexed at the next
+     * start, and nothing but the cap's precision suffers. */
+    if (lru_add(s->lru, key, size, now_ms()) != 0)
+        return;
+    if (fresh)
+        s->meta_count++;
+    lru_pin(s->lru, key);
+    evict(s, s->high, s->low);
+    lru_unpin(s->lru, key);
+}
+
+void store_meta_touch(struct store *s, const char *key)
+{
+    lru_touch(s->lru, key, now_ms());
+}
+
+void store_meta_forget(struct store *s, const char *key)
+{
+    if (lru_remove(s->lru, key) == 0)
+        s->meta_count--;
 }
 
 /* --- complete blobs --- */
@@ -390,7 +663,40 @@ bool store_blob_exists(const struct store *s, const struct oci_digest *d)
     return lru_contains(s->lru, d->str);
 }
 
+bool store_blob_verified(const struct store *s, const struct oci_digest *d)
+{
+    long i = unverified_find(s, d->str);
+    return i < 0 || !s->unverified_waits[i];
+}
+
+void store_blob_set_verified(struct store *s, const struct oci_digest *d)
+{
+    unverified_drop(s, d->str);
+}
+
+size_t store_blob_unverified(const struct store *s)
+{
+    return s->unverified_left;
+}
+
+void store_blob_remove(struct store *s, const struct oci_digest *d)
+{
+    uint64_t size = 0;
+
+    if (!lru_contains(s->lru, d->str))
+        return;
+    /* Not a cache decision: the LRU forgets it, its files go. */
+    (void)lru_remove(s->lru, d->str);
+    on_victim(d->str, size, s);
+}
+
 /* --- partial downloads --- */
+
+/* fallocate(KEEP_SIZE) of size bytes: 0 or -errno. */
+static int reserve_blocks(int fd, uint64_t size)
+{
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) == 0 ? 0 : -errno;
+}
 
 int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t size, int *fd,
                        uint64_t *have)
@@ -420,11 +726,13 @@ int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t siz
         rc = store_digest_path(s, "partial", d, "", path, sizeof(path));
     if (rc)
         return rc;
-    f = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    f = store_open_file(path, O_RDWR | O_EXCL | O_CLOEXEC, &s->perm);
     if (f >= 0)
         created = true;
-    else if (errno == EEXIST)
+    else if (f == -EEXIST)
         f = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    else
+        errno = -f;
     if (f < 0) {
         rc = -errno;
         LOG(ERROR, COMP, "op=open path=%s err=%s", path, shoal_errname(rc));
@@ -460,11 +768,15 @@ int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t siz
         cur = 0;
     }
     /* KEEP_SIZE reserves the blocks without changing the file length, which
-     * stays the length of the valid prefix for a later resume. */
-    if (size > 0 && fallocate(f, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) != 0) {
-        rc = -errno;
+     * stays the length of the valid prefix for a later resume. The disk may
+     * be fuller than the cap says (other users, a cap larger than the
+     * disk): then the least recently used entries make way, once. */
+    rc = size > 0 ? reserve_blocks(f, size) : 0;
+    if ((rc == -ENOSPC || rc == -EDQUOT) && store_free_disk(s, size - cur) > 0)
+        rc = reserve_blocks(f, size);
+    if (rc < 0) {
         if (rc == -ENOSPC || rc == -EDQUOT) {
-            LOG(WARN, COMP, "op=reserve digest=%s size=%llu err=%s", d->str,
+            LOG(WARN, COMP, "op=reserve digest=%s size=%llu err=%s: disk full", d->str,
                 (unsigned long long)size, shoal_errname(rc));
             rc = SHOAL_ENOSPACE;
             goto out;

@@ -14,6 +14,9 @@
  *                                 ("_tags" cannot be a repository component,
  *                                 so repo "a" tag "b" and repo "a/b" differ)
  *   tmp/                          staging for atomic writes
+ *   clean-stop                    written when the store closes, removed when
+ *                                 it opens: absent at start, blobs are
+ *                                 checked before their first serve
  * Files are written to tmp/ and renamed into place, so a crash never leaves
  * a half-written entry under its final name.
  *
@@ -26,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "shoal/buf.h"
 #include "shoal/oci.h"
@@ -37,14 +41,23 @@ struct store_config {
     uint64_t max_bytes; /* cache cap for blobs (complete + reserved partial) */
     unsigned high_pct;  /* eviction starts above max_bytes * high_pct / 100 */
     unsigned low_pct;   /* ... and stops at max_bytes * low_pct / 100 */
+    /* Who may read the cache: by default only the agent's user (files 0600,
+     * directories 0700). With group_read, also the group gid (files 0640,
+     * directories 02750 owned by gid, so what is made inside inherits it).
+     * store_open brings what is already there to the same modes. */
+    bool group_read;
+    gid_t gid;
 };
 
 /* Opens (creating directories as needed) and indexes the cache: complete
- * blobs enter the LRU ordered by their modification time; stale files in
- * tmp/ are removed; partial downloads are kept for resumption. A file under
+ * blobs, manifests and tag answers enter the LRU ordered by their
+ * modification time; stale files in tmp/ are removed; partial downloads are
+ * kept for resumption. Without the clean-stop mark of store_close, every
+ * blob found waits for a check (store_blob_verified). A file under
  * blobs/ whose name is not a valid digest is ignored and logged.
  * 0, or a negative errno with the failing path logged. */
 int store_open(const struct store_config *cfg, struct store **out);
+/* Closes the store and writes the clean-stop mark. NULL is allowed. */
 void store_close(struct store *s);
 
 /* Bytes accounted: complete blobs plus reservations of open partials. */
@@ -61,6 +74,22 @@ int store_blob_open(struct store *s, const struct oci_digest *d, int *fd, uint64
 void store_blob_release(struct store *s, const struct oci_digest *d);
 bool store_blob_exists(const struct store *s, const struct oci_digest *d);
 
+/* --- the check after an unclean stop --- */
+
+/* Whether a complete blob may be served as it is. False for a blob found on
+ * disk at start after an unclean stop (store_open found no clean-stop mark:
+ * a crash, kill -9 or power loss may have torn or corrupted it) and not
+ * verified since; true for everything else, absent blobs included.
+ * cache/blob_verify.h runs the checks. */
+bool store_blob_verified(const struct store *s, const struct oci_digest *d);
+/* Records that d's bytes were found to match its digest. */
+void store_blob_set_verified(struct store *s, const struct oci_digest *d);
+/* Blobs still waiting for their check. */
+size_t store_blob_unverified(const struct store *s);
+/* Deletes a complete blob found corrupt: its file, its repository record
+ * and its cache entry (pins included). No-op when absent. */
+void store_blob_remove(struct store *s, const struct oci_digest *d);
+
 /* --- partial downloads --- */
 
 /* Opens or creates the partial file for d, sized `size` bytes when complete.
@@ -68,6 +97,8 @@ bool store_blob_exists(const struct store *s, const struct oci_digest *d);
  * the cap requires it) and pins the entry. *have is the length of the prefix
  * already on disk from an earlier run (0 for a new download; a prefix longer
  * than size is discarded). *fd is owned by the store until commit/discard.
+ * A disk full before the cap is reached makes unpinned entries go, least
+ * recently used first, and the reservation is tried once more.
  * SHOAL_ENOSPACE when the disk or the cap cannot hold it (nothing is left
  * behind). */
 int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t size, int *fd,
@@ -94,7 +125,9 @@ void store_partial_suspend(struct store *s, const struct oci_digest *d, int fd);
 /* --- manifests by digest --- */
 
 /* Stores manifest bytes (already verified against d) and their media type
- * (may be NULL/empty). 0 or a negative errno. */
+ * (may be NULL/empty), counted in max_bytes. A full disk makes unpinned
+ * entries go and the write is tried once more. 0, SHOAL_ENOSPACE or a
+ * negative errno. */
 int store_manifest_put(struct store *s, const struct oci_digest *d, const char *media_type,
                        const void *data, size_t len);
 /* Reads a manifest into body (appended) and its media type into mt (empty

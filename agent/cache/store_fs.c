@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "cache/store_fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -45,7 +46,44 @@ int store_dir_digest_path(const char *dir, const char *top, const struct oci_dig
                           suffix);
 }
 
-int store_mkdir_p(const char *path)
+void store_perm_init(struct store_perm *p, bool group, gid_t gid)
+{
+    p->file = group ? 0640 : 0600;
+    p->dir = group ? 02750 : 0700;
+    p->gid = group ? gid : (gid_t)-1;
+}
+
+/* Sets mode and group on an open descriptor or a path; fd < 0 uses path. */
+static int apply(int fd, const char *path, mode_t mode, const struct store_perm *p)
+{
+    if (p->gid != (gid_t)-1 &&
+        (fd >= 0 ? fchown(fd, (uid_t)-1, p->gid) : lchown(path, (uid_t)-1, p->gid)) != 0)
+        return -errno;
+    /* After chown, which may clear the setgid bit. */
+    if ((fd >= 0 ? fchmod(fd, mode) : chmod(path, mode)) != 0)
+        return -errno;
+    return 0;
+}
+
+int store_perm_set(const char *path, bool is_dir, const struct store_perm *p)
+{
+    return apply(-1, path, is_dir ? p->dir : p->file, p);
+}
+
+int store_open_file(const char *path, int flags, const struct store_perm *p)
+{
+    int fd = open(path, flags | O_CREAT, p->file);
+    if (fd < 0)
+        return -errno;
+    int rc = apply(fd, NULL, p->file, p);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int store_mkdir_p(const char *path, const struct store_perm *p)
 {
     char tmp[PATH_MAX];
     size_t len = strlen(path);
@@ -57,22 +95,93 @@ int store_mkdir_p(const char *path)
             continue;
         char c = tmp[i];
         tmp[i] = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        if (mkdir(tmp, p->dir & 0777) == 0) {
+            int rc = store_perm_set(tmp, true, p);
+            if (rc < 0)
+                return rc;
+        } else if (errno != EEXIST) {
             return -errno;
+        }
         tmp[i] = c;
     }
     return 0;
 }
 
-int store_dir_ensure_algo(const char *dir, const char *top, enum oci_digest_algo a)
+int store_dir_ensure_algo(const char *dir, const char *top, enum oci_digest_algo a,
+                          const struct store_perm *perm)
 {
     char p[PATH_MAX];
     if (a == OCI_DIGEST_SHA256)
         return 0;
     int rc = store_path_fmt(p, sizeof(p), "%s/%s/%s", dir, top, store_algo_name(a));
     if (rc == 0)
-        rc = store_mkdir_p(p);
+        rc = store_mkdir_p(p, perm);
     return rc;
+}
+
+/* Brings path to p if it differs; counts a change, keeps the first error. */
+static void fix_one(const char *path, const struct stat *st, const struct store_perm *p,
+                    size_t *changed, int *err)
+{
+    bool is_dir = S_ISDIR(st->st_mode);
+    mode_t want = is_dir ? p->dir : p->file;
+    if ((st->st_mode & 07777) == want && (p->gid == (gid_t)-1 || st->st_gid == p->gid))
+        return;
+    int rc = store_perm_set(path, is_dir, p);
+    if (rc < 0) {
+        LOG(WARN, COMP, "op=chmod path=%s err=%s", path, shoal_errname(rc));
+        if (*err == 0)
+            *err = rc;
+        return;
+    }
+    (*changed)++;
+}
+
+/* The store's tree is a few levels deep (tags/<host>/<repo>/_tags/<tag>,
+ * repositories of up to a few dozen components); deeper is not ours. */
+#define WALK_DEPTH_MAX 64
+
+static void walk(const char *path, const struct store_perm *p, int depth, size_t *changed, int *err)
+{
+    DIR *dp = opendir(path);
+    struct dirent *de;
+
+    if (!dp) {
+        if (*err == 0)
+            *err = -errno;
+        return;
+    }
+    while ((de = readdir(dp)) != NULL) {
+        char child[PATH_MAX];
+        struct stat st;
+
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (store_path_fmt(child, sizeof(child), "%s/%s", path, de->d_name) != 0 ||
+            fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISREG(st.st_mode)) {
+            fix_one(child, &st, p, changed, err);
+        } else if (S_ISDIR(st.st_mode) && depth < WALK_DEPTH_MAX) {
+            fix_one(child, &st, p, changed, err);
+            walk(child, p, depth + 1, changed, err);
+        }
+    }
+    closedir(dp);
+}
+
+int store_perm_apply_tree(const char *dir, const struct store_perm *p, size_t *changed)
+{
+    struct stat st;
+    int err = 0;
+
+    if (lstat(dir, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    fix_one(dir, &st, p, changed, &err);
+    walk(dir, p, 0, changed, &err);
+    return err;
 }
 
 /* --- whole-file I/O --- */
@@ -144,7 +253,8 @@ out:
     return rc;
 }
 
-int store_write_atomic(const char *dir, const char *final, const void *data, size_t len)
+int store_write_atomic(const char *dir, const char *final, const void *data, size_t len,
+                       const struct store_perm *p)
 {
     char tmp[PATH_MAX];
     int rc = store_path_fmt(tmp, sizeof(tmp), "%s/tmp/w.XXXXXX", dir);
@@ -156,8 +266,9 @@ int store_write_atomic(const char *dir, const char *final, const void *data, siz
         LOG(ERROR, COMP, "op=mkstemp path=%s err=%s", tmp, shoal_errname(rc));
         return rc;
     }
-    (void)fchmod(fd, 0644); /* mkstemp creates 0600; match the other files */
-    rc = store_write_all(fd, data, len);
+    rc = apply(fd, NULL, p->file, p);
+    if (rc == 0)
+        rc = store_write_all(fd, data, len);
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -errno;
     if (close(fd) != 0 && rc == 0)

@@ -12,12 +12,34 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "shoal/oci.h"
 
 /* Longest host name accepted as a path component. */
 #define STORE_HOST_MAX 255
+
+/* Modes and group of what the store creates. */
+struct store_perm {
+    mode_t file; /* 0600, or 0640 with a group */
+    mode_t dir;  /* 0700, or 02750 with a group: what is made inside inherits the group */
+    gid_t gid;   /* that group, or (gid_t)-1 to leave groups alone */
+};
+
+/* Private (group false: 0600 files, 0700 directories) or readable by group
+ * gid (0640 files, 02750 directories owned by gid). */
+void store_perm_init(struct store_perm *p, bool group, gid_t gid);
+/* Brings path (a file or directory already there) to p's mode and group.
+ * 0 or a negative errno. */
+int store_perm_set(const char *path, bool is_dir, const struct store_perm *p);
+/* Brings every file and directory under dir (dir included, symlinks
+ * skipped) to p; what changed is counted into *changed. Errors are logged;
+ * the first is returned. */
+int store_perm_apply_tree(const char *dir, const struct store_perm *p, size_t *changed);
+/* open(2) with O_CREAT, then the mode and group of p on the descriptor, so
+ * neither the umask nor the creator's group decides. -errno on failure. */
+int store_open_file(const char *path, int flags, const struct store_perm *p);
 
 /* "sha256" or "sha512": the directory name of a digest algorithm. */
 const char *store_algo_name(enum oci_digest_algo a);
@@ -31,9 +53,11 @@ int store_dir_digest_path(const char *dir, const char *top, const struct oci_dig
                           const char *suffix, char *out, size_t cap);
 /* Creates <dir>/<top>/<algo> for algorithms other than sha256, whose
  * directories store_open creates up front. 0 or a negative errno. */
-int store_dir_ensure_algo(const char *dir, const char *top, enum oci_digest_algo a);
-/* mkdir -p with mode 0755. 0 or a negative errno. */
-int store_mkdir_p(const char *path);
+int store_dir_ensure_algo(const char *dir, const char *top, enum oci_digest_algo a,
+                          const struct store_perm *p);
+/* mkdir -p; the directories it creates get p's mode and group. 0 or a
+ * negative errno. */
+int store_mkdir_p(const char *path, const struct store_perm *p);
 
 /* Writes all len bytes, retrying short writes. 0 or a negative errno. */
 int store_write_all(int fd, const void *data, size_t len);
@@ -43,10 +67,12 @@ ssize_t store_read_all(int fd, void *data, size_t len);
  * gets its length. -EFBIG when it does not fit in cap - 1 bytes, -EISDIR when
  * it is not a regular file, or another negative errno. */
 int store_read_small(const char *path, char *buf, size_t cap, size_t *len);
-/* Writes data to a fresh file in <dir>/tmp/, fdatasyncs it and renames it
- * over final (a path under dir). The caller syncs final's directory when the
- * rename must be durable. 0 or a negative errno, logged. */
-int store_write_atomic(const char *dir, const char *final, const void *data, size_t len);
+/* Writes data to a fresh file in <dir>/tmp/ with p's mode and group,
+ * fdatasyncs it and renames it over final (a path under dir). The caller
+ * syncs final's directory when the rename must be durable. 0 or a negative
+ * errno, logged. */
+int store_write_atomic(const char *dir, const char *final, const void *data, size_t len,
+                       const struct store_perm *p);
 /* fsyncs the directory holding path, making a rename durable. Best effort. */
 void store_sync_parent(const char *path);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache/store_fs.h"
@@ -27,11 +28,32 @@
 /* Longest media type we store; RFC 6838 caps each half at 127 characters. */
 #define MEDIA_TYPE_MAX 255
 
+/* Blocks a small file may take beyond its bytes (a file system's block). */
+#define BLOCK_SLACK 4096
+
+/* store_write_atomic; when the disk is full, evicts least recently used
+ * entries to make room and tries once more. A full disk that eviction
+ * cannot help gives SHOAL_ENOSPACE. */
+static int write_or_make_room(struct store *s, const char *path, const void *data, size_t len)
+{
+    int rc = store_write_atomic(s->dir, path, data, len, &s->perm);
+
+    if ((rc == -ENOSPC || rc == -EDQUOT) && store_free_disk(s, len + BLOCK_SLACK) > 0)
+        rc = store_write_atomic(s->dir, path, data, len, &s->perm);
+    return rc == -ENOSPC || rc == -EDQUOT ? SHOAL_ENOSPACE : rc;
+}
+
 /* --- manifests --- */
+
+static void manifest_key(const struct oci_digest *d, char *key, size_t cap)
+{
+    snprintf(key, cap, "%s%s", STORE_KEY_MANIFEST, d->str);
+}
 
 int store_manifest_put(struct store *s, const struct oci_digest *d, const char *media_type,
                        const void *data, size_t len)
 {
+    char key[160];
     char path[PATH_MAX];
     char tpath[PATH_MAX];
     const char *mt = media_type ? media_type : "";
@@ -42,7 +64,7 @@ int store_manifest_put(struct store *s, const struct oci_digest *d, const char *
         return SHOAL_ETOOBIG;
     if (mtl > MEDIA_TYPE_MAX || !store_name_printable(mt, mtl))
         return -EINVAL;
-    rc = store_dir_ensure_algo(s->dir, "manifests", d->algo);
+    rc = store_dir_ensure_algo(s->dir, "manifests", d->algo, &s->perm);
     if (rc == 0)
         rc = store_dir_digest_path(s->dir, "manifests", d, "", path, sizeof(path));
     if (rc == 0)
@@ -51,17 +73,21 @@ int store_manifest_put(struct store *s, const struct oci_digest *d, const char *
         return rc;
     /* The type goes first, so that a manifest present under its final name
      * always has its type next to it. */
-    rc = store_write_atomic(s->dir, tpath, mt, mtl);
+    rc = write_or_make_room(s, tpath, mt, mtl);
     if (rc == 0)
-        rc = store_write_atomic(s->dir, path, data, len);
-    if (rc == 0)
+        rc = write_or_make_room(s, path, data, len);
+    if (rc == 0) {
         store_sync_parent(path);
+        manifest_key(d, key, sizeof(key));
+        store_meta_account(s, key, len + mtl);
+    }
     return rc;
 }
 
 int store_manifest_get(struct store *s, const struct oci_digest *d, struct buf *body, char *mt,
                        size_t mtlen)
 {
+    char key[160];
     char path[PATH_MAX];
     char tpath[PATH_MAX];
     char type[MEDIA_TYPE_MAX + 2];
@@ -103,13 +129,20 @@ int store_manifest_get(struct store *s, const struct oci_digest *d, struct buf *
         n = (size_t)got;
         corrupt = !hash_matches(d, data, n);
     }
+    manifest_key(d, key, sizeof(key));
     if (corrupt) {
         LOG(WARN, COMP, "op=manifest-get digest=%s err=corrupt action=delete", d->str);
         (void)unlink(path);
         (void)unlink(tpath);
+        store_meta_forget(s, key);
         rc = SHOAL_ENOT_FOUND;
         goto out;
     }
+    store_meta_touch(s, key);
+    /* The modification time orders the LRU after a restart; refreshing it
+     * at most once a minute keeps reads from writing metadata. */
+    if ((uint64_t)time(NULL) > (uint64_t)st.st_mtim.tv_sec + 60)
+        (void)futimens(fd, NULL);
     rc = store_read_small(tpath, type, sizeof(type), &typelen);
     if (rc == -ENOENT) {
         typelen = 0;
@@ -135,6 +168,16 @@ out:
 
 /* --- tags --- */
 
+/* The LRU key of the tag answer at path (under <dir>/tags/). */
+static bool tag_key(const struct store *s, const char *path, char *key, size_t cap)
+{
+    size_t dl = strlen(s->dir);
+    if (strncmp(path, s->dir, dl) != 0 || strncmp(path + dl, "/tags/", 6) != 0)
+        return false;
+    int n = snprintf(key, cap, "%s%s", STORE_KEY_TAG, path + dl + 6);
+    return n > 0 && (size_t)n < cap;
+}
+
 static int tag_path(const struct store *s, const char *host, const char *repo, const char *tag,
                     char *out, size_t cap)
 {
@@ -147,6 +190,7 @@ static int tag_path(const struct store *s, const char *host, const char *repo, c
 int store_tag_put(struct store *s, const char *host, const char *repo, const char *tag,
                   const char *digest, const char *media_type)
 {
+    char key[PATH_MAX + 8];
     char path[PATH_MAX];
     char line[136 + MEDIA_TYPE_MAX + 8];
     struct oci_digest d;
@@ -171,12 +215,15 @@ int store_tag_put(struct store *s, const char *host, const char *repo, const cha
     size_t plen = (size_t)(strrchr(path, '/') - path);
     memcpy(parent, path, plen);
     parent[plen] = '\0';
-    rc = store_mkdir_p(parent);
+    rc = store_mkdir_p(parent, &s->perm);
     if (rc) {
         LOG(WARN, COMP, "op=mkdir path=%s err=%s", parent, shoal_errname(rc));
         return rc;
     }
-    return store_write_atomic(s->dir, path, line, (size_t)n);
+    rc = write_or_make_room(s, path, line, (size_t)n);
+    if (rc == 0 && tag_key(s, path, key, sizeof(key)))
+        store_meta_account(s, key, (uint64_t)n);
+    return rc;
 }
 
 int store_tag_get(struct store *s, const char *host, const char *repo, const char *tag,
@@ -213,5 +260,8 @@ int store_tag_get(struct store *s, const char *host, const char *repo, const cha
         mt[tl] = '\0';
     }
     memcpy(digest, d.str, strlen(d.str) + 1);
+    char key[PATH_MAX + 8];
+    if (tag_key(s, path, key, sizeof(key)))
+        store_meta_touch(s, key);
     return 0;
 }

@@ -42,6 +42,7 @@ struct repo_set {
 
 struct store_repos {
     char *dir;
+    struct store_perm perm; /* of the sidecars */
     struct repo_set **sets;
     size_t nsets; /* buckets, a power of two */
     size_t count;
@@ -228,9 +229,10 @@ static int rset_flush(struct store_repos *rs, struct repo_set *r, const struct o
     rc = store_dir_digest_path(rs->dir, "blobs", d, ".repos", path, sizeof(path));
     if (rc)
         goto out;
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    fd = store_open_file(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW, &rs->perm);
     if (fd < 0) {
-        rc = -errno;
+        rc = fd;
+        fd = -1;
         goto out;
     }
     /* One write of all lines: with O_APPEND a crash leaves at worst a torn
@@ -291,12 +293,13 @@ void store_repos_destroy(struct store_repos *rs)
     free(rs);
 }
 
-int store_repos_create(const char *dir, struct store_repos **out)
+int store_repos_create(const char *dir, const struct store_perm *perm, struct store_repos **out)
 {
     struct store_repos *rs = calloc(1, sizeof(*rs));
     *out = NULL;
     if (!rs)
         return -ENOMEM;
+    rs->perm = *perm;
     rs->dir = strdup(dir);
     rs->nsets = 64;
     rs->sets = calloc(rs->nsets, sizeof(*rs->sets));

@@ -13,12 +13,14 @@
 
 #include <stdbool.h>
 
+#include "cache/store_fs.h"
 #include "shoal/oci.h"
 
 struct store_repos;
 
-/* An empty table for the data dir dir (copied). 0 or -ENOMEM. */
-int store_repos_create(const char *dir, struct store_repos **out);
+/* An empty table for the data dir dir (copied), whose sidecars get perm's
+ * mode and group (copied). 0 or -ENOMEM. */
+int store_repos_create(const char *dir, const struct store_perm *perm, struct store_repos **out);
 /* Frees every set; sidecars stay on disk. NULL is allowed. */
 void store_repos_destroy(struct store_repos *rs);
 

@@ -3,6 +3,7 @@
 #include "config/agent_config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,9 @@ const struct config_option agent_options[] = {
         "percent of cache-max-bytes at which eviction starts"),
     OPT("cache-low-watermark", CONFIG_INT, cache_low_pct, 0, 99, "80",
         "percent of cache-max-bytes eviction frees down to"),
+    OPT("cache-group", CONFIG_STRING, cache_group, 0, 0, NULL,
+        "group (name or number) that may read the cache: files 0640 and directories 0750 owned "
+        "by it; without it only the agent's user can (0600 and 0700)"),
     OPT("tag-cache-ttl", CONFIG_DURATION, tag_cache_ttl_ms, 0, HOUR, "0",
         "how long a tag-to-digest answer is reused without asking upstream (0 = always ask)"),
     OPT("repo-check-ttl", CONFIG_DURATION, repo_check_ttl_ms, 0, 24 * HOUR, "5m",
@@ -63,8 +67,9 @@ const struct config_option agent_options[] = {
         "longest backoff between upstream retries"),
     OPT("upstream-timeout", CONFIG_DURATION, upstream_timeout_ms, SEC, HOUR, "60s",
         "abort an upstream transfer that makes no progress for this long"),
-    OPT("upstream-allow-unlisted", CONFIG_BOOL, upstream_allow_unlisted, 0, 0, "true",
-        "reach registries not listed in upstreams over https"),
+    OPT("upstream-allow-unlisted", CONFIG_BOOL, upstream_allow_unlisted, 0, 0, "false",
+        "reach registries not listed in upstreams (a client names them) over https; they never "
+        "get a cached blob that came from another registry"),
     OPT("max-header-bytes", CONFIG_SIZE, max_header_bytes, 1024, MIB, "16KiB",
         "largest request line plus headers accepted"),
     OPT("header-timeout", CONFIG_DURATION, header_timeout_ms, 100, 10 * MIN, "10s",
@@ -75,13 +80,17 @@ const struct config_option agent_options[] = {
         "client connections served at once"),
     OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
         "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
-    OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "0.0.0.0:5081",
-        "address the peer wire protocol listens on"),
+    OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "127.0.0.1:5081",
+        "address the peer wire protocol listens on; loopback unless given (peers on other hosts "
+        "need the node's address, or 0.0.0.0:5081 with --advertise)"),
     OPT("advertise", CONFIG_ADDR, advertise, 0, 0, NULL,
         "address peers should dial (required with a wildcard peer-listen)"),
     OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
         "file holding the secret shared with the tracker and the other agents (one trailing "
-        "newline dropped)"),
+        "newline dropped); required with --tracker unless --insecure-no-secret"),
+    OPT("insecure-no-secret", CONFIG_BOOL, insecure_no_secret, 0, 0, "false",
+        "join the swarm without a cluster secret: the tracker and every peer accept anyone "
+        "(for tests; logged as a warning at start and every minute)"),
     OPT("swarm-stall-timeout", CONFIG_DURATION, swarm_stall_timeout_ms, SEC, HOUR, "20s",
         "fall back to upstream when a swarm download makes no progress for this long"),
     OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
@@ -108,7 +117,7 @@ const struct config_option agent_options[] = {
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
-     "..., \"ca-file\": ..., \"insecure\": false}]",
+     "..., \"ca-file\": ..., \"insecure\": false, \"token-realms\": [...]}]",
      upstreams_parse, upstreams_free},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
@@ -125,6 +134,9 @@ static void wipe_free(char *s)
 
 void upstream_def_dispose(struct upstream_def *d)
 {
+    for (size_t i = 0; i < d->ntoken_realms; i++)
+        free(d->token_realms[i]);
+    free(d->token_realms);
     free(d->host);
     free(d->url);
     free(d->username);
@@ -148,16 +160,27 @@ int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
 {
     memset(dst, 0, sizeof(*dst));
     dst->insecure = src->insecure;
+    dst->unlisted = src->unlisted;
     if (dup_opt(&dst->host, src->host) < 0 || dup_opt(&dst->url, src->url) < 0 ||
         dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
         dup_opt(&dst->password_file, src->password_file) < 0 ||
         dup_opt(&dst->ca_file, src->ca_file) < 0 ||
         dup_opt(&dst->authorization, src->authorization) < 0 ||
-        dup_opt(&dst->auth_ns, src->auth_ns) < 0) {
-        upstream_def_dispose(dst);
-        return -ENOMEM;
+        dup_opt(&dst->auth_ns, src->auth_ns) < 0)
+        goto fail;
+    if (src->ntoken_realms > 0) {
+        dst->token_realms = calloc(src->ntoken_realms, sizeof(char *));
+        if (!dst->token_realms)
+            goto fail;
+        for (; dst->ntoken_realms < src->ntoken_realms; dst->ntoken_realms++)
+            if (dup_opt(&dst->token_realms[dst->ntoken_realms],
+                        src->token_realms[dst->ntoken_realms]) < 0)
+                goto fail;
     }
     return 0;
+fail:
+    upstream_def_dispose(dst);
+    return -ENOMEM;
 }
 
 static void list_dispose(struct upstream_list *l)
@@ -209,8 +232,46 @@ static int dup_string(json_t *v, size_t idx, const char *key, char **out, char *
     return 0;
 }
 
+/* "token-realms": an array of http(s) URLs, stored without trailing slashes. */
+static int token_realms_parse(json_t *v, size_t idx, struct upstream_def *d, char *err,
+                              size_t errlen)
+{
+    char url[2048];
+    size_t i, n;
+
+    if (!json_is_array(v)) {
+        snprintf(err, errlen, "[%zu].token-realms: expected an array of URLs", idx);
+        return SHOAL_ECONFIG;
+    }
+    n = json_array_size(v);
+    if (n == 0)
+        return 0;
+    d->token_realms = calloc(n, sizeof(char *));
+    if (!d->token_realms) {
+        snprintf(err, errlen, "[%zu]: out of memory", idx);
+        return -ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+
+        if (!json_is_string(e) || config_parse_url(json_string_value(e), url, sizeof(url)) < 0) {
+            snprintf(err, errlen, "[%zu].token-realms[%zu]: expected an http:// or https:// URL",
+                     idx, i);
+            return SHOAL_ECONFIG;
+        }
+        d->token_realms[i] = strdup(url);
+        if (!d->token_realms[i]) {
+            snprintf(err, errlen, "[%zu]: out of memory", idx);
+            return -ENOMEM;
+        }
+        d->ntoken_realms = i + 1;
+    }
+    return 0;
+}
+
 static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *err, size_t errlen)
 {
+    char q[CONFIG_QUOTE_MAX + 8];
     const char *key;
     json_t *v;
     char url[2048];
@@ -243,8 +304,14 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
             }
             d->insecure = json_is_true(v);
             continue;
+        } else if (strcmp(key, "token-realms") == 0) {
+            rc = token_realms_parse(v, idx, d, err, errlen);
+            if (rc < 0)
+                return rc;
+            continue;
         } else {
-            snprintf(err, errlen, "[%zu]: unknown key \"%.64s\"", idx, key);
+            snprintf(err, errlen, "[%zu]: unknown key \"%s\"", idx,
+                     config_quote(key, q, sizeof(q)));
             return SHOAL_ECONFIG;
         }
         rc = dup_string(v, idx, key, slot, err, errlen);
@@ -257,7 +324,8 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
         return SHOAL_ECONFIG;
     }
     if (!host_valid(d->host)) {
-        snprintf(err, errlen, "[%zu].host: invalid host \"%.64s\"", idx, d->host);
+        snprintf(err, errlen, "[%zu].host: invalid host \"%s\"", idx,
+                 config_quote(d->host, q, sizeof(q)));
         return SHOAL_ECONFIG;
     }
     if (!d->url) {
@@ -265,8 +333,8 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
         return SHOAL_ECONFIG;
     }
     if (config_parse_url(d->url, url, sizeof(url)) < 0) {
-        snprintf(err, errlen, "[%zu].url: invalid URL \"%.64s\" (expected http:// or https://)",
-                 idx, d->url);
+        snprintf(err, errlen, "[%zu].url: invalid URL \"%s\" (expected http:// or https://)", idx,
+                 config_quote(d->url, q, sizeof(q)));
         return SHOAL_ECONFIG;
     }
     /* The stripped URL is never longer than the original, so it fits. */
@@ -280,6 +348,15 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
     if ((d->password || d->password_file) && !d->username) {
         snprintf(err, errlen, "[%zu]: a password needs a \"username\" (host \"%s\")", idx, d->host);
         return SHOAL_ECONFIG;
+    }
+    for (size_t j = 0; j < d->ntoken_realms; j++) {
+        if (strncmp(d->url, "https://", 8) == 0 && strncmp(d->token_realms[j], "http://", 7) == 0) {
+            snprintf(err, errlen,
+                     "[%zu].token-realms[%zu]: \"%.64s\" is plain http: an https upstream "
+                     "sends no credentials in clear text (host \"%s\")",
+                     idx, j, d->token_realms[j], d->host);
+            return SHOAL_ECONFIG;
+        }
     }
     if (d->username && !d->password && !d->password_file) {
         snprintf(err, errlen,
@@ -387,6 +464,34 @@ static int read_secret(struct agent_config *cfg, char *err, size_t errlen)
                               &cfg->secret_len, err, errlen);
 }
 
+/* "cache-group": a group name from the group database, or a number. */
+static int resolve_group(struct agent_config *cfg, char *err, size_t errlen)
+{
+    const char *g = cfg->cache_group;
+    char q[CONFIG_QUOTE_MAX + 8];
+    struct group gr, *found = NULL;
+    char buf[4096];
+    char *end;
+    int rc;
+
+    if (g[0] >= '0' && g[0] <= '9') {
+        errno = 0;
+        unsigned long v = strtoul(g, &end, 10);
+        if (errno == 0 && *end == '\0' && v < (unsigned long)(gid_t)-1) {
+            cfg->cache_gid = (gid_t)v;
+            return 0;
+        }
+    }
+    rc = getgrnam_r(g, &gr, buf, sizeof(buf), &found);
+    if (rc != 0 || found == NULL) {
+        snprintf(err, errlen, "config: \"cache-group\": no group \"%s\"%s%s",
+                 config_quote(g, q, sizeof(q)), rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
+        return SHOAL_ECONFIG;
+    }
+    cfg->cache_gid = found->gr_gid;
+    return 0;
+}
+
 static bool wildcard_host(const char *addr)
 {
     return strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0;
@@ -409,6 +514,11 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
                  (long long)cfg->cache_low_pct, (long long)cfg->cache_high_pct);
         return SHOAL_ECONFIG;
     }
+    if (cfg->cache_group) {
+        rc = resolve_group(cfg, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     for (i = 0; i < cfg->upstreams.n; i++) {
         struct upstream_def *d = &cfg->upstreams.defs[i];
         if (d->password_file) {
@@ -416,6 +526,19 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
             if (rc < 0)
                 return rc;
         }
+    }
+    if (cfg->cluster_secret_file && cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\" and \"insecure-no-secret\" are mutually "
+                 "exclusive");
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->tracker && !cfg->cluster_secret_file && !cfg->insecure_no_secret) {
+        snprintf(err, errlen,
+                 "config: \"cluster-secret-file\": required with \"tracker\": without it the "
+                 "tracker and every peer accept anyone; give --cluster-secret-file FILE, or "
+                 "--insecure-no-secret to run open (tests only)");
+        return SHOAL_ECONFIG;
     }
     if (cfg->cluster_secret_file) {
         rc = read_secret(cfg, err, errlen);
@@ -628,5 +751,6 @@ const struct upstream_def *agent_config_upstream(const struct agent_config *cfg,
     scratch->url = scratch_url;
     scratch->host = scratch_url + n + 1;
     memcpy(scratch->host, host, hlen + 1);
+    scratch->unlisted = true;
     return scratch;
 }

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "shoal/agent_info.h"
 #include "shoal/config.h"
@@ -22,6 +23,16 @@ struct upstream_def {
      * by the configuration: */
     char *authorization; /* an Authorization value sent as is ("Bearer <token>"), or NULL */
     char *auth_ns;       /* the credential namespace its tokens are cached under, or NULL */
+    /* Token realms (base URLs) that may receive the Basic credentials besides
+     * those the default rule allows (upstream_auth_realm_trust): the
+     * operator's word for a token service on another origin. */
+    char **token_realms;
+    size_t ntoken_realms;
+    /* Set on the entries agent_config_upstream makes up for hosts nobody
+     * configured (upstream-allow-unlisted): whoever names such a host may
+     * control it, so its word that a repository holds a digest is not
+     * enough to serve bytes that came from elsewhere. */
+    bool unlisted;
 };
 
 /* Deep copy of src into dst (strings duplicated). 0 or -ENOMEM (dst then
@@ -43,6 +54,8 @@ struct agent_config {
     uint64_t cache_max_bytes;
     int64_t cache_high_pct;
     int64_t cache_low_pct;
+    char *cache_group; /* who may read the cache besides the agent, or NULL */
+    gid_t cache_gid;   /* derived from cache_group */
     int64_t tag_cache_ttl_ms;
     int64_t repo_check_ttl_ms;
     int64_t upstream_retries;
@@ -59,7 +72,8 @@ struct agent_config {
     char *peer_listen;
     char *advertise;
     char *cluster_secret_file;
-    char *secret; /* the file's contents less one trailing newline */
+    bool insecure_no_secret; /* run the swarm without a secret (tests) */
+    char *secret;            /* the file's contents less one trailing newline */
     size_t secret_len;
     int64_t swarm_stall_timeout_ms;
     int64_t seed_time_ms;
@@ -98,7 +112,7 @@ int agent_config_mirror_url(const struct agent_config *cfg, int bound_port, char
 /* Finds the upstream a client named by host (NULL host = the default
  * upstream). Looks in the configured list first; "docker.io" maps to
  * https://registry-1.docker.io; other hosts are reached over https when
- * upstream-allow-unlisted is on. The result is borrowed from cfg or from
+ * upstream-allow-unlisted is on, with `unlisted` set. The result is borrowed from cfg or from
  * `scratch`, which the caller provides and which lives as long as the result.
  * Returns NULL when the host is not allowed. */
 const struct upstream_def *agent_config_upstream(const struct agent_config *cfg, const char *host,

@@ -409,6 +409,11 @@ uint64_t blob_fetcher_progress(struct blob_fetcher *f, const struct oci_digest *
     return bf ? partial_released(bf->pb) : 0;
 }
 
+bool blob_fetcher_active(struct blob_fetcher *f, const struct oci_digest *d)
+{
+    return f != NULL && find_active(f, d) != NULL;
+}
+
 static int fetch_start(struct blob_fetcher *f, const struct oci_digest *d, uint64_t size,
                        const struct upstream_def *def, const char *repo, struct blob_fetch **out)
 {

@@ -57,6 +57,9 @@ void blob_fetcher_set_ingress(struct blob_fetcher *f, struct ratelimit *ingress)
  * none is running. For progress reports. */
 uint64_t blob_fetcher_progress(struct blob_fetcher *f, const struct oci_digest *d);
 
+/* Whether a download of d is in progress (whatever its source). */
+bool blob_fetcher_active(struct blob_fetcher *f, const struct oci_digest *d);
+
 /* Attaches a reader (cbs/arg as in partial_reader_attach) to the download
  * of d (size bytes, as the upstream announced it), starting the download
  * from def/repo if none is running (def and repo are copied). A reader of a

@@ -12,7 +12,7 @@
  * through the upstream_auth_wait it embeds, and token_ready() here takes the
  * outcome.
  */
-#define _GNU_SOURCE /* strptime, timegm, explicit_bzero */
+#define _GNU_SOURCE /* explicit_bzero */
 #include "upstream/upstream.h"
 
 #include <errno.h>
@@ -22,10 +22,14 @@
 #include <strings.h>
 #include <time.h>
 
+#include <curl/curl.h>
+
 #include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/url_origin.h"
 #include "upstream/upstream_auth.h"
+#include "upstream/upstream_challenge.h"
 
 #define COMP "upstream"
 
@@ -135,11 +139,11 @@ static char *dupstr(const char *s)
 
 /* --- Retry-After and backoff --- */
 
-/* Retry-After as milliseconds from now: delta seconds or an HTTP date. */
+/* Retry-After as milliseconds from now: delta seconds or an HTTP date (any
+ * of the three forms RFC 9110 section 5.6.7 names; libcurl reads them). */
 static int parse_retry_after(const char *v, int64_t *ms)
 {
     char *end;
-    struct tm tm;
 
     if (*v >= '0' && *v <= '9') {
         errno = 0;
@@ -149,11 +153,9 @@ static int parse_retry_after(const char *v, int64_t *ms)
         *ms = s > (unsigned long long)(INT64_MAX / 1000) ? INT64_MAX : (int64_t)s * 1000;
         return 0;
     }
-    memset(&tm, 0, sizeof(tm));
-    end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (!end || *end != '\0')
+    time_t when = curl_getdate(v, NULL), now = time(NULL);
+    if (when == (time_t)-1)
         return SHOAL_EPARSE;
-    time_t when = timegm(&tm), now = time(NULL);
     *ms = when > now ? (int64_t)(when - now) * 1000 : 0;
     return 0;
 }
@@ -305,6 +307,26 @@ static void finish_saved(struct upstream_req *r)
     finish(r, rc, &resp);
 }
 
+/* Whether an answer came from the host the request was sent to. A
+ * challenge from a redirect target on another host (a CDN, or whoever a
+ * compromised redirect points at) must not pick the realm the credentials
+ * go to, so its 401 goes to the caller as it is. */
+static bool from_own_host(struct upstream_req *r, const struct http_client_response *resp)
+{
+    struct url_origin want, got;
+
+    if (resp->url == NULL || strcmp(resp->url, r->url) == 0)
+        return true;
+    if (url_origin_parse(r->url, &want) == 0 && url_origin_parse(resp->url, &got) == 0 &&
+        url_origin_same_host(&want, &got))
+        return true;
+    LOG(WARN, COMP,
+        "req=%llu 401 from redirect target %s (another host than %s): challenge not "
+        "answered",
+        (unsigned long long)r->id, got.host[0] ? got.host : "?", r->def->host);
+    return false;
+}
+
 /* Decides whether the answer to an attempt is resolved here. Returns true
  * (and sets r->next_step) when the attempt is to be aborted. */
 static bool intercept(struct upstream_req *r, const struct http_client_response *resp)
@@ -324,13 +346,13 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
         return false;
     /* A job's own Authorization value (a token its caller issued) is all
      * there is: its 401 is the caller's answer. */
-    if (r->def->authorization)
+    if (r->def->authorization || !from_own_host(r, resp))
         return false;
 
     char hdr[CHALLENGE_MAX], scheme[SCHEME_MAX], realm[REALM_MAX], service[SERVICE_MAX],
         scope[SCOPE_MAX];
     if (!http_client_response_header(resp, "WWW-Authenticate", hdr, sizeof(hdr)) ||
-        upstream_parse_challenge(hdr, scheme, sizeof(scheme), realm, sizeof(realm), service,
+        upstream_challenge_parse(hdr, scheme, sizeof(scheme), realm, sizeof(realm), service,
                                  sizeof(service), scope, sizeof(scope)) < 0) {
         LOG(DEBUG, COMP, "req=%llu 401 without a usable challenge", (unsigned long long)r->id);
         return false;

@@ -90,11 +90,4 @@ static inline bool upstream_unreachable(int rc, int status)
            status >= 500;
 }
 
-/* Parses a WWW-Authenticate value. scheme gets "Bearer"/"Basic"; realm,
- * service, scope get the parameters (empty when absent). Pure; exposed for
- * unit tests. 0 or SHOAL_EPARSE. */
-int upstream_parse_challenge(const char *value, char *scheme, size_t schemelen, char *realm,
-                             size_t realmlen, char *service, size_t servicelen, char *scope,
-                             size_t scopelen);
-
 #endif

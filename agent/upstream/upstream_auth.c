@@ -21,8 +21,7 @@
 #include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
-/* For the prototype of upstream_parse_challenge, which upstream.h exports. */
-#include "upstream/upstream.h"
+#include "shoal/url_origin.h"
 
 #define COMP "upstream"
 
@@ -103,53 +102,38 @@ int upstream_auth_build_userpwd(const struct upstream_def *def, char *out, size_
     return n < 0 || (size_t)n >= outlen ? SHOAL_ECONFIG : 0;
 }
 
-/* Host name of an absolute URL (no user info, no port), lower-case as given. */
-static int url_host(const char *url, char *out, size_t outlen)
-{
-    const char *p = strstr(url, "://"), *end, *at;
-    size_t n;
-
-    if (!p)
-        return SHOAL_EPARSE;
-    p += 3;
-    end = p + strcspn(p, "/?#");
-    at = memchr(p, '@', (size_t)(end - p));
-    if (at)
-        p = at + 1;
-    if (*p == '[') {
-        const char *close = memchr(p, ']', (size_t)(end - p));
-        if (!close)
-            return SHOAL_EPARSE;
-        end = close + 1;
-    } else {
-        const char *colon = memchr(p, ':', (size_t)(end - p));
-        if (colon)
-            end = colon;
-    }
-    n = (size_t)(end - p);
-    if (n == 0 || n >= outlen)
-        return SHOAL_EPARSE;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    return 0;
-}
-
-static bool same_host(const char *a, const char *b)
-{
-    char ha[256], hb[256];
-
-    return url_host(a, ha, sizeof(ha)) == 0 && url_host(b, hb, sizeof(hb)) == 0 &&
-           strcasecmp(ha, hb) == 0;
-}
-
-static bool is_https(const char *url)
-{
-    return strncasecmp(url, "https://", 8) == 0;
-}
-
 bool upstream_auth_is_http_url(const char *url)
 {
-    return is_https(url) || strncasecmp(url, "http://", 7) == 0;
+    struct url_origin o;
+
+    return url_origin_parse(url, &o) == 0;
+}
+
+int upstream_auth_realm_trust(const struct upstream_def *def, const char *realm, bool *creds,
+                              bool *tls_settings)
+{
+    struct url_origin r, u, l;
+    int rc;
+
+    *creds = *tls_settings = false;
+    rc = url_origin_parse(realm, &r);
+    if (rc < 0)
+        return rc;
+    rc = url_origin_parse(def->url, &u);
+    if (rc < 0)
+        return rc;
+    /* The upstream's own origin may have its credentials back. Another
+     * origin only over TLS, and only when the upstream named it over TLS
+     * too: a challenge read in clear text may have been rewritten on the
+     * way, and an https upstream never sends them to a plain http realm
+     * (not even on its own host and port). Beyond that, only the realms
+     * the operator listed. */
+    *creds = url_origin_same(&r, &u) || (r.https && u.https);
+    for (size_t i = 0; !*creds && i < def->ntoken_realms; i++)
+        *creds = url_origin_parse(def->token_realms[i], &l) == 0 && url_origin_same(&r, &l);
+    /* The CA bundle and the insecure switch describe the upstream's host. */
+    *tls_settings = r.https && strcmp(r.host, u.host) == 0;
+    return 0;
 }
 
 static int urlencode(struct buf *b, const char *s)
@@ -168,132 +152,6 @@ static int urlencode(struct buf *b, const char *s)
         }
     }
     return rc;
-}
-
-/* --- challenge parsing --- */
-
-static bool tchar(char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-static const char *skip_ws(const char *p)
-{
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return p;
-}
-
-/* Copies a token or quoted-string value at *pp into out (NULL = discard).
- * Values that do not fit make the whole header malformed. */
-static int parse_value(const char **pp, char *out, size_t outlen)
-{
-    const char *p = *pp;
-    size_t n = 0;
-
-    if (*p == '"') {
-        for (p++; *p != '"'; p++) {
-            if (*p == '\0')
-                return SHOAL_EPARSE;
-            if (*p == '\\') {
-                p++;
-                if (*p == '\0')
-                    return SHOAL_EPARSE;
-            }
-            if ((unsigned char)*p < 0x20 && *p != '\t')
-                return SHOAL_EPARSE;
-            if (out) {
-                if (n + 1 >= outlen)
-                    return SHOAL_EPARSE;
-                out[n] = *p;
-            }
-            n++;
-        }
-        p++;
-    } else {
-        /* Unquoted values are tokens; '/' and ':' are tolerated because
-         * servers send bare URLs and scopes. '=' allows token68 padding. */
-        for (; tchar(*p) || *p == '/' || *p == ':' || *p == '='; p++) {
-            if (out) {
-                if (n + 1 >= outlen)
-                    return SHOAL_EPARSE;
-                out[n] = *p;
-            }
-            n++;
-        }
-        if (n == 0)
-            return SHOAL_EPARSE;
-    }
-    if (out)
-        out[n] = '\0';
-    *pp = p;
-    return 0;
-}
-
-int upstream_parse_challenge(const char *value, char *scheme, size_t schemelen, char *realm,
-                             size_t realmlen, char *service, size_t servicelen, char *scope,
-                             size_t scopelen)
-{
-    const char *p, *start;
-    size_t n;
-
-    if (schemelen == 0 || realmlen == 0 || servicelen == 0 || scopelen == 0)
-        return SHOAL_EPARSE;
-    scheme[0] = realm[0] = service[0] = scope[0] = '\0';
-    if (!value)
-        return SHOAL_EPARSE;
-    p = skip_ws(value);
-    for (start = p; tchar(*p); p++)
-        ;
-    n = (size_t)(p - start);
-    if (n == 0 || n >= schemelen || (*p != '\0' && *p != ' ' && *p != '\t'))
-        return SHOAL_EPARSE;
-    memcpy(scheme, start, n);
-    scheme[n] = '\0';
-
-    p = skip_ws(p);
-    bool after_comma = false;
-    while (*p) {
-        if (*p == ',') { /* empty list elements are allowed */
-            p = skip_ws(p + 1);
-            after_comma = true;
-            continue;
-        }
-        for (start = p; tchar(*p); p++)
-            ;
-        n = (size_t)(p - start);
-        if (n == 0)
-            return SHOAL_EPARSE;
-        const char *eq = skip_ws(p);
-        if (*eq != '=') {
-            /* "Bearer realm=x, Basic realm=y": a second challenge begins; the
-             * first one is what we answer. */
-            if (after_comma && (*p == ' ' || *p == '\t'))
-                return 0;
-            return SHOAL_EPARSE;
-        }
-        p = skip_ws(eq + 1);
-        char *out = NULL;
-        size_t outlen = 0;
-        if (n == 5 && strncasecmp(start, "realm", 5) == 0) {
-            out = realm;
-            outlen = realmlen;
-        } else if (n == 7 && strncasecmp(start, "service", 7) == 0) {
-            out = service;
-            outlen = servicelen;
-        } else if (n == 5 && strncasecmp(start, "scope", 5) == 0) {
-            out = scope;
-            outlen = scopelen;
-        }
-        if (parse_value(&p, out, outlen) < 0)
-            return SHOAL_EPARSE;
-        p = skip_ws(p);
-        if (*p != '\0' && *p != ',')
-            return SHOAL_EPARSE;
-        after_comma = false;
-    }
-    return 0;
 }
 
 /* --- caches --- */
@@ -705,7 +563,7 @@ static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, 
     struct upstream_auth_fetch *f = calloc(1, sizeof(*f));
     struct buf url;
     char userpwd[UPSTREAM_AUTH_USERPWD_MAX];
-    bool creds = false, local;
+    bool creds = false, trusted = false, local = false;
     int rc = -ENOMEM;
 
     buf_init(&url, UPSTREAM_AUTH_URL_MAX);
@@ -732,11 +590,17 @@ static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, 
         rc = urlencode(&url, f->scope);
     if (rc < 0)
         goto out;
-    /* The CA bundle and the insecure switch describe the upstream's own
-     * host. Credentials go to the realm only over TLS, or over plain HTTP
-     * when the upstream itself is reached that way on the same host. */
-    local = same_host(f->realm, def->url);
-    if (upstream_auth_has_creds(def) && (is_https(f->realm) || local)) {
+    /* Which credentials and TLS settings go to this realm: see
+     * upstream_auth_realm_trust. */
+    rc = upstream_auth_realm_trust(def, f->realm, &trusted, &local);
+    if (rc < 0)
+        goto out;
+    if (upstream_auth_has_creds(def) && !trusted)
+        LOG(WARN, COMP,
+            "req=%llu host=%s realm=%s: credentials withheld (realm is not the "
+            "upstream's own origin, not https named by an https upstream, not in token-realms)",
+            (unsigned long long)req_id, def->host, f->realm);
+    if (upstream_auth_has_creds(def) && trusted) {
         rc = upstream_auth_build_userpwd(def, userpwd, sizeof(userpwd));
         if (rc < 0) {
             LOG(WARN, COMP, "host=%s credentials unusable: %s", def->host, shoal_strerror(rc));

@@ -7,8 +7,8 @@
  * - token fetches from a realm over http_client, shared by every caller that
  *   needs the same key; each caller waits through an upstream_auth_wait it
  *   embeds and learns the outcome through its on_token callback;
- * - the credential helpers and the WWW-Authenticate parser
- *   (upstream_parse_challenge, declared in upstream.h).
+ * - the credential helpers.
+ * The WWW-Authenticate parser is upstream_challenge.c.
  *
  * upstream.c (requests, attempts, retries) calls this module; it never calls
  * back except through on_token.
@@ -69,8 +69,18 @@ void upstream_auth_wipe_free(char *s);
 bool upstream_auth_has_creds(const struct upstream_def *def);
 /* "user:password" into out, or SHOAL_ECONFIG when the credentials do not fit. */
 int upstream_auth_build_userpwd(const struct upstream_def *def, char *out, size_t outlen);
-/* Whether url is an absolute http:// or https:// URL. */
+/* Whether url is an absolute http:// or https:// URL with a host. */
 bool upstream_auth_is_http_url(const char *url);
+/* Where a token realm named by the upstream def stands, by the scheme, host
+ * and port libcurl reads from the URLs: *creds whether the upstream's Basic
+ * credentials may go there (the upstream's own origin, an https realm named
+ * by an https upstream, or an origin in def->token_realms, which
+ * agent_config keeps free of plain http for an https upstream), *tls_settings whether its CA file
+ * and insecure switch apply (an https realm on the upstream's host). 0, or
+ * SHOAL_EPARSE when either URL is not an absolute http(s) URL (both outputs
+ * false). */
+int upstream_auth_realm_trust(const struct upstream_def *def, const char *realm, bool *creds,
+                              bool *tls_settings);
 
 /* Every cache entry and token fetch belongs to a credential namespace, ns:
  * NULL (or "") for the upstream's own configured credentials, else the

@@ -103,6 +103,8 @@ TOOL_PACKAGES = {
     "mount": "mount",
     "umount": "mount",
     "curl": "curl",
+    "prlimit": "util-linux",
+    "unshare": "util-linux",
 }
 
 

@@ -158,3 +158,31 @@ def _health(port):
     except OSError:
         return False
     return st == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_tracker_needs_secret(tmp_path):
+    """An agent given a tracker but no secret refuses to start, naming the
+    flag; --insecure-no-secret lets it run, with a warning in the log."""
+    args = base(tmp_path) + ["--tracker", "http://127.0.0.1:%d" % free_port(),
+                             "--peer-listen", "127.0.0.1:%d" % free_port()]
+    r = run(args, tmp_path)
+    assert r.returncode == 2, r
+    assert "--insecure-no-secret" in r.stderr and "cluster-secret-file" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+
+    port = int(args[args.index("--listen") + 1].rsplit(":", 1)[1])
+    p = subprocess.Popen([agent_bin()] + args + ["--insecure-no-secret"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(tmp_path))
+    try:
+        wait_for(lambda: p.poll() is None and _health(port), 10, "open agent ready")
+    finally:
+        p.send_signal(2)
+        try:
+            rc = p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+    err = p.stderr.read().decode("utf-8", "replace")
+    assert rc == 0, err[-2000:]
+    warn = [ln for ln in err.splitlines() if "WITHOUT a cluster secret" in ln]
+    assert warn and "level=warn" in warn[0], err[-2000:]

@@ -113,3 +113,26 @@ def test_blob_over_cache_cap_is_503(registry, agent_factory, build):
     assert_refused_cleanly(a, repo, big["digest"])
     assert_pulls(a, repo, small["digest"], small["size"])
     assert a.metric("shoal_cache_bytes") <= 8 * MIB
+
+
+def test_full_disk_evicts_least_recently_used(tmpfs_mount, registry, agent_factory, build):
+    """The disk fills before cache-max-bytes (20 GiB by default, a 24 MiB
+    disk here): storing the next blob evicts the least recently used one and
+    tries once more, instead of answering 503."""
+    repo = "disk/lru"
+    blobs = []
+    for _ in range(3):
+        d, b = build.blob(9 * MIB)
+        registry.push_blob(d, repo, b["digest"])
+        blobs.append(b)
+    a = agent_factory(registry.host, start=False)
+    tmpfs_mount(a.data_dir, TMPFS_SIZE)
+    a.start()
+    assert_pulls(a, repo, blobs[0]["digest"], blobs[0]["size"])
+    assert_pulls(a, repo, blobs[1]["digest"], blobs[1]["size"])
+    # 18 MiB in: the third does not fit beside them.
+    assert_pulls(a, repo, blobs[2]["digest"], blobs[2]["size"])
+    assert files_for(a.data_dir, blobs[0]["digest"]) == []
+    assert files_for(a.data_dir, blobs[1]["digest"]) != []
+    assert "op=disk-full" in a.logs()
+    assert a.metric("shoal_digest_mismatches_total") == 0

@@ -194,6 +194,18 @@ def token_setup(tmp_path):
             obj.stop()
 
 
+def upstream_entry(reg, ts, user=None, password=None, token_realms=True):
+    """The agent's "upstreams" entry for the token registry; its realm (the
+    token server, another port) listed in token-realms unless told not to."""
+    e = {"host": reg.host, "url": "http://" + reg.host}
+    if user is not None:
+        e["username"] = user
+        e["password"] = password
+    if token_realms:
+        e["token-realms"] = ["http://127.0.0.1:%d" % ts.port]
+    return e
+
+
 def token_fetches(agent):
     return agent.metric("shoal_upstream_token_fetches_total")
 
@@ -239,7 +251,9 @@ def test_token_server_requires_basic_credentials(token_setup, agent_factory, bui
     b = build.image(layers=2, layer_size=30000)
     reg.push_with_token(b, repo)
 
-    a = agent_factory(reg.host, username=USER, password=PASSWORD)
+    # The realm is on another port of plain http: it gets the credentials
+    # only because the upstream entry lists it (token-realms).
+    a = agent_factory(reg.host, upstreams=[upstream_entry(reg, ts, USER, PASSWORD)])
     pull(a, repo, b, str(tmp_path / "out"))
     want = "Basic " + base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()
     seen = ts.seen()
@@ -248,8 +262,11 @@ def test_token_server_requires_basic_credentials(token_setup, agent_factory, bui
     assert token_fetches(a) == len(seen)
 
     layer = b.manifest["layers"][0]["digest"]
-    for kw in ({}, {"username": USER, "password": "wrong"}):
-        other = agent_factory(reg.host, **kw)
+    # No credentials; wrong ones; right ones for a realm not listed.
+    for password, listed in ((None, True), ("wrong", True), (PASSWORD, False)):
+        kw = {"password": password, "token-realms": listed}
+        entry = upstream_entry(reg, ts, USER if password else None, password, listed)
+        other = agent_factory(reg.host, upstreams=[entry])
         before = ts.count()
         for path in ("/v2/%s/manifests/%s" % (repo, b.tag), "/v2/%s/blobs/%s" % (repo, layer)):
             st, _, body = other.get(path, headers=ACCEPT)
@@ -257,6 +274,11 @@ def test_token_server_requires_basic_credentials(token_setup, agent_factory, bui
             assert "UNAUTHORIZED" in oci_error_codes(body)
         refused = ts.seen()[before:]
         assert refused and all(r["status"] == 401 for r in refused), refused
+        if not listed:
+            # Right credentials, but the realm (another port, plain http) is
+            # not the upstream's own origin and not listed: withheld.
+            assert all(r["authorization"] is None for r in refused), refused
+            assert "credentials withheld" in other.logs()
         st, _, _ = other.get("/_shoal/health")
         assert st == 200
 

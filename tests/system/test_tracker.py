@@ -47,6 +47,8 @@ class Tracker:
             with open(path, "wb") as f:
                 f.write(secret + b"\n")  # the trailing newline is not part of it
             self.args += ["--cluster-secret-file", path]
+        else:
+            self.args += ["--insecure-no-secret"]  # the tracker refuses to run open otherwise
         self.args += extra_args or []
         self.proc = None
 
@@ -282,6 +284,33 @@ def test_auth_failures(tracker):
     assert st == 200 and json.loads(data) == {"status": "ok"}
     with open(tracker.log) as f:
         assert "auth failed" in f.read()
+
+
+def test_no_secret_refused_without_the_flag(tmp_path):
+    """Without a secret the tracker does not start unless told to run open,
+    and its message names both ways out."""
+    port = free_port()
+    p = subprocess.run([tracker_bin(), "--listen", "127.0.0.1:%d" % port],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode != 0, p
+    assert "--insecure-no-secret" in p.stderr and "--cluster-secret-file" in p.stderr, p.stderr
+    with pytest.raises(OSError):
+        http_request(port, "GET", "/_shoal/health", timeout=2)
+    # Given both, it refuses too: the operator's intent is unclear.
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    p = subprocess.run([tracker_bin(), "--listen", "127.0.0.1:%d" % port, "--insecure-no-secret",
+                        "--cluster-secret-file", str(secret)],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "mutually exclusive" in p.stderr, p.stderr
+
+
+def test_no_secret_tracker_warns(tracker_factory):
+    t = tracker_factory(secret=None)
+    with open(t.log) as f:
+        log = f.read()
+    assert "level=warn" in log and "WITHOUT a cluster secret" in log, log[-2000:]
+    assert "secret=NONE" in log
 
 
 def test_no_secret_tracker(tracker_factory):

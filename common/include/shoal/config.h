@@ -77,6 +77,16 @@ void config_print_markdown(const struct config_option *table, FILE *out);
 int config_read_secret(const char *key, const char *path, char **out, size_t *out_len, char *err,
                        size_t errlen);
 
+/* Longest part of a value config_quote copies. */
+#define CONFIG_QUOTE_MAX 80
+
+/* A value (NUL-terminated, borrowed) as it may appear in a one-line
+ * message: cut at CONFIG_QUOTE_MAX characters ("..." added) and with
+ * control characters replaced by '?', so a hostile or broken value cannot
+ * garble a message or the log. buf should hold CONFIG_QUOTE_MAX + 8 bytes.
+ * Returns buf. */
+const char *config_quote(const char *s, char *buf, size_t buflen);
+
 /* Parsers shared with other code; each returns 0 or SHOAL_EPARSE. */
 int config_parse_size(const char *s, uint64_t *out);
 int config_parse_duration(const char *s, int64_t *out_ms);

@@ -31,4 +31,19 @@ void hash_xxh3_128(const void *data, size_t len, uint8_t out[16]);
 /* Lower-case hex of raw bytes; out must hold 2*len+1 bytes. */
 void hash_to_hex(const uint8_t *raw, size_t len, char *out);
 
+/* Which hex digits a decoder takes: only the lower-case form hash_to_hex
+ * writes (digests and piece hashes, where one value has one spelling), or
+ * either case (MAC headers, percent-escapes). */
+enum hash_hex_case { HASH_HEX_LOWER, HASH_HEX_ANY_CASE };
+
+/* The value (0-15) of one hex digit c, or -1. The one hex decoder of the
+ * tree: every other parser of hex calls it. */
+int hash_hex_digit(int c, enum hash_hex_case hc);
+
+/* Decodes exactly 2*outlen hex characters hex[0..hexlen) into out[outlen].
+ * 0, or SHOAL_EPARSE (hexlen != 2*outlen, or a character that is no digit
+ * of the given case) with out untouched. */
+int hash_from_hex(const char *hex, size_t hexlen, enum hash_hex_case hc, uint8_t *out,
+                  size_t outlen);
+
 #endif

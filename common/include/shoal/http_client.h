@@ -28,6 +28,10 @@ struct http_client_response {
     struct buf headers;      /* raw header block of the final response ("Name: value\r\n"...) */
     struct buf body;         /* the body, when the request had no on_data (capped by max_body) */
     uint64_t content_length; /* from the final response, UINT64_MAX if unknown */
+    /* The URL the final response came from, after redirects (borrowed, valid
+     * during the callback); the request's URL when no answer arrived. NULL
+     * in responses made up by callers. */
+    const char *url;
 };
 
 /* Case-insensitive look-up of a header of the final response, copied into
@@ -50,10 +54,12 @@ struct http_client_opts {
     const char *userpwd;        /* "user:password" for Basic auth, or NULL */
     const char *ca_file;        /* PEM bundle, or NULL for the system store */
     bool insecure;              /* skip TLS verification (tests only) */
-    bool follow_redirects;      /* follow 3xx (credentials never cross hosts) */
-    long connect_timeout_ms;    /* default 10 s */
-    long low_speed_time_s;      /* abort when below 1 KiB/s for this long; default 60 */
-    size_t max_body;            /* cap for the buffered body; default 4 MiB */
+    /* Follow 3xx, at most 5. Credentials never cross hosts, and a request to
+     * an https URL never follows a redirect to plain http (SHOAL_EUPSTREAM). */
+    bool follow_redirects;
+    long connect_timeout_ms; /* default 10 s */
+    long low_speed_time_s;   /* abort when below 1 KiB/s for this long; default 60 */
+    size_t max_body;         /* cap for the buffered body; default 4 MiB */
 
     /* Called once when the final response's headers are complete, before any
      * on_data. Return 0 to go on, non-zero to abort (on_done then gets

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
+#include "shoal/error.h"
 #include "shoal/hash.h"
 #include "shoal/oci.h"
 #include "support/oneshot.h"
@@ -153,13 +154,55 @@ static void test_to_hex(void **state)
     assert_string_equal(hex, "");
 }
 
+static void test_from_hex(void **state)
+{
+    uint8_t out[4], want[4] = {0xde, 0xad, 0xbe, 0xef};
+    char hex[9];
+
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        int lower = hash_hex_digit(c, HASH_HEX_LOWER), any = hash_hex_digit(c, HASH_HEX_ANY_CASE);
+
+        if (c >= '0' && c <= '9') {
+            assert_int_equal(lower, c - '0');
+            assert_int_equal(any, c - '0');
+        } else if (c >= 'a' && c <= 'f') {
+            assert_int_equal(lower, c - 'a' + 10);
+            assert_int_equal(any, c - 'a' + 10);
+        } else if (c >= 'A' && c <= 'F') {
+            assert_int_equal(lower, -1);
+            assert_int_equal(any, c - 'A' + 10);
+        } else {
+            assert_int_equal(lower, -1);
+            assert_int_equal(any, -1);
+        }
+    }
+    hash_to_hex(want, 4, hex);
+    assert_int_equal(hash_from_hex(hex, 8, HASH_HEX_LOWER, out, 4), 0);
+    assert_memory_equal(out, want, 4);
+    assert_int_equal(hash_from_hex("DEADBEEF", 8, HASH_HEX_ANY_CASE, out, 4), 0);
+    assert_memory_equal(out, want, 4);
+
+    /* Refusals leave the output as it was. */
+    memset(out, 0x11, sizeof(out));
+    assert_int_equal(hash_from_hex("DEADBEEF", 8, HASH_HEX_LOWER, out, 4), SHOAL_EPARSE);
+    assert_int_equal(hash_from_hex("deadbee", 7, HASH_HEX_LOWER, out, 4), SHOAL_EPARSE);
+    assert_int_equal(hash_from_hex("deadbeef00", 10, HASH_HEX_LOWER, out, 4), SHOAL_EPARSE);
+    assert_int_equal(hash_from_hex("deadbeeg", 8, HASH_HEX_ANY_CASE, out, 4), SHOAL_EPARSE);
+    assert_int_equal(hash_from_hex("dead\0eef", 8, HASH_HEX_ANY_CASE, out, 4), SHOAL_EPARSE);
+    assert_int_equal(hash_from_hex(NULL, 8, HASH_HEX_ANY_CASE, out, 4), SHOAL_EPARSE);
+    for (size_t i = 0; i < sizeof(out); i++)
+        assert_int_equal(out[i], 0x11);
+    assert_int_equal(hash_from_hex("", 0, HASH_HEX_LOWER, out, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_vectors), cmocka_unit_test(test_sha512_vectors),
         cmocka_unit_test(test_incremental),    cmocka_unit_test(test_matches),
         cmocka_unit_test(test_init_bad_algo),  cmocka_unit_test(test_xxh3),
-        cmocka_unit_test(test_to_hex),
+        cmocka_unit_test(test_to_hex),         cmocka_unit_test(test_from_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

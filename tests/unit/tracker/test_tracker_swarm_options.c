@@ -126,13 +126,47 @@ static void test_auth(void **state)
 /* --- Options
  * -------------------------------------------------------------------------------------- */
 
+/* Loads "shoal-tracker [a1 [a2]]", plus --insecure-no-secret unless a1
+ * names a secret file: the tracker refuses to start with neither. */
 static int load(struct tracker_config *cfg, char *err, size_t errlen, const char *a1,
                 const char *a2)
 {
-    char *argv[] = {"shoal-tracker", (char *)a1, (char *)a2, NULL};
-    int argc = a1 == NULL ? 1 : a2 == NULL ? 2 : 3;
+    char *argv[] = {"shoal-tracker", NULL, NULL, NULL, NULL};
+    int argc = 1;
 
+    if (a1 == NULL || strcmp(a1, "--cluster-secret-file") != 0)
+        argv[argc++] = "--insecure-no-secret";
+    if (a1 != NULL)
+        argv[argc++] = (char *)a1;
+    if (a2 != NULL)
+        argv[argc++] = (char *)a2;
     return tracker_config_load(cfg, argc, argv, err, errlen);
+}
+
+/* Without a secret file, the tracker starts only when told to run open. */
+static void test_secret_required(void **state)
+{
+    struct tracker_config cfg;
+    char err[512];
+    char *none[] = {"shoal-tracker", NULL};
+    char *open_[] = {"shoal-tracker", "--insecure-no-secret", NULL};
+    const char *path = scratch_file_text("top secret\n");
+    char *both[] = {"shoal-tracker", "--insecure-no-secret", "--cluster-secret-file", (char *)path,
+                    NULL};
+
+    (void)state;
+    assert_int_equal(tracker_config_load(&cfg, 1, none, err, sizeof(err)), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "--insecure-no-secret"));
+    assert_non_null(strstr(err, "--cluster-secret-file"));
+    tracker_config_dispose(&cfg);
+    assert_int_equal(tracker_config_load(&cfg, 2, open_, err, sizeof(err)), CONFIG_RUN);
+    assert_true(cfg.insecure_no_secret);
+    assert_int_equal(cfg.secret_len, 0);
+    tracker_config_dispose(&cfg);
+    assert_int_equal(tracker_config_load(&cfg, 4, both, err, sizeof(err)), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "mutually exclusive"));
+    tracker_config_dispose(&cfg);
+    scratch_files_remove();
 }
 
 static void test_config(void **state)
@@ -144,7 +178,8 @@ static void test_config(void **state)
 
     (void)state;
     assert_int_equal(load(&cfg, err, sizeof(err), NULL, NULL), CONFIG_RUN);
-    assert_string_equal(cfg.listen, "0.0.0.0:5090");
+    /* Loopback unless the operator says where. */
+    assert_string_equal(cfg.listen, "127.0.0.1:5090");
     assert_int_equal(cfg.interval_ms, 1000);
     assert_int_equal(cfg.peer_timeout_ms, 10000);
     assert_int_equal(cfg.lease_pieces, 8);
@@ -221,6 +256,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_secret_required),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

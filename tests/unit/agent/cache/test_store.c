@@ -564,6 +564,68 @@ static void test_real_enospc(void **state)
     f->mnt[0] = '\0';
 }
 
+/* Mounts a tmpfs of size bytes as the fixture's data dir (root only). */
+static bool small_disk(struct fixture *f, const char *size)
+{
+    char mnt[96], opts[32];
+    if (geteuid() != 0)
+        return false;
+    snprintf(mnt, sizeof(mnt), "%s/small", f->root);
+    snprintf(opts, sizeof(opts), "size=%s", size);
+    assert_int_equal(mkdir(mnt, 0755), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, opts) != 0)
+        return false;
+    memcpy(f->mnt, mnt, sizeof(mnt));
+    snprintf(f->dir, sizeof(f->dir), "%s/data", mnt);
+    return true;
+}
+
+/* A disk full before the cap: the least recently used entries make way,
+ * once; beyond what eviction can free the answer is SHOAL_ENOSPACE. */
+static void test_enospc_evicts_and_retries(void **state)
+{
+    struct fixture *f = *state;
+    if (!small_disk(f, "1m")) {
+        skip();
+        return;
+    }
+    struct store *s = open_store(f, 100u << 20, 90, 50);
+    struct oci_digest a, b, c;
+    int fd = -1;
+    uint64_t have = 0;
+
+    make_blob(s, 600 << 10, 90, &a);
+    oneshot_digest(OCI_DIGEST_SHA256, "b", 1, &b);
+    assert_int_equal(store_partial_open(s, &b, 600 << 10, &fd, &have), 0);
+    assert_false(store_blob_exists(s, &a));
+    assert_false(exists("%s/blobs/sha256/%s", f->dir, a.hex));
+
+    /* More than eviction can free (b is open): refused, nothing left. */
+    int fc = -1;
+    oneshot_digest(OCI_DIGEST_SHA256, "c", 1, &c);
+    assert_int_equal(store_partial_open(s, &c, 600 << 10, &fc, &have), SHOAL_ENOSPACE);
+    assert_false(exists("%s/partial/sha256/%s", f->dir, c.hex));
+    store_partial_discard(s, &b, fd);
+
+    /* A manifest write makes room the same way. */
+    make_blob(s, 900 << 10, 91, &a);
+    char *body = malloc(300 << 10);
+    assert_non_null(body);
+    fill(body, 300 << 10, 92);
+    oneshot_digest(OCI_DIGEST_SHA256, body, 300 << 10, &c);
+    assert_int_equal(store_manifest_put(s, &c, "x/y", body, 300 << 10), 0);
+    assert_false(store_blob_exists(s, &a));
+    /* A manifest the disk cannot hold at all. */
+    free(body);
+    body = malloc(2 << 20);
+    assert_non_null(body);
+    fill(body, 2 << 20, 93);
+    oneshot_digest(OCI_DIGEST_SHA256, body, 2 << 20, &b);
+    assert_int_equal(store_manifest_put(s, &b, "x/y", body, 2 << 20), SHOAL_ENOSPACE);
+    free(body);
+    store_close(s);
+}
+
 static void test_manifests(void **state)
 {
     struct fixture *f = *state;
@@ -723,6 +785,90 @@ static void test_tags(void **state)
     store_close(s);
 }
 
+/* Manifests and tag answers count in cache-max-bytes and leave, least
+ * recently used first, like blobs. Uses are apart by a few milliseconds so
+ * that the LRU order is the order of the calls. */
+static void put_manifest(struct store *s, unsigned seed, struct oci_digest *d)
+{
+    char body[997];
+    fill(body, sizeof(body), seed);
+    oneshot_digest(OCI_DIGEST_SHA256, body, sizeof(body), d);
+    assert_int_equal(store_manifest_put(s, d, "x/y", body, sizeof(body)), 0); /* 1000 bytes */
+    usleep(3000);
+}
+
+static bool has_manifest(struct store *s, const struct oci_digest *d)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    int rc = store_manifest_get(s, d, &b, NULL, 0);
+    buf_dispose(&b);
+    usleep(3000);
+    return rc == 0;
+}
+
+static void test_meta_counted_and_evicted(void **state)
+{
+    struct fixture *f = *state;
+    /* high 9000, low 8000 */
+    struct store *s = open_store(f, 10000, 90, 80);
+    struct oci_digest m[4], a, b;
+    const char *dg = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    char digest[136];
+
+    for (unsigned i = 0; i < 4; i++)
+        put_manifest(s, 70 + i, &m[i]);
+    assert_int_equal(store_bytes(s), 4000);
+    assert_int_equal(store_blob_count(s), 0);
+    /* "<digest> x/y\n": 71 + 1 + 3 + 1 bytes. */
+    assert_int_equal(store_tag_put(s, "h.example", "r", "t", dg, "x/y"), 0);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 4076);
+    /* Rewriting replaces, it does not add. */
+    assert_int_equal(store_tag_put(s, "h.example", "r", "t", dg, "x/y"), 0);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 4076);
+
+    /* Counted again after a restart. */
+    store_close(s);
+    s = open_store(f, 10000, 90, 80);
+    assert_int_equal(store_bytes(s), 4076);
+    assert_int_equal(store_blob_count(s), 0);
+
+    /* Order of use: m1, m2, m3, the tag, m0 (read now). */
+    usleep(3000);
+    assert_true(has_manifest(s, &m[0]));
+    make_blob(s, 3000, 80, &a);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 7076);
+    /* Past the high mark: the least recently used go until 8000. (exists()
+     * looks without using.) */
+    make_blob(s, 2500, 81, &b);
+    usleep(3000);
+    assert_int_equal(store_bytes(s), 7576);
+    assert_false(exists("%s/manifests/sha256/%s", f->dir, m[1].hex));
+    assert_false(exists("%s/manifests/sha256/%s.type", f->dir, m[1].hex));
+    assert_false(exists("%s/manifests/sha256/%s", f->dir, m[2].hex));
+    assert_true(exists("%s/manifests/sha256/%s", f->dir, m[3].hex));
+    assert_true(exists("%s/tags/h.example/r/_tags/t", f->dir));
+    assert_int_equal(store_blob_count(s), 2);
+    assert_false(has_manifest(s, &m[2]));
+
+    /* Next in line: m3, then the tag answer. */
+    struct oci_digest c;
+    make_blob(s, 1500, 82, &c); /* 9076: down to 8000 */
+    assert_int_equal(store_bytes(s), 8000);
+    assert_false(exists("%s/manifests/sha256/%s", f->dir, m[3].hex));
+    assert_false(exists("%s/tags/h.example/r/_tags/t", f->dir));
+    assert_int_equal(store_tag_get(s, "h.example", "r", "t", digest, NULL, 0), SHOAL_ENOT_FOUND);
+    assert_true(has_manifest(s, &m[0]));
+    assert_int_equal(store_blob_count(s), 3);
+    store_close(s);
+    s = open_store(f, 10000, 90, 80);
+    assert_true(store_bytes(s) <= 8000);
+    store_close(s);
+}
+
 static void test_repos(void **state)
 {
     struct fixture *f = *state;
@@ -870,8 +1016,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fresh_blob_survives_its_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservation_enospace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_real_enospc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enospc_evicts_and_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_meta_counted_and_evicted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repos, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_tmp_and_invalid_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_over_cap_at_open, setup, teardown),

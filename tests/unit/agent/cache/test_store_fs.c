@@ -124,16 +124,21 @@ static void test_dirs(void **state)
     const char *root = *state;
     char p[PATH_MAX];
     struct stat st;
+    struct store_perm priv;
+
+    store_perm_init(&priv, false, 0);
     snprintf(p, sizeof(p), "%s/x/y/z", root);
-    assert_int_equal(store_mkdir_p(p), 0);
-    assert_int_equal(store_mkdir_p(p), 0); /* idempotent */
+    assert_int_equal(store_mkdir_p(p, &priv), 0);
+    assert_int_equal(store_mkdir_p(p, &priv), 0); /* idempotent */
     assert_int_equal(stat(p, &st), 0);
     assert_true(S_ISDIR(st.st_mode));
+    /* Private whatever the umask: only the agent's user gets in. */
+    assert_int_equal(st.st_mode & 07777, 0700);
     /* sha256 directories exist up front; others are made on demand. */
-    assert_int_equal(store_dir_ensure_algo(root, "blobs", OCI_DIGEST_SHA256), 0);
+    assert_int_equal(store_dir_ensure_algo(root, "blobs", OCI_DIGEST_SHA256, &priv), 0);
     snprintf(p, sizeof(p), "%s/blobs/sha256", root);
     assert_int_not_equal(stat(p, &st), 0);
-    assert_int_equal(store_dir_ensure_algo(root, "blobs", OCI_DIGEST_SHA512), 0);
+    assert_int_equal(store_dir_ensure_algo(root, "blobs", OCI_DIGEST_SHA512, &priv), 0);
     snprintf(p, sizeof(p), "%s/blobs/sha512", root);
     assert_int_equal(stat(p, &st), 0);
 }
@@ -144,32 +149,35 @@ static void test_atomic_write_and_read(void **state)
     char tmp[PATH_MAX], final[PATH_MAX], buf[16];
     size_t len = 0;
     struct stat st;
+    struct store_perm priv;
+
+    store_perm_init(&priv, false, 0);
 
     snprintf(tmp, sizeof(tmp), "%s/tmp", root);
-    assert_int_equal(store_mkdir_p(tmp), 0);
+    assert_int_equal(store_mkdir_p(tmp, &priv), 0);
     snprintf(final, sizeof(final), "%s/file", root);
-    assert_int_equal(store_write_atomic(root, final, "hello", 5), 0);
+    assert_int_equal(store_write_atomic(root, final, "hello", 5, &priv), 0);
     assert_int_equal(store_read_small(final, buf, sizeof(buf), &len), 0);
     assert_int_equal(len, 5);
     assert_string_equal(buf, "hello");
     assert_int_equal(stat(final, &st), 0);
-    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(st.st_mode & 07777, 0600); /* cache files are private by default */
     /* Replaced whole, and no staging file is left behind. */
-    assert_int_equal(store_write_atomic(root, final, "bye", 3), 0);
+    assert_int_equal(store_write_atomic(root, final, "bye", 3, &priv), 0);
     assert_int_equal(store_read_small(final, buf, sizeof(buf), &len), 0);
     assert_string_equal(buf, "bye");
     assert_int_equal(rmdir(tmp), 0);
     /* Without tmp/ the write fails and the old file stays. */
-    assert_true(store_write_atomic(root, final, "new", 3) < 0);
+    assert_true(store_write_atomic(root, final, "new", 3, &priv) < 0);
     assert_int_equal(store_read_small(final, buf, sizeof(buf), &len), 0);
     assert_string_equal(buf, "bye");
 
     /* A file of cap - 1 bytes fits; one of cap bytes does not. */
-    assert_int_equal(store_mkdir_p(tmp), 0);
-    assert_int_equal(store_write_atomic(root, final, "0123456789abcde", 15), 0);
+    assert_int_equal(store_mkdir_p(tmp, &priv), 0);
+    assert_int_equal(store_write_atomic(root, final, "0123456789abcde", 15, &priv), 0);
     assert_int_equal(store_read_small(final, buf, sizeof(buf), &len), 0);
     assert_int_equal(len, 15);
-    assert_int_equal(store_write_atomic(root, final, "0123456789abcdef", 16), 0);
+    assert_int_equal(store_write_atomic(root, final, "0123456789abcdef", 16, &priv), 0);
     assert_int_equal(store_read_small(final, buf, sizeof(buf), &len), -EFBIG);
     /* Directories and symlinks are refused; missing files say so. */
     assert_int_equal(store_read_small(tmp, buf, sizeof(buf), &len), -EISDIR);
@@ -179,6 +187,58 @@ static void test_atomic_write_and_read(void **state)
     assert_int_equal(store_read_small(link, buf, sizeof(buf), &len), -ELOOP);
     snprintf(link, sizeof(link), "%s/absent", root);
     assert_int_equal(store_read_small(link, buf, sizeof(buf), &len), -ENOENT);
+}
+
+/* Group-readable modes, and bringing a tree made under another policy (an
+ * earlier version's 0644/0755) to today's. */
+static void test_permissions(void **state)
+{
+    const char *root = *state;
+    char p[PATH_MAX - 64], f[PATH_MAX], link[PATH_MAX];
+    struct store_perm priv, group;
+    struct stat st;
+    size_t changed = 0;
+    mode_t old = umask(0);
+
+    (void)umask(old);
+    store_perm_init(&priv, false, 0);
+    store_perm_init(&group, true, getgid());
+    assert_int_equal(priv.file, 0600);
+    assert_int_equal(priv.dir, 0700);
+    assert_int_equal(priv.gid, (gid_t)-1);
+    assert_int_equal(group.file, 0640);
+    assert_int_equal(group.dir, 02750);
+
+    snprintf(p, sizeof(p), "%s/g/sub", root);
+    assert_int_equal(store_mkdir_p(p, &group), 0);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 02750);
+    assert_int_equal(st.st_gid, getgid());
+    snprintf(f, sizeof(f), "%s/file", p);
+    int fd = store_open_file(f, O_WRONLY | O_CLOEXEC, &group);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(stat(f, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+
+    /* An old tree: loose modes everywhere, and a symlink left alone. */
+    assert_int_equal(chmod(f, 0644), 0);
+    assert_int_equal(chmod(p, 0755), 0);
+    snprintf(link, sizeof(link), "%s/link", p);
+    assert_int_equal(symlink("/etc/hostname", link), 0);
+    snprintf(p, sizeof(p), "%s/g", root);
+    assert_int_equal(store_perm_apply_tree(p, &priv, &changed), 0);
+    assert_int_equal(changed, 3); /* g, g/sub, g/sub/file */
+    assert_int_equal(stat(f, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    snprintf(p, sizeof(p), "%s/g/sub", root);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    changed = 0;
+    snprintf(p, sizeof(p), "%s/g", root);
+    assert_int_equal(store_perm_apply_tree(p, &priv, &changed), 0);
+    assert_int_equal(changed, 0); /* nothing left to change */
+    assert_int_equal(store_perm_apply_tree(f, &priv, &changed), -ENOTDIR);
 }
 
 static void test_read_write_all(void **state)
@@ -209,6 +269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_atomic_write_and_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_write_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

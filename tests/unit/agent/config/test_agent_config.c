@@ -79,7 +79,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.upstream_retries, 3);
     assert_int_equal(cfg.upstream_retry_max_ms, 10000);
     assert_int_equal(cfg.upstream_timeout_ms, 60000);
-    assert_true(cfg.upstream_allow_unlisted);
+    /* Unlisted upstreams are opt-in (a breaking change, docs/operations.md). */
+    assert_false(cfg.upstream_allow_unlisted);
     assert_int_equal(cfg.max_header_bytes, 16384);
     assert_int_equal(cfg.header_timeout_ms, 10000);
     assert_int_equal(cfg.idle_timeout_ms, 60000);
@@ -102,6 +103,7 @@ static void test_table_keys(void **state)
         "cache-max-bytes",
         "cache-high-watermark",
         "cache-low-watermark",
+        "cache-group",
         "tag-cache-ttl",
         "repo-check-ttl",
         "upstream-retries",
@@ -116,6 +118,7 @@ static void test_table_keys(void **state)
         "peer-listen",
         "advertise",
         "cluster-secret-file",
+        "insecure-no-secret",
         "swarm-stall-timeout",
         "seed-time",
         "swarm-max-peers",
@@ -283,8 +286,30 @@ static void test_swarm_options(void **state)
     const char *secret = scratch_file_text("t0p-secret\n");
 
     (void)state;
-    /* A wildcard peer-listen cannot be advertised to peers. */
+    /* A swarm needs the secret, or an explicit word to run open. */
     assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"cluster-secret-file\": required with \"tracker\""));
+    assert_non_null(strstr(err, "--insecure-no-secret"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--insecure-no-secret"),
+                     CONFIG_RUN);
+    assert_true(cfg.insecure_no_secret);
+    assert_null(cfg.secret);
+    /* The peer port is loopback unless the operator says where. */
+    assert_string_equal(cfg.peer_listen, "127.0.0.1:5081");
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--insecure-no-secret",
+                          "--cluster-secret-file", secret),
+                     SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "mutually exclusive"));
+    agent_config_dispose(&cfg);
+    /* Without a tracker the secret is not needed. */
+    assert_int_equal(LOAD(&cfg, err, "--peer-listen", "0.0.0.0:5081"), CONFIG_RUN);
+    agent_config_dispose(&cfg);
+    /* A wildcard peer-listen cannot be advertised to peers. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--peer-listen",
+                          "0.0.0.0:5081", "--cluster-secret-file", secret),
+                     SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"advertise\": required"));
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--peer-listen",
@@ -294,7 +319,8 @@ static void test_swarm_options(void **state)
     assert_int_equal(cfg.secret_len, 10);
     assert_memory_equal(cfg.secret, "t0p-secret", 10);
     agent_config_dispose(&cfg);
-    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://t:5090", "--advertise", "10.0.0.1:5081"),
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://t:5090", "--peer-listen", "0.0.0.0:5081",
+                          "--advertise", "10.0.0.1:5081", "--cluster-secret-file", secret),
                      CONFIG_RUN);
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--cluster-secret-file", "/nonexistent/secret"),
@@ -307,6 +333,27 @@ static void test_swarm_options(void **state)
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--tracker", "ftp://x"), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"tracker\""));
+    agent_config_dispose(&cfg);
+}
+
+static void test_cache_group(void **state)
+{
+    struct agent_config cfg;
+    char err[512];
+
+    (void)state;
+    assert_int_equal(LOAD(&cfg, err, "--cache-group", "root"), CONFIG_RUN);
+    assert_string_equal(cfg.cache_group, "root");
+    assert_int_equal(cfg.cache_gid, 0);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--cache-group", "4321"), CONFIG_RUN);
+    assert_int_equal(cfg.cache_gid, 4321);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--cache-group", "no-such-group-here"), SHOAL_ECONFIG);
+    assert_string_equal(err, "config: \"cache-group\": no group \"no-such-group-here\"");
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, (char *)NULL), CONFIG_RUN);
+    assert_null(cfg.cache_group);
     agent_config_dispose(&cfg);
 }
 
@@ -345,6 +392,27 @@ static void test_upstreams_ok(void **state)
     assert_int_equal(cfg.upstreams.n, 0);
     assert_null(cfg.upstreams.defs);
 
+    /* Token realms are kept without trailing slashes, and copied whole. */
+    assert_int_equal(load_json(&cfg, err, sizeof(err),
+                               "{\"upstreams\": [{\"host\": \"r:5000\", \"url\": "
+                               "\"http://r:5000\", \"token-realms\": [\"http://r:5001/\", "
+                               "\"https://auth.r\"]}]}"),
+                     CONFIG_RUN);
+    assert_int_equal(cfg.upstreams.defs[0].ntoken_realms, 2);
+    assert_string_equal(cfg.upstreams.defs[0].token_realms[0], "http://r:5001");
+    assert_string_equal(cfg.upstreams.defs[0].token_realms[1], "https://auth.r");
+    {
+        struct upstream_def copy;
+
+        assert_int_equal(upstream_def_copy(&copy, &cfg.upstreams.defs[0]), 0);
+        assert_int_equal(copy.ntoken_realms, 2);
+        assert_string_equal(copy.token_realms[1], "https://auth.r");
+        assert_ptr_not_equal(copy.token_realms[1], cfg.upstreams.defs[0].token_realms[1]);
+        upstream_def_dispose(&copy);
+        assert_null(copy.token_realms);
+    }
+    agent_config_dispose(&cfg);
+
     /* Only one newline goes; inner ones and an empty array are fine. */
     snprintf(json, sizeof(json),
              "{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\", \"username\": "
@@ -382,6 +450,16 @@ static void test_upstreams_errors(void **state)
                       "config: \"upstreams[0].host\": invalid host \"..\"");
     expect_json_error("{\"upstreams\": [{\"host\": \"\", \"url\": \"https://a.io\"}]}",
                       "config: \"upstreams[0].host\": invalid host \"\"");
+    /* Values are quoted on one line: control characters become '?' (a
+     * newline in a host once split the message; fuzz_config found it). */
+    expect_json_error("{\"upstreams\": [{\"host\": \"n:n\\nnn\", \"url\": \"https://a.io\"}]}",
+                      "config: \"upstreams[0].host\": invalid host \"n:n?nn\"");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a\\u0001\"}]}",
+                      "config: \"upstreams[0].url\": invalid URL \"https://a?\" (expected http:// "
+                      "or https://)");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\", "
+                      "\"x\\ny\": 1}]}",
+                      "config: \"upstreams[0]\": unknown key \"x?y\"");
     expect_json_error("{\"upstreams\": [{\"host\": 5, \"url\": \"https://a.io\"}]}",
                       "config: \"upstreams[0].host\": expected a string");
     expect_json_error(
@@ -406,6 +484,18 @@ static void test_upstreams_errors(void **state)
                       "config: \"upstreams[0].password-file\": cannot read \"/nonexistent/pw\": "
                       "No such file or directory");
 
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"token-realms\": \"https://t.io\"}]}",
+                      "config: \"upstreams[0].token-realms\": expected an array of URLs");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"token-realms\": [\"https://t.io\", \"t.io\"]}]}",
+                      "config: \"upstreams[0].token-realms[1]\": expected an http:// or https:// "
+                      "URL");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"token-realms\": [\"http://a.io:8080\"]}]}",
+                      "config: \"upstreams[0].token-realms[0]\": \"http://a.io:8080\" is plain "
+                      "http: an https upstream sends no credentials in clear text (host \"a.io\")");
+
     /* Unknown top-level keys name the file. */
     {
         const char *path = scratch_file_text("{\"lisen\": \"x\"}");
@@ -425,8 +515,20 @@ static void test_upstream_lookup(void **state)
     char err[512], url[256];
 
     (void)state;
-    /* Nothing configured: defaults. */
+    /* Nothing configured: Docker Hub and the default upstream only. */
     assert_int_equal(load(&cfg, err, sizeof(err), (char *)NULL), CONFIG_RUN);
+    d = agent_config_upstream(&cfg, NULL, &scratch, url, sizeof(url));
+    assert_non_null(d);
+    assert_false(d->unlisted);
+    d = agent_config_upstream(&cfg, "docker.io", &scratch, url, sizeof(url));
+    assert_non_null(d);
+    assert_false(d->unlisted);
+    assert_null(agent_config_upstream(&cfg, "ghcr.io", &scratch, url, sizeof(url)));
+    agent_config_dispose(&cfg);
+
+    /* Unlisted hosts allowed: made up, and marked as such. */
+    assert_int_equal(load(&cfg, err, sizeof(err), "--upstream-allow-unlisted", (char *)NULL),
+                     CONFIG_RUN);
     d = agent_config_upstream(&cfg, NULL, &scratch, url, sizeof(url));
     assert_ptr_equal(d, &scratch);
     assert_string_equal(d->url, "https://registry-1.docker.io");
@@ -444,6 +546,7 @@ static void test_upstream_lookup(void **state)
     assert_string_equal(d->url, "https://ghcr.io");
     assert_string_equal(d->host, "ghcr.io");
     assert_false(d->insecure);
+    assert_true(d->unlisted);
     d = agent_config_upstream(&cfg, "localhost:5000", &scratch, url, sizeof(url));
     assert_string_equal(d->url, "https://localhost:5000");
     assert_string_equal(d->host, "localhost:5000");
@@ -477,6 +580,7 @@ static void test_upstream_lookup(void **state)
     assert_ptr_equal(d, &scratch);
     assert_string_equal(d->url, "http://127.0.0.1:5000");
     assert_string_equal(d->host, "127.0.0.1:5000");
+    assert_false(d->unlisted); /* the operator named it */
     /* Named by its own host, the default keeps its http scheme. */
     d = agent_config_upstream(&cfg, "127.0.0.1:5000", &scratch, url, sizeof(url));
     assert_non_null(d);
@@ -521,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_watermarks),
         cmocka_unit_test(test_swarm_options),
+        cmocka_unit_test(test_cache_group),
         cmocka_unit_test_teardown(test_upstreams_ok, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstreams_errors, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstream_lookup, scratch_files_teardown),

@@ -1,147 +1,9 @@
-/* Unit tests for agent/upstream/upstream.c: the WWW-Authenticate parser, and the
- * Bearer and Basic auth flows against a scripted HTTP server on 127.0.0.1
- * (token fetch, cached and shared tokens, refused credentials, alternating
- * challenges). Retries and cancellation are in test_upstream_retry.c; the
+/* Unit tests for agent/upstream/upstream.c: the Bearer and Basic auth flows
+ * against a scripted HTTP server on 127.0.0.1 (token fetch, cached and shared tokens, refused
+ * credentials, alternating challenges). Retries and cancellation are in test_upstream_retry.c; the
  * shared server/caller fixture is test_upstream_fixture.h. */
 #include "test_upstream_fixture.h"
-
-/* --- upstream_parse_challenge --- */
-
-struct chal {
-    char scheme[32], realm[256], service[128], scope[256];
-};
-
-static int parse(const char *v, struct chal *c)
-{
-    memset(c, 'X', sizeof(*c)); /* outputs must be written even when absent */
-    return upstream_parse_challenge(v, c->scheme, sizeof(c->scheme), c->realm, sizeof(c->realm),
-                                    c->service, sizeof(c->service), c->scope, sizeof(c->scope));
-}
-
-static void test_parse_docker_hub(void **state)
-{
-    struct chal c;
-    (void)state;
-    assert_int_equal(parse("Bearer realm=\"https://auth.docker.io/token\","
-                           "service=\"registry.docker.io\","
-                           "scope=\"repository:library/alpine:pull\"",
-                           &c),
-                     0);
-    assert_string_equal(c.scheme, "Bearer");
-    assert_string_equal(c.realm, "https://auth.docker.io/token");
-    assert_string_equal(c.service, "registry.docker.io");
-    assert_string_equal(c.scope, "repository:library/alpine:pull");
-}
-
-static void test_parse_scope_commas_colons(void **state)
-{
-    struct chal c;
-    (void)state;
-    assert_int_equal(parse("Bearer realm=\"http://127.0.0.1:5001/auth\" , "
-                           "scope=\"repository:127.0.0.1:5000/a/b:pull,push\", "
-                           "service=\"127.0.0.1:5000\"",
-                           &c),
-                     0);
-    assert_string_equal(c.realm, "http://127.0.0.1:5001/auth");
-    assert_string_equal(c.scope, "repository:127.0.0.1:5000/a/b:pull,push");
-    assert_string_equal(c.service, "127.0.0.1:5000");
-}
-
-static void test_parse_basic_and_absent(void **state)
-{
-    struct chal c;
-    (void)state;
-    assert_int_equal(parse("Basic realm=\"x\"", &c), 0);
-    assert_string_equal(c.scheme, "Basic");
-    assert_string_equal(c.realm, "x");
-    assert_string_equal(c.service, "");
-    assert_string_equal(c.scope, "");
-    assert_int_equal(parse("  Basic  ", &c), 0);
-    assert_string_equal(c.scheme, "Basic");
-    assert_string_equal(c.realm, "");
-}
-
-static void test_parse_unquoted_unknown_case(void **state)
-{
-    struct chal c;
-    (void)state;
-    assert_int_equal(parse("bearer REALM=https://h/token, error=\"insufficient_scope\","
-                           "Service=reg ,scope=repository:a/b:pull,,charset=UTF-8",
-                           &c),
-                     0);
-    assert_string_equal(c.scheme, "bearer");
-    assert_string_equal(c.realm, "https://h/token");
-    assert_string_equal(c.service, "reg");
-    assert_string_equal(c.scope, "repository:a/b:pull");
-}
-
-static void test_parse_escapes(void **state)
-{
-    struct chal c;
-    (void)state;
-    assert_int_equal(parse("Bearer realm=\"a\\\"b\\\\c\",service=\"s\\,t\"", &c), 0);
-    assert_string_equal(c.realm, "a\"b\\c");
-    assert_string_equal(c.service, "s,t");
-}
-
-static void test_parse_second_challenge(void **state)
-{
-    struct chal c;
-    (void)state;
-    assert_int_equal(parse("Bearer realm=\"https://a/t\", Basic realm=\"b\"", &c), 0);
-    assert_string_equal(c.scheme, "Bearer");
-    assert_string_equal(c.realm, "https://a/t");
-}
-
-static void test_parse_garbage(void **state)
-{
-    static const char *const bad[] = {
-        "",
-        "   ",
-        "\"Bearer\"",
-        "Bearer realm",
-        "Bearer realm=",
-        "Bearer realm=\"unterminated",
-        "Bearer realm=\"x\" junk",
-        "Bearer =x",
-        "Bearer realm=\"x\"\"y\"",
-        "Bearer realm=\"a\\",
-        "Bearer realm=\"a\nb\"",
-        "Bear(er realm=x",
-        "Bearer realm=x;y",
-    };
-    struct chal c;
-    (void)state;
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        int rc = parse(bad[i], &c);
-        if (rc != SHOAL_EPARSE)
-            fail_msg("accepted: '%s'", bad[i]);
-    }
-    assert_int_equal(upstream_parse_challenge(NULL, c.scheme, sizeof(c.scheme), c.realm,
-                                              sizeof(c.realm), c.service, sizeof(c.service),
-                                              c.scope, sizeof(c.scope)),
-                     SHOAL_EPARSE);
-}
-
-static void test_parse_too_long(void **state)
-{
-    struct chal c;
-    char v[1024];
-    char big[300];
-    (void)state;
-    memset(big, 'a', sizeof(big) - 1);
-    big[sizeof(big) - 1] = '\0';
-    snprintf(v, sizeof(v), "Bearer realm=\"%s\"", big); /* realm holds 255 */
-    assert_int_equal(parse(v, &c), SHOAL_EPARSE);
-    snprintf(v, sizeof(v), "Bearer scope=%s", big); /* unquoted, too */
-    assert_int_equal(parse(v, &c), SHOAL_EPARSE);
-    snprintf(v, sizeof(v), "%.40s realm=x", big); /* scheme holds 31 */
-    assert_int_equal(parse(v, &c), SHOAL_EPARSE);
-    /* Exactly at the limit fits; unknown parameters have no limit. */
-    snprintf(v, sizeof(v), "Bearer realm=\"%.255s\", other=\"%s\"", big, big);
-    assert_int_equal(parse(v, &c), 0);
-    assert_int_equal(strlen(c.realm), 255);
-}
+#include "upstream/upstream_auth.h"
 
 /* --- Bearer --- */
 
@@ -224,6 +86,157 @@ static void test_bearer_token_with_credentials(void **state)
     assert_string_equal(f.log[2].auth, "Bearer t1");
     assert_int_equal(upstream_stats(f.u)->token_fetches, 1);
     fx_teardown(&f);
+}
+
+/* Where the Basic credentials may go, by origin (scheme, host, port). */
+static void test_realm_trust(void **state)
+{
+    static const struct {
+        const char *upstream, *realm;
+        bool creds, tls;
+    } cases[] = {
+        /* The upstream's own origin. */
+        {"https://reg.example", "https://reg.example/token", true, true},
+        {"https://reg.example", "https://REG.example:443/token", true, true},
+        {"http://127.0.0.1:5000", "http://127.0.0.1:5000/auth?x=1", true, false},
+        /* https upstream, https realm elsewhere (Docker Hub's auth.docker.io). */
+        {"https://registry-1.docker.io", "https://auth.docker.io/token", true, false},
+        {"https://reg.example", "https://reg.example:8443/token", true, true},
+        /* Never plain http from an https upstream, not even its own host. */
+        {"https://reg.example", "http://reg.example/token", false, false},
+        {"https://reg.example", "http://reg.example:443/token", false, false},
+        /* A plain http upstream: its own origin only. */
+        {"http://127.0.0.1:5000", "http://127.0.0.1:5001/token", false, false},
+        {"http://127.0.0.1:5000", "http://localhost:5000/token", false, false},
+        {"http://127.0.0.1:5000", "https://auth.example/token", false, false},
+        {"http://reg.example", "https://reg.example/token", false, true},
+    };
+    struct upstream_def def = {0};
+    bool creds, tls;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        def.url = (char *)cases[i].upstream;
+        assert_int_equal(upstream_auth_realm_trust(&def, cases[i].realm, &creds, &tls), 0);
+        if (creds != cases[i].creds || tls != cases[i].tls)
+            fail_msg("%s realm %s: creds=%d tls=%d", cases[i].upstream, cases[i].realm, creds, tls);
+    }
+    def.url = "http://127.0.0.1:5000";
+    assert_int_equal(upstream_auth_realm_trust(&def, "ftp://127.0.0.1:5000/x", &creds, &tls),
+                     SHOAL_EPARSE);
+    assert_int_equal(upstream_auth_realm_trust(&def, "/token", &creds, &tls), SHOAL_EPARSE);
+    assert_false(creds || tls);
+
+    /* Listed realms: the operator's word, by origin. */
+    char *listed[] = {"http://127.0.0.1:5001", "https://auth.internal/base"};
+    def.token_realms = listed;
+    def.ntoken_realms = 2;
+    assert_int_equal(upstream_auth_realm_trust(&def, "http://127.0.0.1:5001/token", &creds, &tls),
+                     0);
+    assert_true(creds);
+    assert_int_equal(upstream_auth_realm_trust(&def, "https://auth.internal/t", &creds, &tls), 0);
+    assert_true(creds);
+    assert_int_equal(upstream_auth_realm_trust(&def, "https://127.0.0.1:5001/t", &creds, &tls), 0);
+    assert_false(creds);
+}
+
+/* A realm on another port of the same host gets no Basic credentials unless
+ * listed in token-realms; the anonymous token still works. */
+static void test_realm_other_port_no_credentials(void **state)
+{
+    char listed[64];
+    char *realms[] = {listed};
+
+    (void)state;
+    for (int pass = 0; pass < 2; pass++) {
+        struct fx f;
+        struct fake_http tokens;
+        struct result a = {0};
+
+        fx_setup(&f, bearer_handler, 3, 5, 50);
+        fake_http_start(&tokens, &f.loop, answer, &f);
+        f.realm_port = tokens.port;
+        f.def.username = "alice";
+        f.def.password = "s3cret";
+        if (pass == 1) {
+            snprintf(listed, sizeof(listed), "http://127.0.0.1:%d", tokens.port);
+            f.def.token_realms = realms;
+            f.def.ntoken_realms = 1;
+        }
+        start(&f, &a, "/v2/lib/x/manifests/latest", true);
+        run_until(&f, &a.ndone, 1);
+        assert_int_equal(a.status, 200);
+        assert_int_equal(f.nlog, 3);
+        assert_int_equal(strncmp(f.log[1].path, "/token?", 7), 0);
+        assert_string_equal(f.log[1].auth, pass == 0 ? "" : "Basic YWxpY2U6czNjcmV0");
+        assert_string_equal(f.log[2].auth, "Bearer t1");
+        fake_http_close(&tokens);
+        fx_teardown(&f);
+    }
+}
+
+/* The same port under another host name is another origin too. */
+static void test_realm_other_host_no_credentials(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.realm_host = "localhost";
+    f.def.username = "alice";
+    f.def.password = "s3cret";
+    start(&f, &a, "/v2/lib/x/manifests/latest", true);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(f.nlog, 3);
+    assert_string_equal(f.log[1].auth, "");
+    fx_teardown(&f);
+}
+
+/* A registry that redirects to a host whose answer is a 401 challenge: the
+ * challenge names where credentials would go, so it is not answered; the
+ * caller gets the 401 and no token is fetched. */
+static void redirect_handler(struct fx *f, const struct srv_req *rq, struct reply *rep)
+{
+    if (strncmp(rq->path, "/v2/", 4) == 0) {
+        rep->status = 307;
+        snprintf(rep->headers, sizeof(rep->headers), "Location: http://localhost:%d/elsewhere\r\n",
+                 f->port);
+        return;
+    }
+    if (strcmp(rq->path, "/elsewhere") == 0) {
+        rep->status = 401;
+        snprintf(rep->headers, sizeof(rep->headers), "WWW-Authenticate: %s\r\n",
+                 f->scenario == 0 ? "Bearer realm=\"https://127.0.0.1:1/token\",scope=\"x\""
+                                  : "Basic realm=\"cdn\"");
+        return;
+    }
+    rep->status = 200; /* a token, should anyone ask */
+    set_body(rep, "{\"token\":\"t9\"}");
+}
+
+static void test_challenge_from_redirect_target_ignored(void **state)
+{
+    (void)state;
+    for (int scenario = 0; scenario < 2; scenario++) {
+        struct fx f;
+        struct result a = {0};
+
+        fx_setup(&f, redirect_handler, 3, 5, 50);
+        f.scenario = scenario;
+        f.def.username = "alice";
+        f.def.password = "s3cret";
+        start(&f, &a, "/v2/lib/x/blobs/sha256:00", true);
+        run_until(&f, &a.ndone, 1);
+        assert_int_equal(a.rc, 0);
+        assert_int_equal(a.status, 401);
+        assert_int_equal(f.nlog, 2); /* the request and its redirect, nothing more */
+        assert_string_equal(f.log[1].path, "/elsewhere");
+        assert_string_equal(f.log[1].auth, ""); /* curl dropped them across hosts */
+        assert_int_equal(upstream_stats(f.u)->token_fetches, 0);
+        fx_teardown(&f);
+    }
 }
 
 static void test_bearer_realm_refuses(void **state)
@@ -445,18 +458,14 @@ static void test_basic_wrong_credentials(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_docker_hub),
-        cmocka_unit_test(test_parse_scope_commas_colons),
-        cmocka_unit_test(test_parse_basic_and_absent),
-        cmocka_unit_test(test_parse_unquoted_unknown_case),
-        cmocka_unit_test(test_parse_escapes),
-        cmocka_unit_test(test_parse_second_challenge),
-        cmocka_unit_test(test_parse_garbage),
-        cmocka_unit_test(test_parse_too_long),
         cmocka_unit_test(test_bearer_flow),
         cmocka_unit_test(test_bearer_access_token_default_scope),
         cmocka_unit_test(test_bearer_token_with_credentials),
         cmocka_unit_test(test_bearer_realm_refuses),
+        cmocka_unit_test(test_realm_trust),
+        cmocka_unit_test(test_realm_other_port_no_credentials),
+        cmocka_unit_test(test_realm_other_host_no_credentials),
+        cmocka_unit_test(test_challenge_from_redirect_target_ignored),
         cmocka_unit_test(test_bearer_fresh_token_refused),
         cmocka_unit_test(test_bearer_cached_token_refused),
         cmocka_unit_test(test_alternating_challenges_end),

@@ -69,6 +69,8 @@ struct fx {
     int nseen;    /* requests seen, as an int for run_until */
     int scenario; /* handler knobs */
     int count;
+    int realm_port;         /* bearer_handler's realm: this port (0: the server's own) */
+    const char *realm_host; /* ... on this host (NULL: 127.0.0.1) */
 
     struct http_client *hc;
     bool hc_freed;
@@ -291,9 +293,10 @@ static void bearer_handler(struct fx *f, const struct srv_req *rq, struct reply 
     }
     rep->status = 401;
     snprintf(rep->headers, sizeof(rep->headers),
-             "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:%d/token\","
+             "WWW-Authenticate: Bearer realm=\"http://%s:%d/token\","
              "service=\"test registry\"%s\r\n",
-             f->port, f->scenario == 6 ? "" : ",scope=\"repository:lib/x:pull\"");
+             f->realm_host ? f->realm_host : "127.0.0.1", f->realm_port ? f->realm_port : f->port,
+             f->scenario == 6 ? "" : ",scope=\"repository:lib/x:pull\"");
     set_body(rep, "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}");
 }
 

@@ -5,13 +5,16 @@
  * exhausted and disabled retries, refused connections, and cancelling a
  * request during backoff, during an attempt and while it waits for a token.
  * The parser and the auth flows are in test_upstream.c. */
+#include <time.h>
+
 #include "test_upstream_fixture.h"
 
 /* --- retries --- */
 
 /* scenario 0: 503 twice then 200; 1: always 429; 2: always 503;
  * 3: 503 with a past HTTP date, then 200; 4: 503 with a long Retry-After,
- * then 200; 5: hang. Every 503 of scenario 0 carries Retry-After: 0. */
+ * then 200; 5: hang; 6: 503 with an HTTP date 1 s ahead (RFC 850 form),
+ * then 200. Every 503 of scenario 0 carries Retry-After: 0. */
 static void retry_handler(struct fx *f, const struct srv_req *rq, struct reply *rep)
 {
     (void)rq;
@@ -50,6 +53,19 @@ static void retry_handler(struct fx *f, const struct srv_req *rq, struct reply *
     case 5:
         rep->status = 0;
         return;
+    case 6:
+        if (f->count == 1) {
+            time_t t = time(NULL) + 1;
+            struct tm tm;
+            char date[64];
+
+            gmtime_r(&t, &tm);
+            strftime(date, sizeof(date), "%A, %d-%b-%y %H:%M:%S GMT", &tm);
+            rep->status = 503;
+            snprintf(rep->headers, sizeof(rep->headers), "Retry-After: %s\r\n", date);
+            return;
+        }
+        break;
     }
     rep->status = 200;
     set_body(rep, "0123456789");
@@ -90,6 +106,26 @@ static void test_retry_after_http_date(void **state)
     run_until(&f, &a.ndone, 1);
     assert_int_equal(a.status, 200);
     assert_int_equal(upstream_stats(f.u)->retries, 1);
+    fx_teardown(&f);
+}
+
+/* A date ahead is waited for; with a 60 s backoff base, only reading the
+ * date finishes within the watchdog's 10 s. */
+static void test_retry_after_future_date(void **state)
+{
+    struct fx f;
+    struct result a = {0};
+    uint64_t t0;
+    (void)state;
+
+    fx_setup(&f, retry_handler, 3, 60000, 120000);
+    f.scenario = 6;
+    t0 = uv_now(&f.loop);
+    start(&f, &a, "/v2/lib/x/blobs/sha256:11", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(upstream_stats(f.u)->retries, 1);
+    assert_true(uv_now(&f.loop) - t0 < 5000);
     fx_teardown(&f);
 }
 
@@ -275,6 +311,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_retry_503_then_200),
         cmocka_unit_test(test_retry_after_http_date),
+        cmocka_unit_test(test_retry_after_future_date),
         cmocka_unit_test(test_retry_after_capped),
         cmocka_unit_test(test_429_exhausted),
         cmocka_unit_test(test_no_retries_configured),
