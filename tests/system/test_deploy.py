@@ -609,7 +609,9 @@ def test_example_configs_start_the_daemons(tmp_path):
         d = Daemon([agent_bin(), "--config", str(tmp_path / name), "--listen",
                     "127.0.0.1:%d" % port, "--data-dir", str(tmp_path / ("data%d" % i)),
                     "--peer-listen", "127.0.0.1:%d" % pport, "--advertise",
-                    "127.0.0.1:%d" % pport, "--tracker", "http://127.0.0.1:1"],
+                    "127.0.0.1:%d" % pport, "--tracker", "http://127.0.0.1:1",
+                    # as the DaemonSet passes it (a swarm needs the secret)
+                    "--cluster-secret-file", str(etc / "cluster-secret")],
                    port, str(tmp_path))
         assert d.stop() == 0, tail(d.log)
     port = free_port()
