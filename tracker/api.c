@@ -215,6 +215,8 @@ int tracker_api_metrics(struct tracker_api *a, struct buf *out)
     M("shoal_tracker_bad_peer_reports_total", "counter",
       "Peer addresses reported by agents for sending a piece that failed its hash.",
       st.bad_peer_reports);
+    M("shoal_tracker_swarms_refused_total", "counter",
+      "New swarms refused because their agent reached max-swarms-per-agent.", st.swarms_refused);
     struct tracker_jobs_stats js;
     tracker_state_jobs_stats(a->cfg.state, &js);
     M("shoal_tracker_agents", "gauge", "Agents in the inventory.",

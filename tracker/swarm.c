@@ -215,6 +215,10 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
         s->cfg.bad_peer_ms = DEFAULT_BAD_PEER_MS;
     if (s->cfg.hash_algo == 0)
         s->cfg.hash_algo = WIRE_HASH_SHA256;
+    if (s->cfg.bad_peer_reporters == 0)
+        s->cfg.bad_peer_reporters = TRACKER_DEFAULT_BAD_PEER_REPORTERS;
+    if (s->cfg.max_swarms_per_agent == 0)
+        s->cfg.max_swarms_per_agent = TRACKER_DEFAULT_SWARMS_PER_AGENT;
     s->hash_len = wire_hash_len(s->cfg.hash_algo);
     s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
     *out = s;
@@ -321,6 +325,35 @@ static int make_room(struct tracker_swarms *s, struct tracker_announce_reply *ou
     return 0;
 }
 
+/* One agent may not fill the table: it starts at most max_swarms_per_agent
+ * swarms that it is still in (announces for made-up digests would
+ * otherwise leave no room for real blobs). */
+static int room_for_agent(struct tracker_swarms *s, const char *agent,
+                          struct tracker_announce_reply *out)
+{
+    uint64_t key = tracker_fnv1a(agent);
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n; i++) {
+        const struct swarm *w = s->v[i];
+        if (w->creator != key)
+            continue;
+        for (size_t j = 0; j < w->npeers; j++) {
+            if (w->peers[j].key == key) {
+                n++;
+                break;
+            }
+        }
+    }
+    if (n < s->cfg.max_swarms_per_agent)
+        return 0;
+    snprintf(out->error, sizeof(out->error),
+             "digest: agent %.64s started %zu swarms it is still in (limit %zu)", agent, n,
+             s->cfg.max_swarms_per_agent);
+    s->st.swarms_refused++;
+    return SHOAL_EBUSY;
+}
+
 static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint64_t size,
                      uint64_t now_ms, struct swarm **out)
 {
@@ -340,6 +373,7 @@ static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint6
         return -ENOMEM;
     memcpy(w->digest, d->str, strlen(d->str) + 1);
     w->key = tracker_fnv1a(w->digest);
+    w->suspects.quorum = s->cfg.bad_peer_reporters;
     w->size = size;
     w->piece_length = wire_piece_length_choose(size, s->cfg.piece_length);
     w->pieces = npieces(size, w->piece_length);
@@ -465,7 +499,7 @@ static void mark_suspects(struct tracker_swarms *s, struct swarm *w, const struc
 {
     if (s->cfg.bad_peer_off)
         return;
-    tracker_suspects_mark(&w->suspects, req->bad_peers, req->nbad_peers,
+    tracker_suspects_mark(&w->suspects, req->bad_peers, req->nbad_peers, tracker_fnv1a(req->agent),
                           now_ms + s->cfg.bad_peer_ms);
     if (req->nbad_peers > 0)
         out->suspect_ms = s->cfg.bad_peer_ms;
@@ -632,12 +666,16 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
     }
 
     if (w == NULL) {
+        rc = room_for_agent(s, req->agent, out);
+        if (rc < 0)
+            return rc;
         rc = make_room(s, out);
         if (rc < 0)
             return rc;
         rc = swarm_new(s, &d, req->size, now_ms, &w);
         if (rc < 0)
             return rc;
+        w->creator = tracker_fnv1a(req->agent);
         out->new_swarm = true;
         /* The first announce can already carry reports: a restarted tracker
          * hears from agents mid-download. */

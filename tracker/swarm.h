@@ -37,6 +37,8 @@
 #define TRACKER_ERROR_MAX 256
 #define TRACKER_MAX_SUSPECTS 256                      /* suspect addresses per swarm */
 #define TRACKER_MAX_BAD_PEER_MS (24ULL * 3600 * 1000) /* upper bound of bad_peer_ms */
+#define TRACKER_DEFAULT_BAD_PEER_REPORTERS 2
+#define TRACKER_DEFAULT_SWARMS_PER_AGENT 1000
 
 struct tracker_swarms_config {
     uint64_t interval_ms;          /* announce interval told to agents; default 1 s */
@@ -52,6 +54,9 @@ struct tracker_swarms_config {
     uint64_t seed;                 /* shuffle seed; 0 picks a fixed one */
     uint64_t bad_peer_ms; /* how long a reported address is not handed out; default 5 min */
     bool bad_peer_off;    /* reports are only counted (bad-peer-time 0); bad_peer_ms unused */
+    unsigned bad_peer_reporters; /* distinct agents that must report a peer before it is hidden;
+                                    0 = TRACKER_DEFAULT_BAD_PEER_REPORTERS */
+    size_t max_swarms_per_agent; /* swarms one agent may start and be in; 0 = default */
 };
 
 /* The answer to an announce. Pointers are borrowed from the swarms and stay
@@ -105,6 +110,7 @@ struct tracker_stats {
     uint64_t hashes_ignored;
     uint64_t peers_expired;
     uint64_t bad_peer_reports; /* bad_peers entries of accepted announces */
+    uint64_t swarms_refused;   /* new swarms refused by the per-agent limit */
     uint64_t swarms;
     uint64_t peers;
 };

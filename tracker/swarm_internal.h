@@ -40,34 +40,44 @@ static inline uint64_t tracker_fnv1a(const char *s)
     return h;
 }
 
-/* An address reported as bad, not handed out before until_ms. */
+/* Distinct agents whose reports of one address are remembered. */
+#define TRACKER_SUSPECT_REPORTERS 4
+
+/* An address reported as bad. It is hidden (not handed out) before until_ms
+ * once enough distinct agents reported it: one agent's word is not enough
+ * to hide a peer from everyone (docs/protocol.md, "bad_peers"). */
 struct suspect {
     uint64_t key; /* hash of addr */
     uint64_t until_ms;
+    uint64_t reporters[TRACKER_SUSPECT_REPORTERS]; /* keys of the agents that reported it */
+    unsigned nreporters;
     char addr[ANNOUNCE_ADDR_MAX + 1];
 };
 
 /* The suspects of one swarm (swarm_suspects.c), keyed by address rather
  * than attached to peers: a report may name an address no peer has yet, and
  * several agent ids may share one. Unordered; expired entries linger until
- * tracker_suspects_expire. At most TRACKER_MAX_SUSPECTS. */
+ * tracker_suspects_expire. At most TRACKER_MAX_SUSPECTS. An address is
+ * hidden once `quorum` distinct agents reported it. */
 struct tracker_suspects {
     struct suspect *v;
     size_t n, cap;
+    unsigned quorum;
 };
 
 /* The entry for addr, or NULL. */
 struct suspect *tracker_suspects_find(const struct tracker_suspects *x, const char *addr);
-/* addr was reported and its mark still runs at now_ms. */
+/* addr was reported by a quorum and its mark still runs at now_ms. */
 bool tracker_suspects_has(const struct tracker_suspects *x, const char *addr, uint64_t now_ms);
 /* Grows the array for nreports more marks before anything is marked, so
  * running out of memory never leaves half a report applied. 0 or -ENOMEM. */
 int tracker_suspects_reserve(struct tracker_suspects *x, size_t nreports);
-/* Marks every address (borrowed, each at most ANNOUNCE_ADDR_MAX long) until
- * until_ms, or later if already marked longer. Needs a reserve for naddrs
- * first; at the cap, the mark expiring first gives way. */
+/* Records reporter's report of every address (borrowed, each at most
+ * ANNOUNCE_ADDR_MAX long) until until_ms, or later if already marked
+ * longer. Needs a reserve for naddrs first; at the cap, the mark expiring
+ * first gives way. */
 void tracker_suspects_mark(struct tracker_suspects *x, const char *const *addrs, size_t naddrs,
-                           uint64_t until_ms);
+                           uint64_t reporter, uint64_t until_ms);
 /* Drops the marks that ran out at now_ms. */
 void tracker_suspects_expire(struct tracker_suspects *x, uint64_t now_ms);
 void tracker_suspects_dispose(struct tracker_suspects *x);
@@ -90,6 +100,7 @@ struct swarm {
     uint32_t next_uid;
     uint64_t empty_since_ms; /* meaningful while npeers == 0 */
     struct tracker_suspects suspects;
+    uint64_t creator; /* key of the agent whose announce made the swarm */
 };
 
 /* A hand-out candidate: sorted by complete, then have, then a random key. */

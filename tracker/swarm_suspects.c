@@ -22,7 +22,7 @@ bool tracker_suspects_has(const struct tracker_suspects *x, const char *addr, ui
 {
     const struct suspect *e = x->n > 0 ? tracker_suspects_find(x, addr) : NULL;
 
-    return e != NULL && e->until_ms > now_ms;
+    return e != NULL && e->until_ms > now_ms && e->nreporters >= (x->quorum ? x->quorum : 1);
 }
 
 int tracker_suspects_reserve(struct tracker_suspects *x, size_t nreports)
@@ -53,7 +53,7 @@ int tracker_suspects_reserve(struct tracker_suspects *x, size_t nreports)
 /* At the cap the mark expiring first gives way: it is the one closest to
  * being handed out again anyway. */
 void tracker_suspects_mark(struct tracker_suspects *x, const char *const *addrs, size_t naddrs,
-                           uint64_t until_ms)
+                           uint64_t reporter, uint64_t until_ms)
 {
     for (size_t i = 0; i < naddrs; i++) {
         const char *addr = addrs[i];
@@ -72,9 +72,15 @@ void tracker_suspects_mark(struct tracker_suspects *x, const char *const *addrs,
             e->key = tracker_fnv1a(addr);
             memcpy(e->addr, addr, strlen(addr) + 1);
             e->until_ms = 0;
+            e->nreporters = 0;
         }
         if (until_ms > e->until_ms)
             e->until_ms = until_ms;
+        bool known = false;
+        for (unsigned k = 0; k < e->nreporters; k++)
+            known |= e->reporters[k] == reporter;
+        if (!known && e->nreporters < TRACKER_SUSPECT_REPORTERS)
+            e->reporters[e->nreporters++] = reporter;
     }
 }
 

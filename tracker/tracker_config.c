@@ -60,6 +60,12 @@ const struct config_option tracker_options[] = {
         "5m",
         "a peer address an agent reported for sending a piece that failed its hash is left out "
         "of every peer list of that swarm for this long; 0 = reports are only counted and logged"),
+    OPT("bad-peer-reporters", CONFIG_INT, bad_peer_reporters, 1, 4, "2",
+        "distinct agents that must report a peer before it is left out of peer lists: one "
+        "agent's word is not enough to hide a peer from everyone"),
+    OPT("max-swarms-per-agent", CONFIG_INT, max_swarms_per_agent, 1, 100000, "1000",
+        "swarms one agent may start and still be in; beyond, its announces for new blobs get "
+        "503 (announces for made-up digests cannot fill the swarm table)"),
     OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "4096",
         "agent connections served at once"),
     OPT("agent-timeout", CONFIG_DURATION, agent_timeout_ms, SEC, HOUR, "30s",
@@ -266,4 +272,6 @@ void tracker_config_swarms(const struct tracker_config *cfg, struct tracker_swar
     out->hash_algo = cfg->hash_algo;
     out->bad_peer_ms = (uint64_t)cfg->bad_peer_time_ms;
     out->bad_peer_off = cfg->bad_peer_time_ms == 0;
+    out->bad_peer_reporters = (unsigned)cfg->bad_peer_reporters;
+    out->max_swarms_per_agent = (size_t)cfg->max_swarms_per_agent;
 }

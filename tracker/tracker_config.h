@@ -25,6 +25,8 @@ struct tracker_config {
     char *hash_algo_name;
     int64_t swarm_keep_ms;
     int64_t bad_peer_time_ms;
+    int64_t bad_peer_reporters;
+    int64_t max_swarms_per_agent;
     int64_t max_connections;
     /* cluster: inventory and jobs */
     int64_t agent_timeout_ms;

@@ -392,7 +392,10 @@ def peer_agents(reply):
     return sorted(p["agent"] for p in reply["peers"])
 
 
-def test_bad_peers(tracker):
+def test_bad_peers(tracker_factory):
+    # One report is enough here: the mechanism itself (the default quorum of
+    # two agents is test_bad_peers_need_two_reporters).
+    tracker = tracker_factory(extra_args=["--bad-peer-reporters", "1"])
     for agent in ("node-a", "node-b", "node-c"):
         st, r = tracker.post(announce_doc(agent))
         assert st == 200, r
@@ -443,7 +446,7 @@ def test_bad_peers(tracker):
 
 
 def test_bad_peer_mark_expires(tracker_factory):
-    t = tracker_factory(extra_args=["--bad-peer-time", "1s"])
+    t = tracker_factory(extra_args=["--bad-peer-time", "1s", "--bad-peer-reporters", "1"])
     t.post(announce_doc("node-b"))
     st, r = t.post(announce_doc("node-a", bad_peers=[announce_doc("node-b")["addr"]]))
     assert st == 200 and r["peers"] == []
@@ -457,11 +460,28 @@ def test_bad_peer_mark_expires(tracker_factory):
     assert metric(t.metrics(), "shoal_tracker_bad_peer_reports_total") == 1
 
     # With bad-peer-time 0 reports are only counted.
-    t = tracker_factory(extra_args=["--bad-peer-time", "0"])
+    t = tracker_factory(extra_args=["--bad-peer-time", "0", "--bad-peer-reporters", "1"])
     t.post(announce_doc("node-b"))
     st, r = t.post(announce_doc("node-a", bad_peers=[announce_doc("node-b")["addr"]]))
     assert st == 200 and peer_agents(r) == ["node-b"]
     assert metric(t.metrics(), "shoal_tracker_bad_peer_reports_total") == 1
+
+
+def test_bad_peers_need_two_reporters(tracker):
+    """By default one agent cannot hide a peer from everyone: it takes
+    reports from two distinct agents."""
+    for agent in ("node-a", "node-b", "node-c"):
+        st, r = tracker.post(announce_doc(agent))
+        assert st == 200, r
+    bad = announce_doc("node-b")["addr"]
+    st, r = tracker.post(announce_doc("node-a", bad_peers=[bad]))
+    assert st == 200 and "node-b" in peer_agents(r)
+    st, r = tracker.post(announce_doc("node-a", bad_peers=[bad]))
+    assert st == 200 and "node-b" in peer_agents(r), "the same reporter twice hid a peer"
+    st, r = tracker.post(announce_doc("node-c", bad_peers=[bad]))
+    assert st == 200 and "node-b" not in peer_agents(r)
+    st, r = tracker.post(announce_doc("node-a"))
+    assert "node-b" not in peer_agents(r)
 
 
 def test_expiry_by_timer(tracker_factory):

@@ -226,6 +226,7 @@ static void test_bad_peer_report(void **state)
 
     (void)state;
     memset(&cfg, 0, sizeof(cfg));
+    cfg.bad_peer_reporters = 1; /* one report hides: the mechanism itself */
     cfg.bad_peer_ms = 20000;
     s = mk(&cfg);
     assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", NULL, 0, 1000), 0);
@@ -316,6 +317,7 @@ static void test_bad_peer_off(void **state)
 
     (void)state;
     memset(&cfg, 0, sizeof(cfg));
+    cfg.bad_peer_reporters = 1; /* one report hides: the mechanism itself */
     cfg.bad_peer_off = true;
     s = mk(&cfg);
     assert_int_equal(ann_bad(s, "b", "10.0.0.2:5081", NULL, 0, 1000), 0);
@@ -329,6 +331,7 @@ static void test_bad_peer_off(void **state)
     /* The default mark is 5 minutes. A suspect seed does not take one of
      * the max_peers slots: the next best peer gets it. */
     memset(&cfg, 0, sizeof(cfg));
+    cfg.bad_peer_reporters = 1; /* one report hides: the mechanism itself */
     cfg.max_peers = 1;
     s = mk(&cfg);
     base_req(&r, DIG_A, 20 * PL, "b");
@@ -347,6 +350,7 @@ static void test_bad_peer_off(void **state)
     tracker_swarms_destroy(s);
 
     memset(&cfg, 0, sizeof(cfg));
+    cfg.bad_peer_reporters = 1; /* one report hides: the mechanism itself */
     cfg.bad_peer_ms = TRACKER_MAX_BAD_PEER_MS + 1;
     assert_int_equal(tracker_swarms_create(&cfg, &s), SHOAL_ECONFIG);
 }
@@ -416,12 +420,65 @@ static void test_bad_peer_input(void **state)
     tracker_swarms_destroy(s);
 }
 
+/* By default one agent's report hides nobody: two distinct agents must
+ * report an address (the same one twice counts once). */
+static void test_bad_peer_quorum(void **state)
+{
+    static const char *const bad_b[] = {"10.0.0.2:5081"};
+    struct tracker_swarms *s = mk(NULL);
+    struct tracker_stats st;
+
+    (void)state;
+    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", NULL, 0, 1000), 0);
+    assert_int_equal(ann_bad(s, "b", "10.0.0.2:5081", NULL, 0, 1000), 0);
+    assert_int_equal(ann_bad(s, "c", "10.0.0.3:5081", NULL, 0, 1000), 0);
+    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", bad_b, 1, 2000), 0);
+    assert_true(reply_has_peer("b"));
+    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", bad_b, 1, 2100), 0);
+    assert_true(reply_has_peer("b"));
+    assert_int_equal(ann_bad(s, "c", "10.0.0.3:5081", NULL, 0, 2200), 0);
+    assert_true(reply_has_peer("b"));
+    /* A second agent agrees: b is hidden from everyone. */
+    assert_int_equal(ann_bad(s, "c", "10.0.0.3:5081", bad_b, 1, 3000), 0);
+    assert_false(reply_has_peer("b"));
+    assert_int_equal(ann_bad(s, "a", "10.0.0.1:5081", NULL, 0, 3100), 0);
+    assert_false(reply_has_peer("b"));
+    tracker_swarms_stats(s, &st);
+    assert_int_equal(st.bad_peer_reports, 3);
+    tracker_swarms_destroy(s);
+}
+
+/* One agent cannot fill the swarm table with made-up digests. */
+static void test_swarms_per_agent(void **state)
+{
+    struct tracker_swarms_config cfg = {.max_swarms_per_agent = 3};
+    struct tracker_swarms *s = mk(&cfg);
+    char dig[80];
+    struct tracker_stats st;
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        snprintf(dig, sizeof(dig), "sha256:%064d", i);
+        assert_int_equal(ann(s, dig, 20 * PL, "greedy", false, 1000), 0);
+    }
+    snprintf(dig, sizeof(dig), "sha256:%064d", 3);
+    assert_int_equal(ann(s, dig, 20 * PL, "greedy", false, 1000), SHOAL_EBUSY);
+    assert_non_null(strstr(R.error, "greedy"));
+    /* Others are not limited by it, and joining its swarms is fine. */
+    assert_int_equal(ann(s, dig, 20 * PL, "honest", false, 1000), 0);
+    assert_int_equal(ann(s, dig, 20 * PL, "greedy", false, 1000), 0);
+    tracker_swarms_stats(s, &st);
+    assert_int_equal(st.swarms_refused, 1);
+    tracker_swarms_destroy(s);
+}
+
 /* The suspects of a swarm are capped; the mark expiring first gives way. */
 static void test_bad_peer_cap(void **state)
 {
     char addrs[TRACKER_MAX_SUSPECTS + 1][32];
     const char *one[1];
-    struct tracker_swarms *s = mk(NULL);
+    struct tracker_swarms_config cfg = {.bad_peer_reporters = 1};
+    struct tracker_swarms *s = mk(&cfg);
     uint64_t t = 1000;
 
     (void)state;
@@ -454,10 +511,15 @@ static void test_bad_peer_cap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_size_mismatch), cmocka_unit_test(test_field_bounds),
-        cmocka_unit_test(test_caps),          cmocka_unit_test(test_bad_peer_report),
-        cmocka_unit_test(test_bad_peer_off),  cmocka_unit_test(test_bad_peer_input),
+        cmocka_unit_test(test_size_mismatch),
+        cmocka_unit_test(test_field_bounds),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_bad_peer_report),
+        cmocka_unit_test(test_bad_peer_off),
+        cmocka_unit_test(test_bad_peer_input),
         cmocka_unit_test(test_bad_peer_cap),
+        cmocka_unit_test(test_bad_peer_quorum),
+        cmocka_unit_test(test_swarms_per_agent),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
