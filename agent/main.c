@@ -239,6 +239,7 @@ static int agent_start(struct agent *a)
             .stall_timeout_ms = (uint64_t)cfg->swarm_stall_timeout_ms,
             .seed_time_ms = (uint64_t)cfg->seed_time_ms,
             .max_peers = (unsigned)cfg->swarm_max_peers,
+            .reader_window = (unsigned)cfg->swarm_reader_window,
             .ban_time_ms = (uint64_t)cfg->ban_time_ms,
             .min_size = cfg->swarm_min_size,
             .ingress = &a->ingress,

@@ -282,6 +282,8 @@ static void blob_proceed(struct mreq *r, uint64_t size)
     uint64_t range_first = r->ranged && !fill ? r->first : UINT64_MAX;
     int rc = blob_fetcher_read(m->deps.fetcher, &r->d, size, r->def, r->repo, range_first,
                                fill ? &fill_cbs : &reader_cbs, r, &r->reader);
+    if (rc == 0 && fill)
+        partial_reader_set_passive(r->reader);
     if (rc < 0) {
         r->reader = NULL;
         mreq_upstream_error(r, rc, 0, "BLOB_UNKNOWN", NULL);

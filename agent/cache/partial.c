@@ -60,6 +60,7 @@ struct partial_reader {
     struct partial_reader *next, *prev;
     uint64_t handed; /* one past the last byte handed out in a segment */
     bool range;      /* a range reader: trusted bytes only, from first */
+    bool passive;    /* waits for the end only (a prewarm fill) */
     uint64_t first;
     bool ending; /* on_end is due with end_rc */
     int end_rc;
@@ -1289,6 +1290,19 @@ int partial_reader_attach_range(struct partial_blob *pb, uint64_t first,
                                 struct partial_reader **out)
 {
     return attach(pb, true, first, cbs, arg, out);
+}
+
+void partial_reader_set_passive(struct partial_reader *r)
+{
+    r->passive = true;
+}
+
+unsigned partial_active_readers(const struct partial_blob *pb)
+{
+    unsigned n = 0;
+    for (const struct partial_reader *r = pb->readers; r; r = r->next)
+        n += !r->passive && !r->ending;
+    return n;
 }
 
 void partial_reader_detach(struct partial_reader *r)

@@ -182,6 +182,12 @@ int partial_reader_attach(struct partial_blob *pb, const struct partial_reader_c
 int partial_reader_attach_range(struct partial_blob *pb, uint64_t first,
                                 const struct partial_reader_cbs *cbs, void *arg,
                                 struct partial_reader **out);
+/* Marks r as passive: it only waits for the end (a prewarm fill) and does
+ * not read the prefix as it grows (partial_active_readers leaves it out). */
+void partial_reader_set_passive(struct partial_reader *r);
+/* Readers that read the blob as it grows (not passive, not ended). */
+unsigned partial_active_readers(const struct partial_blob *pb);
+
 /* Detaches a reader (its client went away). No callback fires after this. */
 void partial_reader_detach(struct partial_reader *r);
 

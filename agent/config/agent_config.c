@@ -96,6 +96,9 @@ const struct config_option agent_options[] = {
     OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
         "keep serving a completed blob to peers this long"),
     OPT("swarm-max-peers", CONFIG_INT, swarm_max_peers, 1, 200, "16", "peer connections per blob"),
+    OPT("swarm-reader-window", CONFIG_INT, swarm_reader_window, 0, 4096, "0",
+        "while a client reads a blob as it downloads, this many pieces after the held prefix are "
+        "fetched first, in order (0: rarest-first only; docs/benchmarks.md)"),
     OPT("swarm-min-size", CONFIG_SIZE, swarm_min_size, 0, INT64_MAX, "1MiB",
         "blobs smaller than this are fetched from upstream directly, not through the swarm"),
     OPT("ban-time", CONFIG_DURATION, ban_time_ms, SEC, 24 * HOUR, "5m",

@@ -78,6 +78,7 @@ struct agent_config {
     int64_t swarm_stall_timeout_ms;
     int64_t seed_time_ms;
     int64_t swarm_max_peers;
+    int64_t swarm_reader_window;
     int64_t ban_time_ms;
     uint64_t swarm_min_size;
     uint64_t ingress_rate; /* bytes per second, 0 = unlimited */

@@ -31,6 +31,7 @@ struct piece_picker {
     struct pp_peer *peers;
     size_t npeers;
     size_t peers_cap;
+    uint32_t urgent_first, urgent_end; /* taken in order before rarest-first */
 };
 
 static bool bit_get(const uint8_t *bits, uint32_t i)
@@ -316,6 +317,19 @@ int piece_picker_next(struct piece_picker *pp, void *peer, piece_picker_rand_fn 
     if (!p)
         return SHOAL_ENOT_FOUND;
 
+    /* The urgent window first: the lowest eligible piece in it. */
+    for (i = pp->urgent_first; i < pp->urgent_end; i++) {
+        uint8_t f = pp->flags[i];
+
+        if ((f & (F_HAVE | F_EXCLUDED)) || !(f & F_HASH) || pp->ninflight[i] || !bit_get(p->has, i))
+            continue;
+        bit_set(p->inflight, i);
+        p->ninflight++;
+        pp->ninflight[i]++;
+        *index_out = i;
+        return 0;
+    }
+
     /* One pass finds the rarest eligible pieces this peer has (collected in
      * scratch, restarted whenever a rarer one turns up) and decides whether
      * we are in end-game. */
@@ -360,6 +374,15 @@ int piece_picker_next(struct piece_picker *pp, void *peer, piece_picker_rand_fn 
     p->ninflight++;
     pp->ninflight[pick]++;
     *index_out = pick;
+    return 0;
+}
+
+int piece_picker_set_urgent(struct piece_picker *pp, uint32_t first, uint32_t end)
+{
+    if (!pp || first > end || end > pp->npieces)
+        return -EINVAL;
+    pp->urgent_first = first;
+    pp->urgent_end = end;
     return 0;
 }
 

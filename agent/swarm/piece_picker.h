@@ -11,7 +11,8 @@
  * not a valid handle). The picker never dereferences them.
  *
  * piece_picker_next() chooses, among the pieces the peer has, we lack, with a
- * known hash, not excluded and not in flight, the rarest one (lowest
+ * known hash, not excluded and not in flight, the lowest one in the urgent
+ * window if one is set (piece_picker_set_urgent), else the rarest one (lowest
  * availability), ties broken uniformly at random. In end-game (every piece we
  * lack and do not fetch from upstream has a known hash and is in flight) it
  * returns instead a piece in flight from other peers but not this one,
@@ -119,6 +120,12 @@ int piece_picker_request_done(struct piece_picker *pp, void *peer, uint32_t inde
  * the pool unless it is in flight to another peer. 0, -EINVAL or
  * SHOAL_ENOT_FOUND. */
 int piece_picker_request_failed(struct piece_picker *pp, void *peer, uint32_t index);
+
+/* An urgent window [first, end) (end <= npieces; first == end for none):
+ * piece_picker_next() takes the lowest eligible piece inside it, in order,
+ * before it looks for the rarest one elsewhere. For clients reading the
+ * blob from its start while it downloads. 0 or -EINVAL. */
+int piece_picker_set_urgent(struct piece_picker *pp, uint32_t first, uint32_t end);
 
 /* Queries; a bad index or unknown peer gives false / 0. */
 bool piece_picker_have(const struct piece_picker *pp, uint32_t index);

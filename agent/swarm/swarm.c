@@ -562,6 +562,8 @@ static void tick(uv_timer_t *t)
         dl->lease_paused = false;
         upstream_req_resume(dl->lreq);
     }
+    if (dl->pb)
+        swarm_core_set_reading(dl->core, now_ms(dl->s), partial_active_readers(dl->pb) > 0);
     swarm_core_tick(dl->core, now_ms(dl->s));
     run(dl);
 }
@@ -635,6 +637,7 @@ int swarm_dl_start(struct swarm *s, struct partial_blob *pb, const struct upstre
         .seed_time_ms = s->cfg.seed_time_ms,
         .max_peers = s->cfg.max_peers,
         .max_inflight = SWARM_MAX_INFLIGHT,
+        .reader_window = s->cfg.reader_window,
         .ban_time_ms = s->cfg.ban_time_ms,
         .bans = &s->bans,
         .ingress = s->cfg.ingress,

@@ -40,8 +40,9 @@ struct swarm_config {
     const char *peer_listen; /* "0.0.0.0:5081" */
     const char *advertise;   /* the address peers dial; NULL = peer_listen's */
     uint64_t stall_timeout_ms;
-    uint64_t seed_time_ms; /* keep serving a completed blob this long */
-    unsigned max_peers;    /* connections per blob */
+    uint64_t seed_time_ms;  /* keep serving a completed blob this long */
+    unsigned max_peers;     /* connections per blob */
+    unsigned reader_window; /* see swarm_core_config */
     uint64_t ban_time_ms;
     uint64_t min_size;         /* smaller blobs are not worth a swarm */
     struct ratelimit *ingress; /* upstream and peer bytes in; borrowed, NULL = unlimited */

@@ -48,9 +48,11 @@ struct swarm_core {
     struct piece_picker *pp;
     uint8_t *have;
     uint32_t nhave;
-    uint8_t *checked;   /* pieces checked in this run against the table (or leased) */
-    uint8_t *confirmed; /* pieces whose table hash the tracker has confirmed */
-    uint8_t *trusted;   /* TRUST sent */
+    uint8_t *checked;       /* pieces checked in this run against the table (or leased) */
+    uint8_t *confirmed;     /* pieces whose table hash the tracker has confirmed */
+    uint8_t *trusted;       /* TRUST sent */
+    uint32_t first_missing; /* lowest piece not held */
+    bool reading;           /* clients read the prefix as it grows */
 
     /* peers */
     struct peer *peers;
@@ -214,6 +216,20 @@ static void try_request_all(struct swarm_core *c, uint64_t now)
         try_request(c, p, now);
 }
 
+/* Keeps the picker's urgent window on the pieces right after the held
+ * prefix while clients read it. */
+static void update_window(struct swarm_core *c)
+{
+    while (c->first_missing < c->npieces && wire_bit_get(c->have, c->first_missing))
+        c->first_missing++;
+    uint32_t end = c->first_missing;
+    if (c->reading && c->cfg.reader_window)
+        end = c->npieces - c->first_missing > c->cfg.reader_window
+                  ? c->first_missing + c->cfg.reader_window
+                  : c->npieces;
+    piece_picker_set_urgent(c->pp, c->first_missing, end);
+}
+
 /* A piece checked here against a SHA-256 the tracker confirmed (no single
  * agent chose it) is final for a client: XXH3 is not collision resistant, an
  * unconfirmed hash is one agent's word, and a resumed piece was checked in an
@@ -241,6 +257,8 @@ static void piece_done(struct swarm_core *c, uint32_t index, uint64_t now)
     act_peer(c, SWARM_ACT_HAVE, 0, index);
     wire_bit_set(c->checked, index);
     maybe_trust(c, index);
+    if (index == c->first_missing)
+        update_window(c);
 }
 
 /* ---- the upstream lease ----------------------------------------------------- */
@@ -446,6 +464,7 @@ static int take_table(struct swarm_core *c, const struct announce_reply *r, cons
     }
     c->table = true;
     c->last_progress = now;
+    update_window(c);
     if (c->nhave)
         LOG(INFO, COMP, "digest=%s resuming with %" PRIu32 " of %" PRIu32 " pieces", c->digest,
             c->nhave, c->npieces);
@@ -792,6 +811,17 @@ void swarm_core_tick(struct swarm_core *c, uint64_t now)
         c->announcing = true;
         push(c, SWARM_ACT_ANNOUNCE);
     }
+}
+
+void swarm_core_set_reading(struct swarm_core *c, uint64_t now, bool reading)
+{
+    if (c->reading == reading)
+        return;
+    c->reading = reading;
+    if (!c->table)
+        return;
+    update_window(c);
+    try_request_all(c, now);
 }
 
 void swarm_core_complete(struct swarm_core *c, uint64_t now)

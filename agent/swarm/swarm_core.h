@@ -83,6 +83,10 @@ struct swarm_core_config {
     unsigned max_peers;    /* connections we dial; incoming ones up to twice that */
     unsigned max_inflight; /* requests per peer, 1..64 */
     uint64_t ban_time_ms;
+    /* While clients read the blob as it downloads, the next reader_window
+     * pieces after the held prefix are requested first, in order (0: always
+     * rarest-first). */
+    unsigned reader_window;
     struct ban_list *bans;       /* the agent's, borrowed */
     struct ratelimit *ingress;   /* borrowed, NULL = unlimited */
     struct ratelimit *egress;    /* borrowed, NULL = unlimited */
@@ -191,6 +195,11 @@ void swarm_core_lease_piece(struct swarm_core *c, uint64_t now, uint32_t index, 
 /* The FETCH ended: rc 0 or the failure; pieces of the run that did not
  * arrive go back to the tracker as failed. */
 void swarm_core_fetch_done(struct swarm_core *c, uint64_t now, int rc);
+
+/* Whether clients are reading the blob from its start as it downloads (not
+ * a prewarm fill, which only waits for the end): with a reader_window, the
+ * pieces right after the held prefix go first. */
+void swarm_core_set_reading(struct swarm_core *c, uint64_t now, bool reading);
 
 /* The blob is complete and verified: seed it for seed_time. */
 void swarm_core_complete(struct swarm_core *c, uint64_t now);

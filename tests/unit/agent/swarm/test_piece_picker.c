@@ -171,6 +171,46 @@ static void test_rarest_first_order(void **state)
     piece_picker_destroy(pp);
 }
 
+/* An urgent window is taken in order, lowest eligible piece first, before
+ * rarest-first elsewhere; pieces in it the peer lacks, in flight, held or
+ * without a hash are skipped. */
+static void test_urgent_window(void **state)
+{
+    struct piece_picker *pp = make(16);
+    struct rng r = {1, 0};
+    uint32_t idx;
+
+    (void)state;
+    add_seed(pp, PEER(0));
+    uint8_t bf[2] = {0x0f, 0xff}; /* pieces 4..15 */
+    assert_int_equal(piece_picker_peer_add(pp, PEER(1), bf, 2), 0);
+    assert_int_equal(piece_picker_set_urgent(pp, 2, 17), -EINVAL);
+    assert_int_equal(piece_picker_set_urgent(pp, 5, 4), -EINVAL);
+    assert_int_equal(piece_picker_set_urgent(pp, 2, 8), 0);
+    assert_int_equal(piece_picker_mark_have(pp, 2, NULL, NULL), 0);
+    /* The seed: 3 first (2 is held), then 4, 5. */
+    assert_int_equal(pick(pp, PEER(0), &r, &idx), 0);
+    assert_int_equal(idx, 3);
+    assert_int_equal(pick(pp, PEER(0), &r, &idx), 0);
+    assert_int_equal(idx, 4);
+    /* Peer 1 lacks 3 and 4 is in flight: 5. */
+    assert_int_equal(pick(pp, PEER(1), &r, &idx), 0);
+    assert_int_equal(idx, 5);
+    assert_int_equal(pick(pp, PEER(0), &r, &idx), 0);
+    assert_int_equal(idx, 6);
+    assert_int_equal(pick(pp, PEER(0), &r, &idx), 0);
+    assert_int_equal(idx, 7);
+    /* The window is used up: rarest-first outside it (0 and 1 only the
+     * seed has). */
+    assert_int_equal(pick(pp, PEER(0), &r, &idx), 0);
+    assert_true(idx == 0 || idx == 1);
+    /* No window: rarest-first again. */
+    assert_int_equal(piece_picker_set_urgent(pp, 0, 0), 0);
+    assert_int_equal(pick(pp, PEER(1), &r, &idx), 0);
+    assert_true(idx >= 8);
+    piece_picker_destroy(pp);
+}
+
 /* Two tied rarest pieces: different seeds pick both, and the RNG is called
  * exactly once per tied pick. */
 static void test_tie_break_both(void **state)
@@ -650,6 +690,7 @@ int main(void)
         cmocka_unit_test(test_zero_pieces),
         cmocka_unit_test(test_one_piece),
         cmocka_unit_test(test_rarest_first_order),
+        cmocka_unit_test(test_urgent_window),
         cmocka_unit_test(test_tie_break_both),
         cmocka_unit_test(test_tie_break_uniform),
         cmocka_unit_test(test_never_picks),
