@@ -122,6 +122,7 @@ static void test_table_keys(void **state)
         "swarm-stall-timeout",
         "seed-time",
         "swarm-max-peers",
+        "swarm-reader-window",
         "swarm-min-size",
         "ban-time",
         "ingress-rate",
