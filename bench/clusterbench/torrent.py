@@ -24,7 +24,8 @@ so the peers re-announce every second on their own.
 
 Per-host files go to HOST.dir/lt or HOST.dir/aria2 (seeder: .../lt-seed,
 .../aria2-seed; tracker: .../bt-tracker), each emptied before a run: the
-payload under data/, the peer's stdout in peer.log (stderr: peer.log.err).
+payload under data/ (a leecher's is removed once checked), the peer's stdout
+in peer.log (stderr: peer.log.err).
 Ports: tracker 6969 (TCP+UDP), peers 6881, aria2 seeder's JSON-RPC 6800.
 """
 
@@ -400,6 +401,10 @@ def _run(kind, cluster, workload, piece_length, start_at, timeout):
         if bad:
             complete[host.name] = None
             notes.append("%s: wrong content: %s" % (host.name, " ".join(bad)))
+    # The leechers' copies go (the logs stay): N copies per system would
+    # otherwise pile up on the tmpfs run after run.
+    for host in cluster.hosts:
+        shutil.rmtree(peers[host.name][1] / "data", ignore_errors=True)
     return {"complete": complete, "seed_payload_up": seed_up, "cpu_s": cpu,
             "tracker_cpu_s": tracker_cpu, "notes": "; ".join(notes)}
 
