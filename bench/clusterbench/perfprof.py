@@ -29,6 +29,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 PERF = "perf"
@@ -165,14 +166,15 @@ class Recorder:
         self.pids[proc.pid] = group
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
 
     def analyze(self, run, size, title, keep=False):
@@ -219,8 +221,9 @@ def _tail(path, n=10):
 def read_samples(path, t0, t1):
     """Yields (pid, comm, period_ns, [(symbol, dso, is_kernel), ...] leaf
     first) for every sample with t0 <= time <= t1 (CLOCK_MONOTONIC)."""
+    err_file = tempfile.TemporaryFile(mode="w+")  # warnings must not block the pipe
     p = subprocess.Popen([PERF, "script", "-i", path, "-F", "comm,pid,tid,time,period,ip,sym,dso",
-                          "--no-inline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          "--no-inline"], stdout=subprocess.PIPE, stderr=err_file,
                          text=True, errors="replace")
     head, frames = None, []
     hdr = re.compile(r"^(.*?)\s+(\d+)/(\d+)\s+(\d+\.\d+):\s+(\d+)")
@@ -252,8 +255,11 @@ def read_samples(path, t0, t1):
     s = flush()
     if s:
         yield s
-    err = p.stderr.read()
-    if p.wait() != 0:
+    status = p.wait()
+    err_file.seek(0)
+    err = err_file.read()
+    err_file.close()
+    if status != 0:
         raise RuntimeError("perf script failed: %s" % err[-500:])
 
 

@@ -331,8 +331,9 @@ def run_proxy(ctx):
     port = cache_host.port(PROXY_PORT)
     proc, d = start_registry(cache_host, "proxy", port, "http://" + ctx.registry)
     ctx.watch("proxy", proc)
-    complete, errors, results = _pull_all(ctx, lambda h: ("127.0.0.1:%d" % port if h is cache_host else
-                                                 "%s:%d" % (cache_host.ip, port)), "proxy-pull")
+    complete, errors, results = _pull_all(
+        ctx, lambda h: ("127.0.0.1:%d" % port if h is cache_host else
+                        "%s:%d" % (cache_host.ip, port)), "proxy-pull")
     if proc.poll() is not None:
         errors["proxy"] = "docker-registry proxy exited: %s" % tail(os.path.join(d,
                                                                               "registry.log"))
