@@ -229,20 +229,34 @@ hwm_kib() {
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
 
-# timed_pull URL: prints "total_seconds first_byte_seconds"; fails unless
-# the whole blob arrived.
+# busy_ticks: clock ticks the whole machine's CPUs have been busy (user, nice,
+# system, irq, softirq; not idle, iowait or steal), from /proc/stat.
+busy_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
+}
+
+# ticks_per_gib TICKS: CPU seconds per GiB of the blob.
+ticks_per_gib() {
+    awk -v t="$1" -v h="$CLK_TCK" -v mib="$SIZE_MIB" 'BEGIN { printf "%.2f", t / h * 1024 / mib }'
+}
+
+# timed_pull URL: prints "total_seconds first_byte_seconds machine_cpu_s_per_gib"
+# (the whole machine's CPU during the pull: curl, the server, the kernel and
+# whatever else runs); fails unless the whole blob arrived.
 timed_pull() {
-    local out t f n code
+    local out t f n code m0 m1
+    m0=$(busy_ticks)
     out=$(curl -s -o /dev/null -w '%{time_total} %{time_starttransfer} %{size_download} %{http_code}' "$1") || {
         note "curl failed on $1"
         return 1
     }
+    m1=$(busy_ticks)
     read -r t f n code <<<"$out"
     if [ "$code" != 200 ] || [ "$n" != "$SIZE_BYTES" ]; then
         note "GET $1: status $code, $n bytes (expected 200, $SIZE_BYTES bytes)"
         return 1
     fi
-    echo "$t $f"
+    echo "$t $f $(ticks_per_gib $((m1 - m0)))"
 }
 
 # checked_pull URL WHAT: untimed pull, hashed on the fly.
@@ -301,8 +315,11 @@ T_SWARM=()
 T_PCOLD=()
 T_PWARM=()
 F_DIRECT=() F_SCOLD=() F_SWARM=() F_PCOLD=() F_PWARM=()
+M_DIRECT_CPU=() M_SCOLD_CPU=() M_SWARM_CPU=() M_PCOLD_CPU=() M_PWARM_CPU=()
 CPU_COLD=()
 CPU_WARM=()
+CPU_COLD_GIB=()
+CPU_WARM_GIB=()
 HWM=()
 FAILED=()
 AGENT_STATE=ok
@@ -314,7 +331,7 @@ fi
 
 # run_shoal ROUND: fresh agent, cold pull, warm pull, stop.
 run_shoal() {
-    local round=$1 port pid c0 c1 c2 t
+    local round=$1 port pid c0 c1 c2 t a b m
     port=$(free_port)
     if ! start_agent "agent-$round" "$port" "$UPSTREAM"; then
         stop_pid "$LAST_PID"
@@ -338,26 +355,28 @@ run_shoal() {
         stop_pid "$pid"
         return 1
     }
-    T_SCOLD+=("${t% *}")
-    F_SCOLD+=("${t#* }")
+    read -r a b m <<<"$t"
+    T_SCOLD+=("$a") F_SCOLD+=("$b") M_SCOLD_CPU+=("$m")
     c1=$(cpu_ticks "$pid")
     t=$(timed_pull "$url") || {
         AGENT_STATE="failed: warm pull through shoal-agent"
         stop_pid "$pid"
         return 1
     }
-    T_SWARM+=("${t% *}")
-    F_SWARM+=("${t#* }")
+    read -r a b m <<<"$t"
+    T_SWARM+=("$a") F_SWARM+=("$b") M_SWARM_CPU+=("$m")
     c2=$(cpu_ticks "$pid")
     CPU_COLD+=("$(awk -v a="$c0" -v b="$c1" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / h }')")
     CPU_WARM+=("$(awk -v a="$c1" -v b="$c2" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / h }')")
+    CPU_COLD_GIB+=("$(ticks_per_gib $((c1 - c0)))")
+    CPU_WARM_GIB+=("$(ticks_per_gib $((c2 - c1)))")
     HWM+=("$(hwm_kib "$pid")")
     stop_pid "$pid"
 }
 
 # run_proxy ROUND: fresh pull-through registry, cold pull, warm pull, stop.
 run_proxy() {
-    local round=$1 port pid t
+    local round=$1 port pid t a b m
     port=$(free_port)
     start_registry "proxy-$round" "$port" "$UPSTREAM"
     pid=$LAST_PID
@@ -368,11 +387,11 @@ run_proxy() {
         fi
     else
         t=$(timed_pull "$url") || die "cold pull through registry proxy failed"
-        T_PCOLD+=("${t% *}")
-        F_PCOLD+=("${t#* }")
+        read -r a b m <<<"$t"
+        T_PCOLD+=("$a") F_PCOLD+=("$b") M_PCOLD_CPU+=("$m")
         t=$(timed_pull "$url") || die "warm pull through registry proxy failed"
-        T_PWARM+=("${t% *}")
-        F_PWARM+=("${t#* }")
+        read -r a b m <<<"$t"
+        T_PWARM+=("$a") F_PWARM+=("$b") M_PWARM_CPU+=("$m")
     fi
     stop_pid "$pid"
     [ "$KEEP" = 1 ] || rm -rf "$WORK/proxy-$round"
@@ -385,8 +404,8 @@ for ((round = 0; round <= REPS; round++)); do
     else
         note "round $round/$REPS"
         t=$(timed_pull "$UPSTREAM$BLOB_PATH") || die "direct pull failed"
-        T_DIRECT+=("${t% *}")
-        F_DIRECT+=("${t#* }")
+        read -r a b m <<<"$t"
+        T_DIRECT+=("$a") F_DIRECT+=("$b") M_DIRECT_CPU+=("$m")
     fi
     if [ "$AGENT_STATE" = ok ]; then
         if ! run_shoal "$round"; then
@@ -438,10 +457,25 @@ target() {
     }'
 }
 
+# limit LABEL VALUE LIMIT UNIT: an absolute value against "<= LIMIT".
+limit() {
+    local label=$1 v=$2 lim=$3 unit=$4
+    if [ -z "$v" ] || [ "$v" = - ]; then
+        echo "| $label | n/a | <= $lim$unit | SKIP |"
+        return
+    fi
+    awk -v l="$label" -v v="$v" -v lim="$lim" -v u="$unit" 'BEGIN {
+        printf "| %s | %.2f%s | <= %s%s | %s |\n", l, v, u, lim, u, (v <= lim) ? "PASS" : "MISS"
+    }'
+}
+
 M_DIRECT=$(median "${T_DIRECT[@]+"${T_DIRECT[@]}"}")
 M_SCOLD=$(median "${T_SCOLD[@]+"${T_SCOLD[@]}"}")
 M_SWARM=$(median "${T_SWARM[@]+"${T_SWARM[@]}"}")
 M_PWARM=$(median "${T_PWARM[@]+"${T_PWARM[@]}"}")
+M_PCOLD=$(median "${T_PCOLD[@]+"${T_PCOLD[@]}"}")
+M_CPU_COLD_GIB=$(median "${CPU_COLD_GIB[@]+"${CPU_COLD_GIB[@]}"}")
+M_CPU_WARM_GIB=$(median "${CPU_WARM_GIB[@]+"${CPU_WARM_GIB[@]}"}")
 
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 [ -n "$CPU_MODEL" ] || CPU_MODEL=$(uname -m)
@@ -493,6 +527,10 @@ report() {
     echo "| CPU s per cold pull (utime+stime) | $m | $lo | $hi |"
     read -r m lo hi <<<"$(STATS_FMT=2 stats "${CPU_WARM[@]+"${CPU_WARM[@]}"}")"
     echo "| CPU s per warm pull (utime+stime) | $m | $lo | $hi |"
+    read -r m lo hi <<<"$(STATS_FMT=2 stats "${CPU_COLD_GIB[@]+"${CPU_COLD_GIB[@]}"}")"
+    echo "| CPU s per cold GiB | $m | $lo | $hi |"
+    read -r m lo hi <<<"$(STATS_FMT=2 stats "${CPU_WARM_GIB[@]+"${CPU_WARM_GIB[@]}"}")"
+    echo "| CPU s per warm GiB | $m | $lo | $hi |"
     local hwm=()
     local k
     for k in "${HWM[@]+"${HWM[@]}"}"; do
@@ -502,11 +540,30 @@ report() {
     echo "| peak RSS MiB (VmHWM after both pulls) | $m | $lo | $hi |"
     local hwm_max=$hi
     echo
-    echo "| target (time ratios of medians) | measured | target | result |"
+    echo "Whole machine, CPU seconds per GiB pulled: every CPU's busy time during the pull"
+    echo "(/proc/stat: user, system, interrupts), so curl, the serving process(es), the"
+    echo "kernel and anything else running on the machine; compare with the load average."
+    echo
+    echo "| system | median | min | max |"
+    echo "|---|---:|---:|---:|"
+    local label arr
+    for label in "direct (docker-registry):M_DIRECT_CPU" "shoal cold:M_SCOLD_CPU" \
+        "shoal warm:M_SWARM_CPU" "registry proxy cold:M_PCOLD_CPU" \
+        "registry proxy warm:M_PWARM_CPU"; do
+        arr="${label##*:}[@]"
+        read -r m lo hi <<<"$(STATS_FMT=2 stats ${!arr+"${!arr}"})"
+        echo "| ${label%:*} | $m | $lo | $hi |"
+    done
+    echo
+    echo "| target (medians) | measured | target | result |"
     echo "|---|---:|---:|---|"
     target "cold: shoal cold / direct" "$M_SCOLD" "$M_DIRECT" 1.1
     target "warm: shoal warm / registry proxy warm" "$M_SWARM" "$M_PWARM" 0.5
     target "warm: shoal warm / direct registry" "$M_SWARM" "$M_DIRECT" 0.5
+    target "cold: shoal cold / direct (issue 12)" "$M_SCOLD" "$M_DIRECT" 1.5
+    target "cold: shoal cold / registry proxy cold (faster: below 1)" "$M_SCOLD" "$M_PCOLD" 0.99
+    limit "agent CPU s per cold GiB" "$M_CPU_COLD_GIB" 1.0 " s"
+    limit "agent CPU s per warm GiB" "$M_CPU_WARM_GIB" 0.15 " s"
     if [ "$hwm_max" = - ]; then
         echo "| agent peak RSS (max over reps) | n/a | <= 64 MiB | SKIP |"
     else
@@ -514,11 +571,6 @@ report() {
             printf "| agent peak RSS (max over reps) | %.1f MiB | <= 64 MiB | %s |\n", h, (h <= 64) ? "PASS" : "MISS"
         }'
     fi
-    echo
-    echo "Other ratio: shoal cold / registry proxy cold = $(
-        awk -v n="$M_SCOLD" -v d="$(median "${T_PCOLD[@]+"${T_PCOLD[@]}"}")" \
-            'BEGIN { if (n == "-" || n == "" || d <= 0) print "n/a"; else printf "%.2fx", n / d }'
-    )."
 }
 
 mkdir -p "$OUT_DIR"

@@ -1,10 +1,15 @@
 """The systems under test, each run on a fresh state over the same cluster:
-shoal (tracker + agents prewarming), direct registry pulls, and the reference
-registry's pull-through cache. (The BitTorrent baselines are in torrent.py.)
+shoal in prewarm mode (tracker + agents prewarming), shoal in pull mode (a
+containerd-like client on every host pulling through its own agent), direct
+registry pulls, and the reference registry's pull-through cache. (The
+BitTorrent baselines are in torrent.py.)
 
 Every runner returns {"complete": {host: epoch or None}, "errors": {host: text},
 "upstream_bytes_own": bytes the system itself says it took from upstream or
-None, "extra": {...}} and leaves nothing running."""
+None, "clients": {host: the host client's JSON result}, "cpu": {group: CPU
+seconds}, "extra": {...}} and leaves nothing running. The CPU of processes
+the runner registered with ctx.watch() is added by the harness; "cpu" holds
+what it measured otherwise (the host clients' own count)."""
 
 import json
 import os
@@ -94,14 +99,17 @@ def start_upstream(cluster, workload):
     return proc, "%s:%d" % (up.ip, port)
 
 
-def start_clients(hosts, argv_for):
-    return {h.name: h.popen([PY, HOSTCLIENT] + argv_for(h), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for h in hosts}
+def start_clients(ctx, hosts, argv_for):
+    procs = {h.name: h.popen([PY, HOSTCLIENT] + argv_for(h), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for h in hosts}
+    for p in procs.values():
+        ctx.watch("clients", p, cpu=False)  # they count their own CPU
+    return procs
 
 
 def collect_clients(procs, deadline):
-    """Waits for every host client; returns (complete, errors)."""
-    complete, errors = {}, {}
+    """Waits for every host client; returns (complete, errors, results)."""
+    complete, errors, results = {}, {}, {}
     for name, p in procs.items():
         try:
             out, _ = p.communicate(timeout=max(1, deadline - time.time()))
@@ -114,9 +122,15 @@ def collect_clients(procs, deadline):
         lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
         res = json.loads(lines[-1]) if lines else {"error": "no result: %s" % out[-300:]}
         complete[name] = res.get("done")
+        results[name] = res
         if "error" in res:
             errors[name] = res["error"]
-    return complete, errors
+    return complete, errors, results
+
+
+def clients_cpu(results):
+    """The host clients' own CPU seconds (from the start time to done)."""
+    return sum(r.get("cpu_s") or 0 for r in results.values())
 
 
 def proc_cpu_seconds(pid):
@@ -159,7 +173,9 @@ def metric(text, name):
 
 # ------------------------------------------------------------------ shoal --
 
-def run_shoal(ctx):
+def start_shoal(ctx):
+    """shoal-tracker on the tracker host and an agent per host, all healthy;
+    returns {host name: (host, process, log, mirror URL)}."""
     cluster, wl = ctx.cluster, ctx.workload
     tr = cluster.tracker
     secret = os.path.join(cluster.workdir, "cluster-secret")
@@ -173,6 +189,7 @@ def run_shoal(ctx):
         targv += ["--piece-length", str(ctx.piece_length)]
     tproc = tr.popen(targv, stdout=open(tlog, "w"), stderr=subprocess.STDOUT)
     wait_http(tr, "http://%s:%d/_shoal/health" % (tr.ip, tport), tproc, tlog)
+    ctx.watch("tracker", tproc)
     agents = {}
     for h in cluster.hosts:
         data = os.path.join(h.dir, "shoal-data")
@@ -199,17 +216,16 @@ def run_shoal(ctx):
         agents[h.name] = (h, p, log, "http://" + mirror)
     for h, p, log, url in agents.values():
         wait_http(h, url + "/_shoal/health", p, log)
-    start = ctx.next_start()
-    digests = ",".join(f.sha256 for f in wl.files)
-    clients = start_clients(cluster.hosts, lambda h: [
-        "prewarm", "--agent", agents[h.name][3], "--ref", wl.ref, "--start", repr(start),
-        "--blob-dir", os.path.join(h.dir, "shoal-data", "blobs", "sha256"), "--digests",
-        digests])
-    cpu0 = {n: proc_cpu_seconds(a[1].pid) for n, a in agents.items()}
-    ctx.begin(start)
-    complete, errors = collect_clients(clients, start + ctx.timeout)
-    ctx.end()
-    cpu = sum((proc_cpu_seconds(a[1].pid) or 0) - (cpu0[n] or 0) for n, a in agents.items())
+        ctx.watch("agents", p)
+    ctx.watch("registry", ctx.registry_proc)
+    return agents
+
+
+def finish_shoal(ctx, agents, complete, errors, check_store):
+    """Reads the agents' counters, checks they are alive (and, with
+    check_store, that every host's store holds the verified workload),
+    stops everything and removes the agents' data; returns "extra"."""
+    cluster, wl = ctx.cluster, ctx.workload
     rss = max(proc_peak_rss(a[1].pid) or 0 for a in agents.values())
     io = [proc_io(a[1].pid) for a in agents.values()]
     up_own = peer_rx = 0
@@ -219,7 +235,7 @@ def run_shoal(ctx):
         peer_rx += metric(m, "shoal_peer_rx_bytes_total")
         if p.poll() is not None:
             errors[n] = "agent exited %s: %s" % (p.returncode, tail(log))
-        if complete.get(n) and errors.get(n) is None:
+        if check_store and complete.get(n) and errors.get(n) is None:
             bad = verify_files(wl, os.path.join(h.dir, "shoal-data", "blobs", "sha256"))
             if bad:
                 errors[n], complete[n] = bad, None
@@ -229,11 +245,47 @@ def run_shoal(ctx):
     ctx.stop_all()
     for h in cluster.hosts:
         shutil.rmtree(os.path.join(h.dir, "shoal-data"), ignore_errors=True)
-    got = cluster.n * wl.total_bytes / 1e9
+    return up_own, {"agent_peak_rss": rss, "peer_rx_bytes": peer_rx,
+                    "agent_rchar": sum(r for r, _ in io), "agent_wchar": sum(w for _, w in io)}
+
+
+def run_shoal(ctx):
+    """Prewarm mode: every agent is asked at T0 to prewarm the workload; a
+    host is done when every blob is in its agent's store (verified)."""
+    cluster, wl = ctx.cluster, ctx.workload
+    agents = start_shoal(ctx)
+    start = ctx.next_start()
+    digests = ",".join(f.sha256 for f in wl.files)
+    clients = start_clients(ctx, cluster.hosts, lambda h: [
+        "prewarm", "--agent", agents[h.name][3], "--ref", wl.ref, "--start", repr(start),
+        "--blob-dir", os.path.join(h.dir, "shoal-data", "blobs", "sha256"), "--digests",
+        digests])
+    ctx.begin(start)
+    complete, errors, results = collect_clients(clients, start + ctx.timeout)
+    ctx.end()
+    up_own, extra = finish_shoal(ctx, agents, complete, errors, check_store=True)
     return {"complete": complete, "errors": errors, "upstream_bytes_own": up_own,
-            "extra": {"agent_cpu_s_per_gb": cpu / got if got else None,
-                      "agent_peak_rss": rss, "peer_rx_bytes": peer_rx,
-                      "agent_rchar": sum(r for r, _ in io), "agent_wchar": sum(w for _, w in io)}}
+            "clients": results, "cpu": {"clients": clients_cpu(results)}, "extra": extra}
+
+
+def run_shoal_pull(ctx):
+    """Pull mode: at T0 every host's client pulls the workload through its
+    own agent (hostclient.py pull, containerd's order and concurrency); a
+    host is done when its client holds every blob, hashed and checked."""
+    cluster, wl = ctx.cluster, ctx.workload
+    agents = start_shoal(ctx)
+    start = ctx.next_start()
+    clients = start_clients(ctx, cluster.hosts, lambda h: [
+        "pull", "--registry", agents[h.name][3][len("http://"):], "--ns", ctx.registry,
+        "--repo", wl.repo, "--ref", wl.tag, "--start", repr(start)] + ctx.client_args(h))
+    ctx.begin(start)
+    complete, errors, results = collect_clients(clients, start + ctx.timeout)
+    ctx.end()
+    up_own, extra = finish_shoal(ctx, agents, complete, errors, check_store=False)
+    for h in cluster.hosts:
+        shutil.rmtree(os.path.join(h.dir, "shoal-pull"), ignore_errors=True)
+    return {"complete": complete, "errors": errors, "upstream_bytes_own": up_own,
+            "clients": results, "cpu": {"clients": clients_cpu(results)}, "extra": extra}
 
 
 def verify_files(wl, blob_dir):
@@ -253,22 +305,24 @@ def _pull_all(ctx, source_for, label):
     cluster, wl = ctx.cluster, ctx.workload
     start = ctx.next_start()
     rate = [] if cluster.emulated else ["--rate", str(cluster.rate // 8)]
-    clients = start_clients(cluster.hosts, lambda h: [
-        "pull", "--registry", source_for(h), "--repo", wl.repo, "--ref", wl.tag, "--out",
-        os.path.join(h.dir, label), "--start", repr(start)] + rate)
+    clients = start_clients(ctx, cluster.hosts, lambda h: [
+        "pull", "--registry", source_for(h), "--repo", wl.repo, "--ref", wl.tag,
+        "--start", repr(start)] + rate + ctx.client_args(h, label))
+    ctx.watch("registry", ctx.registry_proc)
     ctx.begin(start)
-    complete, errors = collect_clients(clients, start + ctx.timeout)
+    complete, errors, results = collect_clients(clients, start + ctx.timeout)
     ctx.end()
     for h in cluster.hosts:
         shutil.rmtree(os.path.join(h.dir, label), ignore_errors=True)
-    return complete, errors
+    return complete, errors, results
 
 
 def run_direct(ctx):
-    complete, errors = _pull_all(ctx, lambda h: ctx.registry, "direct")
+    complete, errors, results = _pull_all(ctx, lambda h: ctx.registry, "direct")
     ok = sum(1 for t in complete.values() if t)
     return {"complete": complete, "errors": errors,
-            "upstream_bytes_own": ok * ctx.workload.total_bytes, "extra": {}}
+            "upstream_bytes_own": ok * ctx.workload.total_bytes, "clients": results,
+            "cpu": {"clients": clients_cpu(results)}, "extra": {}}
 
 
 def run_proxy(ctx):
@@ -276,12 +330,15 @@ def run_proxy(ctx):
     cache_host = cluster.hosts[0]
     port = cache_host.port(PROXY_PORT)
     proc, d = start_registry(cache_host, "proxy", port, "http://" + ctx.registry)
-    complete, errors = _pull_all(ctx, lambda h: ("127.0.0.1:%d" % port if h is cache_host else
-                                                 "%s:%d" % (cache_host.ip, port)), "proxy-pull")
+    ctx.watch("proxy", proc)
+    complete, errors, results = _pull_all(
+        ctx, lambda h: ("127.0.0.1:%d" % port if h is cache_host else
+                        "%s:%d" % (cache_host.ip, port)), "proxy-pull")
     if proc.poll() is not None:
         errors["proxy"] = "docker-registry proxy exited: %s" % tail(os.path.join(d,
                                                                               "registry.log"))
     ctx.stop_all()
     shutil.rmtree(d, ignore_errors=True)
     return {"complete": complete, "errors": errors, "upstream_bytes_own": None,
+            "clients": results, "cpu": {"clients": clients_cpu(results)},
             "extra": {"cache_host": cache_host.name}}

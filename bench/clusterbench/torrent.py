@@ -6,9 +6,10 @@ is up and announced before anyone asks), one leecher per host in
 cluster.hosts, all leechers starting at the same wall-clock time
 (start_at). run_libtorrent and run_aria2 both return
     {"complete": {host.name: epoch_or_None}, "seed_payload_up": bytes_or_None,
-     "cpu_s": {host.name: seconds_or_None}, "notes": "..."}
+     "cpu_s": {host.name: seconds_or_None}, "tracker_cpu_s": seconds_or_None,
+     "notes": "..."}
 ("cpu_s": user+system CPU of each peer process, the seeder under
-cluster.upstream.name, when known). After the peers are stopped (untimed),
+cluster.upstream.name, when known; "tracker_cpu_s": opentracker's). After the peers are stopped (untimed),
 each leecher's files are checked against the workload's SHA-256 digests;
 a mismatch turns that host's completion time into None and adds a note.
 
@@ -23,7 +24,8 @@ so the peers re-announce every second on their own.
 
 Per-host files go to HOST.dir/lt or HOST.dir/aria2 (seeder: .../lt-seed,
 .../aria2-seed; tracker: .../bt-tracker), each emptied before a run: the
-payload under data/, the peer's stdout in peer.log (stderr: peer.log.err).
+payload under data/ (a leecher's is removed once checked), the peer's stdout
+in peer.log (stderr: peer.log.err).
 Ports: tracker 6969 (TCP+UDP), peers 6881, aria2 seeder's JSON-RPC 6800.
 """
 
@@ -266,13 +268,14 @@ def _start_tracker(procs, host, url, infohash):
     workdir = _fresh_dir(Path(host.dir, "bt-tracker"))
     os.chmod(workdir, 0o755)
     write_whitelist(workdir / "whitelist", [infohash])
-    procs.start(host, opentracker_argv(host.ip, TRACKER_PORT,
-                                       workdir / "whitelist", workdir),
-                workdir / "opentracker.log")
+    proc = procs.start(host, opentracker_argv(host.ip, TRACKER_PORT,
+                                              workdir / "whitelist", workdir),
+                       workdir / "opentracker.log")
     status, _, err = _python_in(host, _TRACKER_PROBE, url, infohash)
     if status != 0:
         raise RuntimeError("opentracker on %s does not serve %s: %s"
                            % (host.name, infohash, err[-300:]))
+    return proc
 
 
 def _aria2_seed_upload(host):
@@ -315,14 +318,15 @@ def _run(kind, cluster, workload, piece_length, start_at, timeout):
     torrent = seed_dir / "payload.torrent"
     peers = {}  # host name -> (Popen, workdir); the seeder under up.name
     hookdir = None
-    seed_up, cpu = None, {}
+    seed_up, cpu, tracker_cpu = None, {}, None
     deadline = start_at + timeout
     try:
         _fresh_dir(seed_dir)
         url = "http://%s:%d/announce" % (cluster.tracker.ip, TRACKER_PORT)
         infohash = make_torrent(files, piece_length, url, torrent)
         stage_payload(files, torrent, seed_dir / "data")
-        _start_tracker(procs, cluster.tracker, url, infohash)
+        tracker = _start_tracker(procs, cluster.tracker, url, infohash)
+        tracker_cpu0 = proc_cpu_seconds(tracker.pid)
         if kind == "aria2":
             hookdir = Path(tempfile.mkdtemp(prefix="clusterbench-aria2-"))
             (hookdir / "hook.sh").write_text(_ARIA2_HOOK)
@@ -359,6 +363,9 @@ def _run(kind, cluster, workload, piece_length, start_at, timeout):
         if kind == "aria2":
             seed_up = _aria2_seed_upload(up)
             cpu = {name: proc_cpu_seconds(p.pid) for name, (p, _) in peers.items()}
+        tracker_cpu1 = proc_cpu_seconds(tracker.pid)
+        if tracker_cpu0 is not None and tracker_cpu1 is not None:
+            tracker_cpu = tracker_cpu1 - tracker_cpu0
     finally:
         procs.stop()
         if hookdir:
@@ -394,8 +401,12 @@ def _run(kind, cluster, workload, piece_length, start_at, timeout):
         if bad:
             complete[host.name] = None
             notes.append("%s: wrong content: %s" % (host.name, " ".join(bad)))
+    # The leechers' copies go (the logs stay): N copies per system would
+    # otherwise pile up on the tmpfs run after run.
+    for host in cluster.hosts:
+        shutil.rmtree(peers[host.name][1] / "data", ignore_errors=True)
     return {"complete": complete, "seed_payload_up": seed_up, "cpu_s": cpu,
-            "notes": "; ".join(notes)}
+            "tracker_cpu_s": tracker_cpu, "notes": "; ".join(notes)}
 
 
 def run_libtorrent(cluster, workload, piece_length, start_at, timeout):
