@@ -95,6 +95,122 @@ def banned_lines(agent):
     return [ln for ln in agent.logs().splitlines() if "peer banned" in ln]
 
 
+def test_upstream_corrupts_a_leased_piece_once(faulty_registry, agent_factory, tracker_factory,
+                                               secret_file):
+    """The swarm path: one agent's upstream lease gets a piece with a byte
+    flipped, hashes it and reports that hash to the tracker. Every agent
+    that took the piece fails its whole-blob check and refetches from
+    upstream; their clients retry once at most; a fresh agent joining later
+    pulls on its first attempt, and no honest agent is banned."""
+    reg = faulty_registry
+    data, digest, base = blob(reg, "wrong/lease")
+    path = base + digest
+    reg.rate = 24 * MIB
+    bad = reg.inject("corrupt", path=digest, offset=5 * PIECE + 777, times=1)
+    tracker = tracker_factory(["--piece-length", "1MiB", "--lease-pieces", "2"])
+    agents = swarm_agents(agent_factory, reg.host, tracker, secret_file, 3,
+                          ["--swarm-stall-timeout", "5s"])
+    probes = [RangeProbe(a.port, path, data, seed=i, workers=2).start()
+              for i, a in enumerate(agents)]
+    results = [None] * len(agents)
+
+    def run(i):
+        results[i] = faultcheck.pull(agents[i].port, path, data, digest)
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for p in probes:
+        p.stop()
+    report = "\n".join("agent %d: %s" % (i, describe(r or [])) for i, r in enumerate(results))
+    report += "\n" + "\n".join(tail(a.stderr_path, 15) for a in agents)
+    assert bad.fired == 1, report
+    for i, tries in enumerate(results):
+        assert tries and full_ok(tries[-1], data, digest), report
+        assert len(tries) <= 2, report
+        assert_no_wrong_full_get(tries, digest)
+    for p in probes:
+        assert_ranges_clean(p)
+    for a in agents:
+        assert_nothing_wrong_cached(a, path, data, digest)
+
+    # Fresh agents join the swarm one after the other: the blob's table at
+    # the tracker must not hold them back, or turn them against honest peers.
+    took = []
+    fresh = []
+    for n in range(2):
+        f, = swarm_agents(agent_factory, reg.host, tracker, secret_file, 1,
+                          ["--swarm-stall-timeout", "5s"])
+        fresh.append(f)
+        t0 = time.monotonic()
+        tries, probe = pull_with_probe(f, path, data, digest)
+        took.append(time.monotonic() - t0)
+        report = "fresh %d: %s took %.1fs\n%s" % (n, describe(tries), took[-1],
+                                                 tail(f.stderr_path, 30))
+        assert len(tries) == 1 and full_ok(tries[0], data, digest), report
+        assert_ranges_clean(probe)
+        assert_nothing_wrong_cached(f, path, data, digest)
+    for a in agents + fresh:
+        assert not banned_lines(a), "an honest agent was banned:\n%s\n%s" % (
+            "\n".join(banned_lines(a)), report)
+    print("corrupted lease: upstream bytes %.2f x the blob; fresh agents took %s s"
+          % (reg.bytes_served(digest) / SIZE, " and ".join("%.1f" % t for t in took)))
+
+
+def test_upstream_corrupts_a_confirmed_piece_during_a_self_lease(faulty_registry, agent_factory,
+                                                                 tracker_factory, secret_file):
+    """Piece hashes confirmed by two agents; both then die. A third agent
+    finds no live peer, stalls and leases every piece to itself from
+    upstream, which corrupts one of them once. A piece whose hash the
+    tracker confirmed is final for Range readers, but only if its bytes
+    match that hash: the corrupted one must not reach a Range answer."""
+    reg = faulty_registry
+    data, digest, base = blob(reg, "wrong/selflease")
+    path = base + digest
+    tracker = tracker_factory(["--piece-length", "1MiB", "--peer-timeout", "30s"])
+    first = swarm_agents(agent_factory, reg.host, tracker, secret_file, 2)
+    for a in first:
+        res = faultcheck.get_checked(a.port, path, data)
+        assert full_ok(res, data, digest), res
+    wait_for(lambda: tracker.swarms()[digest]["seeds"] == 2, 10, "both agents seeding")
+    for a in first:
+        a.crashed_ok = True
+        a.kill9()
+    reg.rate = 12 * MIB
+    victim = 5
+    bad = reg.inject("corrupt", path=digest, offset=victim * PIECE + 99, times=1)
+    c, = swarm_agents(agent_factory, reg.host, tracker, secret_file, 1,
+                      ["--swarm-stall-timeout", "1s"])
+    # Range requests on the corrupted piece itself, again and again, besides
+    # the random ones.
+    pinned = []
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            pinned.append(faultcheck.get_checked(
+                c.port, path, data, rng="bytes=%d-%d" % (victim * PIECE, victim * PIECE + 4095)))
+            time.sleep(0.02)
+    hs = [threading.Thread(target=hammer, daemon=True) for _ in range(2)]
+    for t in hs:
+        t.start()
+    tries, probe = pull_with_probe(c, path, data, digest)
+    stop.set()
+    for t in hs:
+        t.join(timeout=60)
+    report = "%s\n%s" % (describe(tries), tail(c.stderr_path, 30))
+    assert bad.fired == 1, report
+    wrong = [r for r in pinned if r["wrong"]]
+    assert not wrong, "Range answers carried the corrupted piece: %r\n%s" % (wrong[:3], report)
+    assert_ranges_clean(probe)
+    assert len(tries) <= 2 and full_ok(tries[-1], data, digest), report
+    assert_no_wrong_full_get(tries, digest)
+    assert_nothing_wrong_cached(c, path, data, digest)
+    print("self-lease with a corrupted confirmed piece: %d pinned Range requests, %d complete"
+          % (len(pinned), sum(1 for r in pinned if r["complete"])))
+
+
 # ------------------------------------- (b) a flipped byte in a kept partial --
 
 def piece_record(path):
