@@ -154,6 +154,14 @@ def test_upstream_corrupts_a_leased_piece_once(faulty_registry, agent_factory, t
     for a in agents + fresh:
         assert not banned_lines(a), "an honest agent was banned:\n%s\n%s" % (
             "\n".join(banned_lines(a)), report)
+    # Nobody vouched for the hash of the corrupted copy.
+    doc = {"digest": digest, "size": SIZE, "agent": "probe-confirmed", "addr": "127.0.0.1:9",
+           "event": "started", "have": 0, "want_lease": False}
+    st, r = swarmpeer.announce(tracker.port, SECRET, doc)
+    assert st == 200, r
+    confirmed = bytes.fromhex(r.get("confirmed", ""))
+    assert not (len(confirmed) > 0 and confirmed[0] & (0x80 >> 5)), \
+        "the hash of the corrupted piece was confirmed: %s" % r.get("confirmed")
     print("corrupted lease: upstream bytes %.2f x the blob; fresh agents took %s s"
           % (reg.bytes_served(digest) / SIZE, " and ".join("%.1f" % t for t in took)))
 
