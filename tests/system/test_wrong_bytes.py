@@ -347,7 +347,7 @@ def tracker_hands_out(tracker, digest, size, addr):
     return any(p["addr"] == addr for p in r.get("peers", []))
 
 
-def forger_setup(reg, agent_factory, tracker_factory, secret_file, repo, algo):
+def forger_setup(reg, agent_factory, tracker_factory, secret_file, repo, algo, tracker_args=()):
     """A blob, a tracker with the given piece hash, agent A that fetched it
     from upstream (the lease holder: every piece hash is its word) and agent
     B that then took it from A through the swarm (its `completed` confirms
@@ -355,7 +355,7 @@ def forger_setup(reg, agent_factory, tracker_factory, secret_file, repo, algo):
     seed, [A, B])."""
     data, digest, base = blob(reg, repo)
     path = base + digest
-    tracker = tracker_factory(["--piece-length", "1MiB", "--hash-algo", algo])
+    tracker = tracker_factory(["--piece-length", "1MiB", "--hash-algo", algo] + list(tracker_args))
     first = swarm_agents(agent_factory, reg.host, tracker, secret_file, 2)
     for a in first:
         res = faultcheck.get_checked(a.port, path, data)
@@ -375,8 +375,11 @@ def test_forging_member_is_banned_under_sha256(faulty_registry, agent_factory, t
     Range requests during the swarm download get confirmed, verified pieces
     only; the pull succeeds on its first attempt."""
     reg = faulty_registry
+    # One agent downloads here, so one report must be enough to hide the
+    # forger (the default quorum of two is tested in test_tracker.py).
     data, digest, path, tracker, seed, first = forger_setup(
-        reg, agent_factory, tracker_factory, secret_file, "wrong/forge256", "sha256")
+        reg, agent_factory, tracker_factory, secret_file, "wrong/forge256", "sha256",
+        ["--bad-peer-reporters", "1"])
     try:
         assert tracker_hands_out(tracker, digest, SIZE, seed.addr)
         # Slow enough for Range requests to land while pieces arrive.
