@@ -12,6 +12,8 @@ PKGS=(
   libhttp-parser-dev libcmocka-dev
   docker-registry skopeo podman containerd
   python3 python3-pytest apache2-utils redis-server curl openssl
+  # tests/system/swarmpeer.py's ForgingSeed checks its XXH3-128 forgeries
+  python3-xxhash
   iproute2 mount util-linux linux-perf python3-matplotlib python3-libtorrent aria2 opentracker
   # deploy/ checks (tests/system/test_deploy.py): systemd-analyze, the image
   # build (buildah, podman, debootstrap for the Debian base images), the

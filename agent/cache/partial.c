@@ -1340,7 +1340,10 @@ int partial_reader_segment(struct partial_reader *r, uint64_t off, uint64_t end,
     uint64_t disk = held_prefix(pb);
     if (pb->streaming && pb->written > disk)
         disk = pb->written;
-    if (pb->state == PB_COMMITTED)
+    /* A range reader's bytes lie in trusted pieces, each written with
+     * partial_write_piece (synchronously), wherever the prefix ends: a swarm
+     * brings pieces in any order. */
+    if (pb->state == PB_COMMITTED || r->range)
         disk = pb->size;
     uint64_t stop;
     if (off < disk) {

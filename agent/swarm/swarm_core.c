@@ -48,9 +48,16 @@ struct swarm_core {
     struct piece_picker *pp;
     uint8_t *have;
     uint32_t nhave;
-    uint8_t *checked;       /* pieces checked in this run against the table (or leased) */
-    uint8_t *confirmed;     /* pieces whose table hash the tracker has confirmed */
-    uint8_t *trusted;       /* TRUST sent */
+    uint8_t *checked;   /* held, and hashes[i] is the hash of our bytes (this run) */
+    uint8_t *confirmed; /* pieces whose table hash the tracker has confirmed */
+    uint8_t *trusted;   /* TRUST sent */
+    /* The tracker's own table, as its last reply gave it: hashes[] holds our
+     * lease's hashes too, which the tracker may not have taken. */
+    uint8_t (*thash)[WIRE_HASH_MAX];
+    uint8_t *tknown;
+    uint8_t *disputed; /* checked, but the tracker's hash is not ours: kept from peers */
+    uint8_t *adv;      /* what peers are told we hold: have less disputed */
+    bool unvouched_logged;
     uint32_t first_missing; /* lowest piece not held */
     bool reading;           /* clients read the prefix as it grows */
 
@@ -230,17 +237,69 @@ static void update_window(struct swarm_core *c)
     piece_picker_set_urgent(c->pp, c->first_missing, end);
 }
 
-/* A piece checked here against a SHA-256 the tracker confirmed (no single
+/* Our bytes of index (held and hashed in this run) hash to the tracker's
+ * hash of it, as its last reply gave it. */
+static bool matches_tracker(const struct swarm_core *c, uint32_t index)
+{
+    return wire_bit_get(c->checked, index) && wire_bit_get(c->tknown, index) &&
+           memcmp(c->hashes[index], c->thash[index], c->hash_len) == 0;
+}
+
+/* A piece whose bytes match a SHA-256 the tracker confirmed (no single
  * agent chose it) is final for a client: XXH3 is not collision resistant, an
  * unconfirmed hash is one agent's word, and a resumed piece was checked in an
- * earlier run against a table this tracker may not have. */
+ * earlier run against a table this tracker may not have. The bytes are
+ * compared with the tracker's hash, not with the one this agent checked them
+ * against: a piece we leased from upstream was checked against nothing but
+ * its own hash, and upstream may have sent wrong bytes. */
 static void maybe_trust(struct swarm_core *c, uint32_t index)
 {
-    if (c->algo != WIRE_HASH_SHA256 || !wire_bit_get(c->checked, index) ||
-        !wire_bit_get(c->confirmed, index) || wire_bit_get(c->trusted, index))
+    if (c->algo != WIRE_HASH_SHA256 || !wire_bit_get(c->confirmed, index) ||
+        !matches_tracker(c, index) || wire_bit_get(c->trusted, index))
         return;
     wire_bit_set(c->trusted, index);
     act_peer(c, SWARM_ACT_TRUST, 0, index);
+}
+
+/* A held piece whose bytes do not hash to the tracker's hash of it: one of
+ * the two is wrong (an upstream glitch in our lease or in the lease that
+ * made the tracker's hash). Peers check what we send against the tracker's
+ * hash and would ban us for it, so it is not offered; the whole-blob check
+ * tells which side was wrong. */
+static void check_dispute(struct swarm_core *c, uint32_t index)
+{
+    if (!wire_bit_get(c->checked, index) || !wire_bit_get(c->tknown, index) ||
+        wire_bit_get(c->disputed, index) || matches_tracker(c, index))
+        return;
+    wire_bit_set(c->disputed, index);
+    wire_bit_clear(c->adv, index);
+    LOG(WARN, COMP,
+        "digest=%s piece=%" PRIu32
+        " our bytes do not match the tracker's hash: not offered to peers",
+        c->digest, index);
+}
+
+/* Completion vouches (the `completed` event) for every hash of the
+ * tracker's table but our own: only true when every piece we hold was
+ * hashed in this run and matches the table. Otherwise we seed without
+ * vouching, and vouch on a later announce if the table catches up. */
+static bool vouchable(struct swarm_core *c)
+{
+    uint32_t unchecked = 0, unmatched = 0;
+    for (uint32_t i = 0; i < c->npieces; i++) {
+        if (!wire_bit_get(c->checked, i))
+            unchecked++;
+        else if (!matches_tracker(c, i))
+            unmatched++;
+    }
+    if ((unchecked || unmatched) && !c->unvouched_logged) {
+        c->unvouched_logged = true;
+        LOG(INFO, COMP,
+            "digest=%s complete without vouching for the tracker's hashes: %" PRIu32
+            " pieces not hashed in this run, %" PRIu32 " not matching the table",
+            c->digest, unchecked, unmatched);
+    }
+    return unchecked == 0 && unmatched == 0;
 }
 
 /* We hold index, verified and on disk. */
@@ -254,8 +313,12 @@ static void piece_done(struct swarm_core *c, uint32_t index, uint64_t now)
         LOG(INFO, COMP, "digest=%s all pieces held", c->digest);
     c->last_progress = now;
     piece_picker_mark_have(c->pp, index, cancel_cb, c);
-    act_peer(c, SWARM_ACT_HAVE, 0, index);
     wire_bit_set(c->checked, index);
+    check_dispute(c, index);
+    if (!wire_bit_get(c->disputed, index)) {
+        wire_bit_set(c->adv, index);
+        act_peer(c, SWARM_ACT_HAVE, 0, index);
+    }
     maybe_trust(c, index);
     if (index == c->first_missing)
         update_window(c);
@@ -402,13 +465,13 @@ static bool self_lease(struct swarm_core *c, uint64_t now)
 void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *out)
 {
     bool complete = c->state == SWARM_CORE_SEEDING;
+    bool vouch = complete && !c->announced_complete && vouchable(c);
     *out = (struct announce_req){
         .digest = c->digest,
         .size = c->cfg.size,
-        .event = complete
-                     ? (c->announced_complete ? ANNOUNCE_EVENT_PROGRESS : ANNOUNCE_EVENT_COMPLETED)
-                 : c->started ? ANNOUNCE_EVENT_PROGRESS
-                              : ANNOUNCE_EVENT_STARTED,
+        .event = vouch                    ? ANNOUNCE_EVENT_COMPLETED
+                 : complete || c->started ? ANNOUNCE_EVENT_PROGRESS
+                                          : ANNOUNCE_EVENT_STARTED,
         .have = complete ? c->npieces : c->nhave,
         .complete = complete,
         .want_lease = !complete && !c->lease && !c->fetching && !c->ended,
@@ -427,7 +490,7 @@ void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *
     c->nbad_sent = c->nbad;
     c->started = true;
     c->last_announce = now;
-    if (complete)
+    if (vouch)
         c->announced_complete = true;
 }
 
@@ -451,13 +514,19 @@ static int take_table(struct swarm_core *c, const struct announce_reply *r, cons
     c->checked = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->confirmed = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->trusted = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
+    c->thash = calloc(c->npieces ? c->npieces : 1, sizeof(*c->thash));
+    c->tknown = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
+    c->disputed = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
+    c->adv = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->pp = piece_picker_create(c->npieces);
-    if (!c->hashes || !c->have || !c->checked || !c->confirmed || !c->trusted || !c->pp)
+    if (!c->hashes || !c->have || !c->checked || !c->confirmed || !c->trusted || !c->thash ||
+        !c->tknown || !c->disputed || !c->adv || !c->pp)
         return -ENOMEM;
     /* Pieces the partial blob holds already (a resumed download). */
     for (uint32_t i = 0; held && i < c->npieces; i++) {
         if (wire_bit_get(held, i)) {
             wire_bit_set(c->have, i);
+            wire_bit_set(c->adv, i);
             c->nhave++;
             piece_picker_mark_have(c->pp, i, NULL, NULL);
         }
@@ -504,6 +573,29 @@ static void drop_sent(void *arr, size_t elem, size_t *n, size_t *sent)
     *sent = 0;
 }
 
+/* Takes the reply's hashes: the tracker's table as it stands, and the
+ * hashes we check peers' pieces against where we have none yet. */
+static void table_hashes(struct swarm_core *c, const struct announce_reply *r)
+{
+    /* Hashes of another length (the tracker changed its algorithm under us)
+     * are not ours to check pieces with. */
+    for (uint32_t i = 0; r->hashes && r->hashed && r->hash_len == c->hash_len && i < c->npieces;
+         i++) {
+        if (!r->hashed[i])
+            continue;
+        const uint8_t *th = r->hashes + (size_t)i * r->hash_len;
+        if (!wire_bit_get(c->tknown, i) || memcmp(c->thash[i], th, c->hash_len) != 0) {
+            memcpy(c->thash[i], th, c->hash_len);
+            wire_bit_set(c->tknown, i);
+            check_dispute(c, i);
+        }
+        if (piece_picker_hash_known(c->pp, i))
+            continue;
+        memcpy(c->hashes[i], th, c->hash_len);
+        piece_picker_set_hash_known(c->pp, i);
+    }
+}
+
 void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
                               const struct announce_reply *r, const uint8_t *held)
 {
@@ -539,6 +631,8 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
             return;
         }
     }
+    if (c->state == SWARM_CORE_SEEDING && r->piece_length == c->plen && r->pieces == c->npieces)
+        table_hashes(c, r); /* what completion may vouch for */
     if (c->state != SWARM_CORE_RUNNING)
         return;
     if (r->piece_length != c->plen || r->pieces != c->npieces) {
@@ -551,15 +645,7 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
         fallback(c, SHOAL_EPROTOCOL);
         return;
     }
-    /* Hashes of another length (the tracker changed its algorithm under us)
-     * are not ours to check pieces with. */
-    for (uint32_t i = 0; r->hashes && r->hashed && r->hash_len == c->hash_len && i < c->npieces;
-         i++) {
-        if (!r->hashed[i] || piece_picker_hash_known(c->pp, i))
-            continue;
-        memcpy(c->hashes[i], r->hashes + (size_t)i * r->hash_len, c->hash_len);
-        piece_picker_set_hash_known(c->pp, i);
-    }
+    table_hashes(c, r);
     for (uint32_t i = 0; r->confirmed && r->hash_len == c->hash_len && i < c->npieces; i++) {
         if (r->confirmed[i] && !wire_bit_get(c->confirmed, i) &&
             piece_picker_hash_known(c->pp, i)) {
@@ -743,8 +829,8 @@ void swarm_core_piece(struct swarm_core *c, uint64_t now, uint32_t id, uint32_t 
 /* Sends a piece if the egress limit allows; false means "later". */
 static bool serve(struct swarm_core *c, struct peer *p, uint32_t index, uint64_t now)
 {
-    if (c->state == SWARM_CORE_DONE || index >= c->npieces || !wire_bit_get(c->have, index))
-        return true; /* nothing to send */
+    if (c->state == SWARM_CORE_DONE || index >= c->npieces || !wire_bit_get(c->adv, index))
+        return true; /* nothing to send (or nothing we offer: a disputed piece) */
     if (!ratelimit_try(c->cfg.egress, wire_piece_size(c->cfg.size, c->plen, index), now))
         return false;
     act_peer(c, SWARM_ACT_SERVE, p->id, index);
@@ -831,11 +917,13 @@ void swarm_core_complete(struct swarm_core *c, uint64_t now)
         return;
     }
     c->state = SWARM_CORE_SEEDING;
-    for (uint32_t i = 0; i < c->npieces; i++)
-        if (!wire_bit_get(c->have, i)) {
-            wire_bit_set(c->have, i);
+    for (uint32_t i = 0; i < c->npieces; i++) {
+        wire_bit_set(c->have, i);
+        if (!wire_bit_get(c->adv, i) && !wire_bit_get(c->disputed, i)) {
+            wire_bit_set(c->adv, i);
             act_peer(c, SWARM_ACT_HAVE, 0, i);
         }
+    }
     c->nhave = c->npieces;
     c->seed_until = now + c->cfg.seed_time_ms;
     announce_soon(c, 0);
@@ -889,6 +977,10 @@ void swarm_core_destroy(struct swarm_core *c)
     free(c->checked);
     free(c->confirmed);
     free(c->trusted);
+    free(c->thash);
+    free(c->tknown);
+    free(c->disputed);
+    free(c->adv);
     free(c->pend);
     free(c->failed);
     free(c->lease);
@@ -952,7 +1044,7 @@ uint32_t swarm_core_pieces_held(const struct swarm_core *c)
 
 const uint8_t *swarm_core_bitfield(const struct swarm_core *c)
 {
-    return c->have;
+    return c->adv;
 }
 
 const char *swarm_core_peer_addr(const struct swarm_core *c, uint32_t id)

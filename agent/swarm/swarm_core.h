@@ -21,7 +21,7 @@
  *               swarm_core_fetch_done()
  *   HASH_HELD   we hold leased piece index already: read and hash it, report
  *               with swarm_core_lease_piece()
- *   TRUST       piece index, checked here against a SHA-256 the tracker has
+ *   TRUST       piece index, whose bytes hash to a SHA-256 the tracker has
  *               confirmed, may be given to Range readers (partial_trust_piece)
  *   FALLBACK    the swarm cannot deliver (rc): fetch the rest from upstream
  *   CLOSE       the download (or its seeding) is over: close everything
@@ -42,6 +42,13 @@
  * pieces and its hashes reported, no verified piece for stall_timeout makes
  * the core lease every missing piece to itself, and if that stalls too it
  * falls back to upstream.
+ *
+ * The tracker's word is checked against our bytes: the core keeps the
+ * tracker's table apart from the hashes of its own lease, a piece is final
+ * for Range readers (TRUST) only when its bytes hash to the confirmed hash,
+ * a piece whose bytes contradict the table is not offered to peers, and
+ * the completed announce (which vouches for the table) goes out only when
+ * every piece was hashed in this run and matches it.
  */
 #ifndef SHOAL_SWARM_CORE_H
 #define SHOAL_SWARM_CORE_H
@@ -221,7 +228,8 @@ size_t swarm_core_hash_len(const struct swarm_core *c);
 bool swarm_core_wants(const struct swarm_core *c, uint32_t index);
 bool swarm_core_has(const struct swarm_core *c, uint32_t index);
 uint32_t swarm_core_pieces_held(const struct swarm_core *c);
-/* Our bitfield (wire format), for BITFIELD. */
+/* The pieces we offer peers (wire format), for BITFIELD: those held, less
+ * any whose bytes contradict the tracker's hash of it. */
 const uint8_t *swarm_core_bitfield(const struct swarm_core *c);
 /* A peer's address ("" for an unknown id). */
 const char *swarm_core_peer_addr(const struct swarm_core *c, uint32_t id);

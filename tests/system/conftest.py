@@ -44,15 +44,16 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _drop_big_files(tmp_path):
     """pytest keeps the last runs' temp dirs; the large blobs in them (GBs
-    over a few runs) are useless for debugging, so they go after the test
-    (after every process fixture has stopped, as this one is set up first)."""
+    over a few runs: the fault matrix alone caches 32 MiB in some thirty
+    data dirs) are useless for debugging, so they go after the test (after
+    every process fixture has stopped, as this one is set up first)."""
     yield
     root = str(tmp_path)
     for d, _, files in os.walk(root):
         for f in files:
             p = os.path.join(d, f)
             try:
-                if os.path.getsize(p) > (32 << 20):
+                if os.path.getsize(p) >= (16 << 20):
                     os.unlink(p)
             except OSError:
                 pass

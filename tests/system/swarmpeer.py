@@ -2,8 +2,10 @@
 (docs/protocol.md): signed tracker announces and the peer wire protocol.
 
 Used by the system tests to play parts a real agent never plays: a seed
-that answers every REQUEST with corrupted bytes, and a client that tries
-the handshake with a wrong secret. Standard library only.
+that answers every REQUEST with corrupted bytes, one that answers with
+pieces forged to the same XXH3-128 as the real ones, and a client that tries
+the handshake with a wrong secret. Standard library only, but ForgingSeed
+checks its forgeries with python3-xxhash.
 """
 
 import hashlib
@@ -281,12 +283,11 @@ class CorruptSeed:
                 index = struct.unpack(">I", payload)[0]
                 rec["requests"] += 1
                 n = piece_size(self.size, self.plen, index)
-                # Right index and length, wrong bytes: only the piece hash
-                # can catch it.
-                bad = (b"\xa5corrupt" * (n // 8 + 1))[:n]
+                bad = self.piece_bytes(index, n)
                 c.sendall(struct.pack(">IBI", 1 + 4 + n, PIECE, index) + bad)
                 rec["pieces_sent"] += 1
-        except (OSError, EOFError, ValueError) as e:
+                rec.setdefault("indexes", []).append(index)
+        except Exception as e:  # noqa: BLE001 (recorded: the tests read rec["error"])
             rec["error"] = repr(e)
         finally:
             rec["end"] = time.monotonic()
@@ -296,6 +297,11 @@ class CorruptSeed:
                 c.close()
             except OSError:
                 pass
+
+    def piece_bytes(self, index, n):
+        """Right index and length, wrong bytes: only the piece hash can
+        catch it."""
+        return (b"\xa5corrupt" * (n // 8 + 1))[:n]
 
     def snapshot(self):
         with self.lock:
@@ -316,3 +322,91 @@ class CorruptSeed:
                 pass
         for t in list(self.threads):
             t.join(timeout=5)
+
+
+# ------------------------------------------------------------ forging seed --
+
+# XXH3's default secret (its first 192 bytes), which XXH3-128 mixes stripes
+# with: what a collision is built from.
+_XXH3_SECRET = bytes.fromhex(
+    "b8fe6c3923a44bbe7c01812cf721ad1cded46de9839097db7240a4a4b7b3671f"
+    "cb79e64eccc0e578825ad07dccff7221b8084674f743248ee03590e6813a264c"
+    "3c2852bb91c300cb88d0658b1b532ea371644897a20df94e3819ef46a9deacd8"
+    "a8fa763fe39c343ff9dcbbc7c70b4f1d8a51e04bcdb45931c89f7ec9d9787364"
+    "eac5ac8334d3ebc3c581a0fffa1363eb170ddd51b7f0da49d316552629d4689e"
+    "2b16be587d47a1fc8ff8b8d17ad031ce45cb3a8f95160428afd7fbcabb4b407e")
+_M32 = (1 << 32) - 1
+_M64 = (1 << 64) - 1
+
+
+def xxh3_forge(piece):
+    """Returns piece with 32 bytes of its first 128 changed so that its
+    XXH3-128 (and XXH3-64) stays the same: lanes 0 and 1 of stripes 0 and 1
+    are rewritten so both accumulators see the same sums. Needs a piece long
+    enough for XXH3's long-input path (well over 240 bytes; pieces are at
+    least 256 KiB)."""
+    def key(stripe, lane):
+        return struct.unpack_from("<Q", _XXH3_SECRET, stripe * 8 + lane * 8)[0]
+
+    def mul(x):
+        return ((x & _M32) * (x >> 32)) & _M64
+
+    b = bytearray(piece)
+    s, t, i, j = 0, 1, 0, 1
+
+    def off(stripe, lane):
+        return stripe * 64 + lane * 8
+
+    def rd(o):
+        return struct.unpack_from("<Q", b, o)[0]
+    a_s, b_s, a_t, b_t = rd(off(s, i)), rd(off(s, j)), rd(off(t, i)), rd(off(t, j))
+    ksi, ksj, kti, ktj = key(s, i), key(s, j), key(t, i), key(t, j)
+    ci = (mul(a_s ^ ksi) + b_s + mul(a_t ^ kti) + b_t) & _M64
+    cj = (mul(b_s ^ ksj) + a_s + mul(b_t ^ ktj) + a_t) & _M64
+
+    def solve(kx, ky, c):
+        # x = kx ^ (h << 32) (low half fixed), y = ky ^ l (high half fixed),
+        # x + y = c: both multiplications then see a zero half.
+        xl = kx & _M32
+        yl = ((c & _M32) - xl) & _M32
+        carry = (xl + yl) >> 32
+        yh = ky >> 32
+        xh = ((c >> 32) - yh - carry) & _M32
+        return (xh << 32) | xl, (yh << 32) | yl
+    a_s2, a_t2 = solve(ksi, kti, cj)
+    b_s2, b_t2 = solve(ksj, ktj, ci)
+    for o, v in ((off(s, i), a_s2), (off(s, j), b_s2), (off(t, i), a_t2), (off(t, j), b_t2)):
+        struct.pack_into("<Q", b, o, v)
+    return bytes(b)
+
+
+class ForgingSeed(CorruptSeed):
+    """A member of the cluster (it holds the secret) that announces itself
+    as a complete seed of `data` and answers every REQUEST with the real
+    piece forged to the same XXH3-128: a piece hash of that algorithm cannot
+    tell it from the real one, a SHA-256 piece hash can. Each forgery is
+    checked with python3-xxhash before it is sent (a broken forgery would
+    make the test meaningless). self.forged counts pieces sent."""
+
+    def __init__(self, tracker_port, secret, digest, data, agent="py-forging-seed"):
+        super().__init__(tracker_port, secret, digest, len(data), agent=agent)
+        import xxhash  # python3-xxhash (deploy/install-deps.sh)
+        self.xxhash = xxhash
+        self.data = data
+        self.forged = 0
+        self.cache = {}
+
+    def piece_bytes(self, index, n):
+        with self.lock:
+            got = self.cache.get(index)
+        if got is None:
+            real = self.data[index * self.plen:index * self.plen + n]
+            got = xxh3_forge(real)
+            if got == real or \
+                    self.xxhash.xxh3_128_digest(got) != self.xxhash.xxh3_128_digest(real):
+                raise AssertionError("forgery of piece %d does not collide" % index)
+            with self.lock:
+                self.cache[index] = got
+        with self.lock:
+            self.forged += 1
+        return got

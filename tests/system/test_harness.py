@@ -116,3 +116,72 @@ def test_missing_tool_skips_here_and_fails_in_ci(tmp_path):
     assert ci.returncode == 1 and "1 failed" in ci.stdout, ci.stdout + ci.stderr
     assert "shoal-no-such-tool is not installed" in ci.stdout, ci.stdout
     assert "make deps" in ci.stdout, ci.stdout
+
+
+def test_faulty_registry_serves_and_injects(tmp_path):
+    """faultyregistry.py: the pull API with Range and digests, and each
+    fault as documented, counted."""
+    import socket as _socket
+    import faultyregistry as fr
+    reg = fr.FaultyRegistry().start()
+    try:
+        data = fr.blob_bytes(3 << 20, "harness")
+        d = reg.add_blob("h/blob", data)
+        path = "/v2/h/blob/blobs/" + d
+        st, hd, _ = http_request(reg.port, "HEAD", path)
+        assert st == 200 and hd["docker-content-digest"] == d
+        assert int(hd["content-length"]) == len(data)
+        st, hd, body = http_request(reg.port, "GET", path, headers={"Range": "bytes=100-199"})
+        assert st == 206 and body == data[100:200]
+        assert hd["content-range"] == "bytes 100-199/%d" % len(data)
+        st, _, _ = http_request(reg.port, "GET", "/v2/h/other/blobs/" + d)
+        assert st == 404
+        # corrupt: one byte flipped, once, only where the range covers it
+        f = reg.inject("corrupt", path=d, offset=1000, times=1)
+        st, _, body = http_request(reg.port, "GET", path, headers={"Range": "bytes=2000-2999"})
+        assert body == data[2000:3000] and f.fired == 0
+        st, _, body = http_request(reg.port, "GET", path)
+        assert st == 200 and len(body) == len(data) and body != data
+        assert sum(1 for a, b in zip(body, data) if a != b) == 1 and body[1000] != data[1000]
+        st, _, body = http_request(reg.port, "GET", path)
+        assert body == data and f.fired == 1
+        # status: an HTML 503, then served again
+        reg.inject("status", path=d, status=503, times=1)
+        st, hd, body = http_request(reg.port, "GET", path)
+        assert st == 503 and b"<html>" in body and hd["content-type"] == "text/html"
+        reg.inject("status", path=d, status=429, headers={"Retry-After": "1"}, times=1)
+        st, hd, _ = http_request(reg.port, "GET", path)
+        assert st == 429 and hd["retry-after"] == "1"
+        # reset: the connection breaks after `after` bytes
+        reg.inject("reset", path=d, after=1 << 20, times=1)
+        s = _socket.create_connection(("127.0.0.1", reg.port), timeout=10)
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        got = b""
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+        except ConnectionResetError:
+            pass
+        s.close()
+        body = got.partition(b"\r\n\r\n")[2]
+        assert 0 < len(body) <= 1 << 20 and body == data[:len(body)], len(body)
+        # slow: the body takes len/rate seconds
+        reg.inject("slow", path=d, rate=8 << 20, times=1)
+        t0 = time.monotonic()
+        st, _, body = http_request(reg.port, "GET", path)
+        assert body == data and time.monotonic() - t0 >= 0.3
+        # Two ranges, three whole bodies (one corrupted; the 503 and 429 had
+        # none) and the reset's 1 MiB; the last chunk is counted a moment
+        # after the client has it.
+        want = 100 + 1000 + 3 * len(data) + (1 << 20)
+        deadline = time.monotonic() + 5
+        while reg.bytes_served(d) != want and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reg.bytes_served(d) == want, (reg.bytes_served(d), want)
+        assert [r["fault"] for r in reg.requests("GET", d)][-6:] == \
+            ["corrupt", None, "status", "status", "reset", "slow"]
+    finally:
+        reg.stop()

@@ -9,6 +9,7 @@ import os
 
 import ocibuild
 from conftest import http_request
+from faultyregistry import blob_bytes, faulty_registry  # noqa: F401
 
 
 def storage_blob(registry, digest):
@@ -94,3 +95,25 @@ def test_corrupt_manifest_by_digest_is_refused(registry, agent, build):
     assert agent.metrics().get("shoal_digest_mismatches_total", 0) >= 1
     st, _, _ = agent.get("/_shoal/health")
     assert st == 200
+
+
+def test_cached_blob_not_served_through_another_repository(faulty_registry, agent_factory):
+    """A cached blob is served only through a repository whose upstream
+    holds it: naming a repository that lacks it gets the upstream's 404 and
+    no byte of the blob, cached or not, whole or as a Range."""
+    reg = faulty_registry
+    data = blob_bytes(1 << 20, "integ/scope")
+    digest = reg.add_blob("integ/private", data)
+    reg.add_blob("integ/public", b"something else")
+    a = agent_factory(reg.host)
+    st, _, body = a.get("/v2/integ/private/blobs/" + digest)
+    assert st == 200 and body == data
+    assert os.path.exists(os.path.join(a.data_dir, "blobs", "sha256", digest[7:]))
+    for headers in ({}, {"Range": "bytes=0-99"}):
+        st, _, body = a.get("/v2/integ/public/blobs/" + digest, headers=headers)
+        assert st == 404, (st, body[:200])
+        assert data[:64] not in body
+    st, _, _ = a.head("/v2/integ/public/blobs/" + digest)
+    assert st == 404
+    heads = reg.requests("HEAD", "/v2/integ/public/blobs/")
+    assert heads, "the agent never asked upstream whether the repository holds the blob"

@@ -664,6 +664,40 @@ static void test_range_reader_gets_trusted_bytes(void **state)
     free(data);
 }
 
+/* Trusted pieces past the contiguous prefix (a swarm brings pieces in any
+ * order) are on disk, so a range reader starting there gets them at once,
+ * not when the prefix reaches them. */
+static void test_range_reader_past_the_prefix(void **state)
+{
+    struct fixture *f = *state;
+    size_t size = 4 * MiB;
+    char *data = blob(size);
+    struct oci_digest d;
+    oneshot_digest(OCI_DIGEST_SHA256, data, size, &d);
+    struct partial_blob *pb = open_ready(f, &d, size);
+    struct reader rng = {0};
+    assert_int_equal(partial_reader_attach_range(pb, 2 * MiB + 100, &rcbs, &rng, &rng.r), 0);
+    for (uint32_t i = 2; i < 4; i++) {
+        assert_int_equal(partial_write_piece(pb, i, data + (size_t)i * MiB, MiB), 0);
+        assert_int_equal(partial_trust_piece(pb, i), 0);
+    }
+    assert_int_equal(partial_prefix(pb), 0);
+    assert_true(loop_run_until_count(&f->loop, &rng.datas, 1, 5000));
+    assert_int_equal(partial_reader_available(rng.r), size);
+    struct partial_segment seg;
+    assert_int_equal(partial_reader_segment(rng.r, 2 * MiB + 100, size, &seg), 0);
+    assert_true(seg.fd >= 0);
+    assert_int_equal(seg.off, 2 * MiB + 100);
+    assert_int_equal(seg.len, 2 * MiB - 100);
+    char buf[64];
+    assert_int_equal(pread(seg.fd, buf, sizeof(buf), (off_t)seg.off), (ssize_t)sizeof(buf));
+    assert_memory_equal(buf, data + 2 * MiB + 100, sizeof(buf));
+    partial_reader_detach(rng.r);
+    partial_close(pb, PARTIAL_DROP, 0, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    free(data);
+}
+
 /* The record cannot be written (its name is taken by a directory): the
  * download goes on, and only a resume would lose the pieces. */
 static void test_record_not_writable(void **state)
@@ -875,6 +909,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_without_a_record_starts_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_range_reader_gets_trusted_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_range_reader_past_the_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_not_writable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_ends_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_after_close, setup, teardown),

@@ -129,6 +129,21 @@ void h_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX])
         out[k] = (uint8_t)(index * 37 + k * 11 + 1);
 }
 
+void h_wrong_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX])
+{
+    h_hash(h, index, out);
+    out[0] ^= 0x5a;
+}
+
+/* The hash of what a FETCH delivers for index. */
+static void fetched_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX])
+{
+    if (h->upstream_corrupt[index])
+        h_wrong_hash(h, index, out);
+    else
+        h_hash(h, index, out);
+}
+
 /* ---- the event queue ------------------------------------------------------------ */
 
 static void push_ev(struct harness *h, uint64_t at, enum hev_type type, int peer, uint32_t cid,
@@ -258,6 +273,9 @@ static void piece_arrives(struct harness *h, int pi, uint32_t index)
         h_hash(h, index, got);
         if (p->kind == HPEER_BAD)
             got[0] ^= 0xff;
+        /* A peer holding the wrong bytes whose hash the tracker took. */
+        if (p->kind == HPEER_GOOD && h->t.wrong[index])
+            got[0] ^= 0x5a;
         if (memcmp(got, want, swarm_core_hash_len(h->core)) != 0)
             outcome = SWARM_PIECE_BAD;
         else if (!swarm_core_wants(h->core, index))
@@ -269,6 +287,7 @@ static void piece_arrives(struct harness *h, int pi, uint32_t index)
     }
     if (outcome == SWARM_PIECE_WRITTEN) {
         wire_bit_set(h->written, index);
+        h->corrupt[index] = h->t.wrong[index];
         h->written_from_peer[index]++;
     }
     h->outcomes[outcome]++;
@@ -298,6 +317,9 @@ static void reply(struct harness *h, size_t k)
     }
     a->rc = 0;
     for (size_t i = 0; i < a->nhashes; i++) {
+        /* The first hash of a piece stays. */
+        if (!t->hashed[a->hashes[i]])
+            t->wrong[a->hashes[i]] = h->upstream_corrupt[a->hashes[i]];
         t->hashed[a->hashes[i]] = true;
         if (t->leased[a->hashes[i]] == 1)
             t->leased[a->hashes[i]] = 0;
@@ -328,7 +350,9 @@ static void reply(struct harness *h, size_t k)
     for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++) {
         reply_hashed[i] = t->hashed[i];
         reply_confirmed[i] = t->hashed[i] && t->confirmed[i];
-        if (t->hashed[i])
+        if (t->hashed[i] && t->wrong[i])
+            h_wrong_hash(h, i, reply_hashes + i * hl);
+        else if (t->hashed[i])
             h_hash(h, i, reply_hashes + i * hl);
     }
     for (int i = 0; i < h->npeers; i++) {
@@ -396,7 +420,10 @@ static void announce(struct harness *h)
         assert_int_equal(r.hash_len, swarm_core_hash_len(h->core));
     for (size_t i = 0; i < r.nhashes; i++) {
         assert_true(r.hashes[i].index < h->npieces);
-        h_hash(h, r.hashes[i].index, want);
+        if (h->corrupt[r.hashes[i].index])
+            h_wrong_hash(h, r.hashes[i].index, want);
+        else
+            fetched_hash(h, r.hashes[i].index, want);
         if (memcmp(want, r.hashes[i].hash, r.hash_len) != 0)
             fail_msg("wrong hash reported for piece %u", r.hashes[i].index);
         a->hashes[a->nhashes++] = r.hashes[i].index;
@@ -528,7 +555,10 @@ static void hash_held(struct harness *h, uint32_t index)
         fail_msg("HASH_HELD of piece %u, which we lack", index);
     if (!wire_bit_get(h->written, index) && !wire_bit_get(h->held_at_start, index))
         fail_msg("HASH_HELD of piece %u, which the partial blob lacks", index);
-    h_hash(h, index, hash);
+    if (h->corrupt[index])
+        h_wrong_hash(h, index, hash);
+    else
+        h_hash(h, index, hash);
     swarm_core_lease_piece(h->core, h->now, index, hash, wire_hash_len(h->t.algo), 0);
 }
 
@@ -592,6 +622,8 @@ static void execute(struct harness *h, const struct swarm_act *a)
     case SWARM_ACT_SERVE:
         if (!swarm_core_has(h->core, a->index))
             fail_msg("SERVE of piece %u, which we lack", a->index);
+        if (h->t.hashed[a->index] && h->corrupt[a->index] != h->t.wrong[a->index])
+            fail_msg("SERVE of piece %u, whose bytes do not match the tracker's hash", a->index);
         pi = h_peer_of(h, a->peer);
         if (pi < 0)
             fail_msg("SERVE to peer id %u, which is not connected", a->peer);
@@ -619,6 +651,8 @@ static void execute(struct harness *h, const struct swarm_act *a)
             fail_msg("a second TRUST of piece %u", a->index);
         if (h->t.algo != WIRE_HASH_SHA256 || !h->t.confirmed[a->index])
             fail_msg("TRUST of piece %u without a confirmed SHA-256", a->index);
+        if (h->corrupt[a->index] || h->t.wrong[a->index])
+            fail_msg("TRUST of piece %u, whose bytes are wrong or its hash", a->index);
         break;
     case SWARM_ACT_FALLBACK:
         if (h->fell_back)
@@ -699,11 +733,13 @@ static void deliver(struct harness *h, const struct hev *e)
     case HEV_LEASE_PIECE:
         /* As the shell's lease_piece(): written only when still wanted. */
         rc = 0;
-        h_hash(h, e->index, hash);
+        fetched_hash(h, e->index, hash);
         if (swarm_core_wants(h->core, e->index)) {
             rc = h->lease_write_rc;
-            if (rc == 0)
+            if (rc == 0) {
                 wire_bit_set(h->written, e->index);
+                h->corrupt[e->index] = h->upstream_corrupt[e->index];
+            }
         }
         swarm_core_lease_piece(h->core, h->now, e->index, hash, wire_hash_len(h->t.algo), rc);
         h_drain(h);

@@ -19,9 +19,13 @@
  * the core knows, that we lack, at most max_inflight per connection; a
  * CONNECT never to our own address, a banned one or one we are connected to;
  * one ANNOUNCE and one FETCH at a time; every HAVE once, for a held piece;
- * SERVE only of held pieces; no FETCH or REQUEST after FALLBACK; nothing
- * after CLOSE; and every piece the core holds was written into the partial
- * blob. Everything the core did is logged for the test's own assertions.
+ * SERVE only of held pieces whose bytes match the tracker's hash (a peer
+ * would ban us otherwise); TRUST only of pieces whose bytes match a
+ * confirmed SHA-256; no FETCH or REQUEST after FALLBACK; nothing after
+ * CLOSE; and every piece the core holds was written into the partial blob.
+ * Wrong bytes are modelled as a hash with its first byte flipped: a FETCH
+ * may deliver them (upstream_corrupt), the tracker may hold their hash
+ * (wrong). Everything the core did is logged for the test's own assertions.
  *
  * Test-only; one harness per test, on the heap (it is large). H_TRACE=1 in
  * the environment prints every action and event, SHOAL_TEST_DEBUG=1 the
@@ -102,6 +106,7 @@ struct htracker {
     enum wire_hash_algo algo;
     bool hashed[H_PIECES_MAX];
     bool confirmed[H_PIECES_MAX]; /* another agent vouched for the hash */
+    bool wrong[H_PIECES_MAX];     /* its hash is of wrong bytes (a lease holder's bad copy) */
     int leased[H_PIECES_MAX];     /* 0 free, 1 leased to us, 2 to another agent */
     unsigned lease_pieces;        /* run length of a lease; 0 = never lease */
     unsigned announces;           /* received */
@@ -179,8 +184,10 @@ struct harness {
     int fetch_fail_after;    /* pieces delivered before the FETCH fails; -1 never */
     int fetch_fail_rc;       /* how it fails: default SHOAL_EUPSTREAM; 0 = a short body */
     bool fetch_hang;         /* a FETCH never delivers nor ends */
-    int lease_write_rc;      /* write result for leased pieces */
-    int piece_write_rc;      /* write result for pieces from peers (0 = written) */
+    bool upstream_corrupt[H_PIECES_MAX]; /* a FETCH delivers that piece with wrong bytes */
+    bool corrupt[H_PIECES_MAX];          /* the partial blob holds wrong bytes of it */
+    int lease_write_rc;                  /* write result for leased pieces */
+    int piece_write_rc;                  /* write result for pieces from peers (0 = written) */
     bool fetching;
     unsigned fetches;
 
@@ -225,6 +232,8 @@ int h_seed(struct harness *h, const char *addr);
 void h_hashed(struct harness *h, uint32_t from, uint32_t to);
 /* The true hash of piece index (its algorithm's length). */
 void h_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX]);
+/* The hash of the wrong bytes of index (the true one, first byte flipped). */
+void h_wrong_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX]);
 
 /* Carries out every queued action. */
 void h_drain(struct harness *h);

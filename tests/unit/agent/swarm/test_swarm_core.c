@@ -358,6 +358,93 @@ static void test_reader_window(void **state)
     end(h);
 }
 
+/* Every hash is known and confirmed, and no peer is reachable: the core
+ * leases every piece to itself, and upstream sends wrong bytes of piece 2.
+ * A piece is final for Range readers only when its bytes match the
+ * confirmed SHA-256 (not merely the hash we computed over them), and the
+ * contradicted one is not offered to peers. */
+static void test_trust_needs_bytes_matching_the_table(void **state)
+{
+    (void)state;
+    struct harness *h = mk(6);
+    h->t.algo = WIRE_HASH_SHA256;
+    h_hashed(h, 0, 6);
+    for (uint32_t i = 0; i < 6; i++)
+        h->t.confirmed[i] = true;
+    h->upstream_corrupt[2] = true;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    h_run(h, NULL, 1500);
+    for (uint32_t i = 0; i < 6; i++) {
+        assert_int_equal(h->trusts[i], i != 2);
+        assert_int_equal(h->haves[i], i != 2);
+    }
+    assert_false(wire_bit_get(swarm_core_bitfield(h->core), 2));
+    assert_true(wire_bit_get(swarm_core_bitfield(h->core), 3));
+    end(h);
+}
+
+/* The tracker holds a hash of wrong bytes for piece 1 (its lease holder got
+ * a bad copy from upstream). Our own copy contradicts it: we keep the piece
+ * from peers and never serve it (they would ban us), and completing does
+ * not vouch for the table; other pieces are served as usual. */
+static void test_no_vouch_for_a_table_our_bytes_contradict(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    static const int none[] = {-1};
+    int in = h_peer(h, "10.0.0.9:4444", HPEER_GOOD, none);
+    h->peers[in].listed = false;
+    h_hashed(h, 0, 4);
+    h->t.wrong[1] = true;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    h_run(h, NULL, 1500);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_int_equal(h->haves[i], i != 1);
+    h_complete(h);
+    h_run(h, NULL, 1500);
+    assert_int_equal(h_count(h, SWARM_ACT_HAVE), 3);
+    assert_false(wire_bit_get(swarm_core_bitfield(h->core), 1));
+    for (size_t i = 0; i < h->nann; i++)
+        assert_int_not_equal(h->ann[i].event, ANNOUNCE_EVENT_COMPLETED);
+    assert_true(h_last_announce(h)->complete);
+    assert_int_equal(h_dial_in(h, in), 0);
+    h_run(h, NULL, 100);
+    h_peer_asks(h, in, 1);
+    h_peer_asks(h, in, 3);
+    assert_int_equal(h->peers[in].serves, 1);
+    end(h);
+}
+
+/* Pieces we leased to ourselves while the tracker had no hash for them:
+ * completion vouches for the table only once a reply showed our hashes in
+ * it, and then once. */
+static void test_vouch_waits_for_the_table(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    size_t before = h->nann;
+    h_complete(h);
+    assert_true(h_run(h, h_is_closed, 10000));
+    size_t completed = SIZE_MAX;
+    for (size_t i = before; i < h->nann; i++) {
+        assert_true(h->ann[i].complete);
+        if (h->ann[i].event == ANNOUNCE_EVENT_COMPLETED) {
+            assert_int_equal(completed, SIZE_MAX);
+            completed = i;
+        }
+    }
+    /* The first seeding announce still carried hashes the table lacked. */
+    assert_true(completed != SIZE_MAX && completed > before);
+    assert_true(h->ann[before].nhashes > 0);
+    for (uint32_t i = 0; i < 4; i++)
+        assert_true(h->t.hashed[i]);
+    end(h);
+}
+
 /* A lease made only of held pieces ends at once and asks for more. */
 static void test_resumed_lease_all_held(void **state)
 {
@@ -729,6 +816,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_normal_download),
         cmocka_unit_test(test_trust_needs_a_confirmed_sha256),
         cmocka_unit_test(test_reader_window),
+        cmocka_unit_test(test_trust_needs_bytes_matching_the_table),
+        cmocka_unit_test(test_no_vouch_for_a_table_our_bytes_contradict),
+        cmocka_unit_test(test_vouch_waits_for_the_table),
         cmocka_unit_test(test_hashes_dropped_after_success),
         cmocka_unit_test(test_hash_report_latency),
         cmocka_unit_test(test_resumed_download),
