@@ -14,6 +14,7 @@
 #include "api/mirror.h"
 #include "api/prewarm.h"
 #include "api/status.h"
+#include "shoal/admin_server.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
@@ -45,6 +46,7 @@ struct agent {
     struct ratelimit egress;
     struct mirror *mirror;
     struct http_server *server;
+    struct admin_server *admin; /* NULL when admin-listen is off */
     struct prewarm *prewarm;
     struct job_creds *job_creds;
     struct registration *reg;
@@ -112,6 +114,9 @@ static void on_signal(uv_signal_t *h, int signum)
     LOG(INFO, "agent", "msg=stopping signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
     uv_signal_stop(&a->sigint);
     uv_signal_stop(&a->sigterm);
+    /* Probes fail from here on: the orchestrator sees the agent go. */
+    admin_server_destroy(a->admin);
+    a->admin = NULL;
     /* The registration beats over the http client too. */
     if (a->reg) {
         registration_destroy(a->reg);
@@ -180,6 +185,74 @@ static int start_registration(struct agent *a)
     }
     a->status.reg = a->reg;
     return 0;
+}
+
+/* --- the admin listener's hooks --- */
+
+static int admin_metrics(void *arg, struct buf *out)
+{
+    struct agent *a = arg;
+
+    return mirror_metrics(a->mirror, out);
+}
+
+/* How long the tracker may go without accepting a registration beat before
+ * the agent stops calling itself ready: a few missed beats, not one. */
+static uint64_t tracker_grace_ms(const struct agent_config *cfg)
+{
+    uint64_t g = 3 * (uint64_t)cfg->register_interval_ms;
+    return g < 30000 ? 30000 : g;
+}
+
+/* Ready: started (store open, configuration and credentials loaded,
+ * listeners bound), not stopping, and the tracker accepted a registration
+ * beat lately, unless tracker-optional or there is no tracker. */
+static bool admin_ready(void *arg, struct buf *why)
+{
+    struct agent *a = arg;
+    const struct agent_config *cfg = &a->cfg;
+    bool ready = true;
+
+    if (a->stopping || !a->store || !a->server) {
+        buf_printf(why, "not serving: starting or stopping\n");
+        ready = false;
+    }
+    if (cfg->tracker && !cfg->tracker_optional) {
+        const struct registration_status *st = a->reg ? registration_status(a->reg) : NULL;
+        uint64_t now = uv_now(&a->loop), grace = tracker_grace_ms(cfg);
+        if (!st || st->last_ok_ms == 0) {
+            buf_printf(why, "tracker %s has not accepted a registration yet%s%.200s\n",
+                       cfg->tracker, st && st->last_error[0] ? ": " : "", st ? st->last_error : "");
+            ready = false;
+        } else if (now - st->last_ok_ms > grace) {
+            buf_printf(why,
+                       "tracker %s has not accepted a registration for %llu s%s%.200s "
+                       "(tracker-optional makes readiness ignore it)\n",
+                       cfg->tracker, (unsigned long long)((now - st->last_ok_ms) / 1000),
+                       st->last_error[0] ? ": " : "", st->last_error);
+            ready = false;
+        }
+    }
+    return ready;
+}
+
+static int start_admin(struct agent *a)
+{
+    const struct agent_config *cfg = &a->cfg;
+    struct admin_server_config adm = {
+        .listen = cfg->admin_listen,
+        .daemon = "agent",
+        .metrics = admin_metrics,
+        .ready = admin_ready,
+        .arg = a,
+    };
+    int rc = admin_server_create(&a->loop, &adm, &a->admin);
+    if (rc < 0)
+        fprintf(stderr,
+                "shoal-agent: cannot listen on admin-listen %s: %s (give another "
+                "--admin-listen, or --admin-listen=off)\n",
+                cfg->admin_listen, shoal_strerror(rc));
+    return rc;
 }
 
 static uint64_t rate_burst(uint64_t rate)
@@ -336,6 +409,11 @@ static int agent_start(struct agent *a)
         if (rc < 0)
             return rc;
     }
+    if (cfg->admin_listen) {
+        rc = start_admin(a);
+        if (rc < 0)
+            return rc;
+    }
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
     a->sigint.data = a;
@@ -343,9 +421,11 @@ static int agent_start(struct agent *a)
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     LOG(INFO, "agent",
-        "msg=ready listen=%s port=%d data_dir=%s upstream=%s cache_max=%llu node=%s mirror_url=%s",
-        cfg->listen, http_server_port(a->server), cfg->data_dir, cfg->upstream,
-        (unsigned long long)cfg->cache_max_bytes, cfg->node_name, a->mirror_url);
+        "msg=ready listen=%s port=%d admin_port=%d data_dir=%s upstream=%s cache_max=%llu node=%s "
+        "mirror_url=%s",
+        cfg->listen, http_server_port(a->server), a->admin ? admin_server_port(a->admin) : 0,
+        cfg->data_dir, cfg->upstream, (unsigned long long)cfg->cache_max_bytes, cfg->node_name,
+        a->mirror_url);
     return 0;
 }
 

@@ -77,6 +77,17 @@ int metrics_label(char *out, size_t outlen, const char *name, const char *value)
     return 0;
 }
 
+int metrics_write_build_info(struct buf *out, const char *daemon, const char *version)
+{
+    char d[96], v[96], labels[200];
+
+    metrics_label(d, sizeof(d), "daemon", daemon);
+    metrics_label(v, sizeof(v), "version", version);
+    snprintf(labels, sizeof(labels), "%s,%s", d, v);
+    return metrics_write(out, "shoal_build_info", "gauge",
+                         "Always 1; the labels say which daemon and release this is.", labels, 1);
+}
+
 void metrics_histogram_init(struct metrics_histogram *h, const double *bounds, size_t nbounds)
 {
     memset(h, 0, sizeof(*h));

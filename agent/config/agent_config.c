@@ -43,6 +43,9 @@ const struct config_option agent_options[] = {
      "JSON config file whose keys are the options below; flags override it", NULL, NULL},
     OPT("listen", CONFIG_ADDR, listen, 0, 0, "127.0.0.1:5080",
         "address the registry mirror listens on"),
+    OPT("admin-listen", CONFIG_STRING, admin_listen, 0, 0, "127.0.0.1:5082",
+        "address of the admin listener: /metrics, /healthz (liveness) and /readyz (readiness); "
+        "\"off\" or \"\" turns it off"),
     OPT("data-dir", CONFIG_STRING, data_dir, 0, 0, "/var/lib/shoal",
         "directory for cached blobs, manifests and state"),
     OPT("upstream", CONFIG_URL, upstream, 0, 0, DOCKER_HUB_URL,
@@ -80,6 +83,10 @@ const struct config_option agent_options[] = {
         "client connections served at once"),
     OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
         "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
+    OPT("tracker-optional", CONFIG_BOOL, tracker_optional, 0, 0, "false",
+        "report ready on /readyz even when the tracker has not answered the registration "
+        "lately (without it, readiness needs a registration accepted within 3 "
+        "register-intervals)"),
     OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "127.0.0.1:5081",
         "address the peer wire protocol listens on; loopback unless given (peers on other hosts "
         "need the node's address, or 0.0.0.0:5081 with --advertise)"),
@@ -507,6 +514,9 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
     if (rc != CONFIG_RUN)
         return rc;
 
+    rc = config_optional_addr("admin-listen", &cfg->admin_listen, err, errlen);
+    if (rc < 0)
+        return rc;
     if (cfg->cache_low_pct >= cfg->cache_high_pct) {
         snprintf(err, errlen,
                  "config: \"cache-low-watermark\" (%lld) must be below \"cache-high-watermark\" "

@@ -48,6 +48,7 @@ struct upstream_list {
 
 struct agent_config {
     char *listen;
+    char *admin_listen; /* metrics, health, readiness; NULL = off */
     char *data_dir;
     char *upstream; /* default upstream URL */
     int log_level;
@@ -68,7 +69,8 @@ struct agent_config {
     int64_t max_connections;
     struct upstream_list upstreams;
     /* swarm */
-    char *tracker; /* tracker URL; NULL = no peer-to-peer */
+    char *tracker;         /* tracker URL; NULL = no peer-to-peer */
+    bool tracker_optional; /* readiness does not wait for the tracker */
     char *peer_listen;
     char *advertise;
     char *cluster_secret_file;

@@ -29,6 +29,10 @@ int metrics_write_header(struct buf *out, const char *name, const char *type, co
  * fit (out then holds `name=""`, if even that fits). */
 int metrics_label(char *out, size_t outlen, const char *name, const char *value);
 
+/* Appends shoal_build_info{daemon="...",version="..."} 1, the gauge that
+ * tells which release a scrape target runs. */
+int metrics_write_build_info(struct buf *out, const char *daemon, const char *version);
+
 /* Most buckets a histogram may have (the +Inf bucket not counted). */
 #define METRICS_BUCKETS_MAX 24
 

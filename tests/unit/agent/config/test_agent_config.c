@@ -97,6 +97,7 @@ static void test_table_keys(void **state)
     static const char *const keys[] = {
         "config",
         "listen",
+        "admin-listen",
         "data-dir",
         "upstream",
         "log-level",
@@ -115,6 +116,7 @@ static void test_table_keys(void **state)
         "idle-timeout",
         "max-connections",
         "tracker",
+        "tracker-optional",
         "peer-listen",
         "advertise",
         "cluster-secret-file",
