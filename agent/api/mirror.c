@@ -19,6 +19,7 @@
 #include "api/status.h"
 #include "shoal/cluster_auth.h"
 #include "upstream/job_creds.h"
+#include "upstream/upstream_prefix.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
@@ -69,6 +70,21 @@ static void on_req_close(struct http_request *req, void *arg)
 
 /* --- tags/list and referrers: passed through --- */
 
+/* A tags list from an upstream with a repo-prefix names the prefixed
+ * repository: the same list under the client's name (a fresh string), or
+ * NULL when the body is not such a list. */
+static char *tags_renamed(const char *body, size_t len, const char *repo)
+{
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    char *out = NULL;
+
+    if (json_is_object(root) && json_is_string(json_object_get(root, "name")) &&
+        json_object_set_new(root, "name", json_string(repo)) == 0)
+        out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return out;
+}
+
 static void passthrough_done(void *arg, int rc, const struct http_client_response *resp)
 {
     struct mreq *r = arg;
@@ -89,7 +105,21 @@ static void passthrough_done(void *arg, int rc, const struct http_client_respons
     http_client_response_header(resp, "Content-Type", ct, sizeof(ct));
     http_client_response_header(resp, "Link", link, sizeof(link));
     http_client_response_header(resp, "OCI-Filters-Applied", filters, sizeof(filters));
-    snprintf(clen, sizeof(clen), "%zu", resp->body.len);
+    const char *body = resp->body.data;
+    size_t body_len = resp->body.len;
+    char *renamed = NULL;
+    if (r->def->repo_prefix) {
+        /* The client asked for its own name; the prefix stays upstream. */
+        char plain[sizeof(link)];
+        if (upstream_prefix_unpath(r->def->repo_prefix, r->repo, link, plain, sizeof(plain)))
+            memcpy(link, plain, strlen(plain) + 1);
+        if (r->kind == MREQ_TAGS && resp->status == 200 &&
+            (renamed = tags_renamed(body, body_len, r->repo)) != NULL) {
+            body = renamed;
+            body_len = strlen(renamed);
+        }
+    }
+    snprintf(clen, sizeof(clen), "%zu", body_len);
     struct http_header hs[5] = {{"Content-Type", ct}, {"Content-Length", clen}};
     size_t n = 2;
     if (link[0])
@@ -97,12 +127,13 @@ static void passthrough_done(void *arg, int rc, const struct http_client_respons
     if (filters[0])
         hs[n++] = (struct http_header){"OCI-Filters-Applied", filters};
     hs[n].name = NULL;
-    if (mreq_start(r, (int)resp->status, hs) == 0 && !r->req->is_head && resp->body.len) {
-        http_response_write(r->req, resp->body.data, resp->body.len);
-        r->bytes += resp->body.len;
-        r->m->client_tx_bytes += resp->body.len;
+    if (mreq_start(r, (int)resp->status, hs) == 0 && !r->req->is_head && body_len) {
+        http_response_write(r->req, body, body_len);
+        r->bytes += body_len;
+        r->m->client_tx_bytes += body_len;
     }
     http_response_end(r->req);
+    free(renamed);
 }
 
 static void handle_passthrough(struct mreq *r, const char *suffix)

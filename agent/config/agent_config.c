@@ -124,7 +124,8 @@ const struct config_option agent_options[] = {
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
-     "..., \"ca-file\": ..., \"insecure\": false, \"token-realms\": [...]}]",
+     "..., \"ca-file\": ..., \"insecure\": false, \"token-realms\": [...], \"repo-prefix\": "
+     "\"proxy-dockerhub/\"}]",
      upstreams_parse, upstreams_free},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
@@ -150,9 +151,33 @@ void upstream_def_dispose(struct upstream_def *d)
     wipe_free(d->password);
     free(d->password_file);
     free(d->ca_file);
+    free(d->repo_prefix);
     wipe_free(d->authorization);
     free(d->auth_ns);
     memset(d, 0, sizeof(*d));
+}
+
+int agent_config_repo_prefix(const char *in, char *out, size_t outlen)
+{
+    size_t len;
+
+    while (*in == '/')
+        in++;
+    len = strlen(in);
+    while (len > 0 && in[len - 1] == '/')
+        len--;
+    if (outlen == 0)
+        return SHOAL_ETOOBIG;
+    if (len == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (len + 1 > AGENT_REPO_PREFIX_MAX || len + 2 > outlen || !oci_name_valid(in, len))
+        return SHOAL_EPARSE;
+    memcpy(out, in, len);
+    out[len] = '/';
+    out[len + 1] = '\0';
+    return 0;
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -172,6 +197,7 @@ int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
         dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
         dup_opt(&dst->password_file, src->password_file) < 0 ||
         dup_opt(&dst->ca_file, src->ca_file) < 0 ||
+        dup_opt(&dst->repo_prefix, src->repo_prefix) < 0 ||
         dup_opt(&dst->authorization, src->authorization) < 0 ||
         dup_opt(&dst->auth_ns, src->auth_ns) < 0)
         goto fail;
@@ -304,6 +330,8 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
             slot = &d->password_file;
         } else if (strcmp(key, "ca-file") == 0) {
             slot = &d->ca_file;
+        } else if (strcmp(key, "repo-prefix") == 0) {
+            slot = &d->repo_prefix;
         } else if (strcmp(key, "insecure") == 0) {
             if (!json_is_boolean(v)) {
                 snprintf(err, errlen, "[%zu].insecure: expected true or false", idx);
@@ -346,6 +374,23 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
     }
     /* The stripped URL is never longer than the original, so it fits. */
     memcpy(d->url, url, strlen(url) + 1);
+    if (d->repo_prefix) {
+        char norm[AGENT_REPO_PREFIX_MAX + 2];
+        if (agent_config_repo_prefix(d->repo_prefix, norm, sizeof(norm)) < 0) {
+            snprintf(err, errlen,
+                     "[%zu].repo-prefix: \"%s\" is not a repository path (lower-case "
+                     "components separated by '/', at most %d characters; host \"%s\")",
+                     idx, config_quote(d->repo_prefix, q, sizeof(q)), AGENT_REPO_PREFIX_MAX - 1,
+                     d->host);
+            return SHOAL_ECONFIG;
+        }
+        free(d->repo_prefix);
+        d->repo_prefix = norm[0] ? strdup(norm) : NULL;
+        if (norm[0] && !d->repo_prefix) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+    }
     if (d->password && d->password_file) {
         snprintf(err, errlen,
                  "[%zu]: \"password\" and \"password-file\" are mutually exclusive (host \"%s\")",

@@ -19,6 +19,10 @@ struct upstream_def {
     char *password_file; /* file holding the password (trailing newline dropped), or NULL */
     char *ca_file;       /* PEM CA bundle for TLS, or NULL for the system store */
     bool insecure;       /* skip TLS verification: tests only */
+    /* Where the upstream keeps the repositories clients name: a Harbor
+     * proxy-cache project or an Artifactory remote, "proxy-dockerhub/"
+     * (normalised: one trailing '/'), or NULL. upstream/upstream_prefix.h. */
+    char *repo_prefix;
     /* Set only on a prewarm job's copy (agent/upstream/job_creds.h), never
      * by the configuration: */
     char *authorization; /* an Authorization value sent as is ("Bearer <token>"), or NULL */
@@ -34,6 +38,15 @@ struct upstream_def {
      * enough to serve bytes that came from elsewhere. */
     bool unlisted;
 };
+
+/* Longest repo-prefix, its trailing '/' included. */
+#define AGENT_REPO_PREFIX_MAX 128
+
+/* Normalises a repo-prefix into out: leading and trailing slashes dropped,
+ * one '/' appended; "" stays "" (no prefix). 0, or SHOAL_EPARSE when the
+ * rest is not a repository name (OCI grammar) or is longer than
+ * AGENT_REPO_PREFIX_MAX allows. */
+int agent_config_repo_prefix(const char *in, char *out, size_t outlen);
 
 /* Deep copy of src into dst (strings duplicated). 0 or -ENOMEM (dst then
  * holds nothing). */

@@ -27,9 +27,11 @@
 #include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/oci.h"
 #include "shoal/url_origin.h"
 #include "upstream/upstream_auth.h"
 #include "upstream/upstream_challenge.h"
+#include "upstream/upstream_prefix.h"
 
 #define COMP "upstream"
 
@@ -41,6 +43,8 @@
 #define RETRY_AFTER_MAX 128
 #define SAVED_HEADERS_MAX (32 * 1024)
 #define AUTH_ROUNDS_MAX 4
+/* A repository name with its upstream's prefix. */
+#define UPSTREAM_REPO_MAX (OCI_NAME_MAX + AGENT_REPO_PREFIX_MAX + 1)
 /* The longest backoff a Retry-After may impose on an upstream. */
 #define BACKOFF_MAX_MS (3600 * 1000LL)
 
@@ -841,8 +845,18 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
 
     if (!opts || !opts->def || !opts->def->url || !opts->def->host || !opts->path || u->destroying)
         goto out;
+    /* An upstream that keeps the repositories under a prefix is asked for
+     * the prefixed one, paths and token scopes alike. */
+    const char *prefix = opts->def->repo_prefix;
+    const char *repo = opts->repo ? opts->repo : "";
+    char urepo[UPSTREAM_REPO_MAX], upath[UPSTREAM_AUTH_URL_MAX];
+    rc = SHOAL_ETOOBIG;
+    if (upstream_prefix_repo(prefix, repo, urepo, sizeof(urepo)) < 0 ||
+        upstream_prefix_path(prefix, repo, opts->path, upath, sizeof(upath)) < 0)
+        goto out;
+    rc = -EINVAL;
     ulen = strlen(opts->def->url);
-    plen = strlen(opts->path);
+    plen = strlen(upath);
     if (ulen + plen >= UPSTREAM_AUTH_URL_MAX)
         goto out;
     rc = -ENOMEM;
@@ -854,7 +868,7 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     r->def = opts->def;
     r->hs = host_entry(u, opts->def->host);
     r->start_ms = uv_now(u->loop);
-    r->repo = dupstr(opts->repo);
+    r->repo = dupstr(urepo);
     r->method = dupstr(opts->method ? opts->method : "GET");
     r->url = malloc(ulen + plen + 1);
     if (opts->headers)
@@ -864,7 +878,7 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     if (!r->repo || !r->method || !r->url || !r->headers)
         goto out;
     memcpy(r->url, opts->def->url, ulen);
-    memcpy(r->url + ulen, opts->path, plen + 1);
+    memcpy(r->url + ulen, upath, plen + 1);
     for (; r->nheaders < n; r->nheaders++)
         if (!(r->headers[r->nheaders] = dupstr(opts->headers[r->nheaders])))
             goto out;
