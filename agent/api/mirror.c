@@ -19,6 +19,7 @@
 #include "api/status.h"
 #include "shoal/cluster_auth.h"
 #include "upstream/job_creds.h"
+#include "upstream/node_creds.h"
 #include "upstream/upstream_prefix.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
@@ -297,6 +298,24 @@ int mirror_metrics(struct mirror *m, struct buf *out)
                   NULL, m->stale_answers);
     if (m->deps.prewarm)
         prewarm_metrics(m->deps.prewarm, out);
+    if (m->deps.creds) {
+        const struct node_creds_stats *cs = node_creds_stats(m->deps.creds);
+        metrics_write(out, "shoal_credentials_registries", "gauge",
+                      "Registries with credentials from docker-config and pull-secrets-dir.", NULL,
+                      cs->entries);
+        metrics_write(out, "shoal_credentials_reloads_total", "counter",
+                      "Reloads of the node's credentials (SIGHUP, file changes, periodic checks) "
+                      "by outcome.",
+                      "result=\"changed\"", cs->changes);
+        metrics_write_sample(out, "shoal_credentials_reloads_total", "result=\"unchanged\"",
+                             cs->reloads - cs->changes - cs->reload_errors);
+        metrics_write_sample(out, "shoal_credentials_reloads_total", "result=\"failed\"",
+                             cs->reload_errors);
+        metrics_write(out, "shoal_credentials_last_reload_ok", "gauge",
+                      "1 when the latest reload of the node's credentials read every file; 0 when "
+                      "it failed and the previous credentials stay in use.",
+                      NULL, cs->last_ok ? 1 : 0);
+    }
     static const struct swarm_stats no_swarm;
     const struct swarm_stats *ss = m->deps.swarm ? swarm_stats(m->deps.swarm) : &no_swarm;
     metrics_write(out, "shoal_peer_rx_bytes_total", "counter", "Piece bytes received from peers.",

@@ -121,6 +121,17 @@ const struct config_option agent_options[] = {
         "address; its host is the advertise host, or the host name, when listen has none)"),
     OPT("register-interval", CONFIG_DURATION, register_interval_ms, SEC, 10 * MIN, "10s",
         "how often the agent heartbeats its registration to the tracker"),
+    OPT("docker-config", CONFIG_STRING, docker_config, 0, 0, NULL,
+        "docker config.json or mounted .dockerconfigjson to take registry credentials from "
+        "(\"auths\": auth, username/password, identitytoken), for upstreams whose entry in "
+        "upstreams has none; reloaded on change and on SIGHUP"),
+    OPT("pull-secrets-dir", CONFIG_STRING, pull_secrets_dir, 0, 0, NULL,
+        "directory of mounted pull secrets (dockerconfigjson files, directly in it or one "
+        "level down), read after docker-config; reloaded on change and on SIGHUP"),
+    OPT("credentials-check-interval", CONFIG_DURATION, credentials_check_interval_ms, 0, HOUR,
+        "60s",
+        "how often docker-config, pull-secrets-dir and password files are read again besides "
+        "on change events (0 = only on events and SIGHUP)"),
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
@@ -508,6 +519,40 @@ out:
     free(data);
     fclose(f);
     return rc;
+}
+
+int agent_config_reload_passwords(struct agent_config *cfg, char *err, size_t errlen)
+{
+    struct upstream_def *defs = cfg->upstreams.defs;
+    size_t n = cfg->upstreams.n;
+    char **fresh = calloc(n + 1, sizeof(char *));
+    int rc = 0, changed = 0;
+
+    if (!fresh) {
+        snprintf(err, errlen, "config: out of memory");
+        return -ENOMEM;
+    }
+    /* Read all first, so that a failure changes nothing. */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!defs[i].password_file)
+            continue;
+        struct upstream_def tmp = {.password_file = defs[i].password_file};
+        rc = read_password_file(&tmp, i, err, errlen);
+        fresh[i] = tmp.password;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!fresh[i])
+            continue;
+        if (rc == 0 && (!defs[i].password || strcmp(defs[i].password, fresh[i]) != 0)) {
+            wipe_free(defs[i].password);
+            defs[i].password = fresh[i];
+            changed = 1;
+        } else {
+            wipe_free(fresh[i]);
+        }
+    }
+    free(fresh);
+    return rc < 0 ? rc : changed;
 }
 
 static int read_secret(struct agent_config *cfg, char *err, size_t errlen)

@@ -81,6 +81,10 @@ struct agent_config {
     int64_t idle_timeout_ms;
     int64_t max_connections;
     struct upstream_list upstreams;
+    /* node credentials (upstream/node_creds.h) */
+    char *docker_config;
+    char *pull_secrets_dir;
+    int64_t credentials_check_interval_ms;
     /* swarm */
     char *tracker;         /* tracker URL; NULL = no peer-to-peer */
     bool tracker_optional; /* readiness does not wait for the tracker */
@@ -116,6 +120,12 @@ extern const struct config_option agent_options[];
 int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err, size_t errlen);
 
 void agent_config_dispose(struct agent_config *cfg);
+
+/* Reads the password-file of every upstream that has one again (SIGHUP, or
+ * a change seen by the credential watcher). All or nothing: on error no
+ * password changes and err names the file. 1 when a password changed, 0
+ * when none did, SHOAL_ECONFIG or -ENOMEM. */
+int agent_config_reload_passwords(struct agent_config *cfg, char *err, size_t errlen);
 
 /* The URL the tracker uses to reach this agent's mirror and prewarm API:
  * mirror-url when set; else the listen address with port (the bound one,

@@ -294,6 +294,18 @@ uint64_t upstream_backoff_left_ms(const struct upstream *u, const char *host)
     return 0;
 }
 
+void upstream_set_node_creds(struct upstream *u, const struct node_creds *nc)
+{
+    if (u->auth)
+        upstream_auth_set_node_creds(u->auth, nc);
+}
+
+void upstream_forget_shared_credentials(struct upstream *u)
+{
+    if (u->auth)
+        upstream_auth_forget_shared(u->auth);
+}
+
 void upstream_forget_credentials(struct upstream *u, const char *ns)
 {
     if (u->auth)
@@ -493,7 +505,7 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
         return false;
     if (strcasecmp(scheme, "Basic") == 0) {
         upstream_auth_basic_remember(u->auth, r->def->auth_ns, r->def->host);
-        if (!upstream_auth_has_creds(r->def) || r->sent_basic)
+        if (!upstream_auth_has_creds(u->auth, r->def) || r->sent_basic)
             return false;
         /* A token the server does not want is not sent again. */
         upstream_auth_wipe_free(r->bearer);
@@ -674,7 +686,7 @@ static int start_attempt(struct upstream_req *r)
     hdrs[i] = NULL;
     r->sent_basic = !r->bearer && r->use_basic;
     if (r->sent_basic) {
-        rc = upstream_auth_build_userpwd(r->def, userpwd, sizeof(userpwd));
+        rc = upstream_auth_build_userpwd(u->auth, r->def, userpwd, sizeof(userpwd));
         if (rc < 0) {
             LOG(WARN, COMP, "host=%s credentials unusable: %s", r->def->host, shoal_strerror(rc));
             goto out;
@@ -909,7 +921,7 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
         } else {
             need_token = true; /* expired: renew before asking */
         }
-    } else if (upstream_auth_has_creds(opts->def) &&
+    } else if (upstream_auth_has_creds(u->auth, opts->def) &&
                upstream_auth_basic_known(u->auth, opts->def->auth_ns, opts->def->host)) {
         r->use_basic = true;
     }

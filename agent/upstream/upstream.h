@@ -39,6 +39,7 @@
 
 struct upstream;
 struct upstream_req;
+struct node_creds;
 
 struct upstream_opts {
     int max_retries;       /* attempts after the first, for 429/5xx/connection errors */
@@ -112,6 +113,14 @@ uint64_t upstream_backoff_left_ms(const struct upstream *u, const char *host);
 /* Forgets the tokens cached for a credential namespace (upstream_def.auth_ns
  * of a prewarm job that ended). */
 void upstream_forget_credentials(struct upstream *u, const char *ns);
+
+/* The node's credentials (node_creds.h; borrowed, must outlive the module
+ * or be unset with NULL first): used for upstreams that hold no
+ * credentials of their own in the configuration. */
+void upstream_set_node_creds(struct upstream *u, const struct node_creds *nc);
+/* The shared credentials changed (a reload): tokens, repository keys and
+ * Basic marks fetched with them are dropped. Requests in flight go on. */
+void upstream_forget_shared_credentials(struct upstream *u);
 
 /* True when an upstream request's outcome means "upstream cannot answer
  * now" (connection failure, timeout, broken transfer, a 5xx that survived

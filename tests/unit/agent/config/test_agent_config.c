@@ -132,6 +132,9 @@ static void test_table_keys(void **state)
         "labels",
         "mirror-url",
         "register-interval",
+        "docker-config",
+        "pull-secrets-dir",
+        "credentials-check-interval",
         "upstreams",
     };
     size_t i, n = 0;
