@@ -97,7 +97,8 @@ static char *b64_decode(const char *s, size_t len)
         len--;
     if (len % 4 == 1)
         return NULL;
-    char *out = malloc(len / 4 * 3 + 3);
+    size_t cap = len / 4 * 3 + 3;
+    char *out = malloc(cap);
     size_t n = 0;
     uint32_t acc = 0;
     int bits = 0;
@@ -106,24 +107,25 @@ static char *b64_decode(const char *s, size_t len)
         return NULL;
     for (size_t i = 0; i < len; i++) {
         int v = b64_value((unsigned char)s[i]);
-        if (v < 0) {
-            wipe_free(out);
-            return NULL;
-        }
+        if (v < 0)
+            goto fail;
         acc = (acc << 6) | (uint32_t)v;
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
             out[n] = (char)((acc >> bits) & 0xff);
-            if (out[n] == '\0') {
-                wipe_free(out);
-                return NULL;
-            }
+            if (out[n] == '\0')
+                goto fail;
             n++;
         }
     }
     out[n] = '\0';
     return out;
+fail:
+    /* Not NUL-terminated yet: wiped by its size, not by strlen. */
+    explicit_bzero(out, cap);
+    free(out);
+    return NULL;
 }
 
 /* --- entries --- */
