@@ -14,6 +14,7 @@
 #include "api/mirror.h"
 #include "api/prewarm.h"
 #include "api/status.h"
+#include "shoal/admin_server.h"
 #include "shoal/error.h"
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
@@ -27,6 +28,7 @@
 #include "swarm/registration.h"
 #include "swarm/swarm.h"
 #include "upstream/job_creds.h"
+#include "upstream/node_creds.h"
 #include "upstream/upstream.h"
 
 /* How often an agent running its swarm without a secret says so again. */
@@ -39,12 +41,14 @@ struct agent {
     struct blob_verify *verify;
     struct http_client *hc;
     struct upstream *up;
+    struct node_creds *creds; /* docker-config, pull-secrets-dir, password files */
     struct blob_fetcher *fetcher;
     struct swarm *swarm;
     struct ratelimit ingress;
     struct ratelimit egress;
     struct mirror *mirror;
     struct http_server *server;
+    struct admin_server *admin; /* NULL when admin-listen is off */
     struct prewarm *prewarm;
     struct job_creds *job_creds;
     struct registration *reg;
@@ -52,6 +56,7 @@ struct agent {
     char mirror_url[AGENT_URL_MAX + 1];
     uv_signal_t sigint;
     uv_signal_t sigterm;
+    uv_signal_t sighup;  /* reloads the credentials */
     uv_timer_t insecure; /* repeats the no-secret warning; open when insecure_open */
     bool insecure_open;
     bool stopping;
@@ -92,6 +97,8 @@ static void stop_backends(struct agent *a)
         upstream_destroy(a->up);
         a->up = NULL;
     }
+    node_creds_destroy(a->creds);
+    a->creds = NULL;
     if (a->hc) {
         http_client_destroy(a->hc, NULL, NULL);
         a->hc = NULL;
@@ -112,6 +119,10 @@ static void on_signal(uv_signal_t *h, int signum)
     LOG(INFO, "agent", "msg=stopping signal=%s", signum == SIGINT ? "SIGINT" : "SIGTERM");
     uv_signal_stop(&a->sigint);
     uv_signal_stop(&a->sigterm);
+    uv_signal_stop(&a->sighup);
+    /* Probes fail from here on: the orchestrator sees the agent go. */
+    admin_server_destroy(a->admin);
+    a->admin = NULL;
     /* The registration beats over the http client too. */
     if (a->reg) {
         registration_destroy(a->reg);
@@ -137,10 +148,77 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sighup, NULL);
     if (a->insecure_open) {
         uv_close((uv_handle_t *)&a->insecure, NULL);
         a->insecure_open = false;
     }
+}
+
+/* --- credentials --- */
+
+/* The node's credentials or a password file changed: take the passwords
+ * anew and drop what was fetched with the old credentials. Downloads in
+ * flight keep going with what they hold. */
+static void credentials_changed(struct agent *a, const char *why)
+{
+    char err[512];
+    int rc = agent_config_reload_passwords(&a->cfg, err, sizeof(err));
+
+    if (rc < 0)
+        LOG(WARN, "agent",
+            "msg=\"password files not reloaded; the previous passwords stay\" "
+            "why=%s error=\"%s\"",
+            why, err);
+    else if (rc == 1)
+        LOG(INFO, "agent", "msg=\"upstream passwords reloaded\" why=%s", why);
+    if (a->up)
+        upstream_forget_shared_credentials(a->up);
+}
+
+static void on_credentials_change(void *arg)
+{
+    credentials_changed(arg, "file-change");
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    struct agent *a = h->data;
+    (void)signum;
+
+    if (a->stopping || !a->creds)
+        return;
+    LOG(INFO, "agent", "msg=\"SIGHUP: reloading credentials (other settings need a restart)\"");
+    if (node_creds_reload(a->creds, "SIGHUP") == 1)
+        credentials_changed(a, "SIGHUP");
+}
+
+static int start_credentials(struct agent *a)
+{
+    const struct agent_config *cfg = &a->cfg;
+    const char *files[64];
+    size_t n = 0;
+    char err[600];
+
+    for (size_t i = 0; i < cfg->upstreams.n && n < 63; i++)
+        if (cfg->upstreams.defs[i].password_file)
+            files[n++] = cfg->upstreams.defs[i].password_file;
+    files[n] = NULL;
+    struct node_creds_config nc = {
+        .docker_config = cfg->docker_config,
+        .secrets_dir = cfg->pull_secrets_dir,
+        .watch_files = files,
+        .check_interval_ms = (uint64_t)cfg->credentials_check_interval_ms,
+        .on_change = on_credentials_change,
+        .arg = a,
+    };
+    int rc = node_creds_create(&a->loop, &nc, &a->creds, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "shoal-agent: cannot read registry credentials: %s\n", err);
+        return rc;
+    }
+    upstream_set_node_creds(a->up, a->creds);
+    return 0;
 }
 
 static size_t prewarm_running_cb(void *arg)
@@ -180,6 +258,73 @@ static int start_registration(struct agent *a)
     }
     a->status.reg = a->reg;
     return 0;
+}
+
+/* --- the admin listener's hooks --- */
+
+static int admin_metrics(void *arg, struct buf *out)
+{
+    struct agent *a = arg;
+
+    return mirror_metrics(a->mirror, out);
+}
+
+/* How long the tracker may go without accepting a registration beat before
+ * the agent stops calling itself ready: a few missed beats, not one. */
+static uint64_t tracker_grace_ms(const struct agent_config *cfg)
+{
+    return 3 * (uint64_t)cfg->register_interval_ms;
+}
+
+/* Ready: started (store open, configuration and credentials loaded,
+ * listeners bound), not stopping, and the tracker accepted a registration
+ * beat lately, unless tracker-optional or there is no tracker. */
+static bool admin_ready(void *arg, struct buf *why)
+{
+    struct agent *a = arg;
+    const struct agent_config *cfg = &a->cfg;
+    bool ready = true;
+
+    if (a->stopping || !a->store || !a->server) {
+        buf_printf(why, "not serving: starting or stopping\n");
+        ready = false;
+    }
+    if (cfg->tracker && !cfg->tracker_optional) {
+        const struct registration_status *st = a->reg ? registration_status(a->reg) : NULL;
+        uint64_t now = uv_now(&a->loop), grace = tracker_grace_ms(cfg);
+        if (!st || st->last_ok_ms == 0) {
+            buf_printf(why, "tracker %s has not accepted a registration yet%s%.200s\n",
+                       cfg->tracker, st && st->last_error[0] ? ": " : "", st ? st->last_error : "");
+            ready = false;
+        } else if (now - st->last_ok_ms > grace) {
+            buf_printf(why,
+                       "tracker %s has not accepted a registration for %llu s%s%.200s "
+                       "(tracker-optional makes readiness ignore it)\n",
+                       cfg->tracker, (unsigned long long)((now - st->last_ok_ms) / 1000),
+                       st->last_error[0] ? ": " : "", st->last_error);
+            ready = false;
+        }
+    }
+    return ready;
+}
+
+static int start_admin(struct agent *a)
+{
+    const struct agent_config *cfg = &a->cfg;
+    struct admin_server_config adm = {
+        .listen = cfg->admin_listen,
+        .daemon = "agent",
+        .metrics = admin_metrics,
+        .ready = admin_ready,
+        .arg = a,
+    };
+    int rc = admin_server_create(&a->loop, &adm, &a->admin);
+    if (rc < 0)
+        fprintf(stderr,
+                "shoal-agent: cannot listen on admin-listen %s: %s (give another "
+                "--admin-listen, or --admin-listen=off)\n",
+                cfg->admin_listen, shoal_strerror(rc));
+    return rc;
 }
 
 static uint64_t rate_burst(uint64_t rate)
@@ -224,6 +369,9 @@ static int agent_start(struct agent *a)
         .low_speed_time_s = (long)((cfg->upstream_timeout_ms + 999) / 1000),
     };
     rc = upstream_create(&a->loop, a->hc, &uo, &a->up);
+    if (rc < 0)
+        return rc;
+    rc = start_credentials(a);
     if (rc < 0)
         return rc;
     /* Token buckets; the burst holds a few pieces so whole-piece requests fit. */
@@ -288,6 +436,7 @@ static int agent_start(struct agent *a)
         .fetcher = a->fetcher,
         .swarm = a->swarm,
         .job_creds = a->job_creds,
+        .creds = a->creds,
         .status = &a->status,
     };
     rc = mirror_create(&md, &a->mirror);
@@ -337,16 +486,26 @@ static int agent_start(struct agent *a)
         if (rc < 0)
             return rc;
     }
+    if (cfg->admin_listen) {
+        rc = start_admin(a);
+        if (rc < 0)
+            return rc;
+    }
     uv_signal_init(&a->loop, &a->sigint);
     uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sighup);
     a->sigint.data = a;
     a->sigterm.data = a;
+    a->sighup.data = a;
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sighup, on_sighup, SIGHUP);
     LOG(INFO, "agent",
-        "msg=ready listen=%s port=%d data_dir=%s upstream=%s cache_max=%llu node=%s mirror_url=%s",
-        cfg->listen, http_server_port(a->server), cfg->data_dir, cfg->upstream,
-        (unsigned long long)cfg->cache_max_bytes, cfg->node_name, a->mirror_url);
+        "msg=ready listen=%s port=%d admin_port=%d data_dir=%s upstream=%s cache_max=%llu node=%s "
+        "mirror_url=%s",
+        cfg->listen, http_server_port(a->server), a->admin ? admin_server_port(a->admin) : 0,
+        cfg->data_dir, cfg->upstream, (unsigned long long)cfg->cache_max_bytes, cfg->node_name,
+        a->mirror_url);
     return 0;
 }
 
@@ -398,6 +557,7 @@ int main(int argc, char **argv)
         a.sigint.data = &a;
         uv_signal_init(&a.loop, &a.sigint);
         uv_signal_init(&a.loop, &a.sigterm);
+        uv_signal_init(&a.loop, &a.sighup);
         on_signal(&a.sigint, SIGTERM);
     }
     uv_run(&a.loop, UV_RUN_DEFAULT);

@@ -209,7 +209,7 @@ start_agent() {
     local name=$1 port=$2 upstream=$3 dir=$WORK/$1
     rm -rf "$dir"
     mkdir -p "$dir/data"
-    "$AGENT_BIN" --listen "127.0.0.1:$port" --data-dir "$dir/data" \
+    "$AGENT_BIN" --listen "127.0.0.1:$port" --admin-listen off --data-dir "$dir/data" \
         --upstream "$upstream" --log-level info >"$dir/agent.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")

@@ -804,3 +804,33 @@ out:
     fclose(f);
     return rc;
 }
+
+int config_optional_addr(const char *key, char **field, char *err, size_t errlen)
+{
+    char host[256], norm[300], q[CONFIG_QUOTE_MAX + 8];
+    int port;
+
+    if (*field == NULL || (*field)[0] == '\0' || strcmp(*field, "off") == 0) {
+        free(*field);
+        *field = NULL;
+        return 0;
+    }
+    if (config_parse_addr(*field, host, sizeof(host), &port) < 0) {
+        snprintf(err, errlen,
+                 "config: \"%s\": invalid address \"%s\" (expected HOST:PORT, or \"off\")", key,
+                 config_quote(*field, q, sizeof(q)));
+        return SHOAL_ECONFIG;
+    }
+    if (strchr(host, ':'))
+        snprintf(norm, sizeof(norm), "[%s]:%d", host, port);
+    else
+        snprintf(norm, sizeof(norm), "%s:%d", host, port);
+    char *copy = strdup(norm);
+    if (copy == NULL) {
+        snprintf(err, errlen, "config: out of memory");
+        return -ENOMEM;
+    }
+    free(*field);
+    *field = copy;
+    return 0;
+}

@@ -101,12 +101,14 @@ j = json.load(open(sys.argv[1]))
 print(eval(sys.argv[2]))' "$1" "$2"
 }
 
-# metric_at URL NAME: an unlabelled counter of the agent at URL (0 if absent).
+# metric_at URL NAME: a counter of the agent whose admin listener is at URL,
+# summed over its label sets (per upstream, say); 0 if absent.
 metric_at() {
-    curl -sf "$1/metrics" | awk -v n="$2" '$1 == n { v = $2 } END { printf "%d\n", v + 0 }'
+    curl -sf "$1/metrics" |
+        awk -v n="$2" '$1 == n || index($1, n "{") == 1 { v += $2 } END { printf "%d\n", v + 0 }'
 }
 # metric NAME: the same for the first agent.
-metric() { metric_at "$AGENT_URL" "$1"; }
+metric() { metric_at "$AGENT_ADMIN_URL" "$1"; }
 snapshot() {
     M_HITS=$(metric shoal_cache_hits_total)
     M_MISS=$(metric shoal_cache_misses_total)
@@ -121,14 +123,15 @@ report_delta() {
     say "  bytes from the registry +$((M_UP - u)), bytes to the client +$((M_TX - t))"
 }
 
-# write_agent_config FILE LISTEN DATA_DIR: a config whose default upstream,
-# and only listed upstream, is the demo registry ($REG).
+# write_agent_config FILE LISTEN DATA_DIR ADMIN_LISTEN: a config whose default
+# upstream, and only listed upstream, is the demo registry ($REG).
 write_agent_config() {
-    "$PYTHON" - "$1" "$2" "$3" "$REG" <<'EOF'
+    "$PYTHON" - "$1" "$2" "$3" "$4" "$REG" <<'EOF'
 import json, sys
-path, listen, data, reg = sys.argv[1:]
+path, listen, data, admin, reg = sys.argv[1:]
 cfg = {
     "listen": listen,
+    "admin-listen": admin,
     "data-dir": data,
     "upstream": "http://" + reg,
     "log-level": "info",
@@ -183,14 +186,17 @@ step "Start shoal-agent with the registry as its upstream"
 AGENT_PORT=$(free_port)
 AGENT=127.0.0.1:$AGENT_PORT
 AGENT_URL=http://$AGENT
+AGENT_ADMIN=127.0.0.1:$(free_port)
+AGENT_ADMIN_URL=http://$AGENT_ADMIN
 DATA=$WORK/agent-data
 CONFIG=$WORK/shoal-agent.json
-write_agent_config "$CONFIG" "$AGENT" "$DATA"
+write_agent_config "$CONFIG" "$AGENT" "$DATA" "$AGENT_ADMIN"
 "$AGENT_BIN" --config "$CONFIG" >"$WORK/agent.log" 2>&1 &
 AGENT_PID=$!
 PIDS+=("$AGENT_PID")
 wait_http "$AGENT_URL/_shoal/health" "$AGENT_PID" "$WORK/agent.log" shoal-agent
 say "shoal-agent (pid $AGENT_PID) serving the OCI pull API at $AGENT_URL"
+say "  and /metrics, /healthz, /readyz on its admin listener at $AGENT_ADMIN_URL"
 say "config $CONFIG:"
 sed 's/^/     /' "$CONFIG"
 snapshot
@@ -271,22 +277,24 @@ SECRET=$WORK/cluster-secret
 TRACKER_PORT=$(free_port)
 TRACKER_URL=http://127.0.0.1:$TRACKER_PORT
 "$TRACKER_BIN" --listen "127.0.0.1:$TRACKER_PORT" --cluster-secret-file "$SECRET" \
-    >"$WORK/tracker.log" 2>&1 &
+    --admin-listen "127.0.0.1:$(free_port)" >"$WORK/tracker.log" 2>&1 &
 PIDS+=($!)
 wait_http "$TRACKER_URL/_shoal/health" "$!" "$WORK/tracker.log" shoal-tracker
 say "shoal-tracker at $TRACKER_URL (cluster secret: $SECRET, generated)"
 
-NODE_URLS=() NODE_LOGS=() CTL_AGENTS=()
+NODE_ADMIN_URLS=() NODE_LOGS=() CTL_AGENTS=()
 for n in 1 2 3; do
     port=$(free_port)
     peer_port=$(free_port)
-    write_agent_config "$WORK/node$n.json" "127.0.0.1:$port" "$WORK/node$n-data"
+    admin_port=$(free_port)
+    write_agent_config "$WORK/node$n.json" "127.0.0.1:$port" "$WORK/node$n-data" \
+        "127.0.0.1:$admin_port"
     "$AGENT_BIN" --config "$WORK/node$n.json" --tracker "$TRACKER_URL" \
         --peer-listen "127.0.0.1:$peer_port" --cluster-secret-file "$SECRET" \
         >"$WORK/node$n.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$port/_shoal/health" "$!" "$WORK/node$n.log" "shoal-agent node$n"
-    NODE_URLS+=("http://127.0.0.1:$port")
+    NODE_ADMIN_URLS+=("http://127.0.0.1:$admin_port")
     NODE_LOGS+=("$WORK/node$n.log")
     CTL_AGENTS+=(--agent "http://127.0.0.1:$port")
     say "node$n: mirror http://127.0.0.1:$port, peers 127.0.0.1:$peer_port, data $WORK/node$n-data"
@@ -315,8 +323,8 @@ fi
 say "what each agent fetched, from its /metrics:"
 up_sum=0
 for n in 1 2 3; do
-    up=$(metric_at "${NODE_URLS[$((n - 1))]}" shoal_upstream_bytes_total)
-    rx=$(metric_at "${NODE_URLS[$((n - 1))]}" shoal_peer_rx_bytes_total)
+    up=$(metric_at "${NODE_ADMIN_URLS[$((n - 1))]}" shoal_upstream_bytes_total)
+    rx=$(metric_at "${NODE_ADMIN_URLS[$((n - 1))]}" shoal_peer_rx_bytes_total)
     up_sum=$((up_sum + up))
     say "  node$n: $up bytes from the registry (shoal_upstream_bytes_total),"
     say "         $rx bytes from its peers (shoal_peer_rx_bytes_total)"
@@ -356,7 +364,7 @@ fi
 printf '\ndemo: shoal-agent is running at %s (registry %s). Ctrl-C stops everything.\n' \
     "$AGENT_URL" "$REG"
 say "try: skopeo inspect --tls-verify=false docker://$AGENT/demo/app:v1"
-say "     curl -s $AGENT_URL/metrics | grep ^shoal_"
+say "     curl -s $AGENT_ADMIN_URL/metrics | grep ^shoal_"
 # `wait` returns as soon as a trapped signal arrives, so Ctrl-C is immediate.
 wait "$AGENT_PID" || true
 fail "shoal-agent exited unexpectedly"

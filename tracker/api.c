@@ -19,6 +19,7 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
+#include "shoal/version.h"
 #include "shoal/wire.h"
 #include "job_runner.h"
 
@@ -192,6 +193,7 @@ int tracker_api_metrics(struct tracker_api *a, struct buf *out)
     int rc = 0;
 
     tracker_state_stats(a->cfg.state, &st);
+    rc = metrics_write_build_info(out, "tracker", SHOAL_VERSION);
 #define M(name, type, help, v)                                                                     \
     if (rc == 0)                                                                                   \
     rc = metrics_write(out, name, type, help, NULL, v)

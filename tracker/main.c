@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "api.h"
+#include "shoal/admin_server.h"
 #include "job_runner.h"
 #include "shoal/http_client.h"
 #include "shoal/error.h"
@@ -32,6 +33,7 @@ struct tracker {
     struct http_client *hc;
     struct job_runner *runner;
     struct http_server *server;
+    struct admin_server *admin; /* NULL when admin-listen is off */
     uv_timer_t expire;
     uv_timer_t insecure; /* repeats the no-secret warning */
     uv_signal_t sigint;
@@ -60,6 +62,8 @@ static void stop(struct tracker *tr, const char *why)
         return;
     tr->stopping = true;
     LOG(INFO, "tracker", "msg=stopping reason=%s", why);
+    admin_server_destroy(tr->admin);
+    tr->admin = NULL;
     if (tr->server != NULL) {
         http_server_destroy(tr->server, NULL, NULL);
         tr->server = NULL;
@@ -93,6 +97,26 @@ static uint64_t seed(void)
     if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s))
         s = uv_hrtime();
     return s;
+}
+
+static int admin_metrics(void *arg, struct buf *out)
+{
+    struct tracker *tr = arg;
+
+    return tracker_api_metrics(tr->api, out);
+}
+
+/* Ready once the API listens, until the tracker stops; a state kept
+ * elsewhere than in memory adds its own check here. */
+static bool admin_ready(void *arg, struct buf *why)
+{
+    struct tracker *tr = arg;
+
+    if (tr->stopping || tr->server == NULL) {
+        buf_printf(why, "the API listener is not open");
+        return false;
+    }
+    return true;
 }
 
 static int start(struct tracker *tr)
@@ -156,6 +180,23 @@ static int start(struct tracker *tr)
                 shoal_strerror(rc));
         return rc;
     }
+    if (cfg->admin_listen) {
+        struct admin_server_config adm = {
+            .listen = cfg->admin_listen,
+            .daemon = "tracker",
+            .metrics = admin_metrics,
+            .ready = admin_ready,
+            .arg = tr,
+        };
+        rc = admin_server_create(&tr->loop, &adm, &tr->admin);
+        if (rc < 0) {
+            fprintf(stderr,
+                    "shoal-tracker: cannot listen on admin-listen %s: %s (give another "
+                    "--admin-listen, or --admin-listen=off)\n",
+                    cfg->admin_listen, shoal_strerror(rc));
+            return rc;
+        }
+    }
     uv_timer_start(&tr->expire, on_expire, EXPIRE_EVERY_MS, EXPIRE_EVERY_MS);
     if (cfg->insecure_no_secret) {
         warn_insecure(&tr->insecure);
@@ -163,13 +204,13 @@ static int start(struct tracker *tr)
                        INSECURE_WARN_EVERY_MS);
     }
     LOG(INFO, "tracker",
-        "msg=ready listen=%s port=%d state=%s secret=%s interval_ms=%" PRId64
+        "msg=ready listen=%s port=%d admin_port=%d state=%s secret=%s interval_ms=%" PRId64
         " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64 " lease_timeout_ms=%" PRId64
         " hash_algo=%s bad_peer_ms=%" PRId64,
-        cfg->listen, http_server_port(tr->server), tr->state->ops->name,
-        cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms, cfg->peer_timeout_ms,
-        cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
-        cfg->bad_peer_time_ms);
+        cfg->listen, http_server_port(tr->server), tr->admin ? admin_server_port(tr->admin) : 0,
+        tr->state->ops->name, cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms,
+        cfg->peer_timeout_ms, cfg->lease_pieces, cfg->lease_timeout_ms,
+        wire_hash_algo_name(cfg->hash_algo), cfg->bad_peer_time_ms);
     LOG(INFO, "tracker",
         "msg=\"cluster ready\" agent_timeout_ms=%" PRId64 " job_timeout_ms=%" PRId64
         " provider_auth=%s provider_token=%s webhooks=%s push_rules=%zu",

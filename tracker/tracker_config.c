@@ -31,6 +31,9 @@ const struct config_option tracker_options[] = {
     OPT("listen", CONFIG_ADDR, listen, 0, 0, "127.0.0.1:5090",
         "address the tracker API listens on; loopback unless given (agents on other hosts need "
         "e.g. 0.0.0.0:5090)"),
+    OPT("admin-listen", CONFIG_STRING, admin_listen, 0, 0, "127.0.0.1:5092",
+        "address of the admin listener: /metrics, /healthz (liveness) and /readyz (readiness); "
+        "\"off\" or \"\" turns it off"),
     OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
         "file holding the secret shared with the agents (one trailing newline dropped); "
         "required unless --insecure-no-secret"),
@@ -139,6 +142,9 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
     memset(cfg, 0, sizeof(*cfg));
     rc = config_load(tracker_options, cfg, "shoal-tracker", usage_text, argc, argv, err, errlen);
     if (rc != CONFIG_RUN)
+        return rc;
+    rc = config_optional_addr("admin-listen", &cfg->admin_listen, err, errlen);
+    if (rc < 0)
         return rc;
 
     if (cfg->piece_length != 0 && !wire_piece_length_valid(cfg->piece_length)) {

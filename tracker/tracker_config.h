@@ -13,6 +13,7 @@
 
 struct tracker_config {
     char *listen;
+    char *admin_listen; /* metrics, health, readiness; NULL = off */
     char *cluster_secret_file;
     bool insecure_no_secret;
     int log_level;

@@ -5,6 +5,7 @@
 #include "api/mirror.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,9 +19,12 @@
 #include "api/status.h"
 #include "shoal/cluster_auth.h"
 #include "upstream/job_creds.h"
+#include "upstream/node_creds.h"
+#include "upstream/upstream_prefix.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/metrics.h"
+#include "shoal/version.h"
 
 #define PASSTHROUGH_MAX (4 * 1024 * 1024)
 
@@ -47,6 +51,11 @@ static void on_req_close(struct http_request *req, void *arg)
     int st = r->status ? r->status : 0;
     if (st > 0 && st < MIRROR_MAX_STATUS)
         m->http_requests[st]++;
+    unsigned kind = r->kind < MIRROR_KINDS ? (unsigned)r->kind : 0;
+    enum mirror_source src = mirror_source_index(r->source);
+    metrics_histogram_observe_ms(&m->duration[kind][src], dur);
+    if (r->ttfb_ms != UINT64_MAX)
+        metrics_histogram_observe_ms(&m->ttfb[kind][src], r->ttfb_ms);
     LOG(INFO, "http",
         "id=%" PRIu64 " method=%s path=%.300s%s%.200s status=%d bytes=%" PRIu64
         " duration_ms=%" PRIu64 " source=%s peer=%s",
@@ -61,6 +70,21 @@ static void on_req_close(struct http_request *req, void *arg)
 }
 
 /* --- tags/list and referrers: passed through --- */
+
+/* A tags list from an upstream with a repo-prefix names the prefixed
+ * repository: the same list under the client's name (a fresh string), or
+ * NULL when the body is not such a list. */
+static char *tags_renamed(const char *body, size_t len, const char *repo)
+{
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    char *out = NULL;
+
+    if (json_is_object(root) && json_is_string(json_object_get(root, "name")) &&
+        json_object_set_new(root, "name", json_string(repo)) == 0)
+        out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return out;
+}
 
 static void passthrough_done(void *arg, int rc, const struct http_client_response *resp)
 {
@@ -82,7 +106,21 @@ static void passthrough_done(void *arg, int rc, const struct http_client_respons
     http_client_response_header(resp, "Content-Type", ct, sizeof(ct));
     http_client_response_header(resp, "Link", link, sizeof(link));
     http_client_response_header(resp, "OCI-Filters-Applied", filters, sizeof(filters));
-    snprintf(clen, sizeof(clen), "%zu", resp->body.len);
+    const char *body = resp->body.data;
+    size_t body_len = resp->body.len;
+    char *renamed = NULL;
+    if (r->def->repo_prefix) {
+        /* The client asked for its own name; the prefix stays upstream. */
+        char plain[sizeof(link)];
+        if (upstream_prefix_unpath(r->def->repo_prefix, r->repo, link, plain, sizeof(plain)))
+            memcpy(link, plain, strlen(plain) + 1);
+        if (r->kind == MREQ_TAGS && resp->status == 200 &&
+            (renamed = tags_renamed(body, body_len, r->repo)) != NULL) {
+            body = renamed;
+            body_len = strlen(renamed);
+        }
+    }
+    snprintf(clen, sizeof(clen), "%zu", body_len);
     struct http_header hs[5] = {{"Content-Type", ct}, {"Content-Length", clen}};
     size_t n = 2;
     if (link[0])
@@ -90,12 +128,13 @@ static void passthrough_done(void *arg, int rc, const struct http_client_respons
     if (filters[0])
         hs[n++] = (struct http_header){"OCI-Filters-Applied", filters};
     hs[n].name = NULL;
-    if (mreq_start(r, (int)resp->status, hs) == 0 && !r->req->is_head && resp->body.len) {
-        http_response_write(r->req, resp->body.data, resp->body.len);
-        r->bytes += resp->body.len;
-        r->m->client_tx_bytes += resp->body.len;
+    if (mreq_start(r, (int)resp->status, hs) == 0 && !r->req->is_head && body_len) {
+        http_response_write(r->req, body, body_len);
+        r->bytes += body_len;
+        r->m->client_tx_bytes += body_len;
     }
     http_response_end(r->req);
+    free(renamed);
 }
 
 static void handle_passthrough(struct mreq *r, const char *suffix)
@@ -127,19 +166,101 @@ static void handle_passthrough(struct mreq *r, const char *suffix)
 
 /* --- control --- */
 
+/* The per-upstream counters: one sample per upstream seen so far. */
+static void upstream_counter(struct buf *out, struct upstream *up, const char *name,
+                             const char *type, const char *help, size_t off)
+{
+    metrics_write_header(out, name, type, help);
+    for (size_t i = 0; i < upstream_host_count(up); i++) {
+        const struct upstream_host_stats *h = upstream_host_at(up, i);
+        char label[300];
+        uint64_t v;
+        metrics_label(label, sizeof(label), "upstream", h->host);
+        memcpy(&v, (const char *)&h->stats + off, sizeof(v));
+        metrics_write_sample(out, name, label, v);
+    }
+}
+
+static const char *const kind_names[MIRROR_KINDS] = {"other", "manifest", "blob", "tags",
+                                                     "referrers"};
+
+static void client_histograms(struct mirror *m, struct buf *out, const char *name, const char *help,
+                              struct metrics_histogram (*hs)[MIRROR_SOURCES])
+{
+    metrics_write_header(out, name, "histogram", help);
+    for (int k = 0; k < MIRROR_KINDS; k++) {
+        for (int src = 0; src < MIRROR_SOURCES; src++) {
+            char labels[96];
+            if (hs[k][src].count == 0)
+                continue;
+            snprintf(labels, sizeof(labels), "kind=\"%s\",source=\"%s\"", kind_names[k],
+                     mirror_source_name((enum mirror_source)src));
+            metrics_write_histogram(out, name, labels, &hs[k][src]);
+        }
+    }
+    (void)m;
+}
+
+static void upstream_metrics(struct mirror *m, struct buf *out)
+{
+    struct upstream *up = m->deps.up;
+    uint64_t now = mirror_now_ms(m);
+    size_t n = upstream_host_count(up);
+
+    upstream_counter(out, up, "shoal_upstream_bytes_total", "counter",
+                     "Body bytes received from upstream registries.",
+                     offsetof(struct upstream_stats, rx_body_bytes));
+    upstream_counter(out, up, "shoal_upstream_requests_total", "counter",
+                     "Requests sent to upstream registries (not counting their retries).",
+                     offsetof(struct upstream_stats, requests));
+    upstream_counter(out, up, "shoal_upstream_retries_total", "counter",
+                     "Upstream requests retried after 429, 5xx or a connection failure.",
+                     offsetof(struct upstream_stats, retries));
+    upstream_counter(out, up, "shoal_upstream_token_fetches_total", "counter",
+                     "Bearer tokens fetched from upstream token services.",
+                     offsetof(struct upstream_stats, token_fetches));
+    upstream_counter(out, up, "shoal_upstream_rate_limited_total", "counter",
+                     "429 answers from upstream registries (retried ones included).",
+                     offsetof(struct upstream_stats, rate_limited));
+    upstream_counter(out, up, "shoal_upstream_backoff_refusals_total", "counter",
+                     "Requests not sent because their upstream's Retry-After had not passed "
+                     "(answered from the cache, or 429).",
+                     offsetof(struct upstream_stats, backoff_refusals));
+    metrics_write_header(out, "shoal_upstream_backoff_seconds", "gauge",
+                         "Time left before requests go to this upstream again after a 429.");
+    for (size_t i = 0; i < n; i++) {
+        const struct upstream_host_stats *h = upstream_host_at(up, i);
+        char label[300];
+        metrics_label(label, sizeof(label), "upstream", h->host);
+        metrics_write_sample(out, "shoal_upstream_backoff_seconds", label,
+                             h->backoff_until_ms > now ? (h->backoff_until_ms - now + 999) / 1000
+                                                       : 0);
+    }
+    metrics_write_header(out, "shoal_upstream_request_duration_seconds", "histogram",
+                         "Upstream requests from start to end: retries, token fetches and the "
+                         "body included.");
+    for (size_t i = 0; i < n; i++) {
+        const struct upstream_host_stats *h = upstream_host_at(up, i);
+        char label[300];
+        metrics_label(label, sizeof(label), "upstream", h->host);
+        metrics_write_histogram(out, "shoal_upstream_request_duration_seconds", label,
+                                &h->duration);
+    }
+    metrics_write_header(out, "shoal_upstream_time_to_first_byte_seconds", "histogram",
+                         "Upstream requests from start until the final answer's headers.");
+    for (size_t i = 0; i < n; i++) {
+        const struct upstream_host_stats *h = upstream_host_at(up, i);
+        char label[300];
+        metrics_label(label, sizeof(label), "upstream", h->host);
+        metrics_write_histogram(out, "shoal_upstream_time_to_first_byte_seconds", label, &h->ttfb);
+    }
+}
+
 int mirror_metrics(struct mirror *m, struct buf *out)
 {
-    const struct upstream_stats *us = upstream_stats(m->deps.up);
     const struct blob_fetch_stats *fs = blob_fetcher_stats(m->deps.fetcher);
-    metrics_write(out, "shoal_upstream_bytes_total", "counter",
-                  "Body bytes received from upstream registries.", NULL, us->rx_body_bytes);
-    metrics_write(out, "shoal_upstream_requests_total", "counter",
-                  "Requests sent to upstream registries (retries included).", NULL, us->requests);
-    metrics_write(out, "shoal_upstream_retries_total", "counter",
-                  "Upstream requests retried after 429, 5xx or a connection failure.", NULL,
-                  us->retries);
-    metrics_write(out, "shoal_upstream_token_fetches_total", "counter",
-                  "Bearer tokens fetched from upstream token services.", NULL, us->token_fetches);
+    metrics_write_build_info(out, "agent", SHOAL_VERSION);
+    upstream_metrics(m, out);
     metrics_write(out, "shoal_upstream_blob_fetches_total", "counter",
                   "Blob downloads started from upstream (resumes included).", NULL,
                   fs->fetches_started);
@@ -177,6 +298,24 @@ int mirror_metrics(struct mirror *m, struct buf *out)
                   NULL, m->stale_answers);
     if (m->deps.prewarm)
         prewarm_metrics(m->deps.prewarm, out);
+    if (m->deps.creds) {
+        const struct node_creds_stats *cs = node_creds_stats(m->deps.creds);
+        metrics_write(out, "shoal_credentials_registries", "gauge",
+                      "Registries with credentials from docker-config and pull-secrets-dir.", NULL,
+                      cs->entries);
+        metrics_write(out, "shoal_credentials_reloads_total", "counter",
+                      "Reloads of the node's credentials (SIGHUP, file changes, periodic checks) "
+                      "by outcome.",
+                      "result=\"changed\"", cs->changes);
+        metrics_write_sample(out, "shoal_credentials_reloads_total", "result=\"unchanged\"",
+                             cs->reloads - cs->changes - cs->reload_errors);
+        metrics_write_sample(out, "shoal_credentials_reloads_total", "result=\"failed\"",
+                             cs->reload_errors);
+        metrics_write(out, "shoal_credentials_last_reload_ok", "gauge",
+                      "1 when the latest reload of the node's credentials read every file; 0 when "
+                      "it failed and the previous credentials stay in use.",
+                      NULL, cs->last_ok ? 1 : 0);
+    }
     static const struct swarm_stats no_swarm;
     const struct swarm_stats *ss = m->deps.swarm ? swarm_stats(m->deps.swarm) : &no_swarm;
     metrics_write(out, "shoal_peer_rx_bytes_total", "counter", "Piece bytes received from peers.",
@@ -207,6 +346,14 @@ int mirror_metrics(struct mirror *m, struct buf *out)
             metrics_write_sample(out, "shoal_http_requests_total", labels, m->http_requests[code]);
         first = false;
     }
+    client_histograms(m, out, "shoal_http_request_duration_seconds",
+                      "Client requests from the request line to the end of the answer, by kind "
+                      "and source.",
+                      m->duration);
+    client_histograms(m, out, "shoal_http_time_to_first_byte_seconds",
+                      "Client requests from the request line to the answer's status line, by "
+                      "kind and source.",
+                      m->ttfb);
     return 0;
 }
 
@@ -442,6 +589,7 @@ void mirror_handle(struct http_request *req, void *ctx)
     }
     r->m = m;
     r->req = req;
+    r->ttfb_ms = UINT64_MAX;
     http_request_on_close(req, on_req_close, r);
 
     const char *path = req->path;
@@ -508,6 +656,14 @@ int mirror_create(const struct mirror_deps *deps, struct mirror **out)
     if (!m)
         return -ENOMEM;
     m->deps = *deps;
+    for (int k = 0; k < MIRROR_KINDS; k++) {
+        for (int src = 0; src < MIRROR_SOURCES; src++) {
+            metrics_histogram_init(&m->duration[k][src], metrics_latency_bounds,
+                                   metrics_latency_nbounds);
+            metrics_histogram_init(&m->ttfb[k][src], metrics_latency_bounds,
+                                   metrics_latency_nbounds);
+        }
+    }
     m->confirmed = json_object();
     m->tags = json_object();
     if (!m->confirmed || !m->tags || cluster_auth_replay_create(0, &m->replay) < 0) {

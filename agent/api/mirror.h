@@ -21,6 +21,7 @@
 struct mirror;
 struct prewarm;
 struct job_creds;
+struct node_creds;
 struct status_deps;
 
 /* Everything the mirror uses; all borrowed and outliving the mirror. */
@@ -33,6 +34,8 @@ struct mirror_deps {
     struct blob_fetcher *fetcher;
     struct swarm *swarm;         /* NULL without a tracker */
     struct job_creds *job_creds; /* credentials of running prewarm jobs */
+    const struct node_creds
+        *creds; /* the node's registry credentials (metrics only); may be NULL */
     /* Answers /_shoal/status; NULL answers 503 there. */
     const struct status_deps *status;
     /* Serves /_shoal/prewarm; NULL answers 503 there. Usually set later with

@@ -19,6 +19,25 @@
 static const char OOM_JSON[] =
     "{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"out of memory\",\"detail\":null}]}\n";
 
+static const char *const source_names[] = {
+#define XX(name, str) str,
+    MIRROR_SOURCE_MAP(XX)
+#undef XX
+};
+
+enum mirror_source mirror_source_index(const char *source)
+{
+    for (int i = 0; source && i < MIRROR_SOURCES; i++)
+        if (strcmp(source, source_names[i]) == 0)
+            return (enum mirror_source)i;
+    return MIRROR_SOURCE_LOCAL;
+}
+
+const char *mirror_source_name(enum mirror_source s)
+{
+    return s < MIRROR_SOURCES ? source_names[s] : "local";
+}
+
 uint64_t mirror_now_ms(const struct mirror *m)
 {
     return uv_now(m->deps.loop);
@@ -84,6 +103,8 @@ int mreq_start(struct mreq *r, int status, const struct http_header *headers)
         all[n++] = headers[i];
     all[n].name = NULL;
     r->status = status;
+    if (r->ttfb_ms == UINT64_MAX)
+        r->ttfb_ms = mirror_now_ms(r->m) - r->req->start_ms;
     return http_response_start(r->req, status, all);
 }
 

@@ -23,9 +23,31 @@
 #include "shoal/http_client.h"
 #include "shoal/http_server.h"
 #include "shoal/cluster_auth.h"
+#include "shoal/metrics.h"
 #include "shoal/oci.h"
 
 #define MIRROR_MAX_STATUS 600
+
+/* Where an answer came from (mreq.source), as the request log and the
+ * latency histograms name it. XX(name, string) */
+#define MIRROR_SOURCE_MAP(XX)                                                                      \
+    XX(LOCAL, "local")                                                                             \
+    XX(CACHE, "cache")                                                                             \
+    XX(UPSTREAM, "upstream")                                                                       \
+    XX(STREAM, "stream")                                                                           \
+    XX(FILL, "fill")                                                                               \
+    XX(STALE, "stale")                                                                             \
+    XX(VERIFY, "verify")
+
+enum mirror_source {
+#define XX(name, str) MIRROR_SOURCE_##name,
+    MIRROR_SOURCE_MAP(XX)
+#undef XX
+        MIRROR_SOURCES
+};
+
+/* Kinds of request (enum mreq_kind, in its order), for the histograms. */
+#define MIRROR_KINDS 5
 
 struct mirror {
     struct mirror_deps deps;
@@ -40,6 +62,10 @@ struct mirror {
     uint64_t cache_misses;
     uint64_t manifest_mismatches;
     uint64_t stale_answers;
+    /* Client requests by kind and source: from the request line to the
+     * end of the answer, and to its status line. */
+    struct metrics_histogram duration[MIRROR_KINDS][MIRROR_SOURCES];
+    struct metrics_histogram ttfb[MIRROR_KINDS][MIRROR_SOURCES];
     /* Signed control requests (the tracker's) seen within the clock skew. */
     struct cluster_auth_replay *replay;
 };
@@ -55,6 +81,7 @@ struct mreq {
     int status;
     uint64_t bytes;
     const char *source;
+    uint64_t ttfb_ms; /* request line to status line; UINT64_MAX until sent */
 
     char host[OCI_NAME_MAX + 1]; /* upstream host as the client named it, or "" */
     char ns[OCI_NAME_MAX + 1];   /* ?ns= value to echo, or "" */
@@ -89,6 +116,11 @@ struct mreq {
     bool headers_sent;
     uint64_t next_off; /* next byte to queue */
 };
+
+/* The histogram index of a source string (NULL: "local"). */
+enum mirror_source mirror_source_index(const char *source);
+/* The name of a source index. */
+const char *mirror_source_name(enum mirror_source s);
 
 /* The mirror's clock: the loop's time in milliseconds. */
 uint64_t mirror_now_ms(const struct mirror *m);

@@ -15,9 +15,10 @@ static json_t *upstreams_json(const struct agent_config *cfg)
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < cfg->upstreams.n; i++) {
         const struct upstream_def *d = &cfg->upstreams.defs[i];
-        json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:b}", "host", d->host, "url", d->url,
-                                             "auth", d->username ? "basic" : "anonymous",
-                                             "insecure", d->insecure));
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:s,s:s,s:b,s:s?}", "host", d->host, "url", d->url,
+                                        "auth", d->username ? "basic" : "anonymous", "insecure",
+                                        d->insecure, "repo_prefix", d->repo_prefix));
     }
     return arr;
 }

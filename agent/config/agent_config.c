@@ -43,6 +43,9 @@ const struct config_option agent_options[] = {
      "JSON config file whose keys are the options below; flags override it", NULL, NULL},
     OPT("listen", CONFIG_ADDR, listen, 0, 0, "127.0.0.1:5080",
         "address the registry mirror listens on"),
+    OPT("admin-listen", CONFIG_STRING, admin_listen, 0, 0, "127.0.0.1:5082",
+        "address of the admin listener: /metrics, /healthz (liveness) and /readyz (readiness); "
+        "\"off\" or \"\" turns it off"),
     OPT("data-dir", CONFIG_STRING, data_dir, 0, 0, "/var/lib/shoal",
         "directory for cached blobs, manifests and state"),
     OPT("upstream", CONFIG_URL, upstream, 0, 0, DOCKER_HUB_URL,
@@ -80,6 +83,10 @@ const struct config_option agent_options[] = {
         "client connections served at once"),
     OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
         "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
+    OPT("tracker-optional", CONFIG_BOOL, tracker_optional, 0, 0, "false",
+        "report ready on /readyz even when the tracker has not answered the registration "
+        "lately (without it, readiness needs a registration accepted within 3 "
+        "register-intervals)"),
     OPT("peer-listen", CONFIG_ADDR, peer_listen, 0, 0, "127.0.0.1:5081",
         "address the peer wire protocol listens on; loopback unless given (peers on other hosts "
         "need the node's address, or 0.0.0.0:5081 with --advertise)"),
@@ -117,10 +124,22 @@ const struct config_option agent_options[] = {
         "address; its host is the advertise host, or the host name, when listen has none)"),
     OPT("register-interval", CONFIG_DURATION, register_interval_ms, SEC, 10 * MIN, "10s",
         "how often the agent heartbeats its registration to the tracker"),
+    OPT("docker-config", CONFIG_STRING, docker_config, 0, 0, NULL,
+        "docker config.json or mounted .dockerconfigjson to take registry credentials from "
+        "(\"auths\": auth, username/password, identitytoken), for upstreams whose entry in "
+        "upstreams has none; reloaded on change and on SIGHUP"),
+    OPT("pull-secrets-dir", CONFIG_STRING, pull_secrets_dir, 0, 0, NULL,
+        "directory of mounted pull secrets (dockerconfigjson files, directly in it or one "
+        "level down), read after docker-config; reloaded on change and on SIGHUP"),
+    OPT("credentials-check-interval", CONFIG_DURATION, credentials_check_interval_ms, 0, HOUR,
+        "60s",
+        "how often docker-config, pull-secrets-dir and password files are read again besides "
+        "on change events (0 = only on events and SIGHUP)"),
     {"upstreams", CONFIG_CUSTOM, offsetof(struct agent_config, upstreams), 0, 0, NULL,
      "registries with their URL and credentials: [{\"host\": \"docker.io\", \"url\": "
      "\"https://registry-1.docker.io\", \"username\": ..., \"password\" or \"password-file\": "
-     "..., \"ca-file\": ..., \"insecure\": false, \"token-realms\": [...]}]",
+     "..., \"ca-file\": ..., \"insecure\": false, \"token-realms\": [...], \"repo-prefix\": "
+     "\"proxy-dockerhub/\"}]",
      upstreams_parse, upstreams_free},
     {NULL, 0, 0, 0, 0, NULL, NULL, NULL, NULL},
 };
@@ -146,9 +165,33 @@ void upstream_def_dispose(struct upstream_def *d)
     wipe_free(d->password);
     free(d->password_file);
     free(d->ca_file);
+    free(d->repo_prefix);
     wipe_free(d->authorization);
     free(d->auth_ns);
     memset(d, 0, sizeof(*d));
+}
+
+int agent_config_repo_prefix(const char *in, char *out, size_t outlen)
+{
+    size_t len;
+
+    while (*in == '/')
+        in++;
+    len = strlen(in);
+    while (len > 0 && in[len - 1] == '/')
+        len--;
+    if (outlen == 0)
+        return SHOAL_ETOOBIG;
+    if (len == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (len + 1 > AGENT_REPO_PREFIX_MAX || len + 2 > outlen || !oci_name_valid(in, len))
+        return SHOAL_EPARSE;
+    memcpy(out, in, len);
+    out[len] = '/';
+    out[len + 1] = '\0';
+    return 0;
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -168,6 +211,7 @@ int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src)
         dup_opt(&dst->username, src->username) < 0 || dup_opt(&dst->password, src->password) < 0 ||
         dup_opt(&dst->password_file, src->password_file) < 0 ||
         dup_opt(&dst->ca_file, src->ca_file) < 0 ||
+        dup_opt(&dst->repo_prefix, src->repo_prefix) < 0 ||
         dup_opt(&dst->authorization, src->authorization) < 0 ||
         dup_opt(&dst->auth_ns, src->auth_ns) < 0)
         goto fail;
@@ -300,6 +344,8 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
             slot = &d->password_file;
         } else if (strcmp(key, "ca-file") == 0) {
             slot = &d->ca_file;
+        } else if (strcmp(key, "repo-prefix") == 0) {
+            slot = &d->repo_prefix;
         } else if (strcmp(key, "insecure") == 0) {
             if (!json_is_boolean(v)) {
                 snprintf(err, errlen, "[%zu].insecure: expected true or false", idx);
@@ -342,6 +388,23 @@ static int entry_parse(json_t *obj, size_t idx, struct upstream_def *d, char *er
     }
     /* The stripped URL is never longer than the original, so it fits. */
     memcpy(d->url, url, strlen(url) + 1);
+    if (d->repo_prefix) {
+        char norm[AGENT_REPO_PREFIX_MAX + 2];
+        if (agent_config_repo_prefix(d->repo_prefix, norm, sizeof(norm)) < 0) {
+            snprintf(err, errlen,
+                     "[%zu].repo-prefix: \"%s\" is not a repository path (lower-case "
+                     "components separated by '/', at most %d characters; host \"%s\")",
+                     idx, config_quote(d->repo_prefix, q, sizeof(q)), AGENT_REPO_PREFIX_MAX - 1,
+                     d->host);
+            return SHOAL_ECONFIG;
+        }
+        free(d->repo_prefix);
+        d->repo_prefix = norm[0] ? strdup(norm) : NULL;
+        if (norm[0] && !d->repo_prefix) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+    }
     if (d->password && d->password_file) {
         snprintf(err, errlen,
                  "[%zu]: \"password\" and \"password-file\" are mutually exclusive (host \"%s\")",
@@ -461,6 +524,40 @@ out:
     return rc;
 }
 
+int agent_config_reload_passwords(struct agent_config *cfg, char *err, size_t errlen)
+{
+    struct upstream_def *defs = cfg->upstreams.defs;
+    size_t n = cfg->upstreams.n;
+    char **fresh = calloc(n + 1, sizeof(char *));
+    int rc = 0, changed = 0;
+
+    if (!fresh) {
+        snprintf(err, errlen, "config: out of memory");
+        return -ENOMEM;
+    }
+    /* Read all first, so that a failure changes nothing. */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!defs[i].password_file)
+            continue;
+        struct upstream_def tmp = {.password_file = defs[i].password_file};
+        rc = read_password_file(&tmp, i, err, errlen);
+        fresh[i] = tmp.password;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!fresh[i])
+            continue;
+        if (rc == 0 && (!defs[i].password || strcmp(defs[i].password, fresh[i]) != 0)) {
+            wipe_free(defs[i].password);
+            defs[i].password = fresh[i];
+            changed = 1;
+        } else {
+            wipe_free(fresh[i]);
+        }
+    }
+    free(fresh);
+    return rc < 0 ? rc : changed;
+}
+
 static int read_secret(struct agent_config *cfg, char *err, size_t errlen)
 {
     return config_read_secret("cluster-secret-file", cfg->cluster_secret_file, &cfg->secret,
@@ -510,6 +607,9 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
     if (rc != CONFIG_RUN)
         return rc;
 
+    rc = config_optional_addr("admin-listen", &cfg->admin_listen, err, errlen);
+    if (rc < 0)
+        return rc;
     if (cfg->cache_low_pct >= cfg->cache_high_pct) {
         snprintf(err, errlen,
                  "config: \"cache-low-watermark\" (%lld) must be below \"cache-high-watermark\" "

@@ -19,6 +19,10 @@ struct upstream_def {
     char *password_file; /* file holding the password (trailing newline dropped), or NULL */
     char *ca_file;       /* PEM CA bundle for TLS, or NULL for the system store */
     bool insecure;       /* skip TLS verification: tests only */
+    /* Where the upstream keeps the repositories clients name: a Harbor
+     * proxy-cache project or an Artifactory remote, "proxy-dockerhub/"
+     * (normalised: one trailing '/'), or NULL. upstream/upstream_prefix.h. */
+    char *repo_prefix;
     /* Set only on a prewarm job's copy (agent/upstream/job_creds.h), never
      * by the configuration: */
     char *authorization; /* an Authorization value sent as is ("Bearer <token>"), or NULL */
@@ -35,6 +39,15 @@ struct upstream_def {
     bool unlisted;
 };
 
+/* Longest repo-prefix, its trailing '/' included. */
+#define AGENT_REPO_PREFIX_MAX 128
+
+/* Normalises a repo-prefix into out: leading and trailing slashes dropped,
+ * one '/' appended; "" stays "" (no prefix). 0, or SHOAL_EPARSE when the
+ * rest is not a repository name (OCI grammar) or is longer than
+ * AGENT_REPO_PREFIX_MAX allows. */
+int agent_config_repo_prefix(const char *in, char *out, size_t outlen);
+
 /* Deep copy of src into dst (strings duplicated). 0 or -ENOMEM (dst then
  * holds nothing). */
 int upstream_def_copy(struct upstream_def *dst, const struct upstream_def *src);
@@ -48,6 +61,7 @@ struct upstream_list {
 
 struct agent_config {
     char *listen;
+    char *admin_listen; /* metrics, health, readiness; NULL = off */
     char *data_dir;
     char *upstream; /* default upstream URL */
     int log_level;
@@ -67,8 +81,13 @@ struct agent_config {
     int64_t idle_timeout_ms;
     int64_t max_connections;
     struct upstream_list upstreams;
+    /* node credentials (upstream/node_creds.h) */
+    char *docker_config;
+    char *pull_secrets_dir;
+    int64_t credentials_check_interval_ms;
     /* swarm */
-    char *tracker; /* tracker URL; NULL = no peer-to-peer */
+    char *tracker;         /* tracker URL; NULL = no peer-to-peer */
+    bool tracker_optional; /* readiness does not wait for the tracker */
     char *peer_listen;
     char *advertise;
     char *cluster_secret_file;
@@ -102,6 +121,12 @@ extern const struct config_option agent_options[];
 int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err, size_t errlen);
 
 void agent_config_dispose(struct agent_config *cfg);
+
+/* Reads the password-file of every upstream that has one again (SIGHUP, or
+ * a change seen by the credential watcher). All or nothing: on error no
+ * password changes and err names the file. 1 when a password changed, 0
+ * when none did, SHOAL_ECONFIG or -ENOMEM. */
+int agent_config_reload_passwords(struct agent_config *cfg, char *err, size_t errlen);
 
 /* The URL the tracker uses to reach this agent's mirror and prewarm API:
  * mirror-url when set; else the listen address with port (the bound one,

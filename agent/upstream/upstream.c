@@ -27,9 +27,11 @@
 #include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/oci.h"
 #include "shoal/url_origin.h"
 #include "upstream/upstream_auth.h"
 #include "upstream/upstream_challenge.h"
+#include "upstream/upstream_prefix.h"
 
 #define COMP "upstream"
 
@@ -41,12 +43,18 @@
 #define RETRY_AFTER_MAX 128
 #define SAVED_HEADERS_MAX (32 * 1024)
 #define AUTH_ROUNDS_MAX 4
+/* A repository name with its upstream's prefix. */
+#define UPSTREAM_REPO_MAX (OCI_NAME_MAX + AGENT_REPO_PREFIX_MAX + 1)
+/* The longest backoff a Retry-After may impose on an upstream. */
+#define BACKOFF_MAX_MS (3600 * 1000LL)
 
 struct upstream {
     uv_loop_t *loop;
     struct http_client *hc;
     struct upstream_opts opts;
     struct upstream_stats stats;
+    struct upstream_host_stats hosts[UPSTREAM_HOSTS_MAX];
+    size_t nhosts;
     struct upstream_auth *auth; /* the token service; NULL once destroying */
     struct upstream_req *reqs;  /* requests whose on_done has not run yet */
     size_t nreqs;               /* requests not freed yet */
@@ -80,6 +88,10 @@ struct upstream_req {
     uint64_t id;
     enum upstream_req_state state;
     const struct upstream_def *def;
+    struct upstream_host_stats *hs; /* its upstream's entry in u->hosts */
+    uint64_t start_ms;              /* loop time of upstream_request */
+    bool ttfb_seen;                 /* the final answer's headers were timed */
+    bool limited;                   /* ends with a made-up 429: upstream in backoff */
     char *repo, *method, *url;
     char **headers; /* caller's headers, NULL-terminated */
     size_t nheaders;
@@ -229,6 +241,71 @@ const struct upstream_stats *upstream_stats(const struct upstream *u)
     return &u->stats;
 }
 
+size_t upstream_host_count(const struct upstream *u)
+{
+    return u->nhosts;
+}
+
+const struct upstream_host_stats *upstream_host_at(const struct upstream *u, size_t i)
+{
+    return i < u->nhosts ? &u->hosts[i] : NULL;
+}
+
+static void host_init(struct upstream_host_stats *h, const char *name)
+{
+    memset(h, 0, sizeof(*h));
+    snprintf(h->host, sizeof(h->host), "%s", name);
+    metrics_histogram_init(&h->duration, metrics_latency_bounds, metrics_latency_nbounds);
+    metrics_histogram_init(&h->ttfb, metrics_latency_bounds, metrics_latency_nbounds);
+}
+
+/* The entry of host; the shared last one when the table is full. */
+static struct upstream_host_stats *host_entry(struct upstream *u, const char *host)
+{
+    for (size_t i = 0; i < u->nhosts; i++)
+        if (strcasecmp(u->hosts[i].host, host) == 0)
+            return &u->hosts[i];
+    if (u->nhosts < UPSTREAM_HOSTS_MAX - 1) {
+        host_init(&u->hosts[u->nhosts], host);
+        return &u->hosts[u->nhosts++];
+    }
+    if (u->nhosts == UPSTREAM_HOSTS_MAX - 1)
+        host_init(&u->hosts[u->nhosts++], UPSTREAM_HOST_OTHER);
+    return &u->hosts[UPSTREAM_HOSTS_MAX - 1];
+}
+
+static bool host_shared(const struct upstream *u, const struct upstream_host_stats *h)
+{
+    return u->nhosts == UPSTREAM_HOSTS_MAX && h == &u->hosts[UPSTREAM_HOSTS_MAX - 1];
+}
+
+static uint64_t backoff_left(const struct upstream *u, const struct upstream_host_stats *h)
+{
+    uint64_t now = uv_now(u->loop);
+
+    return h->backoff_until_ms > now ? h->backoff_until_ms - now : 0;
+}
+
+uint64_t upstream_backoff_left_ms(const struct upstream *u, const char *host)
+{
+    for (size_t i = 0; i < u->nhosts; i++)
+        if (strcasecmp(u->hosts[i].host, host) == 0)
+            return backoff_left(u, &u->hosts[i]);
+    return 0;
+}
+
+void upstream_set_node_creds(struct upstream *u, const struct node_creds *nc)
+{
+    if (u->auth)
+        upstream_auth_set_node_creds(u->auth, nc);
+}
+
+void upstream_forget_shared_credentials(struct upstream *u)
+{
+    if (u->auth)
+        upstream_auth_forget_shared(u->auth);
+}
+
 void upstream_forget_credentials(struct upstream *u, const char *ns)
 {
     if (u->auth)
@@ -280,6 +357,14 @@ static void finish(struct upstream_req *r, int rc, const struct http_client_resp
     r->prev = r->next = NULL;
     LOG(DEBUG, COMP, "req=%llu done rc=%s status=%ld", (unsigned long long)r->id,
         rc ? shoal_errname(rc) : "0", resp->status);
+    /* Requests that were never sent or were abandoned say nothing about
+     * the upstream's speed. */
+    if (rc != SHOAL_ECANCELED && !r->limited) {
+        uint64_t took = uv_now(u->loop) - r->start_ms;
+        metrics_histogram_observe_ms(&r->hs->duration, took);
+        if (!r->ttfb_seen && resp->status > 0)
+            metrics_histogram_observe_ms(&r->hs->ttfb, took);
+    }
     if (r->on_done)
         r->on_done(r->arg, rc, resp);
     uv_close((uv_handle_t *)&r->timer, req_closed);
@@ -307,6 +392,27 @@ static void finish_saved(struct upstream_req *r)
     finish(r, rc, &resp);
 }
 
+/* Ends a request its upstream's backoff kept from being sent: a 429 made
+ * up here, with the time left as its Retry-After, as the upstream itself
+ * would answer. */
+static void finish_limited(struct upstream_req *r)
+{
+    struct http_client_response resp = {.status = 429, .content_length = 0};
+    uint64_t left = backoff_left(r->u, r->hs);
+    int rc = 0;
+
+    buf_init(&resp.headers, 256);
+    buf_init(&resp.body, 0);
+    buf_printf(&resp.headers, "Retry-After: %llu\r\nX-Shoal-Backoff: true\r\n",
+               (unsigned long long)((left + 999) / 1000));
+    LOG(DEBUG, COMP, "req=%llu host=%s not sent: backoff left_ms=%llu", (unsigned long long)r->id,
+        r->def->host, (unsigned long long)left);
+    if (r->on_response && r->on_response(r->arg, &resp) != 0)
+        rc = SHOAL_ECANCELED;
+    finish(r, rc, &resp);
+    buf_dispose(&resp.headers);
+}
+
 /* Whether an answer came from the host the request was sent to. A
  * challenge from a redirect target on another host (a CDN, or whoever a
  * compromised redirect points at) must not pick the realm the credentials
@@ -327,6 +433,40 @@ static bool from_own_host(struct upstream_req *r, const struct http_client_respo
     return false;
 }
 
+/* A 429: the upstream is in backoff until its Retry-After has passed (or,
+ * without one, for the wait before this request's retry), and the request
+ * is retried when that wait fits in retry_max_ms. A longer Retry-After is
+ * honoured, not cut short: the 429 goes to the caller, which serves what
+ * it has cached. */
+static bool rate_limited(struct upstream_req *r, const struct http_client_response *resp)
+{
+    struct upstream *u = r->u;
+    char v[RETRY_AFTER_MAX];
+    int64_t ra = -1, window;
+
+    u->stats.rate_limited++;
+    r->hs->stats.rate_limited++;
+    if (http_client_response_header(resp, "Retry-After", v, sizeof(v)) &&
+        parse_retry_after(v, &ra) < 0)
+        ra = -1;
+    window = ra >= 0 ? ra : backoff_ms(u, r->retries);
+    if (window > BACKOFF_MAX_MS)
+        window = BACKOFF_MAX_MS;
+    uint64_t until = uv_now(u->loop) + (uint64_t)window;
+    if (!host_shared(u, r->hs) && until > r->hs->backoff_until_ms) {
+        LOG(WARN, COMP,
+            "host=%s status=429 retry_after=%s backoff_ms=%lld: no request goes there "
+            "before the backoff ends",
+            r->def->host, ra >= 0 ? v : "-", (long long)window);
+        r->hs->backoff_until_ms = until;
+    }
+    if (r->retries >= u->opts.max_retries || window > u->opts.retry_max_ms)
+        return false;
+    r->wait_ms = window;
+    r->next_step = NEXT_BACKOFF;
+    return true;
+}
+
 /* Decides whether the answer to an attempt is resolved here. Returns true
  * (and sets r->next_step) when the attempt is to be aborted. */
 static bool intercept(struct upstream_req *r, const struct http_client_response *resp)
@@ -335,7 +475,9 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
     long st = resp->status;
 
     r->last_status = st;
-    if (st == 429 || st >= 500) {
+    if (st == 429)
+        return rate_limited(r, resp);
+    if (st >= 500) {
         if (r->retries >= u->opts.max_retries)
             return false;
         r->wait_ms = wait_for(r, resp);
@@ -363,7 +505,7 @@ static bool intercept(struct upstream_req *r, const struct http_client_response 
         return false;
     if (strcasecmp(scheme, "Basic") == 0) {
         upstream_auth_basic_remember(u->auth, r->def->auth_ns, r->def->host);
-        if (!upstream_auth_has_creds(r->def) || r->sent_basic)
+        if (!upstream_auth_has_creds(u->auth, r->def) || r->sent_basic)
             return false;
         /* A token the server does not want is not sent again. */
         upstream_auth_wipe_free(r->bearer);
@@ -428,6 +570,15 @@ static void proceed(struct upstream_req *r)
         finish_err(r, rc);
 }
 
+/* The final answer's headers are in: the time to first byte. */
+static void note_ttfb(struct upstream_req *r)
+{
+    if (r->ttfb_seen)
+        return;
+    r->ttfb_seen = true;
+    metrics_histogram_observe_ms(&r->hs->ttfb, uv_now(r->u->loop) - r->start_ms);
+}
+
 static int att_response(void *arg, const struct http_client_response *resp)
 {
     struct upstream_req *r = arg;
@@ -439,6 +590,7 @@ static int att_response(void *arg, const struct http_client_response *resp)
         return 1;
     }
     r->passthrough = true;
+    note_ttfb(r);
     return r->on_response ? r->on_response(r->arg, resp) : 0;
 }
 
@@ -450,8 +602,10 @@ static size_t att_data(void *arg, const char *data, size_t len)
     if (!r->passthrough)
         return 0; /* aborts: only the final answer has a body worth reading */
     n = r->on_data(r->arg, data, len);
-    if (n != HTTP_CLIENT_PAUSE && n <= len)
+    if (n != HTTP_CLIENT_PAUSE && n <= len) {
         r->u->stats.rx_body_bytes += n;
+        r->hs->stats.rx_body_bytes += n;
+    }
     return n;
 }
 
@@ -479,6 +633,7 @@ static void att_done(void *arg, int rc, const struct http_client_response *resp)
                 proceed(r);
                 return;
             }
+            note_ttfb(r);
             if (r->on_response && r->on_response(r->arg, resp) != 0)
                 rc = SHOAL_ECANCELED;
         } else if ((rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ETIMEOUT) &&
@@ -488,8 +643,10 @@ static void att_done(void *arg, int rc, const struct http_client_response *resp)
             return;
         }
     }
-    if (rc == 0 && !r->on_data)
+    if (rc == 0 && !r->on_data) {
         u->stats.rx_body_bytes += resp->body.len;
+        r->hs->stats.rx_body_bytes += resp->body.len;
+    }
     finish(r, rc, resp);
 }
 
@@ -529,7 +686,7 @@ static int start_attempt(struct upstream_req *r)
     hdrs[i] = NULL;
     r->sent_basic = !r->bearer && r->use_basic;
     if (r->sent_basic) {
-        rc = upstream_auth_build_userpwd(r->def, userpwd, sizeof(userpwd));
+        rc = upstream_auth_build_userpwd(u->auth, r->def, userpwd, sizeof(userpwd));
         if (rc < 0) {
             LOG(WARN, COMP, "host=%s credentials unusable: %s", r->def->host, shoal_strerror(rc));
             goto out;
@@ -578,6 +735,12 @@ static void timer_cb(uv_timer_t *t)
         finish_err(r, SHOAL_ECANCELED);
         return;
     }
+    /* Another request's 429 may have put the upstream in backoff since. */
+    if (r->limited || backoff_left(r->u, r->hs) > 0) {
+        r->limited = true;
+        finish_limited(r);
+        return;
+    }
     rc = r->after_wait == NEXT_TOKEN ? request_token(r) : start_attempt(r);
     if (rc < 0)
         finish_err(r, rc);
@@ -589,6 +752,7 @@ static void schedule_backoff(struct upstream_req *r, int64_t wait_ms, enum upstr
 
     r->retries++;
     u->stats.retries++;
+    r->hs->stats.retries++;
     r->after_wait = then;
     LOG(WARN, COMP, "req=%llu url=%s status=%ld wait_ms=%lld attempt=%d", (unsigned long long)r->id,
         r->url, r->last_status, (long long)wait_ms, r->retries);
@@ -658,8 +822,10 @@ static int request_token(struct upstream_req *r)
     rc = upstream_auth_fetch(u->auth, r->def, r->realm, r->service, r->scope, r->id, &r->wait);
     if (rc < 0)
         return rc;
-    if (rc == 1)
+    if (rc == 1) {
         u->stats.token_fetches++;
+        r->hs->stats.token_fetches++;
+    }
     r->fetched = true;
     set_state(r, UREQ_TOKEN);
     return 0;
@@ -691,8 +857,18 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
 
     if (!opts || !opts->def || !opts->def->url || !opts->def->host || !opts->path || u->destroying)
         goto out;
+    /* An upstream that keeps the repositories under a prefix is asked for
+     * the prefixed one, paths and token scopes alike. */
+    const char *prefix = opts->def->repo_prefix;
+    const char *repo = opts->repo ? opts->repo : "";
+    char urepo[UPSTREAM_REPO_MAX], upath[UPSTREAM_AUTH_URL_MAX];
+    rc = SHOAL_ETOOBIG;
+    if (upstream_prefix_repo(prefix, repo, urepo, sizeof(urepo)) < 0 ||
+        upstream_prefix_path(prefix, repo, opts->path, upath, sizeof(upath)) < 0)
+        goto out;
+    rc = -EINVAL;
     ulen = strlen(opts->def->url);
-    plen = strlen(opts->path);
+    plen = strlen(upath);
     if (ulen + plen >= UPSTREAM_AUTH_URL_MAX)
         goto out;
     rc = -ENOMEM;
@@ -702,7 +878,9 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     r->u = u;
     r->id = ++u->next_id;
     r->def = opts->def;
-    r->repo = dupstr(opts->repo);
+    r->hs = host_entry(u, opts->def->host);
+    r->start_ms = uv_now(u->loop);
+    r->repo = dupstr(urepo);
     r->method = dupstr(opts->method ? opts->method : "GET");
     r->url = malloc(ulen + plen + 1);
     if (opts->headers)
@@ -712,7 +890,7 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     if (!r->repo || !r->method || !r->url || !r->headers)
         goto out;
     memcpy(r->url, opts->def->url, ulen);
-    memcpy(r->url + ulen, opts->path, plen + 1);
+    memcpy(r->url + ulen, upath, plen + 1);
     for (; r->nheaders < n; r->nheaders++)
         if (!(r->headers[r->nheaders] = dupstr(opts->headers[r->nheaders])))
             goto out;
@@ -743,7 +921,7 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
         } else {
             need_token = true; /* expired: renew before asking */
         }
-    } else if (upstream_auth_has_creds(opts->def) &&
+    } else if (upstream_auth_has_creds(u->auth, opts->def) &&
                upstream_auth_basic_known(u->auth, opts->def->auth_ns, opts->def->host)) {
         r->use_basic = true;
     }
@@ -752,7 +930,17 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
     if (rc < 0)
         goto out;
     r->timer.data = r;
-    rc = need_token ? request_token(r) : start_attempt(r);
+    if (backoff_left(u, r->hs) > 0) {
+        /* Not sent: the answer (a 429) comes on the next loop turn. */
+        r->limited = true;
+        u->stats.backoff_refusals++;
+        r->hs->stats.backoff_refusals++;
+        set_state(r, UREQ_BACKOFF);
+        uv_timer_start(&r->timer, timer_cb, 0, 0);
+        rc = 0;
+    } else {
+        rc = need_token ? request_token(r) : start_attempt(r);
+    }
     if (rc < 0) {
         /* The timer is initialised: the request can only go through close. */
         set_state(r, UREQ_DONE);
@@ -760,7 +948,10 @@ int upstream_request(struct upstream *u, const struct upstream_req_opts *opts,
         u->nreqs++;
         return rc;
     }
-    u->stats.requests++;
+    if (!r->limited) {
+        u->stats.requests++;
+        r->hs->stats.requests++;
+    }
     u->nreqs++;
     r->next = u->reqs;
     if (u->reqs)

@@ -22,6 +22,7 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/url_origin.h"
+#include "upstream/docker_config.h"
 
 #define COMP "upstream"
 
@@ -69,6 +70,7 @@ struct upstream_auth {
     struct basic_host *basic_hosts;
     struct upstream_auth_fetch *fetches;
     size_t nfetches; /* fetches not freed yet */
+    const struct node_creds *node_creds;
     bool destroying;
 };
 
@@ -88,17 +90,54 @@ void upstream_auth_wipe_free(char *s)
     }
 }
 
-/* agent_config has already read any password file into def->password. */
-bool upstream_auth_has_creds(const struct upstream_def *def)
+void upstream_auth_set_node_creds(struct upstream_auth *a, const struct node_creds *nc)
 {
-    return def->username && def->username[0] && def->password;
+    a->node_creds = nc;
+}
+
+/* agent_config has already read any password file into def->password. */
+bool upstream_auth_creds(const struct upstream_auth *a, const struct upstream_def *def,
+                         struct upstream_creds *c)
+{
+    struct node_cred nc;
+
+    memset(c, 0, sizeof(*c));
+    if (def->authorization)
+        return false;
+    if (def->username && def->username[0] && def->password) {
+        c->username = def->username;
+        c->password = def->password;
+        c->source = def->auth_ns && def->auth_ns[0] ? "job" : "config";
+        return true;
+    }
+    /* A job's namespace holds the job's credentials and nothing else. */
+    if ((def->auth_ns && def->auth_ns[0]) || !a || !a->node_creds ||
+        !node_creds_find(a->node_creds, def->url, &nc))
+        return false;
+    c->username = nc.username;
+    c->password = nc.password;
+    c->identity_token = nc.identity_token;
+    c->source = nc.source;
+    return true;
+}
+
+bool upstream_auth_has_creds(const struct upstream_auth *a, const struct upstream_def *def)
+{
+    struct upstream_creds c;
+
+    return upstream_auth_creds(a, def, &c) && c.username && c.password;
 }
 
 /* "user:password" into out, or an error when the credentials do not fit. */
-int upstream_auth_build_userpwd(const struct upstream_def *def, char *out, size_t outlen)
+int upstream_auth_build_userpwd(const struct upstream_auth *a, const struct upstream_def *def,
+                                char *out, size_t outlen)
 {
-    int n = snprintf(out, outlen, "%s:%s", def->username, def->password);
+    struct upstream_creds c;
+    int n;
 
+    if (!upstream_auth_creds(a, def, &c) || !c.username || !c.password)
+        return SHOAL_ECONFIG;
+    n = snprintf(out, outlen, "%s:%s", c.username, c.password);
     return n < 0 || (size_t)n >= outlen ? SHOAL_ECONFIG : 0;
 }
 
@@ -406,6 +445,41 @@ void upstream_auth_forget(struct upstream_auth *a, const char *ns)
     }
 }
 
+void upstream_auth_forget_shared(struct upstream_auth *a)
+{
+    for (struct token **pp = &a->tokens; *pp;) {
+        struct token *t = *pp;
+        if (t->ns[0] == '\0') {
+            *pp = t->next;
+            a->ntokens--;
+            token_free(t);
+        } else {
+            pp = &t->next;
+        }
+    }
+    for (struct upstream_auth_repo_key **pp = &a->repo_keys; *pp;) {
+        struct upstream_auth_repo_key *k = *pp;
+        if (k->ns[0] == '\0') {
+            *pp = k->next;
+            a->nrepo_keys--;
+            repo_key_free(k);
+        } else {
+            pp = &k->next;
+        }
+    }
+    for (struct basic_host **pp = &a->basic_hosts; *pp;) {
+        struct basic_host *b = *pp;
+        if (b->ns[0] == '\0') {
+            *pp = b->next;
+            free(b->ns);
+            free(b->host);
+            free(b);
+        } else {
+            pp = &b->next;
+        }
+    }
+}
+
 static void caches_dispose(struct upstream_auth *a)
 {
     while (a->tokens) {
@@ -556,17 +630,41 @@ static void fetch_done(void *arg, int rc, const struct http_client_response *res
     fetch_free(f);
 }
 
+/* The form of an OAuth2 refresh_token grant (what the docker client sends
+ * for an identity token). */
+static int oauth_form(struct buf *b, const char *service, const char *scope, const char *token)
+{
+    int rc = buf_append(b, "grant_type=refresh_token&client_id=shoal&service=", 49);
+
+    if (rc == 0)
+        rc = urlencode(b, service);
+    if (rc == 0)
+        rc = buf_append(b, "&scope=", 7);
+    if (rc == 0)
+        rc = urlencode(b, scope);
+    if (rc == 0)
+        rc = buf_append(b, "&refresh_token=", 15);
+    if (rc == 0)
+        rc = urlencode(b, token);
+    return rc;
+}
+
 static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, const char *realm,
                        const char *service, const char *scope, uint64_t req_id,
                        struct upstream_auth_fetch **out)
 {
     struct upstream_auth_fetch *f = calloc(1, sizeof(*f));
-    struct buf url;
+    struct buf url, form;
+    struct upstream_creds c;
     char userpwd[UPSTREAM_AUTH_USERPWD_MAX];
-    bool creds = false, trusted = false, local = false;
+    static const char *const form_headers[] = {"Content-Type: application/x-www-form-urlencoded",
+                                               NULL};
+    bool creds = false, trusted = false, local = false, oauth = false;
+    bool have = upstream_auth_creds(a, def, &c);
     int rc = -ENOMEM;
 
     buf_init(&url, UPSTREAM_AUTH_URL_MAX);
+    buf_init(&form, UPSTREAM_AUTH_URL_MAX + 4 * DOCKER_CONFIG_FIELD_MAX);
     if (!f)
         goto out;
     f->a = a;
@@ -576,32 +674,40 @@ static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, 
     f->scope = dupstr(scope);
     if (!f->ns || !f->realm || !f->service || !f->scope)
         goto out;
-    rc = buf_append(&url, f->realm, strlen(f->realm));
-    if (rc == 0 && f->service[0]) {
-        rc = buf_append(&url, strchr(f->realm, '?') ? "&service=" : "?service=", 9);
-        if (rc == 0)
-            rc = urlencode(&url, f->service);
-        if (rc == 0)
-            rc = buf_append(&url, "&scope=", 7);
-    } else if (rc == 0) {
-        rc = buf_append(&url, strchr(f->realm, '?') ? "&scope=" : "?scope=", 7);
-    }
-    if (rc == 0)
-        rc = urlencode(&url, f->scope);
-    if (rc < 0)
-        goto out;
     /* Which credentials and TLS settings go to this realm: see
      * upstream_auth_realm_trust. */
     rc = upstream_auth_realm_trust(def, f->realm, &trusted, &local);
     if (rc < 0)
         goto out;
-    if (upstream_auth_has_creds(def) && !trusted)
+    if (have && !trusted)
         LOG(WARN, COMP,
             "req=%llu host=%s realm=%s: credentials withheld (realm is not the "
             "upstream's own origin, not https named by an https upstream, not in token-realms)",
             (unsigned long long)req_id, def->host, f->realm);
-    if (upstream_auth_has_creds(def) && trusted) {
-        rc = upstream_auth_build_userpwd(def, userpwd, sizeof(userpwd));
+    oauth = have && trusted && c.identity_token;
+    if (oauth) {
+        /* The refresh token goes in a POST body, never in a URL. */
+        rc = buf_append(&url, f->realm, strlen(f->realm));
+        if (rc == 0)
+            rc = oauth_form(&form, f->service, f->scope, c.identity_token);
+    } else {
+        rc = buf_append(&url, f->realm, strlen(f->realm));
+        if (rc == 0 && f->service[0]) {
+            rc = buf_append(&url, strchr(f->realm, '?') ? "&service=" : "?service=", 9);
+            if (rc == 0)
+                rc = urlencode(&url, f->service);
+            if (rc == 0)
+                rc = buf_append(&url, "&scope=", 7);
+        } else if (rc == 0) {
+            rc = buf_append(&url, strchr(f->realm, '?') ? "&scope=" : "?scope=", 7);
+        }
+        if (rc == 0)
+            rc = urlencode(&url, f->scope);
+    }
+    if (rc < 0)
+        goto out;
+    if (!oauth && have && trusted && c.username && c.password) {
+        rc = upstream_auth_build_userpwd(a, def, userpwd, sizeof(userpwd));
         if (rc < 0) {
             LOG(WARN, COMP, "host=%s credentials unusable: %s", def->host, shoal_strerror(rc));
             goto out;
@@ -609,19 +715,26 @@ static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, 
         creds = true;
     }
     struct http_client_opts o = {
-        .method = "GET",
+        .method = oauth ? "POST" : "GET",
         .url = url.data,
+        .headers = oauth ? form_headers : NULL,
+        .body = oauth ? form.data : NULL,
+        .body_len = oauth ? form.len : 0,
         .userpwd = creds ? userpwd : NULL,
         .ca_file = local ? def->ca_file : NULL,
         .insecure = local && def->insecure,
-        .follow_redirects = true,
+        /* A POST is not followed anywhere: its body holds the token. */
+        .follow_redirects = !oauth,
         .low_speed_time_s = a->low_speed_time_s,
         .max_body = TOKEN_BODY_MAX,
         .on_done = fetch_done,
         .arg = f,
     };
-    LOG(DEBUG, COMP, "req=%llu token fetch realm=%s service=%s scope=%s basic=%d",
-        (unsigned long long)req_id, f->realm, f->service, f->scope, creds);
+    LOG(DEBUG, COMP, "req=%llu token fetch realm=%s service=%s scope=%s auth=%s",
+        (unsigned long long)req_id, f->realm, f->service, f->scope,
+        oauth   ? "identitytoken"
+        : creds ? "basic"
+                : "none");
     rc = http_client_request(a->hc, &o, &f->hreq);
     if (rc < 0)
         goto out;
@@ -632,6 +745,9 @@ static int fetch_start(struct upstream_auth *a, const struct upstream_def *def, 
     f = NULL;
 out:
     explicit_bzero(userpwd, sizeof(userpwd));
+    if (form.data)
+        explicit_bzero(form.data, form.len);
+    buf_dispose(&form);
     buf_dispose(&url);
     if (f) {
         free(f->ns);

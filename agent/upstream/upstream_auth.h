@@ -24,6 +24,7 @@
 
 #include "config/agent_config.h"
 #include "shoal/http_client.h"
+#include "upstream/node_creds.h"
 
 #define UPSTREAM_AUTH_URL_MAX 8192
 #define UPSTREAM_AUTH_USERPWD_MAX 1024
@@ -65,10 +66,33 @@ void upstream_auth_destroy(struct upstream_auth *a);
 
 /* Wipes a secret string before freeing it. NULL is allowed. */
 void upstream_auth_wipe_free(char *s);
-/* Whether the upstream has a username and password. */
-bool upstream_auth_has_creds(const struct upstream_def *def);
-/* "user:password" into out, or SHOAL_ECONFIG when the credentials do not fit. */
-int upstream_auth_build_userpwd(const struct upstream_def *def, char *out, size_t outlen);
+
+/* The node's credentials (borrowed; NULL = none), for upstreams whose
+ * configuration holds none of its own. */
+void upstream_auth_set_node_creds(struct upstream_auth *a, const struct node_creds *nc);
+
+/* What authenticates requests to an upstream, borrowed for the current
+ * call only: the upstream's own username and password (configuration, or
+ * a prewarm job's), else, for the upstream's shared credential namespace
+ * only, the node's credentials for its URL's host (node_creds.h). */
+struct upstream_creds {
+    const char *username;
+    const char *password;       /* with username: Basic, and Basic to a token realm */
+    const char *identity_token; /* an OAuth2 refresh token for the token realm */
+    const char *source;         /* "config", "job" or the file it came from */
+};
+
+/* Fills c; false when there are none (c zeroed). A job's own Authorization
+ * value is not credentials in this sense (upstream.c sends it as is). */
+bool upstream_auth_creds(const struct upstream_auth *a, const struct upstream_def *def,
+                         struct upstream_creds *c);
+/* Whether the upstream has a username and password (what a Basic
+ * challenge needs). */
+bool upstream_auth_has_creds(const struct upstream_auth *a, const struct upstream_def *def);
+/* "user:password" into out, or SHOAL_ECONFIG when there are none or they do
+ * not fit. */
+int upstream_auth_build_userpwd(const struct upstream_auth *a, const struct upstream_def *def,
+                                char *out, size_t outlen);
 /* Whether url is an absolute http:// or https:// URL with a host. */
 bool upstream_auth_is_http_url(const char *url);
 /* Where a token realm named by the upstream def stands, by the scheme, host
@@ -115,10 +139,15 @@ void upstream_auth_basic_remember(struct upstream_auth *a, const char *ns, const
 /* Drops every token, repository key and Basic mark of namespace ns (a job
  * that ended); NULL or "" (the shared namespace) is ignored. */
 void upstream_auth_forget(struct upstream_auth *a, const char *ns);
+/* The same for the shared namespace: the node's or the configuration's
+ * credentials changed, and nothing fetched with the old ones is sent again
+ * (requests in flight keep what they hold). */
+void upstream_auth_forget_shared(struct upstream_auth *a);
 
 /* Queues w on the token fetch for the key (in def->auth_ns), starting one
  * when none is in flight. def (borrowed, only during the call) gives the
- * credentials, and the
+ * credentials (upstream_auth_creds: Basic on a GET, or an identity token
+ * sent as an OAuth2 refresh_token grant in a POST), and the
  * CA file and insecure switch when the realm is on the upstream's own host;
  * req_id only goes to the log. The fetch stores the token in the cache before
  * w->on_token fires. Returns 1 when a fetch was started, 0 when w joined one,

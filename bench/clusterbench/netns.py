@@ -269,7 +269,7 @@ class LoopbackCluster(Cluster):
         self.hosts = [LoopbackHost(self, "h%d" % i, None, "127.0.0.1", i + 1)
                       for i in range(1, self.n + 1)]
         for h in [self.upstream, self.tracker] + self.hosts:
-            for base in (5000, 5001, 5080, 5081, 5090):
+            for base in (5000, 5001, 5080, 5081, 5082, 5090, 5092):
                 _check_port_free(h.port(base))
         return self
 

@@ -24,6 +24,7 @@ HOSTCLIENT = os.path.join(HERE, "hostclient.py")
 PY = "/usr/bin/python3"
 REGISTRY_BIN = "/usr/bin/docker-registry"
 REGISTRY_PORT, PROXY_PORT, MIRROR_PORT, PEER_PORT, TRACKER_PORT = 5000, 5001, 5080, 5081, 5090
+ADMIN_PORT, TRACKER_ADMIN_PORT = 5082, 5092
 
 
 def write_json(path, obj):
@@ -184,6 +185,7 @@ def start_shoal(ctx):
     tport = tr.port(TRACKER_PORT)
     tlog = os.path.join(tr.dir, "shoal-tracker.log")
     targv = [os.path.join(ctx.bin_dir, "shoal-tracker"), "--listen", "%s:%d" % (tr.ip, tport),
+             "--admin-listen", "127.0.0.1:%d" % tr.port(TRACKER_ADMIN_PORT),
              "--cluster-secret-file", secret, "--log-level", "warn"]
     if ctx.piece_length:
         targv += ["--piece-length", str(ctx.piece_length)]
@@ -194,8 +196,10 @@ def start_shoal(ctx):
     for h in cluster.hosts:
         data = os.path.join(h.dir, "shoal-data")
         mirror = "127.0.0.1:%d" % h.port(MIRROR_PORT)
+        admin = "127.0.0.1:%d" % h.port(ADMIN_PORT)
         cfg = {
             "listen": mirror,
+            "admin-listen": admin,
             "data-dir": data,
             "upstream": "http://" + ctx.registry,
             "upstreams": [{"host": ctx.registry, "url": "http://" + ctx.registry}],
@@ -213,8 +217,8 @@ def start_shoal(ctx):
         log = os.path.join(h.dir, "shoal-agent.log")
         p = h.popen([os.path.join(ctx.bin_dir, "shoal-agent"), "--config", cpath],
                     stdout=open(log, "w"), stderr=subprocess.STDOUT)
-        agents[h.name] = (h, p, log, "http://" + mirror)
-    for h, p, log, url in agents.values():
+        agents[h.name] = (h, p, log, "http://" + mirror, "http://" + admin)
+    for h, p, log, url, _ in agents.values():
         wait_http(h, url + "/_shoal/health", p, log)
         ctx.watch("agents", p)
     ctx.watch("registry", ctx.registry_proc)
@@ -229,8 +233,8 @@ def finish_shoal(ctx, agents, complete, errors, check_store):
     rss = max(proc_peak_rss(a[1].pid) or 0 for a in agents.values())
     io = [proc_io(a[1].pid) for a in agents.values()]
     up_own = peer_rx = 0
-    for n, (h, p, log, url) in agents.items():
-        m = http_get(h, url + "/metrics")
+    for n, (h, p, log, url, admin_url) in agents.items():
+        m = http_get(h, admin_url + "/metrics")
         up_own += metric(m, "shoal_upstream_bytes_total")
         peer_rx += metric(m, "shoal_peer_rx_bytes_total")
         if p.poll() is not None:

@@ -389,6 +389,9 @@ class Agent:
         self.data_dir = os.path.join(workdir, "data")
         self.port = port or free_port()
         self.host = "127.0.0.1:%d" % self.port
+        # The admin listener (metrics, health, readiness) on a port of its
+        # own: the default 127.0.0.1:5082 would clash between agents.
+        self.admin_port = free_port()
         self.url = "http://" + self.host
         self.upstream = upstream
         self.extra_args = list(extra_args or [])
@@ -404,7 +407,8 @@ class Agent:
         self.crashed_ok = False  # set by tests that kill -9 on purpose
 
     def argv(self):
-        return [agent_bin(), "--listen", self.host, "--data-dir", self.data_dir,
+        return [agent_bin(), "--listen", self.host, "--admin-listen",
+                "127.0.0.1:%d" % self.admin_port, "--data-dir", self.data_dir,
                 "--upstream", self.upstream, "--config", self.config,
                 "--log-level", "info"] + self.extra_args
 
@@ -457,8 +461,13 @@ class Agent:
     def head(self, path, headers=None, timeout=60):
         return http_request(self.port, "HEAD", path, headers=headers, timeout=timeout)
 
+    def admin(self, path, timeout=10):
+        """GET path on the admin listener: (status, headers, body)."""
+        return http_request(self.admin_port, "GET", path, timeout=timeout)
+
     def metrics_text(self):
-        st, _, body = http_request(self.port, "GET", "/metrics", timeout=10)
+        """/metrics from the admin listener, where Prometheus scrapes it."""
+        st, _, body = self.admin("/metrics")
         assert st == 200, "GET /metrics -> %d" % st
         return body.decode()
 

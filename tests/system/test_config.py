@@ -26,7 +26,7 @@ def run(args, tmp_path, timeout=10):
 
 def base(tmp_path):
     return ["--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:%d" % free_port(),
-            "--upstream", "http://127.0.0.1:1"]
+            "--admin-listen", "127.0.0.1:%d" % free_port(), "--upstream", "http://127.0.0.1:1"]
 
 
 def config_file(tmp_path, doc, name="c.json"):
@@ -104,7 +104,8 @@ def test_config_file_keys_are_flag_names(tmp_path):
                                  "log-level": "warn", "cache-max-bytes": "1GiB",
                                  "tag-cache-ttl": "30s", "upstream-allow-unlisted": False,
                                  "upstreams": []})
-    p = subprocess.Popen([agent_bin(), "--config", cfg, "--upstream", "http://127.0.0.1:1"],
+    p = subprocess.Popen([agent_bin(), "--config", cfg, "--upstream", "http://127.0.0.1:1",
+                          "--admin-listen", "off"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(tmp_path))
     try:
         def up():
@@ -132,7 +133,8 @@ def test_ready_line_and_sigint(tmp_path):
     port = free_port()
     data = tmp_path / "data"
     p = subprocess.Popen([agent_bin(), "--listen", "127.0.0.1:%d" % port, "--data-dir",
-                          str(data), "--upstream", "http://127.0.0.1:1"],
+                          str(data), "--upstream", "http://127.0.0.1:1",
+                          "--admin-listen", "127.0.0.1:%d" % free_port()],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(tmp_path))
     try:
         wait_for(lambda: os.path.exists(str(data)) and _health(port), 10, "agent ready")

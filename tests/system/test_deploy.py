@@ -27,13 +27,12 @@ DASHBOARD = os.path.join(DEPLOY, "grafana", "shoal.json")
 UNITS = os.path.join(DEPLOY, "systemd")
 COMPONENTS = ["containerd-wiring", "monitoring", "redis"]
 
-# Flags the deploy files use before the daemons have them: the admin
-# listener (issue 13) and the tracker's Redis state (issue 14). A flag in
-# this list that a binary already knows is fine; any other unknown flag
-# fails test_every_flag_is_known.
+# Flags the deploy files use before the daemons have them: the tracker's
+# Redis state (issue 14). A flag in this list that a binary already knows
+# is fine; any other unknown flag fails test_every_flag_is_known.
 PENDING_FLAGS = {
-    "shoal-agent": {"admin-listen"},
-    "shoal-tracker": {"admin-listen", "state"},
+    "shoal-agent": set(),
+    "shoal-tracker": {"state"},
 }
 
 # Metrics Prometheus makes itself for every target.
@@ -480,8 +479,9 @@ def test_promql_metric_extraction():
 
 
 class Daemon:
-    def __init__(self, argv, port, workdir, health="/_shoal/health"):
+    def __init__(self, argv, port, workdir, health="/_shoal/health", admin_port=None):
         self.port = port
+        self.admin_port = admin_port
         self.log = os.path.join(workdir, os.path.basename(argv[0]) + ".log")
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
@@ -507,16 +507,19 @@ def live(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text(os.urandom(32).hex())
     tport, aport, pport = free_port(), free_port(), free_port()
+    tadmin, aadmin = free_port(), free_port()
     started = []
     try:
         t = Daemon([tracker_bin(), "--listen", "127.0.0.1:%d" % tport, "--cluster-secret-file",
-                    str(secret), "--log-level", "warn"], tport, str(tmp_path))
+                    str(secret), "--log-level", "warn", "--admin-listen",
+                    "127.0.0.1:%d" % tadmin], tport, str(tmp_path), admin_port=tadmin)
         started.append(t)
         a = Daemon([agent_bin(), "--listen", "127.0.0.1:%d" % aport, "--data-dir",
                     str(tmp_path / "data"), "--upstream", "http://127.0.0.1:1",
                     "--tracker", "http://127.0.0.1:%d" % tport, "--cluster-secret-file",
                     str(secret), "--peer-listen", "127.0.0.1:%d" % pport, "--advertise",
-                    "127.0.0.1:%d" % pport, "--log-level", "warn"], aport, str(tmp_path))
+                    "127.0.0.1:%d" % pport, "--log-level", "warn", "--admin-listen",
+                    "127.0.0.1:%d" % aadmin], aport, str(tmp_path), admin_port=aadmin)
         started.append(a)
         # One answered request, so the per-status counter has a sample.
         http_request(aport, "GET", "/v2/")
@@ -527,10 +530,9 @@ def live(tmp_path):
 
 
 def metrics_url(daemon):
-    """Where a daemon serves /metrics. Today that is the mirror (agent) and
-    API (tracker) listener; when the admin listener lands, this is the one
-    line to change."""
-    return daemon.port, "/metrics"
+    """Where Prometheus scrapes a daemon: its admin listener (the ServiceMonitor,
+    the scrape annotations and the units all name the admin port)."""
+    return daemon.admin_port, "/metrics"
 
 
 def scrape(daemon):
@@ -607,7 +609,8 @@ def test_example_configs_start_the_daemons(tmp_path):
     for i, name in enumerate(("agent.json", "agent-swarm.json", "configmap.json")):
         port, pport = free_port(), free_port()
         d = Daemon([agent_bin(), "--config", str(tmp_path / name), "--listen",
-                    "127.0.0.1:%d" % port, "--data-dir", str(tmp_path / ("data%d" % i)),
+                    "127.0.0.1:%d" % port, "--admin-listen", "127.0.0.1:%d" % free_port(),
+                    "--data-dir", str(tmp_path / ("data%d" % i)),
                     "--peer-listen", "127.0.0.1:%d" % pport, "--advertise",
                     "127.0.0.1:%d" % pport, "--tracker", "http://127.0.0.1:1",
                     # as the DaemonSet passes it (a swarm needs the secret)
@@ -616,7 +619,8 @@ def test_example_configs_start_the_daemons(tmp_path):
         assert d.stop() == 0, tail(d.log)
     port = free_port()
     d = Daemon([tracker_bin(), "--config", str(tmp_path / "tracker.json"), "--listen",
-                "127.0.0.1:%d" % port], port, str(tmp_path))
+                "127.0.0.1:%d" % port, "--admin-listen", "127.0.0.1:%d" % free_port()],
+               port, str(tmp_path))
     assert d.stop() == 0, tail(d.log)
 
 

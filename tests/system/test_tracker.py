@@ -38,9 +38,11 @@ class Tracker:
         os.makedirs(workdir, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
+        self.admin_port = free_port()
         self.secret = secret
         self.log = os.path.join(workdir, "tracker.log")
         self.args = [tracker_bin(), "--listen", "127.0.0.1:%d" % self.port,
+                     "--admin-listen", "127.0.0.1:%d" % self.admin_port,
                      "--log-level", "debug"]
         if secret is not None:
             path = os.path.join(workdir, "secret")
@@ -99,7 +101,7 @@ class Tracker:
         return {s["digest"]: s for s in json.loads(data)["swarms"]}
 
     def metrics(self):
-        st, hdrs, data = http_request(self.port, "GET", "/metrics")
+        st, hdrs, data = http_request(self.admin_port, "GET", "/metrics")
         assert st == 200
         assert hdrs["content-type"].startswith("text/plain")
         return parse_metrics(data.decode())
@@ -290,7 +292,7 @@ def test_no_secret_refused_without_the_flag(tmp_path):
     """Without a secret the tracker does not start unless told to run open,
     and its message names both ways out."""
     port = free_port()
-    p = subprocess.run([tracker_bin(), "--listen", "127.0.0.1:%d" % port],
+    p = subprocess.run([tracker_bin(), "--listen", "127.0.0.1:%d" % port, "--admin-listen", "off"],
                        capture_output=True, text=True, timeout=10)
     assert p.returncode != 0, p
     assert "--insecure-no-secret" in p.stderr and "--cluster-secret-file" in p.stderr, p.stderr
@@ -299,8 +301,8 @@ def test_no_secret_refused_without_the_flag(tmp_path):
     # Given both, it refuses too: the operator's intent is unclear.
     secret = tmp_path / "secret"
     secret.write_bytes(SECRET)
-    p = subprocess.run([tracker_bin(), "--listen", "127.0.0.1:%d" % port, "--insecure-no-secret",
-                        "--cluster-secret-file", str(secret)],
+    p = subprocess.run([tracker_bin(), "--listen", "127.0.0.1:%d" % port, "--admin-listen", "off",
+                        "--insecure-no-secret", "--cluster-secret-file", str(secret)],
                        capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "mutually exclusive" in p.stderr, p.stderr
 
@@ -556,7 +558,8 @@ def test_config_errors(tmp_path):
                       (["--listen", "nowhere"], "listen"),
                       (["--cluster-secret-file", str(tmp_path / "missing")],
                        "cluster-secret-file")]:
-        p = subprocess.run([tracker_bin()] + args, capture_output=True, text=True, timeout=10)
+        p = subprocess.run([tracker_bin(), "--admin-listen", "off"] + args, capture_output=True,
+                           text=True, timeout=10)
         assert p.returncode == 2, (args, p.stderr)
         assert '"%s"' % key in p.stderr, p.stderr
     p = subprocess.run([tracker_bin(), "--help"], capture_output=True, text=True, timeout=10)

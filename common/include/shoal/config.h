@@ -77,6 +77,12 @@ void config_print_markdown(const struct config_option *table, FILE *out);
 int config_read_secret(const char *key, const char *path, char **out, size_t *out_len, char *err,
                        size_t errlen);
 
+/* An optional listen address held in a CONFIG_STRING field (*field, owned):
+ * NULL, "" or "off" leave NULL (the listener is off); anything else must be
+ * HOST:PORT and is normalised as CONFIG_ADDR values are. 0, SHOAL_ECONFIG
+ * with a message naming key, or -ENOMEM. */
+int config_optional_addr(const char *key, char **field, char *err, size_t errlen);
+
 /* Longest part of a value config_quote copies. */
 #define CONFIG_QUOTE_MAX 80
 

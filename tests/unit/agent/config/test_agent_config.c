@@ -97,6 +97,7 @@ static void test_table_keys(void **state)
     static const char *const keys[] = {
         "config",
         "listen",
+        "admin-listen",
         "data-dir",
         "upstream",
         "log-level",
@@ -115,6 +116,7 @@ static void test_table_keys(void **state)
         "idle-timeout",
         "max-connections",
         "tracker",
+        "tracker-optional",
         "peer-listen",
         "advertise",
         "cluster-secret-file",
@@ -131,6 +133,9 @@ static void test_table_keys(void **state)
         "labels",
         "mirror-url",
         "register-interval",
+        "docker-config",
+        "pull-secrets-dir",
+        "credentials-check-interval",
         "upstreams",
     };
     size_t i, n = 0;
@@ -508,6 +513,62 @@ static void test_upstreams_errors(void **state)
     }
 }
 
+/* repo-prefix: normalised to one trailing '/', checked against the OCI
+ * name grammar, kept by upstream_def_copy (jobs and downloads use copies). */
+static void test_repo_prefix(void **state)
+{
+    struct agent_config cfg;
+    struct upstream_def copy;
+    char err[512], out[AGENT_REPO_PREFIX_MAX + 2];
+    (void)state;
+
+    assert_int_equal(load_json(&cfg, err, sizeof(err),
+                               "{\"upstreams\": [{\"host\": \"docker.io\", \"url\": "
+                               "\"https://harbor.example.com\", \"repo-prefix\": "
+                               "\"/proxy-dockerhub\"}, {\"host\": \"ghcr.io\", \"url\": "
+                               "\"https://harbor.example.com\", \"repo-prefix\": "
+                               "\"proxy/ghcr/\"}, {\"host\": \"a.io\", \"url\": "
+                               "\"https://a.io\", \"repo-prefix\": \"/\"}]}"),
+                     CONFIG_RUN);
+    assert_string_equal(cfg.upstreams.defs[0].repo_prefix, "proxy-dockerhub/");
+    assert_string_equal(cfg.upstreams.defs[1].repo_prefix, "proxy/ghcr/");
+    assert_null(cfg.upstreams.defs[2].repo_prefix); /* "/" is no prefix */
+    assert_int_equal(upstream_def_copy(&copy, &cfg.upstreams.defs[1]), 0);
+    assert_string_equal(copy.repo_prefix, "proxy/ghcr/");
+    upstream_def_dispose(&copy);
+    agent_config_dispose(&cfg);
+
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"repo-prefix\": \"Proxy\"}]}",
+                      "config: \"upstreams[0].repo-prefix\": \"Proxy\" is not a repository path "
+                      "(lower-case components separated by '/', at most 127 characters; host "
+                      "\"a.io\")");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"repo-prefix\": \"a//b\"}]}",
+                      "config: \"upstreams[0].repo-prefix\": \"a//b\" is not a repository path "
+                      "(lower-case components separated by '/', at most 127 characters; host "
+                      "\"a.io\")");
+    expect_json_error("{\"upstreams\": [{\"host\": \"a.io\", \"url\": \"https://a.io\","
+                      " \"repo-prefix\": 1}]}",
+                      "config: \"upstreams[0].repo-prefix\": expected a string");
+
+    assert_int_equal(agent_config_repo_prefix("p", out, sizeof(out)), 0);
+    assert_string_equal(out, "p/");
+    assert_int_equal(agent_config_repo_prefix("//a/b//", out, sizeof(out)), 0);
+    assert_string_equal(out, "a/b/");
+    assert_int_equal(agent_config_repo_prefix("", out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(agent_config_repo_prefix("a/../b", out, sizeof(out)), SHOAL_EPARSE);
+    assert_int_equal(agent_config_repo_prefix("a b", out, sizeof(out)), SHOAL_EPARSE);
+    char longp[200];
+    memset(longp, 'a', 127);
+    longp[127] = '\0';
+    assert_int_equal(agent_config_repo_prefix(longp, out, sizeof(out)), 0); /* 127 + '/' */
+    longp[127] = 'a';
+    longp[128] = '\0';
+    assert_int_equal(agent_config_repo_prefix(longp, out, sizeof(out)), SHOAL_EPARSE);
+}
+
 static void test_upstream_lookup(void **state)
 {
     struct agent_config cfg;
@@ -629,6 +690,7 @@ int main(void)
         cmocka_unit_test(test_cache_group),
         cmocka_unit_test_teardown(test_upstreams_ok, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstreams_errors, scratch_files_teardown),
+        cmocka_unit_test_teardown(test_repo_prefix, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstream_lookup, scratch_files_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

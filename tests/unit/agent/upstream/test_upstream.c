@@ -67,6 +67,37 @@ static void test_bearer_access_token_default_scope(void **state)
     fx_teardown(&f);
 }
 
+/* An upstream with a repo-prefix (a Harbor proxy-cache project) is asked
+ * for the prefixed repository: in the path, and in the default token
+ * scope; the second request reuses the token key of the prefixed name. */
+static void test_repo_prefix_path_and_scope(void **state)
+{
+    struct fx f;
+    struct result a = {0}, b = {0};
+    char prefix[] = "proxy-hub/";
+    (void)state;
+
+    fx_setup(&f, bearer_handler, 3, 5, 50);
+    f.scenario = 6;
+    f.def.repo_prefix = prefix;
+    start(&f, &a, "/v2/lib/x/manifests/latest", false);
+    run_until(&f, &a.ndone, 1);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(f.nlog, 3);
+    assert_string_equal(f.log[0].path, "/v2/proxy-hub/lib/x/manifests/latest");
+    assert_string_equal(
+        f.log[1].path,
+        "/token?service=test%20registry&scope=repository%3Aproxy-hub%2Flib%2Fx%3Apull");
+    assert_string_equal(f.log[2].path, "/v2/proxy-hub/lib/x/manifests/latest");
+    start(&f, &b, "/v2/lib/x/blobs/sha256:11", false);
+    run_until(&f, &b.ndone, 1);
+    assert_int_equal(b.status, 200);
+    assert_int_equal(f.nlog, 4); /* the token was sent up front */
+    assert_string_equal(f.log[3].path, "/v2/proxy-hub/lib/x/blobs/sha256:11");
+    assert_string_equal(f.log[3].auth, "Bearer t1");
+    fx_teardown(&f);
+}
+
 static void test_bearer_token_with_credentials(void **state)
 {
     struct fx f;
@@ -460,6 +491,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bearer_flow),
         cmocka_unit_test(test_bearer_access_token_default_scope),
+        cmocka_unit_test(test_repo_prefix_path_and_scope),
         cmocka_unit_test(test_bearer_token_with_credentials),
         cmocka_unit_test(test_bearer_realm_refuses),
         cmocka_unit_test(test_realm_trust),

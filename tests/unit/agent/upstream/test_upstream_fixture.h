@@ -187,7 +187,8 @@ struct result {
     char body[2048];
     size_t bodylen;
     char www_auth[256];
-    bool in_cancel; /* set around upstream_req_cancel */
+    char retry_after[64]; /* of the final answer, "" if none */
+    bool in_cancel;       /* set around upstream_req_cancel */
 };
 
 static int r_response(void *arg, const struct http_client_response *resp)
@@ -196,6 +197,7 @@ static int r_response(void *arg, const struct http_client_response *resp)
     r->nresp++;
     r->resp_status = resp->status;
     http_client_response_header(resp, "WWW-Authenticate", r->www_auth, sizeof(r->www_auth));
+    http_client_response_header(resp, "Retry-After", r->retry_after, sizeof(r->retry_after));
     return 0;
 }
 
