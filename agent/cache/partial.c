@@ -650,8 +650,8 @@ static void hash_work(uv_work_t *w)
     size_t lead = (size_t)(pb->hashed - start);
     /* MAP_POPULATE maps the stretch's pages in one go: faulting them in one
      * by one cost as much as the hash itself (bench/profile-pull.sh). */
-    void *m = mmap(NULL, lead + pb->hlen, PROT_READ, MAP_SHARED | MAP_POPULATE, pb->rfd,
-                   (off_t)start);
+    void *m =
+        mmap(NULL, lead + pb->hlen, PROT_READ, MAP_SHARED | MAP_POPULATE, pb->rfd, (off_t)start);
     if (m != MAP_FAILED) {
         hash_update(&pb->hash, (const char *)m + lead, (size_t)pb->hlen);
         munmap(m, lead + pb->hlen);

@@ -61,13 +61,22 @@ def _drop_big_files(tmp_path):
 
 # ------------------------------------------------------------------ utils --
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    """A port that was free a moment ago (bind 0, read, close)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port that was free a moment ago (bind 0, read, close), never one
+    this test process handed out before: two picks in a row may otherwise get
+    the same port from the kernel (a peer and an admin listener collided)."""
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 200 tries")
 
 
 def bin_dir():
