@@ -1,20 +1,40 @@
 #!/usr/bin/env bash
-# Every test, twice: unit (ctest) and system (pytest) tests against the
-# normal build, then against the ASan+UBSan build, after the clang-format
-# check (tests/check-format.sh); then a bounded run of every libFuzzer
+# Every test: the clang-format check (tests/check-format.sh); unit (ctest)
+# and system (pytest) tests against the normal build, then against the
+# ASan+UBSan build; then, side by side, a bounded run of every libFuzzer
 # target (tests/fuzz/run.sh, FUZZ_SECONDS each, default 20; build-fuzz/ is
-# built by `make build-fuzz`). Run from anywhere; exits non-zero if any
-# runner fails (pytest's "no tests collected" counts too).
+# built by `make build-fuzz`) and the container image build from source
+# (pytest marker "image": network and disk bound, so it shares the cores
+# with the fuzzers instead of stretching a system pass). The ASan pass skips
+# the tests marked "slow" (long multi-agent runs whose code paths smaller
+# tests take too); ASAN_PYTEST_MARK="" runs them all. Run from anywhere;
+# exits non-zero if any runner fails (pytest's "no tests collected" counts
+# too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-/usr/bin/python3}
-# A pytest -m expression for the ASan pass, e.g. "not slow" on a slow machine.
-ASAN_PYTEST_MARK=${ASAN_PYTEST_MARK:-}
+# The pytest -m expression for the ASan pass; empty runs every test.
+ASAN_PYTEST_MARK=${ASAN_PYTEST_MARK-not slow}
 summary=()
 failed=0
 
-# Runs one runner, keeps its last summary-looking line for the final report.
+# record NAME RC LOG: keeps the runner's last summary-looking line.
+record() {
+    local name=$1 rc=$2 log=$3 line
+    line=$(grep -E '(tests passed|tests failed|[0-9]+ (passed|failed|error|skipped|deselected)|no tests ran)' "$log" | tail -n 1 || true)
+    if [ -z "$line" ]; then
+        line=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)
+    fi
+    if [ "$rc" -ne 0 ]; then
+        failed=1
+        summary+=("FAIL $name (exit $rc): ${line:-no summary}")
+    else
+        summary+=("ok   $name: ${line:-no summary}")
+    fi
+}
+
+# Runs one runner in the foreground, its output on ours.
 run() {
     local name=$1
     shift
@@ -25,18 +45,43 @@ run() {
     "$@" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
-    local line
-    line=$(grep -E '(tests passed|tests failed|[0-9]+ (passed|failed|error|skipped|deselected)|no tests ran)' "$log" | tail -n 1 || true)
-    if [ -z "$line" ]; then
-        line=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 || true)
-    fi
+    record "$name" "$rc" "$log"
     rm -f "$log"
-    if [ "$rc" -ne 0 ]; then
-        failed=1
-        summary+=("FAIL $name (exit $rc): ${line:-no summary}")
-    else
-        summary+=("ok   $name: ${line:-no summary}")
-    fi
+}
+
+# run_beside NAME1 CMD1... -- NAME2 CMD2...: two runners at once, each into
+# its own log, printed one after the other when both are done.
+run_beside() {
+    local name1=$1
+    shift
+    local cmd1=()
+    while [ "$1" != "--" ]; do
+        cmd1+=("$1")
+        shift
+    done
+    shift
+    local name2=$1
+    shift
+    local log1 log2 pid1 rc1 rc2
+    log1=$(mktemp)
+    log2=$(mktemp)
+    echo "==== $name1: ${cmd1[*]}"
+    echo "==== $name2: $* (beside it; output below)"
+    set +e
+    "${cmd1[@]}" >"$log1" 2>&1 &
+    pid1=$!
+    "$@" >"$log2" 2>&1
+    rc2=$?
+    wait "$pid1"
+    rc1=$?
+    set -e
+    echo "==== $name1"
+    cat "$log1"
+    echo "==== $name2"
+    cat "$log2"
+    record "$name1" "$rc1" "$log1"
+    record "$name2" "$rc2" "$log2"
+    rm -f "$log1" "$log2"
 }
 
 # pytest_run BIN_DIR [pytest args]. Its exit 5 (no tests collected) is
@@ -52,18 +97,21 @@ start=$(date +%s)
 
 run "format" ./tests/check-format.sh
 run "unit (build)" ctest --test-dir build --output-on-failure
-run "system (build)" pytest_run build/bin
+run "system (build)" pytest_run build/bin -m "not image"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run "unit (build-asan)" ctest --test-dir build-asan --output-on-failure
 if [ -n "$ASAN_PYTEST_MARK" ]; then
-    run "system (build-asan)" pytest_run build-asan/bin -m "$ASAN_PYTEST_MARK"
+    run "system (build-asan)" pytest_run build-asan/bin -m "not image and ($ASAN_PYTEST_MARK)"
 else
-    run "system (build-asan)" pytest_run build-asan/bin
+    run "system (build-asan)" pytest_run build-asan/bin -m "not image"
 fi
 
-run "fuzz (build-fuzz)" ./tests/fuzz/run.sh "${FUZZ_SECONDS:-20}"
+# The fuzzers one at a time, beside the image build (build/bin is only used
+# for its smoke checks; the image compiles its own binaries).
+run_beside "fuzz (build-fuzz)" env FUZZ_JOBS=1 ./tests/fuzz/run.sh "${FUZZ_SECONDS:-20}" -- \
+    "system image (build)" pytest_run build/bin -m image
 
 echo
 echo "==== summary ($(($(date +%s) - start)) s)"

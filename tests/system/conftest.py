@@ -38,7 +38,10 @@ REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: large transfers (may be skipped in the ASan pass)")
+    config.addinivalue_line("markers", "slow: long multi-agent runs whose paths smaller tests "
+                            "also take (skipped in make test's ASan pass, ASAN_PYTEST_MARK)")
+    config.addinivalue_line("markers", "image: builds the container image from source (make test "
+                            "runs it beside the fuzz targets, not in the system passes)")
 
 
 @pytest.fixture(autouse=True)

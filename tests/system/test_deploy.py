@@ -704,7 +704,7 @@ def _debian_mirror():
     return None
 
 
-@pytest.mark.slow
+@pytest.mark.image
 @by_design(under_asan(), "the image is built from source, not from the binaries under test: "
            "it runs in the normal pass")
 def test_image_recipe_builds(tmp_path):

@@ -23,6 +23,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 import faultcheck
 import swarmpeer
 from conftest import metric, tail, wait_for
@@ -440,6 +442,7 @@ def row_kill9_restart(reg, agent_factory, tracker_factory, secret_file):
     return row.done(reg, digest)
 
 
+@pytest.mark.slow
 def test_fault_matrix(tmpfs_mount, faulty_registry, agent_factory, tracker_factory,
                       secret_file, tmp_path):
     reg = faulty_registry

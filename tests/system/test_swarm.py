@@ -158,6 +158,7 @@ SIZE_BIG = 256 << 20
 PL_DEFAULT = 1 << 20  # the tracker's piece length for blobs up to 2 GiB (protocol.md)
 
 
+@pytest.mark.slow
 def test_six_agents_one_upstream_copy(registry, agent_factory, tracker_factory, secret_file,
                                       build):
     d, desc = build.blob(SIZE_BIG)

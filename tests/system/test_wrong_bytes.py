@@ -19,6 +19,8 @@ import os
 import threading
 import time
 
+import pytest
+
 import faultcheck
 import swarmpeer
 from conftest import metric, tail, wait_for
@@ -95,6 +97,7 @@ def banned_lines(agent):
     return [ln for ln in agent.logs().splitlines() if "peer banned" in ln]
 
 
+@pytest.mark.slow
 def test_upstream_corrupts_a_leased_piece_once(faulty_registry, agent_factory, tracker_factory,
                                                secret_file):
     """The swarm path: one agent's upstream lease gets a piece with a byte
