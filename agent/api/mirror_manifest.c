@@ -4,8 +4,10 @@
  */
 #include "api/mirror_manifest.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache/store.h"
 #include "shoal/hash.h"
@@ -61,6 +63,20 @@ static bool serve_stale_tag(struct mreq *r)
     char digest[136];
     char mt[256];
     struct oci_digest d;
+    int64_t written = 0;
+    int64_t max_age = r->m->deps.cfg->tag_stale_max_ms;
+    if (max_age <= 0 ||
+        store_tag_written(r->m->deps.store, r->def->host, r->repo, r->ref, &written) < 0)
+        return false;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t age = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - written;
+    if (age > max_age) {
+        LOG(WARN, "mirror",
+            "stale=refused upstream=%s repo=%s tag=%s age_s=%" PRId64 " tag_stale_max_s=%" PRId64,
+            r->def->host, r->repo, r->ref, age / 1000, max_age / 1000);
+        return false;
+    }
     if (store_tag_get(r->m->deps.store, r->def->host, r->repo, r->ref, digest, mt, sizeof(mt)) < 0)
         return false;
     if (oci_digest_parse(digest, strlen(digest), &d) < 0)
@@ -69,8 +85,9 @@ static bool serve_stale_tag(struct mreq *r)
     if (!serve_cached_manifest(r, &d))
         return false;
     r->m->stale_answers++;
-    LOG(WARN, "mirror", "stale=true upstream=%s repo=%s tag=%s digest=%s reason=unreachable",
-        r->def->host, r->repo, r->ref, d.str);
+    LOG(WARN, "mirror",
+        "stale=true upstream=%s repo=%s tag=%s digest=%s age_s=%" PRId64 " reason=unreachable",
+        r->def->host, r->repo, r->ref, d.str, age / 1000);
     return true;
 }
 

@@ -143,6 +143,10 @@ int store_tag_put(struct store *s, const char *host, const char *repo, const cha
 /* digest must hold 136 bytes. SHOAL_ENOT_FOUND if unknown. */
 int store_tag_get(struct store *s, const char *host, const char *repo, const char *tag,
                   char *digest, char *mt, size_t mtlen);
+/* When upstream last gave this answer (store_tag_put writes the file each
+ * time), as Unix milliseconds in *unix_ms. SHOAL_ENOT_FOUND if unknown. */
+int store_tag_written(struct store *s, const char *host, const char *repo, const char *tag,
+                      int64_t *unix_ms);
 
 /* --- which repositories hold a blob (persisted next to the blob) --- */
 

@@ -226,6 +226,20 @@ int store_tag_put(struct store *s, const char *host, const char *repo, const cha
     return rc;
 }
 
+int store_tag_written(struct store *s, const char *host, const char *repo, const char *tag,
+                      int64_t *unix_ms)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int rc = tag_path(s, host, repo, tag, path, sizeof(path));
+    if (rc)
+        return rc;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT || errno == ENOTDIR ? SHOAL_ENOT_FOUND : -errno;
+    *unix_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+    return 0;
+}
+
 int store_tag_get(struct store *s, const char *host, const char *repo, const char *tag,
                   char *digest, char *mt, size_t mtlen)
 {

@@ -62,6 +62,9 @@ const struct config_option agent_options[] = {
         "by it; without it only the agent's user can (0600 and 0700)"),
     OPT("tag-cache-ttl", CONFIG_DURATION, tag_cache_ttl_ms, 0, HOUR, "0",
         "how long a tag-to-digest answer is reused without asking upstream (0 = always ask)"),
+    OPT("tag-stale-max", CONFIG_DURATION, tag_stale_max_ms, 0, 365 * 24 * HOUR, "168h",
+        "how old the last upstream answer for a tag may be and still be served while upstream "
+        "is unreachable, answers 5xx or 429 (0 = never serve a stale tag)"),
     OPT("repo-check-ttl", CONFIG_DURATION, repo_check_ttl_ms, 0, 24 * HOUR, "5m",
         "how long an upstream access check for a repository is reused"),
     OPT("upstream-retries", CONFIG_INT, upstream_retries, 0, 10, "3",

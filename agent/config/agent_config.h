@@ -71,6 +71,7 @@ struct agent_config {
     char *cache_group; /* who may read the cache besides the agent, or NULL */
     gid_t cache_gid;   /* derived from cache_group */
     int64_t tag_cache_ttl_ms;
+    int64_t tag_stale_max_ms;
     int64_t repo_check_ttl_ms;
     int64_t upstream_retries;
     int64_t upstream_retry_max_ms;

@@ -3,6 +3,7 @@ the last known answer, manifests by digest and cached blobs. What it never
 fetched is an OCI error, and the agent stays healthy."""
 
 import hashlib
+import time
 
 import ocibuild
 from conftest import layout_digests, oci_error_codes, skopeo_copy, wait_for
@@ -67,3 +68,33 @@ def test_pull_survives_registry_outage(registry, agent_factory, build, tmp_path)
         st, _, body = a.get("/v2/off/img/blobs/" + never["digest"])
         return st == 200 and "sha256:" + hashlib.sha256(body).hexdigest() == never["digest"]
     wait_for(fetched, 15, "the blob once the registry is back", interval=0.5)
+
+
+def test_stale_tag_only_within_tag_stale_max(registry, agent_factory, build):
+    """A tag's last known answer is served while upstream is down only as long
+    as tag-stale-max allows; the manifest by digest stays available."""
+    b = build.image(layers=1, layer_size=4096)
+    registry.push(b, "off/stale")
+    a = agent_factory(registry.host, extra_args=["--upstream-retries", "0",
+                                                 "--tag-stale-max", "3s"])
+    path = "/v2/off/stale/manifests/" + b.tag
+    accept = {"Accept": ocibuild.MT_OCI_MANIFEST}
+    st, hd, _ = a.get(path, headers=accept)
+    assert st == 200
+    answered = time.monotonic()
+    registry.stop()
+
+    st, hd, body = a.get(path, headers=accept)
+    assert time.monotonic() - answered < 3, "the machine was too slow to check inside the window"
+    assert st == 200 and hd.get("docker-content-digest") == b.digest
+    assert body == b.raw
+
+    time.sleep(max(0.0, answered + 3.5 - time.monotonic()))
+    st, _, body = a.get(path, headers=accept)
+    assert st in (502, 503), st
+    assert set(oci_error_codes(body)) & {"UNAVAILABLE", "MANIFEST_UNKNOWN"}, body
+    assert "stale=refused" in a.logs() and "tag_stale_max_s=3" in a.logs()
+
+    # By digest the manifest is content-addressed: no window applies.
+    st, _, body = a.get("/v2/off/stale/manifests/" + b.digest, headers=accept)
+    assert st == 200 and body == b.raw

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -709,6 +710,15 @@ static void test_manifests(void **state)
     store_close(s);
 }
 
+/* Sets a file's modification time to secs after the epoch. */
+static int utime_path(struct fixture *f, const char *fmt, time_t secs)
+{
+    char path[PATH_MAX];
+    struct timespec ts[2] = {{secs, 0}, {secs, 0}};
+    snprintf(path, sizeof(path), fmt, f->dir);
+    return utimensat(AT_FDCWD, path, ts, 0);
+}
+
 static void test_tags(void **state)
 {
     struct fixture *f = *state;
@@ -728,6 +738,22 @@ static void test_tags(void **state)
         store_tag_get(s, "registry-1.docker.io", "library/alpine", "3.19", digest, got_mt, 256), 0);
     assert_string_equal(digest, d1);
     assert_string_equal(got_mt, mt);
+
+    /* When it was written: now, and again at every put. */
+    int64_t written = 0;
+    struct timespec now;
+    assert_int_equal(
+        store_tag_written(s, "registry-1.docker.io", "library/alpine", "3.20", &written),
+        SHOAL_ENOT_FOUND);
+    assert_int_equal(
+        store_tag_written(s, "registry-1.docker.io", "library/alpine", "3.19", &written), 0);
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    assert_true(written <= now_ms + 1000 && written >= now_ms - 60000);
+    assert_true(utime_path(f, "%s/tags/registry-1.docker.io/library/alpine/_tags/3.19", 1000) == 0);
+    assert_int_equal(
+        store_tag_written(s, "registry-1.docker.io", "library/alpine", "3.19", &written), 0);
+    assert_int_equal(written, 1000 * 1000);
 
     /* Overwrite, and survive a restart. */
     assert_int_equal(store_tag_put(s, "registry-1.docker.io", "library/alpine", "3.19", d2, ""), 0);
