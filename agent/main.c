@@ -426,6 +426,7 @@ static int agent_start(struct agent *a)
         .mirror_url = a->mirror_url,
         .store = a->store,
         .swarm = a->swarm,
+        .creds = a->creds,
     };
     struct mirror_deps md = {
         .loop = &a->loop,

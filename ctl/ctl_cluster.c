@@ -515,9 +515,19 @@ int ctl_status_main(int argc, char **argv)
     json_t *ups = json_object_get(doc, "upstreams");
     for (size_t i = 0; i < json_array_size(ups); i++) {
         json_t *up = json_array_get(ups, i);
-        printf("%s %s -> %s (%s%s)\n", i ? "         " : "upstream ", s(up, "host"), s(up, "url"),
-               s(up, "auth"), json_is_true(json_object_get(up, "insecure")) ? ", insecure" : "");
+        const char *file = json_string_value(json_object_get(up, "auth_file"));
+        printf("%s %s -> %s (%s%s%s%s)\n", i ? "         " : "upstream ", s(up, "host"),
+               s(up, "url"), s(up, "auth"), file ? " from " : "", file ? file : "",
+               json_is_true(json_object_get(up, "insecure")) ? ", insecure" : "");
     }
+    json_t *nc = json_object_get(doc, "node_credentials");
+    if (json_is_object(nc))
+        printf("creds     %" PRIu64 " registries from %" PRIu64 " files, %" PRIu64
+               " reloads, %" PRIu64 " failed%s\n",
+               u(nc, "registries"), u(nc, "files"), u(nc, "reloads"), u(nc, "reload_errors"),
+               json_is_true(json_object_get(nc, "last_reload_ok")) ? ""
+                                                                   : " (the last one: using "
+                                                                     "the previous credentials)");
     json_decref(doc);
     return 0;
 }

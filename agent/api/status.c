@@ -9,18 +9,48 @@
 #include "api/prewarm.h"
 #include "swarm/registration.h"
 #include "swarm/swarm.h"
+#include "upstream/node_creds.h"
 
-static json_t *upstreams_json(const struct agent_config *cfg)
+/* How requests to an upstream authenticate: its own entry's credentials
+ * win over the node's files (as in upstream_auth.c); "node:" names the
+ * kind found in the node's files, and *source the file. */
+static const char *auth_kind(const struct upstream_def *d, const struct node_creds *nc,
+                             const char **source)
+{
+    struct node_cred c;
+    *source = NULL;
+    if (d->username)
+        return "basic";
+    if (nc && node_creds_find(nc, d->url, &c)) {
+        *source = c.source;
+        return c.identity_token && !c.username ? "node:identitytoken" : "node:basic";
+    }
+    return "anonymous";
+}
+
+static json_t *upstreams_json(const struct agent_config *cfg, const struct node_creds *nc)
 {
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < cfg->upstreams.n; i++) {
         const struct upstream_def *d = &cfg->upstreams.defs[i];
-        json_array_append_new(arr,
-                              json_pack("{s:s,s:s,s:s,s:b,s:s?}", "host", d->host, "url", d->url,
-                                        "auth", d->username ? "basic" : "anonymous", "insecure",
-                                        d->insecure, "repo_prefix", d->repo_prefix));
+        const char *source;
+        const char *auth = auth_kind(d, nc, &source);
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s?,s:b,s:s?}", "host", d->host, "url",
+                                             d->url, "auth", auth, "auth_file", source, "insecure",
+                                             d->insecure, "repo_prefix", d->repo_prefix));
     }
     return arr;
+}
+
+/* The node's credential files: counts and whether the last reload took. */
+static json_t *node_creds_json(const struct node_creds *nc)
+{
+    if (!nc)
+        return json_null();
+    const struct node_creds_stats *st = node_creds_stats(nc);
+    return json_pack("{s:I,s:I,s:I,s:I,s:b}", "registries", (json_int_t)st->entries, "files",
+                     (json_int_t)st->files, "reloads", (json_int_t)st->reloads, "reload_errors",
+                     (json_int_t)st->reload_errors, "last_reload_ok", st->last_ok);
 }
 
 static json_t *registration_json(const struct status_deps *d)
@@ -46,7 +76,8 @@ int status_http(const struct status_deps *d, struct buf *out)
     const struct swarm_stats *ss = d->swarm ? swarm_stats(d->swarm) : &none;
     uint64_t used = store_bytes(d->store);
     json_t *doc = json_pack(
-        "{s:s,s:s,s:s,s:o,s:s?,s:o,s:{s:I,s:I,s:I,s:I},s:{s:b,s:I,s:I,s:I,s:I,s:I},s:{s:I},s:o}",
+        "{s:s,s:s,s:s,s:o,s:s?,s:o,s:{s:I,s:I,s:I,s:I},s:{s:b,s:I,s:I,s:I,s:I,s:I},s:{s:I},s:o,s:"
+        "o}",
         "node", cfg->node_name, "version", d->version, "mirror_url", d->mirror_url, "labels",
         labels, "tracker", cfg->tracker, "registration", registration_json(d), "cache", "bytes",
         (json_int_t)used, "max_bytes", (json_int_t)cfg->cache_max_bytes, "free_bytes",
@@ -56,7 +87,7 @@ int status_http(const struct status_deps *d, struct buf *out)
         "peer_tx_bytes", (json_int_t)ss->peer_tx_bytes, "pieces_verified",
         (json_int_t)ss->pieces_verified, "fallbacks", (json_int_t)ss->fallbacks, "prewarm",
         "running", (json_int_t)(d->prewarm ? prewarm_running(d->prewarm) : 0), "upstreams",
-        upstreams_json(cfg));
+        upstreams_json(cfg, d->creds), "node_credentials", node_creds_json(d->creds));
     char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (!s)

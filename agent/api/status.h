@@ -2,7 +2,9 @@
  * (docs/protocol.md, "Agent status"): node name, version, labels, mirror
  * URL, the tracker and whether the registration is current, the cache, the
  * swarms, prewarm jobs and the configured upstreams (host, URL and whether
- * credentials are configured; never the credentials).
+ * credentials are configured, in the upstream entry or in the node's
+ * docker-config / pull-secrets-dir files, and which file; never the
+ * credentials themselves).
  */
 #ifndef SHOAL_STATUS_H
 #define SHOAL_STATUS_H
@@ -18,6 +20,7 @@
 struct swarm;
 struct prewarm;
 struct registration;
+struct node_creds;
 
 /* All borrowed; the optional ones may be NULL. */
 struct status_deps {
@@ -29,6 +32,7 @@ struct status_deps {
     struct swarm *swarm;
     struct prewarm *prewarm;
     struct registration *reg;
+    const struct node_creds *creds; /* docker-config and pull-secrets-dir */
 };
 
 /* Appends the status JSON to out; returns the HTTP status (200, or 503

@@ -100,6 +100,23 @@ def test_private_image_with_credentials_from_config_json_only(registry_factory, 
     log = a.logs()
     assert "comp=credentials host=%s kind=basic file=%s" % (reg.host, cfg) in log
     no_secrets_logged(a, PW1)
+    # The status says where the upstream's credentials come from, never what
+    # they are; shoalctl status prints it.
+    st, _, body = a.get("/_shoal/status")
+    assert st == 200 and PW1 not in body.decode() and USER not in body.decode()
+    doc = json.loads(body)
+    assert doc["upstreams"][0]["auth"] == "node:basic"
+    assert doc["upstreams"][0]["auth_file"] == str(cfg)
+    assert doc["node_credentials"]["registries"] == 1
+    assert doc["node_credentials"]["last_reload_ok"] is True
+    st, _, body = plain.get("/_shoal/status")
+    assert json.loads(body)["upstreams"][0]["auth"] == "anonymous"
+    r = subprocess.run([os.path.join(os.path.dirname(agent_bin()), "shoalctl"), "status",
+                        "--agent", "http://%s" % a.host], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "node:basic from %s" % cfg in r.stdout and "1 registries from 1 files" in r.stdout, \
+        r.stdout
 
 
 def test_username_password_form_and_own_config_first(registry_factory, agent_factory, build,
