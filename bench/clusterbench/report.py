@@ -197,6 +197,8 @@ def markdown(meta, results):
            "- repetitions per system: %d (the table shows the run with the median last-host "
            "time)" % meta["reps"],
            "- pieces: shoal %s; BitTorrent %s" % (meta["shoal_pieces"], meta["bt_pieces"]),
+           "- extra agent config: %s" % (", ".join("`%s`" % kv for kv in meta.get("agent_config")
+                                                   or []) or "none"),
            "- shoal: `shoal` is prewarm mode (each agent asked to prewarm at T0; done when its "
            "store holds the verified workload), `shoal-pull` pull mode (each host's client pulls "
            "through its own agent at T0; done when the client holds the verified bytes)",

@@ -209,6 +209,9 @@ def start_shoal(ctx):
             "cluster-secret-file": secret,
             "log-level": "warn",
         }
+        for kv in ctx.agent_config:
+            k, v = kv.split("=", 1)
+            cfg[k] = int(v) if v.lstrip("-").isdigit() else v
         if not cluster.emulated:  # the agents' own limits stand in for tbf
             cfg["ingress-rate"] = "%dB" % (cluster.rate // 8)
             cfg["egress-rate"] = "%dB" % (cluster.rate // 8)

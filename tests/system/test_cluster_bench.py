@@ -113,7 +113,8 @@ def test_interrupt_cleans_up(tmp_path):
 def test_smoke_pull_mode(tmp_path):
     """Pull mode, both workloads: every host's client pulls through its own
     agent, containerd's way, and reports first byte, curve and CPU."""
-    p, res = run_bench(tmp_path, "--workload", "both", systems="shoal", mode="pull")
+    p, res = run_bench(tmp_path, "--workload", "both", "--agent-config", "swarm-reader-window=4",
+                       systems="shoal", mode="pull")
     assert p.returncode == 0, "cluster-bench failed:\n%s\n%s" % (p.stdout[-3000:],
                                                                   p.stderr[-3000:])
     runs = {(r["workload"], r["system"]): r["run"] for r in res["runs"]}
@@ -151,6 +152,7 @@ def test_smoke_pull_mode(tmp_path):
     assert text.count("| shoal-pull | 3/3 |") == 2, text  # the timing table, per workload
     assert len(re.findall(r"^\| shoal-pull \| \d+\.\d\d \|", text, re.M)) == 2, text  # CPU
     assert "CPU seconds per GB delivered" in text and "## Targets" in text, text
+    assert "- extra agent config: `swarm-reader-window=4`" in text, text
     assert namespaces() == [], "namespaces left behind: %s" % namespaces()
 
 
