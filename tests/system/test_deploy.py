@@ -25,7 +25,7 @@ CHART = os.path.join(DEPLOY, "helm", "shoal")
 RULES = os.path.join(DEPLOY, "prometheus", "shoal-rules.yaml")
 DASHBOARD = os.path.join(DEPLOY, "grafana", "shoal.json")
 UNITS = os.path.join(DEPLOY, "systemd")
-COMPONENTS = ["containerd-wiring", "monitoring", "redis"]
+COMPONENTS = ["containerd-wiring", "monitoring", "redis", "pull-secrets"]
 
 # Flags the deploy files use before the daemons have them: the tracker's
 # Redis state (issue 14). A flag in this list that a binary already knows
@@ -226,6 +226,14 @@ def test_kustomize_components_render_and_validate(tmp_path):
     assert by_kind(docs, "Deployment", "shoal-redis") and by_kind(docs, "Service", "shoal-redis")
     assert by_kind(docs, "NetworkPolicy", "shoal-redis")
     assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "PrometheusRule")
+    agent = pod_spec(ds)["containers"][0]
+    assert "--pull-secrets-dir=/etc/shoal/pull-secrets" in agent["args"]
+    assert {"name": "pull-secrets", "mountPath": "/etc/shoal/pull-secrets",
+            "readOnly": True} in agent["volumeMounts"]
+    vol = [v for v in pod_spec(ds)["volumes"] if v["name"] == "pull-secrets"][0]
+    assert vol["projected"]["sources"][0]["secret"] == {
+        "name": "shoal-pull-secret",
+        "items": [{"key": ".dockerconfigjson", "path": "shoal-pull-secret.json"}]}
 
 
 def test_init_container_command_runs(tmp_path):
@@ -289,7 +297,7 @@ def test_every_flag_is_known(tmp_path):
 # --------------------------------------------------------------------- helm --
 
 ALL_VALUES = {
-    "agent": {"configureContainerd": {"enabled": True}},
+    "agent": {"configureContainerd": {"enabled": True}, "pullSecrets": ["shoal-pull-secret"]},
     "tracker": {"replicas": 2},
     "redis": {"enabled": True},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
