@@ -157,7 +157,8 @@ static void clean_copy(char *dst, size_t dstlen, const char *src, size_t srclen)
     size_t i, n = 0;
 
     for (i = 0; i < srclen && n + 1 < dstlen; i++)
-        dst[n++] = src[i] >= 0x20 && src[i] < 0x7f && src[i] != '"' ? src[i] : '?';
+        dst[n++] =
+            src[i] >= 0x20 && src[i] < 0x7f && src[i] != '"' && src[i] != '\'' ? src[i] : '?';
     if (dstlen)
         dst[n] = '\0';
 }
@@ -285,7 +286,7 @@ static int psk_find_cb(SSL *ssl, const unsigned char *identity, size_t len, SSL_
     if (len != strlen(ctx->psk_id) || memcmp(identity, ctx->psk_id, len) != 0) {
         clean_copy(shown, sizeof(shown), (const char *)identity, len);
         note(conn_of(ssl),
-             "the peer offered PSK identity \"%s\", ours is \"%s\": it holds another cluster "
+             "the peer offered PSK identity '%s', ours is '%s': it holds another cluster "
              "secret",
              shown, ctx->psk_id);
         return 1;
@@ -318,7 +319,7 @@ static int mtls_verify_cb(int ok, X509_STORE_CTX *x)
     ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
     e = X509_STORE_CTX_get_error(x);
     cert_cn(X509_STORE_CTX_get_current_cert(x), cn, sizeof(cn));
-    note(ssl ? conn_of(ssl) : NULL, "peer certificate \"%s\": %s%s", cn,
+    note(ssl ? conn_of(ssl) : NULL, "peer certificate '%s': %s%s", cn,
          X509_verify_cert_error_string(e),
          e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
                  e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
