@@ -909,10 +909,10 @@ int tls_conn_send(struct tls_conn *t, const void *data, size_t len)
 
     if (t->failed)
         return SHOAL_ETLS;
-    if (!t->established || t->notify_sent)
-        return -ENOTCONN;
     if (len == 0)
         return 0;
+    if (!t->established || t->notify_sent)
+        return -ENOTCONN;
     /* Room for every record at once, so one buffer grows once. */
     rc = out_reserve(t, len + (len / TLS13_RECORD_PLAIN + 1) * TLS13_RECORD_OVERHEAD);
     if (rc < 0)

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -499,5 +500,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stalled_and_broken_handshakes, setup, teardown),
     };
 
+    signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
