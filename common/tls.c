@@ -118,6 +118,41 @@ int tls_mode_parse(const char *s, enum tls_mode *out)
     return SHOAL_EPARSE;
 }
 
+int tls_options_check(const char *mode_name, bool have_secret, const char *ca, const char *cert,
+                      const char *key, enum tls_mode *mode, char *err, size_t errlen)
+{
+    const char *missing = NULL;
+
+    *mode = TLS_MODE_OFF;
+    if (mode_name != NULL && tls_mode_parse(mode_name, mode) < 0) {
+        snprintf(err, errlen, "config: \"tls-mode\": \"%.40s\" is not off, psk or mtls", mode_name);
+        return SHOAL_ECONFIG;
+    }
+    if (*mode == TLS_MODE_PSK && !have_secret) {
+        snprintf(err, errlen,
+                 "config: \"tls-mode\": psk derives its key from the cluster secret: set "
+                 "cluster-secret-file");
+        return SHOAL_ECONFIG;
+    }
+    if (*mode == TLS_MODE_MTLS)
+        missing = !ca ? "tls-ca" : !cert ? "tls-cert" : !key ? "tls-key" : NULL;
+    if (missing) {
+        snprintf(err, errlen,
+                 "config: \"%s\": required with tls-mode mtls (tls-ca, tls-cert and tls-key)",
+                 missing);
+        return SHOAL_ECONFIG;
+    }
+    if (*mode != TLS_MODE_MTLS && (ca || cert || key)) {
+        snprintf(err, errlen, "config: \"%s\": only used with tls-mode mtls (tls-mode is %s)",
+                 ca     ? "tls-ca"
+                 : cert ? "tls-cert"
+                        : "tls-key",
+                 tls_mode_name(*mode));
+        return SHOAL_ECONFIG;
+    }
+    return 0;
+}
+
 bool tls_looks_plaintext(const void *data, size_t len)
 {
     const uint8_t *p = data;

@@ -66,6 +66,15 @@ int tls_mode_parse(const char *s, enum tls_mode *out);
 int tls_psk_derive(const void *secret, size_t secret_len, uint8_t psk[TLS_PSK_LEN],
                    char identity[TLS_PSK_ID_MAX]);
 
+/* Checks the tls-* options as both daemons take them (names as in their
+ * config files): the mode's name (NULL = off) into *mode; psk needs the
+ * cluster secret (have_secret); mtls needs ca, cert and key; those three
+ * set with another mode are refused, as they would be silently unused.
+ * Files are not read here (tls_context_create does). 0, or SHOAL_ECONFIG
+ * with a message "config: \"tls-mode\": ..." in err. */
+int tls_options_check(const char *mode_name, bool have_secret, const char *ca, const char *cert,
+                      const char *key, enum tls_mode *mode, char *err, size_t errlen);
+
 /* What a context is made from; every pointer is borrowed for the call. */
 struct tls_settings {
     enum tls_mode mode;       /* PSK or MTLS; OFF is -EINVAL */
