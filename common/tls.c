@@ -452,7 +452,7 @@ static const char *hint_for(const struct tls_conn *t, int reason)
     case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
         return psk ? " (the peer refused this cluster's PSK: another cluster secret, or another "
                      "tls-mode)"
-                   : " (the peer refused the handshake: is it in tls-mode mtls?)";
+                   : " (the peer refused the handshake: is it in another tls-mode?)";
     case SSL_R_NO_SHARED_CIPHER:
     case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
         return psk ? " (the peer offered no PSK of this cluster: is it in tls-mode psk?)"
