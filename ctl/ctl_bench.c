@@ -528,6 +528,8 @@ void ctl_bench_usage(FILE *out)
             "  -u, --username USER      registry credentials (also handed to the job)\n"
             "  -W, --password-file F\n"
             "  -s, --cluster-secret-file F  sign tracker requests, seal the credentials\n"
+            "                           (the tracker's TLS: $SHOAL_TLS_MODE, $SHOAL_TLS_CA,\n"
+            "                           $SHOAL_TLS_CERT, $SHOAL_TLS_KEY)\n"
             "  -d, --tmp-dir DIR        where the payload is written first (default $TMPDIR)\n"
             "  -k, --keep               leave the artifact in the registry\n"
             "  -t, --timeout DUR        give up following the job after DUR (default 2h)\n"
@@ -672,6 +674,11 @@ int ctl_bench_main(int argc, char **argv)
     b.job.password = password;
     if (ctl_http_init(&b.h, b.job.common.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl bench: %s\n", err);
+        goto out;
+    }
+    if (ctl_common_tls(&b.job.common, &b.h, "bench")) {
+        ctl_http_dispose(&b.h);
+        status = 2;
         goto out;
     }
     ctl_registry_init(&b.reg, &b.h, b.target.host, b.plain_http, b.target.repo, true,

@@ -33,6 +33,27 @@ void ctl_common_defaults(struct ctl_common *c)
     c->secret_file = getenv("SHOAL_CLUSTER_SECRET_FILE");
     if (c->secret_file && !c->secret_file[0])
         c->secret_file = NULL;
+    c->tls_mode = getenv("SHOAL_TLS_MODE");
+    c->tls_ca = getenv("SHOAL_TLS_CA");
+    c->tls_cert = getenv("SHOAL_TLS_CERT");
+    c->tls_key = getenv("SHOAL_TLS_KEY");
+}
+
+int ctl_common_tls(const struct ctl_common *c, struct ctl_http *h, const char *cmd)
+{
+    struct tls_settings s = {
+        .ca_file = c->tls_ca, .cert_file = c->tls_cert, .key_file = c->tls_key};
+    char err[400];
+
+    if (tls_options_check(c->tls_mode && c->tls_mode[0] ? c->tls_mode : NULL, h->secret_len > 0,
+                          c->tls_ca, c->tls_cert, c->tls_key, &s.mode, err, sizeof(err)) < 0 ||
+        (s.mode != TLS_MODE_OFF &&
+         ctl_http_cluster_tls(h, c->tracker_url, &s, err, sizeof(err)) < 0)) {
+        /* The daemons' "config: " prefix means nothing on a command line. */
+        fprintf(stderr, "shoalctl %s: %s\n", cmd, strncmp(err, "config: ", 8) ? err : err + 8);
+        return 2;
+    }
+    return 0;
 }
 
 int ctl_common_output(struct ctl_common *c, const char *cmd, const char *value)
@@ -109,6 +130,10 @@ static int parse_common(int argc, char **argv, const char *cmd, struct ctl_commo
         {"cluster-secret-file", required_argument, NULL, 's'},
         {"output", required_argument, NULL, 'o'},
         {"watch", no_argument, NULL, 'w'},
+        {"tls-mode", required_argument, NULL, 'M'},
+        {"tls-ca", required_argument, NULL, 'A'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -123,6 +148,18 @@ static int parse_common(int argc, char **argv, const char *cmd, struct ctl_commo
             break;
         case 's':
             c->secret_file = optarg;
+            break;
+        case 'M':
+            c->tls_mode = optarg;
+            break;
+        case 'A':
+            c->tls_ca = optarg;
+            break;
+        case 'C':
+            c->tls_cert = optarg;
+            break;
+        case 'K':
+            c->tls_key = optarg;
             break;
         case 'o':
             if (ctl_common_output(c, cmd, optarg))
@@ -151,6 +188,10 @@ static void common_help(FILE *out)
                  "                               $SHOAL_TRACKER)\n"
                  "  -s, --cluster-secret-file F  sign requests with the cluster secret (default:\n"
                  "                               $SHOAL_CLUSTER_SECRET_FILE)\n"
+                 "      --tls-mode MODE          off, psk or mtls: the tracker's TLS (default:\n"
+                 "                               $SHOAL_TLS_MODE; psk needs -s)\n"
+                 "      --tls-ca/--tls-cert/--tls-key F  mtls: the cluster CA, a certificate it\n"
+                 "                               issued and its key ($SHOAL_TLS_CA, ...)\n"
                  "  -o, --output FORMAT          text (default) or json\n"
                  "  -h, --help                   this help\n");
 }
@@ -180,6 +221,10 @@ int ctl_agents_main(int argc, char **argv)
         return st;
     if (ctl_http_init(&h, c.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl agents: %s\n", err);
+        return 2;
+    }
+    if (ctl_common_tls(&c, &h, "agents")) {
+        ctl_http_dispose(&h);
         return 2;
     }
     st = ctl_tracker_get(&h, &c, "/v1/agents", &doc);
@@ -243,6 +288,10 @@ int ctl_swarms_main(int argc, char **argv)
         return st;
     if (ctl_http_init(&h, c.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl swarms: %s\n", err);
+        return 2;
+    }
+    if (ctl_common_tls(&c, &h, "swarms")) {
+        ctl_http_dispose(&h);
         return 2;
     }
     st = ctl_tracker_get(&h, &c, "/v1/swarms", &doc);
@@ -374,6 +423,10 @@ int ctl_jobs_main(int argc, char **argv)
     snprintf(path, sizeof(path), id ? "/v1/jobs/%s" : "/v1/jobs", id ? id : "");
     if (ctl_http_init(&h, c.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl jobs: %s\n", err);
+        return 2;
+    }
+    if (ctl_common_tls(&c, &h, "jobs")) {
+        ctl_http_dispose(&h);
         return 2;
     }
     bool tty = !c.json && isatty(STDOUT_FILENO) == 1;

@@ -20,6 +20,12 @@ struct ctl_common {
     char tracker_url[CTL_URL_MAX];
     const char *secret_file; /* NULL = no secret */
     bool json;               /* -o json */
+    /* --tls-mode, --tls-ca, --tls-cert, --tls-key (defaults SHOAL_TLS_MODE,
+     * ...): the cluster's TLS to the tracker (docs/protocol.md, "TLS") */
+    const char *tls_mode;
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
 };
 
 /* Fills c's defaults. */
@@ -28,6 +34,11 @@ void ctl_common_defaults(struct ctl_common *c);
 int ctl_common_output(struct ctl_common *c, const char *cmd, const char *value);
 /* Checks --tracker; 0, or 2 after a usage error. */
 int ctl_common_tracker(struct ctl_common *c, const char *cmd);
+
+/* Makes h use the cluster's TLS for the tracker when --tls-mode (or
+ * SHOAL_TLS_MODE) says so. Call after ctl_http_init. 0, or 2 after printing
+ * why for cmd. */
+int ctl_common_tls(const struct ctl_common *c, struct ctl_http *h, const char *cmd);
 
 /* GETs path from the tracker (signed) into *doc; 0, or 1 after printing
  * why on stderr. */

@@ -235,6 +235,10 @@ int ctl_job_prewarm(const struct ctl_job_args *a)
         fprintf(stderr, "shoalctl prewarm: %s\n", err);
         return 2;
     }
+    if (ctl_common_tls(&a->common, &h, "prewarm")) {
+        ctl_http_dispose(&h);
+        return 2;
+    }
     st = ctl_job_create(&h, a, &job);
     if (st) {
         ctl_http_dispose(&h);

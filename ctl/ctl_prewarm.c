@@ -462,6 +462,8 @@ void ctl_prewarm_usage(FILE *out)
             "  -W, --password-file F  the password (one trailing newline dropped)\n"
             "  -s, --cluster-secret-file F  sign requests and seal the credentials\n"
             "                       (default $SHOAL_CLUSTER_SECRET_FILE)\n"
+            "                       The tracker's TLS: $SHOAL_TLS_MODE (psk, mtls),\n"
+            "                       $SHOAL_TLS_CA, $SHOAL_TLS_CERT, $SHOAL_TLS_KEY\n"
             "  -o, --output FORMAT  text (default) or json (the job at its end)\n"
             "  -t, --timeout DUR    give up after DUR (e.g. 90s, 10m, 2h; default %s)\n"
             "  -h, --help           this help\n"

@@ -54,6 +54,17 @@ def psk_of(secret):
     return "shoal-psk-v1:" + kid.hex(), key
 
 
+def shoalctl(args, env=None, timeout=30):
+    from conftest import bin_dir
+    e = dict(os.environ)
+    for k in ("SHOAL_TRACKER", "SHOAL_CLUSTER_SECRET_FILE", "SHOAL_TLS_MODE", "SHOAL_TLS_CA",
+              "SHOAL_TLS_CERT", "SHOAL_TLS_KEY"):
+        e.pop(k, None)
+    e.update(env or {})
+    return subprocess.run([os.path.join(bin_dir(), "shoalctl")] + args, capture_output=True,
+                          text=True, timeout=timeout, env=e)
+
+
 def sign(method, path, body=b""):
     return swarmpeer.sign(SECRET, method, path, body)
 
@@ -252,6 +263,26 @@ def test_psk_swarm(registry, agent_factory, trackers, build, tmp_path):
         sw = {s["digest"]: s for s in json.loads(body)["swarms"]}
         return sw.get(desc["digest"], {}).get("seeds") == 3
     wait_for(seeded, 10, "three seeds in the tracker's swarm list")
+    # shoalctl speaks it too (flags, or the environment).
+    r = shoalctl(["swarms", "--tracker", tracker.url(), "-s", secret_file, "--tls-mode", "psk",
+                  "-o", "json"])
+    assert r.returncode == 0, r.stderr
+    assert [sw["seeds"] for sw in json.loads(r.stdout)["swarms"]] == [3], r.stdout
+    r = shoalctl(["agents", "-o", "json"], env={"SHOAL_TRACKER": tracker.url(),
+                                                 "SHOAL_CLUSTER_SECRET_FILE": secret_file,
+                                                 "SHOAL_TLS_MODE": "psk"})
+    assert r.returncode == 0, r.stderr
+    assert sorted(a["name"] for a in json.loads(r.stdout)["agents"]) == [
+        "agent-0", "agent-1", "agent-2"], r.stdout
+    # Without the mode it cannot talk to the TLS port, and says so.
+    r = shoalctl(["swarms", "--tracker", tracker.url(), "-s", secret_file])
+    assert r.returncode != 0
+    r = shoalctl(["swarms", "--tracker", "http://127.0.0.1:%d" % tracker.api_port, "-s",
+                  secret_file])
+    assert r.returncode != 0 and "requires TLS 1.3" in r.stderr, r.stderr
+    r = shoalctl(["swarms", "--tracker", "http://127.0.0.1:%d" % tracker.api_port, "-s",
+                  secret_file, "--tls-mode", "psk"])
+    assert r.returncode == 2 and "must be https://" in r.stderr, r.stderr
     # Another secret's PSK gets no answer at all.
     st, err = s_client_request(tracker.api_port, b"another secret", "GET", "/v1/swarms")
     assert st is None, "a wrong PSK got an answer"
@@ -336,6 +367,11 @@ def test_mtls_swarm(registry, agent_factory, trackers, build, tmp_path):
         return sw.get(desc["digest"], {}).get("seeds") == 3
     wait_for(seeded, 10, "three seeds in the tracker's swarm list")
     assert metric(tracker.metrics(), "shoal_tracker_agents") == 3
+    r = shoalctl(["agents", "--tracker", tracker.url(), "-s", secret_file, "--tls-mode", "mtls",
+                  "--tls-ca", pki.ca, "--tls-cert", certs[1][0], "--tls-key", certs[1][1],
+                  "-o", "json"])
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["agents"]) == 3, r.stdout
 
     # A certificate from another CA: refused by the tracker and by a peer.
     bad = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
