@@ -625,13 +625,18 @@ static int load_mtls(struct tls_context *ctx, const struct tls_settings *s, char
         ERR_clear_error();
         goto out;
     }
-    if (X509_check_purpose(ctx->cert, X509_PURPOSE_SSL_SERVER, 0) != 1 ||
+    if ((!s->client_only && X509_check_purpose(ctx->cert, X509_PURPOSE_SSL_SERVER, 0) != 1) ||
         (!s->server_only && X509_check_purpose(ctx->cert, X509_PURPOSE_SSL_CLIENT, 0) != 1)) {
         snprintf(err, errlen,
                  "tls-cert %s (\"%s\"): its key usage does not allow %s (an extendedKeyUsage "
-                 "needs serverAuth%s)",
-                 s->cert_file, cn, s->server_only ? "a TLS server" : "both TLS roles",
-                 s->server_only ? "" : " and clientAuth");
+                 "needs %s)",
+                 s->cert_file, cn,
+                 s->server_only   ? "a TLS server"
+                 : s->client_only ? "a TLS client"
+                                  : "both TLS roles",
+                 s->server_only   ? "serverAuth"
+                 : s->client_only ? "clientAuth"
+                                  : "serverAuth and clientAuth");
         ERR_clear_error();
         goto out;
     }

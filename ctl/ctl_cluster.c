@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "ctl_render.h"
@@ -37,6 +38,26 @@ void ctl_common_defaults(struct ctl_common *c)
     c->tls_ca = getenv("SHOAL_TLS_CA");
     c->tls_cert = getenv("SHOAL_TLS_CERT");
     c->tls_key = getenv("SHOAL_TLS_KEY");
+}
+
+bool ctl_common_tls_opt(struct ctl_common *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case CTL_OPT_TLS_MODE:
+        c->tls_mode = arg;
+        return true;
+    case CTL_OPT_TLS_CA:
+        c->tls_ca = arg;
+        return true;
+    case CTL_OPT_TLS_CERT:
+        c->tls_cert = arg;
+        return true;
+    case CTL_OPT_TLS_KEY:
+        c->tls_key = arg;
+        return true;
+    default:
+        return false;
+    }
 }
 
 int ctl_common_tls(const struct ctl_common *c, struct ctl_http *h, const char *cmd)
@@ -86,6 +107,23 @@ void ctl_print_json(json_t *doc)
     fflush(stdout);
 }
 
+const char *ctl_common_hint(const struct ctl_common *c, const struct ctl_response *resp)
+{
+    bool tls = c->tls_mode && c->tls_mode[0] && strcmp(c->tls_mode, "off") != 0;
+
+    if (resp->status == 401)
+        return " (is --cluster-secret-file the cluster's secret?)";
+    if (resp->rc == SHOAL_ETLS)
+        return " (does --tls-mode match the tracker's, with the cluster's secret for psk or a "
+               "certificate from the cluster CA for mtls?)";
+    /* Without --tls-mode an https:// tracker is an ordinary https server to
+     * libcurl, and the cluster's TLS fails as a plain connection error. */
+    if (resp->rc < 0 && resp->rc != SHOAL_EUNAVAILABLE && !tls &&
+        strncasecmp(c->tracker_url, "https://", 8) == 0)
+        return " (a tracker in tls-mode psk or mtls needs --tls-mode, or $SHOAL_TLS_MODE)";
+    return "";
+}
+
 int ctl_tracker_get(struct ctl_http *h, const struct ctl_common *c, const char *path, json_t **doc)
 {
     char url[CTL_URL_MAX + 256], why[600];
@@ -99,8 +137,7 @@ int ctl_tracker_get(struct ctl_http *h, const struct ctl_common *c, const char *
                           NULL);
     if (!*doc) {
         ctl_response_error(&resp, why, sizeof(why));
-        fprintf(stderr, "shoalctl: %s: %s%s\n", url, why,
-                resp.status == 401 ? " (is --cluster-secret-file the cluster's secret?)" : "");
+        fprintf(stderr, "shoalctl: %s: %s%s\n", url, why, ctl_common_hint(c, &resp));
         ctl_response_dispose(&resp);
         return 1;
     }
@@ -130,10 +167,10 @@ static int parse_common(int argc, char **argv, const char *cmd, struct ctl_commo
         {"cluster-secret-file", required_argument, NULL, 's'},
         {"output", required_argument, NULL, 'o'},
         {"watch", no_argument, NULL, 'w'},
-        {"tls-mode", required_argument, NULL, 'M'},
-        {"tls-ca", required_argument, NULL, 'A'},
-        {"tls-cert", required_argument, NULL, 'C'},
-        {"tls-key", required_argument, NULL, 'K'},
+        {"tls-mode", required_argument, NULL, CTL_OPT_TLS_MODE},
+        {"tls-ca", required_argument, NULL, CTL_OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, CTL_OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, CTL_OPT_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -148,18 +185,6 @@ static int parse_common(int argc, char **argv, const char *cmd, struct ctl_commo
             break;
         case 's':
             c->secret_file = optarg;
-            break;
-        case 'M':
-            c->tls_mode = optarg;
-            break;
-        case 'A':
-            c->tls_ca = optarg;
-            break;
-        case 'C':
-            c->tls_cert = optarg;
-            break;
-        case 'K':
-            c->tls_key = optarg;
             break;
         case 'o':
             if (ctl_common_output(c, cmd, optarg))
@@ -176,6 +201,8 @@ static int parse_common(int argc, char **argv, const char *cmd, struct ctl_commo
         case ':':
             return usage_error(cmd, "%s needs a value", argv[optind - 1]);
         default:
+            if (ctl_common_tls_opt(c, ch, optarg))
+                break;
             return usage_error(cmd, "unknown option %s", argv[optind - 1]);
         }
     }

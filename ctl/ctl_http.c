@@ -59,6 +59,8 @@ int ctl_http_cluster_tls(struct ctl_http *h, const char *origin, const struct tl
 
     ts.secret = h->secret;
     ts.secret_len = h->secret_len;
+    /* shoalctl only dials: an operator's certificate may be client-only. */
+    ts.client_only = true;
     rc = tls_context_create(&ts, &h->tls, err, errlen);
     if (rc < 0)
         return rc;

@@ -108,7 +108,8 @@ int ctl_job_create(struct ctl_http *h, const struct ctl_job_args *a, json_t **jo
         *job = json_loadb(resp.body.data, resp.body.len, JSON_PRESERVE_ORDER, NULL);
     if (!*job) {
         ctl_response_error(&resp, why, sizeof(why));
-        fprintf(stderr, "shoalctl: the tracker refused the job: %s\n", why);
+        fprintf(stderr, "shoalctl: the tracker refused the job: %s%s\n", why,
+                ctl_common_hint(&a->common, &resp));
     }
     ctl_response_dispose(&resp);
     return *job ? 0 : 1;

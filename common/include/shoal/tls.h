@@ -85,6 +85,7 @@ struct tls_settings {
     const char *key_file;     /* mtls: PEM private key of that certificate */
     const char *ciphersuites; /* TLS 1.3 suites, ':'-separated; NULL = the default */
     bool server_only;         /* mtls: the certificate need not allow the client role */
+    bool client_only;         /* mtls: nor the server role (shoalctl, an operator's) */
 };
 
 struct tls_context;

@@ -31,6 +31,7 @@ struct pki {
     char b_cert[300], b_key[300];       /* agent-b, cluster CA, both roles */
     char x_cert[300], x_key[300];       /* intruder, another CA */
     char s_cert[300], s_key[300];       /* tracker, cluster CA, server only */
+    char o_cert[300], o_key[300];       /* operator, cluster CA, client only */
     char e_cert[300], e_key[300];       /* expired, cluster CA */
     char self_cert[300], self_key[300]; /* self-signed */
 };
@@ -53,6 +54,8 @@ static int setup(void **state)
     PATH(x_key, "x.key");
     PATH(s_cert, "s.pem");
     PATH(s_key, "s.key");
+    PATH(o_cert, "o.pem");
+    PATH(o_key, "o.key");
     PATH(e_cert, "e.pem");
     PATH(e_key, "e.key");
     PATH(self_cert, "self.pem");
@@ -66,6 +69,7 @@ static int setup(void **state)
     certs_issue(ca, "agent-b", CERTS_EKU_BOTH, false, p->b_cert, p->b_key);
     certs_issue(other, "intruder", CERTS_EKU_BOTH, false, p->x_cert, p->x_key);
     certs_issue(ca, "tracker", CERTS_EKU_SERVER, false, p->s_cert, p->s_key);
+    certs_issue(ca, "operator", CERTS_EKU_CLIENT, false, p->o_cert, p->o_key);
     certs_issue(ca, "old", CERTS_EKU_BOTH, true, p->e_cert, p->e_key);
     certs_issue(NULL, "self", CERTS_EKU_BOTH, false, p->self_cert, p->self_key);
     certs_ca_destroy(ca);
@@ -467,7 +471,52 @@ static void test_context_errors(void **state)
     s.server_only = true;
     assert_int_equal(tls_context_create(&s, &ctx, err, sizeof(err)), 0);
     tls_context_destroy(ctx);
+    ctx = NULL;
+    s.server_only = false;
+    s.client_only = true;
+    EXPECT(SHOAL_ECONFIG, "does not allow a TLS client (an extendedKeyUsage needs clientAuth)");
+    /* An operator's client-only certificate (shoalctl): only as a client. */
+    s.cert_file = p->o_cert;
+    s.key_file = p->o_key;
+    assert_int_equal(tls_context_create(&s, &ctx, err, sizeof(err)), 0);
+    tls_context_destroy(ctx);
+    ctx = NULL;
+    s.client_only = false;
+    EXPECT(SHOAL_ECONFIG, "does not allow both TLS roles (an extendedKeyUsage needs serverAuth "
+                          "and clientAuth)");
+    s.server_only = true;
+    EXPECT(SHOAL_ECONFIG, "does not allow a TLS server (an extendedKeyUsage needs serverAuth)");
 #undef EXPECT
+}
+
+/* shoalctl's client-only certificate against the tracker's server-only one. */
+static void test_mtls_client_only_certificate(void **state)
+{
+    struct pki *p = *state;
+    struct tls_settings cs = {.mode = TLS_MODE_MTLS,
+                              .ca_file = p->ca,
+                              .cert_file = p->o_cert,
+                              .key_file = p->o_key,
+                              .client_only = true};
+    struct tls_settings ss = {.mode = TLS_MODE_MTLS,
+                              .ca_file = p->ca,
+                              .cert_file = p->s_cert,
+                              .key_file = p->s_key,
+                              .server_only = true};
+    struct tls_context *c = NULL, *s = NULL;
+    struct tls_conn *cli, *srv;
+    char err[256];
+
+    assert_int_equal(tls_context_create(&cs, &c, err, sizeof(err)), 0);
+    assert_int_equal(tls_context_create(&ss, &s, err, sizeof(err)), 0);
+    pair(c, s, &cli, &srv);
+    assert_int_equal(handshake(cli, srv), 0);
+    assert_string_equal(tls_conn_peer(srv), "cn=operator");
+    assert_string_equal(tls_conn_peer(cli), "cn=tracker");
+    tls_conn_destroy(cli);
+    tls_conn_destroy(srv);
+    tls_context_destroy(c);
+    tls_context_destroy(s);
 }
 
 /* ---- Tests: mode mismatches ------------------------------------------------------ */
@@ -686,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_mtls_client_trusting_everyone),
         cmocka_unit_test(test_mtls_self_signed_peer),
         cmocka_unit_test(test_context_errors),
+        cmocka_unit_test(test_mtls_client_only_certificate),
         cmocka_unit_test(test_psk_client_mtls_server),
         cmocka_unit_test(test_eof_without_close_notify),
         cmocka_unit_test(test_truncated_record),
