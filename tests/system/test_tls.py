@@ -472,13 +472,188 @@ def test_config_errors(tmp_path):
     for args, want in cases:
         r = run_agent(args)
         assert r.returncode == 2 and want in r.stderr, (args, r.returncode, r.stderr)
+    # psk without a secret: refused for want of the secret (main's rule), and
+    # with --insecure-no-secret by the psk check itself.
+    for extra in ([], ["--insecure-no-secret"]):
+        r = run_agent(["--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
+                       "--tracker", "https://127.0.0.1:1", "--peer-listen", "127.0.0.1:0",
+                       "--tls-mode", "psk"] + extra)
+        assert r.returncode == 2 and "cluster-secret-file" in r.stderr, r.stderr
+        r = run_tracker(["--tls-mode", "psk"] + extra)
+        assert r.returncode == 2 and "cluster-secret-file" in r.stderr, r.stderr
     r = run_agent(["--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
                    "--tracker", "https://127.0.0.1:1", "--peer-listen", "127.0.0.1:0",
-                   "--tls-mode", "psk"])
+                   "--tls-mode", "psk", "--insecure-no-secret"])
     assert r.returncode == 2 and "set cluster-secret-file" in r.stderr, r.stderr
-
-    r = run_tracker(["--tls-mode", "psk"])
+    r = run_tracker(["--tls-mode", "psk", "--insecure-no-secret"])
     assert r.returncode == 2 and "set cluster-secret-file" in r.stderr, r.stderr
     r = run_tracker(["--cluster-secret-file", secret_file, "--tls-mode", "mtls", "--tls-ca",
                      pki.ca, "--tls-cert", t_cert, "--tls-key", "/nonexistent.key"])
     assert r.returncode == 2 and "tls-key /nonexistent.key" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------- refusals, one by one --
+
+SMALL = 1 << 20
+
+
+def readiness(agent):
+    st, _, body = http_request(agent.admin_port, "GET", "/readyz", timeout=5)
+    return st, json.loads(body)
+
+
+def small_blob(registry, build, repo):
+    d, desc = build.blob(SMALL)
+    registry.push_blob(d, repo, desc["digest"])
+    return desc, "/v2/%s/blobs/%s" % (repo, desc["digest"])
+
+
+def check_small(agent, path, desc):
+    res = {}
+    fetch(agent.port, path, res)
+    assert res.get("error") is None and res.get("status") == 200, (agent.host, res)
+    assert res["bytes"] == SMALL and res["digest"] == desc["digest"], (agent.host, res)
+
+
+def test_plaintext_agent_refused(registry, agent_factory, trackers, build, tmp_path):
+    """An agent in tls-mode off meets a psk tracker and a psk peer: both
+    refuse it with an answer it can read, and its clients are still served
+    from upstream."""
+    secret_file = write_secret(tmp_path)
+    tracker = trackers(["--tls-mode", "psk"])
+    member, = tls_agents(agent_factory, registry.host, tracker.url(), 1,
+                         lambda i: ["--cluster-secret-file", secret_file, "--tls-mode", "psk"])
+    plain, = tls_agents(agent_factory, registry.host, "http://127.0.0.1:%d" % tracker.api_port, 1,
+                        lambda i: ["--cluster-secret-file", secret_file])
+    desc, path = small_blob(registry, build, "tls/plain")
+
+    # The tracker: a plaintext 400 naming the mode, in the agent's log and in
+    # the reason its /readyz gives.
+    wait_for(lambda: "requires TLS 1.3 (tls-mode psk)" in plain.logs(), 15,
+             "the plaintext agent to log the tracker's answer")
+    st, doc = readiness(plain)
+    assert st == 503, doc
+    assert any("tracker answered 400" in r and "requires TLS 1.3 (tls-mode psk)" in r
+               for r in doc["reasons"]), doc
+    assert "plaintext client on a TLS port" in open(tracker.log).read()
+    wait_for(lambda: readiness(member)[0] == 200, 15, "the psk agent registered")
+
+    # A TLS peer: the plaintext HELLO gets an ERROR frame saying what the port
+    # wants, then a close; the peer logs why.
+    r = swarmpeer.try_handshake(member.peer_port, desc["digest"], SECRET)
+    assert swarmpeer.frame_types(r) == ["error"], r["frames"]
+    assert swarmpeer.error_codes(r) == [swarmpeer.ERR_AUTH]
+    assert b"this peer requires TLS 1.3 (tls-mode psk)" in r["frames"][0][1], r["frames"]
+    assert r["closed"]
+    wait_for(lambda: "a plaintext peer on a TLS port" in member.logs(), 5,
+             "the psk agent to log the plaintext peer")
+
+    # The refused agent still serves its client, from upstream.
+    check_small(plain, path, desc)
+    assert plain.metric("shoal_peer_rx_bytes_total") == 0
+    names = [a["name"] for a in json.loads(
+        s_client_request(tracker.api_port, SECRET, "GET", "/v1/agents")[1])["agents"]]
+    assert names == ["agent-0"], names  # the plaintext agent never registered
+
+
+def test_wrong_psk_refused(registry, agent_factory, trackers, build, tmp_path):
+    """psk with another cluster secret: the tracker and a peer fail the
+    handshake, each side logs which secret it holds (by key id), the agent
+    says why it is not ready, and its clients are served from upstream."""
+    secret_file = write_secret(tmp_path)
+    other_file = write_secret(tmp_path, b"not the cluster secret", "other-secret")
+    tracker = trackers(["--tls-mode", "psk"])
+    member, = tls_agents(agent_factory, registry.host, tracker.url(), 1,
+                         lambda i: ["--cluster-secret-file", secret_file, "--tls-mode", "psk"])
+    wrong, = tls_agents(agent_factory, registry.host, tracker.url(), 1,
+                        lambda i: ["--cluster-secret-file", other_file, "--tls-mode", "psk",
+                                   "--node-name", "wrong-secret"])
+    desc, path = small_blob(registry, build, "tls/wrongpsk")
+    ours, _ = psk_of(SECRET)
+    theirs, _ = psk_of(b"not the cluster secret")
+
+    wait_for(lambda: "tls=failed" in wrong.logs() and "same tls-mode" in wrong.logs(), 15,
+             "the agent with another secret to log its failed handshake")
+    st, doc = readiness(wrong)
+    assert st == 503 and any("TLS handshake or record failed" in r for r in doc["reasons"]), doc
+    wait_for(lambda: "it holds another cluster secret" in open(tracker.log).read(), 5,
+             "the tracker to log the wrong PSK")
+    log = open(tracker.log).read()
+    assert "'%s'" % theirs in log and "'%s'" % ours in log, "key ids not logged"
+
+    # A TLS client with another secret's PSK at the member's peer port.
+    ident2, key2 = psk_of(b"not the cluster secret")
+    rr = subprocess.run([need_tool("openssl"), "s_client", "-connect",
+                         "127.0.0.1:%d" % member.peer_port, "-tls1_3", "-psk_identity", ident2,
+                         "-psk", key2.hex(), "-quiet"], input=b"", capture_output=True,
+                        timeout=20)
+    assert rr.returncode != 0 or rr.stdout == b"", rr
+    wait_for(lambda: "it holds another cluster secret" in member.logs(), 5,
+             "the agent to log the wrong PSK")
+    # With another secret's PSK the tracker gives no answer at all.
+    st, _ = s_client_request(tracker.api_port, b"not the cluster secret", "GET", "/v1/agents")
+    assert st is None, "a wrong PSK got an answer"
+
+    check_small(wrong, path, desc)
+    assert wrong.metric("shoal_peer_rx_bytes_total") == 0
+    wait_for(lambda: readiness(member)[0] == 200, 15, "the psk agent registered")
+    st, body = s_client_request(tracker.api_port, SECRET, "GET", "/v1/agents")
+    assert st == 200, body
+    assert [a["name"] for a in json.loads(body)["agents"]] == ["agent-0"], body
+
+
+def s_client_msgs(port, args, data=b""):
+    """openssl s_client -msg against port: (returncode, stdout, stderr) as
+    text; -msg lists every handshake message either side sent. With data it
+    waits for the server to close (an HTTP request with Connection: close)."""
+    r = subprocess.run([need_tool("openssl"), "s_client", "-connect", "127.0.0.1:%d" % port,
+                        "-tls1_3", "-msg"] + (["-ign_eof"] if data else []) + list(args),
+                       input=data, capture_output=True, timeout=30)
+    return (r.returncode, r.stdout.decode("utf-8", "replace"),
+            r.stderr.decode("utf-8", "replace"))
+
+
+def test_fresh_keys_and_no_tickets(registry, agent_factory, trackers, build, tmp_path):
+    """Every handshake makes fresh ECDHE keys, with the PSK too (a key share
+    in the ServerHello, psk_dhe_ke), and no side issues a session ticket, so
+    a leaked secret or key does not open recorded traffic and nothing is
+    resumed."""
+    secret_file = write_secret(tmp_path)
+    tracker = trackers(["--tls-mode", "psk"])
+    member, = tls_agents(agent_factory, registry.host, tracker.url(), 1,
+                         lambda i: ["--cluster-secret-file", secret_file, "--tls-mode", "psk"])
+    ident, key = psk_of(SECRET)
+    req = ("GET /_shoal/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()
+    for port, data, who in ((tracker.api_port, req, "tracker"),
+                            (member.peer_port, b"", "peer port")):
+        rc, out, err = s_client_msgs(port, ["-psk_identity", ident, "-psk", key.hex()], data)
+        assert "ServerHello" in out, (who, out[-2000:], err[-2000:])
+        assert "Server Temp Key: X25519" in out or "Peer Temp Key: X25519" in out \
+            or "Server Temp Key: ECDH" in out, (who, "no ECDHE key share", out[-3000:])
+        assert "NewSessionTicket" not in out, (who, "a session ticket was issued")
+        # (s_client calls any external-PSK handshake "Reused": that is the PSK,
+        # not a resumed session; the ECDHE key above makes the keys fresh.)
+        if who == "tracker":
+            assert "HTTP/1.1 200" in out, out[-1500:]
+
+    # mtls, through Python's ssl: a full handshake and no ticket to resume.
+    pki = Pki(str(tmp_path / "pki"))
+    t_cert, t_key = pki.issue("tracker", eku="serverAuth")
+    c_cert, c_key = pki.issue("client")
+    mt = trackers(["--tls-mode", "mtls", "--tls-ca", pki.ca, "--tls-cert", t_cert,
+                   "--tls-key", t_key])
+    ctx = mtls_context(pki, c_cert, c_key)
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", mt.api_port), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname="127.0.0.1") as ts:
+                ts.sendall(req)
+                data = b""
+                while True:
+                    b = ts.recv(65536)
+                    if not b:
+                        break
+                    data += b
+                assert data.startswith(b"HTTP/1.1 200"), data[:200]
+                assert ts.version() == "TLSv1.3"
+                assert not ts.session_reused
+                assert ts.session is not None and not ts.session.has_ticket, "a ticket was issued"
