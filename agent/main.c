@@ -22,6 +22,7 @@
 #include "shoal/nofile.h"
 #include "shoal/ratelimit.h"
 #include "cache/blob_verify.h"
+#include "shoal/tls.h"
 #include "cache/store.h"
 #include "setup/runtime_wiring.h"
 #include "shoal/version.h"
@@ -52,6 +53,7 @@ struct agent {
     struct prewarm *prewarm;
     struct job_creds *job_creds;
     struct registration *reg;
+    struct tls_context *tls; /* the peer port's and the tracker client's; NULL = off */
     struct status_deps status;
     char mirror_url[AGENT_URL_MAX + 1];
     uv_signal_t sigint;
@@ -362,6 +364,14 @@ static int agent_start(struct agent *a)
     rc = http_client_create(&a->loop, &a->hc);
     if (rc < 0)
         return rc;
+    if (a->tls && cfg->tracker) {
+        rc = http_client_set_cluster_tls(a->hc, cfg->tracker, a->tls);
+        if (rc < 0) {
+            fprintf(stderr, "shoal-agent: cannot use TLS to the tracker %s: %s\n", cfg->tracker,
+                    shoal_strerror(rc));
+            return rc;
+        }
+    }
     struct upstream_opts uo = {
         .max_retries = (int)cfg->upstream_retries,
         .retry_base_ms = 200,
@@ -392,6 +402,7 @@ static int agent_start(struct agent *a)
             .min_size = cfg->swarm_min_size,
             .ingress = &a->ingress,
             .egress = &a->egress,
+            .tls = a->tls,
         };
         rc = swarm_create(&a->loop, a->hc, a->up, &swc, &a->swarm);
         if (rc < 0) {
@@ -503,10 +514,10 @@ static int agent_start(struct agent *a)
     uv_signal_start(&a->sighup, on_sighup, SIGHUP);
     LOG(INFO, "agent",
         "msg=ready listen=%s port=%d admin_port=%d data_dir=%s upstream=%s cache_max=%llu node=%s "
-        "mirror_url=%s",
+        "mirror_url=%s tls=%s",
         cfg->listen, http_server_port(a->server), a->admin ? admin_server_port(a->admin) : 0,
         cfg->data_dir, cfg->upstream, (unsigned long long)cfg->cache_max_bytes, cfg->node_name,
-        a->mirror_url);
+        a->mirror_url, a->tls ? tls_context_describe(a->tls) : "off");
     return 0;
 }
 
@@ -550,6 +561,24 @@ int main(int argc, char **argv)
     }
     log_threshold = (enum log_level)a.cfg.log_level;
     nofile_setup("agent", (uint64_t)a.cfg.max_connections);
+    /* Certificates and keys are read now, so a bad one is a configuration
+     * error like any other. */
+    if (a.cfg.tls_mode != TLS_MODE_OFF) {
+        struct tls_settings ts = {
+            .mode = a.cfg.tls_mode,
+            .secret = a.cfg.secret,
+            .secret_len = a.cfg.secret_len,
+            .ca_file = a.cfg.tls_ca,
+            .cert_file = a.cfg.tls_cert,
+            .key_file = a.cfg.tls_key,
+            .ciphersuites = a.cfg.tls_ciphersuites,
+        };
+        if (tls_context_create(&ts, &a.tls, err, sizeof(err)) < 0) {
+            fprintf(stderr, "shoal-agent: config: %s\n", err);
+            agent_config_dispose(&a.cfg);
+            return 2;
+        }
+    }
     uv_loop_init(&a.loop);
 
     if (agent_start(&a) < 0) {
@@ -570,6 +599,7 @@ int main(int argc, char **argv)
     uv_run(&a.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a.loop) != 0)
         LOG(WARN, "agent", "msg=\"loop not closed cleanly\"");
+    tls_context_destroy(a.tls);
     agent_config_dispose(&a.cfg);
     LOG(INFO, "agent", "msg=stopped status=%d", status);
     return status;

@@ -133,6 +133,8 @@ static void handle(struct http_request *req, void *ctx)
         status = 200;
     } else if (strcmp(path, "/readyz") == 0) {
         status = answer_ready(a, req);
+    } else if (a->cfg.route && a->cfg.route(a->cfg.arg, req)) {
+        return; /* the daemon's handler answers and logs it */
     } else {
         static const char msg[] = "no such endpoint: /metrics, /healthz, /readyz\n";
         http_response_simple(req, 404, "text/plain", msg, sizeof(msg) - 1, NULL);
@@ -165,6 +167,7 @@ int admin_server_create(uv_loop_t *loop, const struct admin_server_config *cfg,
         /* Scrapers and probes: a handful of connections at a time. */
         .max_connections = 64,
         .max_header_bytes = 8192,
+        .max_body_bytes = cfg->max_body_bytes,
     };
     rc = http_server_create(loop, &hc, handle, a, &a->server);
     if (rc < 0) {

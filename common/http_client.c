@@ -34,6 +34,7 @@
 
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/tls.h"
 #include "shoal/url_origin.h"
 
 #include "http_client_loop.h"
@@ -68,6 +69,9 @@ struct http_client {
     bool torn_down;
     void (*destroy_cb)(void *arg);
     void *destroy_arg;
+    /* http_client_set_cluster_tls: requests under tls_origin use tls. */
+    char *tls_origin;
+    struct tls_context *tls;
 };
 
 struct http_client_req {
@@ -92,6 +96,7 @@ struct http_client_req {
     bool paused;      /* on_data returned HTTP_CLIENT_PAUSE, not yet unpaused */
     bool want_resume; /* http_client_resume() asked, idle callback not yet run */
     bool responded;   /* on_response ran (or would have, when NULL) */
+    bool cluster_tls; /* under the cluster TLS origin */
     int finish_rc;    /* for COMPLETING */
     int abort_rc;     /* why one of our callbacks failed the transfer */
     long line_status; /* parsed from the last status line, fallback for getinfo */
@@ -314,6 +319,15 @@ static int map_result(struct http_client_req *r, CURLcode cc)
     case CURLE_ABORTED_BY_CALLBACK:
     case CURLE_WRITE_ERROR:
         return SHOAL_ECANCELED;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+        /* Only the cluster's own TLS says so: for upstream registries a TLS
+         * failure stays an upstream failure, as their callers expect. */
+        return r->cluster_tls ? SHOAL_ETLS : SHOAL_EUPSTREAM;
     default:
         return SHOAL_EUPSTREAM;
     }
@@ -331,6 +345,11 @@ static void finish(struct http_client_req *r, int rc, CURLcode cc)
     if (rc == SHOAL_EUPSTREAM && cc == CURLE_UNSUPPORTED_PROTOCOL && r->https_only)
         LOG(WARN, COMP, "url=%s msg=\"redirect away from https refused\" err=\"%s\"", r->url,
             r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc));
+    else if (rc == SHOAL_ETLS)
+        LOG(WARN, COMP,
+            "url=%s tls=failed err=\"%s\" hint=\"both sides need the same tls-mode, and the same "
+            "cluster secret (psk) or cluster CA (mtls)\"",
+            r->url, r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc));
     else if (rc == SHOAL_EUPSTREAM)
         LOG(WARN, COMP, "url=%s status=%ld curl_rc=%d err=\"%s\" rc=%s", r->url, r->resp.status,
             (int)cc, r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc), shoal_errname(rc));
@@ -513,6 +532,7 @@ static void part_closed(struct http_client *c)
         return;
     void (*cb)(void *) = c->destroy_cb;
     void *arg = c->destroy_arg;
+    free(c->tls_origin);
     free(c);
     if (cb)
         cb(arg);
@@ -613,6 +633,54 @@ void http_client_destroy(struct http_client *c, void (*cb)(void *arg), void *arg
     /* The teardown itself runs from the idle callback: we may be inside a
      * curl callback or the info-read loop, where the multi must live on. */
     uv_idle_start(&c->idle, on_idle);
+}
+
+/* CURLOPT_SSL_CTX_FUNCTION of a request under the cluster TLS origin. */
+static CURLcode on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
+{
+    (void)easy;
+    return tls_context_setup_curl(arg, ssl_ctx) == 0 ? CURLE_OK : CURLE_SSL_CERTPROBLEM;
+}
+
+int http_client_set_cluster_tls(struct http_client *c, const char *origin, struct tls_context *tls)
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    char *copy;
+
+    if (tls == NULL) {
+        free(c->tls_origin);
+        c->tls_origin = NULL;
+        c->tls = NULL;
+        return 0;
+    }
+    if (origin == NULL || strncasecmp(origin, "https://", 8) != 0 || origin[8] == '\0')
+        return -EINVAL;
+    /* CURLOPT_SSL_CTX_FUNCTION hands over an OpenSSL SSL_CTX only when
+     * libcurl is built on OpenSSL (Debian's libcurl4 is). */
+    if (v == NULL || v->ssl_version == NULL || strncmp(v->ssl_version, "OpenSSL/", 8) != 0) {
+        LOG(ERROR, COMP, "msg=\"libcurl does not use OpenSSL: cluster TLS unavailable\" ssl=%s",
+            v && v->ssl_version ? v->ssl_version : "none");
+        return -ENOTSUP;
+    }
+    copy = strdup(origin);
+    if (copy == NULL)
+        return -ENOMEM;
+    free(c->tls_origin);
+    c->tls_origin = copy;
+    c->tls = tls;
+    return 0;
+}
+
+/* True when url is under the cluster TLS origin. */
+static bool under_origin(const struct http_client *c, const char *url)
+{
+    size_t n;
+
+    if (c->tls_origin == NULL)
+        return false;
+    n = strlen(c->tls_origin);
+    return strncasecmp(url, c->tls_origin, n) == 0 &&
+           (url[n] == '\0' || url[n] == '/' || url[n] == '?');
 }
 
 #define SETOPT(opt, val)                                                                           \
@@ -756,6 +824,21 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
     if (opts->insecure) {
         SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
         SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (under_origin(c, opts->url)) {
+        r->cluster_tls = true;
+        SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_3);
+        SETOPT(CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+        SETOPT(CURLOPT_SSL_CTX_DATA, (void *)c->tls);
+        /* The server sends no tickets; nothing to resume. */
+        SETOPT(CURLOPT_SSL_SESSIONID_CACHE, 0L);
+        /* A PSK handshake has no certificate for libcurl to check; on_ssl_ctx
+         * makes OpenSSL refuse one instead. With mtls libcurl checks the
+         * chain (against the cluster CA only) and the host name. */
+        SETOPT(CURLOPT_SSL_VERIFYPEER, tls_context_mode(c->tls) == TLS_MODE_MTLS ? 1L : 0L);
+        SETOPT(CURLOPT_SSL_VERIFYHOST, tls_context_mode(c->tls) == TLS_MODE_MTLS ? 2L : 0L);
+        /* A redirect would leave the origin and its TLS. */
+        SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
     }
 
     if (c->cl.in_curl > 0) {

@@ -20,6 +20,7 @@
 #define SEG_MIN_CAP 4096 /* small writes coalesce into segments this big */
 #define FLUSH_IOV_MAX 64 /* memory segments per sendmsg */
 #define SENDFILE_CHUNK (1u << 30)
+#define TLS_CHUNK (16u << 10) /* plaintext per encryption: one TLS record */
 
 /* One queued piece of output: owned memory, or a range of a dup'd file. */
 struct http_output_seg {
@@ -219,6 +220,67 @@ int http_output_flush(struct http_output *o, int fd, uint64_t budget, uint64_t *
         *sent += (uint64_t)n;
     }
     return 0;
+}
+
+/* Sends what t has queued. 0 when all of it left, 1 when the socket is
+ * full, or a negative errno. */
+static int send_tls_out(struct http_output *o, struct tls_conn *t, int fd)
+{
+    while (tls_conn_out_len(t) > 0) {
+        ssize_t n = send(fd, tls_conn_out_data(t), tls_conn_out_len(t), MSG_NOSIGNAL);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                o->blocked = true;
+                return 1;
+            }
+            return -errno;
+        }
+        tls_conn_out_consume(t, (size_t)n);
+    }
+    return 0;
+}
+
+int http_output_flush_tls(struct http_output *o, struct tls_conn *t, int fd, uint64_t budget,
+                          uint64_t *sent)
+{
+    char chunk[TLS_CHUNK];
+
+    *sent = 0;
+    for (;;) {
+        struct http_output_seg *s = o->head;
+        const char *p;
+        size_t n;
+        int rc = send_tls_out(o, t, fd);
+
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+        if (s == NULL || !tls_conn_established(t) || *sent >= budget)
+            return 0;
+        if (s->fd < 0) {
+            p = s->data + s->off;
+            n = s->len - s->off > TLS_CHUNK ? TLS_CHUNK : (size_t)(s->len - s->off);
+        } else {
+            ssize_t r =
+                pread(s->fd, chunk, s->len > TLS_CHUNK ? TLS_CHUNK : (size_t)s->len, (off_t)s->off);
+
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0)
+                return -errno;
+            if (r == 0)
+                return -EIO; /* the file is shorter than the queued range */
+            p = chunk;
+            n = (size_t)r;
+        }
+        rc = tls_conn_send(t, p, n);
+        if (rc < 0)
+            return rc;
+        consume(o, n);
+        *sent += n;
+    }
 }
 
 /* --- Status line and headers --------------------------------------------- */

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "shoal/http_server.h"
+#include "shoal/tls.h"
 
 /* One queued piece of output; defined in http_output.c. */
 struct http_output_seg;
@@ -65,6 +66,17 @@ int http_output_head(struct http_output *o, int status, const char *date_line,
  * negative errno when the connection is dead (EPIPE, ECONNRESET) or a file
  * range cannot be read (EIO for a file shorter than its range). */
 int http_output_flush(struct http_output *o, int fd, uint64_t budget, uint64_t *sent);
+
+/* http_output_flush through TLS: sends the ciphertext t has queued, then
+ * encrypts queued output (memory, or file ranges read with pread) a chunk
+ * at a time and sends that, until the socket is full (blocked is set), the
+ * queue is empty or budget plaintext bytes were encrypted (*sent). Output
+ * waits while t's handshake is not finished; its handshake messages go out
+ * all the same. Plaintext is encrypted only once the previous ciphertext
+ * left, so t holds at most one chunk while the socket is full. 0, a
+ * negative errno (dead connection, file error) or SHOAL_ETLS. */
+int http_output_flush_tls(struct http_output *o, struct tls_conn *t, int fd, uint64_t budget,
+                          uint64_t *sent);
 
 /* The Date header line for now (as "Date: ...\r\n"), cached in d; "" if the
  * clock cannot be read. */

@@ -38,6 +38,7 @@
 
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/tls.h"
 
 #include "http_server_internal.h"
 
@@ -50,6 +51,7 @@
 #define DEFAULT_MAX_CONNECTIONS 1024
 
 #define RBUF_SIZE (16 * 1024) /* per-connection input buffer (pipelined bytes) */
+#define TBUF_SIZE (32 * 1024) /* TLS: ciphertext read, more than a whole record */
 #define LINGER_MS 2000        /* how long a closing connection drains input */
 #define LINGER_MAX_BYTES (1u << 20)
 #define ACCEPT_RETRY_MS 100     /* pause after accept fails for lack of fds */
@@ -158,6 +160,7 @@ static void dispatch(struct conn *c)
         return;
     }
     r->peer = c->peer;
+    r->tls_peer = c->tls ? tls_conn_peer(c->tls) : NULL;
     r->id = ++s->next_req_id;
     r->user = NULL;
     http_request_parser_next(&c->in);
@@ -224,7 +227,8 @@ static void parse(struct conn *c)
 static int flush(struct conn *c)
 {
     uint64_t sent = 0;
-    int rc = http_output_flush(&c->out, c->fd, FLUSH_BUDGET, &sent);
+    int rc = c->tls ? http_output_flush_tls(&c->out, c->tls, c->fd, FLUSH_BUDGET, &sent)
+                    : http_output_flush(&c->out, c->fd, FLUSH_BUDGET, &sent);
 
     if (rc < 0)
         return rc;
@@ -251,6 +255,13 @@ void http_request_on_close(struct http_request *req, http_req_cb cb, void *arg)
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
+/* Output waits: queued responses, or TLS records (handshake messages, an
+ * alert, close_notify) not yet sent. */
+static bool has_output(const struct conn *c)
+{
+    return !http_output_empty(&c->out) || (c->tls && tls_conn_out_len(c->tls) > 0);
+}
+
 /* Watches the events the connection needs now and arms the write timer. */
 static void update_io(struct conn *c)
 {
@@ -262,8 +273,14 @@ static void update_io(struct conn *c)
     if (!c->read_off &&
         (c->close_after || c->state == CONN_LINGER || c->rlen - c->rpos < RBUF_SIZE))
         ev |= UV_READABLE;
-    if (!http_output_empty(&c->out) && c->out.blocked)
+    if (has_output(c) && c->out.blocked)
         ev |= UV_WRITABLE;
+    /* TLS input already read waits for room in rbuf; the socket may have
+     * nothing more to say, so no poll event would bring the dispatcher back
+     * for it. */
+    if (c->tls && (c->tlen > 0 || tls_conn_has_pending(c->tls)) && c->rlen - c->rpos < RBUF_SIZE &&
+        !c->read_off)
+        http_server_conn_schedule(c);
     if (ev != c->poll_events) {
         rc = ev != 0 ? uv_poll_start(&c->poll, ev, on_poll) : uv_poll_stop(&c->poll);
         if (rc < 0) {
@@ -282,7 +299,7 @@ static void update_io(struct conn *c)
 
 /* Reads what the socket has. Input of a connection that will not parse
  * another request is discarded (and bounded). */
-static void do_read(struct conn *c)
+static void do_read_plain(struct conn *c)
 {
     char scratch[16384];
 
@@ -342,6 +359,146 @@ static void do_read(struct conn *c)
     }
 }
 
+/* Takes plaintext (got bytes, now at the end of rbuf unless discarded) the
+ * way do_read_plain takes what recv gave. False when the connection closed. */
+static bool took_input(struct conn *c, size_t got, bool discard)
+{
+    if (discard) {
+        c->discarded += (uint64_t)got;
+        if (c->discarded > LINGER_MAX_BYTES) {
+            if (c->state == CONN_LINGER) {
+                http_server_conn_close(c, "linger limit");
+                return false;
+            }
+            c->read_off = true;
+        }
+        return true;
+    }
+    c->rlen += got;
+    if (c->state == CONN_IDLE) {
+        http_server_conn_set_state(c, CONN_HEAD);
+        set_timer(c, TIMER_HEADER, c->srv->cfg.header_timeout_ms);
+    }
+    return true;
+}
+
+/* A plaintext client on a TLS port: it cannot read a TLS alert, so it gets
+ * a plaintext answer saying what the port wants, and the connection goes on
+ * (and closes) without TLS. */
+static void plaintext_on_tls(struct conn *c)
+{
+    char msg[160];
+
+    LOG(WARN, COMP,
+        "conn=%" PRIu64 " peer=%s tls=refused reason=\"plaintext client on a TLS port\"", c->id,
+        c->peer);
+    snprintf(msg, sizeof(msg),
+             "this port requires TLS 1.3 (tls-mode %s): use an https:// URL and the cluster's "
+             "tls-mode",
+             tls_mode_name(tls_context_mode(c->srv->cfg.tls)));
+    tls_conn_destroy(c->tls);
+    c->tls = NULL;
+    c->tlen = 0;
+    answer_error(c, 400, msg);
+}
+
+/* The TLS handshake or a record failed: log why, let the alert go (best
+ * effort) and close. */
+static void tls_failed(struct conn *c)
+{
+    LOG(WARN, COMP, "conn=%" PRIu64 " peer=%s tls=failed reason=\"%s\"", c->id, c->peer,
+        tls_conn_error(c->tls));
+    if (tls_conn_out_len(c->tls) > 0)
+        (void)send(c->fd, tls_conn_out_data(c->tls), tls_conn_out_len(c->tls), MSG_NOSIGNAL);
+    http_server_conn_close(c, "tls failed");
+}
+
+/* do_read_plain through TLS: ciphertext from the socket into tbuf, through
+ * the connection's TLS into rbuf (or the scratch buffer when discarding).
+ * Ciphertext that does not fit rbuf yet waits in tbuf; conn_process comes
+ * back for it once the parser made room. */
+static void do_read_tls(struct conn *c)
+{
+    char scratch[16384];
+
+    for (;;) {
+        if (c->tlen > 0 || tls_conn_has_pending(c->tls)) {
+            bool discard = c->close_after || c->state == CONN_LINGER;
+            size_t used = 0, got = 0, room;
+            char *p;
+            int rc;
+
+            if (discard) {
+                p = scratch;
+                room = sizeof(scratch);
+            } else {
+                if (c->rpos > 0) {
+                    memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+                    c->rlen -= c->rpos;
+                    c->rpos = 0;
+                }
+                p = c->rbuf + c->rlen;
+                room = RBUF_SIZE - c->rlen;
+                if (room == 0)
+                    return;
+            }
+            rc = tls_conn_recv(c->tls, c->tbuf, c->tlen, &used, p, room, &got);
+            memmove(c->tbuf, c->tbuf + used, c->tlen - used);
+            c->tlen -= used;
+            if (rc < 0) {
+                tls_failed(c);
+                return;
+            }
+            if (!c->tls_up && tls_conn_established(c->tls)) {
+                c->tls_up = true;
+                LOG(DEBUG, COMP, "conn=%" PRIu64 " peer=%s tls=established tls_peer=%s cipher=%s",
+                    c->id, c->peer, tls_conn_peer(c->tls), tls_conn_cipher(c->tls));
+            }
+            if (got > 0 && !took_input(c, got, discard))
+                return;
+            if (tls_conn_peer_closed(c->tls)) {
+                http_server_conn_close(c, "peer closed");
+                return;
+            }
+            if (c->read_off || (!discard && got == room))
+                return;
+            if (used > 0 || got > 0)
+                continue;
+        }
+        ssize_t n = recv(c->fd, c->tbuf + c->tlen, TBUF_SIZE - c->tlen, 0);
+
+        if (n > 0) {
+            if (!c->tls_checked) {
+                c->tls_checked = true;
+                if (tls_looks_plaintext(c->tbuf, (size_t)n)) {
+                    plaintext_on_tls(c);
+                    return;
+                }
+            }
+            c->tlen += (size_t)n;
+            continue;
+        }
+        if (n == 0) {
+            http_server_conn_close(c, "peer closed");
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        http_server_conn_close(c, "read error");
+        return;
+    }
+}
+
+static void do_read(struct conn *c)
+{
+    if (c->tls)
+        do_read_tls(c);
+    else
+        do_read_plain(c);
+}
+
 /* The response is fully handed to the kernel: runs on_close, then waits for
  * the next request or closes. */
 static void finish(struct conn *c)
@@ -360,7 +517,16 @@ static void finish(struct conn *c)
     }
     if (c->close_after || c->srv->destroying) {
         /* Shut the write side and drain input for a while, so the peer reads
-         * our answer instead of a reset caused by its unread request bytes. */
+         * our answer instead of a reset caused by its unread request bytes.
+         * A TLS peer hears close_notify first (best effort: it is small and
+         * the socket has just taken everything else). */
+        if (c->tls && tls_conn_close_notify(c->tls) == 0 && tls_conn_out_len(c->tls) > 0) {
+            ssize_t n =
+                send(c->fd, tls_conn_out_data(c->tls), tls_conn_out_len(c->tls), MSG_NOSIGNAL);
+
+            if (n > 0)
+                tls_conn_out_consume(c->tls, (size_t)n);
+        }
         shutdown(c->fd, SHUT_WR);
         http_server_conn_set_state(c, CONN_LINGER);
         set_timer(c, TIMER_LINGER, LINGER_MS);
@@ -388,13 +554,21 @@ static void conn_process(struct conn *c)
 
     if (c->state == CONN_CLOSED)
         return;
+    /* TLS input that waited for room in rbuf: no poll event will announce
+     * it again. */
+    if (c->tls && (c->tlen > 0 || tls_conn_has_pending(c->tls)) && !c->parse_deferred &&
+        c->rlen - c->rpos < RBUF_SIZE) {
+        do_read_tls(c);
+        if (c->state == CONN_CLOSED)
+            return;
+    }
     if ((c->state == CONN_HEAD || c->state == CONN_IDLE) && c->rpos < c->rlen &&
         !c->parse_deferred) {
         parse(c);
         if (c->state == CONN_CLOSED)
             return;
     }
-    if (!http_output_empty(&c->out) && !c->out.blocked) {
+    if (has_output(c) && !c->out.blocked) {
         rc = flush(c);
         if (rc < 0) {
             LOG(DEBUG, COMP, "conn=%" PRIu64 " send failed err=%s", c->id, shoal_strerror(rc));
@@ -410,7 +584,7 @@ static void conn_process(struct conn *c)
         if (c->state == CONN_CLOSED)
             return;
     }
-    if (c->state == CONN_FLUSH && http_output_empty(&c->out)) {
+    if (c->state == CONN_FLUSH && !has_output(c)) {
         finish(c);
         if (c->state == CONN_CLOSED)
             return;
@@ -444,6 +618,14 @@ static void on_timer(uv_timer_t *t)
     c->timer_kind = TIMER_NONE;
     switch (kind) {
     case TIMER_HEADER:
+        if (c->tls && !tls_conn_established(c->tls)) {
+            /* No answer can reach a client that never finished its
+             * handshake. */
+            LOG(INFO, COMP, "conn=%" PRIu64 " peer=%s tls=failed reason=\"handshake timeout\"",
+                c->id, c->peer);
+            http_server_conn_close(c, "tls handshake timeout");
+            break;
+        }
         LOG(DEBUG, COMP, "conn=%" PRIu64 " peer=%s header timeout", c->id, c->peer);
         answer_error(c, 408, "request header timeout");
         conn_process(c);
@@ -498,6 +680,8 @@ static void conn_free(struct conn *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     free(c->rbuf);
+    free(c->tbuf);
+    tls_conn_destroy(c->tls);
     http_request_parser_dispose(&c->in);
     http_output_dispose(&c->out);
     free(c);
@@ -556,8 +740,14 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
     int one = 1;
     int rc;
 
-    if (c == NULL || (c->rbuf = malloc(RBUF_SIZE)) == NULL) {
+    if (c == NULL || (c->rbuf = malloc(RBUF_SIZE)) == NULL ||
+        (s->cfg.tls != NULL && ((c->tbuf = malloc(TBUF_SIZE)) == NULL ||
+                                tls_conn_create(s->cfg.tls, true, &c->tls) < 0))) {
         LOG(WARN, COMP, "accept dropped err=ENOMEM");
+        if (c != NULL) {
+            free(c->rbuf);
+            free(c->tbuf);
+        }
         free(c);
         close(fd);
         return;
@@ -785,7 +975,8 @@ int http_server_create(uv_loop_t *loop, const struct http_server_config *cfg,
         http_server_destroy(s, NULL, NULL);
         return rc;
     }
-    LOG(INFO, COMP, "listening addr=%s port=%d", cfg->listen, s->port);
+    LOG(INFO, COMP, "listening addr=%s port=%d tls=%s", cfg->listen, s->port,
+        cfg->tls ? tls_context_describe(cfg->tls) : "off");
     *out = s;
     s = NULL;
 out:

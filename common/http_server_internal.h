@@ -55,7 +55,15 @@ struct conn {
     bool counted;        /* counts toward max_connections (not a 503 reject) */
     bool parse_deferred; /* pipelined bytes wait for the next loop turn */
     bool read_off;       /* stop reading (discard budget spent) */
+    bool tls_checked;    /* the first bytes were checked for a plaintext client */
+    bool tls_up;         /* the TLS handshake finished (logged once) */
     char peer[INET6_ADDRSTRLEN + 8];
+
+    /* TLS (NULL on a plaintext server): the connection's state machine and
+     * the ciphertext read but not yet taken by it (when rbuf is full). */
+    struct tls_conn *tls;
+    char *tbuf;
+    size_t tlen;
 
     /* Input, and the request being parsed from it. */
     char *rbuf;

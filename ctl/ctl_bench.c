@@ -528,6 +528,10 @@ void ctl_bench_usage(FILE *out)
             "  -u, --username USER      registry credentials (also handed to the job)\n"
             "  -W, --password-file F\n"
             "  -s, --cluster-secret-file F  sign tracker requests, seal the credentials\n"
+            "      --tls-mode MODE      off, psk or mtls: the tracker's TLS (default\n"
+            "                           $SHOAL_TLS_MODE; psk needs -s)\n"
+            "      --tls-ca/--tls-cert/--tls-key F  mtls: the cluster CA, a certificate it\n"
+            "                           issued and its key ($SHOAL_TLS_CA, ...)\n"
             "  -d, --tmp-dir DIR        where the payload is written first (default $TMPDIR)\n"
             "  -k, --keep               leave the artifact in the registry\n"
             "  -t, --timeout DUR        give up following the job after DUR (default 2h)\n"
@@ -550,6 +554,10 @@ int ctl_bench_main(int argc, char **argv)
         {"username", required_argument, NULL, 'u'},
         {"password-file", required_argument, NULL, 'W'},
         {"cluster-secret-file", required_argument, NULL, 's'},
+        {"tls-mode", required_argument, NULL, CTL_OPT_TLS_MODE},
+        {"tls-ca", required_argument, NULL, CTL_OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, CTL_OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, CTL_OPT_TLS_KEY},
         {"tmp-dir", required_argument, NULL, 'd'},
         {"keep", no_argument, NULL, 'k'},
         {"timeout", required_argument, NULL, 't'},
@@ -632,6 +640,8 @@ int ctl_bench_main(int argc, char **argv)
             fprintf(stderr, "shoalctl bench: %s needs a value\n", argv[optind - 1]);
             return 2;
         default:
+            if (ctl_common_tls_opt(&b.job.common, ch, optarg))
+                break;
             fprintf(stderr, "shoalctl bench: unknown option %s\n", argv[optind - 1]);
             return 2;
         }
@@ -672,6 +682,11 @@ int ctl_bench_main(int argc, char **argv)
     b.job.password = password;
     if (ctl_http_init(&b.h, b.job.common.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl bench: %s\n", err);
+        goto out;
+    }
+    if (ctl_common_tls(&b.job.common, &b.h, "bench")) {
+        ctl_http_dispose(&b.h);
+        status = 2;
         goto out;
     }
     ctl_registry_init(&b.reg, &b.h, b.target.host, b.plain_http, b.target.repo, true,

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "ctl_render.h"
@@ -33,6 +34,47 @@ void ctl_common_defaults(struct ctl_common *c)
     c->secret_file = getenv("SHOAL_CLUSTER_SECRET_FILE");
     if (c->secret_file && !c->secret_file[0])
         c->secret_file = NULL;
+    c->tls_mode = getenv("SHOAL_TLS_MODE");
+    c->tls_ca = getenv("SHOAL_TLS_CA");
+    c->tls_cert = getenv("SHOAL_TLS_CERT");
+    c->tls_key = getenv("SHOAL_TLS_KEY");
+}
+
+bool ctl_common_tls_opt(struct ctl_common *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case CTL_OPT_TLS_MODE:
+        c->tls_mode = arg;
+        return true;
+    case CTL_OPT_TLS_CA:
+        c->tls_ca = arg;
+        return true;
+    case CTL_OPT_TLS_CERT:
+        c->tls_cert = arg;
+        return true;
+    case CTL_OPT_TLS_KEY:
+        c->tls_key = arg;
+        return true;
+    default:
+        return false;
+    }
+}
+
+int ctl_common_tls(const struct ctl_common *c, struct ctl_http *h, const char *cmd)
+{
+    struct tls_settings s = {
+        .ca_file = c->tls_ca, .cert_file = c->tls_cert, .key_file = c->tls_key};
+    char err[400];
+
+    if (tls_options_check(c->tls_mode && c->tls_mode[0] ? c->tls_mode : NULL, h->secret_len > 0,
+                          c->tls_ca, c->tls_cert, c->tls_key, &s.mode, err, sizeof(err)) < 0 ||
+        (s.mode != TLS_MODE_OFF &&
+         ctl_http_cluster_tls(h, c->tracker_url, &s, err, sizeof(err)) < 0)) {
+        /* The daemons' "config: " prefix means nothing on a command line. */
+        fprintf(stderr, "shoalctl %s: %s\n", cmd, strncmp(err, "config: ", 8) ? err : err + 8);
+        return 2;
+    }
+    return 0;
 }
 
 int ctl_common_output(struct ctl_common *c, const char *cmd, const char *value)
@@ -65,6 +107,23 @@ void ctl_print_json(json_t *doc)
     fflush(stdout);
 }
 
+const char *ctl_common_hint(const struct ctl_common *c, const struct ctl_response *resp)
+{
+    bool tls = c->tls_mode && c->tls_mode[0] && strcmp(c->tls_mode, "off") != 0;
+
+    if (resp->status == 401)
+        return " (is --cluster-secret-file the cluster's secret?)";
+    if (resp->rc == SHOAL_ETLS)
+        return " (does --tls-mode match the tracker's, with the cluster's secret for psk or a "
+               "certificate from the cluster CA for mtls?)";
+    /* Without --tls-mode an https:// tracker is an ordinary https server to
+     * libcurl, and the cluster's TLS fails as a plain connection error. */
+    if (resp->rc < 0 && resp->rc != SHOAL_EUNAVAILABLE && !tls &&
+        strncasecmp(c->tracker_url, "https://", 8) == 0)
+        return " (a tracker in tls-mode psk or mtls needs --tls-mode, or $SHOAL_TLS_MODE)";
+    return "";
+}
+
 int ctl_tracker_get(struct ctl_http *h, const struct ctl_common *c, const char *path, json_t **doc)
 {
     char url[CTL_URL_MAX + 256], why[600];
@@ -78,8 +137,7 @@ int ctl_tracker_get(struct ctl_http *h, const struct ctl_common *c, const char *
                           NULL);
     if (!*doc) {
         ctl_response_error(&resp, why, sizeof(why));
-        fprintf(stderr, "shoalctl: %s: %s%s\n", url, why,
-                resp.status == 401 ? " (is --cluster-secret-file the cluster's secret?)" : "");
+        fprintf(stderr, "shoalctl: %s: %s%s\n", url, why, ctl_common_hint(c, &resp));
         ctl_response_dispose(&resp);
         return 1;
     }
@@ -109,6 +167,10 @@ static int parse_common(int argc, char **argv, const char *cmd, struct ctl_commo
         {"cluster-secret-file", required_argument, NULL, 's'},
         {"output", required_argument, NULL, 'o'},
         {"watch", no_argument, NULL, 'w'},
+        {"tls-mode", required_argument, NULL, CTL_OPT_TLS_MODE},
+        {"tls-ca", required_argument, NULL, CTL_OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, CTL_OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, CTL_OPT_TLS_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -139,6 +201,8 @@ static int parse_common(int argc, char **argv, const char *cmd, struct ctl_commo
         case ':':
             return usage_error(cmd, "%s needs a value", argv[optind - 1]);
         default:
+            if (ctl_common_tls_opt(c, ch, optarg))
+                break;
             return usage_error(cmd, "unknown option %s", argv[optind - 1]);
         }
     }
@@ -151,6 +215,10 @@ static void common_help(FILE *out)
                  "                               $SHOAL_TRACKER)\n"
                  "  -s, --cluster-secret-file F  sign requests with the cluster secret (default:\n"
                  "                               $SHOAL_CLUSTER_SECRET_FILE)\n"
+                 "      --tls-mode MODE          off, psk or mtls: the tracker's TLS (default:\n"
+                 "                               $SHOAL_TLS_MODE; psk needs -s)\n"
+                 "      --tls-ca/--tls-cert/--tls-key F  mtls: the cluster CA, a certificate it\n"
+                 "                               issued and its key ($SHOAL_TLS_CA, ...)\n"
                  "  -o, --output FORMAT          text (default) or json\n"
                  "  -h, --help                   this help\n");
 }
@@ -180,6 +248,10 @@ int ctl_agents_main(int argc, char **argv)
         return st;
     if (ctl_http_init(&h, c.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl agents: %s\n", err);
+        return 2;
+    }
+    if (ctl_common_tls(&c, &h, "agents")) {
+        ctl_http_dispose(&h);
         return 2;
     }
     st = ctl_tracker_get(&h, &c, "/v1/agents", &doc);
@@ -243,6 +315,10 @@ int ctl_swarms_main(int argc, char **argv)
         return st;
     if (ctl_http_init(&h, c.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl swarms: %s\n", err);
+        return 2;
+    }
+    if (ctl_common_tls(&c, &h, "swarms")) {
+        ctl_http_dispose(&h);
         return 2;
     }
     st = ctl_tracker_get(&h, &c, "/v1/swarms", &doc);
@@ -374,6 +450,10 @@ int ctl_jobs_main(int argc, char **argv)
     snprintf(path, sizeof(path), id ? "/v1/jobs/%s" : "/v1/jobs", id ? id : "");
     if (ctl_http_init(&h, c.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl jobs: %s\n", err);
+        return 2;
+    }
+    if (ctl_common_tls(&c, &h, "jobs")) {
+        ctl_http_dispose(&h);
         return 2;
     }
     bool tty = !c.json && isatty(STDOUT_FILENO) == 1;

@@ -43,11 +43,33 @@ void ctl_http_dispose(struct ctl_http *h)
         uv_run(&h->loop, UV_RUN_DEFAULT);
         uv_loop_close(&h->loop);
     }
+    tls_context_destroy(h->tls); /* after the client that used it */
     if (h->secret) {
         OPENSSL_cleanse(h->secret, h->secret_len);
         free(h->secret);
     }
     memset(h, 0, sizeof(*h));
+}
+
+int ctl_http_cluster_tls(struct ctl_http *h, const char *origin, const struct tls_settings *s,
+                         char *err, size_t errlen)
+{
+    struct tls_settings ts = *s;
+    int rc;
+
+    ts.secret = h->secret;
+    ts.secret_len = h->secret_len;
+    /* shoalctl only dials: an operator's certificate may be client-only. */
+    ts.client_only = true;
+    rc = tls_context_create(&ts, &h->tls, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = http_client_set_cluster_tls(h->hc, origin, h->tls);
+    if (rc < 0)
+        snprintf(err, errlen, "TLS to %s: %s", origin,
+                 rc == -EINVAL ? "the tracker URL must be https:// with --tls-mode"
+                               : shoal_strerror(rc));
+    return rc;
 }
 
 struct done_ctx {

@@ -14,6 +14,7 @@
 
 #include "shoal/buf.h"
 #include "shoal/http_client.h"
+#include "shoal/tls.h"
 
 #define CTL_URL_MAX 1024
 
@@ -22,6 +23,7 @@ struct ctl_http {
     struct http_client *hc;
     char *secret; /* the cluster secret, or NULL */
     size_t secret_len;
+    struct tls_context *tls; /* the cluster's TLS to the tracker, or NULL */
     bool ready;
 };
 
@@ -51,6 +53,13 @@ struct ctl_response {
  * daemons read it. 0, or a negative code with a message in err. */
 int ctl_http_init(struct ctl_http *h, const char *secret_file, char *err, size_t errlen);
 void ctl_http_dispose(struct ctl_http *h);
+
+/* Requests under origin (the tracker's https:// URL) use the cluster's TLS
+ * (shoal/tls.h): mode, CA, certificate and key as in s; the PSK comes from
+ * the secret ctl_http_init read (s->secret is ignored). 0, or a negative
+ * code with a message in err. */
+int ctl_http_cluster_tls(struct ctl_http *h, const char *origin, const struct tls_settings *s,
+                         char *err, size_t errlen);
 
 /* Runs one request. out is initialised here; dispose it with
  * ctl_response_dispose. Returns out->rc. */

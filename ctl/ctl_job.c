@@ -108,7 +108,8 @@ int ctl_job_create(struct ctl_http *h, const struct ctl_job_args *a, json_t **jo
         *job = json_loadb(resp.body.data, resp.body.len, JSON_PRESERVE_ORDER, NULL);
     if (!*job) {
         ctl_response_error(&resp, why, sizeof(why));
-        fprintf(stderr, "shoalctl: the tracker refused the job: %s\n", why);
+        fprintf(stderr, "shoalctl: the tracker refused the job: %s%s\n", why,
+                ctl_common_hint(&a->common, &resp));
     }
     ctl_response_dispose(&resp);
     return *job ? 0 : 1;
@@ -233,6 +234,10 @@ int ctl_job_prewarm(const struct ctl_job_args *a)
 
     if (ctl_http_init(&h, a->common.secret_file, err, sizeof(err)) < 0) {
         fprintf(stderr, "shoalctl prewarm: %s\n", err);
+        return 2;
+    }
+    if (ctl_common_tls(&a->common, &h, "prewarm")) {
+        ctl_http_dispose(&h);
         return 2;
     }
     st = ctl_job_create(&h, a, &job);

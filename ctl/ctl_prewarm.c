@@ -462,6 +462,10 @@ void ctl_prewarm_usage(FILE *out)
             "  -W, --password-file F  the password (one trailing newline dropped)\n"
             "  -s, --cluster-secret-file F  sign requests and seal the credentials\n"
             "                       (default $SHOAL_CLUSTER_SECRET_FILE)\n"
+            "      --tls-mode MODE  off, psk or mtls: the tracker's TLS (default\n"
+            "                       $SHOAL_TLS_MODE; psk needs -s)\n"
+            "      --tls-ca/--tls-cert/--tls-key F  mtls: the cluster CA, a certificate\n"
+            "                       it issued and its key ($SHOAL_TLS_CA, ...)\n"
             "  -o, --output FORMAT  text (default) or json (the job at its end)\n"
             "  -t, --timeout DUR    give up after DUR (e.g. 90s, 10m, 2h; default %s)\n"
             "  -h, --help           this help\n"
@@ -585,6 +589,10 @@ int ctl_prewarm_main(int argc, char **argv)
         {"username", required_argument, NULL, 'u'},
         {"password-file", required_argument, NULL, 'W'},
         {"cluster-secret-file", required_argument, NULL, 's'},
+        {"tls-mode", required_argument, NULL, CTL_OPT_TLS_MODE},
+        {"tls-ca", required_argument, NULL, CTL_OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, CTL_OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, CTL_OPT_TLS_KEY},
         {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -672,6 +680,8 @@ int ctl_prewarm_main(int argc, char **argv)
             status = usage_error("%s needs a value", argv[optind - 1]);
             goto out;
         default:
+            if (ctl_common_tls_opt(&ja.common, c, optarg))
+                break;
             status = usage_error("unknown option %s", argv[optind - 1]);
             goto out;
         }

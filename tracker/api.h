@@ -54,6 +54,11 @@ void tracker_api_destroy(struct tracker_api *a);
 /* The http_handler_fn; ctx is the struct tracker_api *. */
 void tracker_api_handle(struct http_request *req, void *ctx);
 
+/* True for the paths of Harbor's and registries' endpoints (the preheat
+ * provider, registry notifications, Harbor webhooks): those with
+ * credentials of their own rather than the cluster secret. */
+bool tracker_api_harbor_path(const char *path);
+
 /* The http_server error_body hook: {"error":"<message>"}. */
 const char *tracker_api_error_body(int status, const char *message, struct buf *out);
 

@@ -264,6 +264,13 @@ static int wrong_method(struct tracker_api *a, struct http_request *req)
     return answer_message(a, req, 405, "method not allowed");
 }
 
+bool tracker_api_harbor_path(const char *path)
+{
+    return strcmp(path, "/healthy") == 0 || strcmp(path, "/health") == 0 ||
+           strcmp(path, DF_JOBS) == 0 || strncmp(path, DF_JOBS "/", sizeof(DF_JOBS)) == 0 ||
+           strcmp(path, "/registry/notifications") == 0 || strcmp(path, "/v1/webhooks/harbor") == 0;
+}
+
 int api_harbor_handle(struct tracker_api *a, struct http_request *req, char *note, size_t notelen)
 {
     const char *path = req->path;

@@ -17,6 +17,7 @@
 #include "shoal/http_server.h"
 #include "shoal/log.h"
 #include "shoal/nofile.h"
+#include "shoal/tls.h"
 #include "shoal/wire.h"
 #include "state.h"
 #include "tracker_config.h"
@@ -34,6 +35,7 @@ struct tracker {
     struct job_runner *runner;
     struct http_server *server;
     struct admin_server *admin; /* NULL when admin-listen is off */
+    struct tls_context *tls;    /* the API listener's; NULL = plaintext */
     uv_timer_t expire;
     uv_timer_t insecure; /* repeats the no-secret warning */
     uv_signal_t sigint;
@@ -119,6 +121,21 @@ static bool admin_ready(void *arg, struct buf *why)
     return true;
 }
 
+/* With TLS on the API port, Harbor and registries cannot reach their
+ * endpoints there (they hold neither the cluster secret nor a certificate
+ * from the cluster CA), so the plaintext admin listener serves those too,
+ * each behind its own credentials (docs/harbor.md); never the cluster
+ * API. Without TLS they stay on the API port only. */
+static bool admin_route(void *arg, struct http_request *req)
+{
+    struct tracker *tr = arg;
+
+    if (tr->tls == NULL || !tracker_api_harbor_path(req->path))
+        return false;
+    tracker_api_handle(req, tr->api);
+    return true;
+}
+
 static int start(struct tracker *tr)
 {
     const struct tracker_config *cfg = &tr->cfg;
@@ -173,6 +190,7 @@ static int start(struct tracker *tr)
         .max_connections = (unsigned)cfg->max_connections,
         .error_body = tracker_api_error_body,
         .max_body_bytes = TRACKER_API_MAX_BODY,
+        .tls = tr->tls,
     };
     rc = http_server_create(&tr->loop, &hc, tracker_api_handle, tr->api, &tr->server);
     if (rc < 0) {
@@ -186,6 +204,9 @@ static int start(struct tracker *tr)
             .daemon = "tracker",
             .metrics = admin_metrics,
             .ready = admin_ready,
+            .route = admin_route,
+            /* Bodies only for Harbor's POSTs, which come here with TLS on. */
+            .max_body_bytes = tr->tls ? TRACKER_API_MAX_BODY : 0,
             .arg = tr,
         };
         rc = admin_server_create(&tr->loop, &adm, &tr->admin);
@@ -204,13 +225,14 @@ static int start(struct tracker *tr)
                        INSECURE_WARN_EVERY_MS);
     }
     LOG(INFO, "tracker",
-        "msg=ready listen=%s port=%d admin_port=%d state=%s secret=%s interval_ms=%" PRId64
+        "msg=ready listen=%s port=%d tls=%s admin_port=%d state=%s secret=%s interval_ms=%" PRId64
         " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64 " lease_timeout_ms=%" PRId64
         " hash_algo=%s bad_peer_ms=%" PRId64,
-        cfg->listen, http_server_port(tr->server), tr->admin ? admin_server_port(tr->admin) : 0,
-        tr->state->ops->name, cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms,
-        cfg->peer_timeout_ms, cfg->lease_pieces, cfg->lease_timeout_ms,
-        wire_hash_algo_name(cfg->hash_algo), cfg->bad_peer_time_ms);
+        cfg->listen, http_server_port(tr->server), tr->tls ? tls_context_describe(tr->tls) : "off",
+        tr->admin ? admin_server_port(tr->admin) : 0, tr->state->ops->name,
+        cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms, cfg->peer_timeout_ms,
+        cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
+        cfg->bad_peer_time_ms);
     LOG(INFO, "tracker",
         "msg=\"cluster ready\" agent_timeout_ms=%" PRId64 " job_timeout_ms=%" PRId64
         " provider_auth=%s provider_token=%s webhooks=%s push_rules=%zu",
@@ -251,6 +273,23 @@ int main(int argc, char **argv)
     }
     log_threshold = (enum log_level)tr.cfg.log_level;
     nofile_setup("tracker", (uint64_t)tr.cfg.max_connections);
+    if (tr.cfg.tls_mode != TLS_MODE_OFF) {
+        struct tls_settings ts = {
+            .mode = tr.cfg.tls_mode,
+            .secret = tr.cfg.secret,
+            .secret_len = tr.cfg.secret_len,
+            .ca_file = tr.cfg.tls_ca,
+            .cert_file = tr.cfg.tls_cert,
+            .key_file = tr.cfg.tls_key,
+            .ciphersuites = tr.cfg.tls_ciphersuites,
+            .server_only = true,
+        };
+        if (tls_context_create(&ts, &tr.tls, err, sizeof(err)) < 0) {
+            fprintf(stderr, "shoal-tracker: config: %s\n", err);
+            tracker_config_dispose(&tr.cfg);
+            return 2;
+        }
+    }
     uv_loop_init(&tr.loop);
     uv_timer_init(&tr.loop, &tr.expire);
     uv_timer_init(&tr.loop, &tr.insecure);
@@ -273,6 +312,7 @@ int main(int argc, char **argv)
         LOG(WARN, "tracker", "msg=\"loop not closed cleanly\"");
     tracker_api_destroy(tr.api);
     tracker_state_destroy(tr.state);
+    tls_context_destroy(tr.tls);
     tracker_config_dispose(&tr.cfg);
     LOG(INFO, "tracker", "msg=stopped status=%d", status);
     return status;

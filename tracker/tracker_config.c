@@ -32,14 +32,29 @@ const struct config_option tracker_options[] = {
         "address the tracker API listens on; loopback unless given (agents on other hosts need "
         "e.g. 0.0.0.0:5090)"),
     OPT("admin-listen", CONFIG_STRING, admin_listen, 0, 0, "127.0.0.1:5092",
-        "address of the admin listener: /metrics, /healthz (liveness) and /readyz (readiness); "
-        "\"off\" or \"\" turns it off"),
+        "address of the admin listener: /metrics, /healthz (liveness) and /readyz (readiness), "
+        "always plaintext; with tls-mode psk or mtls also Harbor's and registries' endpoints "
+        "(their own credentials), which cannot speak the cluster's TLS; \"off\" or \"\" turns "
+        "it off"),
     OPT("cluster-secret-file", CONFIG_STRING, cluster_secret_file, 0, 0, NULL,
         "file holding the secret shared with the agents (one trailing newline dropped); "
         "required unless --insecure-no-secret"),
     OPT("insecure-no-secret", CONFIG_BOOL, insecure_no_secret, 0, 0, "false",
         "run without a cluster secret: anyone who reaches the tracker can announce, take leases "
         "and report peers (for tests; logged as a warning at start and every minute)"),
+    OPT("tls-mode", CONFIG_STRING, tls_mode_name, 0, 0, "off",
+        "TLS 1.3 on the listen port: off, psk (a key derived from the cluster secret) or mtls "
+        "(certificates from the cluster CA: tls-ca, tls-cert, tls-key); every agent uses the "
+        "same mode with an https:// tracker URL"),
+    OPT("tls-ca", CONFIG_STRING, tls_ca, 0, 0, NULL,
+        "mtls: PEM file with the cluster CA, the only CA agents' certificates are checked "
+        "against"),
+    OPT("tls-cert", CONFIG_STRING, tls_cert, 0, 0, NULL,
+        "mtls: PEM certificate (chain) of the tracker, issued by the cluster CA, naming the "
+        "host agents put in their tracker URL"),
+    OPT("tls-key", CONFIG_STRING, tls_key, 0, 0, NULL, "mtls: PEM private key of tls-cert"),
+    OPT("tls-ciphersuites", CONFIG_STRING, tls_ciphersuites, 0, 0, TLS_CIPHERSUITES_DEFAULT,
+        "TLS 1.3 cipher suites, most preferred first (psk allows the SHA-256 ones only)"),
     OPT("log-level", CONFIG_LEVEL, log_level, 0, 0, "info", "debug, info, warn or error"),
     OPT("interval", CONFIG_DURATION, interval_ms, 100, 5 * MIN, "1s",
         "how often agents in a swarm announce"),
@@ -179,6 +194,10 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
         if (rc < 0)
             return rc;
     }
+    rc = tls_options_check(cfg->tls_mode_name, cfg->secret_len > 0, cfg->tls_ca, cfg->tls_cert,
+                           cfg->tls_key, &cfg->tls_mode, err, errlen);
+    if (rc < 0)
+        return rc;
     static const char *const modes[] = {"none", "basic", "oauth", "custom"};
     size_t m;
     for (m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {

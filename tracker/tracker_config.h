@@ -8,6 +8,7 @@
 
 #include "push_rules.h"
 #include "shoal/config.h"
+#include "shoal/tls.h"
 #include "state.h"
 #include "swarm.h"
 
@@ -44,8 +45,16 @@ struct tracker_config {
     char *harbor_seed_selector_text;
     char *webhook_auth_file;
     struct push_rules push_rules;
+    /* TLS on the API listener (docs/protocol.md, "TLS"); the admin listener
+     * stays plaintext */
+    char *tls_mode_name;
+    char *tls_ca;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_ciphersuites;
 
     /* Derived by tracker_config_load. */
+    enum tls_mode tls_mode;
     enum wire_hash_algo hash_algo;
     char *secret; /* the file's contents less one trailing newline; "" without a file */
     size_t secret_len;

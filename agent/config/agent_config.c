@@ -117,6 +117,19 @@ const struct config_option agent_options[] = {
         "bytes per second this agent receives from upstream and peers together (0 = no limit)"),
     OPT("egress-rate", CONFIG_SIZE, egress_rate, 0, INT64_MAX, "0",
         "bytes per second this agent sends to peers (0 = no limit)"),
+    OPT("tls-mode", CONFIG_STRING, tls_mode_name, 0, 0, "off",
+        "TLS 1.3 on the peer port and to the tracker: off, psk (a key derived from the cluster "
+        "secret) or mtls (certificates from the cluster CA: tls-ca, tls-cert, tls-key); the "
+        "tracker and every agent use the same mode, and the tracker URL is then https://"),
+    OPT("tls-ca", CONFIG_STRING, tls_ca, 0, 0, NULL,
+        "mtls: PEM file with the cluster CA, the only CA peers' and the tracker's certificates "
+        "are checked against"),
+    OPT("tls-cert", CONFIG_STRING, tls_cert, 0, 0, NULL,
+        "mtls: PEM certificate (chain) of this agent, issued by the cluster CA for both TLS "
+        "roles (no extendedKeyUsage, or serverAuth and clientAuth)"),
+    OPT("tls-key", CONFIG_STRING, tls_key, 0, 0, NULL, "mtls: PEM private key of tls-cert"),
+    OPT("tls-ciphersuites", CONFIG_STRING, tls_ciphersuites, 0, 0, TLS_CIPHERSUITES_DEFAULT,
+        "TLS 1.3 cipher suites, most preferred first (psk allows the SHA-256 ones only)"),
     OPT("node-name", CONFIG_STRING, node_name, 0, 0, NULL,
         "this node's name in the tracker's inventory and in job results (default: the host "
         "name); [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters"),
@@ -685,6 +698,18 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
             snprintf(err, errlen, "config: \"labels\": %s", why);
             return SHOAL_ECONFIG;
         }
+    }
+    rc = tls_options_check(cfg->tls_mode_name, cfg->secret_len > 0, cfg->tls_ca, cfg->tls_cert,
+                           cfg->tls_key, &cfg->tls_mode, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (cfg->tls_mode != TLS_MODE_OFF && cfg->tracker &&
+        strncasecmp(cfg->tracker, "https://", 8) != 0) {
+        snprintf(err, errlen,
+                 "config: \"tracker\": tls-mode %s needs an https:// tracker URL (the tracker "
+                 "speaks TLS too), not \"%.200s\"",
+                 tls_mode_name(cfg->tls_mode), cfg->tracker);
+        return SHOAL_ECONFIG;
     }
     if (cfg->tracker && !cfg->advertise && wildcard_host(cfg->peer_listen)) {
         snprintf(err, errlen,

@@ -9,6 +9,7 @@
 
 #include "shoal/agent_info.h"
 #include "shoal/config.h"
+#include "shoal/tls.h"
 
 /* One upstream registry. Strings owned by the struct. */
 struct upstream_def {
@@ -103,6 +104,13 @@ struct agent_config {
     uint64_t swarm_min_size;
     uint64_t ingress_rate; /* bytes per second, 0 = unlimited */
     uint64_t egress_rate;
+    /* TLS on the peer port and to the tracker (docs/protocol.md, "TLS") */
+    char *tls_mode_name;
+    char *tls_ca;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_ciphersuites;
+    enum tls_mode tls_mode; /* parsed from tls_mode_name */
     /* cluster inventory */
     char *node_name; /* defaults to the host name */
     char *labels_text;

@@ -25,6 +25,7 @@
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/oci.h"
+#include "shoal/tls.h"
 #include "peer/peer_conn_internal.h"
 #include "peer/peer_serve.h"
 
@@ -115,6 +116,7 @@ int peer_conn_settings_from_config(struct peer_conn_settings *dst,
     tmp.idle_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : DEFAULT_IDLE_MS;
     tmp.request_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : DEFAULT_REQUEST_MS;
     tmp.max_inflight = cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
+    tmp.tls = cfg->tls;
     return peer_conn_settings_copy(dst, &tmp);
 }
 
@@ -246,6 +248,8 @@ static int reason_for(unsigned code)
 
 static void conn_free(struct peer_conn *c)
 {
+    tls_conn_destroy(c->tls);
+    free(c->pbuf);
     peer_serve_dispose(&c->serve);
     free(c->cancelled);
     free(c->inflight);
@@ -278,19 +282,37 @@ void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error)
 
     if (c->state == PEER_CONN_CLOSING)
         return;
-    if (code && c->state != PEER_CONN_CONNECTING) {
+    /* Best effort and synchronous: a frame queued behind a pending write
+     * would be cancelled by the close anyway. */
+    if (c->state != PEER_CONN_CONNECTING &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         struct buf b;
         uv_buf_t ub;
 
-        /* Best effort and synchronous: a frame queued behind a pending write
-         * would be cancelled by the close anyway. */
         buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 &&
-            wire_encode_error(&b, (uint16_t)code, shoal_strerror(reason)) == 0) {
-            ub = uv_buf_init(b.data, (unsigned)b.len);
-            (void)uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+        if (code && wire_encode_error(&b, (uint16_t)code, shoal_strerror(reason)) == 0) {
+            if (c->tls == NULL) {
+                ub = uv_buf_init(b.data, (unsigned)b.len);
+                (void)uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+            } else if (tls_conn_established(c->tls)) {
+                (void)tls_conn_send(c->tls, b.data, b.len);
+            }
         }
         buf_dispose(&b);
+        /* With TLS: the ERROR's record, then close_notify, or the alert a
+         * failed handshake left. */
+        if (c->tls) {
+            size_t len;
+            uint8_t *out;
+
+            (void)tls_conn_close_notify(c->tls);
+            out = tls_conn_out_take(c->tls, &len);
+            if (out) {
+                ub = uv_buf_init((char *)out, (unsigned)len);
+                (void)uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+                free(out);
+            }
+        }
     }
     if (reason != 0)
         LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=close state=%s reason=%s", c->id,
@@ -318,17 +340,21 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
     if (c == NULL)
         return -ENOMEM;
     c->inflight = calloc(set->max_inflight, sizeof(*c->inflight));
-    if (c->inflight == NULL) {
-        free(c);
-        return -ENOMEM;
+    rc = c->inflight ? 0 : -ENOMEM;
+    if (rc == 0 && RAND_bytes(c->my_nonce, WIRE_NONCE_LEN) != 1)
+        rc = SHOAL_EINTERNAL;
+    if (rc == 0 && set->tls) {
+        /* An outgoing connection's ClientHello waits in its output until
+         * the TCP connection is up. */
+        rc = tls_conn_create(set->tls, !initiator, &c->tls);
+        if (rc == 0 && (c->pbuf = malloc(PEER_CONN_READ_CHUNK)) == NULL)
+            rc = -ENOMEM;
     }
-    if (RAND_bytes(c->my_nonce, WIRE_NONCE_LEN) != 1) {
-        free(c->inflight);
-        free(c);
-        return SHOAL_EINTERNAL;
-    }
-    rc = uv_tcp_init(loop, &c->tcp);
+    if (rc == 0)
+        rc = uv_tcp_init(loop, &c->tcp);
     if (rc < 0) {
+        tls_conn_destroy(c->tls);
+        free(c->pbuf);
         free(c->inflight);
         free(c);
         return rc;
@@ -343,7 +369,7 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
     memset(set, 0, sizeof(*set));
     c->id = (uint64_t)atomic_fetch_add(&next_conn_id, 1);
     c->initiator = initiator;
-    c->state = initiator ? PEER_CONN_CONNECTING : PEER_CONN_WAIT_HELLO;
+    c->state = initiator ? PEER_CONN_CONNECTING : c->tls ? PEER_CONN_TLS : PEER_CONN_WAIT_HELLO;
     peer_serve_init(&c->serve, loop, &serve_io, c, c->id, c->digest);
     snprintf(c->addr, sizeof(c->addr), "?");
     wire_decoder_init(&c->dec, WIRE_HANDSHAKE_MAX_FRAME);
@@ -375,13 +401,16 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Queues the frame in b (taken: b is empty afterwards) followed by piece
- * (taken, may be NULL) of piece_len bytes. */
+ * (taken, may be NULL) of piece_len bytes. With TLS both are encrypted
+ * into one buffer, behind any record the connection still had queued (its
+ * handshake's last flight), so the stream keeps the records' order; piece
+ * stays with the write all the same, for peer_serve to reuse once it left. */
 static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len)
 {
     struct wreq *w;
     uv_buf_t bufs[2];
     size_t flen;
-    int rc;
+    int rc = 0;
 
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -394,9 +423,25 @@ static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t p
     w->frame = buf_steal(b, &flen);
     w->piece = piece;
     w->piece_len = piece_len;
+    if (c->tls) {
+        if (w->frame && flen)
+            rc = tls_conn_send(c->tls, w->frame, flen);
+        if (rc == 0 && piece)
+            rc = tls_conn_send(c->tls, piece, piece_len);
+        free(w->frame);
+        w->frame = (char *)tls_conn_out_take(c->tls, &flen);
+        if (rc == 0 && w->frame == NULL)
+            rc = -EINVAL;
+        if (rc < 0) {
+            free(w->frame);
+            free(w->piece);
+            free(w);
+            return rc;
+        }
+    }
     bufs[0] = uv_buf_init(w->frame, (unsigned)flen);
     bufs[1] = uv_buf_init((char *)piece, (unsigned)piece_len);
-    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, piece ? 2 : 1, on_write);
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, piece && !c->tls ? 2 : 1, on_write);
     if (rc < 0) {
         free(w->frame);
         free(w->piece);
@@ -405,6 +450,18 @@ static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t p
     }
     c->last_tx = uv_now(c->loop);
     return 0;
+}
+
+/* Sends the records the TLS connection queued on its own (handshake
+ * messages). */
+static int flush_tls_out(struct peer_conn *c)
+{
+    struct buf none;
+
+    if (tls_conn_out_len(c->tls) == 0)
+        return 0;
+    buf_init(&none, 0);
+    return send_buf(c, &none, NULL, 0);
 }
 
 static int send_index_frame(struct peer_conn *c, int (*enc)(struct buf *, uint32_t), uint32_t index)
@@ -627,8 +684,14 @@ static void become_ready(struct peer_conn *c)
     wire_decoder_set_max(&c->dec, c->piece_length + WIRE_FRAME_SLACK);
     c->last_rx = c->last_tx = now;
     arm(c);
-    LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=ready initiator=%d", c->id, c->addr,
-        c->digest, c->initiator);
+    if (c->tls)
+        LOG(INFO, COMP,
+            "conn=%" PRIu64 " addr=%s digest=%s event=ready initiator=%d tls_peer=%s cipher=%s",
+            c->id, c->addr, c->digest, c->initiator, tls_conn_peer(c->tls),
+            tls_conn_cipher(c->tls));
+    else
+        LOG(INFO, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=ready initiator=%d", c->id,
+            c->addr, c->digest, c->initiator);
     if (c->ops->on_ready)
         c->ops->on_ready(c, c->arg);
 }
@@ -792,26 +855,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init((char *)c->rbuf, sizeof(c->rbuf));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+/* Decodes and dispatches the plaintext frames in p; stops when the
+ * connection starts closing. */
+static void decode(struct peer_conn *c, const uint8_t *p, size_t left)
 {
-    struct peer_conn *c = s->data;
-    const uint8_t *p = (const uint8_t *)b->base;
-    size_t left, used;
+    size_t used;
     struct wire_frame f;
     int rc;
 
-    if (c->state == PEER_CONN_CLOSING)
-        return;
-    if (nread < 0) {
-        if (nread == UV_EOF)
-            rc = c->state == PEER_CONN_READY ? 0 : -ECONNRESET;
-        else
-            rc = (int)nread;
-        peer_conn_teardown(c, rc, false);
-        return;
-    }
-    c->last_rx = uv_now(c->loop);
-    left = (size_t)nread;
     while (left > 0 && c->state != PEER_CONN_CLOSING) {
         rc = wire_decode(&c->dec, p, left, &used, &f);
         if (rc < 0) {
@@ -835,6 +886,146 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
 }
 
+/* Sends a plaintext ERROR frame the other side can read whatever it
+ * expected (best effort, as in peer_conn_teardown). */
+static void send_plain_error(struct peer_conn *c, uint16_t code, const char *msg)
+{
+    struct buf b;
+    uv_buf_t ub;
+
+    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
+    if (wire_encode_error(&b, code, msg) == 0) {
+        ub = uv_buf_init(b.data, (unsigned)b.len);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+    }
+    buf_dispose(&b);
+}
+
+/* The first bytes show a peer in the other mode: a plaintext HELLO (or
+ * ERROR) where a TLS record belongs, or a ClientHello on a plaintext
+ * connection. Each side says so in its log, the plaintext side through an
+ * ERROR frame it can read, and the connection closes. */
+static void refuse_mismatch(struct peer_conn *c, const uint8_t *p, size_t n)
+{
+    char msg[WIRE_ERROR_MSG_MAX + 3] = "";
+    char text[WIRE_ERROR_MSG_MAX + 1];
+
+    if (c->tls && c->initiator) {
+        /* Most likely a plaintext listener's ERROR about our ClientHello. */
+        struct wire_decoder d;
+        struct wire_frame f;
+        uint16_t code;
+        size_t used;
+
+        wire_decoder_init(&d, WIRE_HANDSHAKE_MAX_FRAME);
+        if (wire_decode(&d, p, n, &used, &f) == 1 && f.type == WIRE_ERROR &&
+            wire_parse_error(&f, &code, text) == 0)
+            snprintf(msg, sizeof(msg), ": %s", text);
+        wire_decoder_dispose(&d);
+        LOG(WARN, COMP,
+            "conn=%" PRIu64 " addr=%s event=tls-failed reason=\"the peer answered in plaintext%s\"",
+            c->id, c->addr, msg);
+    } else if (c->tls) {
+        LOG(WARN, COMP,
+            "conn=%" PRIu64 " addr=%s event=tls-refused reason=\"a plaintext peer on a TLS port\"",
+            c->id, c->addr);
+        snprintf(text, sizeof(text), "this peer requires TLS 1.3 (tls-mode %s)",
+                 tls_mode_name(tls_context_mode(c->set.tls)));
+        send_plain_error(c, WIRE_ERR_AUTH, text);
+    } else {
+        LOG(WARN, COMP,
+            "conn=%" PRIu64 " addr=%s event=tls-refused reason=\"the peer speaks TLS, this "
+            "agent's tls-mode is off\"",
+            c->id, c->addr);
+        send_plain_error(c, WIRE_ERR_AUTH, "this peer does not use TLS (tls-mode off)");
+    }
+    peer_conn_teardown(c, SHOAL_ETLS, false);
+}
+
+/* The TLS handshake finished: the wire protocol's own handshake starts. */
+static int tls_ready(struct peer_conn *c)
+{
+    LOG(DEBUG, COMP, "conn=%" PRIu64 " addr=%s event=tls-established tls_peer=%s cipher=%s", c->id,
+        c->addr, tls_conn_peer(c->tls), tls_conn_cipher(c->tls));
+    set_state(c, PEER_CONN_WAIT_HELLO);
+    return c->initiator ? send_hello(c) : 0;
+}
+
+/* Ciphertext from the stream: through TLS into pbuf, then the frame
+ * decoder, until all of it is taken. */
+static void read_tls(struct peer_conn *c, const uint8_t *p, size_t n)
+{
+    for (;;) {
+        size_t used = 0, got = 0;
+        int rc = tls_conn_recv(c->tls, p, n, &used, c->pbuf, PEER_CONN_READ_CHUNK, &got);
+
+        p += used;
+        n -= used;
+        if (rc < 0) {
+            LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s event=tls-failed reason=\"%s\"", c->id,
+                c->addr, tls_conn_error(c->tls));
+            /* Its alert goes out from the teardown. */
+            peer_conn_teardown(c, SHOAL_ETLS, false);
+            return;
+        }
+        if (c->state == PEER_CONN_TLS && tls_conn_established(c->tls))
+            rc = tls_ready(c);
+        if (rc == 0)
+            rc = flush_tls_out(c);
+        if (rc < 0) {
+            peer_conn_teardown(c, rc, false);
+            return;
+        }
+        if (got > 0) {
+            decode(c, c->pbuf, got);
+            if (c->state == PEER_CONN_CLOSING)
+                return;
+        }
+        if (tls_conn_peer_closed(c->tls)) {
+            peer_conn_teardown(c, c->state == PEER_CONN_READY ? 0 : -ECONNRESET, false);
+            return;
+        }
+        if ((n == 0 && !tls_conn_has_pending(c->tls)) || (used == 0 && got == 0))
+            return;
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct peer_conn *c = s->data;
+    const uint8_t *p = (const uint8_t *)b->base;
+    int rc;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            rc = (int)nread;
+        else if (c->tls)
+            /* close_notify closes before any EOF; an EOF without it may
+             * have cut the stream anywhere. */
+            rc = -ECONNRESET;
+        else
+            rc = c->state == PEER_CONN_READY ? 0 : -ECONNRESET;
+        peer_conn_teardown(c, rc, false);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->last_rx = uv_now(c->loop);
+    if (!c->rx_any) {
+        c->rx_any = true;
+        if ((c->tls != NULL) == tls_looks_plaintext(p, (size_t)nread)) {
+            refuse_mismatch(c, p, (size_t)nread);
+            return;
+        }
+    }
+    if (c->tls)
+        read_tls(c, p, (size_t)nread);
+    else
+        decode(c, p, (size_t)nread);
+}
+
 int peer_conn_start_reading(struct peer_conn *c)
 {
     int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -855,11 +1046,11 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     if (rc == 0) {
         uv_tcp_nodelay(&c->tcp, 1);
-        set_state(c, PEER_CONN_WAIT_HELLO);
+        set_state(c, c->tls ? PEER_CONN_TLS : PEER_CONN_WAIT_HELLO);
         rc = peer_conn_start_reading(c);
     }
     if (rc == 0)
-        rc = send_hello(c);
+        rc = c->tls ? flush_tls_out(c) : send_hello(c); /* the ClientHello, or HELLO */
     if (rc < 0)
         peer_conn_teardown(c, rc, false);
 }
@@ -1021,6 +1212,11 @@ const char *peer_conn_addr(const struct peer_conn *c)
 const uint8_t *peer_conn_id(const struct peer_conn *c)
 {
     return c->peer_id;
+}
+
+const char *peer_conn_tls_peer(const struct peer_conn *c)
+{
+    return c->tls ? tls_conn_peer(c->tls) : "";
 }
 
 const char *peer_conn_digest(const struct peer_conn *c)

@@ -40,6 +40,7 @@
 
 struct peer_conn;
 struct peer_listener;
+struct tls_context;
 
 /* Callbacks of an owned connection. Every member may be NULL (the event is
  * then ignored), though an owner without on_close cannot know when the
@@ -73,13 +74,16 @@ struct peer_conn_ops {
      * CANCEL; a PIECE for it arriving later is discarded silently. */
     void (*on_request_timeout)(struct peer_conn *c, uint32_t index, void *arg);
     /* The connection is closed; every request still in flight is dropped.
-     * reason: 0 (normal: closed by us with 0, or EOF after the handshake),
+     * reason: 0 (normal: closed by us with 0, or EOF after the handshake;
+     * with TLS only after the peer's close_notify),
      * SHOAL_EPROTOCOL (either side saw a protocol violation),
      * SHOAL_EUNAUTHORIZED (wrong AUTH, either side), SHOAL_ENOT_FOUND (the
      * peer does not serve the blob), SHOAL_EBUSY (peer busy),
      * SHOAL_EUNAVAILABLE (peer shutting down), SHOAL_ETIMEOUT (handshake or
-     * idle timeout), a negative errno for I/O errors (-ECONNRESET also for
-     * EOF during the handshake), or the reason given to peer_conn_close().
+     * idle timeout), SHOAL_ETLS (TLS handshake or record failed, or the
+     * peer does not use TLS), a negative errno for I/O errors (-ECONNRESET
+     * also for EOF during the handshake, and with TLS for an EOF without
+     * close_notify), or the reason given to peer_conn_close().
      * The connection is freed when this returns. */
     void (*on_close)(struct peer_conn *c, int reason, void *arg);
 };
@@ -108,6 +112,13 @@ struct peer_conn_config {
     uint64_t idle_timeout_ms;      /* no frame received; default 60000; KEEPALIVE every 1/3 */
     uint64_t request_timeout_ms;   /* an unanswered REQUEST; default 30000 */
     unsigned max_inflight;         /* our requests in flight; default 4, at most 64 */
+    /* TLS 1.3 around the whole wire protocol (docs/protocol.md, "TLS"), or
+     * NULL for plaintext. Borrowed: it must outlive every connection and
+     * listener made with this config. The handshake timeout covers the TLS
+     * handshake too. A TLS side and a plaintext side refuse each other with
+     * an ERROR frame the plaintext side can read (code auth) and on_close
+     * reason SHOAL_ETLS on the TLS side. */
+    struct tls_context *tls;
 };
 
 /* Fills id with random bytes from the CSPRNG, for peer_conn_config.my_id.
@@ -164,6 +175,9 @@ bool peer_conn_is_inflight(const struct peer_conn *c, uint32_t index);
 const char *peer_conn_addr(const struct peer_conn *c);
 /* The remote peer id from its HELLO (WIRE_ID_LEN bytes; zeros before). */
 const uint8_t *peer_conn_id(const struct peer_conn *c);
+/* The peer TLS authenticated ("cn=<CN>" or the PSK identity); "" without
+ * TLS or before its handshake finished. */
+const char *peer_conn_tls_peer(const struct peer_conn *c);
 /* The blob digest ("" on an incoming connection before its HELLO). */
 const char *peer_conn_digest(const struct peer_conn *c);
 /* peer_conn_blob.arg. */

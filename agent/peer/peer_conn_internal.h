@@ -33,6 +33,7 @@
 /* XX(name, log name) */
 #define PEER_CONN_STATE_MAP(XX)                                                                    \
     XX(CONNECTING, "connecting")                                                                   \
+    XX(TLS, "tls-handshake")                                                                       \
     XX(WAIT_HELLO, "wait-hello")                                                                   \
     XX(WAIT_AUTH, "wait-auth")                                                                     \
     XX(READY, "ready")                                                                             \
@@ -53,6 +54,7 @@ struct peer_conn_settings {
     uint64_t idle_ms;
     uint64_t request_ms;
     unsigned max_inflight;
+    struct tls_context *tls; /* borrowed, NULL = plaintext */
 };
 
 struct inflight; /* peer_conn.c */
@@ -97,6 +99,12 @@ struct peer_conn {
     uint64_t last_rx, last_tx;
     struct wire_decoder dec;
     bool bitfield_sent, bitfield_recv;
+    bool rx_any; /* a byte arrived: the first ones were checked (TLS or not) */
+
+    /* TLS (NULL without): the connection's state machine, and the buffer
+     * records are decrypted into before the frame decoder takes them. */
+    struct tls_conn *tls;
+    uint8_t *pbuf;
 
     struct inflight *inflight; /* set.max_inflight slots */
     unsigned ninflight;

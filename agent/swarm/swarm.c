@@ -706,6 +706,7 @@ int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
     s->pcfg.secret = s->secret;
     s->pcfg.secret_len = cfg->secret_len;
     s->pcfg.max_inflight = SWARM_MAX_INFLIGHT;
+    s->pcfg.tls = cfg->tls;
     rc = peer_conn_make_id(s->pcfg.my_id);
     if (rc < 0)
         goto fail;

@@ -47,6 +47,7 @@ struct swarm_config {
     uint64_t min_size;         /* smaller blobs are not worth a swarm */
     struct ratelimit *ingress; /* upstream and peer bytes in; borrowed, NULL = unlimited */
     struct ratelimit *egress;  /* piece bytes out to peers; borrowed, NULL = unlimited */
+    struct tls_context *tls;   /* TLS on the peer wire; borrowed, NULL = plaintext */
 };
 
 int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,

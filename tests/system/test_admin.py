@@ -140,6 +140,13 @@ def test_tracker_admin_endpoints(tmp_path):
         # Not on the API port's /v2 or anything else.
         st, _, _ = http_request(t.admin_port, "GET", "/v1/swarms")
         assert st == 404
+        # Harbor's endpoints are here only when the API port speaks TLS
+        # (test_tls.py); without it they stay on the API port alone.
+        for path in ("/healthy", "/health", "/oapi/v1/jobs/1", "/v1/webhooks/harbor"):
+            st, _, _ = http_request(t.admin_port, "GET", path)
+            assert st == 404, path
+        st, _, _ = http_request(t.port, "GET", "/healthy")
+        assert st == 200
     finally:
         t.stop()
 

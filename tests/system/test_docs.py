@@ -7,17 +7,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("SHOAL_BIN_DIR", os.path.join(ROOT, "build", "bin"))
 
 
-def test_configuration_md_matches_option_table():
-    out = subprocess.run([os.path.join(BIN, "shoal-agent"), "--print-config-markdown"],
+def generated_section_matches(daemon):
+    out = subprocess.run([os.path.join(BIN, "shoal-" + daemon), "--print-config-markdown"],
                          check=True, capture_output=True, text=True).stdout
     with open(os.path.join(ROOT, "docs", "configuration.md")) as f:
         doc = f.read()
-    begin = "<!-- BEGIN agent-options -->\n"
-    end = "<!-- END agent-options -->"
+    begin = "<!-- BEGIN %s-options -->\n" % daemon
+    end = "<!-- END %s-options -->" % daemon
     assert begin in doc and end in doc
     section = doc[doc.index(begin) + len(begin):doc.index(end)]
     assert section == out, ("docs/configuration.md is out of date; regenerate the table with "
-                            "build/bin/shoal-agent --print-config-markdown")
+                            "build/bin/shoal-%s --print-config-markdown" % daemon)
+
+
+def test_configuration_md_matches_option_table():
+    generated_section_matches("agent")
+
+
+def test_configuration_md_matches_tracker_option_table():
+    generated_section_matches("tracker")
 
 
 def test_threat_model_names_real_tests():

@@ -64,11 +64,14 @@ class Tracker:
             if self.proc.poll() is not None:
                 raise AssertionError("shoal-tracker exited: %s" % tail(self.log))
             try:
-                return http_request(self.port, "GET", "/_shoal/health", timeout=2)[0] == 200
+                return self.healthy()
             except OSError:
                 return False
         wait_for(up, 15, "shoal-tracker on port %d" % self.port)
         return self
+
+    def healthy(self):
+        return http_request(self.port, "GET", "/_shoal/health", timeout=2)[0] == 200
 
     def stop(self):
         return stop_process(self.proc)

@@ -8,7 +8,9 @@
  *   GET /readyz    200 {"status":"ready"}, or 503 {"status":"not ready",
  *                  "reasons":[...]} when the daemon's ready hook says no.
  *
- * HEAD works as GET; other methods get 405, other paths 404. Answers are
+ * A daemon may serve more paths here through its route hook (the tracker:
+ * Harbor's and registries' endpoints when its API port speaks TLS). HEAD
+ * works as GET; other methods get 405, other paths 404. Answers are
  * made at once from the handler. A change of readiness is logged once
  * (warn when it is lost, info when it comes back); the probes themselves
  * are logged at debug level only.
@@ -21,6 +23,7 @@
 #include <uv.h>
 
 #include "shoal/buf.h"
+#include "shoal/http_server.h"
 
 struct admin_server;
 
@@ -32,7 +35,14 @@ struct admin_server_config {
     /* Returns true when the daemon is ready; else appends one reason per
      * line (plain text, no newline at the end needed) to why. Required. */
     bool (*ready)(void *arg, struct buf *why);
-    void *arg; /* handed to both hooks; borrowed */
+    /* Optional: offered each request for any other path, before the 404;
+     * returns true when it took the request (and answers it as an
+     * http_server handler would). NULL = only the three paths above. */
+    bool (*route)(void *arg, struct http_request *req);
+    /* Largest request body read (for the route hook's POSTs); 0 = bodies
+     * are never read, as the three paths above need none. */
+    size_t max_body_bytes;
+    void *arg; /* handed to every hook; borrowed */
 };
 
 /* Binds and listens. The config's strings are copied. 0, or a negative

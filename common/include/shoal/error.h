@@ -24,7 +24,8 @@
     XX(PROTOCOL, "protocol violation")                                                             \
     XX(NOSPACE, "no space left in the cache")                                                      \
     XX(BUSY, "resource is busy")                                                                   \
-    XX(INTERNAL, "internal error")
+    XX(INTERNAL, "internal error")                                                                 \
+    XX(TLS, "TLS handshake or record failed")
 
 enum shoal_err {
     SHOAL_ERR_FIRST_ = -30000,

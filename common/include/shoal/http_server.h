@@ -16,6 +16,15 @@
  * 411, both through error_body and followed by a close. "Expect:
  * 100-continue" is answered with an interim 100 so clients do not stall.
  *
+ * TLS: with a tls context in the config, every connection speaks TLS 1.3
+ * (shoal/tls.h) over the same socket, with the same caps and timeouts (the
+ * header timeout covers the handshake; a handshake that has not finished by
+ * then closes the connection without an answer). A failed handshake is
+ * logged with its reason and closed. A client that sends plaintext instead
+ * of a ClientHello gets a plaintext 400 saying the port needs TLS, then a
+ * close. Responses are encrypted a record at a time (file ranges are read
+ * with pread; sendfile cannot encrypt).
+ *
  * Lifetime: the handler is called once per request with a `struct
  * http_request *` that stays valid until its on_close callback has run. The
  * handler answers at once or later (from any loop callback) with the
@@ -36,6 +45,7 @@
 
 struct http_server;
 struct http_request;
+struct tls_context;
 
 struct http_header {
     const char *name; /* as received */
@@ -51,7 +61,10 @@ struct http_request {
     bool has_body;      /* the request announced a body */
     size_t nheaders;
     struct http_header *headers;
-    const char *peer;  /* "ip:port" of the client */
+    const char *peer; /* "ip:port" of the client */
+    /* The client TLS authenticated ("cn=<certificate CN>", or the PSK
+     * identity); NULL on a plaintext server. */
+    const char *tls_peer;
     uint64_t start_ms; /* uv_now when the request line arrived */
     uint64_t id;       /* server-unique request id, for logs */
     void *user;        /* free for the handler */
@@ -80,6 +93,9 @@ struct http_server_config {
     /* Largest request body read and delivered in req->body; 0 = bodies are
      * never read (the connection closes after the response). */
     size_t max_body_bytes;
+    /* TLS for every connection; NULL = plaintext. Borrowed: it must outlive
+     * the server (until the destroy callback has run). */
+    struct tls_context *tls;
 };
 
 /* Binds and listens. 0, or a negative errno (e.g. -EADDRINUSE) / SHOAL_ECONFIG. */

@@ -129,6 +129,11 @@ static void test_table_keys(void **state)
         "ban-time",
         "ingress-rate",
         "egress-rate",
+        "tls-mode",
+        "tls-ca",
+        "tls-cert",
+        "tls-key",
+        "tls-ciphersuites",
         "node-name",
         "labels",
         "mirror-url",
@@ -360,6 +365,49 @@ static void test_cache_group(void **state)
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, (char *)NULL), CONFIG_RUN);
     assert_null(cfg.cache_group);
+    agent_config_dispose(&cfg);
+}
+
+static void test_tls_options(void **state)
+{
+    struct agent_config cfg;
+    char err[512];
+    const char *secret = scratch_file_text("t0p-secret\n");
+
+    (void)state;
+    /* Off by default. */
+    assert_int_equal(LOAD(&cfg, err, "--log-level", "info"), CONFIG_RUN);
+    assert_int_equal(cfg.tls_mode, TLS_MODE_OFF);
+    assert_string_equal(cfg.tls_ciphersuites, TLS_CIPHERSUITES_DEFAULT);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "https://127.0.0.1:5090", "--peer-listen",
+                          "127.0.0.1:5081", "--cluster-secret-file", secret, "--tls-mode", "psk"),
+                     CONFIG_RUN);
+    assert_int_equal(cfg.tls_mode, TLS_MODE_PSK);
+    agent_config_dispose(&cfg);
+    /* TLS needs an https:// tracker, and psk the secret. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://127.0.0.1:5090", "--peer-listen",
+                          "127.0.0.1:5081", "--cluster-secret-file", secret, "--tls-mode", "psk"),
+                     SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tracker\": tls-mode psk needs an https:// tracker URL"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tls-mode", "psk"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "set cluster-secret-file"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tls-mode", "TLS"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tls-mode\": \"TLS\" is not off, psk or mtls"));
+    agent_config_dispose(&cfg);
+    /* mtls needs its three files; they mean nothing in another mode. */
+    assert_int_equal(LOAD(&cfg, err, "--tls-mode", "mtls", "--tls-ca", "/ca.pem"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tls-cert\": required with tls-mode mtls"));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tls-mode", "mtls", "--tls-ca", "/ca.pem", "--tls-cert",
+                          "/c.pem", "--tls-key", "/c.key"),
+                     CONFIG_RUN);
+    assert_int_equal(cfg.tls_mode, TLS_MODE_MTLS);
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tls-key", "/c.key"), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tls-key\": only used with tls-mode mtls (tls-mode is off)"));
     agent_config_dispose(&cfg);
 }
 
@@ -688,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_watermarks),
         cmocka_unit_test(test_swarm_options),
         cmocka_unit_test(test_cache_group),
+        cmocka_unit_test_teardown(test_tls_options, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstreams_ok, scratch_files_teardown),
         cmocka_unit_test_teardown(test_upstreams_errors, scratch_files_teardown),
         cmocka_unit_test_teardown(test_repo_prefix, scratch_files_teardown),

@@ -9,6 +9,10 @@
  * "evil" client against the listener (here) and a raw server against a client
  * (in test_peer_conn.c, its only user).
  *
+ * Built with PEER_CONN_TEST_TLS defined, every connection runs inside TLS
+ * (psk mode, a context made in setup), so the same tests check the TLS
+ * transport (test_peer_conn_transfer_tls).
+ *
  * A test ends when every side it expects has closed: the listener is then
  * destroyed, the loop runs dry, and uv_loop_close() must return 0. A 10 s
  * unref'd guard timer turns a hang into a failure; nothing sleeps.
@@ -40,6 +44,7 @@
 #include "shoal/buf.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
+#include "shoal/tls.h"
 #include "shoal/wire.h"
 #include "support/pattern.h"
 #include "support/scratch.h"
@@ -132,6 +137,7 @@ struct tctx {
     bool destroy_in_lookup;
     uint8_t *content;
     int fd;
+    struct tls_context *tls; /* destroyed by teardown, after the loop */
 };
 
 /* ---- Fixture ------------------------------------------------------------ */
@@ -167,6 +173,15 @@ static int setup(void **state)
     buf_init(&t->raw.send, 1 << 20);
     wire_decoder_init(&t->evil.dec, 1 << 20);
     t->want_cli = t->want_srv = true;
+#ifdef PEER_CONN_TEST_TLS
+    {
+        struct tls_settings ts = {.mode = TLS_MODE_PSK, .secret = "s3cret", .secret_len = 6};
+        char err[256];
+
+        assert_int_equal(tls_context_create(&ts, &t->tls, err, sizeof(err)), 0);
+        t->ccfg.tls = t->scfg.tls = t->tls;
+    }
+#endif
     *state = t;
     return 0;
 }
@@ -184,6 +199,7 @@ static int teardown(void **state)
     wire_decoder_dispose(&t->evil.dec);
     close(t->fd);
     free(t->content);
+    tls_context_destroy(t->tls);
     free(t);
     return 0;
 }
@@ -405,6 +421,9 @@ static void run(struct tctx *t)
 
 /* ---- Evil client ------------------------------------------------------------ */
 
+/* It speaks plaintext only: left out of the TLS build. */
+#ifndef PEER_CONN_TEST_TLS
+
 static void evil_on_close(uv_handle_t *h)
 {
     struct evil *e = h->data;
@@ -536,6 +555,8 @@ static void evil_start(struct tctx *t)
     assert_int_equal(
         uv_tcp_connect(&e->creq, &e->tcp, (const struct sockaddr *)&sin, evil_connected), 0);
 }
+
+#endif /* PEER_CONN_TEST_TLS */
 
 /* ---- Shared hooks ----------------------------------------------------------- */
 
