@@ -106,6 +106,7 @@ static void test_table_keys(void **state)
         "cache-low-watermark",
         "cache-group",
         "tag-cache-ttl",
+        "tag-stale-max",
         "repo-check-ttl",
         "upstream-retries",
         "upstream-retry-max",
