@@ -751,8 +751,16 @@ static void test_close_ends_readers(void **state)
     assert_int_equal(partial_reader_segment(a.r, 0, size, &seg), 0);
     assert_true(seg.fd >= 0);
     assert_int_equal(seg.len, MiB);
+    /* A passive reader (a prewarm fill waiting for the end) is not one that
+     * reads the blob as it grows; a detached one is no reader at all. */
+    assert_int_equal(partial_active_readers(pb), 2);
+    assert_int_equal(partial_reader_attach(pb, &rcbs, &c, &c.r), 0);
+    assert_int_equal(partial_active_readers(pb), 3);
+    partial_reader_set_passive(c.r);
+    assert_int_equal(partial_active_readers(pb), 2);
     /* A reader that goes away hears nothing more. */
     partial_reader_detach(b.r);
+    assert_int_equal(partial_active_readers(pb), 1);
     int bd = b.datas;
     partial_close(pb, PARTIAL_DROP, SHOAL_ENOT_FOUND, 404);
     /* No owner callback after close, none from inside it for readers. */
@@ -762,7 +770,9 @@ static void test_close_ends_readers(void **state)
     assert_int_equal(a.end_status, 404);
     assert_int_equal(b.ends, 0);
     assert_int_equal(b.datas, bd);
-    (void)c;
+    /* The passive reader is ended with the same reason. */
+    assert_true(loop_run_until_count(&f->loop, &c.ends, 1, 5000));
+    assert_int_equal(c.end_rc, SHOAL_ENOT_FOUND);
     assert_int_equal(f->ends, 0);
     free(data);
 }
