@@ -32,6 +32,10 @@
 #define K_PEERS "peers"
 #define K_LEASE "lease"
 #define K_EXPIRES_MS "expires_ms"
+#define K_HASHES_FROM "hashes_from"
+#define K_TABLE "table"
+#define K_HASHES_SEQ "hashes_seq"
+#define K_HASHED "hashed"
 
 static const char *const event_names[] = {
 #define XX(name, text) text,
@@ -137,6 +141,8 @@ int announce_req_encode(const struct announce_req *r, struct buf *out)
         goto out;
     if (r->digest == NULL || r->agent == NULL || r->addr == NULL ||
         (size_t)r->event >= NELEM(event_names) ||
+        (r->has_hashes_from &&
+         (r->hashes_from > WIRE_PIECES_MAX || r->table > ANNOUNCE_TABLE_MAX)) ||
         (r->nhashes > 0 && (r->hash_len == 0 || r->hash_len > WIRE_HASH_MAX))) {
         rc = -EINVAL;
         goto out;
@@ -159,6 +165,10 @@ int announce_req_encode(const struct announce_req *r, struct buf *out)
         (rc = put(o, K_HAVE, json_integer((json_int_t)r->have))) < 0 ||
         (rc = put(o, K_COMPLETE, json_boolean(r->complete))) < 0 ||
         (rc = put(o, K_WANT_LEASE, json_boolean(r->want_lease))) < 0)
+        goto out;
+    if (r->has_hashes_from &&
+        ((rc = put(o, K_HASHES_FROM, json_integer((json_int_t)r->hashes_from))) < 0 ||
+         (rc = put(o, K_TABLE, json_integer((json_int_t)r->table))) < 0))
         goto out;
     rc = put(o, K_HASHES, hashes);
     hashes = NULL;
@@ -344,6 +354,29 @@ static int get_bad_peers(json_t *doc, struct announce_req_doc *d, char *err, siz
     return 0;
 }
 
+/* "hashes_from" and "table" come together: a position in one table's log. */
+static int get_hashes_from(json_t *doc, struct announce_req *r, char *err, size_t errlen)
+{
+    bool from = json_object_get(doc, K_HASHES_FROM) != NULL;
+    bool table = json_object_get(doc, K_TABLE) != NULL;
+    int rc;
+
+    if (!from && !table)
+        return 0;
+    if (!from || !table)
+        BAD("%s: missing (" K_HASHES_FROM " and " K_TABLE " come together)",
+            from ? K_TABLE : K_HASHES_FROM);
+    if ((rc = get_uint(doc, K_HASHES_FROM, true, &r->hashes_from, err, errlen)) < 0 ||
+        (rc = get_uint(doc, K_TABLE, true, &r->table, err, errlen)) < 0)
+        return rc;
+    if (r->hashes_from > WIRE_PIECES_MAX)
+        BAD(K_HASHES_FROM ": more than %u", WIRE_PIECES_MAX);
+    if (r->table > ANNOUNCE_TABLE_MAX)
+        BAD(K_TABLE ": more than %llu", (unsigned long long)ANNOUNCE_TABLE_MAX);
+    r->has_hashes_from = true;
+    return 0;
+}
+
 static int decode_req(json_t *doc, enum wire_hash_algo algo, struct announce_req_doc *d, char *err,
                       size_t errlen)
 {
@@ -364,6 +397,8 @@ static int decode_req(json_t *doc, enum wire_hash_algo algo, struct announce_req
         return rc;
     if (event != NULL && announce_event_parse(event, &r->event) < 0)
         BAD(K_EVENT ": expected started, progress, completed or stopped");
+    if ((rc = get_hashes_from(doc, r, err, errlen)) < 0)
+        return rc;
     if ((rc = get_hashes(doc, algo, d, err, errlen)) < 0 ||
         (rc = get_failed(doc, d, err, errlen)) < 0)
         return rc;
@@ -403,7 +438,8 @@ void announce_req_doc_dispose(struct announce_req_doc *d)
 /* ---- Reply encoder ------------------------------------------------------- */
 
 /* "confirmed": the pieces whose hash is confirmed, as a hex bitfield; left
- * out when none is. */
+ * out when none is. With has_seq the hashes themselves may have gone out
+ * in earlier replies, so the flags are taken as they are. */
 static int put_confirmed(json_t *o, const struct announce_reply *r)
 {
     size_t n = wire_bitfield_bytes(r->pieces);
@@ -415,7 +451,7 @@ static int put_confirmed(json_t *o, const struct announce_reply *r)
     if (bits == NULL || hex == NULL)
         goto out;
     for (uint32_t i = 0; i < r->pieces; i++) {
-        if (r->confirmed[i] && r->hashed != NULL && r->hashed[i]) {
+        if (r->confirmed[i] && (r->has_seq || (r->hashed != NULL && r->hashed[i]))) {
             wire_bit_set(bits, i);
             any = true;
         }
@@ -452,7 +488,30 @@ int announce_reply_encode(const struct announce_reply *r, struct buf *out)
         (rc = put(o, K_PIECES, json_integer(r->pieces))) < 0 ||
         (rc = put(o, K_HASH_ALGO, json_string(wire_hash_algo_name(r->hash_algo)))) < 0)
         goto out;
-    for (uint32_t i = 0; r->hashes != NULL && r->hashed != NULL && i < r->pieces; i++) {
+    if (r->has_seq) {
+        if (r->hashes_seq > r->nhashed || r->nhashed > r->pieces || r->table > ANNOUNCE_TABLE_MAX) {
+            rc = -EINVAL;
+            goto out;
+        }
+        if ((rc = put(o, K_TABLE, json_integer((json_int_t)r->table))) < 0 ||
+            (rc = put(o, K_HASHES_SEQ, json_integer(r->hashes_seq))) < 0 ||
+            (rc = put(o, K_HASHED, json_integer(r->nhashed))) < 0)
+            goto out;
+    }
+    for (size_t i = 0; r->has_seq && i < r->nhash_list; i++) {
+        const struct announce_hash *h = &r->hash_list[i];
+
+        if (h->index >= r->pieces) {
+            rc = -EINVAL;
+            goto out;
+        }
+        wire_hash_to_hex(h->hash, r->hash_len, hex);
+        snprintf(key, sizeof(key), "%" PRIu32, h->index);
+        if ((rc = put(hashes, key, json_string(hex))) < 0)
+            goto out;
+    }
+    for (uint32_t i = 0; !r->has_seq && r->hashes != NULL && r->hashed != NULL && i < r->pieces;
+         i++) {
         if (!r->hashed[i])
             continue;
         wire_hash_to_hex(r->hashes + (size_t)i * r->hash_len, r->hash_len, hex);
@@ -591,6 +650,7 @@ static int reply_confirmed(json_t *v, struct announce_reply_doc *d, char *err, s
     struct announce_reply *r = &d->reply;
     size_t n = wire_bitfield_bytes(r->pieces);
     const char *hex;
+    uint32_t count = 0;
 
     d->confirmed = calloc(r->pieces ? r->pieces : 1, 1);
     if (d->confirmed == NULL)
@@ -612,11 +672,36 @@ static int reply_confirmed(json_t *v, struct announce_reply_doc *d, char *err, s
                 continue;
             if (i >= r->pieces)
                 return fail(err, errlen, K_CONFIRMED, "spare bits set");
-            if (!d->hashed[i])
+            /* A reply in the hash log's form names hashes sent before;
+             * it cannot name more than the swarm knows. */
+            if (!d->hashed[i] && !r->has_seq)
                 return fail(err, errlen, K_CONFIRMED, "piece %" PRIu32 " has no hash", i);
+            if (r->has_seq && ++count > r->nhashed)
+                return fail(err, errlen, K_CONFIRMED, "more pieces than \"hashed\" says");
             d->confirmed[i] = 1;
         }
     }
+    return 0;
+}
+
+/* "table", "hashes_seq" and "hashed": all three or none (an older tracker
+ * sends every hash in every reply). */
+static int reply_seq(json_t *o, struct announce_reply_doc *d, char *err, size_t errlen)
+{
+    struct announce_reply *r = &d->reply;
+    uint64_t seq, n;
+    int rc;
+
+    if (!json_object_get(o, K_TABLE) && !json_object_get(o, K_HASHES_SEQ) &&
+        !json_object_get(o, K_HASHED))
+        return 0;
+    if ((rc = reply_uint(o, K_TABLE, K_TABLE, 0, ANNOUNCE_TABLE_MAX, &r->table, err, errlen)) < 0 ||
+        (rc = reply_uint(o, K_HASHED, K_HASHED, 0, r->pieces, &n, err, errlen)) < 0 ||
+        (rc = reply_uint(o, K_HASHES_SEQ, K_HASHES_SEQ, 0, n, &seq, err, errlen)) < 0)
+        return rc;
+    r->has_seq = true;
+    r->nhashed = (uint32_t)n;
+    r->hashes_seq = (uint32_t)seq;
     return 0;
 }
 
@@ -739,7 +824,8 @@ static int reply_decode(const char *body, size_t len, struct announce_reply_doc 
     if (algo == NULL || wire_hash_algo_parse(algo, &r->hash_algo) < 0)
         return fail(err, errlen, K_HASH_ALGO, "not xxh3-128 or sha256");
     r->hash_len = wire_hash_len(r->hash_algo);
-    if ((rc = reply_hashes(json_object_get(out->json, K_HASHES), out, err, errlen)) < 0 ||
+    if ((rc = reply_seq(out->json, out, err, errlen)) < 0 ||
+        (rc = reply_hashes(json_object_get(out->json, K_HASHES), out, err, errlen)) < 0 ||
         (rc = reply_confirmed(json_object_get(out->json, K_CONFIRMED), out, err, errlen)) < 0 ||
         (rc = reply_peers(json_object_get(out->json, K_PEERS), out, err, errlen)) < 0)
         return rc;

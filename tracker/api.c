@@ -86,6 +86,12 @@ static void wire_reply(const struct tracker_announce_reply *out, struct announce
     w->hashes = out->hashes;
     w->hashed = out->hashed;
     w->confirmed = out->confirmed;
+    w->has_seq = out->has_seq;
+    w->table = out->table;
+    w->hashes_seq = out->hashes_seq;
+    w->nhashed = out->nhashed;
+    w->hash_list = out->hash_list;
+    w->nhash_list = out->nhash_list;
     w->peers = out->peers;
     w->npeers = out->npeers;
     w->has_lease = out->has_lease;

@@ -170,6 +170,7 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
     free(w->hashed);
     free(w->reporter);
     free(w->confirmed);
+    free(w->log);
     free(w->leased);
     free(w->peers);
     tracker_suspects_dispose(&w->suspects);
@@ -221,6 +222,13 @@ int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracke
         s->cfg.max_swarms_per_agent = TRACKER_DEFAULT_SWARMS_PER_AGENT;
     s->hash_len = wire_hash_len(s->cfg.hash_algo);
     s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
+    /* The reply's hash slice, allocated once so an announce never fails
+     * for it after changing the swarm. */
+    s->slice = malloc(ANNOUNCE_HASHES_PER_REPLY * sizeof(*s->slice));
+    if (s->slice == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
     *out = s;
     return 0;
 }
@@ -233,6 +241,7 @@ void tracker_swarms_destroy(struct tracker_swarms *s)
         swarm_free(s, s->n - 1);
     free(s->v);
     free(s->cand);
+    free(s->slice);
     free(s);
 }
 
@@ -382,13 +391,18 @@ static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint6
     w->hashed = calloc(w->pieces, 1);
     w->reporter = calloc(w->pieces, sizeof(*w->reporter));
     w->confirmed = calloc(w->pieces, 1);
+    w->log = calloc(w->pieces, sizeof(*w->log));
     w->leased = calloc(w->pieces, sizeof(*w->leased));
+    /* Random, so a restarted tracker's new table never takes an agent's
+     * position in the old one for its own. */
+    w->table = tracker_table_id(rnd(s));
     if (w->hashes == NULL || w->hashed == NULL || w->reporter == NULL || w->confirmed == NULL ||
-        w->leased == NULL) {
+        w->log == NULL || w->leased == NULL) {
         free(w->hashes);
         free(w->hashed);
         free(w->reporter);
         free(w->confirmed);
+        free(w->log);
         free(w->leased);
         free(w);
         return -ENOMEM;
@@ -445,7 +459,7 @@ static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *
         }
         memcpy(w->hashes + (size_t)idx * s->hash_len, req->hashes[i].hash, s->hash_len);
         w->hashed[idx] = 1;
-        w->nhashed++;
+        w->log[w->nhashed++] = idx;
         w->reporter[idx] = p->key;
         p->lease.report_ms = now_ms;
         lease_drop_piece(w, p, idx);
@@ -606,15 +620,37 @@ static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer
     return 0;
 }
 
-static void fill_swarm(const struct swarm *w, struct tracker_announce_reply *out)
+/* The hashes for the reply: the log past the agent's position, or, to an
+ * agent that does not keep them, all of them. */
+static void fill_swarm(struct tracker_swarms *s, const struct swarm *w,
+                       const struct announce_req *req, struct tracker_announce_reply *out)
 {
+    uint32_t from, to;
+
     out->piece_length = w->piece_length;
     out->pieces = w->pieces;
     out->nhashed = w->nhashed;
-    out->hashes = w->nhashed > 0 ? w->hashes : NULL;
-    out->hashed = w->nhashed > 0 ? w->hashed : NULL;
+    out->table = w->table;
     out->nconfirmed = w->nconfirmed;
     out->confirmed = w->nconfirmed > 0 ? w->confirmed : NULL;
+    if (!req->has_hashes_from) {
+        out->hashes = w->nhashed > 0 ? w->hashes : NULL;
+        out->hashed = w->nhashed > 0 ? w->hashed : NULL;
+        return;
+    }
+    from = tracker_hashes_from(req, w->table, w->nhashed);
+    to = w->nhashed - from > ANNOUNCE_HASHES_PER_REPLY ? from + ANNOUNCE_HASHES_PER_REPLY
+                                                       : w->nhashed;
+    for (uint32_t i = from; i < to; i++) {
+        struct announce_hash *h = &s->slice[i - from];
+
+        h->index = w->log[i];
+        memcpy(h->hash, w->hashes + (size_t)h->index * s->hash_len, s->hash_len);
+    }
+    out->has_seq = true;
+    out->hashes_seq = to;
+    out->hash_list = s->slice;
+    out->nhash_list = to - from;
 }
 
 int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, uint64_t now_ms,
@@ -655,13 +691,14 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
         s->st.bad_peer_reports += req->nbad_peers;
         out->piece_length = plen;
         out->pieces = npieces(req->size, plen);
+        out->has_seq = req->has_hashes_from;
         if (w == NULL)
             return 0;
         mark_suspects(s, w, req, now_ms, out);
         p = peer_find(w, req->agent);
         if (p != NULL)
             peer_remove(s, w, p, now_ms);
-        fill_swarm(w, out);
+        fill_swarm(s, w, req, out);
         return 0;
     }
 
@@ -704,10 +741,22 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
     rc = hand_out(s, w, p, now_ms, out);
     if (rc < 0)
         return rc;
-    fill_swarm(w, out);
+    fill_swarm(s, w, req, out);
     /* Counted with the announce's success, as the tracker logs them. */
     s->st.bad_peer_reports += req->nbad_peers;
     return 0;
+}
+
+uint64_t tracker_table_id(uint64_t random)
+{
+    uint64_t t = random & ANNOUNCE_TABLE_MAX;
+
+    return t != 0 ? t : 1;
+}
+
+uint32_t tracker_hashes_from(const struct announce_req *req, uint64_t table, uint32_t nhashed)
+{
+    return req->table == table && req->hashes_from <= nhashed ? (uint32_t)req->hashes_from : 0;
 }
 
 /* --- Expiry ------------------------------------------------------------------- */

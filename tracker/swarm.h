@@ -11,6 +11,13 @@
  * saves the next agent a refetch from upstream; a swarm without peers and
  * without hashes is dropped at the next expiry pass.
  *
+ * Hash log: every swarm numbers the hashes it accepts in order (its log)
+ * and carries a table id, random and fixed at its creation. An agent that
+ * sends hashes_from (and the table id it counts in) gets only the hashes
+ * past that position, at most ANNOUNCE_HASHES_PER_REPLY per reply, so
+ * replies do not grow with the blob; a table id that is not the swarm's (a
+ * swarm made anew) counts from 0.
+ *
  * Bad peers: an announce may name peer addresses that sent the reporter a
  * piece failing its hash. Each such address becomes a suspect of that swarm
  * for bad_peer_ms: it is left out of every hand-out (a suspect that keeps
@@ -67,11 +74,19 @@ struct tracker_announce_reply {
     uint32_t pieces;
     enum wire_hash_algo hash_algo;
     size_t hash_len;
+    /* The hashes, as struct announce_reply carries them: to a request with
+     * hashes_from, has_seq and the log slice in hash_list; to one without,
+     * every known hash in hashes and hashed. */
     const uint8_t *hashes; /* pieces * hash_len bytes, or NULL when none known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
     uint32_t nhashed;
     const uint8_t *confirmed; /* pieces flags: hashes[i] is confirmed; NULL when none */
     uint32_t nconfirmed;
+    bool has_seq;
+    uint64_t table;      /* the swarm's table id; 0 when there is no swarm */
+    uint32_t hashes_seq; /* the log position after hash_list */
+    const struct announce_hash *hash_list;
+    size_t nhash_list;
     size_t npeers;
     struct announce_peer peers[ANNOUNCE_PEERS_MAX]; /* strings borrowed, as above */
     bool has_lease;
@@ -141,6 +156,14 @@ void tracker_expire(struct tracker_swarms *s, uint64_t now_ms);
  * what visit returned when it is not 0. */
 int tracker_swarms_list(struct tracker_swarms *s, uint64_t now_ms,
                         int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg);
+
+/* A table id from a random number: 1 to ANNOUNCE_TABLE_MAX. */
+uint64_t tracker_table_id(uint64_t random);
+
+/* Where the reply's hash slice starts for req in a swarm whose log of
+ * nhashed entries has this table id: req's hashes_from when it counts in
+ * that table and is not past the log's end, else 0. */
+uint32_t tracker_hashes_from(const struct announce_req *req, uint64_t table, uint32_t nhashed);
 
 /* Counters and gauges for /metrics. */
 void tracker_swarms_stats(const struct tracker_swarms *s, struct tracker_stats *out);

@@ -81,6 +81,8 @@ struct swarm_core {
     size_t nbad, nbad_sent;
     uint64_t *failed; /* lease pieces given up */
     size_t nfailed, nfailed_sent;
+    uint64_t log_table;  /* the tracker's hash log we follow, 0 before the first reply */
+    uint32_t hashes_seq; /* our position in it: hashes before it reached us */
 
     /* our upstream lease */
     uint32_t *lease;
@@ -482,6 +484,9 @@ void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *
         .nlease_failed = c->nfailed,
         .bad_peers = c->badp,
         .nbad_peers = c->nbad,
+        .has_hashes_from = true,
+        .hashes_from = c->hashes_seq,
+        .table = c->log_table,
     };
     for (size_t i = 0; i < c->nbad; i++)
         c->badp[i] = c->bad[i];
@@ -631,6 +636,12 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
             return;
         }
     }
+    /* The tracker sends each hash once (docs/protocol.md): from here on we
+     * want only those after this position in this table. */
+    if (r->has_seq) {
+        c->log_table = r->table;
+        c->hashes_seq = r->hashes_seq;
+    }
     if (c->state == SWARM_CORE_SEEDING && r->piece_length == c->plen && r->pieces == c->npieces)
         table_hashes(c, r); /* what completion may vouch for */
     if (c->state != SWARM_CORE_RUNNING)
@@ -653,6 +664,9 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
             maybe_trust(c, i);
         }
     }
+    /* A reply carries a bounded slice of the log: fetch the rest soon. */
+    if (r->has_seq && r->hashes_seq < r->nhashed)
+        announce_soon(c, SWARM_ANNOUNCE_MIN_GAP_MS);
     if (!c->ended && r->has_lease && r->nlease && !c->lease && !c->fetching)
         take_lease(c, r->lease, r->nlease, now);
     /* Peers with pieces first; then the rest, which will have some soon

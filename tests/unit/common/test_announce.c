@@ -723,6 +723,155 @@ static void test_reply_decode_malformed(void **state)
               "lease.expires_ms");
 }
 
+/* ---- The hash log: hashes_from / table in, table / hashes_seq / hashed out ---- */
+
+static void test_req_hashes_from(void **state)
+{
+    struct announce_req r = {
+        .digest = DIGEST,
+        .size = 20,
+        .agent = "a",
+        .addr = "h:1",
+        .has_hashes_from = true,
+        .hashes_from = 12,
+        .table = ANNOUNCE_TABLE_MAX,
+    };
+    struct announce_req_doc d;
+    char err[ANNOUNCE_ERROR_MAX];
+    struct buf out;
+
+    (void)state;
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_req_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"hashes_from\":12,\"table\":9007199254740991"));
+    assert_int_equal(
+        announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &d, err, sizeof(err)), 0);
+    assert_true(d.req.has_hashes_from);
+    assert_int_equal(d.req.hashes_from, 12);
+    assert_int_equal(d.req.table, ANNOUNCE_TABLE_MAX);
+    announce_req_doc_dispose(&d);
+
+    /* Without it (an older agent): not sent, and read back as absent. */
+    buf_dispose(&out);
+    buf_init(&out, 1 << 16);
+    r.has_hashes_from = false;
+    assert_int_equal(announce_req_encode(&r, &out), 0);
+    assert_null(strstr(out.data, "hashes_from"));
+    assert_null(strstr(out.data, "table"));
+    assert_int_equal(
+        announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &d, err, sizeof(err)), 0);
+    assert_false(d.req.has_hashes_from);
+    assert_int_equal(d.req.hashes_from, 0);
+    announce_req_doc_dispose(&d);
+
+    /* Values a decoder would refuse are not encoded. */
+    r.has_hashes_from = true;
+    r.hashes_from = WIRE_PIECES_MAX + 1;
+    assert_int_equal(announce_req_encode(&r, &out), -EINVAL);
+    r.hashes_from = 0;
+    r.table = ANNOUNCE_TABLE_MAX + 1;
+    assert_int_equal(announce_req_encode(&r, &out), -EINVAL);
+    buf_dispose(&out);
+
+    req_bad("{" REQ_BASE ",\"hashes_from\":1}", "table: missing");
+    req_bad("{" REQ_BASE ",\"table\":1}", "hashes_from: missing");
+    req_bad("{" REQ_BASE ",\"hashes_from\":-1,\"table\":1}", "hashes_from: expected a non-neg");
+    req_bad("{" REQ_BASE ",\"hashes_from\":\"1\",\"table\":1}", "hashes_from: expected");
+    req_bad("{" REQ_BASE ",\"hashes_from\":65537,\"table\":1}", "hashes_from: more than 65536");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":1.5}", "table: expected");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":9007199254740992}", "table: more than");
+}
+
+static void test_reply_hash_log(void **state)
+{
+    struct announce_hash list[2];
+    struct announce_reply r = {
+        .interval_ms = 1000,
+        .piece_length = 4194304,
+        .pieces = 4,
+        .hash_algo = WIRE_HASH_XXH3_128,
+        .hash_len = 16,
+        .has_seq = true,
+        .table = 77,
+        .hashes_seq = 3,
+        .nhashed = 4,
+        .hash_list = list,
+        .nhash_list = 2,
+    };
+    struct announce_reply_doc d;
+    char err[ANNOUNCE_ERROR_MAX];
+    struct buf out;
+
+    (void)state;
+    hash_fill(&list[0], 3, 0x10);
+    hash_fill(&list[1], 1, 0x20);
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_reply_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"table\":77,\"hashes_seq\":3,\"hashed\":4"));
+    assert_int_equal(announce_reply_decode(out.data, out.len, &d, err, sizeof(err)), 0);
+    assert_true(d.reply.has_seq);
+    assert_int_equal(d.reply.table, 77);
+    assert_int_equal(d.reply.hashes_seq, 3);
+    assert_int_equal(d.reply.nhashed, 4);
+    /* Only the listed hashes arrive, in the by-piece arrays. */
+    assert_int_equal(d.reply.hashed[0], 0);
+    assert_int_equal(d.reply.hashed[1], 1);
+    assert_int_equal(d.reply.hashed[2], 0);
+    assert_int_equal(d.reply.hashed[3], 1);
+    assert_memory_equal(d.reply.hashes + 3 * 16, list[0].hash, 16);
+    assert_memory_equal(d.reply.hashes + 1 * 16, list[1].hash, 16);
+    announce_reply_doc_dispose(&d);
+
+    /* An older tracker's reply (no log) decodes without has_seq. */
+    const char *old = "{" R_BASE ",\"hashes\":{\"0\":\"" HEX16 "\"}}";
+    assert_int_equal(announce_reply_decode(old, strlen(old), &d, err, sizeof(err)), 0);
+    assert_false(d.reply.has_seq);
+    assert_int_equal(d.reply.hashed[0], 1);
+    announce_reply_doc_dispose(&d);
+
+    /* What the encoder refuses. */
+    r.hashes_seq = 5;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    r.hashes_seq = 3;
+    r.nhashed = 5;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    r.nhashed = 4;
+    list[1].index = 4;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    list[1].index = 1;
+    r.table = ANNOUNCE_TABLE_MAX + 1;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    buf_dispose(&out);
+
+    /* What the decoder refuses: all three or none, and in range. */
+    reply_bad("{" R_BASE ",\"table\":1}", "hashed");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashed\":1}", "hashes_seq");
+    reply_bad("{" R_BASE ",\"hashes_seq\":0,\"hashed\":0}", "table");
+    reply_bad("{" R_BASE ",\"table\":-1,\"hashes_seq\":0,\"hashed\":0}", "table");
+    reply_bad("{" R_BASE ",\"table\":9007199254740992,\"hashes_seq\":0,\"hashed\":0}", "table");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":0,\"hashed\":5}", "hashed");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":3,\"hashed\":2}", "hashes_seq");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":\"0\",\"hashed\":0}", "hashes_seq");
+
+    /* In the log's form "confirmed" may name pieces whose hashes went out
+     * before, but no more pieces than the swarm has hashes. */
+    uint8_t confirmed[4] = {1, 0, 1, 0};
+    r.confirmed = confirmed;
+    r.table = 77;
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_reply_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"confirmed\":\"a0\""));
+    assert_int_equal(announce_reply_decode(out.data, out.len, &d, err, sizeof(err)), 0);
+    assert_int_equal(d.reply.confirmed[0], 1);
+    assert_int_equal(d.reply.hashed[0], 0);
+    assert_int_equal(d.reply.confirmed[2], 1);
+    assert_int_equal(d.reply.confirmed[1], 0);
+    announce_reply_doc_dispose(&d);
+    buf_dispose(&out);
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":1,\"hashed\":1,\"confirmed\":\"c0\"}",
+              "confirmed");
+}
+
 static void test_reply_decode_limits(void **state)
 {
     struct announce_reply_doc d;
@@ -791,7 +940,8 @@ int main(void)
         cmocka_unit_test(test_req_decode_caps),     cmocka_unit_test(test_req_decode_defaults),
         cmocka_unit_test(test_reply_round_trip),    cmocka_unit_test(test_reply_confirmed),
         cmocka_unit_test(test_reply_large),         cmocka_unit_test(test_reply_decode_malformed),
-        cmocka_unit_test(test_reply_decode_limits),
+        cmocka_unit_test(test_reply_decode_limits), cmocka_unit_test(test_req_hashes_from),
+        cmocka_unit_test(test_reply_hash_log),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
