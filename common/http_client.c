@@ -783,6 +783,8 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
     SETOPT(CURLOPT_TCP_KEEPINTVL, 30L);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS,
            opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS);
+    if (opts->timeout_ms > 0)
+        SETOPT(CURLOPT_TIMEOUT_MS, opts->timeout_ms);
     SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1024L);
     SETOPT(CURLOPT_LOW_SPEED_TIME,
            opts->low_speed_time_s > 0 ? opts->low_speed_time_s : DEFAULT_LOW_SPEED_TIME_S);

@@ -84,8 +84,9 @@ const struct config_option agent_options[] = {
         "close keep-alive connections idle for this long"),
     OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "1024",
         "client connections served at once"),
-    OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
-        "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
+    OPT("tracker", CONFIG_URLS, tracker, 0, 0, NULL,
+        "shoal-tracker URL, or the URLs of its replicas separated by commas (a JSON array in "
+        "the config file); set it to fetch blobs through the peer-to-peer swarm"),
     OPT("tracker-optional", CONFIG_BOOL, tracker_optional, 0, 0, "false",
         "report ready on /readyz even when the tracker has not answered the registration "
         "lately (without it, readiness needs a registration accepted within 3 "

@@ -60,6 +60,7 @@ struct http_client_opts {
     bool follow_redirects;
     long connect_timeout_ms; /* default 10 s */
     long low_speed_time_s;   /* abort when below 1 KiB/s for this long; default 60 */
+    long timeout_ms;         /* the whole request (SHOAL_ETIMEOUT); 0 = no limit */
     size_t max_body;         /* cap for the buffered body; default 4 MiB */
 
     /* Called once when the final response's headers are complete, before any

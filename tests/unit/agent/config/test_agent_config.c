@@ -346,6 +346,27 @@ static void test_swarm_options(void **state)
     assert_int_equal(LOAD(&cfg, err, "--tracker", "ftp://x"), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"tracker\""));
     agent_config_dispose(&cfg);
+    /* Replicas: a comma-separated list, or a JSON array in the file. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://t1:5090/,http://t2:5090", "--advertise",
+                          "10.0.0.1:5081", "--cluster-secret-file", secret),
+                     CONFIG_RUN);
+    assert_string_equal(cfg.tracker, "http://t1:5090,http://t2:5090");
+    agent_config_dispose(&cfg);
+    assert_int_equal(
+        LOAD(&cfg, err, "--tracker", "http://t1:5090,", "--advertise", "10.0.0.1:5081"),
+        SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tracker\": invalid URL list"));
+    agent_config_dispose(&cfg);
+    const char *file = scratch_file_text("{\"tracker\": [\"http://t1:5090\", \"http://t2:5090/\"], "
+                                         "\"advertise\": \"10.0.0.1:5081\", "
+                                         "\"insecure-no-secret\": true}");
+    assert_int_equal(LOAD(&cfg, err, "--config", file), CONFIG_RUN);
+    assert_string_equal(cfg.tracker, "http://t1:5090,http://t2:5090");
+    agent_config_dispose(&cfg);
+    file = scratch_file_text("{\"tracker\": [\"http://t1:5090\", 7]}");
+    assert_int_equal(LOAD(&cfg, err, "--config", file), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tracker\""));
+    agent_config_dispose(&cfg);
 }
 
 static void test_cache_group(void **state)
