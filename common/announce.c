@@ -498,7 +498,7 @@ int announce_reply_encode(const struct announce_reply *r, struct buf *out)
             (rc = put(o, K_HASHED, json_integer(r->nhashed))) < 0)
             goto out;
     }
-    for (size_t i = 0; r->has_seq && i < r->nhash_list; i++) {
+    for (size_t i = 0; r->hash_list != NULL && i < r->nhash_list; i++) {
         const struct announce_hash *h = &r->hash_list[i];
 
         if (h->index >= r->pieces) {

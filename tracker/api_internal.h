@@ -22,8 +22,7 @@ struct tracker_api {
     uint64_t replays;
     struct cluster_auth_replay *replay; /* signed requests seen within the clock skew */
     uint64_t bad_requests;
-    /* Scratch for one announce (the server is single-threaded). */
-    struct tracker_announce_reply reply;
+    uint64_t state_unavailable; /* 503s because the state store was unreachable */
 };
 
 /* Sends body as the answer, signed (X-Shoal-Reply-Auth) when the request

@@ -181,47 +181,59 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
 
 /* --- Create / destroy ----------------------------------------------------------- */
 
-int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracker_swarms **out)
+int tracker_swarms_config_resolve(const struct tracker_swarms_config *cfg,
+                                  struct tracker_swarms_config *out)
 {
-    struct tracker_swarms *s;
-
-    *out = NULL;
     if (cfg->lease_pieces > ANNOUNCE_LEASE_MAX || cfg->max_peers > ANNOUNCE_PEERS_MAX ||
         cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
         cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS ||
         (cfg->hash_algo != 0 && wire_hash_len(cfg->hash_algo) == 0) ||
         (cfg->piece_length != 0 && !wire_piece_length_valid(cfg->piece_length)))
         return SHOAL_ECONFIG;
+    *out = *cfg;
+    if (out->interval_ms == 0)
+        out->interval_ms = DEFAULT_INTERVAL_MS;
+    if (out->peer_timeout_ms == 0)
+        out->peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
+    if (out->lease_timeout_ms == 0)
+        out->lease_timeout_ms = DEFAULT_LEASE_TIMEOUT_MS;
+    if (out->keep_ms == 0)
+        out->keep_ms = DEFAULT_KEEP_MS;
+    if (out->lease_pieces == 0)
+        out->lease_pieces = DEFAULT_LEASE_PIECES;
+    if (out->max_peers == 0)
+        out->max_peers = DEFAULT_MAX_PEERS;
+    if (out->max_swarms == 0)
+        out->max_swarms = TRACKER_MAX_SWARMS;
+    if (out->max_swarm_peers == 0)
+        out->max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
+    if (out->bad_peer_ms == 0)
+        out->bad_peer_ms = DEFAULT_BAD_PEER_MS;
+    if (out->hash_algo == 0)
+        out->hash_algo = WIRE_HASH_SHA256;
+    if (out->bad_peer_reporters == 0)
+        out->bad_peer_reporters = TRACKER_DEFAULT_BAD_PEER_REPORTERS;
+    if (out->max_swarms_per_agent == 0)
+        out->max_swarms_per_agent = TRACKER_DEFAULT_SWARMS_PER_AGENT;
+    if (out->seed == 0)
+        out->seed = DEFAULT_SEED;
+    return 0;
+}
+
+int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracker_swarms **out)
+{
+    struct tracker_swarms *s;
+    struct tracker_swarms_config c;
+
+    *out = NULL;
+    if (tracker_swarms_config_resolve(cfg, &c) < 0)
+        return SHOAL_ECONFIG;
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
-    s->cfg = *cfg;
-    if (s->cfg.interval_ms == 0)
-        s->cfg.interval_ms = DEFAULT_INTERVAL_MS;
-    if (s->cfg.peer_timeout_ms == 0)
-        s->cfg.peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
-    if (s->cfg.lease_timeout_ms == 0)
-        s->cfg.lease_timeout_ms = DEFAULT_LEASE_TIMEOUT_MS;
-    if (s->cfg.keep_ms == 0)
-        s->cfg.keep_ms = DEFAULT_KEEP_MS;
-    if (s->cfg.lease_pieces == 0)
-        s->cfg.lease_pieces = DEFAULT_LEASE_PIECES;
-    if (s->cfg.max_peers == 0)
-        s->cfg.max_peers = DEFAULT_MAX_PEERS;
-    if (s->cfg.max_swarms == 0)
-        s->cfg.max_swarms = TRACKER_MAX_SWARMS;
-    if (s->cfg.max_swarm_peers == 0)
-        s->cfg.max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
-    if (s->cfg.bad_peer_ms == 0)
-        s->cfg.bad_peer_ms = DEFAULT_BAD_PEER_MS;
-    if (s->cfg.hash_algo == 0)
-        s->cfg.hash_algo = WIRE_HASH_SHA256;
-    if (s->cfg.bad_peer_reporters == 0)
-        s->cfg.bad_peer_reporters = TRACKER_DEFAULT_BAD_PEER_REPORTERS;
-    if (s->cfg.max_swarms_per_agent == 0)
-        s->cfg.max_swarms_per_agent = TRACKER_DEFAULT_SWARMS_PER_AGENT;
+    s->cfg = c;
     s->hash_len = wire_hash_len(s->cfg.hash_algo);
-    s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
+    s->rng = s->cfg.seed;
     /* The reply's hash slice, allocated once so an announce never fails
      * for it after changing the swarm. */
     s->slice = malloc(ANNOUNCE_HASHES_PER_REPLY * sizeof(*s->slice));
@@ -288,6 +300,29 @@ static int check_req(const struct announce_req *req, struct oci_digest *d,
                  "bad_peers: entry %zu is not HOST:PORT with a reachable host and a port from 1 "
                  "to 65535",
                  i);
+    }
+    return 0;
+}
+
+int tracker_announce_check(const struct tracker_swarms_config *cfg, const struct announce_req *req,
+                           struct tracker_announce_reply *out)
+{
+    struct oci_digest d;
+    size_t hash_len = wire_hash_len(cfg->hash_algo ? cfg->hash_algo : WIRE_HASH_SHA256);
+    uint64_t plen;
+    int rc;
+
+    rc = check_req(req, &d, out);
+    if (rc < 0)
+        return rc;
+    if (req->nhashes > 0 && req->hash_len != 0 && req->hash_len != hash_len)
+        FAIL(out, "hashes: expected %s hashes of %zu bytes",
+             wire_hash_algo_name(cfg->hash_algo ? cfg->hash_algo : WIRE_HASH_SHA256), hash_len);
+    plen = wire_piece_length_choose(req->size, cfg->piece_length);
+    for (size_t i = 0; i < req->nlease_failed; i++) {
+        if (req->lease_failed[i] >= WIRE_PIECES_MAX)
+            FAIL(out, "lease_failed: piece %llu out of range (the blob has %u pieces)",
+                 (unsigned long long)req->lease_failed[i], npieces(req->size, plen));
     }
     return 0;
 }

@@ -76,7 +76,8 @@ struct tracker_announce_reply {
     size_t hash_len;
     /* The hashes, as struct announce_reply carries them: to a request with
      * hashes_from, has_seq and the log slice in hash_list; to one without,
-     * every known hash in hashes and hashed. */
+     * every known hash, in hashes and hashed (or, from a backend that has
+     * them as a list, in hash_list). */
     const uint8_t *hashes; /* pieces * hash_len bytes, or NULL when none known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
     uint32_t nhashed;
@@ -128,9 +129,25 @@ struct tracker_stats {
     uint64_t swarms_refused;   /* new swarms refused by the per-agent limit */
     uint64_t swarms;
     uint64_t peers;
+    /* The state store (state.h): 1 while it answers (always, in memory),
+     * and how often it became unreachable. */
+    uint64_t state_up;
+    uint64_t state_outages;
 };
 
 struct tracker_swarms;
+
+/* Checks cfg and fills out with it, zero fields taking their defaults. 0 or
+ * SHOAL_ECONFIG. */
+int tracker_swarms_config_resolve(const struct tracker_swarms_config *cfg,
+                                  struct tracker_swarms_config *out);
+
+/* The checks of an announce that need no swarm (fields, lengths, the hash
+ * length of cfg's algorithm, lease_failed below WIRE_PIECES_MAX), for a
+ * backend that keeps its swarms elsewhere. 0 or SHOAL_EPARSE with
+ * out->error. */
+int tracker_announce_check(const struct tracker_swarms_config *cfg, const struct announce_req *req,
+                           struct tracker_announce_reply *out);
 
 /* Creates the empty state; cfg is copied (zero fields take their defaults).
  * 0, -ENOMEM, or SHOAL_ECONFIG for out-of-range settings. */

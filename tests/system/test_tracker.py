@@ -110,11 +110,21 @@ class Tracker:
         return parse_metrics(data.decode())
 
 
+@pytest.fixture(params=["memory", "redis"])
+def state_args(request, redis_factory):
+    """Every tracker test runs against both state backends: in memory, and
+    in a redis-server of its own (the replicas' shared state)."""
+    if request.param == "memory":
+        return []
+    return ["--state", redis_factory().url]
+
+
 @pytest.fixture
-def tracker_factory(tmp_path):
+def tracker_factory(tmp_path, state_args):
     started = []
 
     def make(**kw):
+        kw["extra_args"] = list(kw.get("extra_args") or []) + state_args
         t = Tracker(str(tmp_path / ("tracker%d" % len(started))), **kw)
         started.append(t)
         return t.start()

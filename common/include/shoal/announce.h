@@ -127,10 +127,10 @@ struct announce_peer {
  * hashes_from, the reply carries has_seq: the swarm's table id, the number
  * of hashes known (nhashed), and the hashes the swarm's log holds from the
  * agent's hashes_from (or from 0, when its table is another) up to
- * hashes_seq, at most ANNOUNCE_HASHES_PER_REPLY of them; the encoder sends
- * hash_list. Otherwise the reply carries every known hash (hashes and
- * hashed). The decoder always fills hashes and hashed with what the reply
- * carried. */
+ * hashes_seq, at most ANNOUNCE_HASHES_PER_REPLY of them. Otherwise the
+ * reply carries every known hash. The encoder sends hash_list when it is
+ * set, else every hash flagged in hashed; the decoder always fills hashes
+ * and hashed with what the reply carried. */
 struct announce_reply {
     uint64_t interval_ms;
     uint64_t piece_length;
@@ -149,7 +149,7 @@ struct announce_reply {
     uint64_t table;      /* 1 to ANNOUNCE_TABLE_MAX; 0 when the tracker has no swarm */
     uint32_t hashes_seq; /* the log position after this reply's hashes */
     uint32_t nhashed;    /* hashes the swarm knows: hashes_seq <= nhashed <= pieces */
-    const struct announce_hash *hash_list; /* encoder, with has_seq: the hashes to send */
+    const struct announce_hash *hash_list; /* encoder: the hashes to send, when set */
     size_t nhash_list;
     const struct announce_peer *peers;
     size_t npeers;
@@ -159,11 +159,11 @@ struct announce_reply {
     uint64_t lease_expires_ms; /* relative to the reply */
 };
 
-/* Appends the reply body (compact JSON): "hashes" holds hash_list with
- * has_seq (each index below pieces; else -EINVAL), every known hash
- * otherwise, "peers" every peer, "lease" is present only with has_lease. 0, -EINVAL (a
- * NULL or non-UTF-8 peer string, an unknown algorithm), -ENOMEM or
- * buf_append's SHOAL_ETOOBIG. */
+/* Appends the reply body (compact JSON): "hashes" holds hash_list when set
+ * (each index below pieces; else -EINVAL), every known hash otherwise;
+ * "table", "hashes_seq" and "hashed" are there with has_seq; "peers" every peer, "lease" is present
+ * only with has_lease. 0, -EINVAL (a NULL or non-UTF-8 peer string, an unknown algorithm), -ENOMEM
+ * or buf_append's SHOAL_ETOOBIG. */
 int announce_reply_encode(const struct announce_reply *r, struct buf *out);
 
 /* A decoded reply and what it points into (owned). */

@@ -757,13 +757,13 @@ static void test_state_memory(void **state)
     assert_string_equal(st->ops->name, "memory");
     base_req(&r, DIG_A, 20 * PL, "a");
     r.want_lease = true;
-    assert_int_equal(tracker_state_announce(st, &r, 0, &R), 0);
+    assert_int_equal(tracker_state_announce(st, &r, 0, &R, NULL, NULL), 0);
     assert_lease(0, 8);
     base_req(&r, DIG_B, 20 * PL, "a");
-    assert_int_equal(tracker_state_announce(st, &r, 0, &R), 0);
-    assert_int_equal(tracker_state_list(st, 0, count_visit, &n), 0);
+    assert_int_equal(tracker_state_announce(st, &r, 0, &R, NULL, NULL), 0);
+    assert_int_equal(tracker_state_list(st, 0, count_visit, &n, NULL, NULL), 0);
     assert_int_equal(n, 2);
-    assert_int_equal(tracker_state_list(st, 0, stop_visit, NULL), 7);
+    assert_int_equal(tracker_state_list(st, 0, stop_visit, NULL, NULL, NULL), 7);
     tracker_state_expire(st, 60000);
     tracker_state_stats(st, &stats);
     assert_int_equal(stats.swarms, 0);

@@ -1,0 +1,538 @@
+-- The tracker's swarm state in Redis (tracker/state_redis.c; docs/protocol.md,
+-- "Tracker replicas"). One script, loaded once per connection (SCRIPT LOAD)
+-- and run with EVALSHA; ARGV[1] names the operation, ARGV[2] is the key
+-- prefix, ARGV[3] the time in milliseconds ("" = Redis's own clock, which
+-- is what replicas use: their monotonic clocks differ; tests pass their
+-- own). A script runs atomically, so two replicas never interleave inside
+-- an announce: the lease grant and the first-hash-wins rule need nothing
+-- more. Every check that can refuse a request runs before the first write,
+-- since Redis does not roll a script back.
+--
+-- Keys, for prefix P and swarm digest D:
+--   P s:D    hash: size, plen, pieces, table, nhashed, nleased, npeers,
+--            next_uid, hash_len
+--   P log:D  string: the hash log, entries of a 4-byte big-endian piece
+--            index and the raw hash, in the order they were accepted
+--   P hb:D   bitmap: piece hashed
+--   P busy:D bitmap: piece hashed or leased (what a grant skips)
+--   P lk:D   hash: piece index -> uid of the peer holding its lease
+--   P p:D    hash: agent -> msgpack(uid, addr, have, complete, seen,
+--            lease active, first, count, left, granted, report)
+--   P pz:D   zset: agent -> hand-out rank (complete, have, random)
+--   P su:D   hash: suspect address -> marked until (ms)
+--   P swarms zset: D -> creation time (the listing order)
+--   P empty  zset: D -> when a peerless swarm may be dropped
+--   P peers  zset: "D\nagent" -> last announce (peer expiry)
+--   P leases zset: "D\nagent" -> lease expiry
+
+local op = ARGV[1]
+local P = ARGV[2]
+local now
+if ARGV[3] ~= '' then
+    now = tonumber(ARGV[3])
+else
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local RANK_COMPLETE = 137438953472 -- 2^37: above any have * 2^20 + 2^20
+local RANK_HAVE = 1048576          -- 2^20: room for the random tie-break
+
+local function keys(d)
+    return {
+        s = P .. 's:' .. d, log = P .. 'log:' .. d, hb = P .. 'hb:' .. d,
+        busy = P .. 'busy:' .. d, lk = P .. 'lk:' .. d, p = P .. 'p:' .. d,
+        pz = P .. 'pz:' .. d, su = P .. 'su:' .. d,
+    }
+end
+
+-- A peer record: a table with named fields.
+local function rec_load(k, agent)
+    local raw = redis.call('HGET', k.p, agent)
+    if not raw then
+        return nil
+    end
+    local uid, addr, have, complete, seen, lact, lfirst, lcount, lleft, lgranted, lreport =
+        cmsgpack.unpack(raw)
+    return {uid = uid, addr = addr, have = have, complete = complete, seen = seen, lact = lact,
+            lfirst = lfirst, lcount = lcount, lleft = lleft, lgranted = lgranted,
+            lreport = lreport}
+end
+
+local function rec_store(k, agent, r)
+    redis.call('HSET', k.p, agent, cmsgpack.pack(r.uid, r.addr, r.have, r.complete, r.seen,
+        r.lact, r.lfirst, r.lcount, r.lleft, r.lgranted, r.lreport))
+end
+
+local function lease_expiry(r, lease_timeout)
+    return math.max(r.lgranted, r.lreport) + lease_timeout
+end
+
+-- The swarm's counters live in its hash; m caches them during a call.
+local function meta_load(k)
+    local v = redis.call('HMGET', k.s, 'size', 'plen', 'pieces', 'table', 'nhashed', 'nleased',
+        'npeers', 'hash_len')
+    if not v[1] then
+        return nil
+    end
+    return {size = tonumber(v[1]), plen = tonumber(v[2]), pieces = tonumber(v[3]), table = v[4],
+            nhashed = tonumber(v[5]), nleased = tonumber(v[6]), npeers = tonumber(v[7]),
+            hash_len = tonumber(v[8])}
+end
+
+local function meta_store(k, m)
+    redis.call('HSET', k.s, 'nhashed', m.nhashed, 'nleased', m.nleased, 'npeers', m.npeers)
+end
+
+-- Frees one leased piece of r.
+local function lease_drop_piece(k, m, r, idx)
+    redis.call('HDEL', k.lk, idx)
+    redis.call('SETBIT', k.busy, idx, 0)
+    m.nleased = m.nleased - 1
+    r.lleft = r.lleft - 1
+    if r.lleft == 0 then
+        r.lact = 0
+    end
+end
+
+-- Frees every piece still leased to r.
+local function lease_release(d, k, m, agent, r)
+    if r.lact == 0 then
+        return
+    end
+    local i = r.lfirst
+    while i < r.lfirst + r.lcount and r.lleft > 0 do
+        if tonumber(redis.call('HGET', k.lk, i)) == r.uid then
+            lease_drop_piece(k, m, r, i)
+        end
+        i = i + 1
+    end
+    r.lact = 0
+    r.lleft = 0
+    redis.call('ZREM', P .. 'leases', d .. '\n' .. agent)
+end
+
+-- A peerless swarm with hashes is kept keep_ms; without, it goes at the
+-- next expiry pass.
+local function mark_empty(d, m, keep_ms)
+    redis.call('ZADD', P .. 'empty', m.nhashed > 0 and now + keep_ms or now, d)
+end
+
+local function peer_remove(d, k, m, agent, r, keep_ms)
+    lease_release(d, k, m, agent, r)
+    redis.call('HDEL', k.p, agent)
+    redis.call('ZREM', k.pz, agent)
+    redis.call('ZREM', P .. 'peers', d .. '\n' .. agent)
+    m.npeers = m.npeers - 1
+    if m.npeers == 0 then
+        mark_empty(d, m, keep_ms)
+    end
+end
+
+local function swarm_delete(d)
+    local k = keys(d)
+    local agents = redis.call('HKEYS', k.p)
+    for _, a in ipairs(agents) do
+        redis.call('ZREM', P .. 'peers', d .. '\n' .. a)
+        redis.call('ZREM', P .. 'leases', d .. '\n' .. a)
+    end
+    redis.call('DEL', k.s, k.log, k.hb, k.busy, k.lk, k.p, k.pz, k.su)
+    redis.call('ZREM', P .. 'swarms', d)
+    redis.call('ZREM', P .. 'empty', d)
+end
+
+local function be32(s, pos)
+    local a, b, c, e = string.byte(s, pos, pos + 3)
+    return ((a * 256 + b) * 256 + c) * 256 + e
+end
+
+-- --- announce -----------------------------------------------------------------
+
+local function announce()
+    local d, size, agent, addr = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+    local stopped = ARGV[8] == '1'
+    local have, complete, want_lease = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
+    local hashes, failed, bad = ARGV[12], ARGV[13], ARGV[14]
+    local has_from, from_req, table_req = ARGV[15] == '1', tonumber(ARGV[16]), ARGV[17]
+    local new_plen, new_pieces, hash_len = tonumber(ARGV[18]), tonumber(ARGV[19]),
+        tonumber(ARGV[20])
+    local lease_pieces, lease_timeout = tonumber(ARGV[21]), tonumber(ARGV[22])
+    local peer_timeout, keep_ms = tonumber(ARGV[23]), tonumber(ARGV[24])
+    local bad_peer_ms, bad_peer_off = tonumber(ARGV[25]), ARGV[26] == '1'
+    local max_swarms, max_swarm_peers = tonumber(ARGV[27]), tonumber(ARGV[28])
+    local max_peers, slice_max = tonumber(ARGV[29]), tonumber(ARGV[30])
+    local new_table, rnd = ARGV[31], tonumber(ARGV[32])
+
+    local k = keys(d)
+    local m = meta_load(k)
+    local out = {hashes_accepted = 0, hashes_ignored = 0, leases_released = 0, suspect_ms = 0,
+                 granted = 0, expired = 0, new_swarm = 0}
+    local bad_addrs = {}
+    if bad ~= '' then
+        for a in string.gmatch(bad, '[^\n]+') do
+            bad_addrs[#bad_addrs + 1] = a
+        end
+    end
+    local he = 4 + hash_len
+
+    -- Checks that need the swarm (or the one it would make); nothing is
+    -- written before they pass.
+    local pieces = new_pieces
+    if m then
+        if m.size ~= size then
+            return {1, string.format("size: %d does not match the swarm's size %d", size, m.size)}
+        end
+        if m.hash_len ~= hash_len then
+            return {1, 'hashes: the swarm keeps hashes of another length'}
+        end
+        pieces = m.pieces
+    end
+    if have > pieces then
+        return {1, string.format("have: %d is more than the blob's %d pieces", have, pieces)}
+    end
+    for pos = 1, #hashes, he do
+        local idx = be32(hashes, pos)
+        if idx >= pieces then
+            return {1, string.format('hashes: piece %d out of range (the blob has %d pieces)',
+                idx, pieces)}
+        end
+    end
+    for pos = 1, #failed, 4 do
+        local idx = be32(failed, pos)
+        if idx >= pieces then
+            return {1, string.format(
+                'lease_failed: piece %d out of range (the blob has %d pieces)', idx, pieces)}
+        end
+    end
+
+    local function slice()
+        local from = 0
+        if has_from and m.table == table_req and from_req <= m.nhashed then
+            from = from_req
+        end
+        local to = m.nhashed
+        if has_from and to - from > slice_max then
+            to = from + slice_max
+        end
+        local s = ''
+        if to > from then
+            s = redis.call('GETRANGE', k.log, from * he, to * he - 1)
+        end
+        return to, s
+    end
+
+    local function mark_suspects()
+        if bad_peer_off or #bad_addrs == 0 then
+            return
+        end
+        local untilt = now + bad_peer_ms
+        for _, a in ipairs(bad_addrs) do
+            local cur = tonumber(redis.call('HGET', k.su, a))
+            if not cur or cur < untilt then
+                redis.call('HSET', k.su, a, untilt)
+            end
+        end
+        -- At the cap the marks expiring first give way.
+        local n = redis.call('HLEN', k.su)
+        if n > 256 then
+            local all = redis.call('HGETALL', k.su)
+            local marks = {}
+            for i = 1, #all, 2 do
+                marks[#marks + 1] = {all[i], tonumber(all[i + 1])}
+            end
+            table.sort(marks, function(x, y) return x[2] < y[2] end)
+            for i = 1, n - 256 do
+                redis.call('HDEL', k.su, marks[i][1])
+            end
+        end
+        out.suspect_ms = bad_peer_ms
+    end
+
+    local function reply(peers, lease)
+        local to, s = 0, ''
+        local plen, pieces, tbl, nh = new_plen, new_pieces, '0', 0
+        if m then
+            to, s = slice()
+            plen, pieces, tbl, nh = m.plen, m.pieces, m.table, m.nhashed
+        end
+        local lease_s, has_lease, lease_exp = '', 0, 0
+        if lease then
+            has_lease = 1
+            lease_s = lease[1]
+            lease_exp = lease[2]
+        end
+        return {0, '', plen, pieces, tbl, nh, to, s, out.new_swarm, has_lease, lease_s, lease_exp,
+                out.hashes_accepted, out.hashes_ignored, out.leases_released, out.suspect_ms,
+                out.granted, out.expired, peers or {}, redis.call('ZCARD', P .. 'swarms'),
+                redis.call('ZCARD', P .. 'peers')}
+    end
+
+    if stopped then
+        -- Leaving: nothing is created for it; its reports still count.
+        if not m then
+            return reply(nil, nil)
+        end
+        mark_suspects()
+        local r = rec_load(k, agent)
+        if r then
+            peer_remove(d, k, m, agent, r, keep_ms)
+        end
+        meta_store(k, m)
+        return reply(nil, nil)
+    end
+
+    local r = m and rec_load(k, agent) or nil
+    local victim = nil
+    if not m and redis.call('ZCARD', P .. 'swarms') >= max_swarms then
+        local v = redis.call('ZRANGE', P .. 'empty', 0, 0)
+        if #v == 0 then
+            return {2, string.format('digest: too many swarms (limit %d)', max_swarms)}
+        end
+        victim = v[1]
+    end
+    if m and not r and m.npeers >= max_swarm_peers then
+        return {2, string.format('agent: too many peers in this swarm (limit %d)',
+            max_swarm_peers)}
+    end
+
+    -- From here on, writes.
+    if victim then
+        swarm_delete(victim)
+    end
+    if not m then
+        redis.call('HSET', k.s, 'size', size, 'plen', new_plen, 'pieces', new_pieces, 'table',
+            new_table, 'nhashed', 0, 'nleased', 0, 'npeers', 0, 'next_uid', 0, 'hash_len',
+            hash_len)
+        redis.call('SETBIT', k.hb, new_pieces - 1, 0)
+        redis.call('SETBIT', k.busy, new_pieces - 1, 0)
+        redis.call('ZADD', P .. 'swarms', now, d)
+        m = {size = size, plen = new_plen, pieces = new_pieces, table = new_table, nhashed = 0,
+             nleased = 0, npeers = 0, hash_len = hash_len}
+        out.new_swarm = 1
+    end
+    if not r then
+        local uid = redis.call('HINCRBY', k.s, 'next_uid', 1)
+        r = {uid = uid, addr = addr, have = 0, complete = 0, seen = now, lact = 0, lfirst = 0,
+             lcount = 0, lleft = 0, lgranted = 0, lreport = 0}
+        if m.npeers == 0 then
+            redis.call('ZREM', P .. 'empty', d)
+        end
+        m.npeers = m.npeers + 1
+    end
+    r.addr = addr
+    r.have = have
+    r.complete = complete
+    r.seen = now
+
+    -- Hashes of pieces leased to the reporter; the first one stays.
+    for pos = 1, #hashes, he do
+        local idx = be32(hashes, pos)
+        if r.lact == 1 and tonumber(redis.call('HGET', k.lk, idx)) == r.uid and
+            redis.call('GETBIT', k.hb, idx) == 0 then
+            redis.call('SETBIT', k.hb, idx, 1)
+            redis.call('APPEND', k.log, string.sub(hashes, pos, pos + he - 1))
+            m.nhashed = m.nhashed + 1
+            r.lreport = now
+            redis.call('HDEL', k.lk, idx)
+            m.nleased = m.nleased - 1
+            r.lleft = r.lleft - 1
+            if r.lleft == 0 then
+                r.lact = 0
+            end
+            out.hashes_accepted = out.hashes_accepted + 1
+        else
+            out.hashes_ignored = out.hashes_ignored + 1
+        end
+    end
+    -- Leased pieces given up go back.
+    for pos = 1, #failed, 4 do
+        local idx = be32(failed, pos)
+        if r.lact == 1 and tonumber(redis.call('HGET', k.lk, idx)) == r.uid then
+            lease_drop_piece(k, m, r, idx)
+            out.leases_released = out.leases_released + 1
+        end
+    end
+    mark_suspects()
+
+    local lease = nil
+    if want_lease then
+        if r.lact == 1 and lease_expiry(r, lease_timeout) <= now then
+            lease_release(d, k, m, agent, r)
+            out.expired = out.expired + 1
+        end
+        if r.lact == 0 then
+            local first = redis.call('BITPOS', k.busy, 0, 0, -1, 'BIT')
+            if first >= 0 and first < m.pieces then
+                local stop = redis.call('BITPOS', k.busy, 1, first, -1, 'BIT')
+                if stop < 0 or stop > m.pieces then
+                    stop = m.pieces
+                end
+                if stop > first + lease_pieces then
+                    stop = first + lease_pieces
+                end
+                local bf = {'BITFIELD', k.busy}
+                local lk = {'HSET', k.lk}
+                for i = first, stop - 1 do
+                    bf[#bf + 1] = 'SET'
+                    bf[#bf + 1] = 'u1'
+                    bf[#bf + 1] = i
+                    bf[#bf + 1] = 1
+                    lk[#lk + 1] = i
+                    lk[#lk + 1] = r.uid
+                end
+                redis.call(unpack(bf))
+                redis.call(unpack(lk))
+                m.nleased = m.nleased + (stop - first)
+                r.lact, r.lfirst, r.lcount, r.lleft = 1, first, stop - first, stop - first
+                r.lgranted, r.lreport = now, 0
+                out.granted = 1
+            end
+        end
+        if r.lact == 1 then
+            local held = {}
+            for i = r.lfirst, r.lfirst + r.lcount - 1 do
+                if tonumber(redis.call('HGET', k.lk, i)) == r.uid then
+                    held[#held + 1] = struct.pack('>I4', i)
+                end
+            end
+            lease = {table.concat(held), lease_expiry(r, lease_timeout) - now}
+        end
+    end
+    if r.lact == 1 then
+        redis.call('ZADD', P .. 'leases', lease_expiry(r, lease_timeout), d .. '\n' .. agent)
+    else
+        redis.call('ZREM', P .. 'leases', d .. '\n' .. agent)
+    end
+    rec_store(k, agent, r)
+    redis.call('ZADD', k.pz, (complete == 1 and RANK_COMPLETE or 0) + have * RANK_HAVE + rnd, agent)
+    redis.call('ZADD', P .. 'peers', now, d .. '\n' .. agent)
+    meta_store(k, m)
+
+    -- The hand-out: live peers but the caller and the suspects, seeds
+    -- first, then by pieces held, ties in the random order of their last
+    -- announces; at most max_peers.
+    local peers = {}
+    local nsu = redis.call('HLEN', k.su)
+    local page = max_peers + 8
+    local start = 0
+    while #peers < max_peers * 4 do
+        local names = redis.call('ZREVRANGE', k.pz, start, start + page - 1)
+        if #names == 0 then
+            break
+        end
+        local recs = redis.call('HMGET', k.p, unpack(names))
+        for i, name in ipairs(names) do
+            if name ~= agent and recs[i] then
+                local _, paddr, phave, pcomplete, pseen = cmsgpack.unpack(recs[i])
+                local ok = pseen + peer_timeout > now
+                if ok and nsu > 0 then
+                    local u = tonumber(redis.call('HGET', k.su, paddr))
+                    ok = not u or u <= now
+                end
+                if ok then
+                    peers[#peers + 1] = name
+                    peers[#peers + 1] = paddr
+                    peers[#peers + 1] = phave
+                    peers[#peers + 1] = pcomplete
+                    if #peers >= max_peers * 4 then
+                        break
+                    end
+                end
+            end
+        end
+        start = start + page
+    end
+    return reply(peers, lease)
+end
+
+-- --- expiry ---------------------------------------------------------------------
+
+local function split(member)
+    local nl = string.find(member, '\n', 1, true)
+    return string.sub(member, 1, nl - 1), string.sub(member, nl + 1)
+end
+
+local function expire()
+    local peer_timeout, lease_timeout = tonumber(ARGV[4]), tonumber(ARGV[5])
+    local keep_ms, batch = tonumber(ARGV[6]), tonumber(ARGV[7])
+    local peers_expired, leases_expired, swarms_dropped = 0, 0, 0
+
+    -- Peers silent for peer_timeout leave, with their leases.
+    local gone = redis.call('ZRANGEBYSCORE', P .. 'peers', '-inf', now - peer_timeout, 'LIMIT', 0,
+        batch)
+    for _, member in ipairs(gone) do
+        local d, agent = split(member)
+        local k = keys(d)
+        local m = meta_load(k)
+        local r = m and rec_load(k, agent) or nil
+        if r then
+            if r.lact == 1 then
+                leases_expired = leases_expired + 1
+            end
+            peer_remove(d, k, m, agent, r, keep_ms)
+            meta_store(k, m)
+            peers_expired = peers_expired + 1
+        else
+            redis.call('ZREM', P .. 'peers', member)
+        end
+    end
+    -- Leases whose holder stopped reporting end.
+    local ended = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, batch)
+    for _, member in ipairs(ended) do
+        local d, agent = split(member)
+        local k = keys(d)
+        local m = meta_load(k)
+        local r = m and rec_load(k, agent) or nil
+        if r and r.lact == 1 and lease_expiry(r, lease_timeout) <= now then
+            lease_release(d, k, m, agent, r)
+            rec_store(k, agent, r)
+            meta_store(k, m)
+            leases_expired = leases_expired + 1
+        elseif r and r.lact == 1 then
+            redis.call('ZADD', P .. 'leases', lease_expiry(r, lease_timeout), member)
+        else
+            redis.call('ZREM', P .. 'leases', member)
+        end
+    end
+    -- Peerless swarms whose retention ended.
+    local drop = redis.call('ZRANGEBYSCORE', P .. 'empty', '-inf', now, 'LIMIT', 0, batch)
+    for _, d in ipairs(drop) do
+        local np = tonumber(redis.call('HGET', P .. 's:' .. d, 'npeers'))
+        if not np or np == 0 then
+            swarm_delete(d)
+            swarms_dropped = swarms_dropped + 1
+        else
+            redis.call('ZREM', P .. 'empty', d)
+        end
+    end
+    return {peers_expired, leases_expired, swarms_dropped, redis.call('ZCARD', P .. 'swarms'),
+            redis.call('ZCARD', P .. 'peers')}
+end
+
+-- --- listing --------------------------------------------------------------------
+
+local function list()
+    local out = {}
+    for _, d in ipairs(redis.call('ZRANGE', P .. 'swarms', 0, -1)) do
+        local k = keys(d)
+        local v = redis.call('HMGET', k.s, 'size', 'plen', 'pieces', 'nhashed', 'nleased')
+        if v[1] then
+            out[#out + 1] = d
+            for i = 1, 5 do
+                out[#out + 1] = tonumber(v[i])
+            end
+            out[#out + 1] = redis.call('ZCARD', k.pz)
+            out[#out + 1] = redis.call('ZCOUNT', k.pz, RANK_COMPLETE, '+inf')
+        end
+    end
+    return out
+end
+
+if op == 'announce' then
+    return announce()
+elseif op == 'expire' then
+    return expire()
+elseif op == 'list' then
+    return list()
+end
+return redis.error_reply('shoal: unknown operation ' .. tostring(op))
