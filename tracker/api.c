@@ -36,6 +36,7 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
     if (a == NULL)
         return -ENOMEM;
     a->cfg = *cfg;
+    buf_init(&a->reply_body, REPLY_MAX);
     if (a->cfg.secret == NULL) {
         a->cfg.secret = "";
         a->cfg.secret_len = 0;
@@ -52,8 +53,10 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
 
 void tracker_api_destroy(struct tracker_api *a)
 {
-    if (a)
+    if (a) {
         cluster_auth_replay_destroy(a->replay);
+        buf_dispose(&a->reply_body);
+    }
     free(a);
 }
 
@@ -100,35 +103,29 @@ static void wire_reply(const struct tracker_announce_reply *out, struct announce
     w->lease_expires_ms = out->lease_expires_ms;
 }
 
-/* Sends the reply; 200, or 503 when it cannot be built. */
+/* Sends the reply; 200, or 503 when it cannot be built. The body buffer is
+ * the api's, reused from reply to reply (the response copies it). */
 static int answer_reply(struct tracker_api *a, struct http_request *req,
                         const struct tracker_announce_reply *out)
 {
     struct announce_reply w;
-    struct buf body;
     int status = 200;
 
-    buf_init(&body, REPLY_MAX);
+    buf_reset(&a->reply_body);
     wire_reply(out, &w);
-    if (announce_reply_encode(&w, &body) < 0)
+    if (announce_reply_encode(&w, &a->reply_body) < 0)
         status = api_answer_error(a, req, 503, "out of memory");
     else
-        api_send(a, req, 200, "application/json", body.data, body.len);
-    buf_dispose(&body);
+        api_send(a, req, 200, "application/json", a->reply_body.data, a->reply_body.len);
+    /* A rare large reply (a whole table) does not stay allocated. */
+    if (a->reply_body.cap > (64u << 10))
+        buf_dispose(&a->reply_body);
     return status;
 }
 
-/* One announce while the state works on it. The request's connection may
- * close first (req then NULL); the context lives until the state's answer
- * and the request's on_close have both come. */
-struct announce_ctx {
-    struct tracker_api *a;
-    struct http_request *req;
-    struct announce_req_doc d;
-    char note[300];
-    bool pending; /* the state has not answered yet */
-    struct tracker_announce_reply out;
-};
+/* An announce's context (api_internal.h). With a deferred state the
+ * request's connection may close first (req then NULL); the context lives
+ * until the state's answer and the request's on_close have both come. */
 
 static void log_request(struct tracker_api *a, struct http_request *req, int status,
                         const char *note);
@@ -172,7 +169,8 @@ static int announce_answer(struct tracker_api *a, struct http_request *req,
 static void announce_ctx_free(struct announce_ctx *c)
 {
     announce_req_doc_dispose(&c->d);
-    free(c);
+    if (c != &c->a->scratch)
+        free(c);
 }
 
 static void announce_closed(struct http_request *req, void *arg)
@@ -201,7 +199,7 @@ static void announce_done(void *arg, int rc, struct tracker_announce_reply *out)
 /* Returns the status sent, or 0 while the state works on it. */
 static int announce(struct tracker_api *a, struct http_request *req, char *note, size_t notelen)
 {
-    struct announce_ctx *c = malloc(sizeof(*c));
+    struct announce_ctx *c = a->cfg.state->ops->deferred ? malloc(sizeof(*c)) : &a->scratch;
     const struct announce_req *r;
     char err[ANNOUNCE_ERROR_MAX];
     int status;

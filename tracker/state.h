@@ -46,6 +46,7 @@ typedef void (*tracker_state_done_cb)(void *arg, int rc);
 
 struct tracker_state_ops {
     const char *name; /* "memory", "redis" */
+    bool deferred;    /* announce and list may return TRACKER_STATE_PENDING */
     /* req is borrowed for the call only; out must stay valid until cb runs
      * when it returns TRACKER_STATE_PENDING. */
     int (*announce)(void *impl, const struct announce_req *req, uint64_t now_ms,

@@ -134,10 +134,11 @@ static int take_reply(struct ann_op *op, redisReply *r)
                  is_str(m) ? m->str : "");
         return r->element[0]->integer == 2 ? SHOAL_EBUSY : SHOAL_EPARSE;
     }
-    if (r->elements != 21 || !is_str(r->element[7]) || !is_str(r->element[10]) ||
+    if (r->elements != 21 || !is_int(r->element[19]) || !is_int(r->element[20]) ||
+        !is_str(r->element[7]) || !is_str(r->element[10]) ||
         r->element[18]->type != REDIS_REPLY_ARRAY)
         return bad_reply(out, r, "announce");
-    static const int nums[] = {2, 3, 4, 5, 6, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20};
+    static const int nums[] = {2, 3, 4, 5, 6, 8, 9, 11, 12, 13, 14, 15, 16, 17};
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
         if (!num(r->element[nums[i]], &v[i]))
             return bad_reply(out, r, "announce");
@@ -202,8 +203,9 @@ static int take_reply(struct ann_op *op, redisReply *r)
     s->st.leases_granted += v[12];
     s->st.leases_expired += v[13];
     s->st.bad_peer_reports += op->nbad;
-    s->st.swarms = v[14];
-    s->st.peers = v[15];
+    /* The gauges between two expiry passes (which count them anew). */
+    s->st.peers += (uint64_t)r->element[19]->integer;
+    s->st.swarms += (uint64_t)r->element[20]->integer;
     return 0;
 }
 
@@ -225,7 +227,7 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
     struct rstate *s = impl;
     int rc;
 
-    memset(out, 0, sizeof(*out));
+    tracker_announce_reply_reset(out);
     out->interval_ms = s->cfg.interval_ms;
     out->hash_algo = s->cfg.hash_algo;
     out->hash_len = s->hash_len;
@@ -560,6 +562,7 @@ static void r_jobs_stats(void *impl, struct tracker_jobs_stats *out)
 
 static const struct tracker_state_ops redis_ops = {
     .name = "redis",
+    .deferred = true,
     .announce = r_announce,
     .expire = r_expire,
     .list = r_list,

@@ -18,7 +18,9 @@
 --   P lk:D   hash: piece index -> uid of the peer holding its lease
 --   P p:D    hash: agent -> msgpack(uid, addr, have, complete, seen,
 --            lease active, first, count, left, granted, report)
---   P pz:D   zset: agent -> hand-out rank (complete, have, random)
+--   P pa:D   hash: agent -> addr (what the hand-out reads)
+--   P pz:D   zset: agent -> hand-out rank: complete * 2^37 + have * 2^20 +
+--            20 random bits, so the rank alone says complete and have
 --   P su:D   hash: suspect address -> marked until (ms)
 --   P swarms zset: D -> creation time (the listing order)
 --   P empty  zset: D -> when a peerless swarm may be dropped
@@ -42,7 +44,7 @@ local function keys(d)
     return {
         s = P .. 's:' .. d, log = P .. 'log:' .. d, hb = P .. 'hb:' .. d,
         busy = P .. 'busy:' .. d, lk = P .. 'lk:' .. d, p = P .. 'p:' .. d,
-        pz = P .. 'pz:' .. d, su = P .. 'su:' .. d,
+        pz = P .. 'pz:' .. d, su = P .. 'su:' .. d, pa = P .. 'pa:' .. d,
     }
 end
 
@@ -75,13 +77,17 @@ local function meta_load(k)
     if not v[1] then
         return nil
     end
-    return {size = tonumber(v[1]), plen = tonumber(v[2]), pieces = tonumber(v[3]), table = v[4],
-            nhashed = tonumber(v[5]), nleased = tonumber(v[6]), npeers = tonumber(v[7]),
-            hash_len = tonumber(v[8])}
+    local m = {size = tonumber(v[1]), plen = tonumber(v[2]), pieces = tonumber(v[3]),
+               table = v[4], nhashed = tonumber(v[5]), nleased = tonumber(v[6]),
+               npeers = tonumber(v[7]), hash_len = tonumber(v[8])}
+    m.nhashed0, m.nleased0, m.npeers0 = m.nhashed, m.nleased, m.npeers
+    return m
 end
 
 local function meta_store(k, m)
-    redis.call('HSET', k.s, 'nhashed', m.nhashed, 'nleased', m.nleased, 'npeers', m.npeers)
+    if m.nhashed ~= m.nhashed0 or m.nleased ~= m.nleased0 or m.npeers ~= m.npeers0 then
+        redis.call('HSET', k.s, 'nhashed', m.nhashed, 'nleased', m.nleased, 'npeers', m.npeers)
+    end
 end
 
 -- Frees one leased piece of r.
@@ -121,6 +127,7 @@ end
 local function peer_remove(d, k, m, agent, r, keep_ms)
     lease_release(d, k, m, agent, r)
     redis.call('HDEL', k.p, agent)
+    redis.call('HDEL', k.pa, agent)
     redis.call('ZREM', k.pz, agent)
     redis.call('ZREM', P .. 'peers', d .. '\n' .. agent)
     m.npeers = m.npeers - 1
@@ -136,7 +143,7 @@ local function swarm_delete(d)
         redis.call('ZREM', P .. 'peers', d .. '\n' .. a)
         redis.call('ZREM', P .. 'leases', d .. '\n' .. a)
     end
-    redis.call('DEL', k.s, k.log, k.hb, k.busy, k.lk, k.p, k.pz, k.su)
+    redis.call('DEL', k.s, k.log, k.hb, k.busy, k.lk, k.p, k.pa, k.pz, k.su)
     redis.call('ZREM', P .. 'swarms', d)
     redis.call('ZREM', P .. 'empty', d)
 end
@@ -166,7 +173,7 @@ local function announce()
     local k = keys(d)
     local m = meta_load(k)
     local out = {hashes_accepted = 0, hashes_ignored = 0, leases_released = 0, suspect_ms = 0,
-                 granted = 0, expired = 0, new_swarm = 0}
+                 granted = 0, expired = 0, new_swarm = 0, dpeers = 0, dswarms = 0}
     local bad_addrs = {}
     if bad ~= '' then
         for a in string.gmatch(bad, '[^\n]+') do
@@ -263,8 +270,7 @@ local function announce()
         end
         return {0, '', plen, pieces, tbl, nh, to, s, out.new_swarm, has_lease, lease_s, lease_exp,
                 out.hashes_accepted, out.hashes_ignored, out.leases_released, out.suspect_ms,
-                out.granted, out.expired, peers or {}, redis.call('ZCARD', P .. 'swarms'),
-                redis.call('ZCARD', P .. 'peers')}
+                out.granted, out.expired, peers or {}, out.dpeers, out.dswarms}
     end
 
     if stopped then
@@ -276,6 +282,7 @@ local function announce()
         local r = rec_load(k, agent)
         if r then
             peer_remove(d, k, m, agent, r, keep_ms)
+            out.dpeers = -1
         end
         meta_store(k, m)
         return reply(nil, nil)
@@ -298,6 +305,7 @@ local function announce()
     -- From here on, writes.
     if victim then
         swarm_delete(victim)
+        out.dswarms = -1
     end
     if not m then
         redis.call('HSET', k.s, 'size', size, 'plen', new_plen, 'pieces', new_pieces, 'table',
@@ -307,10 +315,14 @@ local function announce()
         redis.call('SETBIT', k.busy, new_pieces - 1, 0)
         redis.call('ZADD', P .. 'swarms', now, d)
         m = {size = size, plen = new_plen, pieces = new_pieces, table = new_table, nhashed = 0,
-             nleased = 0, npeers = 0, hash_len = hash_len}
+             nleased = 0, npeers = 0, hash_len = hash_len, nhashed0 = 0, nleased0 = 0,
+             npeers0 = 0}
         out.new_swarm = 1
+        out.dswarms = out.dswarms + 1
     end
+    local is_new = false
     if not r then
+        is_new = true
         local uid = redis.call('HINCRBY', k.s, 'next_uid', 1)
         r = {uid = uid, addr = addr, have = 0, complete = 0, seen = now, lact = 0, lfirst = 0,
              lcount = 0, lleft = 0, lgranted = 0, lreport = 0}
@@ -318,7 +330,10 @@ local function announce()
             redis.call('ZREM', P .. 'empty', d)
         end
         m.npeers = m.npeers + 1
+        out.dpeers = 1
     end
+    local had_lease = r.lact == 1
+    local addr_changed = is_new or r.addr ~= addr
     r.addr = addr
     r.have = have
     r.complete = complete
@@ -400,45 +415,58 @@ local function announce()
     end
     if r.lact == 1 then
         redis.call('ZADD', P .. 'leases', lease_expiry(r, lease_timeout), d .. '\n' .. agent)
-    else
+    elseif had_lease then
         redis.call('ZREM', P .. 'leases', d .. '\n' .. agent)
     end
     rec_store(k, agent, r)
+    if addr_changed then
+        redis.call('HSET', k.pa, agent, addr)
+    end
     redis.call('ZADD', k.pz, (complete == 1 and RANK_COMPLETE or 0) + have * RANK_HAVE + rnd, agent)
     redis.call('ZADD', P .. 'peers', now, d .. '\n' .. agent)
     meta_store(k, m)
 
-    -- The hand-out: live peers but the caller and the suspects, seeds
-    -- first, then by pieces held, ties in the random order of their last
-    -- announces; at most max_peers.
+    -- The hand-out: peers but the caller and the suspects, seeds first,
+    -- then by pieces held, ties in the random order of their last
+    -- announces; at most max_peers. The rank says complete and have; a
+    -- peer past peer_timeout is gone at the next expiry pass (a second).
     local peers = {}
     local nsu = redis.call('HLEN', k.su)
     local page = max_peers + 8
     local start = 0
     while #peers < max_peers * 4 do
-        local names = redis.call('ZREVRANGE', k.pz, start, start + page - 1)
-        if #names == 0 then
+        local ranked = redis.call('ZREVRANGE', k.pz, start, start + page - 1, 'WITHSCORES')
+        if #ranked == 0 then
             break
         end
-        local recs = redis.call('HMGET', k.p, unpack(names))
+        local names = {}
+        for i = 1, #ranked, 2 do
+            names[#names + 1] = ranked[i]
+        end
+        local addrs = redis.call('HMGET', k.pa, unpack(names))
         for i, name in ipairs(names) do
-            if name ~= agent and recs[i] then
-                local _, paddr, phave, pcomplete, pseen = cmsgpack.unpack(recs[i])
-                local ok = pseen + peer_timeout > now
-                if ok and nsu > 0 then
+            local paddr = addrs[i]
+            if name ~= agent and paddr then
+                local ok = true
+                if nsu > 0 then
                     local u = tonumber(redis.call('HGET', k.su, paddr))
                     ok = not u or u <= now
                 end
                 if ok then
+                    local rank = tonumber(ranked[2 * i])
+                    local pcomplete = rank >= RANK_COMPLETE and 1 or 0
                     peers[#peers + 1] = name
                     peers[#peers + 1] = paddr
-                    peers[#peers + 1] = phave
+                    peers[#peers + 1] = math.floor((rank % RANK_COMPLETE) / RANK_HAVE)
                     peers[#peers + 1] = pcomplete
                     if #peers >= max_peers * 4 then
                         break
                     end
                 end
             end
+        end
+        if #ranked < 2 * page then
+            break
         end
         start = start + page
     end

@@ -21,6 +21,7 @@
 #include "swarm.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -697,7 +698,7 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
     uint64_t plen;
     int rc;
 
-    memset(out, 0, sizeof(*out));
+    tracker_announce_reply_reset(out);
     out->interval_ms = s->cfg.interval_ms;
     out->hash_algo = s->cfg.hash_algo;
     out->hash_len = s->hash_len;
@@ -780,6 +781,11 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
     /* Counted with the announce's success, as the tracker logs them. */
     s->st.bad_peer_reports += req->nbad_peers;
     return 0;
+}
+
+void tracker_announce_reply_reset(struct tracker_announce_reply *out)
+{
+    memset(out, 0, offsetof(struct tracker_announce_reply, peers));
 }
 
 uint64_t tracker_table_id(uint64_t random)

@@ -89,10 +89,8 @@ struct tracker_announce_reply {
     const struct announce_hash *hash_list;
     size_t nhash_list;
     size_t npeers;
-    struct announce_peer peers[ANNOUNCE_PEERS_MAX]; /* strings borrowed, as above */
     bool has_lease;
     size_t nlease;
-    uint32_t lease[ANNOUNCE_LEASE_MAX];
     uint64_t lease_expires_ms; /* relative to now_ms */
     /* What happened to the request's hashes and lease_failed entries. */
     uint32_t hashes_accepted, hashes_ignored;
@@ -104,7 +102,16 @@ struct tracker_announce_reply {
     bool new_swarm;
     /* Why the announce was refused: "<field>: <problem>". */
     char error[TRACKER_ERROR_MAX];
+    /* The arrays last: a reply is reset up to here
+     * (tracker_announce_reply_reset), and only npeers and nlease entries of
+     * them are ever read. */
+    struct announce_peer peers[ANNOUNCE_PEERS_MAX]; /* strings borrowed, as above */
+    uint32_t lease[ANNOUNCE_LEASE_MAX];
 };
+
+/* Zeroes everything in out but the peers and lease arrays (11 KiB no one
+ * reads past npeers and nlease). */
+void tracker_announce_reply_reset(struct tracker_announce_reply *out);
 
 /* Operator view of one swarm. */
 struct tracker_swarm_info {

@@ -97,6 +97,7 @@ int announce_req_encode(const struct announce_req *r, struct buf *out);
 struct announce_req_doc {
     struct announce_req req;
     struct json_t *json; /* the parsed body; req's strings point into it */
+    char *text;          /* or: a copy of the body they point into (the fast path) */
     struct announce_hash *hashes;
     uint64_t *lease_failed;
     const char *bad_peers[ANNOUNCE_BAD_PEERS_MAX];
