@@ -10,22 +10,26 @@
 --
 -- Keys, for prefix P and swarm digest D:
 --   P s:D    hash: size, plen, pieces, table, nhashed, nleased, npeers,
---            next_uid, hash_len
+--            next_uid, hash_len, nsu (suspect marks in su:D)
 --   P log:D  string: the hash log, entries of a 4-byte big-endian piece
 --            index and the raw hash, in the order they were accepted
 --   P hb:D   bitmap: piece hashed
 --   P busy:D bitmap: piece hashed or leased (what a grant skips)
 --   P lk:D   hash: piece index -> uid of the peer holding its lease
---   P p:D    hash: agent -> msgpack(uid, addr, have, complete, seen,
---            lease active, first, count, left, granted, report)
---   P pa:D   hash: agent -> addr (what the hand-out reads)
---   P pz:D   zset: agent -> hand-out rank: complete * 2^37 + have * 2^20 +
---            20 random bits, so the rank alone says complete and have
+--   P p:D    hash: agent -> msgpack(uid, addr, lease active, first, count,
+--            left, granted, report); written only when one changes
+--   P pz:D   zset: "agent\naddr" -> hand-out rank: complete * 2^37 +
+--            have * 2^20 + 20 random bits, so the rank alone says complete
+--            and have, and one ZREVRANGE is the whole hand-out
 --   P su:D   hash: suspect address -> marked until (ms)
 --   P swarms zset: D -> creation time (the listing order)
 --   P empty  zset: D -> when a peerless swarm may be dropped
 --   P peers  zset: "D\nagent" -> last announce (peer expiry)
 --   P leases zset: "D\nagent" -> lease expiry
+--   P sus    zset: D -> when its first suspect mark runs out
+--
+-- A peer that stops announcing is handed out until the expiry pass after
+-- its peer_timeout (at most a second more than the memory state does).
 
 local op = ARGV[1]
 local P = ARGV[2]
@@ -44,7 +48,7 @@ local function keys(d)
     return {
         s = P .. 's:' .. d, log = P .. 'log:' .. d, hb = P .. 'hb:' .. d,
         busy = P .. 'busy:' .. d, lk = P .. 'lk:' .. d, p = P .. 'p:' .. d,
-        pz = P .. 'pz:' .. d, su = P .. 'su:' .. d, pa = P .. 'pa:' .. d,
+        pz = P .. 'pz:' .. d, su = P .. 'su:' .. d,
     }
 end
 
@@ -54,16 +58,18 @@ local function rec_load(k, agent)
     if not raw then
         return nil
     end
-    local uid, addr, have, complete, seen, lact, lfirst, lcount, lleft, lgranted, lreport =
-        cmsgpack.unpack(raw)
-    return {uid = uid, addr = addr, have = have, complete = complete, seen = seen, lact = lact,
-            lfirst = lfirst, lcount = lcount, lleft = lleft, lgranted = lgranted,
-            lreport = lreport}
+    local uid, addr, lact, lfirst, lcount, lleft, lgranted, lreport = cmsgpack.unpack(raw)
+    return {uid = uid, addr = addr, lact = lact, lfirst = lfirst, lcount = lcount, lleft = lleft,
+            lgranted = lgranted, lreport = lreport, raw = raw}
 end
 
 local function rec_store(k, agent, r)
-    redis.call('HSET', k.p, agent, cmsgpack.pack(r.uid, r.addr, r.have, r.complete, r.seen,
-        r.lact, r.lfirst, r.lcount, r.lleft, r.lgranted, r.lreport))
+    local raw = cmsgpack.pack(r.uid, r.addr, r.lact, r.lfirst, r.lcount, r.lleft, r.lgranted,
+        r.lreport)
+    if raw ~= r.raw then
+        redis.call('HSET', k.p, agent, raw)
+        r.raw = raw
+    end
 end
 
 local function lease_expiry(r, lease_timeout)
@@ -73,13 +79,13 @@ end
 -- The swarm's counters live in its hash; m caches them during a call.
 local function meta_load(k)
     local v = redis.call('HMGET', k.s, 'size', 'plen', 'pieces', 'table', 'nhashed', 'nleased',
-        'npeers', 'hash_len')
+        'npeers', 'hash_len', 'nsu')
     if not v[1] then
         return nil
     end
     local m = {size = tonumber(v[1]), plen = tonumber(v[2]), pieces = tonumber(v[3]),
                table = v[4], nhashed = tonumber(v[5]), nleased = tonumber(v[6]),
-               npeers = tonumber(v[7]), hash_len = tonumber(v[8])}
+               npeers = tonumber(v[7]), hash_len = tonumber(v[8]), nsu = tonumber(v[9]) or 0}
     m.nhashed0, m.nleased0, m.npeers0 = m.nhashed, m.nleased, m.npeers
     return m
 end
@@ -127,8 +133,7 @@ end
 local function peer_remove(d, k, m, agent, r, keep_ms)
     lease_release(d, k, m, agent, r)
     redis.call('HDEL', k.p, agent)
-    redis.call('HDEL', k.pa, agent)
-    redis.call('ZREM', k.pz, agent)
+    redis.call('ZREM', k.pz, agent .. '\n' .. r.addr)
     redis.call('ZREM', P .. 'peers', d .. '\n' .. agent)
     m.npeers = m.npeers - 1
     if m.npeers == 0 then
@@ -143,8 +148,9 @@ local function swarm_delete(d)
         redis.call('ZREM', P .. 'peers', d .. '\n' .. a)
         redis.call('ZREM', P .. 'leases', d .. '\n' .. a)
     end
-    redis.call('DEL', k.s, k.log, k.hb, k.busy, k.lk, k.p, k.pa, k.pz, k.su)
+    redis.call('DEL', k.s, k.log, k.hb, k.busy, k.lk, k.p, k.pz, k.su)
     redis.call('ZREM', P .. 'swarms', d)
+    redis.call('ZREM', P .. 'sus', d)
     redis.call('ZREM', P .. 'empty', d)
 end
 
@@ -241,6 +247,7 @@ local function announce()
         end
         -- At the cap the marks expiring first give way.
         local n = redis.call('HLEN', k.su)
+        redis.call('ZADD', P .. 'sus', 'LT', untilt, d)
         if n > 256 then
             local all = redis.call('HGETALL', k.su)
             local marks = {}
@@ -251,7 +258,10 @@ local function announce()
             for i = 1, n - 256 do
                 redis.call('HDEL', k.su, marks[i][1])
             end
+            n = 256
         end
+        redis.call('HSET', k.s, 'nsu', n)
+        m.nsu = n
         out.suspect_ms = bad_peer_ms
     end
 
@@ -316,16 +326,14 @@ local function announce()
         redis.call('ZADD', P .. 'swarms', now, d)
         m = {size = size, plen = new_plen, pieces = new_pieces, table = new_table, nhashed = 0,
              nleased = 0, npeers = 0, hash_len = hash_len, nhashed0 = 0, nleased0 = 0,
-             npeers0 = 0}
+             npeers0 = 0, nsu = 0}
         out.new_swarm = 1
         out.dswarms = out.dswarms + 1
     end
-    local is_new = false
     if not r then
-        is_new = true
         local uid = redis.call('HINCRBY', k.s, 'next_uid', 1)
-        r = {uid = uid, addr = addr, have = 0, complete = 0, seen = now, lact = 0, lfirst = 0,
-             lcount = 0, lleft = 0, lgranted = 0, lreport = 0}
+        r = {uid = uid, addr = addr, lact = 0, lfirst = 0, lcount = 0, lleft = 0, lgranted = 0,
+             lreport = 0}
         if m.npeers == 0 then
             redis.call('ZREM', P .. 'empty', d)
         end
@@ -333,11 +341,10 @@ local function announce()
         out.dpeers = 1
     end
     local had_lease = r.lact == 1
-    local addr_changed = is_new or r.addr ~= addr
-    r.addr = addr
-    r.have = have
-    r.complete = complete
-    r.seen = now
+    if r.addr ~= addr then
+        redis.call('ZREM', k.pz, agent .. '\n' .. r.addr)
+        r.addr = addr
+    end
 
     -- Hashes of pieces leased to the reporter; the first one stays.
     for pos = 1, #hashes, he do
@@ -419,10 +426,8 @@ local function announce()
         redis.call('ZREM', P .. 'leases', d .. '\n' .. agent)
     end
     rec_store(k, agent, r)
-    if addr_changed then
-        redis.call('HSET', k.pa, agent, addr)
-    end
-    redis.call('ZADD', k.pz, (complete == 1 and RANK_COMPLETE or 0) + have * RANK_HAVE + rnd, agent)
+    redis.call('ZADD', k.pz, (complete == 1 and RANK_COMPLETE or 0) + have * RANK_HAVE + rnd,
+        agent .. '\n' .. addr)
     redis.call('ZADD', P .. 'peers', now, d .. '\n' .. agent)
     meta_store(k, m)
 
@@ -431,7 +436,6 @@ local function announce()
     -- announces; at most max_peers. The rank says complete and have; a
     -- peer past peer_timeout is gone at the next expiry pass (a second).
     local peers = {}
-    local nsu = redis.call('HLEN', k.su)
     local page = max_peers + 8
     local start = 0
     while #peers < max_peers * 4 do
@@ -439,26 +443,23 @@ local function announce()
         if #ranked == 0 then
             break
         end
-        local names = {}
         for i = 1, #ranked, 2 do
-            names[#names + 1] = ranked[i]
-        end
-        local addrs = redis.call('HMGET', k.pa, unpack(names))
-        for i, name in ipairs(names) do
-            local paddr = addrs[i]
-            if name ~= agent and paddr then
+            local member = ranked[i]
+            local nl = string.find(member, '\n', 1, true)
+            local name = string.sub(member, 1, nl - 1)
+            if name ~= agent then
+                local paddr = string.sub(member, nl + 1)
                 local ok = true
-                if nsu > 0 then
+                if m.nsu > 0 then
                     local u = tonumber(redis.call('HGET', k.su, paddr))
                     ok = not u or u <= now
                 end
                 if ok then
-                    local rank = tonumber(ranked[2 * i])
-                    local pcomplete = rank >= RANK_COMPLETE and 1 or 0
+                    local rank = tonumber(ranked[i + 1])
                     peers[#peers + 1] = name
                     peers[#peers + 1] = paddr
                     peers[#peers + 1] = math.floor((rank % RANK_COMPLETE) / RANK_HAVE)
-                    peers[#peers + 1] = pcomplete
+                    peers[#peers + 1] = rank >= RANK_COMPLETE and 1 or 0
                     if #peers >= max_peers * 4 then
                         break
                     end
@@ -520,6 +521,32 @@ local function expire()
             redis.call('ZADD', P .. 'leases', lease_expiry(r, lease_timeout), member)
         else
             redis.call('ZREM', P .. 'leases', member)
+        end
+    end
+    -- Suspect marks that ran out.
+    local sus = redis.call('ZRANGEBYSCORE', P .. 'sus', '-inf', now, 'LIMIT', 0, batch)
+    for _, d in ipairs(sus) do
+        local k = keys(d)
+        local all = redis.call('HGETALL', k.su)
+        local first, n = nil, 0
+        for i = 1, #all, 2 do
+            local u = tonumber(all[i + 1])
+            if u <= now then
+                redis.call('HDEL', k.su, all[i])
+            else
+                n = n + 1
+                if not first or u < first then
+                    first = u
+                end
+            end
+        end
+        if first then
+            redis.call('ZADD', P .. 'sus', first, d)
+        else
+            redis.call('ZREM', P .. 'sus', d)
+        end
+        if redis.call('EXISTS', k.s) == 1 then
+            redis.call('HSET', k.s, 'nsu', n)
         end
     end
     -- Peerless swarms whose retention ended.
