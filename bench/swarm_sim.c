@@ -416,10 +416,8 @@ static void recompute(struct sim *s)
         W.left[2 * i + 1] = h->down;
         W.cnt[2 * i] = h->nout;
         W.cnt[2 * i + 1] = h->nin;
-        for (struct flow *f = h->out; f; f = f->onext) {
+        for (struct flow *f = h->out; f; f = f->onext)
             f->frozen = false;
-            flow_catch_up(s, f);
-        }
         for (int k = 0; k < 2; k++) {
             uint32_t r = 2 * i + (uint32_t)k;
             W.ver[r]++;
@@ -439,11 +437,11 @@ static void recompute(struct sim *s)
                 continue;
             f->frozen = true;
             if (f->rate != level) {
+                /* What it sent at its old rate, then the new one. */
+                flow_catch_up(s, f);
                 f->rate = level;
                 flow_schedule(s, f);
                 s->flow_updates++;
-            } else if (f->version == 0) {
-                flow_schedule(s, f);
             }
             uint32_t other = up ? 2 * f->dst->idx + 1 : 2 * f->src->idx;
             W.left[other] -= level;
@@ -1022,7 +1020,9 @@ static int run(const struct params *p, struct result *res)
     }
     s.upstream = &s.hosts[p->n];
     while (s.nev > 0 && s.done < p->n) {
-        if (s.dirty) {
+        /* Rates follow the flows once every event of this instant is in
+         * (a HAVE reaching many peers starts many flows at once). */
+        if (s.dirty && s.ev[0].t > s.now) {
             recompute(&s);
             continue;
         }

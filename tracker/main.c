@@ -228,6 +228,8 @@ static int start(struct tracker *tr)
             .password_len = cfg->state_password_len,
             .prefix = cfg->state_prefix,
             .timeout_ms = (uint64_t)cfg->state_timeout_ms,
+            .secret = cfg->secret,
+            .secret_len = cfg->secret_len,
             .on_state = on_state,
             .arg = tr,
         };

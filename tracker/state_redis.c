@@ -11,10 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 
+#include "jobs_json.h"
 #include "redis_link.h"
+#include "shoal/agent_info.h"
+#include "shoal/cluster_seal.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/wire.h"
@@ -24,6 +28,12 @@
 
 /* state_redis_lua.c, generated from state_redis.lua. */
 extern const char tracker_state_redis_lua[];
+
+/* Which replica runs one of the others' jobs. */
+struct owner {
+    uint64_t job;
+    char rid[33];
+};
 
 struct rstate {
     uv_loop_t *loop;
@@ -35,9 +45,29 @@ struct rstate {
     uint64_t rng;
     struct tracker_stats st;
     bool expiring; /* an expiry pass is in flight */
-    /* The agent inventory and the jobs, in this process for now. */
-    struct tracker_state *local;
+    /* The cluster side (see below). */
+    struct tracker_agents *agents;
+    struct tracker_jobs *own;  /* jobs this replica runs */
+    struct tracker_jobs *peer; /* the other replicas' jobs, as they wrote them */
+    char rid[33];              /* this replica's id, random */
+    char *secret;              /* the cluster secret: seals job credentials in Redis */
+    size_t secret_len;
+    uint64_t keep_ms;      /* a finished job's key lives this long */
+    uint64_t owner_ttl_ms; /* a replica silent this long is gone */
+    uint64_t last_now;
+    uint64_t id_next, id_end; /* job ids reserved for this replica */
+    bool id_asking;
+    uint64_t agents_since; /* Redis time of the last inventory read */
+    uint64_t jobs_since;   /* the last job version read */
+    bool agents_syncing, jobs_syncing;
+    uint64_t *dirty; /* own jobs to write */
+    size_t ndirty, dirty_cap;
+    struct owner *owners; /* who runs each of the others' jobs */
+    size_t nowners, owners_cap;
+    bool checking; /* an alive_check is out */
 };
+
+static void cluster_expire(struct rstate *s, uint64_t now_ms);
 
 /* xorshift64*: tie-breaks and table ids. */
 static uint64_t rnd(struct rstate *s)
@@ -378,7 +408,7 @@ static void expire_done(void *arg, int rc, redisReply *r)
 static void r_expire(void *impl, uint64_t now_ms)
 {
     struct rstate *s = impl;
-    tracker_state_expire(s->local, now_ms);
+    cluster_expire(s, now_ms);
     if (s->expiring || !s->link || !redis_link_up(s->link))
         return;
     char now[24] = "", pt[24], lt[24], keep[24];
@@ -477,87 +507,617 @@ static void r_destroy(void *impl)
 {
     struct rstate *s = impl;
     redis_link_close(s->link); /* when not closed before: frees on the next loop run */
-    tracker_state_destroy(s->local);
+    tracker_agents_destroy(s->agents);
+    tracker_jobs_destroy(s->own);
+    tracker_jobs_destroy(s->peer);
+    free(s->dirty);
+    free(s->owners);
+    if (s->secret) {
+        memset(s->secret, 0, s->secret_len);
+        free(s->secret);
+    }
     free(s);
 }
 
-/* ---- the cluster side: the local inventory and jobs ------------------------------ */
+/* ---- the cluster side ---------------------------------------------------------------
+ *
+ * The agent inventory and the jobs are read and changed synchronously, in
+ * this process's own tables (agents.c, jobs.c), and shared through Redis:
+ * every heartbeat is written there at once, every change to a job this
+ * replica runs at the next expiry pass (or at once for a new job), and
+ * every second the replica reads what the others wrote since. A job is run
+ * by the replica it was created on (its owner); the others keep a copy to
+ * answer for it. When an owner stops renewing its liveness key, another
+ * replica takes its unfinished jobs over (job_claim). Job ids come from a
+ * counter in Redis, reserved in blocks. */
+
+#define ID_BLOCK 64
+#define JOBS_BATCH "500"
+
+static uint64_t wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static bool link_up(const struct rstate *s)
+{
+    return s->link && redis_link_up(s->link);
+}
+
+static void dirty(struct rstate *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->ndirty; i++)
+        if (s->dirty[i] == id)
+            return;
+    if (s->ndirty == s->dirty_cap) {
+        size_t cap = s->dirty_cap ? s->dirty_cap * 2 : 16;
+        uint64_t *v = realloc(s->dirty, cap * sizeof(*v));
+        if (!v)
+            return; /* written at its next change */
+        s->dirty = v;
+        s->dirty_cap = cap;
+    }
+    s->dirty[s->ndirty++] = id;
+}
+
+static void ignore_reply(void *arg, int rc, redisReply *r)
+{
+    struct rstate *s = arg;
+    if (rc == 0 && r && r->type == REDIS_REPLY_ERROR)
+        bad_reply(NULL, r, "cluster");
+    (void)s;
+}
+
+/* A job this replica runs, written for the others. */
+struct put_op {
+    struct rstate *s;
+    uint64_t id;
+};
+
+static void job_put_done(void *arg, int rc, redisReply *r)
+{
+    struct put_op *op = arg;
+    struct rstate *s = op->s;
+    if (rc == 0 && is_int(r) && r->integer == 0) {
+        /* Another replica took it over (we were thought gone): it is
+         * theirs to run now, ours to show. */
+        struct tracker_job *j = tracker_jobs_take(s->own, op->id);
+        LOG(WARN, COMP, "msg=\"job taken over by another tracker replica\" job=%" PRIu64, op->id);
+        if (j)
+            tracker_jobs_put(s->peer, j);
+    } else if (rc == 0 && r && r->type == REDIS_REPLY_ERROR) {
+        bad_reply(NULL, r, "job_put");
+        dirty(s, op->id);
+    } else if (rc < 0) {
+        dirty(s, op->id); /* again once Redis is back */
+    }
+    free(op);
+}
+
+static void job_write(struct rstate *s, const struct tracker_job *j, uint64_t now_ms)
+{
+    json_t *o = tracker_job_to_json(j, now_ms, wall_now());
+    struct buf sealed;
+    char *text = NULL;
+    char id[24], ttl[24];
+    buf_init(&sealed, 64 * 1024);
+    if (o && j->credentials &&
+        (cluster_seal(s->secret, s->secret_len, j->credentials, strlen(j->credentials), &sealed) <
+             0 ||
+         json_object_set_new(o, "credentials_sealed", json_string(sealed.data)) < 0)) {
+        json_decref(o);
+        o = NULL;
+    }
+    if (o)
+        text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    buf_dispose(&sealed);
+    struct put_op *op = text ? calloc(1, sizeof(*op)) : NULL;
+    if (!op) {
+        free(text);
+        dirty(s, j->id);
+        return;
+    }
+    op->s = s;
+    op->id = j->id;
+    snprintf(id, sizeof(id), "%" PRIu64, j->id);
+    snprintf(ttl, sizeof(ttl), "%" PRIu64, j->state == TRACKER_JOB_PENDING ? 0 : s->keep_ms);
+    const char *av[] = {"job_put", s->prefix, "", id, s->rid, text, ttl};
+    if (redis_link_eval(s->link, 7, av, NULL, job_put_done, op) < 0) {
+        free(op);
+        dirty(s, j->id);
+    }
+    /* The text may hold sealed credentials: hiredis copied it. */
+    memset(text, 0, strlen(text));
+    free(text);
+}
+
+static void flush(struct rstate *s, uint64_t now_ms)
+{
+    if (!link_up(s))
+        return;
+    size_t n = s->ndirty;
+    s->ndirty = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct tracker_job *j = tracker_jobs_get(s->own, s->dirty[i]);
+        if (j)
+            job_write(s, j, now_ms);
+    }
+}
+
+static void ids_done(void *arg, int rc, redisReply *r)
+{
+    struct rstate *s = arg;
+    s->id_asking = false;
+    if (rc == 0 && is_int(r) && r->integer >= ID_BLOCK) {
+        s->id_next = (uint64_t)r->integer - ID_BLOCK + 1;
+        s->id_end = (uint64_t)r->integer + 1;
+    } else if (rc == 0) {
+        bad_reply(NULL, r, "ids");
+    }
+}
+
+static void want_ids(struct rstate *s)
+{
+    char n[16];
+    if (s->id_asking || s->id_end - s->id_next > ID_BLOCK / 4 || !link_up(s))
+        return;
+    snprintf(n, sizeof(n), "%d", ID_BLOCK);
+    const char *av[] = {"ids", s->prefix, "", n};
+    if (redis_link_eval(s->link, 4, av, NULL, ids_done, s) == 0)
+        s->id_asking = true;
+}
+
+/* Heartbeats the others took, into the local inventory. */
+static void agents_done(void *arg, int rc, redisReply *r)
+{
+    struct rstate *s = arg;
+    uint64_t redis_now, seen;
+    s->agents_syncing = false;
+    if (rc < 0)
+        return;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || (r->elements - 1) % 3 != 0 ||
+        !num(r->element[0], &redis_now)) {
+        bad_reply(NULL, r, "agents_since");
+        return;
+    }
+    uint64_t now_ms = s->last_now;
+    for (size_t i = 1; i + 2 < r->elements; i += 3) {
+        const redisReply *name = r->element[i], *val = r->element[i + 1];
+        struct agent_info info;
+        char err[160];
+        if (!is_str(name) || !is_str(val) || !num(r->element[i + 2], &seen))
+            continue;
+        const char *nl = memchr(val->str, '\n', val->len);
+        if (!nl || nl - val->str > TRACKER_REMOTE_MAX + 32)
+            continue;
+        char remote[TRACKER_REMOTE_MAX + 33];
+        memcpy(remote, val->str, (size_t)(nl - val->str));
+        remote[nl - val->str] = '\0';
+        if (agent_info_decode(nl + 1, val->len - (size_t)(nl + 1 - val->str), &info, err,
+                              sizeof(err)) < 0 ||
+            strcmp(info.name, name->str) != 0)
+            continue;
+        /* Its heartbeat's time in our clock; ours may be newer already. */
+        uint64_t age = redis_now > seen ? redis_now - seen : 0;
+        uint64_t at = now_ms > age ? now_ms - age : 1;
+        const struct tracker_agent *have = tracker_agents_find(s->agents, info.name);
+        if (have && have->last_seen_ms >= at)
+            continue;
+        tracker_agents_heartbeat(s->agents, &info, remote, at);
+    }
+    /* Overlap the next look a little: a write may land in the same ms. */
+    s->agents_since = redis_now > 2000 ? redis_now - 2000 : 0;
+}
+
+static void sync_agents(struct rstate *s)
+{
+    char since[24], timeout[24];
+    if (s->agents_syncing || !link_up(s))
+        return;
+    snprintf(since, sizeof(since), "%" PRIu64, s->agents_since);
+    snprintf(timeout, sizeof(timeout), "%" PRIu64, tracker_agents_timeout_ms(s->agents));
+    const char *av[] = {"agents_since", s->prefix, "", since, timeout};
+    if (redis_link_eval(s->link, 5, av, NULL, agents_done, s) == 0)
+        s->agents_syncing = true;
+}
+
+struct claim_op {
+    struct rstate *s;
+    uint64_t id;
+};
+
+static void claim_done(void *arg, int rc, redisReply *r)
+{
+    struct claim_op *op = arg;
+    struct rstate *s = op->s;
+    if (rc == 0 && is_int(r) && r->integer == 1) {
+        struct tracker_job *j = tracker_jobs_take(s->peer, op->id);
+        if (j) {
+            tracker_job_adopt(j, s->last_now);
+            LOG(WARN, COMP,
+                "msg=\"job taken over from a tracker replica that is gone\" job=%" PRIu64, op->id);
+            if (tracker_jobs_put(s->own, j) == 0)
+                dirty(s, op->id);
+        }
+    }
+    free(op);
+}
+
+static void claim(struct rstate *s, uint64_t id, const char *owner)
+{
+    char sid[24];
+    struct claim_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return;
+    op->s = s;
+    op->id = id;
+    snprintf(sid, sizeof(sid), "%" PRIu64, id);
+    const char *av[] = {"job_claim", s->prefix, "", sid, owner, s->rid};
+    if (redis_link_eval(s->link, 6, av, NULL, claim_done, op) < 0)
+        free(op);
+}
+
+static void owner_set(struct rstate *s, uint64_t job, const char *rid)
+{
+    for (size_t i = 0; i < s->nowners; i++)
+        if (s->owners[i].job == job) {
+            snprintf(s->owners[i].rid, sizeof(s->owners[i].rid), "%s", rid);
+            return;
+        }
+    if (s->nowners == s->owners_cap) {
+        size_t cap = s->owners_cap ? s->owners_cap * 2 : 16;
+        struct owner *v = realloc(s->owners, cap * sizeof(*v));
+        if (!v)
+            return;
+        s->owners = v;
+        s->owners_cap = cap;
+    }
+    s->owners[s->nowners].job = job;
+    snprintf(s->owners[s->nowners].rid, sizeof(s->owners[s->nowners].rid), "%s", rid);
+    s->nowners++;
+}
+
+/* Jobs the others wrote (or gave up), into the copy; the unfinished jobs
+ * of a replica that is gone, taken over. */
+static void jobs_done(void *arg, int rc, redisReply *r)
+{
+    struct rstate *s = arg;
+    uint64_t now_ms = s->last_now, wall = wall_now();
+    s->jobs_syncing = false;
+    if (rc < 0)
+        return;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 5 != 0) {
+        bad_reply(NULL, r, "jobs_since");
+        return;
+    }
+    for (size_t i = 0; i + 4 < r->elements; i += 5) {
+        uint64_t id, version, alive;
+        const redisReply *owner = r->element[i + 2], *json = r->element[i + 3];
+        if (!num(r->element[i], &id) || !num(r->element[i + 1], &version) ||
+            !num(r->element[i + 4], &alive) || !is_str(owner) || !is_str(json))
+            continue;
+        if (version > s->jobs_since)
+            s->jobs_since = version;
+        if (owner->len == 0) { /* its key expired: finished and past job-keep */
+            tracker_job_free(tracker_jobs_take(s->peer, id));
+            continue;
+        }
+        if (strcmp(owner->str, s->rid) == 0 || tracker_jobs_get(s->own, id))
+            continue; /* ours: this table is the truth */
+        json_error_t jerr;
+        json_t *o = json_loadb(json->str, json->len, 0, &jerr);
+        struct tracker_job *j = NULL;
+        char err[200];
+        if (!o || tracker_job_from_json(o, now_ms, wall, &j, err, sizeof(err)) < 0) {
+            LOG(WARN, COMP, "msg=\"unreadable job from another replica\" job=%" PRIu64, id);
+            json_decref(o);
+            continue;
+        }
+        const char *sealed = json_string_value(json_object_get(o, "credentials_sealed"));
+        if (sealed && j->state == TRACKER_JOB_PENDING) {
+            struct buf plain;
+            buf_init(&plain, CLUSTER_SEAL_PLAIN_MAX + 1);
+            if (cluster_unseal(s->secret, s->secret_len, sealed, &plain) == 0 && plain.data)
+                j->credentials = strdup(plain.data);
+            if (plain.data)
+                memset(plain.data, 0, plain.len);
+            buf_dispose(&plain);
+        }
+        json_decref(o);
+        bool pending = j->state == TRACKER_JOB_PENDING;
+        if (tracker_jobs_put(s->peer, j) < 0)
+            continue;
+        if (pending)
+            owner_set(s, id, owner->str);
+        if (pending && !alive)
+            claim(s, id, owner->str);
+    }
+}
+
+static void sync_jobs(struct rstate *s)
+{
+    char since[24];
+    if (s->jobs_syncing || !link_up(s))
+        return;
+    snprintf(since, sizeof(since), "%" PRIu64, s->jobs_since);
+    const char *av[] = {"jobs_since", s->prefix, "", since, JOBS_BATCH};
+    if (redis_link_eval(s->link, 5, av, NULL, jobs_done, s) == 0)
+        s->jobs_syncing = true;
+}
+
+/* Forgets the owners of jobs no longer unfinished in the copy. */
+static void owners_prune(struct rstate *s)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < s->nowners; i++) {
+        const struct tracker_job *j = tracker_jobs_get(s->peer, s->owners[i].job);
+        if (j && j->state == TRACKER_JOB_PENDING)
+            s->owners[w++] = s->owners[i];
+    }
+    s->nowners = w;
+}
+
+#define CHECK_MAX 32
+
+struct check_op {
+    struct rstate *s;
+    size_t n;
+    char rid[CHECK_MAX][33];
+};
+
+static void check_done(void *arg, int rc, redisReply *r)
+{
+    struct check_op *op = arg;
+    struct rstate *s = op->s;
+    s->checking = false;
+    if (rc == 0 && r && r->type == REDIS_REPLY_ARRAY && r->elements == op->n) {
+        for (size_t k = 0; k < op->n; k++) {
+            if (!is_int(r->element[k]) || r->element[k]->integer != 0)
+                continue;
+            /* Gone: its unfinished jobs are taken over. */
+            for (size_t i = 0; i < s->nowners; i++)
+                if (strcmp(s->owners[i].rid, op->rid[k]) == 0)
+                    claim(s, s->owners[i].job, op->rid[k]);
+        }
+    }
+    free(op);
+}
+
+/* Are the replicas running the others' unfinished jobs still there? */
+static void check_owners(struct rstate *s)
+{
+    owners_prune(s);
+    if (s->checking || s->nowners == 0)
+        return;
+    struct check_op *op = calloc(1, sizeof(*op));
+    const char *av[3 + CHECK_MAX];
+    if (!op)
+        return;
+    op->s = s;
+    for (size_t i = 0; i < s->nowners && op->n < CHECK_MAX; i++) {
+        size_t k;
+        for (k = 0; k < op->n && strcmp(op->rid[k], s->owners[i].rid) != 0; k++)
+            ;
+        if (k == op->n)
+            memcpy(op->rid[op->n++], s->owners[i].rid, 33);
+    }
+    av[0] = "alive_check";
+    av[1] = s->prefix;
+    av[2] = "";
+    for (size_t k = 0; k < op->n; k++)
+        av[3 + k] = op->rid[k];
+    if (redis_link_eval(s->link, (int)(3 + op->n), av, NULL, check_done, op) == 0)
+        s->checking = true;
+    else
+        free(op);
+}
+
+static void cluster_tick(struct rstate *s, uint64_t now_ms)
+{
+    char ttl[24];
+    s->last_now = now_ms;
+    if (!link_up(s))
+        return;
+    snprintf(ttl, sizeof(ttl), "%" PRIu64, s->owner_ttl_ms);
+    const char *av[] = {"alive", s->prefix, "", s->rid, ttl};
+    redis_link_eval(s->link, 5, av, NULL, ignore_reply, s);
+    flush(s, now_ms);
+    want_ids(s);
+    sync_agents(s);
+    sync_jobs(s);
+    check_owners(s);
+}
+
+static void agent_gone(const struct tracker_agent *a, void *arg)
+{
+    struct rstate *s = arg;
+    tracker_jobs_agent_gone(s->own, a->info.name, tracker_agents_timeout_ms(s->agents),
+                            s->last_now);
+}
+
+static int mark_pending(const struct tracker_job *j, void *arg)
+{
+    struct rstate *s = arg;
+    if (j->state == TRACKER_JOB_PENDING)
+        dirty(s, j->id);
+    return 0;
+}
+
+/* The expiry pass's cluster part: local expiry, then the sync. */
+static void cluster_expire(struct rstate *s, uint64_t now_ms)
+{
+    s->last_now = now_ms;
+    /* Every unfinished job of ours may change here (timeouts, agents gone). */
+    tracker_jobs_list(s->own, mark_pending, s);
+    tracker_agents_expire(s->agents, now_ms, agent_gone, s);
+    tracker_jobs_expire(s->own, now_ms);
+    tracker_jobs_expire(s->peer, now_ms);
+    cluster_tick(s, now_ms);
+}
 
 static int r_agent_heartbeat(void *impl, const struct agent_info *info, const char *remote,
                              uint64_t now_ms)
 {
     struct rstate *s = impl;
-    return tracker_state_agent_heartbeat(s->local, info, remote, now_ms);
+    int rc = tracker_agents_heartbeat(s->agents, info, remote, now_ms);
+    if (rc < 0 || !link_up(s))
+        return rc;
+    /* The others learn of it within their next second. */
+    struct buf v;
+    buf_init(&v, 2 * AGENT_INFO_BODY_MAX);
+    if (buf_printf(&v, "%s\n", remote ? remote : "") == 0 && agent_info_encode(info, &v) == 0) {
+        const char *av[] = {"agent_put", s->prefix, "", info->name, v.data};
+        size_t lens[] = {9, strlen(s->prefix), 0, strlen(info->name), v.len};
+        redis_link_eval(s->link, 5, av, lens, ignore_reply, s);
+    }
+    buf_dispose(&v);
+    return rc;
 }
+
+struct agents_visit {
+    int (*visit)(const struct tracker_agent *a, void *arg);
+    void *arg;
+};
 
 static int r_agents_list(void *impl, int (*visit)(const struct tracker_agent *a, void *arg),
                          void *arg)
 {
     struct rstate *s = impl;
-    return tracker_state_agents_list(s->local, visit, arg);
+    for (size_t i = 0; i < tracker_agents_count(s->agents); i++) {
+        int rc = visit(tracker_agents_at(s->agents, i), arg);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 static size_t r_agents_count(void *impl)
 {
     struct rstate *s = impl;
-    return tracker_state_agents_count(s->local);
+    return tracker_agents_count(s->agents);
 }
 
 static uint64_t r_agent_timeout_ms(void *impl)
 {
     struct rstate *s = impl;
-    return tracker_state_agent_timeout_ms(s->local);
+    return tracker_agents_timeout_ms(s->agents);
 }
 
 static int r_job_add(void *impl, const struct tracker_job_spec *spec, const char *credentials,
                      uint64_t now_ms, uint64_t wall_ms, uint64_t *id)
 {
     struct rstate *s = impl;
-    return tracker_state_job_add(s->local, spec, credentials, now_ms, wall_ms, id);
+    /* Ids are the cluster's: only from a block Redis gave this replica. */
+    if (s->id_next >= s->id_end) {
+        want_ids(s);
+        return SHOAL_EUNAVAILABLE;
+    }
+    tracker_jobs_set_next_id(s->own, s->id_next);
+    int rc = tracker_jobs_add(s->own, spec, credentials, s->agents, now_ms, wall_ms, id);
+    if (rc < 0)
+        return rc;
+    s->id_next = *id + 1;
+    s->last_now = now_ms;
+    dirty(s, *id);
+    flush(s, now_ms);
+    want_ids(s);
+    return 0;
 }
 
 static const struct tracker_job *r_job_get(void *impl, uint64_t id)
 {
     struct rstate *s = impl;
-    return tracker_state_job_get(s->local, id);
+    const struct tracker_job *j = tracker_jobs_get(s->own, id);
+    return j ? j : tracker_jobs_get(s->peer, id);
+}
+
+/* Both tables, newest first. */
+struct collect {
+    const struct tracker_job **v;
+    size_t n, cap;
+};
+
+static int collect_job(const struct tracker_job *j, void *arg)
+{
+    struct collect *c = arg;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        const struct tracker_job **v = realloc(c->v, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        c->v = v;
+        c->cap = cap;
+    }
+    c->v[c->n++] = j;
+    return 0;
+}
+
+static int newer_first(const void *a, const void *b)
+{
+    const struct tracker_job *x = *(const struct tracker_job *const *)a;
+    const struct tracker_job *y = *(const struct tracker_job *const *)b;
+    return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
 }
 
 static int r_jobs_list(void *impl, int (*visit)(const struct tracker_job *j, void *arg), void *arg)
 {
     struct rstate *s = impl;
-    return tracker_state_jobs_list(s->local, visit, arg);
+    struct collect c = {0};
+    int rc = tracker_jobs_list(s->own, collect_job, &c);
+    if (rc == 0)
+        rc = tracker_jobs_list(s->peer, collect_job, &c);
+    if (rc == 0) {
+        qsort(c.v, c.n, sizeof(*c.v), newer_first);
+        for (size_t i = 0; i < c.n && rc == 0; i++)
+            rc = visit(c.v[i], arg);
+    }
+    free(c.v);
+    return rc;
 }
 
 static size_t r_jobs_start_due(void *impl, uint64_t now_ms, struct tracker_task_ref *out,
                                size_t max)
 {
     struct rstate *s = impl;
-    return tracker_state_jobs_start_due(s->local, now_ms, out, max);
+    size_t n = tracker_jobs_start_due(s->own, now_ms, out, max);
+    for (size_t i = 0; i < n; i++)
+        dirty(s, out[i].job);
+    return n;
 }
 
 static size_t r_jobs_running(void *impl, struct tracker_task_ref *out, size_t max)
 {
     struct rstate *s = impl;
-    return tracker_state_jobs_running(s->local, out, max);
+    return tracker_jobs_running(s->own, out, max);
 }
 
 static void r_job_event(void *impl, const struct tracker_task_event *ev, uint64_t now_ms)
 {
     struct rstate *s = impl;
-    tracker_state_job_event(s->local, ev, now_ms);
+    tracker_jobs_event(s->own, ev, now_ms);
+    dirty(s, ev->ref.job);
 }
 
 static uint64_t r_job_find_recent(void *impl, const struct tracker_job_spec *spec,
                                   uint64_t within_ms, uint64_t now_ms)
 {
     struct rstate *s = impl;
-    return tracker_state_job_find_recent(s->local, spec, within_ms, now_ms);
+    uint64_t id = tracker_jobs_find_recent(s->own, spec, within_ms, now_ms);
+    return id ? id : tracker_jobs_find_recent(s->peer, spec, within_ms, now_ms);
 }
 
 static void r_jobs_stats(void *impl, struct tracker_jobs_stats *out)
 {
     struct rstate *s = impl;
-    tracker_state_jobs_stats(s->local, out);
+    struct tracker_jobs_stats peer;
+    tracker_jobs_stats(s->own, out);
+    tracker_jobs_stats(s->peer, &peer);
+    /* Counters are this replica's; the gauges are the cluster's. */
+    out->pending += peer.pending;
+    out->tasks_running += peer.tasks_running;
 }
 
 static const struct tracker_state_ops redis_ops = {
@@ -620,9 +1180,29 @@ int tracker_state_redis_create(uv_loop_t *loop, const struct tracker_state_redis
     snprintf(s->prefix, sizeof(s->prefix), "%s", prefix);
     s->caller_clock = rcfg->caller_clock;
     s->rng = s->cfg.seed;
-    rc = tracker_state_memory_create(cfg, cl, &s->local);
+    static const struct tracker_cluster_config cl_defaults = {.agent_timeout_ms = 30000};
+    if (!cl)
+        cl = &cl_defaults;
+    rc = tracker_agents_create(cl->agent_timeout_ms ? cl->agent_timeout_ms : 30000, cl->max_agents,
+                               &s->agents);
+    if (rc == 0)
+        rc = tracker_jobs_create(&cl->jobs, &s->own);
+    if (rc == 0)
+        rc = tracker_jobs_create(&cl->jobs, &s->peer);
     if (rc < 0)
         goto fail;
+    s->keep_ms = cl->jobs.keep_ms ? cl->jobs.keep_ms : 2 * 3600 * 1000ULL;
+    s->owner_ttl_ms = rcfg->owner_ttl_ms ? rcfg->owner_ttl_ms : 5000;
+    s->secret = malloc(rcfg->secret_len + 1);
+    if (!s->secret) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if (rcfg->secret_len)
+        memcpy(s->secret, rcfg->secret, rcfg->secret_len);
+    s->secret_len = rcfg->secret_len;
+    for (int i = 0; i < 16; i++)
+        sprintf(s->rid + 2 * i, "%02x", (unsigned)(rnd(s) >> 56));
     struct redis_link_config lc = {
         .target = target,
         .password = rcfg->password,
@@ -640,8 +1220,12 @@ int tracker_state_redis_create(uv_loop_t *loop, const struct tracker_state_redis
     *out = st;
     return 0;
 fail:
-    if (s)
-        tracker_state_destroy(s->local);
+    if (s) {
+        tracker_agents_destroy(s->agents);
+        tracker_jobs_destroy(s->own);
+        tracker_jobs_destroy(s->peer);
+        free(s->secret);
+    }
     free(s);
     free(st);
     if (rc == -ENOMEM)

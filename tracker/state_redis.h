@@ -14,6 +14,11 @@
  * While Redis is unreachable the swarm operations fail at once with
  * SHOAL_EUNAVAILABLE (the API answers 503) and the agents carry on as they
  * do without a tracker; the link reconnects by itself.
+ *
+ * The agent inventory and the preheat jobs are kept in this process too
+ * and shared through Redis (each replica writes its changes and reads the
+ * others' every second; a job is run by the replica that created it, and
+ * taken over by another when that one is gone): see state_redis.c.
  */
 #ifndef SHOAL_TRACKER_STATE_REDIS_H
 #define SHOAL_TRACKER_STATE_REDIS_H
@@ -34,6 +39,13 @@ struct tracker_state_redis_config {
     size_t password_len;
     const char *prefix;  /* of every key; NULL = "shoal:" */
     uint64_t timeout_ms; /* a command unanswered this long drops the connection; 0 = 2 s */
+    /* The cluster secret (copied): job credentials are sealed with it
+     * before they go to Redis, for the replica that may take a job over. */
+    const char *secret;
+    size_t secret_len;
+    /* A replica that has not renewed its liveness this long is gone and
+     * its unfinished jobs are taken over; 0 = 5 s. */
+    uint64_t owner_ttl_ms;
     /* Tests only: use the callers' now_ms in Redis instead of its clock. */
     bool caller_clock;
     /* Redis became reachable (up) or not; may be NULL. */

@@ -28,6 +28,16 @@
 --   P leases zset: "D\nagent" -> lease expiry
 --   P sus    zset: D -> when its first suspect mark runs out
 --
+-- The cluster side (agent inventory and preheat jobs), which each replica
+-- also keeps in its memory and syncs every second:
+--   P agents      hash: node name -> "<remote>\n<registration JSON>"
+--   P agents:seen zset: node name -> last heartbeat (any replica's)
+--   P job:ID      hash: owner (replica id), version, json (jobs_json.c);
+--                 a finished job's key expires after job-keep
+--   P jobs        zset: ID -> version of its last write
+--   P jobs:ver    counter of job writes; P jobs:id counter of job ids
+--   P tracker:RID a replica alive (expires unless renewed)
+--
 -- A peer that stops announcing is handed out until the expiry pass after
 -- its peer_timeout (at most a second more than the memory state does).
 
@@ -583,8 +593,136 @@ local function list()
     return out
 end
 
+-- --- the cluster side -------------------------------------------------------------
+
+local function alive()
+    redis.call('SET', P .. 'tracker:' .. ARGV[4], '1', 'PX', tonumber(ARGV[5]))
+    return now
+end
+
+local function ids()
+    return redis.call('INCRBY', P .. 'jobs:id', tonumber(ARGV[4]))
+end
+
+local function agent_put()
+    redis.call('HSET', P .. 'agents', ARGV[4], ARGV[5])
+    redis.call('ZADD', P .. 'agents:seen', now, ARGV[4])
+    return 1
+end
+
+-- Agents heartbeat since `since` (and the time now), after dropping those
+-- silent for timeout.
+local function agents_since()
+    local since, timeout = tonumber(ARGV[4]), tonumber(ARGV[5])
+    local old = redis.call('ZRANGEBYSCORE', P .. 'agents:seen', '-inf', now - timeout)
+    for _, name in ipairs(old) do
+        redis.call('HDEL', P .. 'agents', name)
+        redis.call('ZREM', P .. 'agents:seen', name)
+    end
+    local out = {now}
+    local seen = redis.call('ZRANGEBYSCORE', P .. 'agents:seen', '(' .. since, '+inf', 'WITHSCORES')
+    if #seen == 0 then
+        return out
+    end
+    local names = {}
+    for i = 1, #seen, 2 do
+        names[#names + 1] = seen[i]
+    end
+    local values = redis.call('HMGET', P .. 'agents', unpack(names))
+    for i, name in ipairs(names) do
+        if values[i] then
+            out[#out + 1] = name
+            out[#out + 1] = values[i]
+            out[#out + 1] = tonumber(seen[2 * i])
+        end
+    end
+    return out
+end
+
+-- Writes a job its owner runs; 0 when another replica took it over.
+local function job_put()
+    local id, rid, json, ttl = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+    local key = P .. 'job:' .. id
+    local owner = redis.call('HGET', key, 'owner')
+    if owner and owner ~= rid then
+        return 0
+    end
+    local v = redis.call('INCR', P .. 'jobs:ver')
+    redis.call('HSET', key, 'owner', rid, 'version', v, 'json', json)
+    redis.call('ZADD', P .. 'jobs', v, id)
+    if ttl > 0 then
+        redis.call('PEXPIRE', key, ttl)
+    end
+    return v
+end
+
+-- Jobs written since version `since`: id, version, owner, JSON, and whether
+-- the owner is alive; a job whose key expired comes back with no owner.
+local function jobs_since()
+    local since, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+    local out = {}
+    local got = redis.call('ZRANGEBYSCORE', P .. 'jobs', '(' .. since, '+inf', 'WITHSCORES',
+        'LIMIT', 0, limit)
+    for i = 1, #got, 2 do
+        local id = got[i]
+        local v = redis.call('HMGET', P .. 'job:' .. id, 'owner', 'json')
+        out[#out + 1] = id
+        out[#out + 1] = tonumber(got[i + 1])
+        if not v[1] then
+            redis.call('ZREM', P .. 'jobs', id)
+            out[#out + 1] = ''
+            out[#out + 1] = ''
+            out[#out + 1] = 0
+        else
+            out[#out + 1] = v[1]
+            out[#out + 1] = v[2]
+            out[#out + 1] = redis.call('EXISTS', P .. 'tracker:' .. v[1])
+        end
+    end
+    return out
+end
+
+-- For each replica id given, 1 when it is alive.
+local function alive_check()
+    local out = {}
+    for i = 4, #ARGV do
+        out[#out + 1] = redis.call('EXISTS', P .. 'tracker:' .. ARGV[i])
+    end
+    return out
+end
+
+-- Takes a job over from a replica that is gone; 1 when it is ours now.
+local function job_claim()
+    local id, old, rid = ARGV[4], ARGV[5], ARGV[6]
+    local key = P .. 'job:' .. id
+    if redis.call('HGET', key, 'owner') ~= old or
+        redis.call('EXISTS', P .. 'tracker:' .. old) == 1 then
+        return 0
+    end
+    local v = redis.call('INCR', P .. 'jobs:ver')
+    redis.call('HSET', key, 'owner', rid, 'version', v)
+    redis.call('ZADD', P .. 'jobs', v, id)
+    return 1
+end
+
 if op == 'announce' then
     return announce()
+elseif op == 'alive' then
+    return alive()
+elseif op == 'ids' then
+    return ids()
+elseif op == 'agent_put' then
+    return agent_put()
+elseif op == 'agents_since' then
+    return agents_since()
+elseif op == 'job_put' then
+    return job_put()
+elseif op == 'jobs_since' then
+    return jobs_since()
+elseif op == 'job_claim' then
+    return job_claim()
+elseif op == 'alive_check' then
+    return alive_check()
 elseif op == 'expire' then
     return expire()
 elseif op == 'list' then

@@ -165,3 +165,61 @@ def test_only_tracker_restarted(registry, proxy_factory, agent_factory, redis_fa
                 "agent %d fell back\n%s" % (i, report)
     finally:
         tracker.stop()
+
+
+def test_agents_and_jobs_shared_by_replicas(registry, agent_factory, redis_factory, tmp_path,
+                                            secret_file, build):
+    """The inventory and the jobs are the cluster's, not one replica's: an
+    agent registered with one tracker is listed by the other, and a job
+    created on one is followed to SUCCESS on the other."""
+    import json
+    import ocibuild
+    from conftest import http_request
+    from test_preheat import assert_warm
+
+    redis = redis_factory()
+    trackers = start_trackers(tmp_path, redis, 2, ["--agent-timeout", "5s",
+                                                  "--job-poll-interval", "200ms"])
+    urls = ",".join("http://127.0.0.1:%d" % t.port for t in trackers)
+    agents = [agent_factory(registry.host, extra_args=[
+        "--tracker", urls, "--cluster-secret-file", secret_file,
+        "--peer-listen", "127.0.0.1:%d" % free_port(), "--node-name", "node-%d" % i,
+        "--register-interval", "1s"]) for i in range(3)]
+
+    def get(t, path):
+        st, _, body = http_request(t.port, "GET", path,
+                                   headers={"X-Shoal-Auth": t.sign("GET", path)})
+        assert st == 200, "%s -> %d %s" % (path, st, body)
+        return json.loads(body)
+
+    try:
+        for t in trackers:
+            wait_for(lambda: sorted(a["name"] for a in get(t, "/v1/agents")["agents"]) ==
+                     ["node-0", "node-1", "node-2"], 20, "every agent listed by each replica",
+                     interval=0.2)
+        b = ocibuild.build_multilayer(str(tmp_path / "img"), tag="v1")
+        registry.push(b, "team/app")
+        body = json.dumps({"ref": "%s/team/app:v1" % registry.host}).encode()
+        st, _, out = http_request(trackers[1].port, "POST", "/v1/jobs", body=body, headers={
+            "Content-Type": "application/json",
+            "X-Shoal-Auth": trackers[1].sign("POST", "/v1/jobs", body)})
+        assert st == 201, out
+        jid = json.loads(out)["id"]
+
+        def done():
+            # The other replica learns of the job within its next sync
+            # (a second); until then it does not know it.
+            path = "/v1/jobs/%d" % jid
+            st, _, body = http_request(trackers[0].port, "GET", path,
+                                       headers={"X-Shoal-Auth": trackers[0].sign("GET", path)})
+            assert st in (200, 404), body
+            j = json.loads(body) if st == 200 else None
+            return j if j and j["state"] != "PENDING" else None
+        j = wait_for(done, 90, "the job seen to its end from the other replica", interval=0.3)
+        assert j["state"] == "SUCCESS", j
+        assert sorted(t["agent"] for t in j["tasks"]) == ["node-0", "node-1", "node-2"]
+        assert_warm(agents, b)
+        assert jid in [x["id"] for x in get(trackers[0], "/v1/jobs")["jobs"]]
+    finally:
+        for t in trackers:
+            t.stop()

@@ -507,6 +507,13 @@ static void test_suspects_and_caps(void **state)
     world_end(&w);
 }
 
+static int count_job(const struct tracker_job *j, void *arg)
+{
+    (void)j;
+    (*(int *)arg)++;
+    return 0;
+}
+
 /* The swarm listing, through its callback. */
 struct lst {
     int n, done, rc;
@@ -650,13 +657,151 @@ static void test_bad_config(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* The cluster side: two replicas on one Redis share the agent inventory
+ * and the jobs; a job is run by the replica that made it, and the other
+ * takes it over when that one is gone. */
+struct two {
+    uv_loop_t loop;
+    struct redis_server srv;
+    struct tracker_state *a, *b;
+    uv_timer_t tick;
+    int ticks;
+};
+
+static void two_tick(uv_timer_t *t)
+{
+    struct two *w = t->data;
+    if (w->a)
+        tracker_state_expire(w->a, uv_now(&w->loop));
+    if (w->b)
+        tracker_state_expire(w->b, uv_now(&w->loop));
+    w->ticks++;
+}
+
+static bool b_knows_agent(void *arg)
+{
+    struct two *w = arg;
+    return tracker_state_agents_count(w->b) == 1;
+}
+
+static bool never(void *arg)
+{
+    (void)arg;
+    return false;
+}
+
+static uint64_t want_job;
+
+static bool b_has_job(void *arg)
+{
+    struct two *w = arg;
+    return tracker_state_job_get(w->b, want_job) != NULL;
+}
+
+static bool b_runs_job(void *arg)
+{
+    struct two *w = arg;
+    struct tracker_task_ref refs[4];
+    return tracker_state_jobs_start_due(w->b, uv_now(&w->loop), refs, 4) > 0;
+}
+
+static bool both_up(void *arg)
+{
+    struct two *w = arg;
+    return tracker_state_redis_up(w->a) && tracker_state_redis_up(w->b);
+}
+
+static void test_cluster_replicas(void **state)
+{
+    (void)state;
+    struct two w;
+    struct tracker_swarms_config cfg = {.seed = 7};
+    char err[256];
+    memset(&w, 0, sizeof(w));
+    assert_int_equal(uv_loop_init(&w.loop), 0);
+    redis_server_start(&w.srv, NULL);
+    struct tracker_state_redis_config rc = {
+        .url = w.srv.url, .secret = "s3", .secret_len = 2, .owner_ttl_ms = 300};
+    assert_int_equal(tracker_state_redis_create(&w.loop, &rc, &cfg, NULL, &w.a, err, sizeof(err)),
+                     0);
+    cfg.seed = 8; /* another replica id */
+    assert_int_equal(tracker_state_redis_create(&w.loop, &rc, &cfg, NULL, &w.b, err, sizeof(err)),
+                     0);
+    assert_true(loop_run_until(&w.loop, both_up, &w, 5000));
+    uv_timer_init(&w.loop, &w.tick);
+    w.tick.data = &w;
+    uv_timer_start(&w.tick, two_tick, 0, 50);
+
+    /* A heartbeat to a reaches b's inventory. */
+    struct agent_info info;
+    memset(&info, 0, sizeof(info));
+    snprintf(info.name, sizeof(info.name), "node-1");
+    snprintf(info.mirror_url, sizeof(info.mirror_url), "http://10.0.0.1:5080");
+    snprintf(info.peer_addr, sizeof(info.peer_addr), "10.0.0.1:5081");
+    snprintf(info.version, sizeof(info.version), "0.1.0");
+    assert_int_equal(tracker_state_agent_heartbeat(w.a, &info, "10.0.0.1:4000", uv_now(&w.loop)),
+                     1);
+    assert_true(loop_run_until(&w.loop, b_knows_agent, &w, 5000));
+
+    /* A job made on a (once it has ids) shows on b; their ids differ. */
+    struct tracker_job_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    snprintf(spec.ref, sizeof(spec.ref), "registry.example/app:v1");
+    snprintf(spec.source, sizeof(spec.source), "api");
+    uint64_t ida = 0, idb = 0;
+    for (int i = 0; i < 100 && ida == 0; i++) {
+        if (tracker_state_job_add(w.a, &spec, "{\"user\":\"u\"}", uv_now(&w.loop), 1, &ida) != 0)
+            loop_run_until(&w.loop, never, NULL, 20);
+    }
+    assert_true(ida > 0);
+    for (int i = 0; i < 100 && idb == 0; i++) {
+        if (tracker_state_job_add(w.b, &spec, NULL, uv_now(&w.loop), 1, &idb) != 0)
+            loop_run_until(&w.loop, never, NULL, 20);
+    }
+    assert_true(idb > 0 && idb != ida);
+    want_job = ida;
+    assert_true(loop_run_until(&w.loop, b_has_job, &w, 5000));
+    const struct tracker_job *j = tracker_state_job_get(w.b, ida);
+    assert_string_equal(j->spec.ref, "registry.example/app:v1");
+    assert_int_equal(j->ntasks, 1);
+    assert_string_equal(j->tasks[0].agent, "node-1");
+    /* b does not run a's job while a is alive. */
+    struct tracker_task_ref refs[4];
+    size_t n = tracker_state_jobs_start_due(w.b, uv_now(&w.loop), refs, 4);
+    for (size_t i = 0; i < n; i++)
+        assert_int_not_equal(refs[i].job, ida);
+    /* Both list both jobs, newest first. */
+    int count = 0;
+    assert_int_equal(tracker_state_jobs_list(w.b, count_job, &count), 0);
+    assert_int_equal(count, 2);
+
+    /* a goes away: b takes its unfinished job over, credentials and all. */
+    tracker_state_close(w.a);
+    struct tracker_state *gone = w.a;
+    w.a = NULL;
+    assert_true(loop_run_until(&w.loop, b_runs_job, &w, 5000));
+    j = tracker_state_job_get(w.b, ida);
+    assert_non_null(j);
+    assert_non_null(j->credentials);
+    assert_string_equal(j->credentials, "{\"user\":\"u\"}");
+
+    uv_timer_stop(&w.tick);
+    uv_close((uv_handle_t *)&w.tick, NULL);
+    tracker_state_close(w.b);
+    uv_run(&w.loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&w.loop), 0);
+    tracker_state_destroy(gone);
+    tracker_state_destroy(w.b);
+    redis_server_stop(&w.srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_leases_hashes_peers), cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_suspects_and_caps),   cmocka_unit_test(test_list),
         cmocka_unit_test(test_redis_down_and_back), cmocka_unit_test(test_password),
-        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_bad_config),          cmocka_unit_test(test_cluster_replicas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
