@@ -304,7 +304,8 @@ int tracker_jobs_put(struct tracker_jobs *js, struct tracker_job *j)
 {
     size_t at = position(js, j->id);
     if (at < js->n && js->v[at]->id == j->id) {
-        job_free(js->v[at]);
+        if (js->v[at] != j)
+            job_free(js->v[at]);
         js->v[at] = j;
         return 0;
     }
