@@ -150,7 +150,7 @@ enum ev_type {
 
 struct reply_msg {
     struct announce_reply r;
-    uint8_t *hashes, *hashed;
+    uint8_t *hashes, *hashed, *confirmed;
     struct announce_peer peers[ANNOUNCE_PEERS_MAX];
     char agents[ANNOUNCE_PEERS_MAX][40];
     char addrs[ANNOUNCE_PEERS_MAX][32];
@@ -616,6 +616,7 @@ static void reply_free(struct reply_msg *m)
 {
     free(m->hashes);
     free(m->hashed);
+    free(m->confirmed);
     free(m);
 }
 
@@ -658,6 +659,11 @@ static void announce(struct sim *s, struct host *h)
             }
         r->hashes = m->hashes;
         r->hashed = m->hashed;
+        /* As the decoder gives it: never NULL, all zero when left out. */
+        m->confirmed = calloc(out.pieces + 1, 1);
+        if (out.confirmed)
+            memcpy(m->confirmed, out.confirmed, out.pieces);
+        r->confirmed = m->confirmed;
         for (size_t i = 0; i < out.npeers; i++) {
             snprintf(m->agents[i], sizeof(m->agents[i]), "%s", out.peers[i].agent);
             snprintf(m->addrs[i], sizeof(m->addrs[i]), "%s", out.peers[i].addr);
@@ -684,10 +690,10 @@ static void announce(struct sim *s, struct host *h)
         reply_free(m);
 }
 
-static void fake_hash(uint32_t index, uint8_t out[WIRE_HASH_MAX])
+static void fake_hash(uint32_t index, size_t len, uint8_t out[WIRE_HASH_MAX])
 {
     memset(out, 0, WIRE_HASH_MAX);
-    for (int k = 0; k < 16; k++)
+    for (size_t k = 0; k < len; k++)
         out[k] = (uint8_t)(index * 31 + k * 7 + 1);
 }
 
@@ -760,6 +766,7 @@ static void execute(struct sim *s, struct host *h, const struct swarm_act *a)
                             .last = a->last});
         break;
     case SWARM_ACT_HASH_HELD:
+    case SWARM_ACT_TRUST: /* no Range readers here: nothing to make final */
         break;
     case SWARM_ACT_FALLBACK:
         fprintf(stderr, "swarm-sim: agent %u fell back to upstream (rc %d)\n", h->idx, a->rc);
@@ -787,9 +794,10 @@ static void flow_done(struct sim *s, struct flow *f)
         uint8_t hash[WIRE_HASH_MAX];
         index = f->next++;
         h->upstream_bytes += wire_piece_size(s->p.size, s->plen, index);
-        fake_hash(index, hash);
+        size_t hlen = wire_hash_len(swarm_core_hash_algo(h->core));
+        fake_hash(index, hlen, hash);
         bool wanted = swarm_core_wants(h->core, index);
-        swarm_core_lease_piece(h->core, ms(s->now), index, hash, 16, 0);
+        swarm_core_lease_piece(h->core, ms(s->now), index, hash, hlen, 0);
         if (wanted)
             piece_held(s, h, index);
         if (f->next > f->last) {
