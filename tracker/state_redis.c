@@ -147,6 +147,7 @@ struct ann_op {
     void *arg;
     uint32_t nbad;
     struct announce_hash *list; /* the reply's hashes */
+    uint8_t *confirmed;         /* the reply's confirmed flags, by piece */
 };
 
 /* Fills out from the script's reply (see reply() in state_redis.lua). */
@@ -162,13 +163,15 @@ static int take_reply(struct ann_op *op, redisReply *r)
         const redisReply *m = r->element[1];
         snprintf(out->error, sizeof(out->error), "%.*s", is_str(m) ? (int)m->len : 0,
                  is_str(m) ? m->str : "");
-        return r->element[0]->integer == 2 ? SHOAL_EBUSY : SHOAL_EPARSE;
+        if (r->element[0]->integer == 3)
+            s->st.swarms_refused++; /* the agent's max-swarms-per-agent */
+        return r->element[0]->integer >= 2 ? SHOAL_EBUSY : SHOAL_EPARSE;
     }
-    if (r->elements != 21 || !is_int(r->element[19]) || !is_int(r->element[20]) ||
-        !is_str(r->element[7]) || !is_str(r->element[10]) ||
+    if (r->elements != 23 || !is_int(r->element[19]) || !is_int(r->element[20]) ||
+        !is_str(r->element[7]) || !is_str(r->element[10]) || !is_str(r->element[22]) ||
         r->element[18]->type != REDIS_REPLY_ARRAY)
         return bad_reply(out, r, "announce");
-    static const int nums[] = {2, 3, 4, 5, 6, 8, 9, 11, 12, 13, 14, 15, 16, 17};
+    static const int nums[] = {2, 3, 4, 5, 6, 8, 9, 11, 12, 13, 14, 15, 16, 17, 21};
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
         if (!num(r->element[nums[i]], &v[i]))
             return bad_reply(out, r, "announce");
@@ -184,6 +187,21 @@ static int take_reply(struct ann_op *op, redisReply *r)
     out->hashes_ignored = (uint32_t)v[9];
     out->leases_released = (uint32_t)v[10];
     out->suspect_ms = v[11];
+
+    /* The confirmed hashes: a bitmap (bit 0 the top bit of byte 0, as on
+     * the wire), as flags by piece the way the memory core gives them. */
+    const redisReply *cf = r->element[22];
+    if (v[14] > out->nhashed || cf->len > wire_bitfield_bytes(out->pieces))
+        return bad_reply(out, r, "announce");
+    if (v[14] > 0) {
+        op->confirmed = calloc(out->pieces ? out->pieces : 1, 1);
+        if (!op->confirmed)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < out->pieces && i / 8 < cf->len; i++)
+            op->confirmed[i] = wire_bit_get((const uint8_t *)cf->str, i) ? 1 : 0;
+        out->confirmed = op->confirmed;
+        out->nconfirmed = (uint32_t)v[14];
+    }
 
     /* The hash log slice: 4-byte index and raw hash, each. */
     const redisReply *slice = r->element[7];
@@ -248,6 +266,7 @@ static void announce_done(void *arg, int rc, redisReply *reply)
         snprintf(op->out->error, sizeof(op->out->error), "state: Redis unavailable");
     op->cb(op->arg, rc, op->out);
     free(op->list);
+    free(op->confirmed);
     free(op);
 }
 
@@ -299,7 +318,12 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
 
     char now[24] = "", size[24], have[24], from[24], table[24], nplen[24], npieces[24], hlen[24],
          lp[24], lt[24], pt[24], keep[24], bpm[24], msw[24], msp[24], mp[24], slice[24], ntable[24],
-         rank[24];
+         rank[24], quorum[24], mpa[24];
+    /* The agent's key as the memory core keys reporters and creators. */
+    uint8_t akey[8];
+    uint64_t key = tracker_agent_key(req->agent);
+    for (int i = 0; i < 8; i++)
+        akey[i] = (uint8_t)(key >> (56 - 8 * i));
     if (s->caller_clock)
         snprintf(now, sizeof(now), "%" PRIu64, now_ms);
     snprintf(size, sizeof(size), "%" PRIu64, req->size);
@@ -320,6 +344,8 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
     snprintf(slice, sizeof(slice), "%u", ANNOUNCE_HASHES_PER_REPLY);
     snprintf(ntable, sizeof(ntable), "%" PRIu64, tracker_table_id(rnd(s)));
     snprintf(rank, sizeof(rank), "%" PRIu64, rnd(s) >> 44); /* 20 random bits */
+    snprintf(quorum, sizeof(quorum), "%u", s->cfg.bad_peer_reporters);
+    snprintf(mpa, sizeof(mpa), "%zu", s->cfg.max_swarms_per_agent);
     const char *av[] = {
         "announce",
         s->prefix,
@@ -353,6 +379,10 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
         slice,
         ntable,
         rank,
+        (const char *)akey,
+        req->event == ANNOUNCE_EVENT_COMPLETED ? "1" : "0",
+        quorum,
+        mpa,
     };
     size_t n = sizeof(av) / sizeof(av[0]);
     size_t lens[sizeof(av) / sizeof(av[0])];
@@ -361,6 +391,7 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
     lens[11] = req->nhashes * he;
     lens[12] = req->nlease_failed * 4;
     lens[13] = bl;
+    lens[32] = sizeof(akey);
     op->s = s;
     op->out = out;
     op->cb = cb;

@@ -10,10 +10,15 @@
 --
 -- Keys, for prefix P and swarm digest D:
 --   P s:D    hash: size, plen, pieces, table, nhashed, nleased, npeers,
---            next_uid, hash_len, nsu (suspect marks in su:D)
+--            next_uid, hash_len, nsu (suspect marks in su:D), nconf
+--            (confirmed hashes), creator (the key of the agent that made
+--            the swarm: 8 bytes, tracker_fnv1a of its id)
 --   P log:D  string: the hash log, entries of a 4-byte big-endian piece
 --            index and the raw hash, in the order they were accepted
+--   P rl:D   string: the reporters' keys (8 bytes each), in log order
 --   P hb:D   bitmap: piece hashed
+--   P cf:D   bitmap: piece hash confirmed (vouched for by an agent that
+--            completed the blob and did not report that hash itself)
 --   P busy:D bitmap: piece hashed or leased (what a grant skips)
 --   P lk:D   hash: piece index -> uid of the peer holding its lease
 --   P p:D    hash: agent -> msgpack(uid, addr, lease active, first, count,
@@ -21,12 +26,14 @@
 --   P pz:D   zset: "agent\naddr" -> hand-out rank: complete * 2^37 +
 --            have * 2^20 + 20 random bits, so the rank alone says complete
 --            and have, and one ZREVRANGE is the whole hand-out
---   P su:D   hash: suspect address -> marked until (ms)
+--   P su:D   hash: suspect address -> "<marked until (ms)>:<reporters>",
+--            the keys (8 bytes each) of at most 4 distinct reporters
 --   P swarms zset: D -> creation time (the listing order)
 --   P empty  zset: D -> when a peerless swarm may be dropped
 --   P peers  zset: "D\nagent" -> last announce (peer expiry)
 --   P leases zset: "D\nagent" -> lease expiry
 --   P sus    zset: D -> when its first suspect mark runs out
+--   P cr:K   set: the swarms the agent with key K (hex) made
 --
 -- The cluster side (agent inventory and preheat jobs), which each replica
 -- also keeps in its memory and syncs every second:
@@ -53,13 +60,35 @@ end
 
 local RANK_COMPLETE = 137438953472 -- 2^37: above any have * 2^20 + 2^20
 local RANK_HAVE = 1048576          -- 2^20: room for the random tie-break
+local SUSPECT_REPORTERS = 4        -- TRACKER_SUSPECT_REPORTERS
+local MAX_SUSPECTS = 256           -- TRACKER_MAX_SUSPECTS
 
 local function keys(d)
     return {
         s = P .. 's:' .. d, log = P .. 'log:' .. d, hb = P .. 'hb:' .. d,
         busy = P .. 'busy:' .. d, lk = P .. 'lk:' .. d, p = P .. 'p:' .. d,
-        pz = P .. 'pz:' .. d, su = P .. 'su:' .. d,
+        pz = P .. 'pz:' .. d, su = P .. 'su:' .. d, rl = P .. 'rl:' .. d, cf = P .. 'cf:' .. d,
     }
+end
+
+-- The set of swarms an agent made, by its 8-byte key.
+local function creator_key(akey)
+    return P .. 'cr:' .. string.format('%02x%02x%02x%02x%02x%02x%02x%02x', string.byte(akey, 1, 8))
+end
+
+-- A suspect mark: until (ms) and its reporters' keys.
+local function su_parse(v)
+    local c = string.find(v, ':', 1, true)
+    if not c then
+        return tonumber(v), ''
+    end
+    return tonumber(string.sub(v, 1, c - 1)), string.sub(v, c + 1)
+end
+
+-- Piece i's bit in a bitmap string (Redis bit order: 0 is the top bit).
+local function bit_at(bits, i)
+    local b = string.byte(bits, math.floor(i / 8) + 1) or 0
+    return bit.band(bit.rshift(b, 7 - i % 8), 1)
 end
 
 -- A peer record: a table with named fields.
@@ -89,20 +118,23 @@ end
 -- The swarm's counters live in its hash; m caches them during a call.
 local function meta_load(k)
     local v = redis.call('HMGET', k.s, 'size', 'plen', 'pieces', 'table', 'nhashed', 'nleased',
-        'npeers', 'hash_len', 'nsu')
+        'npeers', 'hash_len', 'nsu', 'nconf')
     if not v[1] then
         return nil
     end
     local m = {size = tonumber(v[1]), plen = tonumber(v[2]), pieces = tonumber(v[3]),
                table = v[4], nhashed = tonumber(v[5]), nleased = tonumber(v[6]),
-               npeers = tonumber(v[7]), hash_len = tonumber(v[8]), nsu = tonumber(v[9]) or 0}
-    m.nhashed0, m.nleased0, m.npeers0 = m.nhashed, m.nleased, m.npeers
+               npeers = tonumber(v[7]), hash_len = tonumber(v[8]), nsu = tonumber(v[9]) or 0,
+               nconf = tonumber(v[10]) or 0}
+    m.nhashed0, m.nleased0, m.npeers0, m.nconf0 = m.nhashed, m.nleased, m.npeers, m.nconf
     return m
 end
 
 local function meta_store(k, m)
-    if m.nhashed ~= m.nhashed0 or m.nleased ~= m.nleased0 or m.npeers ~= m.npeers0 then
-        redis.call('HSET', k.s, 'nhashed', m.nhashed, 'nleased', m.nleased, 'npeers', m.npeers)
+    if m.nhashed ~= m.nhashed0 or m.nleased ~= m.nleased0 or m.npeers ~= m.npeers0 or
+        m.nconf ~= m.nconf0 then
+        redis.call('HSET', k.s, 'nhashed', m.nhashed, 'nleased', m.nleased, 'npeers', m.npeers,
+            'nconf', m.nconf)
     end
 end
 
@@ -158,7 +190,11 @@ local function swarm_delete(d)
         redis.call('ZREM', P .. 'peers', d .. '\n' .. a)
         redis.call('ZREM', P .. 'leases', d .. '\n' .. a)
     end
-    redis.call('DEL', k.s, k.log, k.hb, k.busy, k.lk, k.p, k.pz, k.su)
+    local creator = redis.call('HGET', k.s, 'creator')
+    if creator and #creator == 8 then
+        redis.call('SREM', creator_key(creator), d)
+    end
+    redis.call('DEL', k.s, k.log, k.hb, k.busy, k.lk, k.p, k.pz, k.su, k.rl, k.cf)
     redis.call('ZREM', P .. 'swarms', d)
     redis.call('ZREM', P .. 'sus', d)
     redis.call('ZREM', P .. 'empty', d)
@@ -185,6 +221,8 @@ local function announce()
     local max_swarms, max_swarm_peers = tonumber(ARGV[27]), tonumber(ARGV[28])
     local max_peers, slice_max = tonumber(ARGV[29]), tonumber(ARGV[30])
     local new_table, rnd = ARGV[31], tonumber(ARGV[32])
+    local akey, completed = ARGV[33], ARGV[34] == '1'
+    local quorum, max_per_agent = tonumber(ARGV[35]), tonumber(ARGV[36])
 
     local k = keys(d)
     local m = meta_load(k)
@@ -250,25 +288,42 @@ local function announce()
         end
         local untilt = now + bad_peer_ms
         for _, a in ipairs(bad_addrs) do
-            local cur = tonumber(redis.call('HGET', k.su, a))
-            if not cur or cur < untilt then
-                redis.call('HSET', k.su, a, untilt)
+            -- A mark records who reported it: the address is hidden once
+            -- quorum distinct agents did (tracker_suspects_mark).
+            local raw = redis.call('HGET', k.su, a)
+            local cur, reps = 0, ''
+            if raw then
+                cur, reps = su_parse(raw)
+            end
+            local known = false
+            for pos = 1, #reps, 8 do
+                known = known or string.sub(reps, pos, pos + 7) == akey
+            end
+            if not known and #reps < 8 * SUSPECT_REPORTERS then
+                reps = reps .. akey
+            end
+            if cur < untilt then
+                cur = untilt
+            end
+            local v = string.format('%.0f', cur) .. ':' .. reps
+            if v ~= raw then
+                redis.call('HSET', k.su, a, v)
             end
         end
         -- At the cap the marks expiring first give way.
         local n = redis.call('HLEN', k.su)
         redis.call('ZADD', P .. 'sus', 'LT', untilt, d)
-        if n > 256 then
+        if n > MAX_SUSPECTS then
             local all = redis.call('HGETALL', k.su)
             local marks = {}
             for i = 1, #all, 2 do
-                marks[#marks + 1] = {all[i], tonumber(all[i + 1])}
+                marks[#marks + 1] = {all[i], (su_parse(all[i + 1]))}
             end
             table.sort(marks, function(x, y) return x[2] < y[2] end)
-            for i = 1, n - 256 do
+            for i = 1, n - MAX_SUSPECTS do
                 redis.call('HDEL', k.su, marks[i][1])
             end
-            n = 256
+            n = MAX_SUSPECTS
         end
         redis.call('HSET', k.s, 'nsu', n)
         m.nsu = n
@@ -288,9 +343,14 @@ local function announce()
             lease_s = lease[1]
             lease_exp = lease[2]
         end
+        local nconf, cf = 0, ''
+        if m and m.nconf > 0 then
+            nconf = m.nconf
+            cf = redis.call('GET', k.cf) or ''
+        end
         return {0, '', plen, pieces, tbl, nh, to, s, out.new_swarm, has_lease, lease_s, lease_exp,
                 out.hashes_accepted, out.hashes_ignored, out.leases_released, out.suspect_ms,
-                out.granted, out.expired, peers or {}, out.dpeers, out.dswarms}
+                out.granted, out.expired, peers or {}, out.dpeers, out.dswarms, nconf, cf}
     end
 
     if stopped then
@@ -310,6 +370,21 @@ local function announce()
 
     local r = m and rec_load(k, agent) or nil
     local victim = nil
+    if not m then
+        -- One agent may not fill the table: it starts at most
+        -- max_per_agent swarms that it is still in.
+        local made = redis.call('SMEMBERS', creator_key(akey))
+        local n = 0
+        for _, sd in ipairs(made) do
+            if redis.call('HEXISTS', P .. 'p:' .. sd, agent) == 1 then
+                n = n + 1
+            end
+        end
+        if n >= max_per_agent then
+            return {3, string.format('digest: agent %s started %d swarms it is still in (limit %d)',
+                string.sub(agent, 1, 64), n, max_per_agent)}
+        end
+    end
     if not m and redis.call('ZCARD', P .. 'swarms') >= max_swarms then
         local v = redis.call('ZRANGE', P .. 'empty', 0, 0)
         if #v == 0 then
@@ -330,13 +405,14 @@ local function announce()
     if not m then
         redis.call('HSET', k.s, 'size', size, 'plen', new_plen, 'pieces', new_pieces, 'table',
             new_table, 'nhashed', 0, 'nleased', 0, 'npeers', 0, 'next_uid', 0, 'hash_len',
-            hash_len)
+            hash_len, 'nconf', 0, 'creator', akey)
         redis.call('SETBIT', k.hb, new_pieces - 1, 0)
         redis.call('SETBIT', k.busy, new_pieces - 1, 0)
         redis.call('ZADD', P .. 'swarms', now, d)
+        redis.call('SADD', creator_key(akey), d)
         m = {size = size, plen = new_plen, pieces = new_pieces, table = new_table, nhashed = 0,
              nleased = 0, npeers = 0, hash_len = hash_len, nhashed0 = 0, nleased0 = 0,
-             npeers0 = 0, nsu = 0}
+             npeers0 = 0, nsu = 0, nconf = 0, nconf0 = 0}
         out.new_swarm = 1
         out.dswarms = out.dswarms + 1
     end
@@ -363,6 +439,7 @@ local function announce()
             redis.call('GETBIT', k.hb, idx) == 0 then
             redis.call('SETBIT', k.hb, idx, 1)
             redis.call('APPEND', k.log, string.sub(hashes, pos, pos + he - 1))
+            redis.call('APPEND', k.rl, akey)
             m.nhashed = m.nhashed + 1
             r.lreport = now
             redis.call('HDEL', k.lk, idx)
@@ -374,6 +451,33 @@ local function announce()
             out.hashes_accepted = out.hashes_accepted + 1
         else
             out.hashes_ignored = out.hashes_ignored + 1
+        end
+    end
+    -- An agent that completed the blob through the swarm checked every
+    -- piece against these hashes and the whole blob against its digest: it
+    -- vouches for every hash it did not report itself (swarm.c, vouch).
+    if completed and m.nconf < m.nhashed then
+        local log = redis.call('GET', k.log) or ''
+        local rl = redis.call('GET', k.rl) or ''
+        local cf = redis.call('GET', k.cf) or ''
+        local set = {'BITFIELD', k.cf}
+        for j = 0, m.nhashed - 1 do
+            local idx = be32(log, j * he + 1)
+            if string.sub(rl, j * 8 + 1, j * 8 + 8) ~= akey and bit_at(cf, idx) == 0 then
+                set[#set + 1] = 'SET'
+                set[#set + 1] = 'u1'
+                set[#set + 1] = idx
+                set[#set + 1] = 1
+                m.nconf = m.nconf + 1
+                -- unpack() takes a few thousand values at most.
+                if #set >= 4002 then
+                    redis.call(unpack(set))
+                    set = {'BITFIELD', k.cf}
+                end
+            end
+        end
+        if #set > 2 then
+            redis.call(unpack(set))
         end
     end
     -- Leased pieces given up go back.
@@ -461,8 +565,11 @@ local function announce()
                 local paddr = string.sub(member, nl + 1)
                 local ok = true
                 if m.nsu > 0 then
-                    local u = tonumber(redis.call('HGET', k.su, paddr))
-                    ok = not u or u <= now
+                    local raw = redis.call('HGET', k.su, paddr)
+                    if raw then
+                        local u, reps = su_parse(raw)
+                        ok = u <= now or #reps < 8 * quorum
+                    end
                 end
                 if ok then
                     local rank = tonumber(ranked[i + 1])
@@ -540,7 +647,7 @@ local function expire()
         local all = redis.call('HGETALL', k.su)
         local first, n = nil, 0
         for i = 1, #all, 2 do
-            local u = tonumber(all[i + 1])
+            local u = (su_parse(all[i + 1]))
             if u <= now then
                 redis.call('HDEL', k.su, all[i])
             else

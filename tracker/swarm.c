@@ -788,6 +788,11 @@ void tracker_announce_reply_reset(struct tracker_announce_reply *out)
     memset(out, 0, offsetof(struct tracker_announce_reply, peers));
 }
 
+uint64_t tracker_agent_key(const char *agent)
+{
+    return tracker_fnv1a(agent);
+}
+
 uint64_t tracker_table_id(uint64_t random)
 {
     uint64_t t = random & ANNOUNCE_TABLE_MAX;

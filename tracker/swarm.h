@@ -181,6 +181,10 @@ void tracker_expire(struct tracker_swarms *s, uint64_t now_ms);
 int tracker_swarms_list(struct tracker_swarms *s, uint64_t now_ms,
                         int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg);
 
+/* The key the swarm core knows an agent by (reporters of hashes and bad
+ * peers, swarm creators): a 64-bit hash of its id. */
+uint64_t tracker_agent_key(const char *agent);
+
 /* A table id from a random number: 1 to ANNOUNCE_TABLE_MAX. */
 uint64_t tracker_table_id(uint64_t random);
 

@@ -34,6 +34,8 @@ static const char DIG_B[] =
     "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 static const char DIG_C[] =
     "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+static const char DIG_D[] =
+    "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
 
 /* One reply, copied out of the backend's (whose pointers die with the
  * callback). */
@@ -56,6 +58,8 @@ struct snap {
     uint32_t accepted, ignored, released;
     uint64_t suspect_ms;
     uint64_t table;
+    uint32_t nconfirmed;
+    uint8_t confirmed[64]; /* flags of the first 64 pieces */
 };
 
 struct world {
@@ -108,6 +112,9 @@ static void snap_of(struct snap *s, int rc, const struct tracker_announce_reply 
     s->ignored = o->hashes_ignored;
     s->released = o->leases_released;
     s->suspect_ms = o->suspect_ms;
+    s->nconfirmed = o->confirmed ? o->nconfirmed : 0;
+    for (uint32_t i = 0; o->confirmed && i < o->pieces && i < 64; i++)
+        s->confirmed[i] = o->confirmed[i];
 }
 
 static void on_done(void *arg, int rc, struct tracker_announce_reply *out)
@@ -192,6 +199,9 @@ static void same(const struct snap *m, const struct snap *r, const char *what)
     EQ(ignored);
     EQ(released);
     EQ(suspect_ms);
+    EQ(nconfirmed);
+    for (size_t i = 0; i < 64; i++)
+        EQ(confirmed[i]);
 #undef EQ
 }
 
@@ -482,16 +492,28 @@ static void test_suspects_and_caps(void **state)
     }
     req(&r, DIG_A, 4 * PL, "node-d");
     both(&w, &r, t, "peer cap", NULL);
-    /* a reports c: c is left out of every hand-out for 5 s. */
+    /* a reports c: one agent's word does not hide c (bad-peer-reporters
+     * 2), a second report from a does not either; b's report does, from
+     * every hand-out for 5 s. */
     req(&r, DIG_A, 4 * PL, "node-c");
     const char *caddr = r.addr;
     req(&r, DIG_A, 4 * PL, "node-a");
     const char *bad[] = {caddr, "10.9.9.9:1"};
     r.bad_peers = bad;
     r.nbad_peers = 2;
+    struct snap m;
     both(&w, &r, t + 1, "report", NULL);
+    both(&w, &r, t + 1, "the same reporter again", NULL);
     req(&r, DIG_A, 4 * PL, "node-b");
-    both(&w, &r, t + 2, "c left out", NULL);
+    both(&w, &r, t + 2, "c still handed out", &m);
+    assert_int_equal(m.npeers, 2);
+    req(&r, DIG_A, 4 * PL, "node-b");
+    r.bad_peers = bad;
+    r.nbad_peers = 1;
+    both(&w, &r, t + 2, "second reporter", NULL);
+    req(&r, DIG_A, 4 * PL, "node-b");
+    both(&w, &r, t + 2, "c left out", &m);
+    assert_int_equal(m.npeers, 1);
     req(&r, DIG_A, 4 * PL, "node-b");
     both(&w, &r, t + 5002, "c back", NULL);
     /* Swarm cap: a peerless swarm gives way, else 503. */
@@ -504,6 +526,91 @@ static void test_suspects_and_caps(void **state)
     both(&w, &r, t + 5005, "B empty", NULL);
     req(&r, DIG_C, 4 * PL, "node-a");
     both(&w, &r, t + 5006, "C takes B's place", NULL);
+    world_end(&w);
+}
+
+/* Confirmed hashes: an agent that completes vouches for every hash it did
+ * not report itself, in Redis as in memory; and one agent starts at most
+ * max-swarms-per-agent swarms it is still in. */
+static void test_confirmed_and_creators(void **state)
+{
+    (void)state;
+    struct world w;
+    struct tracker_swarms_config cfg = {.seed = 7, .lease_pieces = 2, .max_swarms_per_agent = 2};
+    struct announce_req r;
+    struct announce_hash h[2];
+    struct snap m;
+    uint64_t t = 7000000;
+    world_start(&w, &cfg);
+
+    const char *agents[] = {"node-a", "node-b"};
+    for (int i = 0; i < 2; i++) {
+        req(&r, DIG_A, 4 * PL, agents[i]);
+        r.want_lease = true;
+        both(&w, &r, t, agents[i], &m);
+        assert_int_equal(m.nlease, 2);
+    }
+    for (int i = 0; i < 2; i++) {
+        req(&r, DIG_A, 4 * PL, agents[i]);
+        hash_of(&h[0], (uint32_t)(2 * i), (uint8_t)(0x50 + i));
+        hash_of(&h[1], (uint32_t)(2 * i + 1), (uint8_t)(0x60 + i));
+        r.hashes = h;
+        r.nhashes = 2;
+        r.hash_len = 32;
+        r.has_hashes_from = true;
+        both(&w, &r, ++t, "reports", &m);
+        assert_int_equal(m.nconfirmed, 0);
+    }
+    /* a completes: it vouches for b's two hashes, not its own. */
+    req(&r, DIG_A, 4 * PL, "node-a");
+    r.event = ANNOUNCE_EVENT_COMPLETED;
+    r.complete = true;
+    r.have = 4;
+    r.has_hashes_from = true;
+    both(&w, &r, ++t, "a completes", &m);
+    assert_int_equal(m.nconfirmed, 2);
+    assert_int_equal(m.confirmed[0], 0);
+    assert_int_equal(m.confirmed[2], 1);
+    /* A second completed from a changes nothing; b's confirms a's. */
+    both(&w, &r, ++t, "a again", &m);
+    assert_int_equal(m.nconfirmed, 2);
+    req(&r, DIG_A, 4 * PL, "node-b");
+    r.event = ANNOUNCE_EVENT_COMPLETED;
+    r.complete = true;
+    r.have = 4;
+    both(&w, &r, ++t, "b completes", &m);
+    assert_int_equal(m.nconfirmed, 4);
+    /* A leaving agent still sees them. */
+    req(&r, DIG_A, 4 * PL, "node-c");
+    r.event = ANNOUNCE_EVENT_STOPPED;
+    both(&w, &r, ++t, "stopped", &m);
+    assert_int_equal(m.nconfirmed, 4);
+
+    /* z makes two swarms; a third is refused while it is in both. */
+    req(&r, DIG_B, 4 * PL, "node-z");
+    both(&w, &r, ++t, "z makes B", NULL);
+    req(&r, DIG_C, 4 * PL, "node-z");
+    both(&w, &r, ++t, "z makes C", NULL);
+    req(&r, DIG_D, 4 * PL, "node-z");
+    both(&w, &r, ++t, "z refused D", &m);
+    assert_int_equal(m.rc, SHOAL_EBUSY);
+    assert_non_null(strstr(m.error, "started 2 swarms it is still in (limit 2)"));
+    /* Joining a swarm someone else made does not count. */
+    req(&r, DIG_A, 4 * PL, "node-z");
+    both(&w, &r, ++t, "z joins A", NULL);
+    /* z leaves B: D is made. */
+    req(&r, DIG_B, 4 * PL, "node-z");
+    r.event = ANNOUNCE_EVENT_STOPPED;
+    both(&w, &r, ++t, "z leaves B", NULL);
+    req(&r, DIG_D, 4 * PL, "node-z");
+    both(&w, &r, ++t, "z makes D", &m);
+    assert_int_equal(m.rc, 0);
+    assert_true(m.new_swarm);
+    struct tracker_stats ms, rs;
+    tracker_state_stats(w.mem, &ms);
+    tracker_state_stats(w.red, &rs);
+    assert_int_equal(ms.swarms_refused, 1);
+    assert_int_equal(rs.swarms_refused, 1);
     world_end(&w);
 }
 
@@ -798,10 +905,15 @@ static void test_cluster_replicas(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_leases_hashes_peers), cmocka_unit_test(test_expiry),
-        cmocka_unit_test(test_suspects_and_caps),   cmocka_unit_test(test_list),
-        cmocka_unit_test(test_redis_down_and_back), cmocka_unit_test(test_password),
-        cmocka_unit_test(test_bad_config),          cmocka_unit_test(test_cluster_replicas),
+        cmocka_unit_test(test_leases_hashes_peers),
+        cmocka_unit_test(test_expiry),
+        cmocka_unit_test(test_suspects_and_caps),
+        cmocka_unit_test(test_list),
+        cmocka_unit_test(test_redis_down_and_back),
+        cmocka_unit_test(test_password),
+        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_cluster_replicas),
+        cmocka_unit_test(test_confirmed_and_creators),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
