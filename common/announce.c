@@ -34,6 +34,7 @@
 #define K_EXPIRES_MS "expires_ms"
 #define K_HASHES_FROM "hashes_from"
 #define K_TABLE "table"
+#define K_CONFIRMED_SEEN "confirmed_seen"
 #define K_HASHES_SEQ "hashes_seq"
 #define K_HASHED "hashed"
 
@@ -143,6 +144,7 @@ int announce_req_encode(const struct announce_req *r, struct buf *out)
         (size_t)r->event >= NELEM(event_names) ||
         (r->has_hashes_from &&
          (r->hashes_from > WIRE_PIECES_MAX || r->table > ANNOUNCE_TABLE_MAX)) ||
+        (r->has_confirmed_seen && (!r->has_hashes_from || r->confirmed_seen > WIRE_PIECES_MAX)) ||
         (r->nhashes > 0 && (r->hash_len == 0 || r->hash_len > WIRE_HASH_MAX))) {
         rc = -EINVAL;
         goto out;
@@ -169,6 +171,9 @@ int announce_req_encode(const struct announce_req *r, struct buf *out)
     if (r->has_hashes_from &&
         ((rc = put(o, K_HASHES_FROM, json_integer((json_int_t)r->hashes_from))) < 0 ||
          (rc = put(o, K_TABLE, json_integer((json_int_t)r->table))) < 0))
+        goto out;
+    if (r->has_confirmed_seen &&
+        (rc = put(o, K_CONFIRMED_SEEN, json_integer((json_int_t)r->confirmed_seen))) < 0)
         goto out;
     rc = put(o, K_HASHES, hashes);
     hashes = NULL;
@@ -403,12 +408,13 @@ enum fast_key {
     FK_BAD_PEERS,
     FK_HASHES_FROM,
     FK_TABLE,
+    FK_CONFIRMED_SEEN,
     FK_COUNT
 };
 
 static const char *const fast_keys[FK_COUNT] = {
     K_DIGEST,     K_SIZE,   K_AGENT,        K_ADDR,      K_EVENT,       K_HAVE,  K_COMPLETE,
-    K_WANT_LEASE, K_HASHES, K_LEASE_FAILED, K_BAD_PEERS, K_HASHES_FROM, K_TABLE,
+    K_WANT_LEASE, K_HASHES, K_LEASE_FAILED, K_BAD_PEERS, K_HASHES_FROM, K_TABLE, K_CONFIRMED_SEEN,
 };
 
 /* 1 decoded, 0 give up (the caller disposes what was set and takes the slow
@@ -468,6 +474,9 @@ static int req_fast(const char *body, size_t len, enum wire_hash_algo algo,
             case FK_TABLE:
                 ok = fast_uint(&f, &r->table) && r->table <= ANNOUNCE_TABLE_MAX;
                 break;
+            case FK_CONFIRMED_SEEN:
+                ok = fast_uint(&f, &r->confirmed_seen) && r->confirmed_seen <= WIRE_PIECES_MAX;
+                break;
             case FK_COMPLETE:
                 ok = fast_bool(&f, &r->complete);
                 break;
@@ -500,7 +509,10 @@ static int req_fast(const char *body, size_t len, enum wire_hash_algo algo,
         return 0;
     if (!(seen & (1u << FK_HASHES_FROM)) != !(seen & (1u << FK_TABLE)))
         return 0;
+    if ((seen & (1u << FK_CONFIRMED_SEEN)) && !(seen & (1u << FK_HASHES_FROM)))
+        return 0;
     r->has_hashes_from = (seen & (1u << FK_HASHES_FROM)) != 0;
+    r->has_confirmed_seen = (seen & (1u << FK_CONFIRMED_SEEN)) != 0;
     return 1;
 }
 
@@ -679,6 +691,23 @@ static int get_hashes_from(json_t *doc, struct announce_req *r, char *err, size_
     return 0;
 }
 
+/* "confirmed_seen": a count in the table "table" names, so only with it. */
+static int get_confirmed_seen(json_t *doc, struct announce_req *r, char *err, size_t errlen)
+{
+    int rc;
+
+    if (json_object_get(doc, K_CONFIRMED_SEEN) == NULL)
+        return 0;
+    if (!r->has_hashes_from)
+        BAD(K_CONFIRMED_SEEN ": only with " K_HASHES_FROM " and " K_TABLE);
+    if ((rc = get_uint(doc, K_CONFIRMED_SEEN, true, &r->confirmed_seen, err, errlen)) < 0)
+        return rc;
+    if (r->confirmed_seen > WIRE_PIECES_MAX)
+        BAD(K_CONFIRMED_SEEN ": more than %u", WIRE_PIECES_MAX);
+    r->has_confirmed_seen = true;
+    return 0;
+}
+
 static int decode_req(json_t *doc, enum wire_hash_algo algo, struct announce_req_doc *d, char *err,
                       size_t errlen)
 {
@@ -699,7 +728,8 @@ static int decode_req(json_t *doc, enum wire_hash_algo algo, struct announce_req
         return rc;
     if (event != NULL && announce_event_parse(event, &r->event) < 0)
         BAD(K_EVENT ": expected started, progress, completed or stopped");
-    if ((rc = get_hashes_from(doc, r, err, errlen)) < 0)
+    if ((rc = get_hashes_from(doc, r, err, errlen)) < 0 ||
+        (rc = get_confirmed_seen(doc, r, err, errlen)) < 0)
         return rc;
     if ((rc = get_hashes(doc, algo, d, err, errlen)) < 0 ||
         (rc = get_failed(doc, d, err, errlen)) < 0)

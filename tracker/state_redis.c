@@ -193,14 +193,14 @@ static int take_reply(struct ann_op *op, redisReply *r)
     const redisReply *cf = r->element[22];
     if (v[14] > out->nhashed || cf->len > wire_bitfield_bytes(out->pieces))
         return bad_reply(out, r, "announce");
-    if (v[14] > 0) {
+    out->nconfirmed = (uint32_t)v[14];
+    if (v[14] > 0 && cf->len > 0) {
         op->confirmed = calloc(out->pieces ? out->pieces : 1, 1);
         if (!op->confirmed)
             return -ENOMEM;
         for (uint32_t i = 0; i < out->pieces && i / 8 < cf->len; i++)
             op->confirmed[i] = wire_bit_get((const uint8_t *)cf->str, i) ? 1 : 0;
         out->confirmed = op->confirmed;
-        out->nconfirmed = (uint32_t)v[14];
     }
 
     /* The hash log slice: 4-byte index and raw hash, each. */
@@ -318,7 +318,7 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
 
     char now[24] = "", size[24], have[24], from[24], table[24], nplen[24], npieces[24], hlen[24],
          lp[24], lt[24], pt[24], keep[24], bpm[24], msw[24], msp[24], mp[24], slice[24], ntable[24],
-         rank[24], quorum[24], mpa[24];
+         rank[24], quorum[24], mpa[24], seen[24] = "";
     /* The agent's key as the memory core keys reporters and creators. */
     uint8_t akey[8];
     uint64_t key = tracker_agent_key(req->agent);
@@ -346,6 +346,8 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
     snprintf(rank, sizeof(rank), "%" PRIu64, rnd(s) >> 44); /* 20 random bits */
     snprintf(quorum, sizeof(quorum), "%u", s->cfg.bad_peer_reporters);
     snprintf(mpa, sizeof(mpa), "%zu", s->cfg.max_swarms_per_agent);
+    if (req->has_confirmed_seen)
+        snprintf(seen, sizeof(seen), "%" PRIu64, req->confirmed_seen);
     const char *av[] = {
         "announce",
         s->prefix,
@@ -383,6 +385,7 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
         req->event == ANNOUNCE_EVENT_COMPLETED ? "1" : "0",
         quorum,
         mpa,
+        seen,
     };
     size_t n = sizeof(av) / sizeof(av[0]);
     size_t lens[sizeof(av) / sizeof(av[0])];

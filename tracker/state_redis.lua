@@ -223,6 +223,7 @@ local function announce()
     local new_table, rnd = ARGV[31], tonumber(ARGV[32])
     local akey, completed = ARGV[33], ARGV[34] == '1'
     local quorum, max_per_agent = tonumber(ARGV[35]), tonumber(ARGV[36])
+    local conf_seen = tonumber(ARGV[37]) -- nil: the agent does not keep them
 
     local k = keys(d)
     local m = meta_load(k)
@@ -343,10 +344,14 @@ local function announce()
             lease_s = lease[1]
             lease_exp = lease[2]
         end
+        -- The confirmed flags, unless the agent holds these already
+        -- (tracker_confirmed_known).
         local nconf, cf = 0, ''
         if m and m.nconf > 0 then
             nconf = m.nconf
-            cf = redis.call('GET', k.cf) or ''
+            if not (has_from and conf_seen and m.table == table_req and conf_seen == nconf) then
+                cf = redis.call('GET', k.cf) or ''
+            end
         end
         return {0, '', plen, pieces, tbl, nh, to, s, out.new_swarm, has_lease, lease_s, lease_exp,
                 out.hashes_accepted, out.hashes_ignored, out.leases_released, out.suspect_ms,

@@ -668,7 +668,9 @@ static void fill_swarm(struct tracker_swarms *s, const struct swarm *w,
     out->nhashed = w->nhashed;
     out->table = w->table;
     out->nconfirmed = w->nconfirmed;
-    out->confirmed = w->nconfirmed > 0 ? w->confirmed : NULL;
+    out->confirmed = w->nconfirmed > 0 && !tracker_confirmed_known(req, w->table, w->nconfirmed)
+                         ? w->confirmed
+                         : NULL;
     if (!req->has_hashes_from) {
         out->hashes = w->nhashed > 0 ? w->hashes : NULL;
         out->hashed = w->nhashed > 0 ? w->hashed : NULL;
@@ -798,6 +800,12 @@ uint64_t tracker_table_id(uint64_t random)
     uint64_t t = random & ANNOUNCE_TABLE_MAX;
 
     return t != 0 ? t : 1;
+}
+
+bool tracker_confirmed_known(const struct announce_req *req, uint64_t table, uint32_t nconfirmed)
+{
+    return req->has_hashes_from && req->has_confirmed_seen && req->table == table &&
+           req->confirmed_seen == nconfirmed;
 }
 
 uint32_t tracker_hashes_from(const struct announce_req *req, uint64_t table, uint32_t nhashed)

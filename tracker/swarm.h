@@ -81,8 +81,10 @@ struct tracker_announce_reply {
     const uint8_t *hashes; /* pieces * hash_len bytes, or NULL when none known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
     uint32_t nhashed;
-    const uint8_t *confirmed; /* pieces flags: hashes[i] is confirmed; NULL when none */
-    uint32_t nconfirmed;
+    /* pieces flags: hashes[i] is confirmed; NULL when none is, or when the
+     * agent holds them already (tracker_confirmed_known) */
+    const uint8_t *confirmed;
+    uint32_t nconfirmed; /* how many are, sent or not */
     bool has_seq;
     uint64_t table;      /* the swarm's table id; 0 when there is no swarm */
     uint32_t hashes_seq; /* the log position after hash_list */
@@ -187,6 +189,10 @@ uint64_t tracker_agent_key(const char *agent);
 
 /* A table id from a random number: 1 to ANNOUNCE_TABLE_MAX. */
 uint64_t tracker_table_id(uint64_t random);
+
+/* Whether the agent of req holds the swarm's confirmed flags already (it
+ * saw nconfirmed of them in this table): the reply then leaves them out. */
+bool tracker_confirmed_known(const struct announce_req *req, uint64_t table, uint32_t nconfirmed);
 
 /* Where the reply's hash slice starts for req in a swarm whose log of
  * nhashed entries has this table id: req's hashes_from when it counts in

@@ -86,6 +86,12 @@ struct announce_req {
     bool has_hashes_from;
     uint64_t hashes_from;
     uint64_t table;
+    /* With has_hashes_from: the agent also keeps the confirmed flags it was
+     * sent, and knows confirmed_seen of them in table; the reply carries
+     * "confirmed" only when the swarm has more (or its table is another).
+     * Without it every reply carries the flags whenever any is set. */
+    bool has_confirmed_seen;
+    uint64_t confirmed_seen;
 };
 
 /* Appends the request body (compact JSON). "bad_peers" is left out when

@@ -750,7 +750,24 @@ static void test_req_hashes_from(void **state)
     assert_true(d.req.has_hashes_from);
     assert_int_equal(d.req.hashes_from, 12);
     assert_int_equal(d.req.table, ANNOUNCE_TABLE_MAX);
+    assert_false(d.req.has_confirmed_seen);
     announce_req_doc_dispose(&d);
+
+    /* confirmed_seen goes with them. */
+    buf_dispose(&out);
+    buf_init(&out, 1 << 16);
+    r.has_confirmed_seen = true;
+    r.confirmed_seen = 7;
+    assert_int_equal(announce_req_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"table\":9007199254740991,\"confirmed_seen\":7"));
+    assert_int_equal(
+        announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &d, err, sizeof(err)), 0);
+    assert_true(d.req.has_confirmed_seen);
+    assert_int_equal(d.req.confirmed_seen, 7);
+    announce_req_doc_dispose(&d);
+    r.confirmed_seen = WIRE_PIECES_MAX + 1;
+    assert_int_equal(announce_req_encode(&r, &out), -EINVAL);
+    r.has_confirmed_seen = false;
 
     /* Without it (an older agent): not sent, and read back as absent. */
     buf_dispose(&out);
@@ -781,6 +798,11 @@ static void test_req_hashes_from(void **state)
     req_bad("{" REQ_BASE ",\"hashes_from\":65537,\"table\":1}", "hashes_from: more than 65536");
     req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":1.5}", "table: expected");
     req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":9007199254740992}", "table: more than");
+    req_bad("{" REQ_BASE ",\"confirmed_seen\":1}", "confirmed_seen: only with hashes_from");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":1,\"confirmed_seen\":-1}",
+            "confirmed_seen: expected a non-neg");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":1,\"confirmed_seen\":65537}",
+            "confirmed_seen: more than 65536");
 }
 
 static void test_reply_hash_log(void **state)
@@ -958,6 +980,9 @@ static void same_req(const struct announce_req *a, const struct announce_req *b)
         assert_int_equal(a->hashes_from, b->hashes_from);
         assert_int_equal(a->table, b->table);
     }
+    assert_int_equal(a->has_confirmed_seen, b->has_confirmed_seen);
+    if (a->has_confirmed_seen)
+        assert_int_equal(a->confirmed_seen, b->confirmed_seen);
     assert_int_equal(a->hash_len, b->hash_len);
     assert_int_equal(a->nhashes, b->nhashes);
     for (size_t i = 0; i < a->nhashes; i++) {
@@ -1005,7 +1030,9 @@ static void test_req_decode_paths_agree(void **state)
             .has_hashes_from = rnd64() & 1,
             .hashes_from = rnd64() % 65537,
             .table = rnd64() % ANNOUNCE_TABLE_MAX,
+            .confirmed_seen = rnd64() % 65537,
         };
+        r.has_confirmed_seen = r.has_hashes_from && (rnd64() & 1);
         for (size_t i = 0; i < r.nlease_failed; i++)
             failed[i] = rnd64() % 100000;
         struct buf out;
@@ -1115,12 +1142,18 @@ static void test_reply_decode_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_event_names),         cmocka_unit_test(test_req_round_trip),
-        cmocka_unit_test(test_req_encode_refused),  cmocka_unit_test(test_req_decode_malformed),
-        cmocka_unit_test(test_req_decode_caps),     cmocka_unit_test(test_req_decode_defaults),
-        cmocka_unit_test(test_reply_round_trip),    cmocka_unit_test(test_reply_confirmed),
-        cmocka_unit_test(test_reply_large),         cmocka_unit_test(test_reply_decode_malformed),
-        cmocka_unit_test(test_reply_decode_limits), cmocka_unit_test(test_req_hashes_from),
+        cmocka_unit_test(test_event_names),
+        cmocka_unit_test(test_req_round_trip),
+        cmocka_unit_test(test_req_encode_refused),
+        cmocka_unit_test(test_req_decode_malformed),
+        cmocka_unit_test(test_req_decode_caps),
+        cmocka_unit_test(test_req_decode_defaults),
+        cmocka_unit_test(test_reply_round_trip),
+        cmocka_unit_test(test_reply_confirmed),
+        cmocka_unit_test(test_reply_large),
+        cmocka_unit_test(test_reply_decode_malformed),
+        cmocka_unit_test(test_reply_decode_limits),
+        cmocka_unit_test(test_req_hashes_from),
         cmocka_unit_test(test_reply_hash_log),
         cmocka_unit_test(test_reply_string_escapes),
         cmocka_unit_test(test_req_decode_paths_agree),

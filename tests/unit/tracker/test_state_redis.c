@@ -59,6 +59,7 @@ struct snap {
     uint64_t suspect_ms;
     uint64_t table;
     uint32_t nconfirmed;
+    bool has_confirmed;    /* the reply carries the flags */
     uint8_t confirmed[64]; /* flags of the first 64 pieces */
 };
 
@@ -112,7 +113,8 @@ static void snap_of(struct snap *s, int rc, const struct tracker_announce_reply 
     s->ignored = o->hashes_ignored;
     s->released = o->leases_released;
     s->suspect_ms = o->suspect_ms;
-    s->nconfirmed = o->confirmed ? o->nconfirmed : 0;
+    s->nconfirmed = o->nconfirmed;
+    s->has_confirmed = o->confirmed != NULL;
     for (uint32_t i = 0; o->confirmed && i < o->pieces && i < 64; i++)
         s->confirmed[i] = o->confirmed[i];
 }
@@ -200,6 +202,7 @@ static void same(const struct snap *m, const struct snap *r, const char *what)
     EQ(released);
     EQ(suspect_ms);
     EQ(nconfirmed);
+    EQ(has_confirmed);
     for (size_t i = 0; i < 64; i++)
         EQ(confirmed[i]);
 #undef EQ
@@ -580,6 +583,21 @@ static void test_confirmed_and_creators(void **state)
     r.have = 4;
     both(&w, &r, ++t, "b completes", &m);
     assert_int_equal(m.nconfirmed, 4);
+    /* An agent that keeps them is sent them only while it lacks some. */
+    req(&r, DIG_A, 4 * PL, "node-c");
+    r.has_hashes_from = true;
+    r.table = 1;
+    r.has_confirmed_seen = true;
+    r.confirmed_seen = 2;
+    both(&w, &r, ++t, "c has seen 2", &m);
+    assert_true(m.has_confirmed);
+    r.confirmed_seen = 4;
+    both(&w, &r, ++t, "c has seen 4", &m);
+    assert_false(m.has_confirmed);
+    assert_int_equal(m.nconfirmed, 4);
+    r.table = 99;
+    both(&w, &r, ++t, "c counted in another table", &m);
+    assert_true(m.has_confirmed);
     /* A leaving agent still sees them. */
     req(&r, DIG_A, 4 * PL, "node-c");
     r.event = ANNOUNCE_EVENT_STOPPED;

@@ -492,6 +492,31 @@ static void test_hashes_confirmed_by_another_agent(void **state)
     assert_int_equal(tracker_announce(s, &r, 4000, &R), 0);
     assert_int_equal(R.nconfirmed, 3);
     assert_true(R.confirmed[0] && R.confirmed[1] && R.confirmed[8]);
+
+    /* An agent that keeps the flags (confirmed_seen) gets them only while
+     * it has seen fewer than the swarm has, in this table. */
+    uint64_t table = R.table;
+    base_req(&r, DIG_A, 20 * PL, "c");
+    r.has_hashes_from = true;
+    r.table = table;
+    r.has_confirmed_seen = true;
+    r.confirmed_seen = 1;
+    assert_int_equal(tracker_announce(s, &r, 4100, &R), 0);
+    assert_int_equal(R.nconfirmed, 3);
+    assert_non_null(R.confirmed);
+    r.confirmed_seen = 3;
+    assert_int_equal(tracker_announce(s, &r, 4200, &R), 0);
+    assert_int_equal(R.nconfirmed, 3);
+    assert_null(R.confirmed);
+    /* Counted in another table (the swarm was made anew): sent. */
+    r.table = table + 1;
+    assert_int_equal(tracker_announce(s, &r, 4300, &R), 0);
+    assert_non_null(R.confirmed);
+    /* Leaving, the same rule. */
+    r.table = table;
+    r.event = ANNOUNCE_EVENT_STOPPED;
+    assert_int_equal(tracker_announce(s, &r, 4400, &R), 0);
+    assert_null(R.confirmed);
     tracker_swarms_destroy(s);
 }
 

@@ -355,8 +355,19 @@ static void reply(struct harness *h, size_t k)
         .lease = reply_lease,
     };
     memset(reply_hashes, 0, sizeof(reply_hashes));
-    for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++)
+    uint32_t nconf = 0;
+    for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++) {
         reply_confirmed[i] = t->hashed[i] && t->confirmed[i];
+        nconf += reply_confirmed[i];
+    }
+    /* As the tracker does: an agent that holds them all is not sent them
+     * again. */
+    if (t->log_mode && a->has_hashes_from && a->has_confirmed_seen && a->table == t->table &&
+        a->confirmed_seen == nconf)
+        memset(reply_confirmed, 0, sizeof(reply_confirmed));
+    a->reply_confirmed = false;
+    for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++)
+        a->reply_confirmed |= reply_confirmed[i] != 0;
     if (t->log_mode && a->has_hashes_from) {
         /* What the decoder makes of a log slice: the by-piece arrays hold
          * only the slice. */
@@ -448,6 +459,8 @@ static void announce(struct harness *h)
     a->has_hashes_from = r.has_hashes_from;
     a->hashes_from = r.hashes_from;
     a->table = r.table;
+    a->has_confirmed_seen = r.has_confirmed_seen;
+    a->confirmed_seen = r.confirmed_seen;
     a->rc = 1;
     assert_true(r.nhashes <= H_PIECES_MAX);
     if (r.nhashes)

@@ -139,7 +139,10 @@ struct hannounce {
     bool fetching; /* a FETCH ran when it was sent */
     bool has_hashes_from;
     uint64_t hashes_from, table;
+    bool has_confirmed_seen;
+    uint64_t confirmed_seen;
     uint32_t reply_seq, reply_nhash; /* the log slice the reply carried */
+    bool reply_confirmed;            /* the reply carried "confirmed" */
     int rc;                          /* how it ended; 1 while in flight */
 };
 

@@ -367,6 +367,48 @@ static void test_trust_needs_a_confirmed_sha256(void **state)
     end(h);
 }
 
+/* With the hash log, the tracker sends the confirmed flags only while the
+ * core has not seen them all (confirmed_seen): a flag may come before its
+ * hash (a later slice) and counts once the hash is there; a table made
+ * anew starts from none. */
+static void test_confirmed_seen(void **state)
+{
+    (void)state;
+    struct harness *h = mk(12);
+    h->t.algo = WIRE_HASH_SHA256;
+    h->t.log_mode = true;
+    h->t.log_slice = 4;
+    h->t.interval_ms = 1000;
+    h_seed(h, "10.0.0.2:7000");
+    h_hashed(h, 0, 12);
+    for (uint32_t i = 0; i < 12; i++)
+        h->t.confirmed[i] = true;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    h_run(h, NULL, 3000);
+    /* Every piece trusted, though the first reply named all twelve flags
+     * with only four hashes. */
+    for (uint32_t i = 0; i < 12; i++)
+        assert_int_equal(h->trusts[i], 1);
+    assert_true(h->nann >= 5);
+    assert_true(h->ann[0].reply_confirmed);
+    assert_true(h->ann[1].has_confirmed_seen);
+    assert_int_equal(h->ann[1].confirmed_seen, 12);
+    /* Once seen, no reply carries them again. */
+    for (size_t i = 1; i < h->nann; i++)
+        if (h->ann[i].rc == 0 && h->ann[i].reply_confirmed)
+            fail_msg("announce %zu got the confirmed flags again", i);
+    /* A new table, nothing confirmed in it yet: the count starts over. */
+    h->t.table = 43;
+    for (uint32_t i = 0; i < 12; i++)
+        h->t.confirmed[i] = false;
+    h_run(h, NULL, 3000);
+    const struct hannounce *last = h_last_announce(h);
+    assert_int_equal(last->table, 43);
+    assert_int_equal(last->confirmed_seen, 0);
+    end(h);
+}
+
 /* With a reader window and a client reading, the pieces right after the
  * held prefix are asked for first, in order; without readers (a prewarm),
  * rarest-first as before. */
@@ -863,6 +905,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normal_download),
         cmocka_unit_test(test_trust_needs_a_confirmed_sha256),
+        cmocka_unit_test(test_confirmed_seen),
         cmocka_unit_test(test_reader_window),
         cmocka_unit_test(test_trust_needs_bytes_matching_the_table),
         cmocka_unit_test(test_no_vouch_for_a_table_our_bytes_contradict),
