@@ -8,9 +8,12 @@
  * connection i % connections; one request at a time per connection, as an
  * agent's HTTP client does). The peers behave as agents do: the first
  * announce says started and asks for a lease, the hashes of a granted lease
- * go out on the next announce with a new lease request, the reply's hash
- * log position and table id come back in the next request, and a peer that
- * holds every piece announces as a seed.
+ * (SHA-256 long, the tracker's default) go out on the next announce with a
+ * new lease request, the reply's hash log position, table id and how many
+ * confirmed flags it holds come back in the next request, a peer that holds
+ * every piece says completed once and then announces as a seed. Each
+ * request is signed with a fresh nonce, as agents sign (the tracker checks
+ * it against its replay table).
  *
  * Open loop (default): announces are due at their time whether or not the
  * tracker kept up; latency is measured from the time an announce was due,
@@ -23,7 +26,7 @@
  * --check N decodes every Nth reply fully with common/announce.c and
  * counts the failures. Output: a human summary on stderr and one JSON
  * object on stdout (announces, per-second rate, latency percentiles,
- * errors, statuses).
+ * errors, statuses, mean request and reply body bytes).
  */
 #define _GNU_SOURCE /* memmem */
 #include <errno.h>
@@ -43,6 +46,7 @@
 #include "shoal/config.h"
 
 #define PIECES 64            /* per swarm: 64 MiB blobs of 1 MiB pieces */
+#define HASH_HEX 64          /* SHA-256, the tracker's default piece hash */
 #define PIECE_LEN (1u << 20) /* the tracker's default for such blobs */
 #define BODY_MAX 4096        /* one request body */
 #define RBUF_MAX (1u << 20)  /* one reply */
@@ -53,9 +57,11 @@ struct peer {
     uint32_t swarm;
     bool started;
     bool complete;
+    bool said_completed; /* the completed event went out */
     uint32_t have;
     uint64_t table;
     uint32_t hashes_seq;
+    uint32_t confirmed_seen; /* confirmed flags held, for table */
     uint32_t lease[ANNOUNCE_LEASE_MAX];
     uint32_t nlease; /* pieces leased: reported with the next announce */
     uint64_t due_ns; /* when its pending announce was due */
@@ -108,7 +114,8 @@ struct bench {
     struct hist lat;
     uint64_t sent, ok, http_err[6], net_err, check_fail, checked, queued_max;
     uint64_t measured_from_ns, measured_to_ns;
-    uint64_t hashes_rx, leases_rx, peers_rx;
+    uint64_t hashes_rx, leases_rx, peers_rx, confirmed_rx;
+    uint64_t req_bytes, reply_bytes; /* bodies, measured announces */
 };
 
 static uint64_t now_ns(void)
@@ -152,27 +159,32 @@ static double hist_pct(const struct hist *h, double p)
 
 /* ---- requests ------------------------------------------------------------- */
 
-static void fake_hash(uint32_t swarm, uint32_t piece, char out[33])
+static void fake_hash(uint32_t swarm, uint32_t piece, char out[HASH_HEX + 1])
 {
     /* Deterministic per piece, so replicas of the same piece agree. */
     uint64_t x = ((uint64_t)swarm << 32 | piece) * 0x9e3779b97f4a7c15ULL;
     uint64_t y = x ^ (x >> 29) ^ 0xbf58476d1ce4e5b9ULL;
-    snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, x, y);
+    snprintf(out, HASH_HEX + 1, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, x, y, ~x,
+             x ^ y);
 }
 
 static size_t build_body(struct bench *b, struct peer *p, char *out, size_t cap)
 {
-    const char *event = !p->started ? "started" : "progress";
+    const char *event = !p->started                         ? "started"
+                        : p->complete && !p->said_completed ? "completed"
+                                                            : "progress";
+    if (p->complete && p->started)
+        p->said_completed = true;
     size_t n = (size_t)snprintf(
         out, cap,
         "{\"digest\":\"%s\",\"size\":%u,\"agent\":\"bench-%06u\",\"addr\":\"10.%u.%u.%u:5081\","
         "\"event\":\"%s\",\"have\":%u,\"complete\":%s,\"want_lease\":%s,\"hashes_from\":%u,"
-        "\"table\":%" PRIu64 ",\"hashes\":{",
+        "\"table\":%" PRIu64 ",\"confirmed_seen\":%u,\"hashes\":{",
         b->digests[p->swarm], PIECES * PIECE_LEN, p->id, 1 + (p->id >> 16) % 250,
         (p->id >> 8) & 0xff, p->id & 0xff, event, p->have, p->complete ? "true" : "false",
-        p->complete ? "false" : "true", p->hashes_seq, p->table);
-    for (uint32_t i = 0; i < p->nlease && n + 64 < cap; i++) {
-        char hex[33];
+        p->complete ? "false" : "true", p->hashes_seq, p->table, p->confirmed_seen);
+    for (uint32_t i = 0; i < p->nlease && n + HASH_HEX + 32 < cap; i++) {
+        char hex[HASH_HEX + 1];
         fake_hash(p->swarm, p->lease[i], hex);
         n += (size_t)snprintf(out + n, cap - n, "%s\"%u\":\"%s\"", i ? "," : "", p->lease[i], hex);
     }
@@ -189,8 +201,11 @@ static void send_peer(struct conn *c, uint32_t pi)
     struct peer *p = &b->peers[pi];
     char auth[CLUSTER_AUTH_MAX];
     size_t blen = build_body(b, p, c->body, sizeof(c->body));
-    cluster_auth_sign(b->secret, b->secret_len, (int64_t)time(NULL), "POST", ANNOUNCE_PATH, c->body,
-                      blen, auth, sizeof(auth));
+    uint64_t t = now_ns();
+    if (t >= b->measured_from_ns && t <= b->measured_to_ns)
+        b->req_bytes += blen;
+    cluster_auth_sign_nonce(b->secret, b->secret_len, (int64_t)time(NULL), "POST", ANNOUNCE_PATH,
+                            c->body, blen, auth, sizeof(auth));
     int hlen =
         snprintf(c->head, sizeof(c->head),
                  "POST " ANNOUNCE_PATH " HTTP/1.1\r\nHost: %s:%d\r\n"
@@ -221,12 +236,34 @@ static bool field_u64(const char *body, size_t len, const char *key, uint64_t *o
     return true;
 }
 
+/* The popcount of the reply's "confirmed" hex bitfield; 0 when left out. */
+static uint32_t confirmed_count(const char *body, size_t len)
+{
+    const char *c = memmem(body, len, "\"confirmed\":\"", 13);
+    uint32_t n = 0;
+    if (!c)
+        return 0;
+    for (c += 13; c < body + len && *c != '"'; c++) {
+        int v = *c >= 'a' ? *c - 'a' + 10 : *c - '0';
+        n += (uint32_t)__builtin_popcount((unsigned)v & 15u);
+    }
+    return n;
+}
+
 static void take_reply(struct bench *b, struct peer *p, const char *body, size_t len)
 {
     uint64_t v;
     p->started = true;
-    if (field_u64(body, len, "table", &v))
+    if (field_u64(body, len, "table", &v)) {
+        if (v != p->table)
+            p->confirmed_seen = 0;
         p->table = v;
+    }
+    uint32_t conf = confirmed_count(body, len);
+    if (conf) {
+        p->confirmed_seen = conf;
+        b->confirmed_rx++;
+    }
     if (field_u64(body, len, "hashes_seq", &v))
         p->hashes_seq = (uint32_t)v;
     /* The hashes it reported are the tracker's now: it holds those pieces;
@@ -266,9 +303,10 @@ static void handle_reply(struct conn *c, int status, const char *body, size_t le
     c->busy = false;
     if (t >= b->measured_from_ns && t <= b->measured_to_ns) {
         hist_add(&b->lat, (double)(t - p->due_ns) / 1000.0);
-        if (status == 200)
+        if (status == 200) {
             b->ok++;
-        else
+            b->reply_bytes += len;
+        } else
             b->http_err[status / 100 <= 5 ? status / 100 : 0]++;
     }
     if (status == 200) {
@@ -598,10 +636,13 @@ int main(int argc, char **argv)
            ",\"http_5xx\":%" PRIu64 ",\"http_4xx\":%" PRIu64 ",\"net_errors\":%" PRIu64
            ",\"dropped\":%" PRIu64 ",\"checked\":%" PRIu64 ",\"check_failures\":%" PRIu64
            ",\"replies_with_hashes\":%" PRIu64 ",\"replies_with_lease\":%" PRIu64
-           ",\"replies_with_peers\":%" PRIu64 "}\n",
+           ",\"replies_with_peers\":%" PRIu64 ",\"replies_with_confirmed\":%" PRIu64
+           ",\"request_bytes_mean\":%.1f,\"reply_bytes_mean\":%.1f}\n",
            b.closed_loop ? "closed" : "open", b.npeers, b.nswarms, b.nconns, interval_ms, secs,
            b.ok, (double)b.ok / secs, p50 / 1000, p90 / 1000, p99 / 1000, p999 / 1000,
            b.lat.max_us / 1000, errs, b.http_err[5], b.http_err[4], b.net_err, b.http_err[0],
-           b.checked, b.check_fail, b.hashes_rx, b.leases_rx, b.peers_rx);
+           b.checked, b.check_fail, b.hashes_rx, b.leases_rx, b.peers_rx, b.confirmed_rx,
+           b.ok ? (double)b.req_bytes / (double)b.ok : 0.0,
+           b.ok ? (double)b.reply_bytes / (double)b.ok : 0.0);
     return b.check_fail ? 1 : 0;
 }
