@@ -68,8 +68,9 @@ struct params {
     unsigned tracker_max_peers;
     uint64_t piece_length; /* the tracker's --piece-length; 0 = its rule */
     uint64_t seed;
-    double limit_s; /* give up after this much simulated time */
-    double trace_s; /* print the network's use every this many seconds; 0 = never */
+    double limit_s;   /* give up after this much simulated time */
+    double quantum_s; /* rates recomputed at most this often; 0 = at every change */
+    double trace_s;   /* print the network's use every this many seconds; 0 = never */
 };
 
 /* ---- the simulated world ------------------------------------------------------------ */
@@ -145,7 +146,8 @@ enum ev_type {
     EV_GONE,
     EV_FETCH,
     EV_DONE,
-    EV_FLOW, /* a flow's current piece is through */
+    EV_FLOW,      /* a flow's current piece is through */
+    EV_RECOMPUTE, /* --quantum-ms: the rates may be recomputed now */
 };
 
 struct reply_msg {
@@ -180,7 +182,9 @@ struct sim {
     size_t nev, evcap;
     uint64_t seq;
     double now;
-    bool dirty; /* flows changed: rates must be recomputed */
+    bool dirty;             /* flows changed: rates must be recomputed */
+    bool recompute_pending; /* an EV_RECOMPUTE is queued */
+    double next_recompute;  /* with a quantum: the earliest next recompute */
     uint32_t done;
     /* counters */
     uint64_t events, recomputes, flow_updates;
@@ -954,6 +958,9 @@ static void handle(struct sim *s, struct ev *e)
         if (e->f->active && e->version == e->f->version)
             flow_done(s, e->f);
         break;
+    case EV_RECOMPUTE:
+        s->recompute_pending = false; /* the loop recomputes once this instant is through */
+        break;
     }
 }
 
@@ -1031,8 +1038,20 @@ static int run(const struct params *p, struct result *res)
         /* Rates follow the flows once every event of this instant is in
          * (a HAVE reaching many peers starts many flows at once). */
         if (s.dirty && s.ev[0].t > s.now) {
-            recompute(&s);
-            continue;
+            /* With a quantum, a change waits for the next recompute (a
+             * started flow idles, a finished one's share goes unused, for
+             * at most the quantum): the cost of a recompute grows with N,
+             * and so does the number of instants with a change. */
+            if (p->quantum_s <= 0 || s.now >= s.next_recompute) {
+                recompute(&s);
+                s.next_recompute = s.now + p->quantum_s;
+                continue;
+            }
+            if (!s.recompute_pending) {
+                push(&s, (struct ev){.t = s.next_recompute, .type = EV_RECOMPUTE});
+                s.recompute_pending = true;
+                continue;
+            }
         }
         struct ev e = pop(&s);
         if (e.t > p->limit_s)
@@ -1121,7 +1140,11 @@ static void usage(void)
             "usage: shoal-swarm-sim [--hosts 8[,16,...]] [--size 512MiB] [--rate 400mbit]\n"
             "       [--upstream-rate RATE] [--msg-ms 0.2] [--connect-ms 1] [--tracker-ms 1]\n"
             "       [--upstream-ms 2] [--start-ms 300] [--hash-mbps 400] [--max-peers 16]\n"
-            "       [--lease-pieces 8] [--seed N] [--limit 600] [--json]\n");
+            "       [--lease-pieces 8] [--piece-length 0] [--tracker-max-peers 30]\n"
+            "       [--inflight 2] [--slots 0] [--quantum-ms 0] [--seed N] [--limit 600]\n"
+            "       [--trace S] [--json]\n"
+            "Times are simulated seconds; \"announces per agent\" counts the tracker\n"
+            "messages (announce request and reply) each agent exchanged.\n");
 }
 
 static int parse_rate(const char *s, double *out)
@@ -1208,6 +1231,8 @@ int main(int argc, char **argv)
             p.lease_pieces = (unsigned)atoi(v);
         else if (strcmp(a, "--seed") == 0)
             p.seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--quantum-ms") == 0)
+            p.quantum_s = atof(v) / 1000;
         else if (strcmp(a, "--limit") == 0)
             p.limit_s = atof(v);
         else if (strcmp(a, "--trace") == 0)
@@ -1243,14 +1268,15 @@ int main(int argc, char **argv)
         }
         if (json)
             printf("{\"n\":%u,\"size\":%" PRIu64 ",\"rate_bps\":%.0f,\"upstream_rate_bps\":%.0f,"
-                   "\"tmin_s\":%.4f,\"first_s\":%.4f,\"median_s\":%.4f,\"p90_s\":%.4f,"
+                   "\"quantum_ms\":%.3f,\"tmin_s\":%.4f,\"first_s\":%.4f,\"median_s\":%.4f,\"p90_"
+                   "s\":%.4f,"
                    "\"last_s\":%.4f,\"last_over_tmin\":%.4f,\"median_over_tmin\":%.4f,"
                    "\"upstream_over_f\":%.4f,\"announces_per_agent\":%.1f,\"incomplete\":%u,"
                    "\"events\":%" PRIu64 ",\"recomputes\":%" PRIu64 ",\"max_flows\":%.0f,"
                    "\"wall_s\":%.2f}\n",
-                   r.n, p.size, p.rate_bps, p.up_rate_bps, r.tmin, r.first, r.median, r.p90, r.last,
-                   r.last / r.tmin, r.median / r.tmin, r.upstream_ratio, r.announces, r.incomplete,
-                   r.events, r.recomputes, r.max_flows, r.wall_s);
+                   r.n, p.size, p.rate_bps, p.up_rate_bps, p.quantum_s * 1000, r.tmin, r.first,
+                   r.median, r.p90, r.last, r.last / r.tmin, r.median / r.tmin, r.upstream_ratio,
+                   r.announces, r.incomplete, r.events, r.recomputes, r.max_flows, r.wall_s);
         else
             printf("| %u | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f | %.3f | %.3f | %.1f | %" PRIu64
                    " | %.1f |\n",
