@@ -12,7 +12,7 @@ stopped by PID.
 
 import time
 
-from conftest import free_port, metric, wait_for
+from conftest import free_port, http_request, metric, wait_for
 from test_swarm import (SECRET, agent_report, check_body, join_all, logs_tail,  # noqa: F401
                         pull_all, safe_metrics, secret_file)
 from test_tracker import Tracker
@@ -122,6 +122,10 @@ def test_redis_killed_mid_swarm(registry, proxy_factory, agent_factory, redis_fa
         def refused():
             return all(metric(t.metrics(), "shoal_tracker_state_up") == 0 for t in trackers)
         wait_for(refused, 10, "the trackers to see Redis gone")
+        # A replica without Redis is not ready (a Service sends no one to it).
+        for t in trackers:
+            st, _, body = http_request(t.admin_port, "GET", "/readyz")
+            assert st == 503 and b"Redis" in body, (st, body)
         proxy.rate = None  # whatever falls back to upstream may go fast
         finish(agents, threads, results, desc["digest"])
         unavailable = sum(metric(t.metrics(), "shoal_tracker_state_unavailable_total")
