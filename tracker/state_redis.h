@@ -1,7 +1,7 @@
 /* The Redis backend of tracker_state (state.h): the swarms, their piece
  * hashes, leases, peers and suspects live in one Redis database that
- * several tracker replicas share (docs/operations.md, "Running tracker
- * replicas"; the keys and the rules are in state_redis.lua).
+ * several tracker replicas share (docs/operations.md, "Tracker replicas
+ * and Redis"; the keys and the rules are in state_redis.lua).
  *
  * Every swarm operation is one EVALSHA of the backend's Lua script, sent on
  * the loop without blocking (redis_link.h); the announce and the listing

@@ -1,5 +1,5 @@
 -- The tracker's swarm state in Redis (tracker/state_redis.c; docs/protocol.md,
--- "Tracker replicas"). One script, loaded once per connection (SCRIPT LOAD)
+-- "Tracker state"). One script, loaded once per connection (SCRIPT LOAD)
 -- and run with EVALSHA; ARGV[1] names the operation, ARGV[2] is the key
 -- prefix, ARGV[3] the time in milliseconds ("" = Redis's own clock, which
 -- is what replicas use: their monotonic clocks differ; tests pass their
