@@ -389,12 +389,13 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
     };
     size_t n = sizeof(av) / sizeof(av[0]);
     size_t lens[sizeof(av) / sizeof(av[0])];
+    /* The binary arguments have their lengths; the rest are C strings. */
     for (size_t i = 0; i < n; i++)
-        lens[i] = strlen(av[i]);
-    lens[11] = req->nhashes * he;
-    lens[12] = req->nlease_failed * 4;
-    lens[13] = bl;
-    lens[32] = sizeof(akey);
+        lens[i] = i == 11   ? req->nhashes * he
+                  : i == 12 ? req->nlease_failed * 4
+                  : i == 13 ? bl
+                  : i == 32 ? sizeof(akey)
+                            : strlen(av[i]);
     op->s = s;
     op->out = out;
     op->cb = cb;
