@@ -413,6 +413,17 @@ static void test_tls_options(void **state)
                      SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"tracker\": tls-mode psk needs an https:// tracker URL"));
     agent_config_dispose(&cfg);
+    /* Replicas: every URL of the list. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "https://t1:5090,http://t2:5090", "--peer-listen",
+                          "127.0.0.1:5081", "--cluster-secret-file", secret, "--tls-mode", "psk"),
+                     SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "not \"http://t2:5090\""));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "https://t1:5090,https://t2:5090",
+                          "--peer-listen", "127.0.0.1:5081", "--cluster-secret-file", secret,
+                          "--tls-mode", "psk"),
+                     CONFIG_RUN);
+    agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--tls-mode", "psk"), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "set cluster-secret-file"));
     agent_config_dispose(&cfg);
