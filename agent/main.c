@@ -243,7 +243,7 @@ static int start_registration(struct agent *a)
     info.nlabels = cfg->nlabels;
     memcpy(info.labels, cfg->labels, sizeof(info.labels));
     struct registration_config rc_ = {
-        .tracker_url = cfg->tracker,
+        .tracker_urls = cfg->tracker,
         .secret = cfg->secret ? cfg->secret : "",
         .secret_len = cfg->secret_len,
         .info = &info,
@@ -389,7 +389,7 @@ static int agent_start(struct agent *a)
     ratelimit_init(&a->egress, cfg->egress_rate, rate_burst(cfg->egress_rate));
     if (cfg->tracker) {
         struct swarm_config swc = {
-            .tracker_url = cfg->tracker,
+            .tracker_urls = cfg->tracker,
             .secret = cfg->secret ? cfg->secret : "",
             .secret_len = cfg->secret_len,
             .peer_listen = cfg->peer_listen,

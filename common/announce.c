@@ -32,6 +32,11 @@
 #define K_PEERS "peers"
 #define K_LEASE "lease"
 #define K_EXPIRES_MS "expires_ms"
+#define K_HASHES_FROM "hashes_from"
+#define K_TABLE "table"
+#define K_CONFIRMED_SEEN "confirmed_seen"
+#define K_HASHES_SEQ "hashes_seq"
+#define K_HASHED "hashed"
 
 static const char *const event_names[] = {
 #define XX(name, text) text,
@@ -137,6 +142,9 @@ int announce_req_encode(const struct announce_req *r, struct buf *out)
         goto out;
     if (r->digest == NULL || r->agent == NULL || r->addr == NULL ||
         (size_t)r->event >= NELEM(event_names) ||
+        (r->has_hashes_from &&
+         (r->hashes_from > WIRE_PIECES_MAX || r->table > ANNOUNCE_TABLE_MAX)) ||
+        (r->has_confirmed_seen && (!r->has_hashes_from || r->confirmed_seen > WIRE_PIECES_MAX)) ||
         (r->nhashes > 0 && (r->hash_len == 0 || r->hash_len > WIRE_HASH_MAX))) {
         rc = -EINVAL;
         goto out;
@@ -159,6 +167,13 @@ int announce_req_encode(const struct announce_req *r, struct buf *out)
         (rc = put(o, K_HAVE, json_integer((json_int_t)r->have))) < 0 ||
         (rc = put(o, K_COMPLETE, json_boolean(r->complete))) < 0 ||
         (rc = put(o, K_WANT_LEASE, json_boolean(r->want_lease))) < 0)
+        goto out;
+    if (r->has_hashes_from &&
+        ((rc = put(o, K_HASHES_FROM, json_integer((json_int_t)r->hashes_from))) < 0 ||
+         (rc = put(o, K_TABLE, json_integer((json_int_t)r->table))) < 0))
+        goto out;
+    if (r->has_confirmed_seen &&
+        (rc = put(o, K_CONFIRMED_SEEN, json_integer((json_int_t)r->confirmed_seen))) < 0)
         goto out;
     rc = put(o, K_HASHES, hashes);
     hashes = NULL;
@@ -190,6 +205,315 @@ out:
     json_decref(failed);
     json_decref(bad);
     return rc;
+}
+
+/* ---- Request decoder, fast path -------------------------------------------
+ *
+ * The tracker decodes an announce per request, tens of thousands a second,
+ * and a jansson tree costs more than the rest of the announce. Requests are
+ * almost always what an agent's encoder writes, so this path parses exactly
+ * that subset of JSON in place: one object with the known keys at most once
+ * each, strings of printable ASCII without escapes, canonical non-negative
+ * integers, true and false, the hashes object, the lease_failed and
+ * bad_peers arrays. Anything else (an escape, a float, an unknown or
+ * repeated key, a value out of range, a missing field) makes it give up
+ * without a trace, and the jansson path below decodes the request, with
+ * its messages. So both paths accept and refuse the same bodies, and
+ * decode them alike. */
+
+struct fast {
+    char *p, *end;
+};
+
+static void fast_ws(struct fast *f)
+{
+    while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
+        f->p++;
+}
+
+static bool fast_ch(struct fast *f, char c)
+{
+    fast_ws(f);
+    if (f->p < f->end && *f->p == c) {
+        f->p++;
+        return true;
+    }
+    return false;
+}
+
+/* A string without escapes, control characters or non-ASCII bytes,
+ * NUL-terminated in place (its closing quote overwritten). */
+static const char *fast_str(struct fast *f)
+{
+    char *s;
+
+    if (!fast_ch(f, '"'))
+        return NULL;
+    s = f->p;
+    while (f->p < f->end && *f->p != '"') {
+        unsigned char c = (unsigned char)*f->p;
+        if (c < 0x20 || c >= 0x7f || c == '\\')
+            return NULL;
+        f->p++;
+    }
+    if (f->p == f->end)
+        return NULL;
+    *f->p++ = '\0';
+    return s;
+}
+
+/* A canonical non-negative integer that fits jansson's json_int_t. */
+static bool fast_uint(struct fast *f, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t n = 0;
+
+    fast_ws(f);
+    while (f->p < f->end && *f->p >= '0' && *f->p <= '9') {
+        if (n == 18)
+            return false;
+        v = v * 10 + (uint64_t)(*f->p++ - '0');
+        n++;
+    }
+    if (n == 0 || (n > 1 && f->p[-(ptrdiff_t)n] == '0'))
+        return false;
+    if (f->p < f->end && (*f->p == '.' || *f->p == 'e' || *f->p == 'E'))
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool fast_bool(struct fast *f, bool *out)
+{
+    fast_ws(f);
+    if (f->end - f->p >= 4 && memcmp(f->p, "true", 4) == 0) {
+        f->p += 4;
+        *out = true;
+        return true;
+    }
+    if (f->end - f->p >= 5 && memcmp(f->p, "false", 5) == 0) {
+        f->p += 5;
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+#define FAST_DUP_HASHES 64 /* more hashes than this go the slow way (duplicate check) */
+
+static bool fast_hashes(struct fast *f, enum wire_hash_algo algo, struct announce_req_doc *d)
+{
+    size_t cap = 8, n = 0;
+
+    if (!fast_ch(f, '{'))
+        return false;
+    if (fast_ch(f, '}'))
+        return true;
+    d->hashes = malloc(cap * sizeof(*d->hashes));
+    if (d->hashes == NULL)
+        return false;
+    do {
+        const char *key = fast_str(f), *hex;
+        if (key == NULL || !fast_ch(f, ':') || (hex = fast_str(f)) == NULL)
+            return false;
+        if (n == cap) {
+            struct announce_hash *v;
+            if (cap >= FAST_DUP_HASHES)
+                return false;
+            cap *= 2;
+            v = realloc(d->hashes, cap * sizeof(*v));
+            if (v == NULL)
+                return false;
+            d->hashes = v;
+        }
+        struct announce_hash *h = &d->hashes[n];
+        if (parse_index(key, &h->index) < 0 ||
+            wire_hash_from_hex(algo, hex, strlen(hex), h->hash) < 0)
+            return false;
+        for (size_t i = 0; i < n; i++)
+            if (d->hashes[i].index == h->index)
+                return false; /* a duplicate key: jansson refuses it, with its words */
+        n++;
+    } while (fast_ch(f, ','));
+    if (!fast_ch(f, '}'))
+        return false;
+    d->req.hashes = d->hashes;
+    d->req.nhashes = n;
+    return true;
+}
+
+static bool fast_failed(struct fast *f, struct announce_req_doc *d)
+{
+    size_t cap = 0, n = 0;
+
+    if (!fast_ch(f, '['))
+        return false;
+    if (fast_ch(f, ']'))
+        return true;
+    do {
+        uint64_t v;
+        if (!fast_uint(f, &v))
+            return false;
+        if (n == cap) {
+            uint64_t *a;
+            cap = cap ? cap * 2 : 8;
+            if (cap > WIRE_PIECES_MAX)
+                return false;
+            a = realloc(d->lease_failed, cap * sizeof(*a));
+            if (a == NULL)
+                return false;
+            d->lease_failed = a;
+        }
+        d->lease_failed[n++] = v;
+    } while (fast_ch(f, ','));
+    if (!fast_ch(f, ']'))
+        return false;
+    d->req.lease_failed = d->lease_failed;
+    d->req.nlease_failed = n;
+    return true;
+}
+
+static bool fast_bad(struct fast *f, struct announce_req_doc *d)
+{
+    size_t n = 0;
+
+    if (!fast_ch(f, '['))
+        return false;
+    if (fast_ch(f, ']'))
+        return true;
+    do {
+        const char *a = fast_str(f);
+        if (a == NULL || n == ANNOUNCE_BAD_PEERS_MAX)
+            return false;
+        d->bad_peers[n++] = a;
+    } while (fast_ch(f, ','));
+    if (!fast_ch(f, ']'))
+        return false;
+    d->req.bad_peers = d->bad_peers;
+    d->req.nbad_peers = n;
+    return true;
+}
+
+enum fast_key {
+    FK_DIGEST,
+    FK_SIZE,
+    FK_AGENT,
+    FK_ADDR,
+    FK_EVENT,
+    FK_HAVE,
+    FK_COMPLETE,
+    FK_WANT_LEASE,
+    FK_HASHES,
+    FK_LEASE_FAILED,
+    FK_BAD_PEERS,
+    FK_HASHES_FROM,
+    FK_TABLE,
+    FK_CONFIRMED_SEEN,
+    FK_COUNT
+};
+
+static const char *const fast_keys[FK_COUNT] = {
+    K_DIGEST,     K_SIZE,   K_AGENT,        K_ADDR,      K_EVENT,       K_HAVE,  K_COMPLETE,
+    K_WANT_LEASE, K_HASHES, K_LEASE_FAILED, K_BAD_PEERS, K_HASHES_FROM, K_TABLE, K_CONFIRMED_SEEN,
+};
+
+/* 1 decoded, 0 give up (the caller disposes what was set and takes the slow
+ * path). */
+static int req_fast(const char *body, size_t len, enum wire_hash_algo algo,
+                    struct announce_req_doc *d)
+{
+    struct announce_req *r = &d->req;
+    uint32_t seen = 0;
+    const char *event = NULL;
+    struct fast f;
+
+    d->text = malloc(len + 1);
+    if (d->text == NULL)
+        return 0;
+    memcpy(d->text, body, len);
+    d->text[len] = '\0';
+    f.p = d->text;
+    f.end = d->text + len;
+    if (!fast_ch(&f, '{'))
+        return 0;
+    if (!fast_ch(&f, '}')) {
+        do {
+            const char *key = fast_str(&f);
+            int k;
+            bool ok = false;
+
+            if (key == NULL || !fast_ch(&f, ':'))
+                return 0;
+            for (k = 0; k < FK_COUNT && strcmp(key, fast_keys[k]) != 0; k++)
+                ;
+            if (k == FK_COUNT || (seen & (1u << k)))
+                return 0;
+            seen |= 1u << k;
+            switch ((enum fast_key)k) {
+            case FK_DIGEST:
+                ok = (r->digest = fast_str(&f)) != NULL;
+                break;
+            case FK_AGENT:
+                ok = (r->agent = fast_str(&f)) != NULL;
+                break;
+            case FK_ADDR:
+                ok = (r->addr = fast_str(&f)) != NULL;
+                break;
+            case FK_EVENT:
+                ok = (event = fast_str(&f)) != NULL && announce_event_parse(event, &r->event) == 0;
+                break;
+            case FK_SIZE:
+                ok = fast_uint(&f, &r->size);
+                break;
+            case FK_HAVE:
+                ok = fast_uint(&f, &r->have);
+                break;
+            case FK_HASHES_FROM:
+                ok = fast_uint(&f, &r->hashes_from) && r->hashes_from <= WIRE_PIECES_MAX;
+                break;
+            case FK_TABLE:
+                ok = fast_uint(&f, &r->table) && r->table <= ANNOUNCE_TABLE_MAX;
+                break;
+            case FK_CONFIRMED_SEEN:
+                ok = fast_uint(&f, &r->confirmed_seen) && r->confirmed_seen <= WIRE_PIECES_MAX;
+                break;
+            case FK_COMPLETE:
+                ok = fast_bool(&f, &r->complete);
+                break;
+            case FK_WANT_LEASE:
+                ok = fast_bool(&f, &r->want_lease);
+                break;
+            case FK_HASHES:
+                ok = fast_hashes(&f, algo, d);
+                break;
+            case FK_LEASE_FAILED:
+                ok = fast_failed(&f, d);
+                break;
+            case FK_BAD_PEERS:
+                ok = fast_bad(&f, d);
+                break;
+            case FK_COUNT:
+                break;
+            }
+            if (!ok)
+                return 0;
+        } while (fast_ch(&f, ','));
+        if (!fast_ch(&f, '}'))
+            return 0;
+    }
+    fast_ws(&f);
+    if (f.p != f.end)
+        return 0;
+    if (!(seen & (1u << FK_DIGEST)) || !(seen & (1u << FK_SIZE)) || !(seen & (1u << FK_AGENT)) ||
+        !(seen & (1u << FK_ADDR)))
+        return 0;
+    if (!(seen & (1u << FK_HASHES_FROM)) != !(seen & (1u << FK_TABLE)))
+        return 0;
+    if ((seen & (1u << FK_CONFIRMED_SEEN)) && !(seen & (1u << FK_HASHES_FROM)))
+        return 0;
+    r->has_hashes_from = (seen & (1u << FK_HASHES_FROM)) != 0;
+    r->has_confirmed_seen = (seen & (1u << FK_CONFIRMED_SEEN)) != 0;
+    return 1;
 }
 
 /* ---- Request decoder ----------------------------------------------------- */
@@ -344,6 +668,46 @@ static int get_bad_peers(json_t *doc, struct announce_req_doc *d, char *err, siz
     return 0;
 }
 
+/* "hashes_from" and "table" come together: a position in one table's log. */
+static int get_hashes_from(json_t *doc, struct announce_req *r, char *err, size_t errlen)
+{
+    bool from = json_object_get(doc, K_HASHES_FROM) != NULL;
+    bool table = json_object_get(doc, K_TABLE) != NULL;
+    int rc;
+
+    if (!from && !table)
+        return 0;
+    if (!from || !table)
+        BAD("%s: missing (" K_HASHES_FROM " and " K_TABLE " come together)",
+            from ? K_TABLE : K_HASHES_FROM);
+    if ((rc = get_uint(doc, K_HASHES_FROM, true, &r->hashes_from, err, errlen)) < 0 ||
+        (rc = get_uint(doc, K_TABLE, true, &r->table, err, errlen)) < 0)
+        return rc;
+    if (r->hashes_from > WIRE_PIECES_MAX)
+        BAD(K_HASHES_FROM ": more than %u", WIRE_PIECES_MAX);
+    if (r->table > ANNOUNCE_TABLE_MAX)
+        BAD(K_TABLE ": more than %llu", (unsigned long long)ANNOUNCE_TABLE_MAX);
+    r->has_hashes_from = true;
+    return 0;
+}
+
+/* "confirmed_seen": a count in the table "table" names, so only with it. */
+static int get_confirmed_seen(json_t *doc, struct announce_req *r, char *err, size_t errlen)
+{
+    int rc;
+
+    if (json_object_get(doc, K_CONFIRMED_SEEN) == NULL)
+        return 0;
+    if (!r->has_hashes_from)
+        BAD(K_CONFIRMED_SEEN ": only with " K_HASHES_FROM " and " K_TABLE);
+    if ((rc = get_uint(doc, K_CONFIRMED_SEEN, true, &r->confirmed_seen, err, errlen)) < 0)
+        return rc;
+    if (r->confirmed_seen > WIRE_PIECES_MAX)
+        BAD(K_CONFIRMED_SEEN ": more than %u", WIRE_PIECES_MAX);
+    r->has_confirmed_seen = true;
+    return 0;
+}
+
 static int decode_req(json_t *doc, enum wire_hash_algo algo, struct announce_req_doc *d, char *err,
                       size_t errlen)
 {
@@ -364,6 +728,9 @@ static int decode_req(json_t *doc, enum wire_hash_algo algo, struct announce_req
         return rc;
     if (event != NULL && announce_event_parse(event, &r->event) < 0)
         BAD(K_EVENT ": expected started, progress, completed or stopped");
+    if ((rc = get_hashes_from(doc, r, err, errlen)) < 0 ||
+        (rc = get_confirmed_seen(doc, r, err, errlen)) < 0)
+        return rc;
     if ((rc = get_hashes(doc, algo, d, err, errlen)) < 0 ||
         (rc = get_failed(doc, d, err, errlen)) < 0)
         return rc;
@@ -384,6 +751,12 @@ int announce_req_decode(const char *body, size_t len, enum wire_hash_algo algo,
     }
     if (body == NULL || len == 0)
         BAD("body: expected a JSON object");
+    if (req_fast(body, len, algo, out) == 1)
+        return 0;
+    /* Not the common shape, or not valid: start over with jansson. */
+    announce_req_doc_dispose(out);
+    out->req.event = ANNOUNCE_EVENT_PROGRESS;
+    out->req.hash_len = wire_hash_len(algo);
     out->json = load(body, len, &jerr);
     if (out->json == NULL)
         BAD("body: invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
@@ -392,6 +765,7 @@ int announce_req_decode(const char *body, size_t len, enum wire_hash_algo algo,
 
 void announce_req_doc_dispose(struct announce_req_doc *d)
 {
+    free(d->text);
     json_decref(d->json);
     free(d->hashes);
     free(d->lease_failed);
@@ -402,114 +776,245 @@ void announce_req_doc_dispose(struct announce_req_doc *d)
 
 /* ---- Reply encoder ------------------------------------------------------- */
 
-/* "confirmed": the pieces whose hash is confirmed, as a hex bitfield; left
- * out when none is. */
-static int put_confirmed(json_t *o, const struct announce_reply *r)
-{
-    size_t n = wire_bitfield_bytes(r->pieces);
-    uint8_t *bits = calloc(n + 1, 1);
-    char *hex = malloc(2 * n + 1);
-    bool any = false;
-    int rc = -ENOMEM;
+/* The tracker encodes a reply per announce, tens of thousands a second, so
+ * it writes the JSON itself instead of building a jansson tree: the same
+ * bytes jansson's compact dump gives (key order, escapes, integers), which
+ * the tests pin. */
 
-    if (bits == NULL || hex == NULL)
-        goto out;
-    for (uint32_t i = 0; i < r->pieces; i++) {
-        if (r->confirmed[i] && r->hashed != NULL && r->hashed[i]) {
-            wire_bit_set(bits, i);
-            any = true;
+/* Appends s as a JSON string; -EINVAL for invalid UTF-8, as json_string
+ * refuses it. */
+static int put_str(struct buf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    char esc[8];
+    int rc;
+
+    if ((rc = buf_append(b, "\"", 1)) < 0)
+        return rc;
+    while (*p) {
+        const unsigned char *run = p;
+        /* A run of plain ASCII goes in one append. */
+        while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run && (rc = buf_append(b, run, (size_t)(p - run))) < 0)
+            return rc;
+        if (*p == '\0')
+            break;
+        if (*p >= 0x80) {
+            size_t n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc2 ? 2 : 0;
+            uint32_t cp = n == 4 ? *p & 0x07u : n == 3 ? *p & 0x0fu : *p & 0x1fu;
+            if (n == 0 || *p > 0xf4)
+                return -EINVAL;
+            for (size_t i = 1; i < n; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                    return -EINVAL;
+                cp = cp << 6 | (p[i] & 0x3fu);
+            }
+            if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+                (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+                return -EINVAL;
+            if ((rc = buf_append(b, p, n)) < 0)
+                return rc;
+            p += n;
+            continue;
         }
+        switch (*p) {
+        case '"':
+            memcpy(esc, "\\\"", 3);
+            break;
+        case '\\':
+            memcpy(esc, "\\\\", 3);
+            break;
+        case '\b':
+            memcpy(esc, "\\b", 3);
+            break;
+        case '\f':
+            memcpy(esc, "\\f", 3);
+            break;
+        case '\n':
+            memcpy(esc, "\\n", 3);
+            break;
+        case '\r':
+            memcpy(esc, "\\r", 3);
+            break;
+        case '\t':
+            memcpy(esc, "\\t", 3);
+            break;
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04X", *p);
+            break;
+        }
+        if ((rc = buf_append(b, esc, strlen(esc))) < 0)
+            return rc;
+        p++;
     }
-    rc = 0;
-    if (any) {
-        wire_hash_to_hex(bits, n, hex);
-        rc = put(o, K_CONFIRMED, json_string(hex));
-    }
-out:
-    free(bits);
-    free(hex);
-    return rc;
+    return buf_append(b, "\"", 1);
 }
+
+/* Appends v in decimal. */
+static int put_u64(struct buf *b, uint64_t v)
+{
+    char d[24];
+    size_t i = sizeof(d);
+
+    do {
+        d[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(b, d + i, sizeof(d) - i);
+}
+
+/* Appends `"key":` (key is one of ours: no escaping needed). */
+static int put_key(struct buf *b, const char *comma_key)
+{
+    return buf_append(b, comma_key, strlen(comma_key));
+}
+
+#define PUT(expr)                                                                                  \
+    do {                                                                                           \
+        if ((rc = (expr)) < 0)                                                                     \
+            return rc;                                                                             \
+    } while (0)
+
+static int put_hash(struct buf *b, bool first, uint32_t idx, const uint8_t *h, size_t len)
+{
+    /* One entry, `,"idx":"hex"`, assembled here and appended at once. */
+    char e[16 + WIRE_HASH_HEX_MAX + 8];
+    char d[12];
+    size_t n = 0, k = sizeof(d);
+
+    do {
+        d[--k] = (char)('0' + idx % 10);
+        idx /= 10;
+    } while (idx);
+    if (!first)
+        e[n++] = ',';
+    e[n++] = '"';
+    memcpy(e + n, d + k, sizeof(d) - k);
+    n += sizeof(d) - k;
+    memcpy(e + n, "\":\"", 3);
+    n += 3;
+    wire_hash_to_hex(h, len, e + n);
+    n += 2 * len;
+    e[n++] = '"';
+    return buf_append(b, e, n);
+}
+
+/* ,"confirmed":"<hex bitfield>": the pieces whose hash is confirmed; left
+ * out when none is. With has_seq the hashes themselves may have gone out
+ * in earlier replies, so the flags are taken as they are. */
+static int put_confirmed(struct buf *out, const struct announce_reply *r)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t n = wire_bitfield_bytes(r->pieces);
+    bool any = false;
+    int rc;
+
+    for (uint32_t i = 0; i < r->pieces && !any; i++)
+        any = r->confirmed[i] && (r->has_seq || (r->hashed != NULL && r->hashed[i]));
+    if (!any)
+        return 0;
+    if ((rc = put_key(out, ",\"" K_CONFIRMED "\":\"")) < 0)
+        return rc;
+    for (size_t b = 0; b < n; b++) {
+        unsigned byte = 0;
+        for (unsigned k = 0; k < 8; k++) {
+            uint32_t i = (uint32_t)(b * 8 + k);
+            if (i < r->pieces && r->confirmed[i] &&
+                (r->has_seq || (r->hashed != NULL && r->hashed[i])))
+                byte |= 0x80u >> k;
+        }
+        char hex[2] = {digits[byte >> 4], digits[byte & 15]};
+        if ((rc = buf_append(out, hex, 2)) < 0)
+            return rc;
+    }
+    return buf_append(out, "\"", 1);
+}
+
+static int reply_encode(const struct announce_reply *r, struct buf *out)
+{
+    bool first = true;
+    int rc;
+
+    if (r->hash_len != wire_hash_len(r->hash_algo) || r->hash_len == 0)
+        return -EINVAL;
+    if (r->has_seq &&
+        (r->hashes_seq > r->nhashed || r->nhashed > r->pieces || r->table > ANNOUNCE_TABLE_MAX))
+        return -EINVAL;
+    for (size_t i = 0; r->hash_list != NULL && i < r->nhash_list; i++)
+        if (r->hash_list[i].index >= r->pieces)
+            return -EINVAL;
+    PUT(put_key(out, "{\"" K_INTERVAL_MS "\":"));
+    PUT(put_u64(out, r->interval_ms));
+    PUT(put_key(out, ",\"" K_PIECE_LENGTH "\":"));
+    PUT(put_u64(out, r->piece_length));
+    PUT(put_key(out, ",\"" K_PIECES "\":"));
+    PUT(put_u64(out, r->pieces));
+    PUT(put_key(out, ",\"" K_HASH_ALGO "\":"));
+    PUT(put_str(out, wire_hash_algo_name(r->hash_algo)));
+    if (r->has_seq) {
+        PUT(put_key(out, ",\"" K_TABLE "\":"));
+        PUT(put_u64(out, r->table));
+        PUT(put_key(out, ",\"" K_HASHES_SEQ "\":"));
+        PUT(put_u64(out, r->hashes_seq));
+        PUT(put_key(out, ",\"" K_HASHED "\":"));
+        PUT(put_u64(out, r->nhashed));
+    }
+    PUT(put_key(out, ",\"" K_HASHES "\":{"));
+    for (size_t i = 0; r->hash_list != NULL && i < r->nhash_list; i++, first = false)
+        PUT(put_hash(out, first, r->hash_list[i].index, r->hash_list[i].hash, r->hash_len));
+    for (uint32_t i = 0;
+         r->hash_list == NULL && r->hashes != NULL && r->hashed != NULL && i < r->pieces; i++) {
+        if (!r->hashed[i])
+            continue;
+        PUT(put_hash(out, first, i, r->hashes + (size_t)i * r->hash_len, r->hash_len));
+        first = false;
+    }
+    PUT(buf_append(out, "}", 1));
+    if (r->confirmed != NULL)
+        PUT(put_confirmed(out, r));
+    PUT(put_key(out, ",\"" K_PEERS "\":["));
+    for (size_t i = 0; i < r->npeers; i++) {
+        const struct announce_peer *p = &r->peers[i];
+
+        if (p->agent == NULL || p->addr == NULL)
+            return -EINVAL;
+        PUT(put_key(out, i ? ",{\"" K_AGENT "\":" : "{\"" K_AGENT "\":"));
+        PUT(put_str(out, p->agent));
+        PUT(put_key(out, ",\"" K_ADDR "\":"));
+        PUT(put_str(out, p->addr));
+        PUT(put_key(out, p->complete ? ",\"" K_COMPLETE "\":true,\"" K_HAVE "\":"
+                                     : ",\"" K_COMPLETE "\":false,\"" K_HAVE "\":"));
+        PUT(put_u64(out, p->have));
+        PUT(buf_append(out, "}", 1));
+    }
+    PUT(buf_append(out, "]", 1));
+    if (r->has_lease) {
+        PUT(put_key(out, ",\"" K_LEASE "\":{\"" K_PIECES "\":["));
+        for (size_t i = 0; i < r->nlease; i++) {
+            if (i)
+                PUT(buf_append(out, ",", 1));
+            PUT(put_u64(out, r->lease[i]));
+        }
+        PUT(put_key(out, "],\"" K_EXPIRES_MS "\":"));
+        PUT(put_u64(out, r->lease_expires_ms));
+        PUT(buf_append(out, "}", 1));
+    }
+    return buf_append(out, "}", 1);
+}
+
+#undef PUT
 
 int announce_reply_encode(const struct announce_reply *r, struct buf *out)
 {
-    json_t *o = json_object();
-    json_t *hashes = json_object();
-    json_t *peers = json_array();
-    json_t *lease = NULL, *pieces = NULL;
-    char hex[WIRE_HASH_HEX_MAX];
-    char key[16];
-    int rc = -ENOMEM;
+    size_t len0 = out->len;
+    int rc = reply_encode(r, out);
 
-    if (o == NULL || hashes == NULL || peers == NULL)
-        goto out;
-    if (r->hash_len != wire_hash_len(r->hash_algo) || r->hash_len == 0) {
-        rc = -EINVAL;
-        goto out;
+    /* Nothing half-written stays behind. */
+    if (rc < 0 && out->data != NULL) {
+        out->len = len0;
+        out->data[len0] = '\0';
     }
-    if ((rc = put(o, K_INTERVAL_MS, json_integer((json_int_t)r->interval_ms))) < 0 ||
-        (rc = put(o, K_PIECE_LENGTH, json_integer((json_int_t)r->piece_length))) < 0 ||
-        (rc = put(o, K_PIECES, json_integer(r->pieces))) < 0 ||
-        (rc = put(o, K_HASH_ALGO, json_string(wire_hash_algo_name(r->hash_algo)))) < 0)
-        goto out;
-    for (uint32_t i = 0; r->hashes != NULL && r->hashed != NULL && i < r->pieces; i++) {
-        if (!r->hashed[i])
-            continue;
-        wire_hash_to_hex(r->hashes + (size_t)i * r->hash_len, r->hash_len, hex);
-        snprintf(key, sizeof(key), "%" PRIu32, i);
-        if ((rc = put(hashes, key, json_string(hex))) < 0)
-            goto out;
-    }
-    for (size_t i = 0; i < r->npeers; i++) {
-        const struct announce_peer *p = &r->peers[i];
-        json_t *e = json_object();
-
-        if ((rc = append(peers, e)) < 0)
-            goto out;
-        if ((rc = put(e, K_AGENT, p->agent ? json_string(p->agent) : NULL)) < 0 ||
-            (rc = put(e, K_ADDR, p->addr ? json_string(p->addr) : NULL)) < 0 ||
-            (rc = put(e, K_COMPLETE, json_boolean(p->complete))) < 0 ||
-            (rc = put(e, K_HAVE, json_integer(p->have))) < 0)
-            goto out;
-    }
-    rc = put(o, K_HASHES, hashes);
-    hashes = NULL;
-    if (rc < 0)
-        goto out;
-    if (r->confirmed != NULL && (rc = put_confirmed(o, r)) < 0)
-        goto out;
-    rc = put(o, K_PEERS, peers);
-    peers = NULL;
-    if (rc < 0)
-        goto out;
-    if (r->has_lease) {
-        lease = json_object();
-        pieces = json_array();
-        if (lease == NULL || pieces == NULL) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        for (size_t i = 0; i < r->nlease; i++) {
-            if ((rc = append(pieces, json_integer(r->lease[i]))) < 0)
-                goto out;
-        }
-        rc = put(lease, K_PIECES, pieces);
-        pieces = NULL;
-        if (rc < 0 ||
-            (rc = put(lease, K_EXPIRES_MS, json_integer((json_int_t)r->lease_expires_ms))) < 0)
-            goto out;
-        rc = put(o, K_LEASE, lease);
-        lease = NULL;
-        if (rc < 0)
-            goto out;
-    }
-    rc = dump(o, out);
-out:
-    json_decref(o);
-    json_decref(hashes);
-    json_decref(peers);
-    json_decref(lease);
-    json_decref(pieces);
     return rc;
 }
 
@@ -591,6 +1096,7 @@ static int reply_confirmed(json_t *v, struct announce_reply_doc *d, char *err, s
     struct announce_reply *r = &d->reply;
     size_t n = wire_bitfield_bytes(r->pieces);
     const char *hex;
+    uint32_t count = 0;
 
     d->confirmed = calloc(r->pieces ? r->pieces : 1, 1);
     if (d->confirmed == NULL)
@@ -612,11 +1118,36 @@ static int reply_confirmed(json_t *v, struct announce_reply_doc *d, char *err, s
                 continue;
             if (i >= r->pieces)
                 return fail(err, errlen, K_CONFIRMED, "spare bits set");
-            if (!d->hashed[i])
+            /* A reply in the hash log's form names hashes sent before;
+             * it cannot name more than the swarm knows. */
+            if (!d->hashed[i] && !r->has_seq)
                 return fail(err, errlen, K_CONFIRMED, "piece %" PRIu32 " has no hash", i);
+            if (r->has_seq && ++count > r->nhashed)
+                return fail(err, errlen, K_CONFIRMED, "more pieces than \"hashed\" says");
             d->confirmed[i] = 1;
         }
     }
+    return 0;
+}
+
+/* "table", "hashes_seq" and "hashed": all three or none (an older tracker
+ * sends every hash in every reply). */
+static int reply_seq(json_t *o, struct announce_reply_doc *d, char *err, size_t errlen)
+{
+    struct announce_reply *r = &d->reply;
+    uint64_t seq, n;
+    int rc;
+
+    if (!json_object_get(o, K_TABLE) && !json_object_get(o, K_HASHES_SEQ) &&
+        !json_object_get(o, K_HASHED))
+        return 0;
+    if ((rc = reply_uint(o, K_TABLE, K_TABLE, 0, ANNOUNCE_TABLE_MAX, &r->table, err, errlen)) < 0 ||
+        (rc = reply_uint(o, K_HASHED, K_HASHED, 0, r->pieces, &n, err, errlen)) < 0 ||
+        (rc = reply_uint(o, K_HASHES_SEQ, K_HASHES_SEQ, 0, n, &seq, err, errlen)) < 0)
+        return rc;
+    r->has_seq = true;
+    r->nhashed = (uint32_t)n;
+    r->hashes_seq = (uint32_t)seq;
     return 0;
 }
 
@@ -739,7 +1270,8 @@ static int reply_decode(const char *body, size_t len, struct announce_reply_doc 
     if (algo == NULL || wire_hash_algo_parse(algo, &r->hash_algo) < 0)
         return fail(err, errlen, K_HASH_ALGO, "not xxh3-128 or sha256");
     r->hash_len = wire_hash_len(r->hash_algo);
-    if ((rc = reply_hashes(json_object_get(out->json, K_HASHES), out, err, errlen)) < 0 ||
+    if ((rc = reply_seq(out->json, out, err, errlen)) < 0 ||
+        (rc = reply_hashes(json_object_get(out->json, K_HASHES), out, err, errlen)) < 0 ||
         (rc = reply_confirmed(json_object_get(out->json, K_CONFIRMED), out, err, errlen)) < 0 ||
         (rc = reply_peers(json_object_get(out->json, K_PEERS), out, err, errlen)) < 0)
         return rc;

@@ -178,6 +178,8 @@ static const char *type_name(enum config_type t)
         return "address";
     case CONFIG_URL:
         return "URL";
+    case CONFIG_URLS:
+        return "URL list";
     case CONFIG_LEVEL:
         return "level";
     case CONFIG_CUSTOM:
@@ -205,6 +207,8 @@ static const char *metavar(const struct config_option *o)
         return "HOST:PORT";
     case CONFIG_URL:
         return "URL";
+    case CONFIG_URLS:
+        return "URL[,URL...]";
     case CONFIG_LEVEL:
         return "LEVEL";
     case CONFIG_CUSTOM:
@@ -329,6 +333,18 @@ static int set_text(const struct config_option *o, void *target, const char *v, 
         rc = set_string(f, url);
         break;
     }
+    case CONFIG_URLS: {
+        char urls[4096];
+        if (config_parse_url_list(v, urls, sizeof(urls)) < 0) {
+            fail(err, errlen,
+                 "config: \"%s\": invalid URL list \"%s\" (expected http://HOST[:PORT] or "
+                 "https://HOST[:PORT], several separated by commas)",
+                 o->name, config_quote(v, q, sizeof(q)));
+            return SHOAL_ECONFIG;
+        }
+        rc = set_string(f, urls);
+        break;
+    }
     case CONFIG_LEVEL: {
         enum log_level lvl;
         if (log_level_parse(v, &lvl) < 0) {
@@ -377,12 +393,42 @@ static int set_custom(const struct config_option *o, void *target, json_t *value
     return SHOAL_ECONFIG;
 }
 
+/* A JSON array of URL strings, for a URL list. */
+static int set_url_array(const struct config_option *o, void *target, json_t *v, char *err,
+                         size_t errlen)
+{
+    char joined[4096];
+    size_t used = 0, i;
+    json_t *e;
+
+    json_array_foreach(v, i, e)
+    {
+        const char *u = json_string_value(e);
+        size_t n = u ? strlen(u) : 0;
+        if (!json_is_string(e) || used + n + 2 > sizeof(joined)) {
+            fail(err, errlen, "config: \"%s\": expected URL strings", o->name);
+            return SHOAL_ECONFIG;
+        }
+        if (used)
+            joined[used++] = ',';
+        memcpy(joined + used, u, n);
+        used += n;
+    }
+    joined[used] = '\0';
+    return set_text(o, target, joined, err, errlen);
+}
+
 static int set_json(const struct config_option *o, void *target, json_t *v, char *err,
                     size_t errlen)
 {
     char num[32];
 
     switch (o->type) {
+    case CONFIG_URLS:
+        if (json_is_array(v))
+            return set_url_array(o, target, v, err, errlen);
+        /* One string, "URL,URL,...". */
+        /* fall through */
     case CONFIG_STRING:
     case CONFIG_ADDR:
     case CONFIG_URL:
@@ -635,7 +681,8 @@ void config_dispose(const struct config_option *table, void *target)
         switch (o->type) {
         case CONFIG_STRING:
         case CONFIG_ADDR:
-        case CONFIG_URL: {
+        case CONFIG_URL:
+        case CONFIG_URLS: {
             char **f = field_of(o, target);
             free(*f);
             *f = NULL;

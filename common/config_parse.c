@@ -233,3 +233,32 @@ int config_parse_url(const char *s, char *out, size_t outlen)
     out[n] = '\0';
     return 0;
 }
+
+int config_parse_url_list(const char *s, char *out, size_t outlen)
+{
+    size_t used = 0;
+
+    if (!s || !*s || outlen == 0)
+        return SHOAL_EPARSE;
+    for (;;) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        char one[2048];
+
+        if (len == 0 || len >= sizeof(one))
+            return SHOAL_EPARSE;
+        memcpy(one, s, len);
+        one[len] = '\0';
+        if (used > 0) {
+            if (used + 1 >= outlen)
+                return SHOAL_EPARSE;
+            out[used++] = ',';
+        }
+        if (config_parse_url(one, out + used, outlen - used) < 0)
+            return SHOAL_EPARSE;
+        used += strlen(out + used);
+        if (!end)
+            return 0;
+        s = end + 1;
+    }
+}

@@ -653,8 +653,18 @@ int http_client_set_cluster_tls(struct http_client *c, const char *origin, struc
         c->tls = NULL;
         return 0;
     }
-    if (origin == NULL || strncasecmp(origin, "https://", 8) != 0 || origin[8] == '\0')
+    if (origin == NULL)
         return -EINVAL;
+    /* Each origin of the list: https://, not empty. */
+    for (const char *o = origin;;) {
+        const char *end = strchr(o, ',');
+        size_t len = end ? (size_t)(end - o) : strlen(o);
+        if (len <= 8 || strncasecmp(o, "https://", 8) != 0)
+            return -EINVAL;
+        if (!end)
+            break;
+        o = end + 1;
+    }
     /* CURLOPT_SSL_CTX_FUNCTION hands over an OpenSSL SSL_CTX only when
      * libcurl is built on OpenSSL (Debian's libcurl4 is). */
     if (v == NULL || v->ssl_version == NULL || strncmp(v->ssl_version, "OpenSSL/", 8) != 0) {
@@ -671,16 +681,18 @@ int http_client_set_cluster_tls(struct http_client *c, const char *origin, struc
     return 0;
 }
 
-/* True when url is under the cluster TLS origin. */
+/* True when url is under one of the cluster TLS origins. */
 static bool under_origin(const struct http_client *c, const char *url)
 {
-    size_t n;
+    for (const char *o = c->tls_origin; o != NULL;) {
+        const char *end = strchr(o, ',');
+        size_t n = end ? (size_t)(end - o) : strlen(o);
 
-    if (c->tls_origin == NULL)
-        return false;
-    n = strlen(c->tls_origin);
-    return strncasecmp(url, c->tls_origin, n) == 0 &&
-           (url[n] == '\0' || url[n] == '/' || url[n] == '?');
+        if (strncasecmp(url, o, n) == 0 && (url[n] == '\0' || url[n] == '/' || url[n] == '?'))
+            return true;
+        o = end ? end + 1 : NULL;
+    }
+    return false;
 }
 
 #define SETOPT(opt, val)                                                                           \
@@ -783,6 +795,8 @@ int http_client_request(struct http_client *c, const struct http_client_opts *op
     SETOPT(CURLOPT_TCP_KEEPINTVL, 30L);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS,
            opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS);
+    if (opts->timeout_ms > 0)
+        SETOPT(CURLOPT_TIMEOUT_MS, opts->timeout_ms);
     SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1024L);
     SETOPT(CURLOPT_LOW_SPEED_TIME,
            opts->low_speed_time_s > 0 ? opts->low_speed_time_s : DEFAULT_LOW_SPEED_TIME_S);

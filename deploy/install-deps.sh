@@ -9,7 +9,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang-format git clang libclang-rt-14-dev
   libuv1-dev libcurl4-openssl-dev libjansson-dev libxxhash-dev libssl-dev
-  libhttp-parser-dev libcmocka-dev
+  libhttp-parser-dev libcmocka-dev libhiredis-dev
   docker-registry skopeo podman containerd
   python3 python3-pytest apache2-utils redis-server curl openssl
   # tests/system/swarmpeer.py's ForgingSeed checks its XXH3-128 forgeries

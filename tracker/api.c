@@ -36,6 +36,7 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
     if (a == NULL)
         return -ENOMEM;
     a->cfg = *cfg;
+    buf_init(&a->reply_body, REPLY_MAX);
     if (a->cfg.secret == NULL) {
         a->cfg.secret = "";
         a->cfg.secret_len = 0;
@@ -52,8 +53,10 @@ int tracker_api_create(const struct tracker_api_config *cfg, struct tracker_api 
 
 void tracker_api_destroy(struct tracker_api *a)
 {
-    if (a)
+    if (a) {
         cluster_auth_replay_destroy(a->replay);
+        buf_dispose(&a->reply_body);
+    }
     free(a);
 }
 
@@ -86,6 +89,12 @@ static void wire_reply(const struct tracker_announce_reply *out, struct announce
     w->hashes = out->hashes;
     w->hashed = out->hashed;
     w->confirmed = out->confirmed;
+    w->has_seq = out->has_seq;
+    w->table = out->table;
+    w->hashes_seq = out->hashes_seq;
+    w->nhashed = out->nhashed;
+    w->hash_list = out->hash_list;
+    w->nhash_list = out->nhash_list;
     w->peers = out->peers;
     w->npeers = out->npeers;
     w->has_lease = out->has_lease;
@@ -94,49 +103,49 @@ static void wire_reply(const struct tracker_announce_reply *out, struct announce
     w->lease_expires_ms = out->lease_expires_ms;
 }
 
-/* Sends the reply; 200, or 503 when it cannot be built. */
+/* Sends the reply; 200, or 503 when it cannot be built. The body buffer is
+ * the api's, reused from reply to reply (the response copies it). */
 static int answer_reply(struct tracker_api *a, struct http_request *req,
                         const struct tracker_announce_reply *out)
 {
     struct announce_reply w;
-    struct buf body;
     int status = 200;
 
-    buf_init(&body, REPLY_MAX);
+    buf_reset(&a->reply_body);
     wire_reply(out, &w);
-    if (announce_reply_encode(&w, &body) < 0)
+    if (announce_reply_encode(&w, &a->reply_body) < 0)
         status = api_answer_error(a, req, 503, "out of memory");
     else
-        api_send(a, req, 200, "application/json", body.data, body.len);
-    buf_dispose(&body);
+        api_send(a, req, 200, "application/json", a->reply_body.data, a->reply_body.len);
+    /* A rare large reply (a whole table) does not stay allocated. */
+    if (a->reply_body.cap > (64u << 10))
+        buf_dispose(&a->reply_body);
     return status;
 }
 
-static int announce(struct tracker_api *a, struct http_request *req, char *note, size_t notelen)
-{
-    struct tracker_announce_reply *out = &a->reply;
-    struct announce_req_doc d;
-    const struct announce_req *r = &d.req;
-    char err[ANNOUNCE_ERROR_MAX];
-    int status;
-    int rc;
+/* An announce's context (api_internal.h). With a deferred state the
+ * request's connection may close first (req then NULL); the context lives
+ * until the state's answer and the request's on_close have both come. */
 
-    rc = announce_req_decode(req->body, req->body_len, a->cfg.hash_algo, &d, err, sizeof(err));
-    if (rc < 0) {
-        status = api_answer_error(a, req, rc == SHOAL_EPARSE ? 400 : 503, err);
-        goto out;
-    }
-    rc = tracker_state_announce(a->cfg.state, r, uv_now(a->cfg.loop), out);
-    snprintf(note, notelen, " agent=%s digest=%.80s event=%s", r->agent, r->digest,
-             announce_event_name(r->event));
+static void log_request(struct tracker_api *a, struct http_request *req, int status,
+                        const char *note);
+
+/* Answers from what the state did with the announce; returns the status. */
+static int announce_answer(struct tracker_api *a, struct http_request *req,
+                           const struct announce_req *r, int rc, struct tracker_announce_reply *out)
+{
     if (rc == SHOAL_EPARSE) {
-        status = api_answer_error(a, req, 400, out->error);
-        goto out;
+        a->bad_requests++;
+        return api_answer_error(a, req, 400, out->error);
     }
-    if (rc < 0) {
-        status = api_answer_error(a, req, 503, rc == SHOAL_EBUSY ? out->error : shoal_strerror(rc));
-        goto out;
+    if (rc == SHOAL_EBUSY)
+        return api_answer_error(a, req, 503, out->error);
+    if (rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ECANCELED) {
+        a->state_unavailable++;
+        return api_answer_error(a, req, 503, "state: the tracker's state store is unavailable");
     }
+    if (rc < 0)
+        return api_answer_error(a, req, 503, shoal_strerror(rc));
     if (out->new_swarm)
         LOG(INFO, COMP,
             "msg=\"new swarm\" digest=%s size=%" PRIu64 " piece_length=%" PRIu64 " pieces=%" PRIu32
@@ -154,11 +163,74 @@ static int announce(struct tracker_api *a, struct http_request *req, char *note,
         LOG(WARN, COMP,
             "msg=\"bad peer reported\" agent=%s bad_peer=%s digest=%s suspect_ms=%" PRIu64,
             r->agent, r->bad_peers[i], r->digest, out->suspect_ms);
-    status = answer_reply(a, req, out);
-out:
-    if (status == 400)
-        a->bad_requests++;
-    announce_req_doc_dispose(&d);
+    return answer_reply(a, req, out);
+}
+
+static void announce_ctx_free(struct announce_ctx *c)
+{
+    announce_req_doc_dispose(&c->d);
+    if (c != &c->a->scratch)
+        free(c);
+}
+
+static void announce_closed(struct http_request *req, void *arg)
+{
+    struct announce_ctx *c = arg;
+    (void)req;
+    c->req = NULL;
+    if (!c->pending)
+        announce_ctx_free(c);
+}
+
+static void announce_done(void *arg, int rc, struct tracker_announce_reply *out)
+{
+    struct announce_ctx *c = arg;
+    c->pending = false;
+    if (c->req == NULL) {
+        /* The agent went away meanwhile; what the state did stands. */
+        announce_ctx_free(c);
+        return;
+    }
+    int status = announce_answer(c->a, c->req, &c->d.req, rc, out);
+    log_request(c->a, c->req, status, c->note);
+    /* on_close follows the response and frees c. */
+}
+
+/* Returns the status sent, or 0 while the state works on it. */
+static int announce(struct tracker_api *a, struct http_request *req, char *note, size_t notelen)
+{
+    struct announce_ctx *c = a->cfg.state->ops->deferred ? malloc(sizeof(*c)) : &a->scratch;
+    const struct announce_req *r;
+    char err[ANNOUNCE_ERROR_MAX];
+    int status;
+    int rc;
+
+    if (c == NULL)
+        return api_answer_error(a, req, 503, "out of memory");
+    c->a = a;
+    c->req = req;
+    c->pending = false;
+    c->note[0] = '\0';
+    r = &c->d.req;
+    rc = announce_req_decode(req->body, req->body_len, a->cfg.hash_algo, &c->d, err, sizeof(err));
+    if (rc < 0) {
+        if (rc == SHOAL_EPARSE)
+            a->bad_requests++;
+        status = api_answer_error(a, req, rc == SHOAL_EPARSE ? 400 : 503, err);
+        announce_ctx_free(c);
+        return status;
+    }
+    snprintf(c->note, sizeof(c->note), " agent=%s digest=%.80s event=%s", r->agent, r->digest,
+             announce_event_name(r->event));
+    rc = tracker_state_announce(a->cfg.state, r, uv_now(a->cfg.loop), &c->out, announce_done, c);
+    if (rc == TRACKER_STATE_PENDING) {
+        c->pending = true;
+        http_request_on_close(req, announce_closed, c);
+        return 0;
+    }
+    snprintf(note, notelen, "%s", c->note);
+    status = announce_answer(a, req, r, rc, &c->out);
+    announce_ctx_free(c);
     return status;
 }
 
@@ -175,16 +247,74 @@ static int visit_swarm(const struct tracker_swarm_info *info, void *arg)
     return json_array_append_new(arg, o) < 0 ? -ENOMEM : 0;
 }
 
+struct list_ctx {
+    struct tracker_api *a;
+    struct http_request *req; /* NULL once its connection closed */
+    json_t *arr;
+    bool pending;
+};
+
+static void list_ctx_free(struct list_ctx *c)
+{
+    json_decref(c->arr);
+    free(c);
+}
+
+static int list_answer(struct list_ctx *c, int rc)
+{
+    if (rc == SHOAL_EUNAVAILABLE || rc == SHOAL_ECANCELED) {
+        c->a->state_unavailable++;
+        return api_answer_error(c->a, c->req, 503,
+                                "state: the tracker's state store is unavailable");
+    }
+    if (rc < 0)
+        return api_answer_error(c->a, c->req, 503, "out of memory");
+    json_t *arr = c->arr;
+    c->arr = NULL;
+    return api_answer_json(c->a, c->req, 200, json_pack("{s:o}", "swarms", arr));
+}
+
+static void list_closed(struct http_request *req, void *arg)
+{
+    struct list_ctx *c = arg;
+    (void)req;
+    c->req = NULL;
+    if (!c->pending)
+        list_ctx_free(c);
+}
+
+static void list_done(void *arg, int rc)
+{
+    struct list_ctx *c = arg;
+    c->pending = false;
+    if (c->req == NULL) {
+        list_ctx_free(c);
+        return;
+    }
+    log_request(c->a, c->req, list_answer(c, rc), "");
+}
+
+/* Returns the status sent, or 0 while the state works on it. */
 static int list_swarms(struct tracker_api *a, struct http_request *req)
 {
-    json_t *arr = json_array();
+    struct list_ctx *c = calloc(1, sizeof(*c));
+    int status, rc;
 
-    if (arr == NULL ||
-        tracker_state_list(a->cfg.state, uv_now(a->cfg.loop), visit_swarm, arr) < 0) {
-        json_decref(arr);
+    if (c == NULL || (c->arr = json_array()) == NULL) {
+        free(c);
         return api_answer_error(a, req, 503, "out of memory");
     }
-    return api_answer_json(a, req, 200, json_pack("{s:o}", "swarms", arr));
+    c->a = a;
+    c->req = req;
+    rc = tracker_state_list(a->cfg.state, uv_now(a->cfg.loop), visit_swarm, c->arr, list_done, c);
+    if (rc == TRACKER_STATE_PENDING) {
+        c->pending = true;
+        http_request_on_close(req, list_closed, c);
+        return 0;
+    }
+    status = list_answer(c, rc);
+    list_ctx_free(c);
+    return status;
 }
 
 int tracker_api_metrics(struct tracker_api *a, struct buf *out)
@@ -214,6 +344,12 @@ int tracker_api_metrics(struct tracker_api *a, struct buf *out)
     M("shoal_tracker_peers_expired_total", "counter", "Peers dropped for not announcing.",
       st.peers_expired);
     M("shoal_tracker_bad_requests_total", "counter", "Requests refused with 400.", a->bad_requests);
+    M("shoal_tracker_state_up", "gauge",
+      "1 while the state store answers (always with memory state; Redis otherwise).", st.state_up);
+    M("shoal_tracker_state_outages_total", "counter", "Times the Redis state became unreachable.",
+      st.state_outages);
+    M("shoal_tracker_state_unavailable_total", "counter",
+      "Requests answered 503 because the state store was unreachable.", a->state_unavailable);
     M("shoal_tracker_bad_peer_reports_total", "counter",
       "Peer addresses reported by agents for sending a piece that failed its hash.",
       st.bad_peer_reports);
@@ -258,6 +394,27 @@ static int metrics(struct tracker_api *a, struct http_request *req)
 }
 
 /* --- Routing ------------------------------------------------------------------------ */
+
+/* One line per request. Agents announce every second and heartbeat every
+ * few: keep those lines out of the info log unless something went wrong. */
+static void log_request(struct tracker_api *a, struct http_request *req, int status,
+                        const char *note)
+{
+    const char *path = req->path;
+    bool quiet = status == 200 && strcmp(req->method, "POST") == 0 &&
+                 (strcmp(path, "/v1/announce") == 0 || strcmp(path, AGENT_INFO_PATH) == 0);
+
+    if (quiet)
+        LOG(DEBUG, "http",
+            "id=%" PRIu64 " method=%s path=%.200s status=%d duration_ms=%" PRIu64 " peer=%s%s",
+            req->id, req->method, path, status, uv_now(a->cfg.loop) - req->start_ms, req->peer,
+            note);
+    else
+        LOG(INFO, "http",
+            "id=%" PRIu64 " method=%s path=%.200s status=%d duration_ms=%" PRIu64 " peer=%s%s",
+            req->id, req->method, path, status, uv_now(a->cfg.loop) - req->start_ms, req->peer,
+            note);
+}
 
 static bool is_get(const struct http_request *req)
 {
@@ -312,16 +469,6 @@ void tracker_api_handle(struct http_request *req, void *ctx)
     } else {
         status = api_answer_error(a, req, 404, "no such endpoint");
     }
-    /* Agents announce every second and heartbeat every few: keep those
-     * lines out of the info log unless something went wrong. */
-    if ((is_announce || (is_agents && is_post)) && status == 200)
-        LOG(DEBUG, "http",
-            "id=%" PRIu64 " method=%s path=%.200s status=%d duration_ms=%" PRIu64 " peer=%s%s",
-            req->id, req->method, path, status, uv_now(a->cfg.loop) - req->start_ms, req->peer,
-            note);
-    else
-        LOG(INFO, "http",
-            "id=%" PRIu64 " method=%s path=%.200s status=%d duration_ms=%" PRIu64 " peer=%s%s",
-            req->id, req->method, path, status, uv_now(a->cfg.loop) - req->start_ms, req->peer,
-            note);
+    if (status != 0)
+        log_request(a, req, status, note);
 }

@@ -16,14 +16,27 @@
 
 #include "api.h"
 
+/* One announce while the state works on it (api.c). */
+struct announce_ctx {
+    struct tracker_api *a;
+    struct http_request *req; /* NULL once its connection closed */
+    struct announce_req_doc d;
+    char note[300];
+    bool pending; /* the state has not answered yet */
+    struct tracker_announce_reply out;
+};
+
 struct tracker_api {
     struct tracker_api_config cfg;
     uint64_t auth_failures;
     uint64_t replays;
     struct cluster_auth_replay *replay; /* signed requests seen within the clock skew */
     uint64_t bad_requests;
-    /* Scratch for one announce (the server is single-threaded). */
-    struct tracker_announce_reply reply;
+    uint64_t state_unavailable; /* 503s because the state store was unreachable */
+    /* The context of an announce a synchronous state answers at once (the
+     * server is single-threaded); a deferred state's get one each. */
+    struct announce_ctx scratch;
+    struct buf reply_body; /* an announce reply being encoded */
 };
 
 /* Sends body as the answer, signed (X-Shoal-Reply-Auth) when the request

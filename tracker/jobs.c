@@ -84,6 +84,12 @@ static void job_free(struct tracker_job *j)
     free(j);
 }
 
+void tracker_job_free(struct tracker_job *j)
+{
+    if (j)
+        job_free(j);
+}
+
 void tracker_jobs_destroy(struct tracker_jobs *js)
 {
     if (!js)
@@ -190,6 +196,29 @@ static int make_room(struct tracker_jobs *js)
     return 0;
 }
 
+/* Puts j (room made) at its place by id: the table stays sorted even when
+ * ids come from several replicas (tracker_jobs_put). */
+static size_t position(const struct tracker_jobs *js, uint64_t id)
+{
+    size_t lo = 0, hi = js->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (js->v[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void insert(struct tracker_jobs *js, struct tracker_job *j)
+{
+    size_t at = position(js, j->id);
+    memmove(&js->v[at + 1], &js->v[at], (js->n - at) * sizeof(js->v[0]));
+    js->v[at] = j;
+    js->n++;
+}
+
 int tracker_jobs_add(struct tracker_jobs *js, const struct tracker_job_spec *spec,
                      const char *credentials, const struct tracker_agents *inv, uint64_t now_ms,
                      uint64_t wall_ms, uint64_t *id)
@@ -234,7 +263,7 @@ int tracker_jobs_add(struct tracker_jobs *js, const struct tracker_job_spec *spe
     j->created_wall_ms = wall_ms;
     js->next_id++;
     js->created++;
-    js->v[js->n++] = j;
+    insert(js, j);
     if (j->ntasks == 0) {
         char sel[256];
         tracker_selector_format(&spec->selector, sel, sizeof(sel));
@@ -256,15 +285,71 @@ out:
 static struct tracker_job *find(const struct tracker_jobs *js, uint64_t id)
 {
     /* Ids grow with the position: binary search. */
-    size_t lo = 0, hi = js->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (js->v[mid]->id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = position(js, id);
     return lo < js->n && js->v[lo]->id == id ? js->v[lo] : NULL;
+}
+
+void tracker_jobs_set_next_id(struct tracker_jobs *js, uint64_t next)
+{
+    if (next > js->next_id)
+        js->next_id = next;
+}
+
+uint64_t tracker_jobs_next_id(const struct tracker_jobs *js)
+{
+    return js->next_id;
+}
+
+int tracker_jobs_put(struct tracker_jobs *js, struct tracker_job *j)
+{
+    size_t at = position(js, j->id);
+    if (at < js->n && js->v[at]->id == j->id) {
+        if (js->v[at] != j)
+            job_free(js->v[at]);
+        js->v[at] = j;
+        return 0;
+    }
+    if (js->n == js->cap) {
+        size_t ncap = js->cap ? js->cap * 2 : 16;
+        struct tracker_job **nv = realloc(js->v, ncap * sizeof(*nv));
+        if (!nv) {
+            job_free(j);
+            return -ENOMEM;
+        }
+        js->v = nv;
+        js->cap = ncap;
+    }
+    insert(js, j);
+    return 0;
+}
+
+struct tracker_job *tracker_jobs_take(struct tracker_jobs *js, uint64_t id)
+{
+    size_t at = position(js, id);
+    if (at >= js->n || js->v[at]->id != id)
+        return NULL;
+    struct tracker_job *j = js->v[at];
+    memmove(&js->v[at], &js->v[at + 1], (js->n - at - 1) * sizeof(js->v[0]));
+    js->n--;
+    return j;
+}
+
+void tracker_job_adopt(struct tracker_job *j, uint64_t now_ms)
+{
+    for (size_t k = 0; k < j->ntasks; k++) {
+        struct tracker_task *t = &j->tasks[k];
+        /* A start in flight on the replica that died may or may not have
+         * reached the agent: start it again (the agent takes it as a new
+         * prewarm of what it mostly has). Running ones are polled on. */
+        if (t->state == TRACKER_TASK_STARTING) {
+            t->state = TRACKER_TASK_QUEUED;
+            t->retry_ms = 0;
+        }
+        if (t->state == TRACKER_TASK_STARTING || t->state == TRACKER_TASK_RUNNING ||
+            t->state == TRACKER_TASK_QUEUED)
+            t->last_contact_ms = now_ms;
+    }
+    j->updated_ms = now_ms;
 }
 
 const struct tracker_job *tracker_jobs_get(const struct tracker_jobs *js, uint64_t id)

@@ -211,6 +211,28 @@ uint64_t tracker_jobs_find_recent(const struct tracker_jobs *js,
 
 void tracker_jobs_stats(const struct tracker_jobs *js, struct tracker_jobs_stats *out);
 
+/* ---- Replicas sharing jobs (state_redis.c) -------------------------------- */
+
+/* Frees a job (its credentials wiped). NULL-safe. */
+void tracker_job_free(struct tracker_job *j);
+
+/* Ids of jobs created from now on start at next at least (replicas take
+ * ids from a shared counter). */
+void tracker_jobs_set_next_id(struct tracker_jobs *js, uint64_t next);
+uint64_t tracker_jobs_next_id(const struct tracker_jobs *js);
+
+/* Puts a job (taken) into the table at its place by id, replacing one with
+ * the same id. 0, or -ENOMEM (j freed). */
+int tracker_jobs_put(struct tracker_jobs *js, struct tracker_job *j);
+
+/* Removes the job of that id and gives it to the caller; NULL if none. */
+struct tracker_job *tracker_jobs_take(struct tracker_jobs *js, uint64_t id);
+
+/* Readies a job taken over from a replica that died: tasks it was starting
+ * are queued again, and every unfinished task's agent gets a fresh contact
+ * timeout from now. */
+void tracker_job_adopt(struct tracker_job *j, uint64_t now_ms);
+
 /* Wall-clock milliseconds of a job event at now_ms-clock time t. */
 uint64_t tracker_job_wall_ms(const struct tracker_job *j, uint64_t t);
 

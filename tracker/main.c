@@ -20,6 +20,7 @@
 #include "shoal/tls.h"
 #include "shoal/wire.h"
 #include "state.h"
+#include "state_redis.h"
 #include "tracker_config.h"
 
 #define EXPIRE_EVERY_MS 1000
@@ -37,10 +38,13 @@ struct tracker {
     struct admin_server *admin; /* NULL when admin-listen is off */
     struct tls_context *tls;    /* the API listener's; NULL = plaintext */
     uv_timer_t expire;
-    uv_timer_t insecure; /* repeats the no-secret warning */
+    uv_timer_t insecure;    /* repeats the no-secret warning */
+    uv_timer_t listen_wait; /* Redis state: listen once it is up, or after state-timeout */
+    bool listening;
     uv_signal_t sigint;
     uv_signal_t sigterm;
     bool stopping;
+    int exit_status;
 };
 
 static void on_expire(uv_timer_t *t)
@@ -79,8 +83,11 @@ static void stop(struct tracker *tr, const char *why)
         http_client_destroy(tr->hc, NULL, NULL);
         tr->hc = NULL;
     }
+    /* Announces waiting on Redis end (503) and its connection closes. */
+    tracker_state_close(tr->state);
     uv_close((uv_handle_t *)&tr->expire, NULL);
     uv_close((uv_handle_t *)&tr->insecure, NULL);
+    uv_close((uv_handle_t *)&tr->listen_wait, NULL);
     uv_close((uv_handle_t *)&tr->sigint, NULL);
     uv_close((uv_handle_t *)&tr->sigterm, NULL);
 }
@@ -108,14 +115,19 @@ static int admin_metrics(void *arg, struct buf *out)
     return tracker_api_metrics(tr->api, out);
 }
 
-/* Ready once the API listens, until the tracker stops; a state kept
- * elsewhere than in memory adds its own check here. */
+/* Ready once the API listens, until the tracker stops, and, with Redis
+ * state, while Redis answers (a replica that cannot reach it answers 503:
+ * a load balancer had better send agents to one that can). */
 static bool admin_ready(void *arg, struct buf *why)
 {
     struct tracker *tr = arg;
 
     if (tr->stopping || tr->server == NULL) {
         buf_printf(why, "the API listener is not open");
+        return false;
+    }
+    if (strcmp(tr->state->ops->name, "memory") != 0 && !tracker_state_redis_up(tr->state)) {
+        buf_printf(why, "the Redis state store is unreachable");
         return false;
     }
     return true;
@@ -136,6 +148,67 @@ static bool admin_route(void *arg, struct http_request *req)
     return true;
 }
 
+/* Opens the API. With Redis state it waits for the first connection (or
+ * state-timeout, then it answers 503 until Redis is there), so a tracker
+ * that just started does not turn its first announces away. */
+static int start_listening(struct tracker *tr)
+{
+    const struct tracker_config *cfg = &tr->cfg;
+    int rc;
+
+    if (tr->listening || tr->stopping)
+        return 0;
+    tr->listening = true;
+    uv_timer_stop(&tr->listen_wait);
+    struct http_server_config hc = {
+        .listen = cfg->listen,
+        .max_connections = (unsigned)cfg->max_connections,
+        .error_body = tracker_api_error_body,
+        .max_body_bytes = TRACKER_API_MAX_BODY,
+        .tls = tr->tls,
+    };
+    rc = http_server_create(&tr->loop, &hc, tracker_api_handle, tr->api, &tr->server);
+    if (rc < 0) {
+        fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg->listen,
+                shoal_strerror(rc));
+        return rc;
+    }
+    uv_timer_start(&tr->expire, on_expire, EXPIRE_EVERY_MS, EXPIRE_EVERY_MS);
+    LOG(INFO, "tracker",
+        "msg=ready listen=%s port=%d tls=%s admin_port=%d state=%s state_up=%d secret=%s "
+        "interval_ms=%" PRId64 " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64
+        " lease_timeout_ms=%" PRId64 " hash_algo=%s bad_peer_ms=%" PRId64,
+        cfg->listen, http_server_port(tr->server), tr->tls ? tls_context_describe(tr->tls) : "off",
+        tr->admin ? admin_server_port(tr->admin) : 0, tr->state->ops->name,
+        strcmp(tr->state->ops->name, "memory") == 0 || tracker_state_redis_up(tr->state),
+        cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms, cfg->peer_timeout_ms,
+        cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
+        cfg->bad_peer_time_ms);
+    return 0;
+}
+
+static void listen_now(struct tracker *tr)
+{
+    if (start_listening(tr) < 0) {
+        tr->exit_status = 1;
+        stop(tr, "listen-failed");
+    }
+}
+
+static void on_listen_wait(uv_timer_t *t)
+{
+    LOG(WARN, "tracker",
+        "msg=\"Redis state not reachable yet; listening anyway (503 until it is)\"");
+    listen_now(t->data);
+}
+
+static void on_state(void *arg, bool up)
+{
+    struct tracker *tr = arg;
+    if (up && !tr->listening)
+        listen_now(tr);
+}
+
 static int start(struct tracker *tr)
 {
     const struct tracker_config *cfg = &tr->cfg;
@@ -146,7 +219,25 @@ static int start(struct tracker *tr)
     tracker_config_swarms(cfg, &sc);
     tracker_config_cluster(cfg, &cc);
     sc.seed = seed();
-    rc = tracker_state_memory_create(&sc, &cc, &tr->state);
+    if (strcmp(cfg->state, "memory") == 0) {
+        rc = tracker_state_memory_create(&sc, &cc, &tr->state);
+    } else {
+        struct tracker_state_redis_config rcfg = {
+            .url = cfg->state,
+            .password = cfg->state_password,
+            .password_len = cfg->state_password_len,
+            .prefix = cfg->state_prefix,
+            .timeout_ms = (uint64_t)cfg->state_timeout_ms,
+            .secret = cfg->secret,
+            .secret_len = cfg->secret_len,
+            .on_state = on_state,
+            .arg = tr,
+        };
+        char err[256] = "";
+        rc = tracker_state_redis_create(&tr->loop, &rcfg, &sc, &cc, &tr->state, err, sizeof(err));
+        if (rc < 0)
+            fprintf(stderr, "shoal-tracker: config: \"state\": %s\n", err);
+    }
     if (rc < 0)
         return rc;
     rc = http_client_create(&tr->loop, &tr->hc);
@@ -185,19 +276,6 @@ static int start(struct tracker *tr)
     rc = tracker_api_create(&ac, &tr->api);
     if (rc < 0)
         return rc;
-    struct http_server_config hc = {
-        .listen = cfg->listen,
-        .max_connections = (unsigned)cfg->max_connections,
-        .error_body = tracker_api_error_body,
-        .max_body_bytes = TRACKER_API_MAX_BODY,
-        .tls = tr->tls,
-    };
-    rc = http_server_create(&tr->loop, &hc, tracker_api_handle, tr->api, &tr->server);
-    if (rc < 0) {
-        fprintf(stderr, "shoal-tracker: cannot listen on %s: %s\n", cfg->listen,
-                shoal_strerror(rc));
-        return rc;
-    }
     if (cfg->admin_listen) {
         struct admin_server_config adm = {
             .listen = cfg->admin_listen,
@@ -218,21 +296,18 @@ static int start(struct tracker *tr)
             return rc;
         }
     }
-    uv_timer_start(&tr->expire, on_expire, EXPIRE_EVERY_MS, EXPIRE_EVERY_MS);
     if (cfg->insecure_no_secret) {
         warn_insecure(&tr->insecure);
         uv_timer_start(&tr->insecure, warn_insecure, INSECURE_WARN_EVERY_MS,
                        INSECURE_WARN_EVERY_MS);
     }
-    LOG(INFO, "tracker",
-        "msg=ready listen=%s port=%d tls=%s admin_port=%d state=%s secret=%s interval_ms=%" PRId64
-        " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64 " lease_timeout_ms=%" PRId64
-        " hash_algo=%s bad_peer_ms=%" PRId64,
-        cfg->listen, http_server_port(tr->server), tr->tls ? tls_context_describe(tr->tls) : "off",
-        tr->admin ? admin_server_port(tr->admin) : 0, tr->state->ops->name,
-        cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms, cfg->peer_timeout_ms,
-        cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
-        cfg->bad_peer_time_ms);
+    if (strcmp(tr->state->ops->name, "memory") == 0) {
+        rc = start_listening(tr);
+        if (rc < 0)
+            return rc;
+    } else {
+        uv_timer_start(&tr->listen_wait, on_listen_wait, (uint64_t)cfg->state_timeout_ms, 0);
+    }
     LOG(INFO, "tracker",
         "msg=\"cluster ready\" agent_timeout_ms=%" PRId64 " job_timeout_ms=%" PRId64
         " provider_auth=%s provider_token=%s webhooks=%s push_rules=%zu",
@@ -293,6 +368,8 @@ int main(int argc, char **argv)
     uv_loop_init(&tr.loop);
     uv_timer_init(&tr.loop, &tr.expire);
     uv_timer_init(&tr.loop, &tr.insecure);
+    uv_timer_init(&tr.loop, &tr.listen_wait);
+    tr.listen_wait.data = &tr;
     uv_signal_init(&tr.loop, &tr.sigint);
     uv_signal_init(&tr.loop, &tr.sigterm);
     tr.expire.data = &tr;
@@ -306,6 +383,8 @@ int main(int argc, char **argv)
         stop(&tr, "start-failed");
     }
     uv_run(&tr.loop, UV_RUN_DEFAULT);
+    if (tr.exit_status)
+        status = tr.exit_status;
     uv_walk(&tr.loop, walk_close, NULL);
     uv_run(&tr.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&tr.loop) != 0)

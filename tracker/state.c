@@ -15,8 +15,10 @@ struct mem {
 };
 
 static int mem_announce(void *impl, const struct announce_req *req, uint64_t now_ms,
-                        struct tracker_announce_reply *out)
+                        struct tracker_announce_reply *out, tracker_state_announce_cb cb, void *arg)
 {
+    (void)cb;
+    (void)arg;
     struct mem *m = impl;
     return tracker_announce(m->swarms, req, now_ms, out);
 }
@@ -37,8 +39,11 @@ static void mem_expire(void *impl, uint64_t now_ms)
 }
 
 static int mem_list(void *impl, uint64_t now_ms,
-                    int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg)
+                    int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg,
+                    tracker_state_done_cb done, void *done_arg)
 {
+    (void)done;
+    (void)done_arg;
     struct mem *m = impl;
     return tracker_swarms_list(m->swarms, now_ms, visit, arg);
 }
@@ -47,6 +52,7 @@ static void mem_stats(void *impl, struct tracker_stats *out)
 {
     struct mem *m = impl;
     tracker_swarms_stats(m->swarms, out);
+    out->state_up = 1;
 }
 
 static void mem_destroy(void *impl)
@@ -195,6 +201,12 @@ int tracker_state_memory_create(const struct tracker_swarms_config *cfg,
     st->impl = m;
     *out = st;
     return 0;
+}
+
+void tracker_state_close(struct tracker_state *st)
+{
+    if (st != NULL && st->ops->close != NULL)
+        st->ops->close(st->impl);
 }
 
 void tracker_state_destroy(struct tracker_state *st)

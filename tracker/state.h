@@ -5,11 +5,18 @@
  * memory backend (swarm.c, agents.c, jobs.c) is the default. A backend that
  * persists state keeps jobs across a restart.
  *
- * All operations are synchronous and take now_ms (a monotonic clock). The
- * contracts are those of the matching functions in swarm.h, agents.h and
- * jobs.h; in particular the pointers an operation returns (an announce
- * reply, an agent, a job) stay valid only until the next call into the same
- * state.
+ * Operations take now_ms (a monotonic clock). The contracts are those of
+ * the matching functions in swarm.h, agents.h and jobs.h; in particular the
+ * pointers an operation returns (an announce reply, an agent, a job) stay
+ * valid only until the next call into the same state.
+ *
+ * The announce and the swarm listing may complete later, for a backend
+ * whose state is across the network (Redis, state_redis.h): they return 0
+ * when they are done (the memory backend always is), a negative code when
+ * they failed at once, or TRACKER_STATE_PENDING, and then their callback
+ * runs later from the loop, never from inside the call. A backend that
+ * cannot reach its store fails with SHOAL_EUNAVAILABLE (the API answers
+ * 503). The other operations are synchronous.
  */
 #ifndef SHOAL_TRACKER_STATE_H
 #define SHOAL_TRACKER_STATE_H
@@ -27,15 +34,35 @@ struct tracker_cluster_config {
     struct tracker_jobs_config jobs;
 };
 
+/* Returned by an operation that ends through its callback. */
+#define TRACKER_STATE_PENDING 1
+
+/* An announce ended: rc and out as tracker_announce gives them (out is the
+ * caller's, filled by the backend; what it points to is valid during the
+ * call). */
+typedef void (*tracker_state_announce_cb)(void *arg, int rc, struct tracker_announce_reply *out);
+/* A listing ended: rc 0, a visit's non-zero return, or a failure. */
+typedef void (*tracker_state_done_cb)(void *arg, int rc);
+
 struct tracker_state_ops {
-    const char *name; /* "memory" */
+    const char *name; /* "memory", "redis" */
+    bool deferred;    /* announce and list may return TRACKER_STATE_PENDING */
+    /* req is borrowed for the call only; out must stay valid until cb runs
+     * when it returns TRACKER_STATE_PENDING. */
     int (*announce)(void *impl, const struct announce_req *req, uint64_t now_ms,
-                    struct tracker_announce_reply *out);
+                    struct tracker_announce_reply *out, tracker_state_announce_cb cb, void *arg);
     /* Expires swarms, agents (failing their unfinished tasks) and jobs. */
     void (*expire)(void *impl, uint64_t now_ms);
+    /* Visits every swarm; with TRACKER_STATE_PENDING the visits and then
+     * done run later. */
     int (*list)(void *impl, uint64_t now_ms,
-                int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg);
+                int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg,
+                tracker_state_done_cb done, void *done_arg);
     void (*stats)(void *impl, struct tracker_stats *out);
+    /* Stops the backend's I/O: operations in flight end with
+     * SHOAL_ECANCELED (their callbacks run before it returns) and its
+     * handles close; the loop can then run dry. NULL for memory. */
+    void (*close)(void *impl);
     void (*destroy)(void *impl);
 
     /* Agents. */
@@ -70,13 +97,18 @@ int tracker_state_memory_create(const struct tracker_swarms_config *cfg,
                                 const struct tracker_cluster_config *cl,
                                 struct tracker_state **out);
 
-/* Destroys the state and its implementation. NULL is allowed. */
+/* Stops its I/O (see close above). NULL is allowed. */
+void tracker_state_close(struct tracker_state *st);
+
+/* Destroys the state and its implementation (after tracker_state_close
+ * and the loop's last run, for a backend with I/O). NULL is allowed. */
 void tracker_state_destroy(struct tracker_state *st);
 
 static inline int tracker_state_announce(struct tracker_state *st, const struct announce_req *req,
-                                         uint64_t now_ms, struct tracker_announce_reply *out)
+                                         uint64_t now_ms, struct tracker_announce_reply *out,
+                                         tracker_state_announce_cb cb, void *arg)
 {
-    return st->ops->announce(st->impl, req, now_ms, out);
+    return st->ops->announce(st->impl, req, now_ms, out, cb, arg);
 }
 
 static inline void tracker_state_expire(struct tracker_state *st, uint64_t now_ms)
@@ -86,9 +118,9 @@ static inline void tracker_state_expire(struct tracker_state *st, uint64_t now_m
 
 static inline int tracker_state_list(struct tracker_state *st, uint64_t now_ms,
                                      int (*visit)(const struct tracker_swarm_info *info, void *arg),
-                                     void *arg)
+                                     void *arg, tracker_state_done_cb done, void *done_arg)
 {
-    return st->ops->list(st->impl, now_ms, visit, arg);
+    return st->ops->list(st->impl, now_ms, visit, arg, done, done_arg);
 }
 
 static inline void tracker_state_stats(struct tracker_state *st, struct tracker_stats *out)

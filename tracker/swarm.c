@@ -21,6 +21,7 @@
 #include "swarm.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,7 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
     free(w->hashed);
     free(w->reporter);
     free(w->confirmed);
+    free(w->log);
     free(w->leased);
     free(w->peers);
     tracker_suspects_dispose(&w->suspects);
@@ -180,47 +182,66 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
 
 /* --- Create / destroy ----------------------------------------------------------- */
 
-int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracker_swarms **out)
+int tracker_swarms_config_resolve(const struct tracker_swarms_config *cfg,
+                                  struct tracker_swarms_config *out)
 {
-    struct tracker_swarms *s;
-
-    *out = NULL;
     if (cfg->lease_pieces > ANNOUNCE_LEASE_MAX || cfg->max_peers > ANNOUNCE_PEERS_MAX ||
         cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
         cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS ||
         (cfg->hash_algo != 0 && wire_hash_len(cfg->hash_algo) == 0) ||
         (cfg->piece_length != 0 && !wire_piece_length_valid(cfg->piece_length)))
         return SHOAL_ECONFIG;
+    *out = *cfg;
+    if (out->interval_ms == 0)
+        out->interval_ms = DEFAULT_INTERVAL_MS;
+    if (out->peer_timeout_ms == 0)
+        out->peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
+    if (out->lease_timeout_ms == 0)
+        out->lease_timeout_ms = DEFAULT_LEASE_TIMEOUT_MS;
+    if (out->keep_ms == 0)
+        out->keep_ms = DEFAULT_KEEP_MS;
+    if (out->lease_pieces == 0)
+        out->lease_pieces = DEFAULT_LEASE_PIECES;
+    if (out->max_peers == 0)
+        out->max_peers = DEFAULT_MAX_PEERS;
+    if (out->max_swarms == 0)
+        out->max_swarms = TRACKER_MAX_SWARMS;
+    if (out->max_swarm_peers == 0)
+        out->max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
+    if (out->bad_peer_ms == 0)
+        out->bad_peer_ms = DEFAULT_BAD_PEER_MS;
+    if (out->hash_algo == 0)
+        out->hash_algo = WIRE_HASH_SHA256;
+    if (out->bad_peer_reporters == 0)
+        out->bad_peer_reporters = TRACKER_DEFAULT_BAD_PEER_REPORTERS;
+    if (out->max_swarms_per_agent == 0)
+        out->max_swarms_per_agent = TRACKER_DEFAULT_SWARMS_PER_AGENT;
+    if (out->seed == 0)
+        out->seed = DEFAULT_SEED;
+    return 0;
+}
+
+int tracker_swarms_create(const struct tracker_swarms_config *cfg, struct tracker_swarms **out)
+{
+    struct tracker_swarms *s;
+    struct tracker_swarms_config c;
+
+    *out = NULL;
+    if (tracker_swarms_config_resolve(cfg, &c) < 0)
+        return SHOAL_ECONFIG;
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
-    s->cfg = *cfg;
-    if (s->cfg.interval_ms == 0)
-        s->cfg.interval_ms = DEFAULT_INTERVAL_MS;
-    if (s->cfg.peer_timeout_ms == 0)
-        s->cfg.peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
-    if (s->cfg.lease_timeout_ms == 0)
-        s->cfg.lease_timeout_ms = DEFAULT_LEASE_TIMEOUT_MS;
-    if (s->cfg.keep_ms == 0)
-        s->cfg.keep_ms = DEFAULT_KEEP_MS;
-    if (s->cfg.lease_pieces == 0)
-        s->cfg.lease_pieces = DEFAULT_LEASE_PIECES;
-    if (s->cfg.max_peers == 0)
-        s->cfg.max_peers = DEFAULT_MAX_PEERS;
-    if (s->cfg.max_swarms == 0)
-        s->cfg.max_swarms = TRACKER_MAX_SWARMS;
-    if (s->cfg.max_swarm_peers == 0)
-        s->cfg.max_swarm_peers = TRACKER_MAX_SWARM_PEERS;
-    if (s->cfg.bad_peer_ms == 0)
-        s->cfg.bad_peer_ms = DEFAULT_BAD_PEER_MS;
-    if (s->cfg.hash_algo == 0)
-        s->cfg.hash_algo = WIRE_HASH_SHA256;
-    if (s->cfg.bad_peer_reporters == 0)
-        s->cfg.bad_peer_reporters = TRACKER_DEFAULT_BAD_PEER_REPORTERS;
-    if (s->cfg.max_swarms_per_agent == 0)
-        s->cfg.max_swarms_per_agent = TRACKER_DEFAULT_SWARMS_PER_AGENT;
+    s->cfg = c;
     s->hash_len = wire_hash_len(s->cfg.hash_algo);
-    s->rng = s->cfg.seed != 0 ? s->cfg.seed : DEFAULT_SEED;
+    s->rng = s->cfg.seed;
+    /* The reply's hash slice, allocated once so an announce never fails
+     * for it after changing the swarm. */
+    s->slice = malloc(ANNOUNCE_HASHES_PER_REPLY * sizeof(*s->slice));
+    if (s->slice == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
     *out = s;
     return 0;
 }
@@ -233,6 +254,7 @@ void tracker_swarms_destroy(struct tracker_swarms *s)
         swarm_free(s, s->n - 1);
     free(s->v);
     free(s->cand);
+    free(s->slice);
     free(s);
 }
 
@@ -279,6 +301,29 @@ static int check_req(const struct announce_req *req, struct oci_digest *d,
                  "bad_peers: entry %zu is not HOST:PORT with a reachable host and a port from 1 "
                  "to 65535",
                  i);
+    }
+    return 0;
+}
+
+int tracker_announce_check(const struct tracker_swarms_config *cfg, const struct announce_req *req,
+                           struct tracker_announce_reply *out)
+{
+    struct oci_digest d;
+    size_t hash_len = wire_hash_len(cfg->hash_algo ? cfg->hash_algo : WIRE_HASH_SHA256);
+    uint64_t plen;
+    int rc;
+
+    rc = check_req(req, &d, out);
+    if (rc < 0)
+        return rc;
+    if (req->nhashes > 0 && req->hash_len != 0 && req->hash_len != hash_len)
+        FAIL(out, "hashes: expected %s hashes of %zu bytes",
+             wire_hash_algo_name(cfg->hash_algo ? cfg->hash_algo : WIRE_HASH_SHA256), hash_len);
+    plen = wire_piece_length_choose(req->size, cfg->piece_length);
+    for (size_t i = 0; i < req->nlease_failed; i++) {
+        if (req->lease_failed[i] >= WIRE_PIECES_MAX)
+            FAIL(out, "lease_failed: piece %llu out of range (the blob has %u pieces)",
+                 (unsigned long long)req->lease_failed[i], npieces(req->size, plen));
     }
     return 0;
 }
@@ -382,13 +427,18 @@ static int swarm_new(struct tracker_swarms *s, const struct oci_digest *d, uint6
     w->hashed = calloc(w->pieces, 1);
     w->reporter = calloc(w->pieces, sizeof(*w->reporter));
     w->confirmed = calloc(w->pieces, 1);
+    w->log = calloc(w->pieces, sizeof(*w->log));
     w->leased = calloc(w->pieces, sizeof(*w->leased));
+    /* Random, so a restarted tracker's new table never takes an agent's
+     * position in the old one for its own. */
+    w->table = tracker_table_id(rnd(s));
     if (w->hashes == NULL || w->hashed == NULL || w->reporter == NULL || w->confirmed == NULL ||
-        w->leased == NULL) {
+        w->log == NULL || w->leased == NULL) {
         free(w->hashes);
         free(w->hashed);
         free(w->reporter);
         free(w->confirmed);
+        free(w->log);
         free(w->leased);
         free(w);
         return -ENOMEM;
@@ -445,7 +495,7 @@ static void take_hashes(struct tracker_swarms *s, struct swarm *w, struct peer *
         }
         memcpy(w->hashes + (size_t)idx * s->hash_len, req->hashes[i].hash, s->hash_len);
         w->hashed[idx] = 1;
-        w->nhashed++;
+        w->log[w->nhashed++] = idx;
         w->reporter[idx] = p->key;
         p->lease.report_ms = now_ms;
         lease_drop_piece(w, p, idx);
@@ -606,15 +656,39 @@ static int hand_out(struct tracker_swarms *s, struct swarm *w, const struct peer
     return 0;
 }
 
-static void fill_swarm(const struct swarm *w, struct tracker_announce_reply *out)
+/* The hashes for the reply: the log past the agent's position, or, to an
+ * agent that does not keep them, all of them. */
+static void fill_swarm(struct tracker_swarms *s, const struct swarm *w,
+                       const struct announce_req *req, struct tracker_announce_reply *out)
 {
+    uint32_t from, to;
+
     out->piece_length = w->piece_length;
     out->pieces = w->pieces;
     out->nhashed = w->nhashed;
-    out->hashes = w->nhashed > 0 ? w->hashes : NULL;
-    out->hashed = w->nhashed > 0 ? w->hashed : NULL;
+    out->table = w->table;
     out->nconfirmed = w->nconfirmed;
-    out->confirmed = w->nconfirmed > 0 ? w->confirmed : NULL;
+    out->confirmed = w->nconfirmed > 0 && !tracker_confirmed_known(req, w->table, w->nconfirmed)
+                         ? w->confirmed
+                         : NULL;
+    if (!req->has_hashes_from) {
+        out->hashes = w->nhashed > 0 ? w->hashes : NULL;
+        out->hashed = w->nhashed > 0 ? w->hashed : NULL;
+        return;
+    }
+    from = tracker_hashes_from(req, w->table, w->nhashed);
+    to = w->nhashed - from > ANNOUNCE_HASHES_PER_REPLY ? from + ANNOUNCE_HASHES_PER_REPLY
+                                                       : w->nhashed;
+    for (uint32_t i = from; i < to; i++) {
+        struct announce_hash *h = &s->slice[i - from];
+
+        h->index = w->log[i];
+        memcpy(h->hash, w->hashes + (size_t)h->index * s->hash_len, s->hash_len);
+    }
+    out->has_seq = true;
+    out->hashes_seq = to;
+    out->hash_list = s->slice;
+    out->nhash_list = to - from;
 }
 
 int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, uint64_t now_ms,
@@ -626,7 +700,7 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
     uint64_t plen;
     int rc;
 
-    memset(out, 0, sizeof(*out));
+    tracker_announce_reply_reset(out);
     out->interval_ms = s->cfg.interval_ms;
     out->hash_algo = s->cfg.hash_algo;
     out->hash_len = s->hash_len;
@@ -655,13 +729,14 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
         s->st.bad_peer_reports += req->nbad_peers;
         out->piece_length = plen;
         out->pieces = npieces(req->size, plen);
+        out->has_seq = req->has_hashes_from;
         if (w == NULL)
             return 0;
         mark_suspects(s, w, req, now_ms, out);
         p = peer_find(w, req->agent);
         if (p != NULL)
             peer_remove(s, w, p, now_ms);
-        fill_swarm(w, out);
+        fill_swarm(s, w, req, out);
         return 0;
     }
 
@@ -704,10 +779,38 @@ int tracker_announce(struct tracker_swarms *s, const struct announce_req *req, u
     rc = hand_out(s, w, p, now_ms, out);
     if (rc < 0)
         return rc;
-    fill_swarm(w, out);
+    fill_swarm(s, w, req, out);
     /* Counted with the announce's success, as the tracker logs them. */
     s->st.bad_peer_reports += req->nbad_peers;
     return 0;
+}
+
+void tracker_announce_reply_reset(struct tracker_announce_reply *out)
+{
+    memset(out, 0, offsetof(struct tracker_announce_reply, peers));
+}
+
+uint64_t tracker_agent_key(const char *agent)
+{
+    return tracker_fnv1a(agent);
+}
+
+uint64_t tracker_table_id(uint64_t random)
+{
+    uint64_t t = random & ANNOUNCE_TABLE_MAX;
+
+    return t != 0 ? t : 1;
+}
+
+bool tracker_confirmed_known(const struct announce_req *req, uint64_t table, uint32_t nconfirmed)
+{
+    return req->has_hashes_from && req->has_confirmed_seen && req->table == table &&
+           req->confirmed_seen == nconfirmed;
+}
+
+uint32_t tracker_hashes_from(const struct announce_req *req, uint64_t table, uint32_t nhashed)
+{
+    return req->table == table && req->hashes_from <= nhashed ? (uint32_t)req->hashes_from : 0;
 }
 
 /* --- Expiry ------------------------------------------------------------------- */

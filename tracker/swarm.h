@@ -11,6 +11,13 @@
  * saves the next agent a refetch from upstream; a swarm without peers and
  * without hashes is dropped at the next expiry pass.
  *
+ * Hash log: every swarm numbers the hashes it accepts in order (its log)
+ * and carries a table id, random and fixed at its creation. An agent that
+ * sends hashes_from (and the table id it counts in) gets only the hashes
+ * past that position, at most ANNOUNCE_HASHES_PER_REPLY per reply, so
+ * replies do not grow with the blob; a table id that is not the swarm's (a
+ * swarm made anew) counts from 0.
+ *
  * Bad peers: an announce may name peer addresses that sent the reporter a
  * piece failing its hash. Each such address becomes a suspect of that swarm
  * for bad_peer_ms: it is left out of every hand-out (a suspect that keeps
@@ -67,16 +74,25 @@ struct tracker_announce_reply {
     uint32_t pieces;
     enum wire_hash_algo hash_algo;
     size_t hash_len;
+    /* The hashes, as struct announce_reply carries them: to a request with
+     * hashes_from, has_seq and the log slice in hash_list; to one without,
+     * every known hash, in hashes and hashed (or, from a backend that has
+     * them as a list, in hash_list). */
     const uint8_t *hashes; /* pieces * hash_len bytes, or NULL when none known */
     const uint8_t *hashed; /* pieces flags: hashes[i] is known; NULL when none */
     uint32_t nhashed;
-    const uint8_t *confirmed; /* pieces flags: hashes[i] is confirmed; NULL when none */
-    uint32_t nconfirmed;
+    /* pieces flags: hashes[i] is confirmed; NULL when none is, or when the
+     * agent holds them already (tracker_confirmed_known) */
+    const uint8_t *confirmed;
+    uint32_t nconfirmed; /* how many are, sent or not */
+    bool has_seq;
+    uint64_t table;      /* the swarm's table id; 0 when there is no swarm */
+    uint32_t hashes_seq; /* the log position after hash_list */
+    const struct announce_hash *hash_list;
+    size_t nhash_list;
     size_t npeers;
-    struct announce_peer peers[ANNOUNCE_PEERS_MAX]; /* strings borrowed, as above */
     bool has_lease;
     size_t nlease;
-    uint32_t lease[ANNOUNCE_LEASE_MAX];
     uint64_t lease_expires_ms; /* relative to now_ms */
     /* What happened to the request's hashes and lease_failed entries. */
     uint32_t hashes_accepted, hashes_ignored;
@@ -88,7 +104,16 @@ struct tracker_announce_reply {
     bool new_swarm;
     /* Why the announce was refused: "<field>: <problem>". */
     char error[TRACKER_ERROR_MAX];
+    /* The arrays last: a reply is reset up to here
+     * (tracker_announce_reply_reset), and only npeers and nlease entries of
+     * them are ever read. */
+    struct announce_peer peers[ANNOUNCE_PEERS_MAX]; /* strings borrowed, as above */
+    uint32_t lease[ANNOUNCE_LEASE_MAX];
 };
+
+/* Zeroes everything in out but the peers and lease arrays (11 KiB no one
+ * reads past npeers and nlease). */
+void tracker_announce_reply_reset(struct tracker_announce_reply *out);
 
 /* Operator view of one swarm. */
 struct tracker_swarm_info {
@@ -113,9 +138,25 @@ struct tracker_stats {
     uint64_t swarms_refused;   /* new swarms refused by the per-agent limit */
     uint64_t swarms;
     uint64_t peers;
+    /* The state store (state.h): 1 while it answers (always, in memory),
+     * and how often it became unreachable. */
+    uint64_t state_up;
+    uint64_t state_outages;
 };
 
 struct tracker_swarms;
+
+/* Checks cfg and fills out with it, zero fields taking their defaults. 0 or
+ * SHOAL_ECONFIG. */
+int tracker_swarms_config_resolve(const struct tracker_swarms_config *cfg,
+                                  struct tracker_swarms_config *out);
+
+/* The checks of an announce that need no swarm (fields, lengths, the hash
+ * length of cfg's algorithm, lease_failed below WIRE_PIECES_MAX), for a
+ * backend that keeps its swarms elsewhere. 0 or SHOAL_EPARSE with
+ * out->error. */
+int tracker_announce_check(const struct tracker_swarms_config *cfg, const struct announce_req *req,
+                           struct tracker_announce_reply *out);
 
 /* Creates the empty state; cfg is copied (zero fields take their defaults).
  * 0, -ENOMEM, or SHOAL_ECONFIG for out-of-range settings. */
@@ -141,6 +182,22 @@ void tracker_expire(struct tracker_swarms *s, uint64_t now_ms);
  * what visit returned when it is not 0. */
 int tracker_swarms_list(struct tracker_swarms *s, uint64_t now_ms,
                         int (*visit)(const struct tracker_swarm_info *info, void *arg), void *arg);
+
+/* The key the swarm core knows an agent by (reporters of hashes and bad
+ * peers, swarm creators): a 64-bit hash of its id. */
+uint64_t tracker_agent_key(const char *agent);
+
+/* A table id from a random number: 1 to ANNOUNCE_TABLE_MAX. */
+uint64_t tracker_table_id(uint64_t random);
+
+/* Whether the agent of req holds the swarm's confirmed flags already (it
+ * saw nconfirmed of them in this table): the reply then leaves them out. */
+bool tracker_confirmed_known(const struct announce_req *req, uint64_t table, uint32_t nconfirmed);
+
+/* Where the reply's hash slice starts for req in a swarm whose log of
+ * nhashed entries has this table id: req's hashes_from when it counts in
+ * that table and is not past the log's end, else 0. */
+uint32_t tracker_hashes_from(const struct announce_req *req, uint64_t table, uint32_t nhashed);
 
 /* Counters and gauges for /metrics. */
 void tracker_swarms_stats(const struct tracker_swarms *s, struct tracker_stats *out);

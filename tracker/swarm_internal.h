@@ -93,6 +93,8 @@ struct swarm {
     uint64_t *reporter; /* pieces: key (tracker_fnv1a) of the agent that reported hashes[i] */
     uint8_t *confirmed; /* pieces flags: vouched for by another agent */
     uint32_t nconfirmed;
+    uint32_t *log;    /* pieces: the indexes hashed, in the order they were */
+    uint64_t table;   /* random id of this swarm's hash log */
     uint32_t *leased; /* pieces: uid of the lease holder, or 0 */
     uint32_t nleased;
     struct peer *peers;
@@ -121,6 +123,7 @@ struct tracker_swarms {
     struct tracker_stats st;
     struct cand *cand;
     size_t cand_cap;
+    struct announce_hash *slice; /* the hashes of one reply: ANNOUNCE_HASHES_PER_REPLY */
 };
 
 /* How many events the protocol names. */

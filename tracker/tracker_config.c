@@ -56,6 +56,17 @@ const struct config_option tracker_options[] = {
     OPT("tls-ciphersuites", CONFIG_STRING, tls_ciphersuites, 0, 0, TLS_CIPHERSUITES_DEFAULT,
         "TLS 1.3 cipher suites, most preferred first (psk allows the SHA-256 ones only)"),
     OPT("log-level", CONFIG_LEVEL, log_level, 0, 0, "info", "debug, info, warn or error"),
+    OPT("state", CONFIG_STRING, state, 0, 0, "memory",
+        "where swarms, piece hashes and leases live: memory (this process only), or "
+        "redis://HOST[:PORT][/DB], shared by every tracker replica pointed at it "
+        "(docs/operations.md)"),
+    OPT("state-password-file", CONFIG_STRING, state_password_file, 0, 0, NULL,
+        "file holding the Redis password (AUTH; one trailing newline dropped)"),
+    OPT("state-prefix", CONFIG_STRING, state_prefix, 0, 0,
+        "shoal:", "prefix of every Redis key, so several clusters can share one Redis"),
+    OPT("state-timeout", CONFIG_DURATION, state_timeout_ms, 100, MIN, "2s",
+        "a Redis command unanswered this long drops the connection (announces get 503 until it "
+        "is back)"),
     OPT("interval", CONFIG_DURATION, interval_ms, 100, 5 * MIN, "1s",
         "how often agents in a swarm announce"),
     OPT("peer-timeout", CONFIG_DURATION, peer_timeout_ms, SEC, HOUR, "10s",
@@ -198,6 +209,22 @@ int tracker_config_load(struct tracker_config *cfg, int argc, char **argv, char 
                            cfg->tls_key, &cfg->tls_mode, err, errlen);
     if (rc < 0)
         return rc;
+    if (strcmp(cfg->state, "memory") != 0 && strncmp(cfg->state, "redis://", 8) != 0) {
+        snprintf(err, errlen,
+                 "config: \"state\": \"%.100s\" is not memory or redis://HOST[:PORT][/DB]",
+                 cfg->state);
+        return SHOAL_ECONFIG;
+    }
+    if (cfg->state_password_file) {
+        if (strcmp(cfg->state, "memory") == 0) {
+            snprintf(err, errlen, "config: \"state-password-file\": only with a redis:// state");
+            return SHOAL_ECONFIG;
+        }
+        rc = config_read_secret("state-password-file", cfg->state_password_file,
+                                &cfg->state_password, &cfg->state_password_len, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     static const char *const modes[] = {"none", "basic", "oauth", "custom"};
     size_t m;
     for (m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
@@ -272,6 +299,8 @@ void tracker_config_dispose(struct tracker_config *cfg)
     cfg->provider_token = NULL;
     wipe_free(cfg->webhook_auth, cfg->webhook_auth_len);
     cfg->webhook_auth = NULL;
+    wipe_free(cfg->state_password, cfg->state_password_len);
+    cfg->state_password = NULL;
 }
 
 void tracker_config_cluster(const struct tracker_config *cfg, struct tracker_cluster_config *out)

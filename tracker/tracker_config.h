@@ -17,6 +17,10 @@ struct tracker_config {
     char *admin_listen; /* metrics, health, readiness; NULL = off */
     char *cluster_secret_file;
     bool insecure_no_secret;
+    char *state;               /* "memory" or redis://HOST[:PORT][/DB] */
+    char *state_password_file; /* Redis AUTH password */
+    char *state_prefix;
+    int64_t state_timeout_ms;
     int log_level;
     int64_t interval_ms;
     int64_t peer_timeout_ms;
@@ -58,6 +62,8 @@ struct tracker_config {
     enum wire_hash_algo hash_algo;
     char *secret; /* the file's contents less one trailing newline; "" without a file */
     size_t secret_len;
+    char *state_password; /* state-password-file's contents; NULL without */
+    size_t state_password_len;
     enum harbor_auth_mode provider_mode;
     char *provider_token; /* provider-token-file's contents; NULL without */
     size_t provider_token_len;

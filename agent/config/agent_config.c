@@ -84,8 +84,9 @@ const struct config_option agent_options[] = {
         "close keep-alive connections idle for this long"),
     OPT("max-connections", CONFIG_INT, max_connections, 1, 100000, "1024",
         "client connections served at once"),
-    OPT("tracker", CONFIG_URL, tracker, 0, 0, NULL,
-        "shoal-tracker URL; set it to fetch blobs through the peer-to-peer swarm"),
+    OPT("tracker", CONFIG_URLS, tracker, 0, 0, NULL,
+        "shoal-tracker URL, or the URLs of its replicas separated by commas (a JSON array in "
+        "the config file); set it to fetch blobs through the peer-to-peer swarm"),
     OPT("tracker-optional", CONFIG_BOOL, tracker_optional, 0, 0, "false",
         "report ready on /readyz even when the tracker has not answered the registration "
         "lately (without it, readiness needs a registration accepted within 3 "
@@ -703,13 +704,18 @@ int agent_config_load(struct agent_config *cfg, int argc, char **argv, char *err
                            cfg->tls_key, &cfg->tls_mode, err, errlen);
     if (rc < 0)
         return rc;
-    if (cfg->tls_mode != TLS_MODE_OFF && cfg->tracker &&
-        strncasecmp(cfg->tracker, "https://", 8) != 0) {
-        snprintf(err, errlen,
-                 "config: \"tracker\": tls-mode %s needs an https:// tracker URL (the tracker "
-                 "speaks TLS too), not \"%.200s\"",
-                 tls_mode_name(cfg->tls_mode), cfg->tracker);
-        return SHOAL_ECONFIG;
+    /* With replicas, every URL of the list. */
+    for (const char *u = cfg->tls_mode != TLS_MODE_OFF ? cfg->tracker : NULL; u != NULL;) {
+        const char *end = strchr(u, ',');
+        if (strncasecmp(u, "https://", 8) != 0) {
+            size_t len = end ? (size_t)(end - u) : strlen(u);
+            snprintf(err, errlen,
+                     "config: \"tracker\": tls-mode %s needs an https:// tracker URL (the tracker "
+                     "speaks TLS too), not \"%.*s\"",
+                     tls_mode_name(cfg->tls_mode), (int)(len > 200 ? 200 : len), u);
+            return SHOAL_ECONFIG;
+        }
+        u = end ? end + 1 : NULL;
     }
     if (cfg->tracker && !cfg->advertise && wildcard_host(cfg->peer_listen)) {
         snprintf(err, errlen,

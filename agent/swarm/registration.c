@@ -6,11 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include <openssl/crypto.h>
-
-#include "shoal/cluster_auth.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "swarm/tracker_client.h"
@@ -20,18 +16,15 @@
 
 struct registration {
     uv_loop_t *loop;
-    struct http_client *hc;
     uv_timer_t timer;
-    char *url; /* tracker_url + AGENT_INFO_PATH */
-    char *secret;
-    size_t secret_len;
+    struct tracker_client *tc;
     struct agent_info info;
     uint64_t interval_ms;
     struct store *store;
     uint64_t cache_max;
     size_t (*prewarm_running)(void *arg);
     void *prewarm_arg;
-    struct http_client_req *req;
+    struct tracker_call *req;
     struct registration_status st;
     bool closing;
     bool timer_closed;
@@ -44,10 +37,7 @@ static void maybe_free(struct registration *r)
 {
     if (!r->timer_closed || r->req)
         return;
-    free(r->url);
-    if (r->secret)
-        OPENSSL_cleanse(r->secret, r->secret_len);
-    free(r->secret);
+    tracker_client_destroy(r->tc);
     free(r);
 }
 
@@ -65,7 +55,7 @@ static uint64_t cache_free(struct registration *r, uint64_t used)
     return free_b;
 }
 
-static void beat_done(void *arg, int rc, const struct http_client_response *resp)
+static void beat_done(void *arg, int rc, const struct http_client_response *resp, const char *url)
 {
     struct registration *r = arg;
     char err[sizeof(r->st.last_error)] = "";
@@ -93,7 +83,7 @@ static void beat_done(void *arg, int rc, const struct http_client_response *resp
         snprintf(r->st.last_error, sizeof(r->st.last_error), "%s", err);
     } else {
         if (!r->st.registered)
-            LOG(INFO, COMP, "msg=registered name=%s tracker=%s mirror_url=%s", r->info.name, r->url,
+            LOG(INFO, COMP, "msg=registered name=%s tracker=%s mirror_url=%s", r->info.name, url,
                 r->info.mirror_url);
         r->st.registered = true;
         r->st.last_ok_ms = uv_now(r->loop);
@@ -106,8 +96,6 @@ static void beat(uv_timer_t *t)
 {
     struct registration *r = t->data;
     struct buf body;
-    char auth[CLUSTER_AUTH_MAX];
-    char auth_hdr[CLUSTER_AUTH_MAX + 32];
     int rc;
 
     if (r->closing || r->req)
@@ -119,26 +107,9 @@ static void beat(uv_timer_t *t)
     r->info.prewarm_running = r->prewarm_running ? r->prewarm_running(r->prewarm_arg) : 0;
     buf_init(&body, AGENT_INFO_BODY_MAX);
     rc = agent_info_encode(&r->info, &body);
-    if (rc == 0) {
-        if (cluster_auth_sign_nonce(r->secret, r->secret_len, (int64_t)time(NULL), "POST",
-                                    AGENT_INFO_PATH, body.data, body.len, auth, sizeof(auth)) < 0)
-            auth[0] = '\0';
-        snprintf(auth_hdr, sizeof(auth_hdr), CLUSTER_AUTH_HEADER ": %s", auth);
-        const char *headers[] = {"Content-Type: application/json", auth_hdr, NULL};
-        struct http_client_opts o = {
-            .method = "POST",
-            .url = r->url,
-            .headers = headers,
-            .body = body.data,
-            .body_len = body.len,
-            .connect_timeout_ms = 5000,
-            .low_speed_time_s = 10,
-            .max_body = REPLY_MAX,
-            .on_done = beat_done,
-            .arg = r,
-        };
-        rc = http_client_request(r->hc, &o, &r->req);
-    }
+    if (rc == 0)
+        rc = tracker_client_post(r->tc, AGENT_INFO_PATH, body.data, body.len, REPLY_MAX, beat_done,
+                                 r, &r->req);
     buf_dispose(&body);
     r->st.beats++;
     if (rc < 0) {
@@ -161,26 +132,25 @@ int registration_create(uv_loop_t *loop, struct http_client *hc,
 {
     *out = NULL;
     if (!cfg->info || !agent_name_valid(cfg->info->name) || !cfg->info->mirror_url[0] ||
-        !cfg->tracker_url || cfg->interval_ms == 0)
+        !cfg->tracker_urls || cfg->interval_ms == 0)
         return SHOAL_ECONFIG;
     struct registration *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    size_t ul = strlen(cfg->tracker_url) + sizeof(AGENT_INFO_PATH);
-    r->url = malloc(ul);
-    r->secret = malloc(cfg->secret_len + 1);
-    if (!r->url || !r->secret) {
-        free(r->url);
-        free(r->secret);
+    /* Its own client: the node name picks its preferred replica. */
+    struct tracker_client_config tcc = {
+        .urls = cfg->tracker_urls,
+        .secret = cfg->secret,
+        .secret_len = cfg->secret_len,
+        .agent = cfg->info->name,
+        .addr = cfg->info->peer_addr,
+    };
+    int rc = tracker_client_create(loop, hc, &tcc, &r->tc);
+    if (rc < 0) {
         free(r);
-        return -ENOMEM;
+        return rc;
     }
-    snprintf(r->url, ul, "%s%s", cfg->tracker_url, AGENT_INFO_PATH);
-    if (cfg->secret_len)
-        memcpy(r->secret, cfg->secret, cfg->secret_len);
-    r->secret_len = cfg->secret_len;
     r->loop = loop;
-    r->hc = hc;
     r->info = *cfg->info;
     r->interval_ms = cfg->interval_ms;
     r->store = cfg->store;
@@ -200,7 +170,7 @@ void registration_destroy(struct registration *r)
         return;
     r->closing = true;
     if (r->req)
-        http_client_cancel(r->req); /* beat_done sees closing and returns */
+        tracker_client_cancel(r->req); /* beat_done sees closing and returns */
     uv_timer_stop(&r->timer);
     uv_close((uv_handle_t *)&r->timer, timer_closed);
 }

@@ -5,7 +5,9 @@
  * (tracker_client_auth_header). The tracker forgets an agent that stops
  * heartbeating; a tracker that restarted learns it again at the next beat.
  * A failed beat is logged once per change of outcome and retried at the
- * next interval.
+ * next interval. With several tracker replicas a beat goes where the
+ * tracker client's rules send it (tracker_client.h): the preferred replica,
+ * the next one when that fails.
  */
 #ifndef SHOAL_REGISTRATION_H
 #define SHOAL_REGISTRATION_H
@@ -23,8 +25,8 @@
 struct registration;
 
 struct registration_config {
-    const char *tracker_url; /* "http://tracker:5090" (copied) */
-    const void *secret;      /* cluster secret (copied), may be empty */
+    const char *tracker_urls; /* "http://tracker:5090[,URL...]" (copied) */
+    const void *secret;       /* cluster secret (copied), may be empty */
     size_t secret_len;
     /* The fixed part of every beat: name, mirror_url, peer_addr, version,
      * labels (copied). The cache figures are filled in at each beat. */
@@ -47,8 +49,8 @@ struct registration_status {
 };
 
 /* Creates the module and sends the first beat on the next loop turn. loop
- * and hc are borrowed and must outlive it. 0, SHOAL_ECONFIG (info invalid)
- * or -ENOMEM. */
+ * and hc are borrowed and must outlive it. 0, SHOAL_ECONFIG (info or the
+ * URL list invalid) or -ENOMEM. */
 int registration_create(uv_loop_t *loop, struct http_client *hc,
                         const struct registration_config *cfg, struct registration **out);
 

@@ -76,7 +76,7 @@ struct swarm_dl {
 
     uv_timer_t timer;
     bool timer_closed;
-    struct http_client_req *areq;
+    struct tracker_call *areq;
     struct dl_peer *peers;
 
     /* the running lease fetch */
@@ -478,7 +478,7 @@ static void close_dl(struct swarm_dl *dl)
 {
     dl->closed = true;
     if (dl->areq)
-        http_client_cancel(dl->areq);
+        tracker_client_cancel(dl->areq);
     if (dl->lreq)
         upstream_req_cancel(dl->lreq);
     if (!uv_is_closing((uv_handle_t *)&dl->timer))
@@ -720,17 +720,17 @@ int swarm_create(uv_loop_t *loop, struct http_client *hc, struct upstream *up,
     char agent_id[2 * WIRE_ID_LEN + 1];
     wire_hash_to_hex(s->pcfg.my_id, WIRE_ID_LEN, agent_id);
     struct tracker_client_config tcc = {
-        .url = cfg->tracker_url,
+        .urls = cfg->tracker_urls,
         .secret = s->secret,
         .secret_len = cfg->secret_len,
         .agent = agent_id,
         .addr = s->advertise,
     };
-    rc = tracker_client_create(hc, &tcc, &s->tc);
+    rc = tracker_client_create(loop, hc, &tcc, &s->tc);
     if (rc < 0)
         goto fail;
     LOG(INFO, COMP, "msg=ready tracker=%s peer_listen=%s port=%d advertise=%s agent=%s",
-        cfg->tracker_url, cfg->peer_listen, peer_listener_port(s->listener), s->advertise,
+        cfg->tracker_urls, cfg->peer_listen, peer_listener_port(s->listener), s->advertise,
         agent_id);
     *out = s;
     return 0;

@@ -34,8 +34,8 @@ struct swarm;
 struct swarm_dl;
 
 struct swarm_config {
-    const char *tracker_url;
-    const void *secret; /* cluster secret (copied), may be empty */
+    const char *tracker_urls; /* "URL,URL,...": the tracker's replicas (tracker_client.h) */
+    const void *secret;       /* cluster secret (copied), may be empty */
     size_t secret_len;
     const char *peer_listen; /* "0.0.0.0:5081" */
     const char *advertise;   /* the address peers dial; NULL = peer_listen's */

@@ -81,6 +81,12 @@ struct swarm_core {
     size_t nbad, nbad_sent;
     uint64_t *failed; /* lease pieces given up */
     size_t nfailed, nfailed_sent;
+    uint64_t log_table;  /* the tracker's hash log we follow, 0 before the first reply */
+    uint32_t hashes_seq; /* our position in it: hashes before it reached us */
+    /* The tracker's confirmed flags as its last "confirmed" gave them (in
+     * log_table; it sends them again only when it has more), and how many. */
+    uint8_t *tconf;
+    uint32_t tconf_n;
 
     /* our upstream lease */
     uint32_t *lease;
@@ -482,6 +488,11 @@ void swarm_core_report(struct swarm_core *c, uint64_t now, struct announce_req *
         .nlease_failed = c->nfailed,
         .bad_peers = c->badp,
         .nbad_peers = c->nbad,
+        .has_hashes_from = true,
+        .hashes_from = c->hashes_seq,
+        .table = c->log_table,
+        .has_confirmed_seen = true,
+        .confirmed_seen = c->tconf_n,
     };
     for (size_t i = 0; i < c->nbad; i++)
         c->badp[i] = c->bad[i];
@@ -513,14 +524,15 @@ static int take_table(struct swarm_core *c, const struct announce_reply *r, cons
     c->have = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->checked = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->confirmed = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
+    c->tconf = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->trusted = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->thash = calloc(c->npieces ? c->npieces : 1, sizeof(*c->thash));
     c->tknown = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->disputed = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->adv = calloc(wire_bitfield_bytes(c->npieces) + 1, 1);
     c->pp = piece_picker_create(c->npieces);
-    if (!c->hashes || !c->have || !c->checked || !c->confirmed || !c->trusted || !c->thash ||
-        !c->tknown || !c->disputed || !c->adv || !c->pp)
+    if (!c->hashes || !c->have || !c->checked || !c->confirmed || !c->tconf || !c->trusted ||
+        !c->thash || !c->tknown || !c->disputed || !c->adv || !c->pp)
         return -ENOMEM;
     /* Pieces the partial blob holds already (a resumed download). */
     for (uint32_t i = 0; held && i < c->npieces; i++) {
@@ -596,6 +608,23 @@ static void table_hashes(struct swarm_core *c, const struct announce_reply *r)
     }
 }
 
+/* Keeps the reply's confirmed flags when it carries any: a tracker that
+ * knows we hold its flags leaves them out (docs/protocol.md), and within a
+ * table they only grow. */
+static void take_confirmed(struct swarm_core *c, const struct announce_reply *r)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; r->confirmed && i < c->npieces; i++)
+        n += r->confirmed[i] != 0;
+    if (n == 0)
+        return;
+    memset(c->tconf, 0, wire_bitfield_bytes(c->npieces) + 1);
+    for (uint32_t i = 0; i < c->npieces; i++)
+        if (r->confirmed[i])
+            wire_bit_set(c->tconf, i);
+    c->tconf_n = n;
+}
+
 void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
                               const struct announce_reply *r, const uint8_t *held)
 {
@@ -631,6 +660,19 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
             return;
         }
     }
+    /* The tracker sends each hash once (docs/protocol.md): from here on we
+     * want only those after this position in this table. A table made anew
+     * starts without confirmed hashes. */
+    if (r->has_seq) {
+        if (r->table != c->log_table) {
+            memset(c->tconf, 0, wire_bitfield_bytes(c->npieces) + 1);
+            c->tconf_n = 0;
+        }
+        c->log_table = r->table;
+        c->hashes_seq = r->hashes_seq;
+    }
+    if (r->pieces == c->npieces)
+        take_confirmed(c, r);
     if (c->state == SWARM_CORE_SEEDING && r->piece_length == c->plen && r->pieces == c->npieces)
         table_hashes(c, r); /* what completion may vouch for */
     if (c->state != SWARM_CORE_RUNNING)
@@ -646,13 +688,18 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
         return;
     }
     table_hashes(c, r);
-    for (uint32_t i = 0; r->confirmed && r->hash_len == c->hash_len && i < c->npieces; i++) {
-        if (r->confirmed[i] && !wire_bit_get(c->confirmed, i) &&
+    /* A confirmation counts once we hold the hash it is about: the hash
+     * may come in a later slice of the log than the flag. */
+    for (uint32_t i = 0; c->tconf_n && r->hash_len == c->hash_len && i < c->npieces; i++) {
+        if (wire_bit_get(c->tconf, i) && !wire_bit_get(c->confirmed, i) &&
             piece_picker_hash_known(c->pp, i)) {
             wire_bit_set(c->confirmed, i);
             maybe_trust(c, i);
         }
     }
+    /* A reply carries a bounded slice of the log: fetch the rest soon. */
+    if (r->has_seq && r->hashes_seq < r->nhashed)
+        announce_soon(c, SWARM_ANNOUNCE_MIN_GAP_MS);
     if (!c->ended && r->has_lease && r->nlease && !c->lease && !c->fetching)
         take_lease(c, r->lease, r->nlease, now);
     /* Peers with pieces first; then the rest, which will have some soon
@@ -976,6 +1023,7 @@ void swarm_core_destroy(struct swarm_core *c)
     free(c->have);
     free(c->checked);
     free(c->confirmed);
+    free(c->tconf);
     free(c->trusted);
     free(c->thash);
     free(c->tknown);

@@ -118,6 +118,8 @@ TOOL_PACKAGES = {
     "curl": "curl",
     "prlimit": "util-linux",
     "unshare": "util-linux",
+    "redis-server": "redis-server",
+    "redis-cli": "redis-server",
 }
 
 
@@ -564,6 +566,88 @@ def agent_factory(tmp_path):
 def agent(agent_factory, registry):
     """An agent whose default upstream is the `registry` fixture."""
     return agent_factory(registry.host)
+
+
+# ------------------------------------------------------------------ redis --
+
+class RedisServer:
+    """redis-server on 127.0.0.1 and a port picked by binding 0, no
+    persistence (or an append-only file under workdir with persist=True, so a
+    restart keeps the data), stopped by PID."""
+
+    def __init__(self, workdir, password=None, persist=False):
+        self.bin = need_tool("redis-server")
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.port = free_port()
+        self.password = password
+        self.persist = persist
+        self.log = os.path.join(workdir, "redis.log")
+        self.proc = None
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self):
+        args = [self.bin, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.workdir,
+                "--save", "", "--appendonly", "yes" if self.persist else "no",
+                "--logfile", self.log, "--daemonize", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited: %s" % tail(self.log))
+            try:
+                return self.cli("PING", timeout=2).strip() in ("PONG", "NOAUTH")
+            except (OSError, subprocess.SubprocessError):
+                return False
+        wait_for(up, 15, "redis-server on port %d" % self.port)
+        return self
+
+    def cli(self, *args, timeout=10):
+        cmd = [need_tool("redis-cli"), "-h", "127.0.0.1", "-p", str(self.port), "--no-raw"]
+        if self.password:
+            cmd += ["--no-auth-warning", "-a", self.password]
+        r = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout)
+        return r.stdout
+
+    def info(self, section):
+        """INFO section as a dict of strings."""
+        out = {}
+        for ln in self.cli("INFO", section).splitlines():
+            ln = ln.strip().strip('"')
+            if ":" in ln and not ln.startswith("#"):
+                k, _, v = ln.partition(":")
+                out[k] = v
+        return out
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self):
+        return stop_process(self.proc)
+
+
+@pytest.fixture
+def redis_factory(tmp_path):
+    """make(password=None, persist=False) -> a started RedisServer; every one
+    is stopped by PID afterwards."""
+    made = []
+
+    def make(password=None, persist=False):
+        r = RedisServer(str(tmp_path / ("redis%d" % len(made))), password=password,
+                        persist=persist)
+        made.append(r)
+        return r.start()
+    yield make
+    for r in made:
+        r.stop()
 
 
 # ------------------------------------------------------------------ proxy --

@@ -27,12 +27,12 @@ DASHBOARD = os.path.join(DEPLOY, "grafana", "shoal.json")
 UNITS = os.path.join(DEPLOY, "systemd")
 COMPONENTS = ["containerd-wiring", "monitoring", "redis", "pull-secrets"]
 
-# Flags the deploy files use before the daemons have them: the tracker's
-# Redis state (issue 14). A flag in this list that a binary already knows
-# is fine; any other unknown flag fails test_every_flag_is_known.
+# Flags the deploy files use before the daemons have them (none now). A
+# flag in this list that a binary already knows is fine; any other unknown
+# flag fails test_every_flag_is_known.
 PENDING_FLAGS = {
     "shoal-agent": set(),
-    "shoal-tracker": {"state"},
+    "shoal-tracker": set(),
 }
 
 # Metrics Prometheus makes itself for every target.

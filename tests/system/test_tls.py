@@ -333,6 +333,32 @@ def mtls_context(pki, cert, key):
     return ctx
 
 
+def test_psk_replicas_on_redis(registry, agent_factory, trackers, redis_factory, build,
+                              tmp_path):
+    """Tracker replicas behind TLS: agents list both https:// URLs, and the
+    TLS origin covers each of them."""
+    secret_file = write_secret(tmp_path)
+    redis = redis_factory()
+    reps = [trackers(["--tls-mode", "psk", "--state", redis.url]) for _ in range(2)]
+    urls = ",".join(t.url() for t in reps)
+    agents = tls_agents(agent_factory, registry.host, urls, 3,
+                        lambda i: ["--cluster-secret-file", secret_file, "--tls-mode", "psk"])
+    swarm_pull(registry, build, agents, "tls/replicas")
+    served = [metric(t.metrics(), "shoal_tracker_announces_total") for t in reps]
+    assert sum(served) > 0, served
+    # One replica gone: the agents' next requests go to the other, over TLS.
+    busy = max(range(2), key=lambda i: served[i])
+    reps[busy].stop()
+    other = reps[1 - busy]
+    before = metric(other.metrics(), "shoal_tracker_announces_total")
+    wait_for(lambda: metric(other.metrics(), "shoal_tracker_agents") == 3, 20,
+             "every agent registered with the remaining replica")
+    wait_for(lambda: metric(other.metrics(), "shoal_tracker_announces_total") > before, 20,
+             "announces reaching the remaining replica")
+    for a in agents:
+        assert "tls=failed" not in a.logs(), tail(a.stderr_path)
+
+
 def test_mtls_swarm(registry, agent_factory, trackers, build, tmp_path):
     pki = Pki(str(tmp_path / "pki"))
     other = Pki(str(tmp_path / "other-pki"), name="another CA")

@@ -110,11 +110,21 @@ class Tracker:
         return parse_metrics(data.decode())
 
 
+@pytest.fixture(params=["memory", "redis"])
+def state_args(request, redis_factory):
+    """Every tracker test runs against both state backends: in memory, and
+    in a redis-server of its own (the replicas' shared state)."""
+    if request.param == "memory":
+        return []
+    return ["--state", redis_factory().url]
+
+
 @pytest.fixture
-def tracker_factory(tmp_path):
+def tracker_factory(tmp_path, state_args):
     started = []
 
     def make(**kw):
+        kw["extra_args"] = list(kw.get("extra_args") or []) + state_args
         t = Tracker(str(tmp_path / ("tracker%d" % len(started))), **kw)
         started.append(t)
         return t.start()
@@ -213,6 +223,31 @@ def test_announce_leases_and_hashes(tracker):
     st, r = tracker.post(announce_doc("node-a", digest=DIGEST_B, size=1, want_lease=True))
     assert st == 200 and r["pieces"] == 1 and r["lease"]["pieces"] == [0] and r["peers"] == []
     assert set(tracker.swarms()) == {DIGEST_A, DIGEST_B}
+
+
+def test_hash_log_sends_each_hash_once(tracker):
+    """An agent that says where it is in the swarm's hash log gets only the
+    hashes past it: replies do not grow with the blob."""
+    st, a = tracker.post(announce_doc("node-a", want_lease=True, hashes_from=0, table=0))
+    assert st == 200, a
+    table = a["table"]
+    assert 1 <= table < 2 ** 53 and a["hashes_seq"] == 0 and a["hashed"] == 0
+    assert a["lease"]["pieces"] == list(range(8))
+    hashes = {str(i): fake_hash(i) for i in (3, 0, 5)}
+    st, a = tracker.post(announce_doc("node-a", hashes=hashes, hashes_from=0, table=table))
+    assert st == 200 and a["hashes"] == hashes and a["hashes_seq"] == 3 and a["hashed"] == 3
+    # Caught up: nothing; one behind: the last one; another table: all.
+    st, b = tracker.post(announce_doc("node-b", hashes_from=3, table=table))
+    assert st == 200 and b["hashes"] == {} and b["hashes_seq"] == 3
+    st, b = tracker.post(announce_doc("node-b", hashes_from=2, table=table))
+    assert b["hashes"] == {"5": fake_hash(5)}
+    st, b = tracker.post(announce_doc("node-b", hashes_from=3, table=table + 1))
+    assert b["hashes"] == hashes and b["table"] == table
+    # An agent that does not keep hashes still gets them all, and no log fields.
+    st, c = tracker.post(announce_doc("node-c"))
+    assert c["hashes"] == hashes and "table" not in c and "hashes_seq" not in c
+    st, r = tracker.post(announce_doc("node-c", hashes_from=1))
+    assert st == 400 and r["error"].startswith("table:"), r
 
 
 def test_keepalive_and_expect_continue(tracker):

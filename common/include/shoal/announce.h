@@ -29,7 +29,9 @@
 #define ANNOUNCE_LEASE_MAX 1024        /* pieces in one lease */
 #define ANNOUNCE_INTERVAL_MIN_MS 100   /* interval_ms bounds an agent accepts */
 #define ANNOUNCE_INTERVAL_MAX_MS 3600000
-#define ANNOUNCE_ERROR_MAX 256 /* room for any decoder message */
+#define ANNOUNCE_ERROR_MAX 256                /* room for any decoder message */
+#define ANNOUNCE_HASHES_PER_REPLY 4096        /* hashes in one reply to an agent that keeps them */
+#define ANNOUNCE_TABLE_MAX ((1ULL << 53) - 1) /* table ids: exact in any JSON reader */
 
 /* XX(name, text). PROGRESS comes first: it is what a request without an
  * "event" means. */
@@ -77,6 +79,19 @@ struct announce_req {
     size_t nlease_failed;
     const char *const *bad_peers; /* addresses of peers that sent a bad piece */
     size_t nbad_peers;
+    /* The agent keeps the hashes it was sent: it wants only those the
+     * swarm's hash log holds past hashes_from in table (the reply's table
+     * and hashes_seq it took last; 0 and 0 at first). Without it (an older
+     * agent) every reply carries every known hash. */
+    bool has_hashes_from;
+    uint64_t hashes_from;
+    uint64_t table;
+    /* With has_hashes_from: the agent also keeps the confirmed flags it was
+     * sent, and knows confirmed_seen of them in table; the reply carries
+     * "confirmed" only when the swarm has more (or its table is another).
+     * Without it every reply carries the flags whenever any is set. */
+    bool has_confirmed_seen;
+    uint64_t confirmed_seen;
 };
 
 /* Appends the request body (compact JSON). "bad_peers" is left out when
@@ -88,6 +103,7 @@ int announce_req_encode(const struct announce_req *r, struct buf *out);
 struct announce_req_doc {
     struct announce_req req;
     struct json_t *json; /* the parsed body; req's strings point into it */
+    char *text;          /* or: a copy of the body they point into (the fast path) */
     struct announce_hash *hashes;
     uint64_t *lease_failed;
     const char *bad_peers[ANNOUNCE_BAD_PEERS_MAX];
@@ -112,7 +128,16 @@ struct announce_peer {
     uint32_t have;
 };
 
-/* The tracker's answer. Pointers are borrowed. */
+/* The tracker's answer. Pointers are borrowed.
+ *
+ * Hashes go out in one of two forms. To an agent that asked with
+ * hashes_from, the reply carries has_seq: the swarm's table id, the number
+ * of hashes known (nhashed), and the hashes the swarm's log holds from the
+ * agent's hashes_from (or from 0, when its table is another) up to
+ * hashes_seq, at most ANNOUNCE_HASHES_PER_REPLY of them. Otherwise the
+ * reply carries every known hash. The encoder sends hash_list when it is
+ * set, else every hash flagged in hashed; the decoder always fills hashes
+ * and hashed with what the reply carried. */
 struct announce_reply {
     uint64_t interval_ms;
     uint64_t piece_length;
@@ -124,8 +149,15 @@ struct announce_reply {
     /* pieces flags: hashes[i] was vouched for by an agent other than the one
      * that reported it (an agent that completed the blob with it); NULL when
      * none. Only a confirmed hash may make a piece's bytes final for a
-     * client (docs/protocol.md, "Confirmed hashes"). */
+     * client (docs/protocol.md, "Confirmed hashes"). With has_seq it may
+     * name pieces whose hash an earlier reply carried. */
     const uint8_t *confirmed;
+    bool has_seq;
+    uint64_t table;      /* 1 to ANNOUNCE_TABLE_MAX; 0 when the tracker has no swarm */
+    uint32_t hashes_seq; /* the log position after this reply's hashes */
+    uint32_t nhashed;    /* hashes the swarm knows: hashes_seq <= nhashed <= pieces */
+    const struct announce_hash *hash_list; /* encoder: the hashes to send, when set */
+    size_t nhash_list;
     const struct announce_peer *peers;
     size_t npeers;
     bool has_lease;
@@ -134,10 +166,11 @@ struct announce_reply {
     uint64_t lease_expires_ms; /* relative to the reply */
 };
 
-/* Appends the reply body (compact JSON): "hashes" holds every known hash,
- * "peers" every peer, "lease" is present only with has_lease. 0, -EINVAL (a
- * NULL or non-UTF-8 peer string, an unknown algorithm), -ENOMEM or
- * buf_append's SHOAL_ETOOBIG. */
+/* Appends the reply body (compact JSON): "hashes" holds hash_list when set
+ * (each index below pieces; else -EINVAL), every known hash otherwise;
+ * "table", "hashes_seq" and "hashed" are there with has_seq; "peers" every peer, "lease" is present
+ * only with has_lease. 0, -EINVAL (a NULL or non-UTF-8 peer string, an unknown algorithm), -ENOMEM
+ * or buf_append's SHOAL_ETOOBIG. */
 int announce_reply_encode(const struct announce_reply *r, struct buf *out);
 
 /* A decoded reply and what it points into (owned). */
@@ -158,14 +191,17 @@ struct announce_reply_doc {
  * algorithm's length, at most ANNOUNCE_PEERS_MAX peers each with an agent
  * and an addr within their limits (have at most pieces), and a lease (null
  * or absent for none) of at most ANNOUNCE_LEASE_MAX strictly ascending
- * indexes below pieces with expires_ms up to UINT32_MAX. Unknown keys are
+ * indexes below pieces with expires_ms up to UINT32_MAX; and, when any of
+ * "table", "hashes_seq" and "hashed" is there, all three, with table at
+ * most ANNOUNCE_TABLE_MAX and hashes_seq <= hashed <= pieces. Unknown keys are
  * ignored. Returns 0; SHOAL_EPARSE with err `tracker reply: "<field>":
  * <problem>` ("(body)" for the document itself); or -ENOMEM. On failure
  * *out holds nothing (it is disposed already); calling
  * announce_reply_doc_dispose afterwards is safe in every case. reply.hashes,
  * reply.hashed and reply.confirmed are never NULL after a success; a
  * "confirmed" bitfield (lower-case hex of wire_bitfield_bytes(pieces) bytes,
- * spare bits zero) may only name pieces with a hash. */
+ * spare bits zero) may only name pieces with a hash in this reply, or, with
+ * "table", at most "hashed" pieces. */
 int announce_reply_decode(const char *body, size_t len, struct announce_reply_doc *out, char *err,
                           size_t errlen);
 void announce_reply_doc_dispose(struct announce_reply_doc *d);

@@ -24,6 +24,7 @@ enum config_type {
     CONFIG_DURATION, /* int64_t milliseconds: 250, "500ms", "30s", "5m", "1h" */
     CONFIG_ADDR,     /* char *, "HOST:PORT" or ":PORT" (port 0-65535), validated */
     CONFIG_URL,      /* char *, http:// or https:// URL, validated */
+    CONFIG_URLS,     /* char *, "URL,URL,...": one or more URLs (a JSON array too) */
     CONFIG_LEVEL,    /* int (enum log_level): debug, info, warn, error */
     CONFIG_CUSTOM,   /* anything: parsed from JSON by `custom` (config file only) */
 };
@@ -102,5 +103,8 @@ int config_parse_addr(const char *s, char *host, size_t hostlen, int *port);
 /* Checks an http:// or https:// URL with a non-empty host (no userinfo, no
  * whitespace) and copies it into out without trailing slashes. */
 int config_parse_url(const char *s, char *out, size_t outlen);
+/* Checks "URL,URL,..." (each as config_parse_url, none empty) and copies it
+ * into out, each URL without trailing slashes. */
+int config_parse_url_list(const char *s, char *out, size_t outlen);
 
 #endif

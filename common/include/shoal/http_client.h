@@ -60,6 +60,7 @@ struct http_client_opts {
     bool follow_redirects;
     long connect_timeout_ms; /* default 10 s */
     long low_speed_time_s;   /* abort when below 1 KiB/s for this long; default 60 */
+    long timeout_ms;         /* the whole request (SHOAL_ETIMEOUT); 0 = no limit */
     size_t max_body;         /* cap for the buffered body; default 4 MiB */
 
     /* Called once when the final response's headers are complete, before any
@@ -87,17 +88,18 @@ int http_client_create(uv_loop_t *loop, struct http_client **out);
  * handles and frees the client once they are closed; then cb(arg). */
 void http_client_destroy(struct http_client *c, void (*cb)(void *arg), void *arg);
 
-/* Makes requests to origin (an https:// URL, e.g. the tracker setting;
- * copied) speak the cluster's TLS (shoal/tls.h): every URL that starts with
- * origin followed by '/', '?' or its end is fetched over TLS 1.3 only,
+/* Makes requests to origin (an https:// URL, or several separated by
+ * commas: the tracker setting, with its replicas; copied) speak the
+ * cluster's TLS (shoal/tls.h): every URL that starts with one of them
+ * followed by '/', '?' or its end is fetched over TLS 1.3 only,
  * configured by tls (borrowed: it must outlive the client): with the
  * cluster PSK (a server showing a certificate instead is refused), or with
  * the cluster CA as the only trust anchor and this node's certificate, the
  * server's certificate also naming origin's host. Failures of those
  * requests' handshakes end in SHOAL_ETLS and a log line saying why. One
- * origin per client: a later call replaces it; tls NULL removes it. 0,
- * -EINVAL (origin not https://), -ENOMEM, or -ENOTSUP when libcurl does not
- * use OpenSSL. */
+ * origin list per client: a later call replaces it; tls NULL removes it. 0,
+ * -EINVAL (an origin not https://, or empty), -ENOMEM, or -ENOTSUP when
+ * libcurl does not use OpenSSL. */
 int http_client_set_cluster_tls(struct http_client *c, const char *origin, struct tls_context *tls);
 
 /* Starts a request. opts and the strings it points to are copied. On success

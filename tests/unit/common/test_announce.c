@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -723,6 +724,361 @@ static void test_reply_decode_malformed(void **state)
               "lease.expires_ms");
 }
 
+/* ---- The hash log: hashes_from / table in, table / hashes_seq / hashed out ---- */
+
+static void test_req_hashes_from(void **state)
+{
+    struct announce_req r = {
+        .digest = DIGEST,
+        .size = 20,
+        .agent = "a",
+        .addr = "h:1",
+        .has_hashes_from = true,
+        .hashes_from = 12,
+        .table = ANNOUNCE_TABLE_MAX,
+    };
+    struct announce_req_doc d;
+    char err[ANNOUNCE_ERROR_MAX];
+    struct buf out;
+
+    (void)state;
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_req_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"hashes_from\":12,\"table\":9007199254740991"));
+    assert_int_equal(
+        announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &d, err, sizeof(err)), 0);
+    assert_true(d.req.has_hashes_from);
+    assert_int_equal(d.req.hashes_from, 12);
+    assert_int_equal(d.req.table, ANNOUNCE_TABLE_MAX);
+    assert_false(d.req.has_confirmed_seen);
+    announce_req_doc_dispose(&d);
+
+    /* confirmed_seen goes with them. */
+    buf_dispose(&out);
+    buf_init(&out, 1 << 16);
+    r.has_confirmed_seen = true;
+    r.confirmed_seen = 7;
+    assert_int_equal(announce_req_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"table\":9007199254740991,\"confirmed_seen\":7"));
+    assert_int_equal(
+        announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &d, err, sizeof(err)), 0);
+    assert_true(d.req.has_confirmed_seen);
+    assert_int_equal(d.req.confirmed_seen, 7);
+    announce_req_doc_dispose(&d);
+    r.confirmed_seen = WIRE_PIECES_MAX + 1;
+    assert_int_equal(announce_req_encode(&r, &out), -EINVAL);
+    r.has_confirmed_seen = false;
+
+    /* Without it (an older agent): not sent, and read back as absent. */
+    buf_dispose(&out);
+    buf_init(&out, 1 << 16);
+    r.has_hashes_from = false;
+    assert_int_equal(announce_req_encode(&r, &out), 0);
+    assert_null(strstr(out.data, "hashes_from"));
+    assert_null(strstr(out.data, "table"));
+    assert_int_equal(
+        announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &d, err, sizeof(err)), 0);
+    assert_false(d.req.has_hashes_from);
+    assert_int_equal(d.req.hashes_from, 0);
+    announce_req_doc_dispose(&d);
+
+    /* Values a decoder would refuse are not encoded. */
+    r.has_hashes_from = true;
+    r.hashes_from = WIRE_PIECES_MAX + 1;
+    assert_int_equal(announce_req_encode(&r, &out), -EINVAL);
+    r.hashes_from = 0;
+    r.table = ANNOUNCE_TABLE_MAX + 1;
+    assert_int_equal(announce_req_encode(&r, &out), -EINVAL);
+    buf_dispose(&out);
+
+    req_bad("{" REQ_BASE ",\"hashes_from\":1}", "table: missing");
+    req_bad("{" REQ_BASE ",\"table\":1}", "hashes_from: missing");
+    req_bad("{" REQ_BASE ",\"hashes_from\":-1,\"table\":1}", "hashes_from: expected a non-neg");
+    req_bad("{" REQ_BASE ",\"hashes_from\":\"1\",\"table\":1}", "hashes_from: expected");
+    req_bad("{" REQ_BASE ",\"hashes_from\":65537,\"table\":1}", "hashes_from: more than 65536");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":1.5}", "table: expected");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":9007199254740992}", "table: more than");
+    req_bad("{" REQ_BASE ",\"confirmed_seen\":1}", "confirmed_seen: only with hashes_from");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":1,\"confirmed_seen\":-1}",
+            "confirmed_seen: expected a non-neg");
+    req_bad("{" REQ_BASE ",\"hashes_from\":0,\"table\":1,\"confirmed_seen\":65537}",
+            "confirmed_seen: more than 65536");
+}
+
+static void test_reply_hash_log(void **state)
+{
+    struct announce_hash list[2];
+    struct announce_reply r = {
+        .interval_ms = 1000,
+        .piece_length = 4194304,
+        .pieces = 4,
+        .hash_algo = WIRE_HASH_XXH3_128,
+        .hash_len = 16,
+        .has_seq = true,
+        .table = 77,
+        .hashes_seq = 3,
+        .nhashed = 4,
+        .hash_list = list,
+        .nhash_list = 2,
+    };
+    struct announce_reply_doc d;
+    char err[ANNOUNCE_ERROR_MAX];
+    struct buf out;
+
+    (void)state;
+    hash_fill(&list[0], 3, 0x10);
+    hash_fill(&list[1], 1, 0x20);
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_reply_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"table\":77,\"hashes_seq\":3,\"hashed\":4"));
+    assert_int_equal(announce_reply_decode(out.data, out.len, &d, err, sizeof(err)), 0);
+    assert_true(d.reply.has_seq);
+    assert_int_equal(d.reply.table, 77);
+    assert_int_equal(d.reply.hashes_seq, 3);
+    assert_int_equal(d.reply.nhashed, 4);
+    /* Only the listed hashes arrive, in the by-piece arrays. */
+    assert_int_equal(d.reply.hashed[0], 0);
+    assert_int_equal(d.reply.hashed[1], 1);
+    assert_int_equal(d.reply.hashed[2], 0);
+    assert_int_equal(d.reply.hashed[3], 1);
+    assert_memory_equal(d.reply.hashes + 3 * 16, list[0].hash, 16);
+    assert_memory_equal(d.reply.hashes + 1 * 16, list[1].hash, 16);
+    announce_reply_doc_dispose(&d);
+
+    /* An older tracker's reply (no log) decodes without has_seq. */
+    const char *old = "{" R_BASE ",\"hashes\":{\"0\":\"" HEX16 "\"}}";
+    assert_int_equal(announce_reply_decode(old, strlen(old), &d, err, sizeof(err)), 0);
+    assert_false(d.reply.has_seq);
+    assert_int_equal(d.reply.hashed[0], 1);
+    announce_reply_doc_dispose(&d);
+
+    /* What the encoder refuses. */
+    r.hashes_seq = 5;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    r.hashes_seq = 3;
+    r.nhashed = 5;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    r.nhashed = 4;
+    list[1].index = 4;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    list[1].index = 1;
+    r.table = ANNOUNCE_TABLE_MAX + 1;
+    assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+    buf_dispose(&out);
+
+    /* What the decoder refuses: all three or none, and in range. */
+    reply_bad("{" R_BASE ",\"table\":1}", "hashed");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashed\":1}", "hashes_seq");
+    reply_bad("{" R_BASE ",\"hashes_seq\":0,\"hashed\":0}", "table");
+    reply_bad("{" R_BASE ",\"table\":-1,\"hashes_seq\":0,\"hashed\":0}", "table");
+    reply_bad("{" R_BASE ",\"table\":9007199254740992,\"hashes_seq\":0,\"hashed\":0}", "table");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":0,\"hashed\":5}", "hashed");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":3,\"hashed\":2}", "hashes_seq");
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":\"0\",\"hashed\":0}", "hashes_seq");
+
+    /* In the log's form "confirmed" may name pieces whose hashes went out
+     * before, but no more pieces than the swarm has hashes. */
+    uint8_t confirmed[4] = {1, 0, 1, 0};
+    r.confirmed = confirmed;
+    r.table = 77;
+    buf_init(&out, 1 << 16);
+    assert_int_equal(announce_reply_encode(&r, &out), 0);
+    assert_non_null(strstr(out.data, "\"confirmed\":\"a0\""));
+    assert_int_equal(announce_reply_decode(out.data, out.len, &d, err, sizeof(err)), 0);
+    assert_int_equal(d.reply.confirmed[0], 1);
+    assert_int_equal(d.reply.hashed[0], 0);
+    assert_int_equal(d.reply.confirmed[2], 1);
+    assert_int_equal(d.reply.confirmed[1], 0);
+    announce_reply_doc_dispose(&d);
+    buf_dispose(&out);
+    reply_bad("{" R_BASE ",\"table\":1,\"hashes_seq\":1,\"hashed\":1,\"confirmed\":\"c0\"}",
+              "confirmed");
+}
+
+/* The reply's strings are written by hand (fast); they must come out as
+ * jansson's compact dump writes them, and invalid UTF-8 must be refused. */
+static void test_reply_string_escapes(void **state)
+{
+    static const char *const good[] = {
+        "plain",  "q\"uote", "back\\slash", "tab\there",    "nl\ncr\r",         "\b\f", "\x01\x1f",
+        "sl/ash", "del\x7f", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x90\x9f", "",
+    };
+    static const char *const bad[] = {
+        "\xc3", "\xc0\x80", "\xe0\x80\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xff", "a\x80",
+    };
+    struct announce_peer peer = {.addr = "h:1", .have = 0};
+    struct announce_reply r = {
+        .interval_ms = 1000,
+        .piece_length = 4,
+        .pieces = 4,
+        .hash_algo = WIRE_HASH_XXH3_128,
+        .hash_len = 16,
+        .peers = &peer,
+        .npeers = 1,
+    };
+    struct buf out;
+
+    (void)state;
+    buf_init(&out, 1 << 16);
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        json_t *str = json_string(good[i]);
+        char *want;
+
+        assert_non_null(str);
+        want = json_dumps(str, JSON_ENCODE_ANY | JSON_COMPACT);
+        json_decref(str);
+        buf_reset(&out);
+        peer.agent = good[i];
+        assert_int_equal(announce_reply_encode(&r, &out), 0);
+        if (!strstr(out.data, want))
+            fail_msg("%zu: %s not in %s", i, want, out.data);
+        json_t *doc = json_loads(out.data, 0, NULL);
+        assert_non_null(doc);
+        assert_string_equal(json_string_value(json_object_get(
+                                json_array_get(json_object_get(doc, "peers"), 0), "agent")),
+                            good[i]);
+        json_decref(doc);
+        free(want);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_null(json_string(bad[i])); /* jansson refuses it too */
+        buf_reset(&out);
+        peer.agent = bad[i];
+        assert_int_equal(announce_reply_encode(&r, &out), -EINVAL);
+        assert_int_equal(out.len, 0);
+    }
+    buf_dispose(&out);
+}
+
+/* The decoder's fast path (the shape agents send) and its jansson path
+ * decode alike: random requests, each decoded as encoded (fast) and with an
+ * unknown key appended (which the fast path leaves to jansson), must give
+ * the same request, field by field. Bodies the fast path cannot take
+ * (escapes, floats, repeated keys) still decode or fail as before. */
+static uint64_t xs = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rnd64(void)
+{
+    xs ^= xs << 13;
+    xs ^= xs >> 7;
+    xs ^= xs << 17;
+    return xs;
+}
+
+static void same_req(const struct announce_req *a, const struct announce_req *b)
+{
+    assert_string_equal(a->digest, b->digest);
+    assert_int_equal(a->size, b->size);
+    assert_string_equal(a->agent, b->agent);
+    assert_string_equal(a->addr, b->addr);
+    assert_int_equal(a->event, b->event);
+    assert_int_equal(a->have, b->have);
+    assert_int_equal(a->complete, b->complete);
+    assert_int_equal(a->want_lease, b->want_lease);
+    assert_int_equal(a->has_hashes_from, b->has_hashes_from);
+    if (a->has_hashes_from) {
+        assert_int_equal(a->hashes_from, b->hashes_from);
+        assert_int_equal(a->table, b->table);
+    }
+    assert_int_equal(a->has_confirmed_seen, b->has_confirmed_seen);
+    if (a->has_confirmed_seen)
+        assert_int_equal(a->confirmed_seen, b->confirmed_seen);
+    assert_int_equal(a->hash_len, b->hash_len);
+    assert_int_equal(a->nhashes, b->nhashes);
+    for (size_t i = 0; i < a->nhashes; i++) {
+        assert_int_equal(a->hashes[i].index, b->hashes[i].index);
+        assert_memory_equal(a->hashes[i].hash, b->hashes[i].hash, a->hash_len);
+    }
+    assert_int_equal(a->nlease_failed, b->nlease_failed);
+    for (size_t i = 0; i < a->nlease_failed; i++)
+        assert_int_equal(a->lease_failed[i], b->lease_failed[i]);
+    assert_int_equal(a->nbad_peers, b->nbad_peers);
+    for (size_t i = 0; i < a->nbad_peers; i++)
+        assert_string_equal(a->bad_peers[i], b->bad_peers[i]);
+}
+
+static void test_req_decode_paths_agree(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2000; round++) {
+        struct announce_hash hs[80];
+        uint64_t failed[10];
+        const char *bad[3] = {"10.0.0.9:5081", "[fd00::1]:1", "h:2"};
+        char agent[40];
+        size_t nh = rnd64() % 4 == 0 ? rnd64() % 80 : rnd64() % 9;
+        snprintf(agent, sizeof(agent), "node-%llu", (unsigned long long)(rnd64() % 100000));
+        for (size_t i = 0; i < nh; i++)
+            hash_fill(&hs[i], (uint32_t)(i * 7 + rnd64() % 5), (uint8_t)rnd64());
+        for (size_t i = 0; i < nh; i++) /* indexes unique */
+            hs[i].index = (uint32_t)(i * 7 + hs[i].index % 5);
+        struct announce_req r = {
+            .digest = DIGEST,
+            .size = rnd64() % (1ULL << 40),
+            .agent = agent,
+            .addr = "10.0.0.1:5081",
+            .event = (enum announce_event)(rnd64() % 4),
+            .have = rnd64() % 70000,
+            .complete = rnd64() & 1,
+            .want_lease = rnd64() & 1,
+            .hashes = hs,
+            .nhashes = nh,
+            .hash_len = 16,
+            .lease_failed = failed,
+            .nlease_failed = rnd64() % 10,
+            .bad_peers = bad,
+            .nbad_peers = rnd64() % 4,
+            .has_hashes_from = rnd64() & 1,
+            .hashes_from = rnd64() % 65537,
+            .table = rnd64() % ANNOUNCE_TABLE_MAX,
+            .confirmed_seen = rnd64() % 65537,
+        };
+        r.has_confirmed_seen = r.has_hashes_from && (rnd64() & 1);
+        for (size_t i = 0; i < r.nlease_failed; i++)
+            failed[i] = rnd64() % 100000;
+        struct buf out;
+        struct announce_req_doc fast, slow;
+        char err[ANNOUNCE_ERROR_MAX];
+        buf_init(&out, 1 << 20);
+        assert_int_equal(announce_req_encode(&r, &out), 0);
+        assert_int_equal(
+            announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &fast, err, sizeof(err)), 0);
+        /* An unknown key: the fast path leaves it to jansson, which ignores it. */
+        out.data[out.len - 1] = ',';
+        assert_int_equal(buf_append(&out, "\"x-extra\":[1.5,null]}", 21), 0);
+        assert_int_equal(
+            announce_req_decode(out.data, out.len, WIRE_HASH_XXH3_128, &slow, err, sizeof(err)), 0);
+        assert_non_null(slow.json);
+        assert_null(slow.text);
+        if (nh <= 64)
+            assert_non_null(fast.text);
+        same_req(&fast.req, &r);
+        same_req(&slow.req, &r);
+        announce_req_doc_dispose(&fast);
+        announce_req_doc_dispose(&slow);
+        buf_dispose(&out);
+    }
+    /* What only jansson takes: escapes, whitespace, a float-free number
+     * with an exponent is not an integer either way. */
+    struct announce_req_doc d;
+    char err[ANNOUNCE_ERROR_MAX];
+    const char *esc =
+        "{\"digest\":\"" DIGEST "\",\"size\":20,\"agent\":\"a\\u0041\",\"addr\":\"h:1\"}";
+    assert_int_equal(
+        announce_req_decode(esc, strlen(esc), WIRE_HASH_XXH3_128, &d, err, sizeof(err)), 0);
+    assert_string_equal(d.req.agent, "aA");
+    announce_req_doc_dispose(&d);
+    const char *ws =
+        " \n{ \"digest\" : \"" DIGEST "\" ,\"size\":20,\"agent\":\"a\",\"addr\":\"h:1\" }\n";
+    assert_int_equal(announce_req_decode(ws, strlen(ws), WIRE_HASH_XXH3_128, &d, err, sizeof(err)),
+                     0);
+    assert_non_null(d.text); /* whitespace is fine for the fast path */
+    announce_req_doc_dispose(&d);
+    req_bad("{" REQ_BASE ",\"have\":1e3}", "have: expected a non-negative integer");
+    req_bad("{" REQ_BASE ",\"have\":012}", "body: invalid JSON");
+    req_bad("{" REQ_BASE ",\"hashes\":{\"1\":\"" HEX16 "\",\"1\":\"" HEX16 "\"}}", "body: invalid");
+    req_bad("{" REQ_BASE ",\"complete\":null}", "complete: expected true or false");
+}
+
 static void test_reply_decode_limits(void **state)
 {
     struct announce_reply_doc d;
@@ -786,12 +1142,21 @@ static void test_reply_decode_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_event_names),         cmocka_unit_test(test_req_round_trip),
-        cmocka_unit_test(test_req_encode_refused),  cmocka_unit_test(test_req_decode_malformed),
-        cmocka_unit_test(test_req_decode_caps),     cmocka_unit_test(test_req_decode_defaults),
-        cmocka_unit_test(test_reply_round_trip),    cmocka_unit_test(test_reply_confirmed),
-        cmocka_unit_test(test_reply_large),         cmocka_unit_test(test_reply_decode_malformed),
+        cmocka_unit_test(test_event_names),
+        cmocka_unit_test(test_req_round_trip),
+        cmocka_unit_test(test_req_encode_refused),
+        cmocka_unit_test(test_req_decode_malformed),
+        cmocka_unit_test(test_req_decode_caps),
+        cmocka_unit_test(test_req_decode_defaults),
+        cmocka_unit_test(test_reply_round_trip),
+        cmocka_unit_test(test_reply_confirmed),
+        cmocka_unit_test(test_reply_large),
+        cmocka_unit_test(test_reply_decode_malformed),
         cmocka_unit_test(test_reply_decode_limits),
+        cmocka_unit_test(test_req_hashes_from),
+        cmocka_unit_test(test_reply_hash_log),
+        cmocka_unit_test(test_reply_string_escapes),
+        cmocka_unit_test(test_req_decode_paths_agree),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

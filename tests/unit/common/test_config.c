@@ -596,6 +596,33 @@ static void test_parse_url(void **state)
     assert_int_equal(config_parse_url("http://abcdef", out, 14), 0);
 }
 
+static void test_parse_url_list(void **state)
+{
+    char out[64];
+    static const char *const bad[] = {
+        "",
+        ",",
+        "http://a,",
+        ",http://a",
+        "http://a,,http://b",
+        "http://a,ftp://b",
+        "http://a, http://b",
+    };
+
+    (void)state;
+    assert_int_equal(config_parse_url_list("http://a:5090/", out, sizeof(out)), 0);
+    assert_string_equal(out, "http://a:5090");
+    assert_int_equal(config_parse_url_list("http://a:5090/,https://b//,http://c", out, sizeof(out)),
+                     0);
+    assert_string_equal(out, "http://a:5090,https://b,http://c");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (config_parse_url_list(bad[i], out, sizeof(out)) != SHOAL_EPARSE)
+            fail_msg("bad URL list accepted: \"%s\"", bad[i]);
+    /* Too long for out, even by one byte. */
+    assert_int_equal(config_parse_url_list("http://abc,http://def", out, 21), SHOAL_EPARSE);
+    assert_int_equal(config_parse_url_list("http://abc,http://def", out, 22), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -611,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_url),
+        cmocka_unit_test(test_parse_url_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

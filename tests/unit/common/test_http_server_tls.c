@@ -356,6 +356,28 @@ static void test_psk_requests(void **state)
     free(big);
 }
 
+/* Tracker replicas: the origin is a list, and a request to any of them
+ * speaks TLS; an entry that is not https:// is refused. */
+static void test_origin_list(void **state)
+{
+    struct tctx *t = *state;
+    char list[160];
+
+    t->srv_tls = psk(SECRET);
+    t->cli_tls = psk(SECRET);
+    start_server(t, t->srv_tls);
+    snprintf(list, sizeof(list), "https://tracker-a:5090,https://127.0.0.1:%d", t->port);
+    assert_int_equal(http_client_set_cluster_tls(t->hc, list, t->cli_tls), 0);
+    get(t, NULL, 0, "https", "/small", NULL, 0);
+    wait_all(t);
+    assert_int_equal(t->reqs[0].rc, 0);
+    assert_int_equal(t->reqs[0].status, 200);
+    assert_memory_equal(t->reqs[0].body.data, "hello", 5);
+    assert_int_equal(http_client_set_cluster_tls(t->hc, "https://a:1,http://b:1", t->cli_tls),
+                     -EINVAL);
+    assert_int_equal(http_client_set_cluster_tls(t->hc, "https://a:1,", t->cli_tls), -EINVAL);
+}
+
 static void test_mtls_requests(void **state)
 {
     struct tctx *t = *state;
@@ -499,6 +521,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_psk_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_origin_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mtls_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_ca_and_mode_mismatch, setup, teardown),

@@ -7,11 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "jobs.h"
+#include "jobs_json.h"
 #include "shoal/error.h"
 
 #define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
@@ -310,6 +312,92 @@ static void test_table_limits_and_dedup(void **state)
     assert_int_equal(tracker_jobs_add(f->js, &s, big, f->inv, 50, 0, &id), SHOAL_EPARSE);
 }
 
+/* Replicas: a job written as JSON reads back the same in another clock;
+ * jobs from other replicas go in by id; a job taken over is restarted
+ * where its start may not have reached the agent. */
+static void test_json_put_take_adopt(void **state)
+{
+    struct fx *f = *state;
+    struct tracker_job_spec sp = spec("pool=cpu,count=2");
+    uint64_t id = 0;
+    snprintf(sp.platforms[0], sizeof(sp.platforms[0]), "linux/amd64");
+    sp.nplatforms = 1;
+    snprintf(sp.layers.paths[0], sizeof(sp.layers.paths[0]), "weights/*");
+    sp.layers.npaths = 1;
+    sp.max_concurrent = 1;
+    snprintf(sp.scope, sizeof(sp.scope), "all_peers");
+    tracker_jobs_set_next_id(f->js, 700);
+    assert_int_equal(tracker_jobs_add(f->js, &sp, "{\"u\":1}", f->inv, 1000, 5000000, &id), 0);
+    assert_int_equal(id, 700);
+    struct tracker_task_ref refs[4];
+    assert_int_equal(tracker_jobs_start_due(f->js, 1100, refs, 4), 1);
+    ev(f, id, refs[0].task, TRACKER_TASK_EV_STARTED, "running", 5, 10, 1200);
+    const struct tracker_job *j = tracker_jobs_get(f->js, id);
+
+    /* Written at 2000 (wall 5001000), read by a clock that says 9000 at
+     * wall 5002000: every time shifts by 7000 - 1000. */
+    json_t *o = tracker_job_to_json(j, 2000, 5001000);
+    assert_non_null(o);
+    struct tracker_job *k = NULL;
+    char err[200];
+    assert_int_equal(tracker_job_from_json(o, 9000, 5002000, &k, err, sizeof(err)), 0);
+    json_decref(o);
+    assert_int_equal(k->id, 700);
+    assert_int_equal(k->state, TRACKER_JOB_PENDING);
+    assert_string_equal(k->spec.ref, j->spec.ref);
+    assert_string_equal(k->spec.platforms[0], "linux/amd64");
+    assert_string_equal(k->spec.layers.paths[0], "weights/*");
+    assert_int_equal(k->spec.selector.count, 2);
+    assert_int_equal(k->spec.selector.nterms, 1);
+    assert_string_equal(k->spec.selector.terms[0].key, "pool");
+    assert_int_equal(k->spec.max_concurrent, 1);
+    assert_string_equal(k->spec.scope, "all_peers");
+    assert_int_equal(k->created_ms, 1000 + 6000);
+    assert_int_equal(k->created_wall_ms, 5000000);
+    assert_null(k->credentials); /* never in the JSON */
+    assert_int_equal(k->ntasks, j->ntasks);
+    size_t t = refs[0].task;
+    assert_int_equal(k->tasks[t].state, TRACKER_TASK_RUNNING);
+    assert_string_equal(k->tasks[t].agent_job, "abc");
+    assert_int_equal(k->tasks[t].bytes_done, 5);
+    assert_int_equal(k->tasks[t].started_ms, 1100 + 6000);
+    assert_int_equal(k->tasks[t].ended_ms, 0);
+    assert_int_equal(k->tasks[1 - t].state, TRACKER_TASK_QUEUED);
+
+    /* Malformed JSON is refused, naming what. */
+    json_t *bad = json_pack("{s:I}", "id", (json_int_t)1);
+    struct tracker_job *none = NULL;
+    assert_int_equal(tracker_job_from_json(bad, 9000, 5002000, &none, err, sizeof(err)),
+                     SHOAL_EPARSE);
+    assert_null(none);
+    json_decref(bad);
+
+    /* Jobs by id from another replica, lower and higher than ours. */
+    struct tracker_jobs *other;
+    assert_int_equal(tracker_jobs_create(NULL, &other), 0);
+    /* A newer copy of a job replaces the older. */
+    struct tracker_job *older = calloc(1, sizeof(*older));
+    older->id = 700;
+    assert_int_equal(tracker_jobs_put(other, older), 0);
+    assert_int_equal(tracker_jobs_put(other, k), 0);
+    struct tracker_job *low = calloc(1, sizeof(*low));
+    low->id = 5;
+    assert_int_equal(tracker_jobs_put(other, low), 0);
+    assert_ptr_equal(tracker_jobs_get(other, 5), low);
+    assert_ptr_equal(tracker_jobs_get(other, 700), k);
+    /* Taken over: the STARTING-or-RUNNING agent gets a fresh contact. */
+    struct tracker_job *taken = tracker_jobs_take(other, 700);
+    assert_ptr_equal(taken, k);
+    assert_null(tracker_jobs_get(other, 700));
+    taken->tasks[1 - t].state = TRACKER_TASK_STARTING;
+    tracker_job_adopt(taken, 20000);
+    assert_int_equal(taken->tasks[1 - t].state, TRACKER_TASK_QUEUED);
+    assert_int_equal(taken->tasks[t].state, TRACKER_TASK_RUNNING);
+    assert_int_equal(taken->tasks[t].last_contact_ms, 20000);
+    tracker_job_free(taken);
+    tracker_jobs_destroy(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +406,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unreachable_and_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_gone_timeout_and_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_limits_and_dedup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_put_take_adopt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "shoal/error.h"
@@ -27,6 +28,150 @@ static void assert_lease(uint32_t first, uint32_t count)
     assert_int_equal(R.nlease, count);
     for (uint32_t i = 0; i < count; i++)
         assert_int_equal(R.lease[i], first + i);
+}
+
+/* --- The hash log --------------------------------------------------------------- */
+
+/* An announce from agent that keeps its hashes, at (table, from). */
+static int ann_from(struct tracker_swarms *s, const char *agent, uint64_t size, uint64_t table,
+                    uint64_t from, const struct announce_hash *h, size_t nh, uint64_t now)
+{
+    struct announce_req r;
+
+    base_req(&r, DIG_A, size, agent);
+    r.has_hashes_from = true;
+    r.table = table;
+    r.hashes_from = from;
+    r.hashes = h;
+    r.nhashes = nh;
+    r.want_lease = true;
+    return tracker_announce(s, &r, now, &R);
+}
+
+static void test_hash_log(void **state)
+{
+    struct tracker_swarms *s = mk(NULL);
+    struct announce_hash h[8];
+    uint64_t table;
+
+    (void)state;
+    /* First contact: the table id, nothing hashed, a lease of 0-7. */
+    assert_int_equal(ann_from(s, "a", 20 * PL, 0, 0, NULL, 0, 1000), 0);
+    assert_true(R.has_seq);
+    table = R.table;
+    assert_true(table >= 1 && table <= ANNOUNCE_TABLE_MAX);
+    assert_int_equal(R.nhashed, 0);
+    assert_int_equal(R.hashes_seq, 0);
+    assert_int_equal(R.nhash_list, 0);
+    assert_lease(0, 8);
+    /* Hashes of 5, 2, 7 in that order: the log keeps the order. */
+    for (int i = 0; i < 3; i++) {
+        h[i].index = (uint32_t[]){5, 2, 7}[i];
+        memset(h[i].hash, 0x40 + i, sizeof(h[i].hash));
+    }
+    assert_int_equal(ann_from(s, "a", 20 * PL, table, 0, h, 3, 1100), 0);
+    assert_int_equal(R.hashes_accepted, 3);
+    assert_int_equal(R.nhashed, 3);
+    assert_int_equal(R.hashes_seq, 3);
+    assert_int_equal(R.nhash_list, 3);
+    assert_int_equal(R.hash_list[0].index, 5);
+    assert_int_equal(R.hash_list[1].index, 2);
+    assert_int_equal(R.hash_list[2].index, 7);
+    assert_int_equal(R.hash_list[1].hash[0], 0x41);
+    assert_int_equal(R.hash_list[1].hash[15], 0x41);
+    /* A peer at 3 hears nothing new; at 1, the two after it. */
+    assert_int_equal(ann_from(s, "b", 20 * PL, table, 3, NULL, 0, 1200), 0);
+    assert_int_equal(R.nhash_list, 0);
+    assert_int_equal(R.hashes_seq, 3);
+    assert_null(R.hashes); /* the full table is not sent */
+    assert_int_equal(ann_from(s, "b", 20 * PL, table, 1, NULL, 0, 1200), 0);
+    assert_int_equal(R.nhash_list, 2);
+    assert_int_equal(R.hash_list[0].index, 2);
+    /* Another table's position, or one past the log: from the start. */
+    assert_int_equal(ann_from(s, "b", 20 * PL, table ^ 1, 3, NULL, 0, 1300), 0);
+    assert_int_equal(R.nhash_list, 3);
+    assert_int_equal(R.hash_list[0].index, 5);
+    assert_int_equal(ann_from(s, "b", 20 * PL, table, 4, NULL, 0, 1300), 0);
+    assert_int_equal(R.nhash_list, 3);
+    /* An agent that does not keep hashes gets them all, by piece. */
+    assert_int_equal(ann(s, DIG_A, 20 * PL, "c", false, 1400), 0);
+    assert_false(R.has_seq);
+    assert_non_null(R.hashes);
+    assert_int_equal(R.nhashed, 3);
+    assert_true(R.hashed[2] && R.hashed[5] && R.hashed[7] && !R.hashed[0]);
+    /* A stopped announce carries the slice too. */
+    struct announce_req r;
+    base_req(&r, DIG_A, 20 * PL, "c");
+    r.event = ANNOUNCE_EVENT_STOPPED;
+    r.has_hashes_from = true;
+    r.table = table;
+    r.hashes_from = 2;
+    assert_int_equal(tracker_announce(s, &r, 1500, &R), 0);
+    assert_true(R.has_seq);
+    assert_int_equal(R.nhash_list, 1);
+    assert_int_equal(R.hash_list[0].index, 7);
+    /* ... and for a swarm the tracker does not know, an empty one. */
+    base_req(&r, DIG_B, 20 * PL, "c");
+    r.event = ANNOUNCE_EVENT_STOPPED;
+    r.has_hashes_from = true;
+    assert_int_equal(tracker_announce(s, &r, 1500, &R), 0);
+    assert_true(R.has_seq);
+    assert_int_equal(R.table, 0);
+    assert_int_equal(R.nhash_list, 0);
+    tracker_swarms_destroy(s);
+}
+
+/* A reply carries at most ANNOUNCE_HASHES_PER_REPLY hashes of the log. */
+static void test_hash_log_slices(void **state)
+{
+    struct tracker_swarms_config cfg;
+    struct tracker_swarms *s;
+    uint64_t size = (uint64_t)(ANNOUNCE_HASHES_PER_REPLY + 100) * 256 * 1024;
+    uint32_t n = ANNOUNCE_HASHES_PER_REPLY + 100;
+    uint64_t table, now = 1000;
+    uint32_t got = 0, from = 0;
+    struct announce_hash h;
+    uint8_t *seen = calloc(n, 1);
+
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.piece_length = 256 * 1024;
+    cfg.lease_pieces = ANNOUNCE_LEASE_MAX;
+    s = mk(&cfg);
+    assert_int_equal(ann_from(s, "a", size, 0, 0, NULL, 0, now), 0);
+    assert_int_equal(R.pieces, n);
+    table = R.table;
+    /* "a" hashes every piece, lease after lease. */
+    while (R.has_lease && R.nlease > 0) {
+        uint32_t lease[ANNOUNCE_LEASE_MAX];
+        size_t nl = R.nlease;
+
+        memcpy(lease, R.lease, nl * sizeof(*lease));
+        for (size_t i = 0; i < nl; i++) {
+            h.index = lease[i];
+            memset(h.hash, (int)(lease[i] & 0xff), sizeof(h.hash));
+            assert_int_equal(ann_from(s, "a", size, table, 0, &h, 1, ++now), 0);
+        }
+    }
+    assert_int_equal(R.nhashed, n);
+    assert_int_equal(R.nhash_list, ANNOUNCE_HASHES_PER_REPLY);
+    assert_int_equal(R.hashes_seq, ANNOUNCE_HASHES_PER_REPLY);
+    /* "b" follows the log slice by slice and ends up with every hash once. */
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(ann_from(s, "b", size, table, from, NULL, 0, ++now), 0);
+        assert_int_equal(R.nhashed, n);
+        for (size_t i = 0; i < R.nhash_list; i++) {
+            assert_false(seen[R.hash_list[i].index]);
+            seen[R.hash_list[i].index] = 1;
+            assert_int_equal(R.hash_list[i].hash[3], R.hash_list[i].index & 0xff);
+            got++;
+        }
+        from = R.hashes_seq;
+    }
+    assert_int_equal(got, n);
+    assert_int_equal(from, n);
+    free(seen);
+    tracker_swarms_destroy(s);
 }
 
 /* --- Piece length --------------------------------------------------------------- */
@@ -347,6 +492,31 @@ static void test_hashes_confirmed_by_another_agent(void **state)
     assert_int_equal(tracker_announce(s, &r, 4000, &R), 0);
     assert_int_equal(R.nconfirmed, 3);
     assert_true(R.confirmed[0] && R.confirmed[1] && R.confirmed[8]);
+
+    /* An agent that keeps the flags (confirmed_seen) gets them only while
+     * it has seen fewer than the swarm has, in this table. */
+    uint64_t table = R.table;
+    base_req(&r, DIG_A, 20 * PL, "c");
+    r.has_hashes_from = true;
+    r.table = table;
+    r.has_confirmed_seen = true;
+    r.confirmed_seen = 1;
+    assert_int_equal(tracker_announce(s, &r, 4100, &R), 0);
+    assert_int_equal(R.nconfirmed, 3);
+    assert_non_null(R.confirmed);
+    r.confirmed_seen = 3;
+    assert_int_equal(tracker_announce(s, &r, 4200, &R), 0);
+    assert_int_equal(R.nconfirmed, 3);
+    assert_null(R.confirmed);
+    /* Counted in another table (the swarm was made anew): sent. */
+    r.table = table + 1;
+    assert_int_equal(tracker_announce(s, &r, 4300, &R), 0);
+    assert_non_null(R.confirmed);
+    /* Leaving, the same rule. */
+    r.table = table;
+    r.event = ANNOUNCE_EVENT_STOPPED;
+    assert_int_equal(tracker_announce(s, &r, 4400, &R), 0);
+    assert_null(R.confirmed);
     tracker_swarms_destroy(s);
 }
 
@@ -612,13 +782,13 @@ static void test_state_memory(void **state)
     assert_string_equal(st->ops->name, "memory");
     base_req(&r, DIG_A, 20 * PL, "a");
     r.want_lease = true;
-    assert_int_equal(tracker_state_announce(st, &r, 0, &R), 0);
+    assert_int_equal(tracker_state_announce(st, &r, 0, &R, NULL, NULL), 0);
     assert_lease(0, 8);
     base_req(&r, DIG_B, 20 * PL, "a");
-    assert_int_equal(tracker_state_announce(st, &r, 0, &R), 0);
-    assert_int_equal(tracker_state_list(st, 0, count_visit, &n), 0);
+    assert_int_equal(tracker_state_announce(st, &r, 0, &R, NULL, NULL), 0);
+    assert_int_equal(tracker_state_list(st, 0, count_visit, &n, NULL, NULL), 0);
     assert_int_equal(n, 2);
-    assert_int_equal(tracker_state_list(st, 0, stop_visit, NULL), 7);
+    assert_int_equal(tracker_state_list(st, 0, stop_visit, NULL, NULL, NULL), 7);
     tracker_state_expire(st, 60000);
     tracker_state_stats(st, &stats);
     assert_int_equal(stats.swarms, 0);
@@ -638,6 +808,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_piece_length),
+        cmocka_unit_test(test_hash_log),
+        cmocka_unit_test(test_hash_log_slices),
         cmocka_unit_test(test_handout),
         cmocka_unit_test(test_lease_runs),
         cmocka_unit_test(test_lease_failed),

@@ -346,6 +346,27 @@ static void test_swarm_options(void **state)
     assert_int_equal(LOAD(&cfg, err, "--tracker", "ftp://x"), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"tracker\""));
     agent_config_dispose(&cfg);
+    /* Replicas: a comma-separated list, or a JSON array in the file. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "http://t1:5090/,http://t2:5090", "--advertise",
+                          "10.0.0.1:5081", "--cluster-secret-file", secret),
+                     CONFIG_RUN);
+    assert_string_equal(cfg.tracker, "http://t1:5090,http://t2:5090");
+    agent_config_dispose(&cfg);
+    assert_int_equal(
+        LOAD(&cfg, err, "--tracker", "http://t1:5090,", "--advertise", "10.0.0.1:5081"),
+        SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tracker\": invalid URL list"));
+    agent_config_dispose(&cfg);
+    const char *file = scratch_file_text("{\"tracker\": [\"http://t1:5090\", \"http://t2:5090/\"], "
+                                         "\"advertise\": \"10.0.0.1:5081\", "
+                                         "\"insecure-no-secret\": true}");
+    assert_int_equal(LOAD(&cfg, err, "--config", file), CONFIG_RUN);
+    assert_string_equal(cfg.tracker, "http://t1:5090,http://t2:5090");
+    agent_config_dispose(&cfg);
+    file = scratch_file_text("{\"tracker\": [\"http://t1:5090\", 7]}");
+    assert_int_equal(LOAD(&cfg, err, "--config", file), SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "\"tracker\""));
+    agent_config_dispose(&cfg);
 }
 
 static void test_cache_group(void **state)
@@ -391,6 +412,17 @@ static void test_tls_options(void **state)
                           "127.0.0.1:5081", "--cluster-secret-file", secret, "--tls-mode", "psk"),
                      SHOAL_ECONFIG);
     assert_non_null(strstr(err, "\"tracker\": tls-mode psk needs an https:// tracker URL"));
+    agent_config_dispose(&cfg);
+    /* Replicas: every URL of the list. */
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "https://t1:5090,http://t2:5090", "--peer-listen",
+                          "127.0.0.1:5081", "--cluster-secret-file", secret, "--tls-mode", "psk"),
+                     SHOAL_ECONFIG);
+    assert_non_null(strstr(err, "not \"http://t2:5090\""));
+    agent_config_dispose(&cfg);
+    assert_int_equal(LOAD(&cfg, err, "--tracker", "https://t1:5090,https://t2:5090",
+                          "--peer-listen", "127.0.0.1:5081", "--cluster-secret-file", secret,
+                          "--tls-mode", "psk"),
+                     CONFIG_RUN);
     agent_config_dispose(&cfg);
     assert_int_equal(LOAD(&cfg, err, "--tls-mode", "psk"), SHOAL_ECONFIG);
     assert_non_null(strstr(err, "set cluster-secret-file"));

@@ -59,6 +59,7 @@ void h_init(struct harness *h, uint32_t npieces)
         .rand_arg = h,
     };
     h->t.interval_ms = 1000;
+    h->t.table = 42;
     h->t.latency_ms = 5;
     h->t.piece_length = H_PLEN;
     h->t.pieces = npieces;
@@ -116,10 +117,17 @@ int h_seed(struct harness *h, const char *addr)
     return h_peer(h, addr, HPEER_GOOD, all);
 }
 
+static void tracker_hashed(struct htracker *t, uint32_t i)
+{
+    if (!t->hashed[i])
+        t->log[t->nlog++] = i;
+    t->hashed[i] = true;
+}
+
 void h_hashed(struct harness *h, uint32_t from, uint32_t to)
 {
     for (uint32_t i = from; i < to; i++)
-        h->t.hashed[i] = true;
+        tracker_hashed(&h->t, i);
 }
 
 void h_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX])
@@ -320,7 +328,7 @@ static void reply(struct harness *h, size_t k)
         /* The first hash of a piece stays. */
         if (!t->hashed[a->hashes[i]])
             t->wrong[a->hashes[i]] = h->upstream_corrupt[a->hashes[i]];
-        t->hashed[a->hashes[i]] = true;
+        tracker_hashed(t, a->hashes[i]);
         if (t->leased[a->hashes[i]] == 1)
             t->leased[a->hashes[i]] = 0;
     }
@@ -347,13 +355,47 @@ static void reply(struct harness *h, size_t k)
         .lease = reply_lease,
     };
     memset(reply_hashes, 0, sizeof(reply_hashes));
+    uint32_t nconf = 0;
     for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++) {
-        reply_hashed[i] = t->hashed[i];
         reply_confirmed[i] = t->hashed[i] && t->confirmed[i];
-        if (t->hashed[i] && t->wrong[i])
-            h_wrong_hash(h, i, reply_hashes + i * hl);
-        else if (t->hashed[i])
-            h_hash(h, i, reply_hashes + i * hl);
+        nconf += reply_confirmed[i];
+    }
+    /* As the tracker does: an agent that holds them all is not sent them
+     * again. */
+    if (t->log_mode && a->has_hashes_from && a->has_confirmed_seen && a->table == t->table &&
+        a->confirmed_seen == nconf)
+        memset(reply_confirmed, 0, sizeof(reply_confirmed));
+    a->reply_confirmed = false;
+    for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++)
+        a->reply_confirmed |= reply_confirmed[i] != 0;
+    if (t->log_mode && a->has_hashes_from) {
+        /* What the decoder makes of a log slice: the by-piece arrays hold
+         * only the slice. */
+        uint32_t from =
+            a->table == t->table && a->hashes_from <= t->nlog ? (uint32_t)a->hashes_from : 0;
+        uint32_t to = t->log_slice && t->nlog - from > t->log_slice ? from + t->log_slice : t->nlog;
+        memset(reply_hashed, 0, sizeof(reply_hashed));
+        for (uint32_t j = from; j < to; j++) {
+            reply_hashed[t->log[j]] = 1;
+            if (t->wrong[t->log[j]])
+                h_wrong_hash(h, t->log[j], reply_hashes + t->log[j] * hl);
+            else
+                h_hash(h, t->log[j], reply_hashes + t->log[j] * hl);
+        }
+        r.has_seq = true;
+        r.table = t->table;
+        r.hashes_seq = to;
+        r.nhashed = t->nlog;
+        a->reply_seq = to;
+        a->reply_nhash = to - from;
+    } else {
+        for (uint32_t i = 0; i < t->pieces && i < H_PIECES_MAX; i++) {
+            reply_hashed[i] = t->hashed[i];
+            if (t->hashed[i] && t->wrong[i])
+                h_wrong_hash(h, i, reply_hashes + i * hl);
+            else if (t->hashed[i])
+                h_hash(h, i, reply_hashes + i * hl);
+        }
     }
     for (int i = 0; i < h->npeers; i++) {
         const struct hpeer *p = &h->peers[i];
@@ -414,6 +456,11 @@ static void announce(struct harness *h)
     a->want_lease = r.want_lease;
     a->fetching = h->fetching;
     a->hash_len = r.hash_len;
+    a->has_hashes_from = r.has_hashes_from;
+    a->hashes_from = r.hashes_from;
+    a->table = r.table;
+    a->has_confirmed_seen = r.has_confirmed_seen;
+    a->confirmed_seen = r.confirmed_seen;
     a->rc = 1;
     assert_true(r.nhashes <= H_PIECES_MAX);
     if (r.nhashes)

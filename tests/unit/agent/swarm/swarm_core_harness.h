@@ -110,6 +110,14 @@ struct htracker {
     int leased[H_PIECES_MAX];     /* 0 free, 1 leased to us, 2 to another agent */
     unsigned lease_pieces;        /* run length of a lease; 0 = never lease */
     unsigned announces;           /* received */
+    /* Hash log (docs/protocol.md): replies to an announce with hashes_from
+     * carry only the log past it, at most log_slice hashes (0 = all). The
+     * log is h_hashed's pieces in order, then the ones reported. */
+    bool log_mode;
+    unsigned log_slice;
+    uint64_t table; /* the log's id; default 42 */
+    uint32_t log[H_PIECES_MAX];
+    uint32_t nlog;
     /* Called on every reply before it is delivered: malformed replies. */
     void (*mangle)(struct harness *h, struct announce_reply *r);
 };
@@ -129,7 +137,13 @@ struct hannounce {
     char bad[SWARM_BAD_MAX][SWARM_ADDR_MAX];
     size_t nbad;
     bool fetching; /* a FETCH ran when it was sent */
-    int rc;        /* how it ended; 1 while in flight */
+    bool has_hashes_from;
+    uint64_t hashes_from, table;
+    bool has_confirmed_seen;
+    uint64_t confirmed_seen;
+    uint32_t reply_seq, reply_nhash; /* the log slice the reply carried */
+    bool reply_confirmed;            /* the reply carried "confirmed" */
+    int rc;                          /* how it ended; 1 while in flight */
 };
 
 struct hact {

@@ -231,6 +231,54 @@ static void test_hash_report_latency(void **state)
     end(h);
 }
 
+/* Against a tracker that sends each hash once (its hash log in slices of
+ * 5): every announce says where the core is in the log, the core follows
+ * it slice by slice without waiting an interval between slices, learns
+ * every hash, and downloads everything from its peers. */
+static void test_hash_log_followed(void **state)
+{
+    (void)state;
+    struct harness *h = mk(32);
+    h_seed(h, "10.0.0.2:7000");
+    h_seed(h, "10.0.0.3:7000");
+    h_hashed(h, 0, 32);
+    h->t.log_mode = true;
+    h->t.log_slice = 5;
+    h->t.interval_ms = 5000;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 10000));
+    assert_true(h->nann >= 7);
+    /* Position 0 in no table first, then each reply's end in table 42. */
+    assert_true(h->ann[0].has_hashes_from);
+    assert_int_equal(h->ann[0].hashes_from, 0);
+    assert_int_equal(h->ann[0].table, 0);
+    for (size_t i = 1; i < 7; i++) {
+        assert_true(h->ann[i].has_hashes_from);
+        assert_int_equal(h->ann[i].table, 42);
+        assert_int_equal(h->ann[i].hashes_from, h->ann[i - 1].reply_seq);
+        assert_int_equal(h->ann[i - 1].reply_nhash, 5);
+        /* The rest of the log is asked for at once, not an interval later. */
+        uint64_t gap = h->ann[i].at - h->ann[i - 1].at;
+        if (gap > h->t.latency_ms + SWARM_ANNOUNCE_MIN_GAP_MS + SWARM_TICK_MS)
+            fail_msg("slice %zu asked for %llu ms after the previous one", i,
+                     (unsigned long long)gap);
+    }
+    assert_int_equal(h->ann[6].reply_seq, 32);
+    assert_int_equal(h->ann[6].reply_nhash, 2);
+    /* The log is done: the next announce waits for the interval. */
+    if (h->nann > 7) {
+        assert_int_equal(h->ann[7].hashes_from, 32);
+        assert_true(h->ann[7].at - h->ann[6].at >= h->t.interval_ms);
+    }
+    assert_int_equal(h->stats.pieces_verified, 32);
+    /* A tracker made anew (another table): the core takes its slice from 0. */
+    h->t.table = 43;
+    h_run(h, NULL, 6000);
+    const struct hannounce *last = h_last_announce(h);
+    assert_int_equal(last->table, 43);
+    end(h);
+}
+
 /* A resumed download: the partial's pieces are never requested, leased ones
  * are hashed from disk (HASH_HELD), the rest fetched in runs around them. */
 static void test_resumed_download(void **state)
@@ -316,6 +364,48 @@ static void test_trust_needs_a_confirmed_sha256(void **state)
     assert_true(h_run(h, h_all_held, 20000));
     h_run(h, NULL, 1500);
     assert_int_equal(h_count(h, SWARM_ACT_TRUST), 0);
+    end(h);
+}
+
+/* With the hash log, the tracker sends the confirmed flags only while the
+ * core has not seen them all (confirmed_seen): a flag may come before its
+ * hash (a later slice) and counts once the hash is there; a table made
+ * anew starts from none. */
+static void test_confirmed_seen(void **state)
+{
+    (void)state;
+    struct harness *h = mk(12);
+    h->t.algo = WIRE_HASH_SHA256;
+    h->t.log_mode = true;
+    h->t.log_slice = 4;
+    h->t.interval_ms = 1000;
+    h_seed(h, "10.0.0.2:7000");
+    h_hashed(h, 0, 12);
+    for (uint32_t i = 0; i < 12; i++)
+        h->t.confirmed[i] = true;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 20000));
+    h_run(h, NULL, 3000);
+    /* Every piece trusted, though the first reply named all twelve flags
+     * with only four hashes. */
+    for (uint32_t i = 0; i < 12; i++)
+        assert_int_equal(h->trusts[i], 1);
+    assert_true(h->nann >= 5);
+    assert_true(h->ann[0].reply_confirmed);
+    assert_true(h->ann[1].has_confirmed_seen);
+    assert_int_equal(h->ann[1].confirmed_seen, 12);
+    /* Once seen, no reply carries them again. */
+    for (size_t i = 1; i < h->nann; i++)
+        if (h->ann[i].rc == 0 && h->ann[i].reply_confirmed)
+            fail_msg("announce %zu got the confirmed flags again", i);
+    /* A new table, nothing confirmed in it yet: the count starts over. */
+    h->t.table = 43;
+    for (uint32_t i = 0; i < 12; i++)
+        h->t.confirmed[i] = false;
+    h_run(h, NULL, 3000);
+    const struct hannounce *last = h_last_announce(h);
+    assert_int_equal(last->table, 43);
+    assert_int_equal(last->confirmed_seen, 0);
     end(h);
 }
 
@@ -815,12 +905,14 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normal_download),
         cmocka_unit_test(test_trust_needs_a_confirmed_sha256),
+        cmocka_unit_test(test_confirmed_seen),
         cmocka_unit_test(test_reader_window),
         cmocka_unit_test(test_trust_needs_bytes_matching_the_table),
         cmocka_unit_test(test_no_vouch_for_a_table_our_bytes_contradict),
         cmocka_unit_test(test_vouch_waits_for_the_table),
         cmocka_unit_test(test_hashes_dropped_after_success),
         cmocka_unit_test(test_hash_report_latency),
+        cmocka_unit_test(test_hash_log_followed),
         cmocka_unit_test(test_resumed_download),
         cmocka_unit_test(test_resumed_lease_all_held),
         cmocka_unit_test(test_stall_self_lease),
