@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Every test: the clang-format check (tests/check-format.sh); unit (ctest)
 # and system (pytest) tests against the normal build, then against the
-# ASan+UBSan build; then, side by side, a bounded run of every libFuzzer
-# target (tests/fuzz/run.sh, FUZZ_SECONDS each, default 20; build-fuzz/ is
-# built by `make build-fuzz`) and the container image build from source
-# (pytest marker "image": network and disk bound, so it shares the cores
-# with the fuzzers instead of stretching a system pass). The ASan pass skips
-# the tests marked "slow" (long multi-agent runs whose code paths smaller
-# tests take too); ASAN_PYTEST_MARK="" runs them all. Run from anywhere;
-# exits non-zero if any runner fails (pytest's "no tests collected" counts
-# too).
+# ASan+UBSan build; a bounded run of every libFuzzer target
+# (tests/fuzz/run.sh, FUZZ_SECONDS each, default 20; build-fuzz/ is built by
+# `make build-fuzz`); and the container image build from source (pytest
+# marker "image"). The system passes leave about half of the machine's CPU
+# idle (they wait on timers and sockets), so the image build (network and
+# disk bound) runs beside the normal pass and the fuzzers (one core) beside
+# the ASan pass; each side's output is printed when both are done. The ASan
+# pass skips the tests marked "slow" (long multi-agent runs whose code paths
+# smaller tests take too); ASAN_PYTEST_MARK="" runs them all. Run from
+# anywhere; exits non-zero if any runner fails (pytest's "no tests
+# collected" counts too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,21 +99,21 @@ start=$(date +%s)
 
 run "format" ./tests/check-format.sh
 run "unit (build)" ctest --test-dir build --output-on-failure
-run "system (build)" pytest_run build/bin -m "not image"
+# The image compiles its own binaries; build/bin is only used for its smoke
+# checks. Its own basetemp (wiped by pytest at start) keeps the two pytest
+# runs' directories apart.
+run_beside "system image (build)" pytest_run build/bin -m image --basetemp "$PWD/build/pytest-image" -- \
+    "system (build)" pytest_run build/bin -m "not image"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run "unit (build-asan)" ctest --test-dir build-asan --output-on-failure
+asan_mark="not image"
 if [ -n "$ASAN_PYTEST_MARK" ]; then
-    run "system (build-asan)" pytest_run build-asan/bin -m "not image and ($ASAN_PYTEST_MARK)"
-else
-    run "system (build-asan)" pytest_run build-asan/bin -m "not image"
+    asan_mark="not image and ($ASAN_PYTEST_MARK)"
 fi
-
-# The fuzzers one at a time, beside the image build (build/bin is only used
-# for its smoke checks; the image compiles its own binaries).
 run_beside "fuzz (build-fuzz)" env FUZZ_JOBS=1 ./tests/fuzz/run.sh "${FUZZ_SECONDS:-20}" -- \
-    "system image (build)" pytest_run build/bin -m image
+    "system (build-asan)" pytest_run build-asan/bin -m "$asan_mark"
 
 echo
 echo "==== summary ($(($(date +%s) - start)) s)"

@@ -12,6 +12,8 @@ stopped by PID.
 
 import time
 
+import pytest
+
 from conftest import free_port, http_request, metric, wait_for
 from test_swarm import (SECRET, agent_report, check_body, join_all, logs_tail,  # noqa: F401
                         pull_all, safe_metrics, secret_file)
@@ -63,6 +65,7 @@ def finish(agents, threads, results, digest, report_extra=""):
         check_body(res, SIZE, digest, "client of agent %d" % i)
 
 
+@pytest.mark.slow
 def test_one_of_two_trackers_killed(registry, proxy_factory, agent_factory, redis_factory,
                                     tmp_path, secret_file, build):
     d, desc = build.blob(SIZE)
@@ -104,6 +107,7 @@ def test_one_of_two_trackers_killed(registry, proxy_factory, agent_factory, redi
             t.stop()
 
 
+@pytest.mark.slow
 def test_redis_killed_mid_swarm(registry, proxy_factory, agent_factory, redis_factory, tmp_path,
                                 secret_file, build):
     d, desc = build.blob(SIZE)
@@ -139,6 +143,7 @@ def test_redis_killed_mid_swarm(registry, proxy_factory, agent_factory, redis_fa
             t.stop()
 
 
+@pytest.mark.slow
 def test_only_tracker_restarted(registry, proxy_factory, agent_factory, redis_factory, tmp_path,
                                 secret_file, build):
     d, desc = build.blob(SIZE)
