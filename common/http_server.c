@@ -297,6 +297,26 @@ static void update_io(struct conn *c)
     }
 }
 
+/* Where the next bytes read go: scratch when discarding, else the free end
+ * of the request buffer (compacted first). False when that is full. */
+static bool read_room(struct conn *c, bool discard, char *scratch, size_t scratch_len, char **p,
+                      size_t *room)
+{
+    if (discard) {
+        *p = scratch;
+        *room = scratch_len;
+        return true;
+    }
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rpos = 0;
+    }
+    *p = c->rbuf + c->rlen;
+    *room = RBUF_SIZE - c->rlen;
+    return *room > 0;
+}
+
 /* Reads what the socket has. Input of a connection that will not parse
  * another request is discarded (and bounded). */
 static void do_read_plain(struct conn *c)
@@ -309,20 +329,8 @@ static void do_read_plain(struct conn *c)
         size_t room;
         ssize_t n;
 
-        if (discard) {
-            p = scratch;
-            room = sizeof(scratch);
-        } else {
-            if (c->rpos > 0) {
-                memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-                c->rlen -= c->rpos;
-                c->rpos = 0;
-            }
-            p = c->rbuf + c->rlen;
-            room = RBUF_SIZE - c->rlen;
-            if (room == 0)
-                return;
-        }
+        if (!read_room(c, discard, scratch, sizeof(scratch), &p, &room))
+            return;
         n = recv(c->fd, p, room, 0);
         if (n > 0) {
             if (discard) {
@@ -428,20 +436,8 @@ static void do_read_tls(struct conn *c)
             char *p;
             int rc;
 
-            if (discard) {
-                p = scratch;
-                room = sizeof(scratch);
-            } else {
-                if (c->rpos > 0) {
-                    memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-                    c->rlen -= c->rpos;
-                    c->rpos = 0;
-                }
-                p = c->rbuf + c->rlen;
-                room = RBUF_SIZE - c->rlen;
-                if (room == 0)
-                    return;
-            }
+            if (!read_room(c, discard, scratch, sizeof(scratch), &p, &room))
+                return;
             rc = tls_conn_recv(c->tls, c->tbuf, c->tlen, &used, p, room, &got);
             memmove(c->tbuf, c->tbuf + used, c->tlen - used);
             c->tlen -= used;
