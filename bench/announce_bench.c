@@ -496,6 +496,19 @@ static void on_connect(uv_connect_t *r, int status)
 
 /* ---- main --------------------------------------------------------------------------- */
 
+/* A whole decimal number from min to max into *out; -EINVAL otherwise (the
+ * caller prints the usage). */
+static int parse_count(const char *v, unsigned long min, unsigned long max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n < min || n > max)
+        return -EINVAL;
+    *out = (uint32_t)n;
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -528,14 +541,14 @@ int main(int argc, char **argv)
             tracker = v;
         else if (strcmp(a, "--secret-file") == 0)
             secret_file = v;
-        else if (strcmp(a, "--peers") == 0)
-            b.npeers = (uint32_t)atoi(v);
-        else if (strcmp(a, "--swarms") == 0)
-            b.nswarms = (uint32_t)atoi(v);
-        else if (strcmp(a, "--connections") == 0)
-            b.nconns = (uint32_t)atoi(v);
-        else if (strcmp(a, "--check") == 0)
-            b.check_every = (unsigned)atoi(v);
+        else if (strcmp(a, "--peers") == 0 && parse_count(v, 1, 10000000, &b.npeers) == 0)
+            ;
+        else if (strcmp(a, "--swarms") == 0 && parse_count(v, 1, 10000000, &b.nswarms) == 0)
+            ;
+        else if (strcmp(a, "--connections") == 0 && parse_count(v, 1, 4096, &b.nconns) == 0)
+            ;
+        else if (strcmp(a, "--check") == 0 && parse_count(v, 0, 1000000, &b.check_every) == 0)
+            ;
         else if (strcmp(a, "--interval") == 0 && config_parse_duration(v, &interval_ms) == 0)
             ;
         else if (strcmp(a, "--duration") == 0 && config_parse_duration(v, &duration_ms) == 0)

@@ -2,6 +2,7 @@
 #include "setup/wiring_conf.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,7 @@ int wiring_conf_target(const char *arg, struct wiring_target *t, char *err, size
     if (hl == strlen(WIRING_CONF_DEFAULT_HOST) && memcmp(arg, WIRING_CONF_DEFAULT_HOST, hl) == 0) {
         if (eq)
             return fail(err, errlen, "--registry %s: _default takes no URL (use --all)", arg);
-        strcpy(t->host, WIRING_CONF_DEFAULT_HOST);
+        snprintf(t->host, sizeof(t->host), "%s", WIRING_CONF_DEFAULT_HOST);
         return 0;
     }
     if (!valid_host(arg, hl))
@@ -125,7 +126,7 @@ int wiring_conf_target(const char *arg, struct wiring_target *t, char *err, size
         if (strlen(eq + 1) >= sizeof(t->server))
             return fail(err, errlen, "--registry %.300s: URL too long", arg);
     } else if (strcmp(t->host, DOCKER_HUB) == 0) {
-        strcpy(t->server, DOCKER_HUB_URL);
+        snprintf(t->server, sizeof(t->server), "%s", DOCKER_HUB_URL);
     } else {
         snprintf(t->server, sizeof(t->server), "https://%s", t->host);
     }
@@ -291,8 +292,8 @@ static void string_value(const char *v, size_t n, char *dst, size_t cap)
     if (!end)
         return;
     copy_trimmed(dst, cap, v + 1, (size_t)(end - v - 1));
-    if (dst[0] == '\0' && end > v + 1)
-        strcpy(dst, "/");
+    if (dst[0] == '\0' && end > v + 1 && cap > 1)
+        snprintf(dst, cap, "/");
 }
 
 /* Net count of [ minus ] outside strings, to skip multi-line arrays. */
@@ -336,7 +337,13 @@ static void scan_key(struct wiring_conf_containerd *rep, struct scan *sc, const 
 
     snprintf(reg, sizeof(reg), "%s.registry", pl);
     if (strcmp(table, "") == 0 && strcmp(key, "version") == 0) {
-        rep->version = atoi(v);
+        /* `version = 2`, perhaps with a comment after it; anything else
+         * leaves the version unknown (0), as an absent key does. */
+        char *end;
+        errno = 0;
+        long ver = strtol(v, &end, 10);
+        if (errno == 0 && end != v && ver >= 0 && ver <= 100)
+            rep->version = (int)ver;
         return;
     }
     /* containerd 2.1+: [plugins."io.containerd.cri.v1.images"] use_local_image_pull */
