@@ -8,7 +8,7 @@ import json
 import pytest
 
 import ocibuild
-from conftest import layout_digests, oci_error_codes, skopeo_copy
+from conftest import layout_digests, oci_error_codes, skopeo_copy, wait_for
 
 KINDS = ["image", "multilayer", "ormb", "modelpack"]
 
@@ -90,8 +90,13 @@ def test_tags_list_query_goes_upstream(registry, proxy_factory, agent_factory, b
     st, hd, body = a.get("/v2/pull/tags/tags/list?n=1&last=a")
     assert st == 200, body
     assert json.loads(body)["tags"] == [b.tag]
-    paths = [r["path"] for r in proxy.requests if "/tags/list" in r["path"]]
-    assert paths and paths[-1] == "/v2/pull/tags/tags/list?n=1&last=a", paths
+    # The proxy records a request in its own thread, which may run after the
+    # answer has reached the agent: wait for the record.
+    def recorded():
+        return [r["path"] for r in proxy.requests if "/tags/list" in r["path"]]
+    wait_for(lambda: recorded(), 5, "the proxy's record of the tags/list request")
+    paths = recorded()
+    assert paths[-1] == "/v2/pull/tags/tags/list?n=1&last=a", paths
 
 
 def test_unknown_manifest_and_blob(registry, agent, build):
