@@ -63,6 +63,7 @@ struct partial_reader {
     bool passive;    /* waits for the end only (a prewarm fill) */
     uint64_t first;
     bool ending; /* on_end is due with end_rc */
+    bool in_end; /* on_end is running: deliver() frees the reader after it */
     int end_rc;
     int end_status;
 };
@@ -435,7 +436,8 @@ static void deliver(struct partial_blob *pb)
         struct partial_reader *next = r->next;
         if (r->ending) {
             /* Linked while on_end runs so the fd stays valid; a detach from
-             * inside the callback is a no-op once ending. */
+             * inside the callback is a no-op. */
+            r->in_end = true;
             r->cbs.on_end(r, r->end_rc, r->end_status, r->arg);
             reader_unlink(r);
             free(r);
@@ -1310,7 +1312,10 @@ unsigned partial_active_readers(const struct partial_blob *pb)
 
 void partial_reader_detach(struct partial_reader *r)
 {
-    if (!r || r->ending)
+    /* A reader whose end is queued but not yet delivered is detached like
+     * any other: its owner (a client connection that closed meanwhile) may
+     * be gone by the time the end would run. */
+    if (!r || r->in_end)
         return;
     struct partial_blob *pb = r->pb;
     reader_unlink(r);

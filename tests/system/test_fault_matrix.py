@@ -155,6 +155,9 @@ def retire(agents, row):
             if rc != 0:
                 row.problems.append("agent %s exited %s on SIGTERM: %s"
                                     % (a.host, rc, tail(a.stderr_path, 5)))
+        elif not a.crashed_ok:  # died on its own: a crash, never a fault to absorb
+            row.problems.append("agent %s died (exit %s): %s"
+                                % (a.host, a.proc.returncode, tail(a.stderr_path, 20)))
         a.crashed_ok = True
 
 

@@ -44,6 +44,9 @@ struct fixture {
     int progress;
     int ends;
     int end_rc;
+    /* detached from inside the owner's on_end (the end already queued for
+     * it), as a client connection that closes at that moment would be */
+    struct partial_reader **detach_on_end;
 };
 
 struct reader {
@@ -75,6 +78,10 @@ static void on_end(struct partial_blob *pb, int rc, void *arg)
     struct fixture *f = arg;
     f->ends++;
     f->end_rc = rc;
+    if (f->detach_on_end && *f->detach_on_end) {
+        partial_reader_detach(*f->detach_on_end);
+        *f->detach_on_end = NULL;
+    }
 }
 
 static const struct partial_ops ops = {
@@ -335,6 +342,38 @@ static void test_stream_mismatch_then_refetch(void **state)
     assert_false(waiting.bad);
     assert_true(store_blob_exists(f->store, &d));
     partial_close(pb, PARTIAL_KEEP, 0, 0);
+    free(data);
+    free(bad);
+}
+
+/* A reader whose end is queued (the digest mismatched) but not yet delivered
+ * is detached, as a client connection closing at that moment is: its end
+ * never runs (its owner may be freed), and the other readers go on. */
+static void test_detach_with_end_queued(void **state)
+{
+    struct fixture *f = *state;
+    size_t size = 2 * MiB;
+    char *bad = blob(size);
+    bad[size / 3] ^= 0x01;
+    struct oci_digest d;
+    char *data = blob(size);
+    oneshot_digest(OCI_DIGEST_SHA256, data, size, &d);
+    struct partial_blob *pb = open_ready(f, &d, size);
+    struct reader gone = {.take = true}, kept = {.take = true};
+    assert_int_equal(partial_reader_attach(pb, &rcbs, &gone, &gone.r), 0);
+    assert_int_equal(partial_reader_attach(pb, &rcbs, &kept, &kept.r), 0);
+    f->detach_on_end = &gone.r;
+    assert_int_equal(partial_stream_begin(pb), 0);
+    push_all(f, pb, bad, 0, size, 256 * 1024);
+    wait_ends(f, 1);
+    assert_int_equal(f->end_rc, SHOAL_EDIGEST_MISMATCH);
+    assert_null(gone.r);
+    assert_true(loop_run_until_count(&f->loop, &kept.ends, 1, 5000));
+    assert_int_equal(kept.end_rc, SHOAL_EDIGEST_MISMATCH);
+    assert_int_equal(gone.ends, 0);
+    assert_true(gone.got > 0);
+    f->detach_on_end = NULL;
+    partial_close(pb, PARTIAL_DROP, SHOAL_ENOT_FOUND, 404);
     free(data);
     free(bad);
 }
@@ -912,6 +951,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_whole_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_blob, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_mismatch_then_refetch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_detach_with_end_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pieces_out_of_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pieces_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_piece_length, setup, teardown),
