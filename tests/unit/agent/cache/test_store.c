@@ -812,15 +812,22 @@ static void test_tags(void **state)
 }
 
 /* Manifests and tag answers count in cache-max-bytes and leave, least
- * recently used first, like blobs. Uses are apart by a few milliseconds so
- * that the LRU order is the order of the calls. */
+ * recently used first, like blobs. Uses are apart by more than a clock tick
+ * so that the LRU order is the order of the calls: file times come from the
+ * kernel's coarse clock (one jiffy, up to 10 ms), and after a restart the
+ * order is the files' mtimes. */
+static void apart(void)
+{
+    usleep(12000);
+}
+
 static void put_manifest(struct store *s, unsigned seed, struct oci_digest *d)
 {
     char body[997];
     fill(body, sizeof(body), seed);
     oneshot_digest(OCI_DIGEST_SHA256, body, sizeof(body), d);
     assert_int_equal(store_manifest_put(s, d, "x/y", body, sizeof(body)), 0); /* 1000 bytes */
-    usleep(3000);
+    apart();
 }
 
 static bool has_manifest(struct store *s, const struct oci_digest *d)
@@ -829,7 +836,7 @@ static bool has_manifest(struct store *s, const struct oci_digest *d)
     buf_init(&b, 1 << 20);
     int rc = store_manifest_get(s, d, &b, NULL, 0);
     buf_dispose(&b);
-    usleep(3000);
+    apart();
     return rc == 0;
 }
 
@@ -848,11 +855,11 @@ static void test_meta_counted_and_evicted(void **state)
     assert_int_equal(store_blob_count(s), 0);
     /* "<digest> x/y\n": 71 + 1 + 3 + 1 bytes. */
     assert_int_equal(store_tag_put(s, "h.example", "r", "t", dg, "x/y"), 0);
-    usleep(3000);
+    apart();
     assert_int_equal(store_bytes(s), 4076);
     /* Rewriting replaces, it does not add. */
     assert_int_equal(store_tag_put(s, "h.example", "r", "t", dg, "x/y"), 0);
-    usleep(3000);
+    apart();
     assert_int_equal(store_bytes(s), 4076);
 
     /* Counted again after a restart. */
@@ -862,15 +869,15 @@ static void test_meta_counted_and_evicted(void **state)
     assert_int_equal(store_blob_count(s), 0);
 
     /* Order of use: m1, m2, m3, the tag, m0 (read now). */
-    usleep(3000);
+    apart();
     assert_true(has_manifest(s, &m[0]));
     make_blob(s, 3000, 80, &a);
-    usleep(3000);
+    apart();
     assert_int_equal(store_bytes(s), 7076);
     /* Past the high mark: the least recently used go until 8000. (exists()
      * looks without using.) */
     make_blob(s, 2500, 81, &b);
-    usleep(3000);
+    apart();
     assert_int_equal(store_bytes(s), 7576);
     assert_false(exists("%s/manifests/sha256/%s", f->dir, m[1].hex));
     assert_false(exists("%s/manifests/sha256/%s.type", f->dir, m[1].hex));
