@@ -458,6 +458,35 @@ static void test_close_in_on_request_timeout(void **state)
     assert_int_equal(t->cli.reason, SHOAL_ETIMEOUT);
 }
 
+/* The owner's file lost the piece's bytes between the answer and its send
+ * (a whole-blob mismatch drops a partial's content): the serving side closes
+ * the connection with -EIO instead of sending what is not there, mapped or
+ * read alike. */
+static void truncate_then_answer(struct side *s, uint32_t index)
+{
+    assert_int_equal(ftruncate(s->t->fd, PLEN), 0);
+    answer(s, index);
+}
+
+static void ask_last(struct side *s)
+{
+    assert_int_equal(peer_conn_request(s->c, NPIECES - 1), 0);
+}
+
+static void test_answer_past_the_end(void **state)
+{
+    struct tctx *t = *state;
+
+    t->cli.h.ready = ask_last;
+    t->cli.h.piece = xfer_piece;
+    t->srv.h.request = truncate_then_answer;
+    start_pair(t);
+    run(t);
+    assert_int_equal(t->cli.pieces, 0);
+    assert_int_equal(t->srv.reason, -EIO);
+    assert_int_equal(t->cli.closes, 1); /* the requester hears the close, not a piece */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +507,7 @@ int main(void)
         T(test_close_in_on_piece_with_more_in_flight),
         T(test_close_in_on_request_with_read_pending),
         T(test_close_in_on_request_timeout),
+        T(test_answer_past_the_end),
 #undef T
     };
 
