@@ -371,7 +371,6 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
     c->initiator = initiator;
     c->state = initiator ? PEER_CONN_CONNECTING : c->tls ? PEER_CONN_TLS : PEER_CONN_WAIT_HELLO;
     peer_serve_init(&c->serve, loop, &serve_io, c, c->id, c->digest);
-    peer_serve_use_mapping(&c->serve, c->tls == NULL);
     snprintf(c->addr, sizeof(c->addr), "?");
     wire_decoder_init(&c->dec, WIRE_HANDSHAKE_MAX_FRAME);
     c->hs_deadline = uv_now(loop) + c->set.handshake_ms;
@@ -416,7 +415,7 @@ static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t p
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
         buf_dispose(b);
-        peer_serve_recycle(&c->serve, piece, piece_len);
+        free(piece);
         return -ENOMEM;
     }
     w->c = c;
@@ -435,7 +434,7 @@ static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t p
             rc = -EINVAL;
         if (rc < 0) {
             free(w->frame);
-            peer_serve_recycle(&c->serve, w->piece, w->piece_len);
+            free(w->piece);
             free(w);
             return rc;
         }
@@ -445,7 +444,7 @@ static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t p
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, piece && !c->tls ? 2 : 1, on_write);
     if (rc < 0) {
         free(w->frame);
-        peer_serve_recycle(&c->serve, w->piece, w->piece_len);
+        free(w->piece);
         free(w);
         return rc;
     }
@@ -538,7 +537,7 @@ static int serve_send_piece(void *ctx, uint32_t index, uint8_t *data, uint32_t l
     rc = wire_encode_piece_header(&b, index, len);
     if (rc < 0) {
         buf_dispose(&b);
-        peer_serve_recycle(&c->serve, data, len);
+        free(data);
         return rc;
     }
     return send_buf(c, &b, data, len);

@@ -9,8 +9,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shoal/error.h"
@@ -46,13 +44,7 @@ void peer_serve_init(struct peer_serve *s, uv_loop_t *loop, const struct peer_se
     s->log_id = log_id;
     s->log_digest = log_digest;
     s->fs.data = s;
-    s->work.data = s;
     s->tail = &s->head;
-}
-
-void peer_serve_use_mapping(struct peer_serve *s, bool on)
-{
-    s->use_mapping = on;
 }
 
 int peer_serve_set_pieces(struct peer_serve *s, uint32_t npieces)
@@ -80,9 +72,6 @@ void peer_serve_dispose(struct peer_serve *s)
     s->cur_buf = NULL;
     free(s->spare);
     s->spare = NULL;
-    if (s->map_base)
-        munmap(s->map_base, s->map_len);
-    s->map_base = s->map_piece = NULL;
     free(s->requested);
     s->requested = NULL;
 }
@@ -90,7 +79,6 @@ void peer_serve_dispose(struct peer_serve *s)
 /* ---- Reading and sending ------------------------------------------------ */
 
 static void on_fs_read(uv_fs_t *req);
-static void pump(struct peer_serve *s);
 
 static int start_read(struct peer_serve *s)
 {
@@ -103,82 +91,6 @@ static int start_read(struct peer_serve *s)
         return rc;
     s->reading = true;
     return 0;
-}
-
-/* In the thread pool: maps the current answer's bytes, faulting them in
- * (from the page cache, or the disk) here rather than on the loop. */
-static void work_map(uv_work_t *req)
-{
-    struct peer_serve *s = req->data;
-    const struct peer_answer *a = s->cur;
-    struct stat st;
-    long page = sysconf(_SC_PAGESIZE);
-    uint64_t start = a->off - a->off % (uint64_t)(page > 0 ? page : 4096);
-    size_t len = (size_t)(a->off - start) + a->len;
-    void *p;
-
-    s->work_rc = 0;
-    if (fstat(a->fd, &st) != 0) {
-        s->work_rc = -errno;
-        return;
-    }
-    if ((uint64_t)st.st_size < a->off + a->len) { /* as a short read would */
-        s->work_rc = -EIO;
-        return;
-    }
-    p = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, a->fd, (off_t)start);
-    if (p == MAP_FAILED) {
-        s->work_rc = -errno;
-        return;
-    }
-    s->map_base = p;
-    s->map_len = len;
-    s->map_piece = (uint8_t *)p + (a->off - start);
-}
-
-static void unmap(struct peer_serve *s)
-{
-    if (s->map_base)
-        munmap(s->map_base, s->map_len);
-    s->map_base = s->map_piece = NULL;
-    s->map_len = 0;
-}
-
-static void after_map(uv_work_t *req, int status)
-{
-    struct peer_serve *s = req->data;
-    struct peer_answer *a = s->cur;
-    int rc = status < 0 ? status : s->work_rc;
-
-    s->reading = false;
-    if (s->stopped) {
-        unmap(s);
-        s->io->settled(s->ctx);
-        return;
-    }
-    s->cur = NULL;
-    if (a->dropped) {
-        unmap(s);
-        answer_free(a);
-        pump(s);
-        return;
-    }
-    if (rc < 0) {
-        LOG(WARN, COMP, "conn=%" PRIu64 " digest=%s piece=%" PRIu32 " event=read-failed rc=%s",
-            s->log_id, s->log_digest, a->index, shoal_errname(rc));
-        unmap(s);
-        answer_free(a);
-        s->io->fail(s->ctx, rc);
-        return;
-    }
-    /* The mapping outlives the descriptor; peer_serve_recycle unmaps it. */
-    rc = s->io->send_piece(s->ctx, a->index, s->map_piece, a->len);
-    answer_free(a);
-    if (rc < 0) {
-        s->io->fail(s->ctx, rc);
-        return;
-    }
-    s->writing = true;
 }
 
 /* Starts reading the next queued answer unless one is being read or sent:
@@ -197,15 +109,6 @@ static void pump(struct peer_serve *s)
     a->next = NULL;
     s->cur = a;
     s->cur_done = 0;
-    if (s->use_mapping && a->len > 0) {
-        rc = uv_queue_work(s->loop, &s->work, work_map, after_map);
-        if (rc < 0) {
-            s->io->fail(s->ctx, rc);
-            return;
-        }
-        s->reading = true;
-        return;
-    }
     if (s->spare && s->spare_len >= a->len) {
         s->cur_buf = s->spare;
         s->spare = NULL;
@@ -271,10 +174,6 @@ static void on_fs_read(uv_fs_t *req)
 
 void peer_serve_recycle(struct peer_serve *s, uint8_t *piece, size_t len)
 {
-    if (piece && piece == s->map_piece) {
-        unmap(s);
-        piece = NULL;
-    }
     if (piece && !s->stopped && s->head && !s->spare) {
         s->spare = piece;
         s->spare_len = len;

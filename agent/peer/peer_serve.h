@@ -2,15 +2,6 @@
  * outstanding, the answers the owner queued for them, and the one answer at a
  * time being read from the owner's file in the libuv thread pool.
  *
- * On a plaintext connection (peer_serve_use_mapping) the answer is not read
- * into a buffer but mapped (MAP_POPULATE, in the thread pool) and the
- * mapping handed to the write: the kernel copies the page cache straight
- * into the socket, one user-space copy per served byte less. Only the
- * kernel ever touches the mapping, so a file truncated under it (a
- * whole-blob mismatch drops the partial's content) fails the write with
- * EFAULT instead of raising SIGBUS; TLS, which encrypts in user space,
- * keeps reading into a buffer.
- *
  * Private to the peer_conn module. A struct peer_serve is embedded in each
  * struct peer_conn; peer_conn.c drives it and it reaches the connection only
  * through the struct peer_serve_io it was given (sending a PIECE, failing the
@@ -29,10 +20,9 @@ struct peer_answer;
 
 /* What the serving side needs from its connection. ctx is peer_serve.ctx. */
 struct peer_serve_io {
-    /* Sends the PIECE frame for index with len bytes of data. data goes back
-     * through peer_serve_recycle() once written, or on error (it may be a
-     * mapping: never free()d by the connection). 0 or a negative code;
-     * peer_serve_sent() follows a 0 once the bytes have left. */
+    /* Sends the PIECE frame for index with len bytes of data (taken, also on
+     * error). 0 or a negative code; peer_serve_sent() follows a 0 once the
+     * bytes have left. */
     int (*send_piece)(void *ctx, uint32_t index, uint8_t *data, uint32_t len);
     /* Serving failed (out of memory, a failed or short read): the connection
      * must close with rc. */
@@ -54,12 +44,6 @@ struct peer_serve {
     const struct peer_serve_io *io;
     void *ctx;
     uv_fs_t fs;
-    uv_work_t work;     /* a mapping being made (use_mapping) */
-    bool use_mapping;   /* plaintext: map answers instead of reading them */
-    int work_rc;        /* the mapping's result: 0 or a negative errno */
-    uint8_t *map_base;  /* the mapping of the piece in cur_buf or on its way out */
-    size_t map_len;     /* (page-aligned start and length), NULL when none */
-    uint8_t *map_piece; /* the piece's first byte inside map_base */
     uint8_t *requested; /* bitset: asked for by the peer, not answered yet */
     uint32_t npieces;
     struct peer_answer *head, **tail;
@@ -80,9 +64,6 @@ struct peer_serve {
  * life; log_id and log_digest only go to the log. */
 void peer_serve_init(struct peer_serve *s, uv_loop_t *loop, const struct peer_serve_io *io,
                      void *ctx, uint64_t log_id, const char *log_digest);
-/* Serve by mapping instead of reading (plaintext connections only: the
- * data must never be read in user space). */
-void peer_serve_use_mapping(struct peer_serve *s, bool on);
 /* Sizes the request bitset for npieces pieces. 0 or -ENOMEM. */
 int peer_serve_set_pieces(struct peer_serve *s, uint32_t npieces);
 /* Frees the answers, buffers and bitset. No read may be in flight. */
@@ -102,9 +83,8 @@ bool peer_serve_on_cancel(struct peer_serve *s, uint32_t index);
  * checked index, len, fd and off. */
 int peer_serve_answer(struct peer_serve *s, uint32_t index, int fd, uint64_t off, uint32_t len);
 
-/* A write of the connection finished or failed; piece (taken, may be NULL)
- * is its PIECE data. A mapping is unmapped; a buffer is kept for the next
- * queued answer or freed. */
+/* A write of the connection finished; piece (taken, may be NULL) is its
+ * PIECE data. The buffer is kept for the next queued answer or freed. */
 void peer_serve_recycle(struct peer_serve *s, uint8_t *piece, size_t len);
 /* The PIECE that send_piece queued has gone out: the next answer may start. */
 void peer_serve_sent(struct peer_serve *s);
