@@ -110,8 +110,10 @@ const struct config_option agent_options[] = {
     OPT("swarm-reader-window", CONFIG_INT, swarm_reader_window, 0, 4096, "0",
         "while a client reads a blob as it downloads, this many pieces after the held prefix are "
         "fetched first, in order (0: rarest-first only; docs/benchmarks.md)"),
-    OPT("swarm-min-size", CONFIG_SIZE, swarm_min_size, 0, INT64_MAX, "1MiB",
-        "blobs smaller than this are fetched from upstream directly, not through the swarm"),
+    OPT("swarm-min-size", CONFIG_SIZE, swarm_min_size, 0, INT64_MAX, "0",
+        "blobs smaller than this are fetched from upstream by every agent itself, not through the "
+        "swarm (0: every non-empty blob goes through the swarm, one upstream copy per cluster; "
+        "docs/benchmarks.md)"),
     OPT("ban-time", CONFIG_DURATION, ban_time_ms, SEC, 24 * HOUR, "5m",
         "how long a peer that sent a bad piece is ignored"),
     OPT("ingress-rate", CONFIG_SIZE, ingress_rate, 0, INT64_MAX, "0",
