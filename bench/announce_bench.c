@@ -44,6 +44,7 @@
 #include "shoal/announce.h"
 #include "shoal/cluster_auth.h"
 #include "shoal/config.h"
+#include "shoal/hash.h"
 
 #define PIECES 64            /* per swarm: 64 MiB blobs of 1 MiB pieces */
 #define HASH_HEX 64          /* SHA-256, the tracker's default piece hash */
@@ -592,10 +593,9 @@ int main(int argc, char **argv)
         char seed[32];
         snprintf(seed, sizeof(seed), "bench-swarm-%u", s);
         SHA256((const unsigned char *)seed, strlen(seed), md);
-        char *d = b.digests[s];
-        d += sprintf(d, "sha256:");
-        for (int k = 0; k < 32; k++)
-            d += sprintf(d, "%02x", md[k]);
+        char hex[2 * sizeof(md) + 1];
+        hash_to_hex(md, sizeof(md), hex);
+        snprintf(b.digests[s], sizeof(b.digests[s]), "sha256:%s", hex);
     }
     for (uint32_t i = 0; i < b.npeers; i++) {
         b.peers[i].id = i;

@@ -1165,6 +1165,30 @@ static int parse_rate(const char *s, double *out)
     return 0;
 }
 
+/* A whole number in [0, max], digits only: 0, or -1. */
+static int parse_uint(const char *v, unsigned max, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n > max)
+        return -1;
+    *out = (unsigned)n;
+    return 0;
+}
+
+/* A finite number of at least 0: 0, or -1. */
+static int parse_num(const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno != 0 || end == v || *end != '\0' || !isfinite(d) || d < 0)
+        return -1;
+    *out = d;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct params p = {
@@ -1185,6 +1209,7 @@ int main(int argc, char **argv)
     };
     const char *hosts = "8";
     bool json = false, up_set = false;
+    unsigned seed32;
     log_threshold = LOG_LEVEL_ERROR;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1205,38 +1230,39 @@ int main(int argc, char **argv)
             ;
         else if (strcmp(a, "--upstream-rate") == 0 && parse_rate(v, &p.up_rate_bps) == 0)
             up_set = true;
-        else if (strcmp(a, "--msg-ms") == 0)
-            p.msg_ms = atof(v);
-        else if (strcmp(a, "--connect-ms") == 0)
-            p.connect_ms = atof(v);
-        else if (strcmp(a, "--tracker-ms") == 0)
-            p.tracker_ms = atof(v);
-        else if (strcmp(a, "--upstream-ms") == 0)
-            p.upstream_ms = atof(v);
-        else if (strcmp(a, "--start-ms") == 0)
-            p.start_ms = atof(v);
-        else if (strcmp(a, "--hash-mbps") == 0)
-            p.hash_mbps = atof(v);
-        else if (strcmp(a, "--max-peers") == 0)
-            p.max_peers = (unsigned)atoi(v);
+        else if (strcmp(a, "--msg-ms") == 0 && parse_num(v, &p.msg_ms) == 0)
+            ;
+        else if (strcmp(a, "--connect-ms") == 0 && parse_num(v, &p.connect_ms) == 0)
+            ;
+        else if (strcmp(a, "--tracker-ms") == 0 && parse_num(v, &p.tracker_ms) == 0)
+            ;
+        else if (strcmp(a, "--upstream-ms") == 0 && parse_num(v, &p.upstream_ms) == 0)
+            ;
+        else if (strcmp(a, "--start-ms") == 0 && parse_num(v, &p.start_ms) == 0)
+            ;
+        else if (strcmp(a, "--hash-mbps") == 0 && parse_num(v, &p.hash_mbps) == 0)
+            ;
+        else if (strcmp(a, "--max-peers") == 0 && parse_uint(v, 1000000, &p.max_peers) == 0)
+            ;
         else if (strcmp(a, "--piece-length") == 0 && config_parse_size(v, &p.piece_length) == 0)
             ;
-        else if (strcmp(a, "--tracker-max-peers") == 0)
-            p.tracker_max_peers = (unsigned)atoi(v);
-        else if (strcmp(a, "--slots") == 0)
-            p.slots = (unsigned)atoi(v);
-        else if (strcmp(a, "--inflight") == 0)
-            p.inflight = (unsigned)atoi(v);
-        else if (strcmp(a, "--lease-pieces") == 0)
-            p.lease_pieces = (unsigned)atoi(v);
-        else if (strcmp(a, "--seed") == 0)
-            p.seed = strtoull(v, NULL, 10);
-        else if (strcmp(a, "--quantum-ms") == 0)
-            p.quantum_s = atof(v) / 1000;
-        else if (strcmp(a, "--limit") == 0)
-            p.limit_s = atof(v);
-        else if (strcmp(a, "--trace") == 0)
-            p.trace_s = atof(v);
+        else if (strcmp(a, "--tracker-max-peers") == 0 &&
+                 parse_uint(v, 1000000, &p.tracker_max_peers) == 0)
+            ;
+        else if (strcmp(a, "--slots") == 0 && parse_uint(v, 1000000, &p.slots) == 0)
+            ;
+        else if (strcmp(a, "--inflight") == 0 && parse_uint(v, 1000000, &p.inflight) == 0)
+            ;
+        else if (strcmp(a, "--lease-pieces") == 0 && parse_uint(v, 1000000, &p.lease_pieces) == 0)
+            ;
+        else if (strcmp(a, "--seed") == 0 && parse_uint(v, UINT32_MAX, &seed32) == 0)
+            p.seed = seed32;
+        else if (strcmp(a, "--quantum-ms") == 0 && parse_num(v, &p.quantum_s) == 0)
+            p.quantum_s /= 1000;
+        else if (strcmp(a, "--limit") == 0 && parse_num(v, &p.limit_s) == 0)
+            ;
+        else if (strcmp(a, "--trace") == 0 && parse_num(v, &p.trace_s) == 0)
+            ;
         else {
             usage();
             return 2;

@@ -55,7 +55,14 @@ int url_origin_parse(const char *url, struct url_origin *out)
     if (rc < 0)
         goto out;
     out->https = strcmp(scheme, "https") == 0;
-    out->port = atoi(port);
+    errno = 0;
+    char *end;
+    long n = strtol(port, &end, 10);
+    if (errno != 0 || end == port || *end != '\0' || n < 0 || n > 65535) {
+        rc = SHOAL_EPARSE;
+        goto out;
+    }
+    out->port = (int)n;
     for (char *p = out->host; *p; p++)
         if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p - 'A' + 'a');
