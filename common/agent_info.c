@@ -205,7 +205,7 @@ int agent_info_decode(const char *body, size_t len, struct agent_info *out, char
     json_t *doc = len ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     if (!json_is_object(doc)) {
         snprintf(err, errlen, "body: expected a JSON object%s%s", doc ? "" : ": ",
-                 doc ? "" : (len ? jerr.text : "empty"));
+                 doc ? "" : (len ? shoal_one_line(jerr.text) : "empty"));
         goto out;
     }
     if ((rc = get_text(doc, "name", true, out->name, sizeof(out->name), err, errlen)) < 0 ||

@@ -759,7 +759,8 @@ int announce_req_decode(const char *body, size_t len, enum wire_hash_algo algo,
     out->req.hash_len = wire_hash_len(algo);
     out->json = load(body, len, &jerr);
     if (out->json == NULL)
-        BAD("body: invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        BAD("body: invalid JSON: %s (line %d, column %d)", shoal_one_line(jerr.text), jerr.line,
+            jerr.column);
     return decode_req(out->json, algo, out, err, errlen);
 }
 
@@ -1255,8 +1256,8 @@ static int reply_decode(const char *body, size_t len, struct announce_reply_doc 
     memset(out, 0, sizeof(*out));
     out->json = load(body, len, &jerr);
     if (out->json == NULL)
-        return fail(err, errlen, "(body)", "invalid JSON: %s (line %d, column %d)", jerr.text,
-                    jerr.line, jerr.column);
+        return fail(err, errlen, "(body)", "invalid JSON: %s (line %d, column %d)",
+                    shoal_one_line(jerr.text), jerr.line, jerr.column);
     if (!json_is_object(out->json))
         return fail(err, errlen, "(body)", "not a JSON object");
     if ((rc = reply_uint(out->json, K_INTERVAL_MS, K_INTERVAL_MS, ANNOUNCE_INTERVAL_MIN_MS,

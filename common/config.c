@@ -485,7 +485,8 @@ static int apply_defaults(const struct config_option *table, void *target, char 
             json_error_t jerr;
             json_t *v = json_loads(o->def, JSON_DECODE_ANY, &jerr);
             if (!v) {
-                fail(err, errlen, "config: \"%s\": bad default: %s", o->name, jerr.text);
+                fail(err, errlen, "config: \"%s\": bad default: %s", o->name,
+                     shoal_one_line(jerr.text));
                 return SHOAL_ECONFIG;
             }
             rc = set_custom(o, target, v, err, errlen);
@@ -511,9 +512,10 @@ static int apply_file(const struct config_option *table, void *target, const cha
     root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (jerr.line > 0)
-            fail(err, errlen, "config: %s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+            fail(err, errlen, "config: %s:%d:%d: %s", path, jerr.line, jerr.column,
+                 shoal_one_line(jerr.text));
         else
-            fail(err, errlen, "config: %s: %s", path, jerr.text);
+            fail(err, errlen, "config: %s: %s", path, shoal_one_line(jerr.text));
         return SHOAL_ECONFIG;
     }
     if (!json_is_object(root)) {

@@ -118,3 +118,11 @@ const char *shoal_errname(int rc)
     snprintf(unknown, sizeof(unknown), "E+%d", rc);
     return unknown;
 }
+
+char *shoal_one_line(char *s)
+{
+    for (char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return s;
+}

@@ -226,7 +226,8 @@ int manifest_parse(const void *data, size_t len, const char *content_type, struc
     }
     root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        rc = fail(err, errlen, SHOAL_EPARSE, "manifest is not valid JSON: %s", jerr.text);
+        rc = fail(err, errlen, SHOAL_EPARSE, "manifest is not valid JSON: %s",
+                  shoal_one_line(jerr.text));
         goto out;
     }
     if (!json_is_object(root)) {

@@ -56,7 +56,8 @@ static json_t *load(const char *body, size_t len, char *err, size_t errlen)
         if (root)
             fail(err, errlen, "the body is not a JSON object");
         else
-            fail(err, errlen, "the body is not JSON: %s", len ? jerr.text : "empty");
+            fail(err, errlen, "the body is not JSON: %s",
+                 len ? shoal_one_line(jerr.text) : "empty");
         json_decref(root);
         return NULL;
     }

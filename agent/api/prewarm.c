@@ -767,7 +767,7 @@ static int create_job(struct prewarm *p, const struct prewarm_caller *caller, co
     root = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(root)) {
         snprintf(msg, sizeof(msg), "body is not a JSON object%s%s", root ? "" : ": ",
-                 root ? "" : jerr.text);
+                 root ? "" : shoal_one_line(jerr.text));
         status = answer_error(out, 400, "INVALID_REQUEST", msg);
         goto out;
     }

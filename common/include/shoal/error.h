@@ -42,4 +42,10 @@ const char *shoal_strerror(int rc);
 /* Short symbolic name for rc ("DIGEST_MISMATCH", "ECONNREFUSED"). Never NULL. */
 const char *shoal_errname(int rc);
 
+/* Makes s (NUL-terminated, changed in place) one printable line: every
+ * control character becomes '?'. For text that quotes its input, such as a
+ * JSON parser's "near '...'", before it goes into an error reason or a log
+ * line. Returns s. */
+char *shoal_one_line(char *s);
+
 #endif
