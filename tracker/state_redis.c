@@ -20,6 +20,7 @@
 #include "shoal/agent_info.h"
 #include "shoal/cluster_seal.h"
 #include "shoal/error.h"
+#include "shoal/hash.h"
 #include "shoal/log.h"
 #include "shoal/wire.h"
 
@@ -314,7 +315,7 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
         put_be32(failed + 4 * i, (uint32_t)req->lease_failed[i]);
     size_t bl = 0;
     for (size_t i = 0; i < req->nbad_peers; i++)
-        bl += (size_t)sprintf(bad + bl, "%s\n", req->bad_peers[i]);
+        bl += (size_t)snprintf(bad + bl, badlen + 1 - bl, "%s\n", req->bad_peers[i]);
 
     char now[24] = "", size[24], have[24], from[24], table[24], nplen[24], npieces[24], hlen[24],
          lp[24], lt[24], pt[24], keep[24], bpm[24], msw[24], msp[24], mp[24], slice[24], ntable[24],
@@ -1236,8 +1237,10 @@ int tracker_state_redis_create(uv_loop_t *loop, const struct tracker_state_redis
     if (rcfg->secret_len)
         memcpy(s->secret, rcfg->secret, rcfg->secret_len);
     s->secret_len = rcfg->secret_len;
+    uint8_t rid[16];
     for (int i = 0; i < 16; i++)
-        sprintf(s->rid + 2 * i, "%02x", (unsigned)(rnd(s) >> 56));
+        rid[i] = (uint8_t)(rnd(s) >> 56);
+    hash_to_hex(rid, sizeof(rid), s->rid);
     struct redis_link_config lc = {
         .target = target,
         .password = rcfg->password,

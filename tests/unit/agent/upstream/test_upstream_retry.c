@@ -5,6 +5,7 @@
  * exhausted and disabled retries, refused connections, and cancelling a
  * request during backoff, during an attempt and while it waits for a token.
  * The parser and the auth flows are in test_upstream.c. */
+#include <errno.h>
 #include <time.h>
 
 #include "test_upstream_fixture.h"
@@ -16,6 +17,15 @@
  * then 200; 5: hang; 6: 503 with an HTTP date 1 s ahead (RFC 850 form),
  * then 200; 7: always 429 with Retry-After: 3600; 8: 429 with Retry-After: 1,
  * then 200. Every 503 of scenario 0 carries Retry-After: 0. */
+/* A Retry-After of delta-seconds, digits only; -1 for anything else. */
+static long seconds(const char *v)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    return errno != 0 || end == v || *end != '\0' || n < 0 ? -1 : n;
+}
+
 static void retry_handler(struct fx *f, const struct srv_req *rq, struct reply *rep)
 {
     (void)rq;
@@ -207,7 +217,7 @@ static void test_429_long_retry_after_backs_off(void **state)
     assert_int_equal(b.status, 429);
     assert_int_equal(b.nresp, 1);
     assert_int_equal(b.resp_status, 429);
-    assert_true(atoi(b.retry_after) > 3500 && atoi(b.retry_after) <= 3600);
+    assert_true(seconds(b.retry_after) > 3500 && seconds(b.retry_after) <= 3600);
     assert_int_equal(f.nlog, 1); /* not sent */
     assert_int_equal(upstream_stats(f.u)->backoff_refusals, 1);
     assert_int_equal(upstream_stats(f.u)->requests, 1);
@@ -283,7 +293,7 @@ static void test_429_short_retry_after_is_waited_for(void **state)
     assert_int_equal(a.status, 200);
     assert_true(uv_now(&f.loop) - t0 >= 900);
     assert_int_equal(b.status, 429);
-    assert_true(atoi(b.retry_after) >= 1);
+    assert_true(seconds(b.retry_after) >= 1);
     assert_int_equal(f.nlog, 2); /* the 429 and the retry; b never went out */
     assert_int_equal(upstream_stats(f.u)->backoff_refusals, 1);
     assert_int_equal(upstream_backoff_left_ms(f.u, "reg.test"), 0);
