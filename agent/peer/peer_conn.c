@@ -45,9 +45,15 @@ struct inflight {
 struct wreq {
     uv_write_t req;
     struct peer_conn *c;
-    char *frame;    /* a whole frame, or a PIECE header */
+    struct wreq *next; /* in c->held */
+    char *frame;       /* a whole frame, or a PIECE header */
+    size_t frame_len;
     uint8_t *piece; /* PIECE data, or NULL */
     size_t piece_len;
+    /* A PIECE header whose data follows from this file (-1: none). */
+    int file_fd;
+    uint64_t file_off;
+    uint32_t file_len;
 };
 
 /* Log ids only; atomic because several loops may run in threads. */
@@ -56,6 +62,7 @@ static atomic_uint_fast64_t next_conn_id = 1;
 static void on_timer(uv_timer_t *t);
 static void arm(struct peer_conn *c);
 static const struct peer_serve_io serve_io;
+static void file_done(void *ctx, int rc);
 
 /* ---- Small helpers ---------------------------------------------------- */
 
@@ -246,8 +253,30 @@ static int reason_for(unsigned code)
 
 /* ---- Lifetime ----------------------------------------------------------- */
 
+static void wreq_free(struct wreq *w)
+{
+    free(w->frame);
+    free(w->piece);
+    if (w->file_fd >= 0)
+        close(w->file_fd);
+    free(w);
+}
+
+/* Frees the frames held behind a PIECE that will never finish. */
+static void drop_held(struct peer_conn *c)
+{
+    while (c->held) {
+        struct wreq *w = c->held;
+
+        c->held = w->next;
+        wreq_free(w);
+    }
+    c->held_tail = &c->held;
+}
+
 static void conn_free(struct peer_conn *c)
 {
+    drop_held(c);
     tls_conn_destroy(c->tls);
     free(c->pbuf);
     peer_serve_dispose(&c->serve);
@@ -284,7 +313,7 @@ void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error)
         return;
     /* Best effort and synchronous: a frame queued behind a pending write
      * would be cancelled by the close anyway. */
-    if (c->state != PEER_CONN_CONNECTING &&
+    if (c->state != PEER_CONN_CONNECTING && !c->hold &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         struct buf b;
         uv_buf_t ub;
@@ -325,6 +354,11 @@ void peer_conn_teardown(struct peer_conn *c, int reason, bool send_error)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
+    drop_held(c);
+    c->hold = false;
+    c->handles++; /* the file sender's poll handle, if it has one */
+    if (!peer_sendfile_close(&c->sf, on_handle_closed, c))
+        c->handles--;
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     if (!peer_serve_stop(&c->serve))
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -371,6 +405,11 @@ int peer_conn_new(uv_loop_t *loop, struct peer_conn_settings *set, bool initiato
     c->initiator = initiator;
     c->state = initiator ? PEER_CONN_CONNECTING : c->tls ? PEER_CONN_TLS : PEER_CONN_WAIT_HELLO;
     peer_serve_init(&c->serve, loop, &serve_io, c, c->id, c->digest);
+    /* Plaintext pieces go from the file to the socket; TLS needs the bytes
+     * in memory to encrypt them. */
+    peer_serve_use_files(&c->serve, c->tls == NULL);
+    peer_sendfile_init(&c->sf, loop, file_done, c);
+    c->held_tail = &c->held;
     snprintf(c->addr, sizeof(c->addr), "?");
     wire_decoder_init(&c->dec, WIRE_HANDSHAKE_MAX_FRAME);
     c->hs_deadline = uv_now(loop) + c->set.handshake_ms;
@@ -386,18 +425,91 @@ static void on_write(uv_write_t *req, int status)
     struct wreq *w = req->data;
     struct peer_conn *c = w->c;
     bool piece = w->piece != NULL;
+    int fd = w->file_fd;
+    uint64_t off = w->file_off;
+    uint32_t len = w->file_len;
+    uv_os_fd_t sock;
+    int rc;
 
     free(w->frame);
     peer_serve_recycle(&c->serve, w->piece, w->piece_len); /* taken */
     free(w);
-    if (c->state == PEER_CONN_CLOSING)
+    if (c->state == PEER_CONN_CLOSING) {
+        if (fd >= 0)
+            close(fd);
         return;
+    }
     if (status < 0) {
+        if (fd >= 0)
+            close(fd);
         peer_conn_teardown(c, status, false);
+        return;
+    }
+    if (fd >= 0) {
+        /* The header is out, everything before it too: now the data. */
+        rc = uv_fileno((uv_handle_t *)&c->tcp, &sock);
+        if (rc < 0) {
+            close(fd);
+            peer_conn_teardown(c, rc, false);
+            return;
+        }
+        rc = peer_sendfile_start(&c->sf, sock, fd, off, len); /* fd is taken */
+        if (rc == 1)
+            file_done(c, 0);
+        else if (rc < 0)
+            file_done(c, rc);
         return;
     }
     if (piece)
         peer_serve_sent(&c->serve);
+}
+
+/* Hands w to libuv. */
+static int submit(struct peer_conn *c, struct wreq *w)
+{
+    uv_buf_t bufs[2];
+    int rc;
+
+    bufs[0] = uv_buf_init(w->frame, (unsigned)w->frame_len);
+    bufs[1] = uv_buf_init((char *)w->piece, (unsigned)w->piece_len);
+    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, w->piece && !c->tls ? 2 : 1, on_write);
+    if (rc < 0)
+        return rc;
+    c->last_tx = uv_now(c->loop);
+    return 0;
+}
+
+/* The data of the PIECE sent from the file has left (rc 0), or could not:
+ * the frames held behind it follow, then the next answer. */
+static void file_done(void *ctx, int rc)
+{
+    struct peer_conn *c = ctx;
+
+    if (c->state == PEER_CONN_CLOSING)
+        return;
+    if (rc < 0) {
+        LOG(WARN, COMP, "conn=%" PRIu64 " addr=%s digest=%s event=sendfile-failed rc=%s", c->id,
+            c->addr, c->digest, shoal_errname(rc));
+        peer_conn_teardown(c, rc, false);
+        return;
+    }
+    c->hold = false;
+    c->last_tx = uv_now(c->loop);
+    while (c->held) {
+        struct wreq *w = c->held;
+
+        c->held = w->next;
+        if (c->held == NULL)
+            c->held_tail = &c->held;
+        w->next = NULL;
+        rc = submit(c, w);
+        if (rc < 0) {
+            wreq_free(w);
+            peer_conn_teardown(c, rc, false);
+            return;
+        }
+    }
+    peer_serve_sent(&c->serve);
 }
 
 /* Queues the frame in b (taken: b is empty afterwards) followed by piece
@@ -408,7 +520,6 @@ static void on_write(uv_write_t *req, int status)
 static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t piece_len)
 {
     struct wreq *w;
-    uv_buf_t bufs[2];
     size_t flen;
     int rc = 0;
 
@@ -420,6 +531,7 @@ static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t p
     }
     w->c = c;
     w->req.data = w;
+    w->file_fd = -1;
     w->frame = buf_steal(b, &flen);
     w->piece = piece;
     w->piece_len = piece_len;
@@ -439,17 +551,17 @@ static int send_buf(struct peer_conn *c, struct buf *b, uint8_t *piece, size_t p
             return rc;
         }
     }
-    bufs[0] = uv_buf_init(w->frame, (unsigned)flen);
-    bufs[1] = uv_buf_init((char *)piece, (unsigned)piece_len);
-    rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, piece && !c->tls ? 2 : 1, on_write);
-    if (rc < 0) {
-        free(w->frame);
-        free(w->piece);
-        free(w);
-        return rc;
+    w->frame_len = flen;
+    if (c->hold) {
+        /* Behind a PIECE whose data is still going out from its file. */
+        *c->held_tail = w;
+        c->held_tail = &w->next;
+        return 0;
     }
-    c->last_tx = uv_now(c->loop);
-    return 0;
+    rc = submit(c, w);
+    if (rc < 0)
+        wreq_free(w);
+    return rc;
 }
 
 /* Sends the records the TLS connection queued on its own (handshake
@@ -549,6 +661,44 @@ static void serve_fail(void *ctx, int rc)
 }
 
 /* The piece read that kept the TCP handle open during teardown has ended. */
+/* The PIECE header now, its data from fd once the header is out (on_write);
+ * frames sent meanwhile are held until the data has left (file_done). */
+static int serve_send_file(void *ctx, uint32_t index, int fd, uint64_t off, uint32_t len)
+{
+    struct peer_conn *c = ctx;
+    struct wreq *w;
+    struct buf b;
+    size_t flen;
+    int rc;
+
+    if (c->hold || c->tls) {
+        close(fd);
+        return -EINVAL;
+    }
+    buf_init(&b, PEER_CONN_SMALL_FRAME_MAX);
+    rc = wire_encode_piece_header(&b, index, len);
+    w = rc == 0 ? calloc(1, sizeof(*w)) : NULL;
+    if (w == NULL) {
+        buf_dispose(&b);
+        close(fd);
+        return rc < 0 ? rc : -ENOMEM;
+    }
+    w->c = c;
+    w->req.data = w;
+    w->frame = buf_steal(&b, &flen);
+    w->frame_len = flen;
+    w->file_fd = fd;
+    w->file_off = off;
+    w->file_len = len;
+    rc = submit(c, w);
+    if (rc < 0) {
+        wreq_free(w);
+        return rc;
+    }
+    c->hold = true;
+    return 0;
+}
+
 static void serve_settled(void *ctx)
 {
     struct peer_conn *c = ctx;
@@ -558,6 +708,7 @@ static void serve_settled(void *ctx)
 
 static const struct peer_serve_io serve_io = {
     .send_piece = serve_send_piece,
+    .send_file = serve_send_file,
     .fail = serve_fail,
     .settled = serve_settled,
 };

@@ -8,7 +8,10 @@
  *                    dispatch, writing, timers, outgoing connections and the
  *                    owner's calls;
  *   peer_serve.c     answering the peer's REQUESTs (piece reads and sends),
- *                    reaching the connection through struct peer_serve_io.
+ *                    reaching the connection through struct peer_serve_io;
+ *   peer_sendfile.c  a PIECE's data from the file to the socket with
+ *                    sendfile(2), reaching the connection through its done
+ *                    callback.
  */
 #ifndef SHOAL_PEER_CONN_INTERNAL_H
 #define SHOAL_PEER_CONN_INTERNAL_H
@@ -21,6 +24,7 @@
 #include <uv.h>
 
 #include "peer/peer_conn.h"
+#include "peer/peer_sendfile.h"
 #include "peer/peer_serve.h"
 #include "shoal/buf.h"
 #include "shoal/wire.h"
@@ -58,6 +62,7 @@ struct peer_conn_settings {
 };
 
 struct inflight; /* peer_conn.c */
+struct wreq;     /* peer_conn.c */
 
 /* How an incoming connection reaches the listener that accepted it, until the
  * listener hands it to its owner. Set by the listener with the connection's
@@ -111,6 +116,13 @@ struct peer_conn {
     uint8_t *cancelled; /* bitset: cancelled by us, a late PIECE may still come */
 
     struct peer_serve serve; /* answers to the peer's REQUESTs */
+
+    /* A PIECE's data going out from the file (plaintext): from its header's
+     * write until the last byte, frames queued meanwhile wait in held, in
+     * order, so none lands inside the piece. */
+    struct peer_sendfile sf;
+    bool hold;
+    struct wreq *held, **held_tail;
 
     /* An incoming connection not yet owned: the listener's hooks and its
      * bookkeeping (peer_listener.c's). */

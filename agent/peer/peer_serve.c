@@ -1,6 +1,8 @@
 /* Serving pieces (peer_serve.h): the answers to a peer's REQUESTs, queued per
- * connection, read from the owner's file in the thread pool and sent as PIECE
- * frames one at a time, through the connection's struct peer_serve_io. */
+ * connection and sent as PIECE frames one at a time, through the
+ * connection's struct peer_serve_io: straight from the owner's file on a
+ * plaintext connection, read into a buffer in the thread pool on a TLS one
+ * (the bytes must pass through the cipher). */
 #define _GNU_SOURCE
 #include "peer/peer_serve.h"
 
@@ -76,6 +78,11 @@ void peer_serve_dispose(struct peer_serve *s)
     s->requested = NULL;
 }
 
+void peer_serve_use_files(struct peer_serve *s, bool on)
+{
+    s->files = on && s->io->send_file != NULL;
+}
+
 /* ---- Reading and sending ------------------------------------------------ */
 
 static void on_fs_read(uv_fs_t *req);
@@ -107,6 +114,20 @@ static void pump(struct peer_serve *s)
     if (s->head == NULL)
         s->tail = &s->head;
     a->next = NULL;
+    if (s->files) {
+        /* Straight from the file: no buffer, nothing to read first. */
+        int fd = a->fd;
+
+        a->fd = -1;
+        rc = s->io->send_file(s->ctx, a->index, fd, a->off, a->len); /* fd is taken */
+        answer_free(a);
+        if (rc < 0) {
+            s->io->fail(s->ctx, rc);
+            return;
+        }
+        s->writing = true;
+        return;
+    }
     s->cur = a;
     s->cur_done = 0;
     if (s->spare && s->spare_len >= a->len) {

@@ -24,6 +24,11 @@ struct peer_serve_io {
      * error). 0 or a negative code; peer_serve_sent() follows a 0 once the
      * bytes have left. */
     int (*send_piece)(void *ctx, uint32_t index, uint8_t *data, uint32_t len);
+    /* Sends the PIECE frame for index with len bytes of fd (taken, also on
+     * error) from off, straight from the file (plaintext connections, after
+     * peer_serve_use_files). 0 or a negative code; peer_serve_sent() follows
+     * a 0 once the bytes have left. */
+    int (*send_file)(void *ctx, uint32_t index, int fd, uint64_t off, uint32_t len);
     /* Serving failed (out of memory, a failed or short read): the connection
      * must close with rc. */
     void (*fail)(void *ctx, int rc);
@@ -54,6 +59,7 @@ struct peer_serve {
      * queued (a fresh multi-MiB buffer per piece costs page faults). */
     uint8_t *spare;
     size_t spare_len;
+    bool files;   /* answers go out through io->send_file, not read */
     bool reading; /* a piece read is in the thread pool */
     bool writing; /* a PIECE is on its way out */
     bool stopped; /* the connection is closing */
@@ -66,6 +72,10 @@ void peer_serve_init(struct peer_serve *s, uv_loop_t *loop, const struct peer_se
                      void *ctx, uint64_t log_id, const char *log_digest);
 /* Sizes the request bitset for npieces pieces. 0 or -ENOMEM. */
 int peer_serve_set_pieces(struct peer_serve *s, uint32_t npieces);
+/* From now on answers are sent from the file by io->send_file (no read
+ * into a buffer, no copy in user space), when on and io has send_file. */
+void peer_serve_use_files(struct peer_serve *s, bool on);
+
 /* Frees the answers, buffers and bitset. No read may be in flight. */
 void peer_serve_dispose(struct peer_serve *s);
 

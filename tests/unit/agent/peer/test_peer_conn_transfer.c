@@ -487,6 +487,51 @@ static void test_answer_past_the_end(void **state)
     assert_int_equal(t->cli.closes, 1); /* the requester hears the close, not a piece */
 }
 
+#ifndef PEER_CONN_TEST_TLS
+/* Every answer is followed at once by a HAVE. On a plaintext connection a
+ * piece's data goes from the file with sendfile after its header, and frames
+ * sent meanwhile are held until it has left: the first HAVE (sent while
+ * piece 0 was going out) arrives after piece 0, and no frame lands inside a
+ * piece (every piece arrives intact, nobody closes with an error). */
+static void answer_then_have(struct side *s, uint32_t index)
+{
+    answer(s, index);
+    assert_int_equal(peer_conn_send_have(s->c, index), 0);
+}
+
+static void have_after_piece(struct side *s, uint32_t index)
+{
+    (void)index;
+    assert_true(s->got & 1u);
+    if (s->haves == (int)NPIECES)
+        peer_conn_close(s->c, 0);
+}
+
+static void xfer_piece_keep_open(struct side *s, uint32_t index)
+{
+    (void)index;
+    if (s->next_req < NPIECES)
+        assert_int_equal(peer_conn_request(s->c, s->next_req++), 0);
+}
+
+static void test_frames_held_behind_a_piece(void **state)
+{
+    struct tctx *t = *state;
+
+    t->cli.h.ready = xfer_ready;
+    t->cli.h.piece = xfer_piece_keep_open;
+    t->cli.h.have = have_after_piece;
+    t->srv.h.request = answer_then_have;
+    start_pair(t);
+    run(t);
+    assert_int_equal(t->cli.pieces, NPIECES);
+    assert_int_equal(t->cli.piece_bad, 0);
+    assert_int_equal(t->cli.haves, NPIECES);
+    assert_int_equal(t->cli.reason, 0);
+    assert_int_equal(t->srv.reason, 0);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -508,6 +553,9 @@ int main(void)
         T(test_close_in_on_request_with_read_pending),
         T(test_close_in_on_request_timeout),
         T(test_answer_past_the_end),
+#ifndef PEER_CONN_TEST_TLS
+        T(test_frames_held_behind_a_piece),
+#endif
 #undef T
     };
 
