@@ -107,9 +107,10 @@ const struct config_option agent_options[] = {
     OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
         "keep serving a completed blob to peers this long"),
     OPT("swarm-max-peers", CONFIG_INT, swarm_max_peers, 1, 200, "16", "peer connections per blob"),
-    OPT("swarm-reader-window", CONFIG_INT, swarm_reader_window, 0, 4096, "0",
+    OPT("swarm-reader-window", CONFIG_INT, swarm_reader_window, 0, 4096, "16",
         "while a client reads a blob as it downloads, this many pieces after the held prefix are "
-        "fetched first, in order (0: rarest-first only; docs/benchmarks.md)"),
+        "fetched first, in order, rarest-first elsewhere; prewarm fills have no reader and stay "
+        "rarest-first (0: rarest-first always; docs/benchmarks.md, \"Readers first\")"),
     OPT("swarm-min-size", CONFIG_SIZE, swarm_min_size, 0, INT64_MAX, "0",
         "blobs smaller than this are fetched from upstream by every agent itself, not through the "
         "swarm (0: every non-empty blob goes through the swarm, one upstream copy per cluster; "
