@@ -397,6 +397,12 @@ static void lease_on_done(void *arg, int rc, const struct http_client_response *
         rc = SHOAL_EUPSTREAM;
     swarm_core_fetch_done(dl->core, now_ms(dl->s), rc);
     run(dl);
+    if (!dl->lreq) {
+        /* No next run of the lease: the piece buffer goes, so a swarm that
+         * only seeds (an image has dozens) holds no piece-sized memory. */
+        free(dl->lbuf);
+        dl->lbuf = NULL;
+    }
     dl_maybe_free(dl);
 }
 
