@@ -28,7 +28,6 @@ void peer_sendfile_init(struct peer_sendfile *f, uv_loop_t *loop, void (*done)(v
     f->fd = -1;
     f->off = 0;
     f->left = 0;
-    f->active = false;
     f->done = done;
     f->ctx = ctx;
     f->closed = NULL;
@@ -64,7 +63,6 @@ static void finish(struct peer_sendfile *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    f->active = false;
     f->left = 0;
     if (f->polling) {
         uv_poll_stop(&f->poll);
@@ -78,7 +76,7 @@ static void on_writable(uv_poll_t *p, int status, int events)
     int rc;
 
     (void)events;
-    if (!f->active) {
+    if (f->fd < 0) {
         finish(f);
         return;
     }
@@ -118,7 +116,7 @@ int peer_sendfile_start(struct peer_sendfile *f, int sock, int fd, uint64_t off,
 {
     int rc;
 
-    if (f->active) {
+    if (f->fd >= 0) {
         close(fd);
         return -EBUSY;
     }
@@ -126,7 +124,6 @@ int peer_sendfile_start(struct peer_sendfile *f, int sock, int fd, uint64_t off,
     f->fd = fd;
     f->off = off;
     f->left = len;
-    f->active = true;
     rc = push(f);
     if (rc == 0)
         rc = wait_writable(f);
@@ -139,11 +136,6 @@ int peer_sendfile_start(struct peer_sendfile *f, int sock, int fd, uint64_t off,
         return rc;
     }
     return 0;
-}
-
-bool peer_sendfile_active(const struct peer_sendfile *f)
-{
-    return f->active;
 }
 
 static void on_poll_closed(uv_handle_t *h)

@@ -24,9 +24,8 @@ struct peer_sendfile {
     bool polling;
     int pfd;  /* dup() of sock for poll, -1 until the socket is first full */
     int sock; /* the connection's socket, borrowed */
-    int fd;   /* the file being sent, owned while active; -1 */
+    int fd;   /* the file being sent (owned), -1 when none is */
     uint64_t off, left;
-    bool active;
     /* The rest of a range that did not go at once has gone (rc 0), or the
      * send failed (a negative errno, -EIO for a file shorter than the
      * range). */
@@ -43,8 +42,6 @@ void peer_sendfile_init(struct peer_sendfile *f, uv_loop_t *loop, void (*done)(v
  * as the socket drains (done follows, never from inside this call), or a
  * negative errno. One range at a time. */
 int peer_sendfile_start(struct peer_sendfile *f, int sock, int fd, uint64_t off, uint64_t len);
-
-bool peer_sendfile_active(const struct peer_sendfile *f);
 
 /* The connection is closing: drops the range being sent and closes the poll
  * handle. True when a handle close is pending: cb then runs with a handle
