@@ -15,10 +15,6 @@
 #include "shoal/error.h"
 #include "shoal/hash.h"
 
-/* Payload buffers larger than this are freed once their frame is done with,
- * so an idle connection does not pin a whole piece's worth of memory. */
-#define KEEP_MAX (64u * 1024)
-
 #define AUTH_LABEL "shoal-peer-v1"
 #define AUTH_LABEL_LEN (sizeof(AUTH_LABEL) - 1)
 
@@ -216,7 +212,7 @@ void wire_decoder_init(struct wire_decoder *d, uint32_t max_frame)
     memset(d, 0, sizeof(*d));
     d->state = WIRE_DEC_HEADER;
     d->max_frame = max_frame;
-    d->keep = KEEP_MAX;
+    d->keep = WIRE_DECODER_KEEP;
 }
 
 void wire_decoder_set_keep(struct wire_decoder *d, size_t keep)
@@ -287,13 +283,8 @@ int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t 
         rc = d->error;
         goto out;
     }
-    if (d->state == WIRE_DEC_FRAME) {
-        /* The previous frame's payload is no longer the caller's to use. */
-        if (d->cap > d->keep)
-            wire_decoder_dispose(d);
-        d->state = WIRE_DEC_HEADER;
-        d->hdr_len = 0;
-    }
+    /* The previous frame's payload is no longer the caller's to use. */
+    wire_decoder_release(d);
     if (d->state == WIRE_DEC_HEADER) {
         n = WIRE_HEADER_LEN - d->hdr_len;
         if (n > len)
@@ -333,6 +324,16 @@ int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t 
 out:
     *consumed = pos;
     return rc;
+}
+
+void wire_decoder_release(struct wire_decoder *d)
+{
+    if (d->state != WIRE_DEC_FRAME)
+        return;
+    d->state = WIRE_DEC_HEADER;
+    d->hdr_len = 0;
+    if (d->cap > d->keep)
+        wire_decoder_dispose(d);
 }
 
 uint8_t *wire_decoder_steal(struct wire_decoder *d)

@@ -755,9 +755,14 @@ static int inflight_find(const struct peer_conn *c, uint32_t index)
     return -1;
 }
 
+/* While requests are in flight the decoder keeps its payload buffer from one
+ * PIECE to the next; with none left it lets it go (at once when between
+ * frames, else when the frame being received is done with). */
 static void inflight_remove(struct peer_conn *c, unsigned i)
 {
     c->inflight[i] = c->inflight[--c->ninflight];
+    if (c->ninflight == 0)
+        wire_decoder_set_keep(&c->dec, WIRE_DECODER_KEEP);
 }
 
 /* Drops our request in slot i and tells the peer; a PIECE already on its
@@ -935,8 +940,6 @@ static int on_piece_frame(struct peer_conn *c, const struct wire_frame *f)
         return SHOAL_EPROTOCOL;
     }
     inflight_remove(c, (unsigned)slot);
-    /* Reuse the payload buffer for the next piece while more are coming. */
-    wire_decoder_set_keep(&c->dec, c->ninflight ? SIZE_MAX : 0);
     if (c->ops->on_piece)
         c->ops->on_piece(c, index, data, len, c->arg);
     return 0;
@@ -1033,6 +1036,7 @@ static void decode(struct peer_conn *c, const uint8_t *p, size_t left)
                 peer_conn_teardown(c, rc, true);
                 return;
             }
+            wire_decoder_release(&c->dec);
         }
     }
 }
@@ -1309,7 +1313,8 @@ int peer_conn_request(struct peer_conn *c, uint32_t index)
         return rc;
     c->inflight[c->ninflight].index = index;
     c->inflight[c->ninflight].deadline = uv_now(c->loop) + c->set.request_ms;
-    c->ninflight++;
+    if (c->ninflight++ == 0)
+        wire_decoder_set_keep(&c->dec, SIZE_MAX);
     arm(c);
     return 0;
 }

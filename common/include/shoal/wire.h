@@ -144,6 +144,12 @@ struct wire_frame {
     size_t len;             /* payload length: frame length - 1 */
 };
 
+/* Payload buffers up to this size are kept between frames unless
+ * wire_decoder_set_keep says otherwise; larger ones are freed once their
+ * frame is done with, so an idle connection does not pin a piece's worth of
+ * memory. */
+#define WIRE_DECODER_KEEP (64u * 1024)
+
 struct wire_decoder {
     enum wire_decoder_state state;
     uint32_t max_frame; /* largest frame length accepted */
@@ -167,7 +173,7 @@ void wire_decoder_dispose(struct wire_decoder *d);
  * header was already accepted keeps its length. */
 void wire_decoder_set_max(struct wire_decoder *d, uint32_t max_frame);
 /* Between frames the payload buffer is kept for reuse when it is no larger
- * than keep (64 KiB by default) and freed otherwise. A receiver expecting a
+ * than keep (WIRE_DECODER_KEEP by default) and freed otherwise. A receiver expecting a
  * run of large frames raises it so each frame does not cost a fresh
  * allocation (page faults and zeroing), and lowers it again when the run
  * ends; lowering frees a larger idle buffer at once. */
@@ -191,11 +197,19 @@ void wire_decoder_set_keep(struct wire_decoder *d, size_t keep);
  * Memory: the whole frame is buffered, once, in a buffer of exactly its
  * payload length, so a PIECE of up to 256 MiB (the largest piece_length)
  * costs that much per connection while it arrives. Buffers above 64 KiB are
- * released when the frame is done with (next call) rather than kept for the
- * connection's lifetime; to keep a piece's bytes past the next call without
- * a copy, take the buffer with wire_decoder_steal(). */
+ * released when the frame is done with (the next call, or
+ * wire_decoder_release) rather than kept for the connection's lifetime; to
+ * keep a piece's bytes past the next call without a copy, take the buffer
+ * with wire_decoder_steal(). */
 int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t *consumed,
                 struct wire_frame *out);
+
+/* The caller is done with the frame wire_decode returned (out->payload is
+ * no longer valid): a payload buffer larger than keep goes now rather than
+ * at the next call. A connection that falls quiet after its last piece would
+ * otherwise hold a piece-sized buffer for as long as it stays open. No-op
+ * when no frame is pending. */
+void wire_decoder_release(struct wire_decoder *d);
 
 /* Right after wire_decode returned 1: hands the frame's payload buffer to the
  * caller (free() it); out->payload was its start. Returns NULL when the

@@ -598,6 +598,31 @@ static void test_decoder_steal_and_release(void **state)
     assert_int_equal(d.cap, 0);
     wire_decoder_dispose(&d);
 
+    /* ... or as soon as the caller says it is done with the frame, and the
+     * next frame decodes as usual. */
+    wire_decoder_init(&d, BIG_MAX);
+    wire_decoder_release(&d); /* nothing pending: no-op */
+    assert_int_equal(wire_decode(&d, (uint8_t *)b.data, b.len, &used, &f), 1);
+    wire_decoder_release(&d);
+    assert_null(d.buf);
+    assert_int_equal(d.cap, 0);
+    assert_int_equal(d.state, WIRE_DEC_HEADER);
+    wire_decoder_release(&d);
+    assert_int_equal(wire_decode(&d, (uint8_t *)b.data + used, b.len - used, &used, &f), 1);
+    assert_int_equal(f.type, WIRE_KEEPALIVE);
+    wire_decoder_dispose(&d);
+
+    /* A raised keep holds the buffer over a release, for the next piece;
+     * lowering it between frames frees it at once. */
+    wire_decoder_init(&d, BIG_MAX);
+    wire_decoder_set_keep(&d, SIZE_MAX);
+    assert_int_equal(wire_decode(&d, (uint8_t *)b.data, b.len, &used, &f), 1);
+    wire_decoder_release(&d);
+    assert_int_equal(d.cap, n + 4);
+    wire_decoder_set_keep(&d, WIRE_DECODER_KEEP);
+    assert_null(d.buf);
+    wire_decoder_dispose(&d);
+
     /* Small buffers are reused across frames. */
     buf_reset(&b);
     assert_int_equal(wire_encode_have(&b, 1), 0);

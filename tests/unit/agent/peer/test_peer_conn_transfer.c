@@ -14,6 +14,8 @@
 
 #include <signal.h>
 
+#include "peer/peer_conn_internal.h" /* the receive buffer, for test_idle_frees_piece_buffer */
+
 static void answer(struct side *s, uint32_t index)
 {
     assert_int_equal(peer_conn_send_piece(s->c, index, s->t->fd, (uint64_t)index * PLEN,
@@ -331,6 +333,57 @@ static void test_keepalive_keeps_open(void **state)
     assert_int_equal(t->srv.reason, 0);
 }
 
+/* After the last piece it asked for, a connection that stays open holds no
+ * piece-sized receive buffer: an agent keeps the connections of every swarm
+ * it seeds (thirty for an image), and each would pin a piece's worth. */
+static size_t idle_cap = SIZE_MAX;
+
+static void on_idle_check(uv_timer_t *tm)
+{
+    struct tctx *t = tm->data;
+
+    uv_close((uv_handle_t *)tm, NULL);
+    idle_cap = t->cli.c->dec.buf ? t->cli.c->dec.cap : 0;
+    peer_conn_close(t->cli.c, 0);
+}
+
+static void two_ready(struct side *s)
+{
+    assert_int_equal(peer_conn_request(s->c, 0), 0);
+    assert_int_equal(peer_conn_request(s->c, 1), 0);
+}
+
+static void two_piece(struct side *s, uint32_t index)
+{
+    struct tctx *t = s->t;
+
+    (void)index;
+    /* While one is still coming, the buffer is kept for it. */
+    if (s->pieces == 1)
+        assert_true(s->c->dec.keep >= PLEN);
+    if (s->pieces < 2)
+        return;
+    assert_int_equal(uv_timer_init(&t->loop, &t->aux), 0);
+    t->aux.data = t;
+    assert_int_equal(uv_timer_start(&t->aux, on_idle_check, 20, 0), 0);
+}
+
+static void test_idle_frees_piece_buffer(void **state)
+{
+    struct tctx *t = *state;
+
+    idle_cap = SIZE_MAX;
+    t->cli.h.ready = two_ready;
+    t->cli.h.piece = two_piece;
+    t->srv.h.request = answer;
+    start_pair(t);
+    run(t);
+    assert_int_equal(t->cli.pieces, 2);
+    assert_int_equal(t->cli.piece_bad, 0);
+    assert_int_equal(idle_cap, 0);
+    assert_int_equal(t->cli.reason, 0);
+}
+
 /* The evil peer speaks plaintext only: not in the TLS build. */
 #ifndef PEER_CONN_TEST_TLS
 static void test_idle_timeout(void **state)
@@ -544,6 +597,7 @@ int main(void)
         T(test_cancel_race),
         T(test_request_timeout),
         T(test_keepalive_keeps_open),
+        T(test_idle_frees_piece_buffer),
 #ifndef PEER_CONN_TEST_TLS
         T(test_idle_timeout),
 #endif
