@@ -273,6 +273,18 @@ static int start_payload(struct wire_decoder *d)
     return 0;
 }
 
+/* 1 with the frame in *out once its payload is all in, else 0. */
+static int payload_end(struct wire_decoder *d, struct wire_frame *out)
+{
+    if (d->have < d->need)
+        return 0;
+    out->type = d->hdr[4];
+    out->payload = d->need ? d->buf : empty_payload;
+    out->len = d->need;
+    d->state = WIRE_DEC_FRAME;
+    return 1;
+}
+
 int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t *consumed,
                 struct wire_frame *out)
 {
@@ -314,16 +326,30 @@ int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t 
         memcpy(d->buf + d->have, data + pos, n);
     d->have += n;
     pos += n;
-    if (d->have < d->need)
-        goto out;
-    out->type = d->hdr[4];
-    out->payload = d->need ? d->buf : empty_payload;
-    out->len = d->need;
-    d->state = WIRE_DEC_FRAME;
-    rc = 1;
+    rc = payload_end(d, out);
 out:
     *consumed = pos;
     return rc;
+}
+
+size_t wire_decoder_room(const struct wire_decoder *d, uint8_t **at)
+{
+    if (d->state != WIRE_DEC_PAYLOAD) {
+        *at = NULL;
+        return 0;
+    }
+    *at = d->buf + d->have;
+    return d->need - d->have;
+}
+
+int wire_decoder_filled(struct wire_decoder *d, size_t n, struct wire_frame *out)
+{
+    if (d->state == WIRE_DEC_FAILED)
+        return d->error;
+    if (d->state != WIRE_DEC_PAYLOAD || n > d->need - d->have)
+        return -EINVAL;
+    d->have += n;
+    return payload_end(d, out);
 }
 
 void wire_decoder_release(struct wire_decoder *d)

@@ -6,13 +6,16 @@
  *   byte  4    chunk size for the split feed (1 + b)
  *   byte  5    how many frames count as the handshake (b % 4)
  *
- * The stream is decoded twice, whole and in chunks, and both runs must give
- * the same frames and the same final result. Every frame goes through every
+ * The stream is decoded three times, whole, in chunks, and in chunks with
+ * payloads copied straight into the decoder's buffer (wire_decoder_room /
+ * _filled), and every run must give the same frames and the same final
+ * result. Every frame goes through every
  * parser; whatever a parser accepts must respect its contract (index in
  * range, exact piece length, re-encoding gives the same bytes). The payload
  * is also handed straight to every parser as each type, so the parsers see
  * arbitrary payloads even when the framing would have refused them.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,9 +142,12 @@ static void record(struct seen *s, const struct wire_frame *f)
 }
 
 /* Decodes data in chunks of `chunk` bytes, switching to the post-handshake
- * cap after `handshake` frames, and runs every frame through the parsers. */
+ * cap after `handshake` frames, and runs every frame through the parsers.
+ * With direct, a payload being collected is copied straight into the
+ * decoder's buffer (wire_decoder_room / _filled, as the agent reads a
+ * PIECE's data from its socket) and each frame released once parsed. */
 static void run(const uint8_t *data, size_t len, size_t chunk, unsigned handshake,
-                const struct geometry *g, struct seen *s)
+                const struct geometry *g, bool direct, struct seen *s)
 {
     struct wire_decoder d;
     size_t pos = 0, frames = 0;
@@ -156,7 +162,17 @@ static void run(const uint8_t *data, size_t len, size_t chunk, unsigned handshak
         while (pos < end) {
             struct wire_frame f;
             size_t used = 0;
-            int rc = wire_decode(&d, data + pos, end - pos, &used, &f);
+            uint8_t *at;
+            size_t room = direct ? wire_decoder_room(&d, &at) : 0;
+            int rc;
+
+            if (room > 0) {
+                used = room < end - pos ? room : end - pos;
+                memcpy(at, data + pos, used);
+                rc = wire_decoder_filled(&d, used, &f);
+            } else {
+                rc = wire_decode(&d, data + pos, end - pos, &used, &f);
+            }
 
             CHECK(used <= end - pos);
             pos += used;
@@ -176,6 +192,8 @@ static void run(const uint8_t *data, size_t len, size_t chunk, unsigned handshak
                   (frames < handshake ? WIRE_HANDSHAKE_MAX_FRAME : g->plen + WIRE_FRAME_SLACK));
             record(s, &f);
             parse_all(&f, g);
+            if (direct)
+                wire_decoder_release(&d);
             if (++frames == handshake)
                 wire_decoder_set_max(&d, g->plen + WIRE_FRAME_SLACK);
         }
@@ -184,11 +202,19 @@ out:
     wire_decoder_dispose(&d);
 }
 
+static void same(const struct seen *a, const struct seen *b)
+{
+    CHECK(a->n == b->n && a->rc == b->rc);
+    CHECK(memcmp(a->type, b->type, a->n) == 0);
+    CHECK(memcmp(a->len, b->len, a->n * sizeof(a->len[0])) == 0);
+    CHECK(memcmp(a->hash, b->hash, a->n * sizeof(a->hash[0])) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static struct seen whole, split;
+    static struct seen whole, split, direct;
     struct geometry g;
     struct wire_frame f;
     size_t chunk;
@@ -204,12 +230,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += PARAMS;
     size -= PARAMS;
 
-    run(data, size, size ? size : 1, handshake, &g, &whole);
-    run(data, size, chunk, handshake, &g, &split);
-    CHECK(whole.n == split.n && whole.rc == split.rc);
-    CHECK(memcmp(whole.type, split.type, whole.n) == 0);
-    CHECK(memcmp(whole.len, split.len, whole.n * sizeof(whole.len[0])) == 0);
-    CHECK(memcmp(whole.hash, split.hash, whole.n * sizeof(whole.hash[0])) == 0);
+    run(data, size, size ? size : 1, handshake, &g, false, &whole);
+    run(data, size, chunk, handshake, &g, false, &split);
+    run(data, size, chunk, handshake, &g, true, &direct);
+    same(&whole, &split);
+    same(&whole, &direct);
 
     /* The raw stream as the payload of every type, and of an unknown one. */
     f.payload = data;

@@ -204,6 +204,17 @@ void wire_decoder_set_keep(struct wire_decoder *d, size_t keep);
 int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t *consumed,
                 struct wire_frame *out);
 
+/* Reading straight into the payload, without the copy wire_decode makes:
+ * while a frame's payload is being collected, *at is where it continues and
+ * the return value how many bytes it still needs (0, *at NULL, between
+ * payloads). A caller that reads n <= that many bytes of the stream there
+ * reports them with wire_decoder_filled, which returns 1 with the frame in
+ * *out when they complete it (as wire_decode does), 0 when more are needed,
+ * -EINVAL when n is more than the room or no payload was pending, or the
+ * sticky error. */
+size_t wire_decoder_room(const struct wire_decoder *d, uint8_t **at);
+int wire_decoder_filled(struct wire_decoder *d, size_t n, struct wire_frame *out);
+
 /* The caller is done with the frame wire_decode returned (out->payload is
  * no longer valid): a payload buffer larger than keep goes now rather than
  * at the next call. A connection that falls quiet after its last piece would

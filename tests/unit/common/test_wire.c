@@ -638,6 +638,65 @@ static void test_decoder_steal_and_release(void **state)
     buf_dispose(&b);
 }
 
+/* Reading straight into the payload: wire_decoder_room / _filled. */
+static void test_decoder_room_and_filled(void **state)
+{
+    struct wire_decoder d;
+    struct wire_frame f;
+    struct buf b;
+    size_t used, n = 100 * 1024, room;
+    uint8_t *big, *at;
+    const uint8_t *data;
+
+    (void)state;
+    big = malloc(n);
+    assert_non_null(big);
+    fill(big, n, 3);
+    buf_init(&b, 1 << 20);
+    assert_int_equal(wire_encode_piece_header(&b, 7, (uint32_t)n), 0);
+    assert_int_equal(buf_append(&b, big, n), 0);
+    assert_int_equal(wire_encode_have(&b, 9), 0);
+    data = (const uint8_t *)b.data;
+
+    wire_decoder_init(&d, BIG_MAX);
+    /* Between frames there is no room, and nothing can be filled. */
+    assert_int_equal(wire_decoder_room(&d, &at), 0);
+    assert_null(at);
+    assert_int_equal(wire_decoder_filled(&d, 1, &f), -EINVAL);
+    /* The header and the piece index through wire_decode... */
+    assert_int_equal(wire_decode(&d, data, WIRE_HEADER_LEN + 4, &used, &f), 0);
+    assert_int_equal(used, WIRE_HEADER_LEN + 4);
+    room = wire_decoder_room(&d, &at);
+    assert_int_equal(room, n);
+    /* ... the data straight into the buffer, in two reads. */
+    memcpy(at, data + used, 1000);
+    assert_int_equal(wire_decoder_filled(&d, 1000, &f), 0);
+    assert_int_equal(wire_decoder_room(&d, &at), n - 1000);
+    assert_int_equal(wire_decoder_filled(&d, n - 1000 + 1, &f), -EINVAL); /* past the frame */
+    memcpy(at, data + used + 1000, n - 1000);
+    assert_int_equal(wire_decoder_filled(&d, n - 1000, &f), 1);
+    assert_int_equal(f.type, WIRE_PIECE);
+    assert_int_equal(f.len, n + 4);
+    assert_memory_equal(f.payload + 4, big, n);
+    assert_int_equal(wire_decoder_room(&d, &at), 0);
+    wire_decoder_release(&d);
+    /* The next frame through wire_decode as usual. */
+    used = WIRE_HEADER_LEN + 4 + n;
+    assert_int_equal(wire_decode(&d, data + used, b.len - used, &used, &f), 1);
+    assert_int_equal(f.type, WIRE_HAVE);
+    wire_decoder_dispose(&d);
+
+    /* A failed decoder stays failed. */
+    wire_decoder_init(&d, 16);
+    assert_int_equal(wire_decode(&d, data, b.len, &used, &f), SHOAL_ETOOBIG);
+    assert_int_equal(wire_decoder_room(&d, &at), 0);
+    assert_int_equal(wire_decoder_filled(&d, 0, &f), SHOAL_ETOOBIG);
+    wire_decoder_dispose(&d);
+
+    free(big);
+    buf_dispose(&b);
+}
+
 /* ---- Unknown types ---- */
 
 static void test_unknown_type(void **state)
@@ -699,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_decoder_too_big),
         cmocka_unit_test(test_decoder_set_max),
         cmocka_unit_test(test_decoder_steal_and_release),
+        cmocka_unit_test(test_decoder_room_and_filled),
         cmocka_unit_test(test_unknown_type),
     };
 
