@@ -913,6 +913,61 @@ static void maybe_free(struct partial_blob *pb)
     free(pb);
 }
 
+/* ---- the space reservation on a tmpfs ---------------------------------------- */
+
+/* Where the store leaves the reservation to us (store_reserve_deferred),
+ * the thread pool makes it a stretch at a time: each stretch holds the
+ * file's lock while the kernel zero-fills it, and the download's writes
+ * get in between. The job has its own descriptor and may outlive the
+ * partial blob. */
+#define RESERVE_STRETCH (8u << 20)
+
+struct reserve_job {
+    uv_work_t work;
+    int fd;
+    uint64_t size;
+    int rc;
+    char digest[sizeof(((struct oci_digest *)0)->str)];
+};
+
+static void reserve_work(uv_work_t *w)
+{
+    struct reserve_job *j = w->data;
+    for (uint64_t off = 0; off < j->size && j->rc == 0; off += RESERVE_STRETCH)
+        j->rc = store_reserve_blocks(
+            j->fd, off, j->size - off < RESERVE_STRETCH ? j->size - off : RESERVE_STRETCH);
+}
+
+static void reserve_after(uv_work_t *w, int status)
+{
+    struct reserve_job *j = w->data;
+    close(j->fd);
+    if (status == 0 && j->rc < 0)
+        LOG(WARN, COMP,
+            "digest=%s space not reserved err=%s: a disk that fills before the download ends "
+            "stops it",
+            j->digest, shoal_errname(j->rc));
+    free(j);
+}
+
+static void reserve_later(struct partial_blob *pb)
+{
+    if (!store_reserve_deferred(pb->store) || pb->size == 0)
+        return;
+    struct reserve_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    j->fd = fcntl(pb->fd, F_DUPFD_CLOEXEC, 0);
+    j->size = pb->size;
+    snprintf(j->digest, sizeof(j->digest), "%s", pb->d.str);
+    j->work.data = j;
+    if (j->fd < 0 || uv_queue_work(pb->loop, &j->work, reserve_work, reserve_after) < 0) {
+        if (j->fd >= 0)
+            close(j->fd);
+        free(j);
+    }
+}
+
 int partial_open(uv_loop_t *loop, struct store *s, const struct oci_digest *d, uint64_t size,
                  const struct partial_ops *ops, void *arg, struct partial_blob **out)
 {
@@ -952,6 +1007,7 @@ int partial_open(uv_loop_t *loop, struct store *s, const struct oci_digest *d, u
         store_partial_suspend(s, d, pb->fd);
         goto fail;
     }
+    reserve_later(pb);
     uv_timer_init(loop, &pb->timer);
     pb->timer.data = pb;
     int lrc = sidecar_load(pb);

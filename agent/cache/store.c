@@ -21,9 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #include "cache/lru.h"
 #include "cache/store_fs.h"
@@ -526,6 +529,8 @@ int store_open(const struct store_config *cfg, struct store **out)
     if (rc)
         goto out;
     evict(s, s->high, s->low);
+    struct statfs sf;
+    s->zero_fills = statfs(s->dir, &sf) == 0 && sf.f_type == TMPFS_MAGIC;
     LOG(INFO, COMP,
         "opened dir=%s blobs=%zu manifests_and_tags=%zu bytes=%llu max=%llu clean_stop=%s "
         "to_verify=%zu",
@@ -692,10 +697,45 @@ void store_blob_remove(struct store *s, const struct oci_digest *d)
 
 /* --- partial downloads --- */
 
-/* fallocate(KEEP_SIZE) of size bytes: 0 or -errno. */
-static int reserve_blocks(int fd, uint64_t size)
+/* Bytes of the first size of fd that no block holds yet. */
+static uint64_t unallocated(int fd, uint64_t size)
 {
-    return fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size) == 0 ? 0 : -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return size;
+    uint64_t have = (uint64_t)st.st_blocks * 512;
+    return have >= size ? 0 : size - have;
+}
+
+int store_reserve_blocks(int fd, uint64_t off, uint64_t len)
+{
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0 ? 0 : -errno;
+}
+
+bool store_reserve_deferred(const struct store *s)
+{
+    return s->zero_fills;
+}
+
+/* Reserves the blocks a partial of size bytes needs: 0 or -errno (-ENOSPC
+ * when it does not fit). fallocate(KEEP_SIZE) where that allocates extents;
+ * a tmpfs's fallocate instead zero-fills every page while holding the
+ * file's lock (220 ms per 512 MiB with eight agents on a 2-core machine,
+ * docs/benchmarks.md), which on the event loop would hold up every client
+ * and peer. There the free space is checked instead, less what the other
+ * open partials have still to write, and the caller reserves the blocks
+ * off the loop (store_reserve_deferred). */
+static int reserve_blocks(struct store *s, int fd, uint64_t size)
+{
+    if (!s->zero_fills)
+        return store_reserve_blocks(fd, 0, size);
+    struct statfs sf;
+    if (fstatfs(fd, &sf) != 0)
+        return -errno;
+    uint64_t need = unallocated(fd, size);
+    for (const struct partial *p = s->partials; p; p = p->next)
+        need += unallocated(p->fd, p->size);
+    return (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize >= need ? 0 : -ENOSPC;
 }
 
 int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t size, int *fd,
@@ -771,9 +811,9 @@ int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t siz
      * stays the length of the valid prefix for a later resume. The disk may
      * be fuller than the cap says (other users, a cap larger than the
      * disk): then the least recently used entries make way, once. */
-    rc = size > 0 ? reserve_blocks(f, size) : 0;
+    rc = size > 0 ? reserve_blocks(s, f, size) : 0;
     if ((rc == -ENOSPC || rc == -EDQUOT) && store_free_disk(s, size - cur) > 0)
-        rc = reserve_blocks(f, size);
+        rc = reserve_blocks(s, f, size);
     if (rc < 0) {
         if (rc == -ENOSPC || rc == -EDQUOT) {
             LOG(WARN, COMP, "op=reserve digest=%s size=%llu err=%s: disk full", d->str,

@@ -93,8 +93,9 @@ void store_blob_remove(struct store *s, const struct oci_digest *d);
 /* --- partial downloads --- */
 
 /* Opens or creates the partial file for d, sized `size` bytes when complete.
- * Reserves the space (fallocate with KEEP_SIZE, evicting LRU blobs first if
- * the cap requires it) and pins the entry. *have is the length of the prefix
+ * Reserves the space (fallocate with KEEP_SIZE, or on a tmpfs a check of the
+ * free space, see store_reserve_deferred; evicting LRU blobs first if the
+ * cap requires it) and pins the entry. *have is the length of the prefix
  * already on disk from an earlier run (0 for a new download; a prefix longer
  * than size is discarded). *fd is owned by the store until commit/discard.
  * A disk full before the cap is reached makes unpinned entries go, least
@@ -103,6 +104,16 @@ void store_blob_remove(struct store *s, const struct oci_digest *d);
  * behind). */
 int store_partial_open(struct store *s, const struct oci_digest *d, uint64_t size, int *fd,
                        uint64_t *have);
+
+/* True when store_partial_open only checks the free space and leaves the
+ * reservation itself to the caller: the data dir is a tmpfs, whose
+ * fallocate zero-fills the pages under the file's lock, too slow for the
+ * event loop. The caller then reserves with store_reserve_blocks from the
+ * thread pool, a stretch at a time so its own writes get in between. */
+bool store_reserve_deferred(const struct store *s);
+/* fallocate(KEEP_SIZE) of [off, off + len) of fd: 0 or -errno. Touches no
+ * store state: safe from any thread. */
+int store_reserve_blocks(int fd, uint64_t off, uint64_t len);
 
 /* Moves a finished, verified partial into blobs/, closes fd, unpins, adds it
  * to the LRU and runs eviction. The caller has checked the digest. */

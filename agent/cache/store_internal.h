@@ -37,6 +37,7 @@ struct store {
     struct lru *lru;
     struct partial *partials;
     uint64_t reserved; /* sum of open partials' sizes */
+    bool zero_fills;   /* the data dir is a tmpfs: fallocate zero-fills pages */
     size_t meta_count; /* LRU entries that are manifests or tag answers */
     bool opened;       /* store_open succeeded: store_close marks a clean stop */
     /* Blobs indexed after an unclean stop, sorted, with whether each still

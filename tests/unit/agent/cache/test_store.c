@@ -627,6 +627,48 @@ static void test_enospc_evicts_and_retries(void **state)
     store_close(s);
 }
 
+/* On a tmpfs the reservation is a check of the free space, not a
+ * fallocate (which there zero-fills every page at once, on the loop): no
+ * block is taken up front, and what the open partials still have to write
+ * counts against the next one. */
+static void test_tmpfs_reserves_without_filling(void **state)
+{
+    struct fixture *f = *state;
+    if (!small_disk(f, "8m")) {
+        skip();
+        return;
+    }
+    struct store *s = open_store(f, 100u << 20, 90, 50);
+    struct oci_digest a, b;
+    int fa = -1, fb = -1;
+    uint64_t have = 0;
+    struct stat st;
+
+    oneshot_digest(OCI_DIGEST_SHA256, "a", 1, &a);
+    oneshot_digest(OCI_DIGEST_SHA256, "b", 1, &b);
+    assert_int_equal(store_partial_open(s, &a, 5u << 20, &fa, &have), 0);
+    assert_int_equal(fstat(fa, &st), 0);
+    assert_int_equal(st.st_blocks, 0);
+    assert_true(store_reserve_deferred(s));
+    /* a has all of its 5 MiB to write: 5 more do not fit in 8. */
+    assert_int_equal(store_partial_open(s, &b, 5u << 20, &fb, &have), SHOAL_ENOSPACE);
+    assert_false(exists("%s/partial/sha256/%s", f->dir, b.hex));
+    /* The caller's reservation (partial.c, from the thread pool). */
+    assert_int_equal(store_reserve_blocks(fa, 0, 5u << 20), 0);
+    assert_int_equal(fstat(fa, &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 >= 5u << 20);
+    assert_int_equal(st.st_size, 0); /* the length stays the valid prefix */
+    /* 2 MiB fit in the 3 left; then b's 2 unwritten leave no room for 2 more. */
+    assert_int_equal(store_partial_open(s, &b, 2u << 20, &fb, &have), 0);
+    struct oci_digest c;
+    int fc = -1;
+    oneshot_digest(OCI_DIGEST_SHA256, "c", 1, &c);
+    assert_int_equal(store_partial_open(s, &c, 2u << 20, &fc, &have), SHOAL_ENOSPACE);
+    store_partial_discard(s, &b, fb);
+    store_partial_discard(s, &a, fa);
+    store_close(s);
+}
+
 static void test_manifests(void **state)
 {
     struct fixture *f = *state;
@@ -1049,6 +1091,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fresh_blob_survives_its_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservation_enospace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_real_enospc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmpfs_reserves_without_filling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enospc_evicts_and_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
