@@ -78,10 +78,15 @@ def test_one_of_two_trackers_killed(registry, proxy_factory, agent_factory, redi
     try:
         threads, results = pull_all(agents, path)
         wait_progress(agents, 0.25)
-        # Both replicas were serving announces before the kill.
+        # The replica serving the most announces goes, so agents have to
+        # move. Which replica an agent prefers is a hash of its random id
+        # (test_tracker_client.c checks the choice): all six prefer the
+        # same one in one run out of 32, and that one is then the victim.
         served = [metric(t.metrics(), "shoal_tracker_announces_total") for t in trackers]
-        assert all(n > 0 for n in served), "agents did not spread over the replicas: %r" % served
-        victim, survivor = trackers
+        assert max(served) > 0, "no replica served an announce: %r" % served
+        victim, survivor = sorted(trackers, key=lambda t: served[trackers.index(t)],
+                                  reverse=True)
+        print("announces per replica before the kill: %r" % served)
         before = upstream_total(agents)
         victim.proc.kill()
         victim.proc.wait(timeout=10)
