@@ -130,9 +130,13 @@ struct partial_blob {
     bool ready_due; /* on_ready to deliver */
     bool end_due;   /* on_end to deliver, with end_rc */
     int end_rc;
+
+    struct reserve_job *reserve; /* the space reservation under way, or NULL */
 };
 
 static void kick(struct partial_blob *pb);
+static void reserve_later(struct partial_blob *pb);
+static void reserve_detach(struct partial_blob *pb);
 static void schedule(struct partial_blob *pb);
 static void maybe_free(struct partial_blob *pb);
 
@@ -702,6 +706,7 @@ static void verify(struct partial_blob *pb)
     char hex[129];
     hash_final_hex(&pb->hash, hex);
     if (strcmp(hex, pb->d.hex) == 0) {
+        reserve_detach(pb); /* every block is written */
         int rc = store_partial_commit(pb->store, &pb->d, pb->fd);
         pb->fd = -1;
         pb->fd_released = true;
@@ -732,6 +737,7 @@ static void verify(struct partial_blob *pb)
     clear_from(pb, 0);
     if (ftruncate(pb->fd, 0) != 0)
         LOG(WARN, COMP, "digest=%s truncate failed: %s", pb->d.str, strerror(errno));
+    reserve_later(pb); /* the truncate gave the reserved blocks back */
     pb->dirty = true;
     sidecar_write(pb);
     end_owner(pb, SHOAL_EDIGEST_MISMATCH);
@@ -874,6 +880,7 @@ static void release_fd(struct partial_blob *pb)
 {
     if (pb->fd_released || jobs_running(pb))
         return;
+    reserve_detach(pb);
     pb->fd_released = true;
     if (pb->state == PB_COMMITTED)
         return;
@@ -903,6 +910,7 @@ static void maybe_free(struct partial_blob *pb)
     }
     if (pb->rfd >= 0)
         close(pb->rfd);
+    reserve_detach(pb);
     chunks_free(pb);
     hash_dispose(&pb->hash);
     if (pb->psum)
@@ -916,16 +924,21 @@ static void maybe_free(struct partial_blob *pb)
 /* ---- the space reservation on a tmpfs ---------------------------------------- */
 
 /* Where the store leaves the reservation to us (store_reserve_deferred),
- * the thread pool makes it a stretch at a time: each stretch holds the
- * file's lock while the kernel zero-fills it, and the download's writes
- * get in between. The job has its own descriptor and may outlive the
- * partial blob. */
+ * the thread pool makes it one stretch per job: each stretch holds the
+ * file's lock while the kernel zero-fills it, so the download's writes get
+ * in between, and the pool (shared with the writes, hashes and peer reads
+ * of every blob) is held a stretch at a time, not for a whole blob. The
+ * next stretch is queued from the loop while the partial still wants it: a
+ * partial that is committed, discarded or suspended detaches the job, which
+ * then ends after the stretch it is in. It has its own descriptor. */
 #define RESERVE_STRETCH (8u << 20)
 
 struct reserve_job {
     uv_work_t work;
+    struct partial_blob *pb; /* NULL once detached */
     int fd;
-    uint64_t size;
+    uint64_t size, off, len; /* the blob, and the stretch in the pool */
+    bool restart;            /* the file was truncated: from 0 again */
     int rc;
     char digest[sizeof(((struct oci_digest *)0)->str)];
 };
@@ -933,39 +946,75 @@ struct reserve_job {
 static void reserve_work(uv_work_t *w)
 {
     struct reserve_job *j = w->data;
-    for (uint64_t off = 0; off < j->size && j->rc == 0; off += RESERVE_STRETCH)
-        j->rc = store_reserve_blocks(
-            j->fd, off, j->size - off < RESERVE_STRETCH ? j->size - off : RESERVE_STRETCH);
+    j->rc = store_reserve_blocks(j->fd, j->off, j->len);
+}
+
+static void reserve_end(struct reserve_job *j)
+{
+    if (j->pb)
+        j->pb->reserve = NULL;
+    close(j->fd);
+    free(j);
 }
 
 static void reserve_after(uv_work_t *w, int status)
 {
     struct reserve_job *j = w->data;
-    close(j->fd);
-    if (status == 0 && j->rc < 0)
+    if (status == 0 && j->rc < 0) {
         LOG(WARN, COMP,
             "digest=%s space not reserved err=%s: a disk that fills before the download ends "
             "stops it",
             j->digest, shoal_errname(j->rc));
-    free(j);
+        reserve_end(j);
+        return;
+    }
+    j->off = j->restart ? 0 : j->off + j->len;
+    j->restart = false;
+    if (status != 0 || !j->pb || j->off >= j->size) {
+        reserve_end(j);
+        return;
+    }
+    j->len = j->size - j->off < RESERVE_STRETCH ? j->size - j->off : RESERVE_STRETCH;
+    if (uv_queue_work(j->pb->loop, &j->work, reserve_work, reserve_after) < 0)
+        reserve_end(j);
 }
 
 static void reserve_later(struct partial_blob *pb)
 {
-    if (!store_reserve_deferred(pb->store) || pb->size == 0)
+    if (!store_reserve_deferred(pb->store) || pb->size == 0 || pb->fd < 0)
         return;
+    if (pb->reserve) {
+        pb->reserve->restart = true;
+        return;
+    }
     struct reserve_job *j = calloc(1, sizeof(*j));
     if (!j)
         return;
     j->fd = fcntl(pb->fd, F_DUPFD_CLOEXEC, 0);
     j->size = pb->size;
+    j->len = j->size < RESERVE_STRETCH ? j->size : RESERVE_STRETCH;
     snprintf(j->digest, sizeof(j->digest), "%s", pb->d.str);
     j->work.data = j;
     if (j->fd < 0 || uv_queue_work(pb->loop, &j->work, reserve_work, reserve_after) < 0) {
         if (j->fd >= 0)
             close(j->fd);
         free(j);
+        return;
     }
+    j->pb = pb;
+    pb->reserve = j;
+}
+
+/* The partial lets go of its reservation: a stretch still waiting for the
+ * pool is cancelled, one running ends the job when it is done. */
+static void reserve_detach(struct partial_blob *pb)
+{
+    struct reserve_job *j = pb->reserve;
+    if (!j)
+        return;
+    j->pb = NULL;
+    pb->reserve = NULL;
+    (void)uv_cancel((uv_req_t *)&j->work);
 }
 
 int partial_open(uv_loop_t *loop, struct store *s, const struct oci_digest *d, uint64_t size,
@@ -1007,7 +1056,6 @@ int partial_open(uv_loop_t *loop, struct store *s, const struct oci_digest *d, u
         store_partial_suspend(s, d, pb->fd);
         goto fail;
     }
-    reserve_later(pb);
     uv_timer_init(loop, &pb->timer);
     pb->timer.data = pb;
     int lrc = sidecar_load(pb);
@@ -1044,6 +1092,8 @@ int partial_open(uv_loop_t *loop, struct store *s, const struct oci_digest *d, u
             schedule(pb);
         }
     }
+    /* After the truncate above: it would give reserved blocks back. */
+    reserve_later(pb);
     LOG(DEBUG, COMP, "digest=%s open size=%" PRIu64 " piece_length=%" PRIu32 " recorded=%" PRIu32,
         d->str, size, pb->plen, pb->nheld);
     *out = pb;

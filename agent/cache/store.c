@@ -732,6 +732,10 @@ static int reserve_blocks(struct store *s, int fd, uint64_t size)
     struct statfs sf;
     if (fstatfs(fd, &sf) != 0)
         return -errno;
+    /* A tmpfs mounted with size=0 has no limit and says so with no blocks
+     * (and none free): only memory bounds it, which no check here sees. */
+    if (sf.f_blocks == 0)
+        return 0;
     uint64_t need = unallocated(fd, size);
     for (const struct partial *p = s->partials; p; p = p->next)
         need += unallocated(p->fd, p->size);

@@ -1,7 +1,8 @@
 /* Loop tests of the partial blob (agent/cache/partial.c): the sequential
  * stream and out-of-order pieces, the hold-back and the verdict, mismatch and
  * refetch, the piece record and the resume check after a crash, readers,
- * and the error paths. Each test owns a private uv loop and a store in its
+ * the error paths, and (as root, on a private tmpfs) the space reservation
+ * from the thread pool. Each test owns a private uv loop and a store in its
  * own directory under /tmp. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -37,6 +40,7 @@
 
 struct fixture {
     char dir[96];
+    char mnt[128]; /* a private tmpfs the test mounted, or "" */
     uv_loop_t loop;
     struct store *store;
     /* owner callbacks */
@@ -162,6 +166,8 @@ static int teardown(void **state)
     uv_run(&f->loop, UV_RUN_DEFAULT);
     int lc = uv_loop_close(&f->loop);
     store_close(f->store);
+    if (f->mnt[0])
+        (void)umount2(f->mnt, MNT_DETACH);
     int rc = scratch_dir_remove(f->dir);
     free(f);
     return lc == 0 && rc == 0 ? 0 : -1;
@@ -199,7 +205,7 @@ static void wait_ends(struct fixture *f, int n)
 static void path_of(const struct fixture *f, const char *top, const struct oci_digest *d,
                     const char *suffix, char *out, size_t len)
 {
-    snprintf(out, len, "%s/%s/sha256/%s%s", f->dir, top, d->hex, suffix);
+    snprintf(out, len, "%s/%s/sha256/%s%s", f->mnt[0] ? f->mnt : f->dir, top, d->hex, suffix);
 }
 
 static bool exists(const char *p)
@@ -913,6 +919,138 @@ static void test_write_failure_stops(void **state)
     free(data);
 }
 
+/* ---- the space reservation on a tmpfs ------------------------------------ */
+
+/* Moves the fixture's store onto a private tmpfs of `size` (root only:
+ * false otherwise, and the test skips). */
+static bool on_tmpfs(struct fixture *f, const char *size)
+{
+    char opts[32];
+    if (geteuid() != 0)
+        return false;
+    snprintf(f->mnt, sizeof(f->mnt), "%s/tmpfs", f->dir);
+    snprintf(opts, sizeof(opts), "size=%s", size);
+    assert_int_equal(mkdir(f->mnt, 0755), 0);
+    if (mount("tmpfs", f->mnt, "tmpfs", 0, opts) != 0) {
+        (void)rmdir(f->mnt);
+        f->mnt[0] = '\0';
+        return false;
+    }
+    store_close(f->store);
+    struct store_config sc = {
+        .dir = f->mnt, .max_bytes = 1ull << 32, .high_pct = 90, .low_pct = 80};
+    assert_int_equal(store_open(&sc, &f->store), 0);
+    assert_true(store_reserve_deferred(f->store));
+    return true;
+}
+
+struct blocks_wait {
+    const char *path;
+    uint64_t want;
+};
+
+static bool has_blocks(void *arg)
+{
+    const struct blocks_wait *w = arg;
+    struct stat st;
+    return stat(w->path, &st) == 0 && (uint64_t)st.st_blocks * 512 >= w->want;
+}
+
+static uint64_t tmpfs_used(const struct fixture *f)
+{
+    struct statfs sf;
+    assert_int_equal(statfs(f->mnt, &sf), 0);
+    return (uint64_t)(sf.f_blocks - sf.f_bfree) * (uint64_t)sf.f_bsize;
+}
+
+/* On a tmpfs the partial reserves its blocks from the thread pool, a
+ * stretch at a time, each queued by the last: all of them, and the length
+ * stays the valid prefix. */
+static void test_tmpfs_reservation_in_stretches(void **state)
+{
+    struct fixture *f = *state;
+    if (!on_tmpfs(f, "64m")) {
+        skip();
+        return;
+    }
+    uint64_t size = 30 * MiB + 5; /* four stretches, the last one short */
+    struct oci_digest d;
+    oneshot_digest(OCI_DIGEST_SHA256, "reserve", 7, &d);
+    struct partial_blob *pb = open_ready(f, &d, size);
+    char p[PATH_MAX];
+    path_of(f, "partial", &d, "", p, sizeof(p));
+    struct blocks_wait w = {p, size};
+    assert_true(loop_run_until(&f->loop, has_blocks, &w, 20000));
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    /* The disk knows it is taken: a second blob that would not fit with it
+     * is refused before any byte. */
+    struct oci_digest d2;
+    struct partial_blob *pb2 = NULL;
+    oneshot_digest(OCI_DIGEST_SHA256, "other", 5, &d2);
+    assert_int_equal(partial_open(&f->loop, f->store, &d2, 40 * MiB, &ops, f, &pb2),
+                     SHOAL_ENOSPACE);
+    partial_close(pb, PARTIAL_DROP, 0, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_false(exists(p));
+    assert_true(tmpfs_used(f) < MiB);
+}
+
+/* A partial that goes (discarded here) while its reservation is under way
+ * stops it after the stretch it is in, touching nothing of the freed
+ * partial (ASan): the unlinked file does not go on taking the disk from
+ * the next blob, which gets its whole reservation. */
+static void test_tmpfs_reservation_stops_with_the_partial(void **state)
+{
+    struct fixture *f = *state;
+    if (!on_tmpfs(f, "530m")) {
+        skip();
+        return;
+    }
+    uint64_t size = 512 * MiB;
+    struct oci_digest a, b;
+    struct partial_blob *pa = NULL, *pb = NULL;
+    oneshot_digest(OCI_DIGEST_SHA256, "first", 5, &a);
+    oneshot_digest(OCI_DIGEST_SHA256, "second", 6, &b);
+    assert_int_equal(partial_open(&f->loop, f->store, &a, size, &ops, f, &pa), 0);
+    partial_close(pa, PARTIAL_DROP, 0, 0);
+    /* Time for a job that did not stop to take most of the disk. */
+    usleep(100 * 1000);
+    assert_int_equal(partial_open(&f->loop, f->store, &b, size, &ops, f, &pb), 0);
+    char p[PATH_MAX];
+    path_of(f, "partial", &b, "", p, sizeof(p));
+    struct blocks_wait w = {p, size};
+    assert_true(loop_run_until(&f->loop, has_blocks, &w, 30000));
+    partial_close(pb, PARTIAL_DROP, 0, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(tmpfs_used(f) < MiB);
+}
+
+/* A blob committed before its reservation is through: the job lets go of
+ * the partial at the commit, and the blob is whole. */
+static void test_tmpfs_commit_before_the_reservation(void **state)
+{
+    struct fixture *f = *state;
+    if (!on_tmpfs(f, "256m")) {
+        skip();
+        return;
+    }
+    size_t size = 3 * MiB + 17;
+    char *data = blob(size);
+    struct oci_digest d;
+    oneshot_digest(OCI_DIGEST_SHA256, data, size, &d);
+    struct partial_blob *pb = open_ready(f, &d, size);
+    assert_int_equal(partial_stream_begin(pb), 0);
+    push_all(f, pb, data, 0, size, MiB);
+    wait_ends(f, 1);
+    assert_int_equal(f->end_rc, 0);
+    partial_close(pb, PARTIAL_DROP, 0, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(store_blob_exists(f->store, &d));
+    free(data);
+}
+
 static void test_stream_write_failure(void **state)
 {
     struct fixture *f = *state;
@@ -967,6 +1105,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_partial_per_digest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_write_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmpfs_reservation_in_stretches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmpfs_reservation_stops_with_the_partial, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tmpfs_commit_before_the_reservation, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -669,6 +669,33 @@ static void test_tmpfs_reserves_without_filling(void **state)
     store_close(s);
 }
 
+/* A tmpfs mounted with size=0 has no limit and reports no blocks at all,
+ * none free either: it takes any blob (a check of its free space would
+ * refuse every one, and evict the cache trying). */
+static void test_unlimited_tmpfs_takes_blobs(void **state)
+{
+    struct fixture *f = *state;
+    if (!small_disk(f, "0")) {
+        skip();
+        return;
+    }
+    struct store *s = open_store(f, 100ull << 30, 90, 50);
+    struct oci_digest a, b;
+    int fb = -1;
+    uint64_t have = 0;
+    struct stat st;
+
+    assert_true(store_reserve_deferred(s));
+    make_blob(s, 4096, 7, &a);
+    oneshot_digest(OCI_DIGEST_SHA256, "b", 1, &b);
+    assert_int_equal(store_partial_open(s, &b, 8ull << 30, &fb, &have), 0);
+    assert_int_equal(fstat(fb, &st), 0);
+    assert_int_equal(st.st_blocks, 0);     /* nothing taken up front */
+    assert_true(store_blob_exists(s, &a)); /* nothing evicted */
+    store_partial_discard(s, &b, fb);
+    store_close(s);
+}
+
 static void test_manifests(void **state)
 {
     struct fixture *f = *state;
@@ -1092,6 +1119,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reservation_enospace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_real_enospc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tmpfs_reserves_without_filling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlimited_tmpfs_takes_blobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enospc_evicts_and_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_manifests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tags, setup, teardown),
