@@ -639,6 +639,7 @@ int swarm_dl_start(struct swarm *s, struct partial_blob *pb, const struct upstre
         .digest = dl->d.str,
         .size = dl->size,
         .self_addr = s->advertise,
+        .self_id = s->pcfg.my_id,
         .stall_timeout_ms = s->cfg.stall_timeout_ms,
         .seed_time_ms = s->cfg.seed_time_ms,
         .max_peers = s->cfg.max_peers,

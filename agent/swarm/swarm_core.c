@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "shoal/error.h"
+#include "shoal/hash.h"
 #include "shoal/log.h"
 #include "swarm/piece_picker.h"
 
@@ -31,6 +32,8 @@ struct swarm_core {
     struct swarm_core_config cfg;
     char digest[WIRE_DIGEST_MAX + 1];
     char self_addr[SWARM_ADDR_MAX];
+    bool has_self_id;
+    uint8_t self_id[WIRE_ID_LEN];
     enum swarm_core_state state;
     bool ended; /* fell back: nothing more is requested */
 
@@ -552,14 +555,30 @@ static int take_table(struct swarm_core *c, const struct announce_reply *r, cons
     return 0;
 }
 
-static void connect_peer(struct swarm_core *c, const char *addr, uint64_t now)
+/* The ready peer whose wire id is pid, other than skip; NULL if none. */
+static struct peer *peer_by_pid(struct swarm_core *c, const uint8_t *pid, const struct peer *skip)
 {
+    for (struct peer *p = c->peers; p; p = p->next)
+        if (p != skip && p->ready && p->has_pid && memcmp(p->pid, pid, WIRE_ID_LEN) == 0)
+            return p;
+    return NULL;
+}
+
+/* Dials the agent at addr (its id, hex, from the tracker) unless we are
+ * connected to it already, either way round. */
+static void connect_peer(struct swarm_core *c, const char *addr, const char *agent, uint64_t now)
+{
+    uint8_t pid[WIRE_ID_LEN];
+
     if (c->npeers >= c->cfg.max_peers || strcmp(addr, c->self_addr) == 0 ||
         ban_list_has_addr(c->cfg.bans, addr, now) || strlen(addr) >= SWARM_ADDR_MAX)
         return;
     for (struct peer *p = c->peers; p; p = p->next)
         if (strcmp(p->addr, addr) == 0)
             return;
+    if (agent && hash_from_hex(agent, strlen(agent), HASH_HEX_LOWER, pid, sizeof(pid)) == 0 &&
+        peer_by_pid(c, pid, NULL))
+        return;
     struct peer *p = calloc(1, sizeof(*p));
     if (!p)
         return;
@@ -707,7 +726,7 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < r->npeers; i++)
             if ((r->peers[i].complete || r->peers[i].have > 0) == (pass == 0))
-                connect_peer(c, r->peers[i].addr, now);
+                connect_peer(c, r->peers[i].addr, r->peers[i].agent, now);
     try_request_all(c, now);
 }
 
@@ -748,6 +767,25 @@ void swarm_core_peer_ready(struct swarm_core *c, uint64_t now, uint32_t id,
     p->ready = true;
     p->has_pid = true;
     memcpy(p->pid, peer_id, WIRE_ID_LEN);
+    struct peer *q = c->has_self_id ? peer_by_pid(c, peer_id, p) : NULL;
+    if (q) {
+        /* Two connections to one agent, typically both sides dialing the
+         * other at once: each would carry every HAVE twice. Both sides keep
+         * the one dialed by the lower id; of two dialed the same way, the
+         * older stays. */
+        bool keep_ours = memcmp(c->self_id, peer_id, WIRE_ID_LEN) < 0;
+        struct peer *drop = p->outgoing != q->outgoing && q->outgoing != keep_ours ? q : p;
+        LOG(DEBUG, COMP, "digest=%s peer=%s second connection to one agent: closing %s", c->digest,
+            p->addr, drop == p ? "the new one" : "the old one");
+        drop->ready = false;
+        struct swarm_act *a = push(c, SWARM_ACT_CLOSE_PEER);
+        if (a) {
+            a->peer = drop->id;
+            a->rc = 0;
+        }
+        if (drop == p)
+            return;
+    }
     act_peer(c, SWARM_ACT_BITFIELD, id, 0);
 }
 
@@ -997,8 +1035,13 @@ int swarm_core_create(const struct swarm_core_config *cfg, struct swarm_core **o
     c->cfg = *cfg;
     snprintf(c->digest, sizeof(c->digest), "%s", cfg->digest);
     snprintf(c->self_addr, sizeof(c->self_addr), "%s", cfg->self_addr ? cfg->self_addr : "");
+    if (cfg->self_id) {
+        memcpy(c->self_id, cfg->self_id, WIRE_ID_LEN);
+        c->has_self_id = true;
+    }
     c->cfg.digest = c->digest;
     c->cfg.self_addr = c->self_addr;
+    c->cfg.self_id = c->has_self_id ? c->self_id : NULL;
     c->state = SWARM_CORE_RUNNING;
     c->next_id = 1;
     c->soon_gap = UINT64_MAX;

@@ -85,6 +85,11 @@ struct swarm_core_config {
     const char *digest;    /* "sha256:<hex>", for logs (copied) */
     uint64_t size;         /* blob size, > 0 */
     const char *self_addr; /* our advertised peer address: never dialed (copied) */
+    /* Our wire id (WIRE_ID_LEN bytes, copied; the tracker knows us by its
+     * hex): with it, a second connection to an agent we are connected to
+     * already is not dialed, and of two made at once (each side dialing the
+     * other) both sides close the same one. NULL: neither. */
+    const uint8_t *self_id;
     uint64_t stall_timeout_ms;
     uint64_t seed_time_ms;
     unsigned max_peers;    /* connections we dial; incoming ones up to twice that */

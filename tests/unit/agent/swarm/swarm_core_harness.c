@@ -19,7 +19,7 @@ static uint8_t reply_hashes[H_PIECES_MAX * WIRE_HASH_MAX];
 static uint8_t reply_hashed[H_PIECES_MAX];
 static uint8_t reply_confirmed[H_PIECES_MAX];
 static struct announce_peer reply_peers[H_PEERS_MAX];
-static char reply_agents[H_PEERS_MAX][24];
+static char reply_agents[H_PEERS_MAX][2 * WIRE_ID_LEN + 1];
 static uint32_t reply_lease[H_PIECES_MAX];
 
 static uint32_t h_rand(void *arg)
@@ -402,7 +402,8 @@ static void reply(struct harness *h, size_t k)
         if (!p->listed)
             continue;
         uint32_t have = wire_bitfield_count(p->bits, h->npieces);
-        snprintf(reply_agents[i], sizeof(reply_agents[i]), "agent-%d", i);
+        /* As the tracker knows agents: by the hex of their wire id. */
+        wire_hash_to_hex(p->wid, WIRE_ID_LEN, reply_agents[i]);
         reply_peers[r.npeers++] = (struct announce_peer){
             .agent = reply_agents[i],
             .addr = p->addr,

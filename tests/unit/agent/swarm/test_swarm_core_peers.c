@@ -288,6 +288,78 @@ static void test_unreachable_peer(void **state)
     end(h);
 }
 
+/* ---- one connection per agent ---------------------------------------------------- */
+
+/* An agent that dialed us (from a port of its own) is the agent the
+ * tracker hands out at its listening address: it is not dialed again. */
+static void test_no_second_connection_to_an_agent(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    uint8_t self[WIRE_ID_LEN];
+    memset(self, 0x10, sizeof(self));
+    h->cfg.self_id = self;
+    int out = h_peer(h, "10.0.2.1:5000", HPEER_GOOD, ALL);
+    int in = h_peer(h, "10.0.2.1:41000", HPEER_GOOD, ALL);
+    memcpy(h->peers[in].wid, h->peers[out].wid, WIRE_ID_LEN);
+    h->peers[out].listed = false;
+    h->peers[in].listed = false;
+    h_hashed(h, 0, 4);
+    h->t.interval_ms = 300;
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    assert_int_equal(h_dial_in(h, in), 0);
+    h_run(h, NULL, 50);
+    /* Now the tracker hands it out: no CONNECT, announce after announce. */
+    h->peers[out].listed = true;
+    assert_true(h_run(h, h_all_held, 3000));
+    h_run(h, NULL, 1000);
+    assert_int_equal(h->peers[out].connects, 0);
+    assert_int_equal(h->peers[in].closes, 0);
+    assert_int_equal(h->peers[in].requests, 4);
+    end(h);
+}
+
+/* Each side dials the other at once: of the two connections both sides
+ * keep the one dialed by the lower wire id, so the same one survives at
+ * both ends, and the pieces come over it. */
+static void dial_each_other(uint8_t self_fill, bool keep_ours)
+{
+    struct harness *h = mk(4);
+    uint8_t self[WIRE_ID_LEN];
+    memset(self, self_fill, sizeof(self));
+    h->cfg.self_id = self;
+    int out = h_peer(h, "10.0.2.1:5000", HPEER_GOOD, ALL);
+    int in = h_peer(h, "10.0.2.1:41000", HPEER_GOOD, ALL);
+    memcpy(h->peers[in].wid, h->peers[out].wid, WIRE_ID_LEN);
+    h->peers[in].listed = false;
+    h_hashed(h, 0, 4);
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    /* Our CONNECT is out (the first announce's reply listed it); its
+     * dial reaches us before its handshake is done. */
+    assert_int_equal(h->peers[out].connects, 1);
+    assert_int_equal(h_dial_in(h, in), 0);
+    assert_true(h_run(h, h_all_held, 3000));
+    int kept = keep_ours ? out : in, dropped = keep_ours ? in : out;
+    assert_int_equal(h->peers[dropped].closes, 1);
+    assert_int_equal(h->peers[dropped].close_rc, 0);
+    assert_int_equal(h->peers[kept].closes, 0);
+    assert_int_equal(h->peers[kept].requests, 4);
+    assert_int_equal(h->peers[dropped].requests, 0);
+    assert_int_equal(swarm_core_peer_count(h->core), 1);
+    end(h);
+}
+
+static void test_dialing_each_other(void **state)
+{
+    (void)state;
+    /* The model peers' ids start 0x01 0x50...: 0x00... is lower, 0xff...
+     * higher. */
+    dial_each_other(0x00, true);
+    dial_each_other(0xff, false);
+}
+
 /* ---- requests that fail ------------------------------------------------------------ */
 
 /* A REQUEST that cannot be sent: the peer is asked for nothing more and the
@@ -905,6 +977,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_incoming_peers),
         cmocka_unit_test(test_max_peers),
         cmocka_unit_test(test_unreachable_peer),
+        cmocka_unit_test(test_no_second_connection_to_an_agent),
+        cmocka_unit_test(test_dialing_each_other),
         cmocka_unit_test(test_request_unsent),
         cmocka_unit_test(test_request_timeout),
         cmocka_unit_test(test_peer_gone_mid_request),
