@@ -1200,8 +1200,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (b->base != (char *)c->rbuf) {
         /* Straight into the payload (on_alloc). */
         struct wire_frame f;
+        int frc = wire_decoder_filled(&c->dec, (size_t)nread, &f);
 
-        frame_in(c, &f, wire_decoder_filled(&c->dec, (size_t)nread, &f));
+        if (frc == -EINVAL) {
+            /* on_alloc offered room the decoder did not have: ours, not
+             * the peer's, so no protocol error goes to it. */
+            LOG(ERROR, COMP, "conn=%" PRIu64 " addr=%s event=internal-error what=decoder-room",
+                c->id, c->addr);
+            peer_conn_teardown(c, SHOAL_EINTERNAL, false);
+            return;
+        }
+        frame_in(c, &f, frc);
     } else if (c->tls) {
         read_tls(c, p, (size_t)nread);
     } else {

@@ -4,7 +4,10 @@
  *   bytes 0-2  blob size (u24 BE)
  *   byte  3    piece length = 1 << (4 + b % 12), 16 bytes .. 32 KiB
  *   byte  4    chunk size for the split feed (1 + b)
- *   byte  5    how many frames count as the handshake (b % 4)
+ *   byte  5    bits 0-1: how many frames count as the handshake; bits 2-3:
+ *              the keep the third run alternates with the default (0, 16,
+ *              64 KiB, unlimited); bits 4-7: the least room it reads
+ *              straight into the payload (1 << b, 1 byte to 32 KiB)
  *
  * The stream is decoded three times, whole, in chunks, and in chunks with
  * payloads copied straight into the decoder's buffer (wire_decoder_room /
@@ -141,13 +144,24 @@ static void record(struct seen *s, const struct wire_frame *f)
     s->n++;
 }
 
+/* How the direct run drives the decoder, as peer_conn does: payload bytes
+ * go straight into its buffer only while at least min_room are still
+ * needed (the rest, with the next header, through wire_decode), and the
+ * keep alternates between keep and the default frame by frame (requests in
+ * flight or not), so buffers are freed and made again. */
+struct direct {
+    bool on;
+    size_t min_room;
+    size_t keep;
+};
+
 /* Decodes data in chunks of `chunk` bytes, switching to the post-handshake
  * cap after `handshake` frames, and runs every frame through the parsers.
  * With direct, a payload being collected is copied straight into the
  * decoder's buffer (wire_decoder_room / _filled, as the agent reads a
  * PIECE's data from its socket) and each frame released once parsed. */
 static void run(const uint8_t *data, size_t len, size_t chunk, unsigned handshake,
-                const struct geometry *g, bool direct, struct seen *s)
+                const struct geometry *g, const struct direct *direct, struct seen *s)
 {
     struct wire_decoder d;
     size_t pos = 0, frames = 0;
@@ -163,10 +177,10 @@ static void run(const uint8_t *data, size_t len, size_t chunk, unsigned handshak
             struct wire_frame f;
             size_t used = 0;
             uint8_t *at;
-            size_t room = direct ? wire_decoder_room(&d, &at) : 0;
+            size_t room = direct->on ? wire_decoder_room(&d, &at) : 0;
             int rc;
 
-            if (room > 0) {
+            if (room > 0 && room >= direct->min_room) {
                 used = room < end - pos ? room : end - pos;
                 memcpy(at, data + pos, used);
                 rc = wire_decoder_filled(&d, used, &f);
@@ -192,8 +206,10 @@ static void run(const uint8_t *data, size_t len, size_t chunk, unsigned handshak
                   (frames < handshake ? WIRE_HANDSHAKE_MAX_FRAME : g->plen + WIRE_FRAME_SLACK));
             record(s, &f);
             parse_all(&f, g);
-            if (direct)
+            if (direct->on) {
                 wire_decoder_release(&d);
+                wire_decoder_set_keep(&d, frames % 2 ? direct->keep : WIRE_DECODER_KEEP);
+            }
             if (++frames == handshake)
                 wire_decoder_set_max(&d, g->plen + WIRE_FRAME_SLACK);
         }
@@ -227,12 +243,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g.npieces = wire_piece_count(g.size, g.plen);
     chunk = 1 + (size_t)data[4];
     handshake = data[5] % 4;
+    static const size_t keeps[4] = {0, 16, WIRE_DECODER_KEEP, SIZE_MAX};
+    const struct direct plain = {false, 0, 0};
+    const struct direct dir = {true, (size_t)1 << (data[5] >> 4), keeps[(data[5] >> 2) % 4]};
     data += PARAMS;
     size -= PARAMS;
 
-    run(data, size, size ? size : 1, handshake, &g, false, &whole);
-    run(data, size, chunk, handshake, &g, false, &split);
-    run(data, size, chunk, handshake, &g, true, &direct);
+    run(data, size, size ? size : 1, handshake, &g, &plain, &whole);
+    run(data, size, chunk, handshake, &g, &plain, &split);
+    run(data, size, chunk, handshake, &g, &dir, &direct);
     same(&whole, &split);
     same(&whole, &direct);
 

@@ -184,7 +184,8 @@ void wire_decoder_set_keep(struct wire_decoder *d, size_t keep);
  *
  *   1  a frame is complete and stored in *out; data + *consumed is where the
  *      next call should continue. out->payload points into the decoder and
- *      stays valid until the next call on d (or wire_decoder_steal/dispose);
+ *      stays valid until the next call on d (wire_decode, which first
+ *      releases it, or wire_decoder_release/steal/dispose);
  *   0  all len bytes were consumed and more are needed;
  *   SHOAL_EPROTOCOL  a frame length of 0;
  *   SHOAL_ETOOBIG    a frame length above max_frame, refused as soon as the
@@ -210,8 +211,9 @@ int wire_decode(struct wire_decoder *d, const uint8_t *data, size_t len, size_t 
  * payloads). A caller that reads n <= that many bytes of the stream there
  * reports them with wire_decoder_filled, which returns 1 with the frame in
  * *out when they complete it (as wire_decode does), 0 when more are needed,
- * -EINVAL when n is more than the room or no payload was pending, or the
- * sticky error. */
+ * -EINVAL when n is more than the room or no payload was pending (a caller's
+ * bug, not the peer's: a frame still held must be released first, as
+ * wire_decode would), or the sticky error. */
 size_t wire_decoder_room(const struct wire_decoder *d, uint8_t **at);
 int wire_decoder_filled(struct wire_decoder *d, size_t n, struct wire_frame *out);
 
