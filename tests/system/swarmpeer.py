@@ -165,13 +165,16 @@ class CorruptSeed:
     Records per connection: {"peer_id", "start", "requests", "pieces_sent", "cancels",
     "auth_ok", "end", "error", "initiator"} in self.conns."""
 
-    def __init__(self, tracker_port, secret, digest, size, agent="py-corrupt-seed"):
+    def __init__(self, tracker_port, secret, digest, size, agent="py-corrupt-seed", my_id=None):
         self.tracker_port = tracker_port
         self.secret = secret
         self.digest = digest
         self.size = size
         self.agent = agent
-        self.my_id = os.urandom(16)
+        # The HELLO peer id (random unless given): of two connections
+        # between an agent and this seed, both keep the one dialled by the
+        # lower id (docs/protocol.md).
+        self.my_id = my_id if my_id is not None else os.urandom(16)
         self.lock = threading.Lock()
         self.conns = []
         self.announces = 0

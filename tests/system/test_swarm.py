@@ -327,7 +327,12 @@ def test_corrupt_peer_dialing_in_stays_banned(registry, proxy_factory, agent_fac
     registry.push_blob(d, "swarm/corruptin", desc["digest"])
     proxy = proxy_factory(registry.port, rate=8 << 20)  # ~4 s for one copy
     tracker = tracker_factory(["--piece-length", "1MiB", "--lease-pieces", "2"])
-    seed = swarmpeer.CorruptSeed(tracker.port, SECRET, desc["digest"], SIZE_SMALL).start()
+    # The lowest peer id: of an agent's connection to the seed and the
+    # seed's to the agent, both keep the one the seed dialled (one
+    # connection per pair, docs/protocol.md), so the dialled-in ones are
+    # the ones asked for pieces.
+    seed = swarmpeer.CorruptSeed(tracker.port, SECRET, desc["digest"], SIZE_SMALL,
+                                 my_id=bytes(16)).start()
     try:
         agents = swarm_agents(agent_factory, proxy.host, tracker, secret_file, 2)
         path = "/v2/swarm/corruptin/blobs/" + desc["digest"]
