@@ -956,11 +956,24 @@ static bool has_blocks(void *arg)
     return stat(w->path, &st) == 0 && (uint64_t)st.st_blocks * 512 >= w->want;
 }
 
-static uint64_t tmpfs_used(const struct fixture *f)
+/* Runs the loop until d's partial file holds blocks for all its size. */
+static void wait_reserved(struct fixture *f, const struct oci_digest *d, uint64_t size, char *path,
+                          size_t len)
+{
+    path_of(f, "partial", d, "", path, len);
+    struct blocks_wait w = {path, size};
+    assert_true(loop_run_until(&f->loop, has_blocks, &w, 30000));
+}
+
+/* Discards pb and checks that the tmpfs is empty again once every job
+ * (a reservation under way included) is done. */
+static void drop_and_check_empty(struct fixture *f, struct partial_blob *pb)
 {
     struct statfs sf;
+    partial_close(pb, PARTIAL_DROP, 0, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(statfs(f->mnt, &sf), 0);
-    return (uint64_t)(sf.f_blocks - sf.f_bfree) * (uint64_t)sf.f_bsize;
+    assert_true((uint64_t)(sf.f_blocks - sf.f_bfree) * (uint64_t)sf.f_bsize < MiB);
 }
 
 /* On a tmpfs the partial reserves its blocks from the thread pool, a
@@ -978,9 +991,7 @@ static void test_tmpfs_reservation_in_stretches(void **state)
     oneshot_digest(OCI_DIGEST_SHA256, "reserve", 7, &d);
     struct partial_blob *pb = open_ready(f, &d, size);
     char p[PATH_MAX];
-    path_of(f, "partial", &d, "", p, sizeof(p));
-    struct blocks_wait w = {p, size};
-    assert_true(loop_run_until(&f->loop, has_blocks, &w, 20000));
+    wait_reserved(f, &d, size, p, sizeof(p));
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_size, 0);
@@ -991,10 +1002,8 @@ static void test_tmpfs_reservation_in_stretches(void **state)
     oneshot_digest(OCI_DIGEST_SHA256, "other", 5, &d2);
     assert_int_equal(partial_open(&f->loop, f->store, &d2, 40 * MiB, &ops, f, &pb2),
                      SHOAL_ENOSPACE);
-    partial_close(pb, PARTIAL_DROP, 0, 0);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
+    drop_and_check_empty(f, pb);
     assert_false(exists(p));
-    assert_true(tmpfs_used(f) < MiB);
 }
 
 /* A partial that goes (discarded here) while its reservation is under way
@@ -1019,12 +1028,8 @@ static void test_tmpfs_reservation_stops_with_the_partial(void **state)
     usleep(100 * 1000);
     assert_int_equal(partial_open(&f->loop, f->store, &b, size, &ops, f, &pb), 0);
     char p[PATH_MAX];
-    path_of(f, "partial", &b, "", p, sizeof(p));
-    struct blocks_wait w = {p, size};
-    assert_true(loop_run_until(&f->loop, has_blocks, &w, 30000));
-    partial_close(pb, PARTIAL_DROP, 0, 0);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    assert_true(tmpfs_used(f) < MiB);
+    wait_reserved(f, &b, size, p, sizeof(p));
+    drop_and_check_empty(f, pb);
 }
 
 /* A blob committed before its reservation is through: the job lets go of
