@@ -106,7 +106,9 @@ const struct config_option agent_options[] = {
         "fall back to upstream when a swarm download makes no progress for this long"),
     OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
         "keep serving a completed blob to peers this long"),
-    OPT("swarm-max-peers", CONFIG_INT, swarm_max_peers, 1, 200, "16", "peer connections per blob"),
+    OPT("swarm-max-peers", CONFIG_INT, swarm_max_peers, 1, 200, "16",
+        "peer connections per blob this agent dials (up to twice as many may dial it); one "
+        "connection per peer agent, whichever side dialed (docs/protocol.md)"),
     OPT("swarm-reader-window", CONFIG_INT, swarm_reader_window, 0, 4096, "16",
         "while a client reads a blob as it downloads, this many pieces after the held prefix are "
         "fetched first, in order, rarest-first elsewhere; prewarm fills have no reader and stay "
