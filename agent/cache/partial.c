@@ -15,6 +15,7 @@
 
 #include <xxhash.h>
 
+#include "cache/space_reserve.h"
 #include "shoal/error.h"
 #include "shoal/hash.h"
 #include "shoal/log.h"
@@ -131,12 +132,11 @@ struct partial_blob {
     bool end_due;   /* on_end to deliver, with end_rc */
     int end_rc;
 
-    struct reserve_job *reserve; /* the space reservation under way, or NULL */
+    struct space_reserve *reserve; /* the space reservation under way, or NULL */
 };
 
 static void kick(struct partial_blob *pb);
 static void reserve_later(struct partial_blob *pb);
-static void reserve_detach(struct partial_blob *pb);
 static void schedule(struct partial_blob *pb);
 static void maybe_free(struct partial_blob *pb);
 
@@ -706,7 +706,7 @@ static void verify(struct partial_blob *pb)
     char hex[129];
     hash_final_hex(&pb->hash, hex);
     if (strcmp(hex, pb->d.hex) == 0) {
-        reserve_detach(pb); /* every block is written */
+        space_reserve_detach(pb->reserve); /* every block is written */
         int rc = store_partial_commit(pb->store, &pb->d, pb->fd);
         pb->fd = -1;
         pb->fd_released = true;
@@ -880,7 +880,7 @@ static void release_fd(struct partial_blob *pb)
 {
     if (pb->fd_released || jobs_running(pb))
         return;
-    reserve_detach(pb);
+    space_reserve_detach(pb->reserve);
     pb->fd_released = true;
     if (pb->state == PB_COMMITTED)
         return;
@@ -910,7 +910,7 @@ static void maybe_free(struct partial_blob *pb)
     }
     if (pb->rfd >= 0)
         close(pb->rfd);
-    reserve_detach(pb);
+    space_reserve_detach(pb->reserve);
     chunks_free(pb);
     hash_dispose(&pb->hash);
     if (pb->psum)
@@ -923,98 +923,17 @@ static void maybe_free(struct partial_blob *pb)
 
 /* ---- the space reservation on a tmpfs ---------------------------------------- */
 
-/* Where the store leaves the reservation to us (store_reserve_deferred),
- * the thread pool makes it one stretch per job: each stretch holds the
- * file's lock while the kernel zero-fills it, so the download's writes get
- * in between, and the pool (shared with the writes, hashes and peer reads
- * of every blob) is held a stretch at a time, not for a whole blob. The
- * next stretch is queued from the loop while the partial still wants it: a
- * partial that is committed, discarded or suspended detaches the job, which
- * then ends after the stretch it is in. It has its own descriptor. */
-#define RESERVE_STRETCH (8u << 20)
-
-struct reserve_job {
-    uv_work_t work;
-    struct partial_blob *pb; /* NULL once detached */
-    int fd;
-    uint64_t size, off, len; /* the blob, and the stretch in the pool */
-    bool restart;            /* the file was truncated: from 0 again */
-    int rc;
-    char digest[sizeof(((struct oci_digest *)0)->str)];
-};
-
-static void reserve_work(uv_work_t *w)
-{
-    struct reserve_job *j = w->data;
-    j->rc = store_reserve_blocks(j->fd, j->off, j->len);
-}
-
-static void reserve_end(struct reserve_job *j)
-{
-    if (j->pb)
-        j->pb->reserve = NULL;
-    close(j->fd);
-    free(j);
-}
-
-static void reserve_after(uv_work_t *w, int status)
-{
-    struct reserve_job *j = w->data;
-    if (status == 0 && j->rc < 0) {
-        LOG(WARN, COMP,
-            "digest=%s space not reserved err=%s: a disk that fills before the download ends "
-            "stops it",
-            j->digest, shoal_errname(j->rc));
-        reserve_end(j);
-        return;
-    }
-    j->off = j->restart ? 0 : j->off + j->len;
-    j->restart = false;
-    if (status != 0 || !j->pb || j->off >= j->size) {
-        reserve_end(j);
-        return;
-    }
-    j->len = j->size - j->off < RESERVE_STRETCH ? j->size - j->off : RESERVE_STRETCH;
-    if (uv_queue_work(j->pb->loop, &j->work, reserve_work, reserve_after) < 0)
-        reserve_end(j);
-}
-
+/* Where the store leaves the space reservation to us
+ * (store_reserve_deferred), it runs in the thread pool a stretch at a time
+ * (space_reserve.h). */
 static void reserve_later(struct partial_blob *pb)
 {
     if (!store_reserve_deferred(pb->store) || pb->size == 0 || pb->fd < 0)
         return;
-    if (pb->reserve) {
-        pb->reserve->restart = true;
-        return;
-    }
-    struct reserve_job *j = calloc(1, sizeof(*j));
-    if (!j)
-        return;
-    j->fd = fcntl(pb->fd, F_DUPFD_CLOEXEC, 0);
-    j->size = pb->size;
-    j->len = j->size < RESERVE_STRETCH ? j->size : RESERVE_STRETCH;
-    snprintf(j->digest, sizeof(j->digest), "%s", pb->d.str);
-    j->work.data = j;
-    if (j->fd < 0 || uv_queue_work(pb->loop, &j->work, reserve_work, reserve_after) < 0) {
-        if (j->fd >= 0)
-            close(j->fd);
-        free(j);
-        return;
-    }
-    j->pb = pb;
-    pb->reserve = j;
-}
-
-/* The partial lets go of its reservation: a stretch still waiting for the
- * pool is cancelled, one running ends the job when it is done. */
-static void reserve_detach(struct partial_blob *pb)
-{
-    struct reserve_job *j = pb->reserve;
-    if (!j)
-        return;
-    j->pb = NULL;
-    pb->reserve = NULL;
-    (void)uv_cancel((uv_req_t *)&j->work);
+    if (pb->reserve)
+        space_reserve_restart(pb->reserve);
+    else
+        (void)space_reserve_start(pb->loop, pb->fd, pb->size, pb->d.str, &pb->reserve);
 }
 
 int partial_open(uv_loop_t *loop, struct store *s, const struct oci_digest *d, uint64_t size,
