@@ -653,7 +653,7 @@ static void test_tmpfs_reserves_without_filling(void **state)
     /* a has all of its 5 MiB to write: 5 more do not fit in 8. */
     assert_int_equal(store_partial_open(s, &b, 5u << 20, &fb, &have), SHOAL_ENOSPACE);
     assert_false(exists("%s/partial/sha256/%s", f->dir, b.hex));
-    /* The caller's reservation (partial.c, from the thread pool). */
+    /* The caller's reservation (space_reserve.c, from the thread pool). */
     assert_int_equal(store_reserve_blocks(fa, 0, 5u << 20), 0);
     assert_int_equal(fstat(fa, &st), 0);
     assert_true((uint64_t)st.st_blocks * 512 >= 5u << 20);
