@@ -178,8 +178,10 @@ def targets(meta, results):
                         k, other, _f(a), _f(b), "PASS" if ok else "MISS"))
         for name in ("shoal", "shoal-pull"):
             if r.get(name):
+                # A run in which no host finished measured no upstream copy.
+                done = r[name].get("hosts_done")
                 _target(out, "%s, %s: upstream bytes / F" % (k, name),
-                        r[name].get("upstream_ratio"), 1.02, "%.3f")
+                        r[name].get("upstream_ratio") if done else None, 1.02, "%.3f")
     if len(out) == 2:
         return ""
     if not limits:
@@ -199,6 +201,8 @@ def markdown(meta, results):
            "- pieces: shoal %s; BitTorrent %s" % (meta["shoal_pieces"], meta["bt_pieces"]),
            "- extra agent config: %s" % (", ".join("`%s`" % kv for kv in meta.get("agent_config")
                                                    or []) or "none"),
+           "- extra tracker config: %s" % (", ".join("`%s`" % kv for kv in
+                                                     meta.get("tracker_config") or []) or "none"),
            "- shoal: `shoal` is prewarm mode (each agent asked to prewarm at T0; done when its "
            "store holds the verified workload), `shoal-pull` pull mode (each host's client pulls "
            "through its own agent at T0; done when the client holds the verified bytes)",

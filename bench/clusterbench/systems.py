@@ -189,6 +189,9 @@ def start_shoal(ctx):
              "--cluster-secret-file", secret, "--log-level", "warn"]
     if ctx.piece_length:
         targv += ["--piece-length", str(ctx.piece_length)]
+    for kv in ctx.tracker_config:
+        k, v = kv.split("=", 1)
+        targv += ["--" + k, v]
     tproc = tr.popen(targv, stdout=open(tlog, "w"), stderr=subprocess.STDOUT)
     wait_http(tr, "http://%s:%d/_shoal/health" % (tr.ip, tport), tproc, tlog)
     ctx.watch("tracker", tproc)

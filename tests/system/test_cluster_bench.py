@@ -1,7 +1,8 @@
 """Smoke runs of bench/cluster-bench, so the harness does not rot: a tiny
 emulated cluster (3 agent hosts, 16 MiB, shoal and direct), pull mode (a
 client per host pulling the model and the image through its agent), the
-loopback fallback, clean-up on Ctrl-C, and the perf breakdown's classifier.
+loopback fallback, clean-up on Ctrl-C, a tracker option the tracker refuses,
+and the perf breakdown's classifier.
 Timings are never asserted; what is checked is that every host got the
 verified bytes, that shoal took about one copy from upstream, that the
 measurements (first byte, received-bytes curves, CPU per GB) are there and
@@ -112,9 +113,11 @@ def test_interrupt_cleans_up(tmp_path):
 
 def test_smoke_pull_mode(tmp_path):
     """Pull mode, both workloads: every host's client pulls through its own
-    agent, containerd's way, and reports first byte, curve and CPU."""
+    agent, containerd's way, and reports first byte, curve and CPU. The
+    tracker runs with XXH3-128 piece hashes (--tracker-config), so the
+    swarm's other piece hash is exercised end to end too."""
     p, res = run_bench(tmp_path, "--workload", "both", "--agent-config", "swarm-reader-window=4",
-                       systems="shoal", mode="pull")
+                       "--tracker-config", "hash-algo=xxh3-128", systems="shoal", mode="pull")
     assert p.returncode == 0, "cluster-bench failed:\n%s\n%s" % (p.stdout[-3000:],
                                                                   p.stderr[-3000:])
     runs = {(r["workload"], r["system"]): r["run"] for r in res["runs"]}
@@ -153,6 +156,23 @@ def test_smoke_pull_mode(tmp_path):
     assert len(re.findall(r"^\| shoal-pull \| \d+\.\d\d \|", text, re.M)) == 2, text  # CPU
     assert "CPU seconds per GB delivered" in text and "## Targets" in text, text
     assert "- extra agent config: `swarm-reader-window=4`" in text, text
+    assert "- extra tracker config: `hash-algo=xxh3-128`" in text, text
+    assert namespaces() == [], "namespaces left behind: %s" % namespaces()
+
+
+def test_bad_tracker_option_is_reported(tmp_path):
+    """An option the tracker refuses fails the run with the tracker's own
+    message in the report, and a run in which no host finished passes no
+    target (no upstream copy was measured, not a good one)."""
+    p, res = run_bench(tmp_path, "--tracker-config", "no-such-option=1", "--size", "4MiB",
+                       systems="shoal", mode="pull")
+    assert res is not None, p.stderr
+    md = [f for f in os.listdir(tmp_path) if f.endswith(".md")]
+    text = open(os.path.join(tmp_path, md[0])).read()
+    assert "setup failed" in text and 'unknown flag "--no-such-option"' in text, text
+    assert "| shoal-pull | 0/3 |" in text, text
+    assert re.search(r"^\| model, shoal-pull: upstream bytes / F \| - \| <= 1.020 \| n/a \|$",
+                     text, re.M), text
     assert namespaces() == [], "namespaces left behind: %s" % namespaces()
 
 
