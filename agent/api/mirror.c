@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/mirror_ahead.h"
 #include "api/mirror_blob.h"
 #include "api/mirror_manifest.h"
 #include "api/mirror_req.h"
@@ -296,6 +297,11 @@ int mirror_metrics(struct mirror *m, struct buf *out)
     metrics_write(out, "shoal_stale_answers_total", "counter",
                   "Tags answered from the last known answer because upstream was unreachable.",
                   NULL, m->stale_answers);
+    metrics_write(out, "shoal_repo_checks_ahead_total", "counter",
+                  "Repository checks of a manifest's blobs sent before the client asked for them.",
+                  "result=\"confirmed\"", m->checks_ahead_confirmed);
+    metrics_write_sample(out, "shoal_repo_checks_ahead_total", "result=\"unconfirmed\"",
+                         m->checks_ahead_unconfirmed);
     if (m->deps.prewarm)
         prewarm_metrics(m->deps.prewarm, out);
     if (m->deps.creds) {
@@ -683,6 +689,7 @@ void mirror_destroy(struct mirror *m)
 {
     if (!m)
         return;
+    mirror_ahead_dispose(m);
     json_decref(m->confirmed);
     json_decref(m->tags);
     cluster_auth_replay_destroy(m->replay);

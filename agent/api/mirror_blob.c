@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "api/mirror_blob.h"
+#include "api/mirror_ahead.h"
 #include "cache/store.h"
 #include "fetch/blob_fetch.h"
 #include "upstream/upstream.h"
@@ -356,6 +357,10 @@ void mirror_blob(struct mreq *r)
         blob_proceed(r, size);
         return;
     }
+    /* The manifest's blobs are being checked already: wait for that answer
+     * (then this runs again) rather than send the same HEAD. */
+    if (mirror_ahead_wait(r, mirror_blob))
+        return;
     /* A digest is only readable through a repository that holds it upstream:
      * ask before serving, even from the cache. A job with credentials of its
      * own always asks with them, and what it learns is not kept for others. */
@@ -378,6 +383,7 @@ void mirror_blob(struct mreq *r)
 
 void mirror_blob_closed(struct mreq *r)
 {
+    mirror_ahead_leave(r);
     if (r->verifying) {
         blob_verify_wait_cancel(&r->vwait);
         r->verifying = false;

@@ -3,6 +3,7 @@
  * and, for a tag, remembered as the tag's last known answer.
  */
 #include "api/mirror_manifest.h"
+#include "api/mirror_ahead.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -40,6 +41,10 @@ static void serve_manifest(struct mreq *r, const struct oci_digest *d, const cha
         http_response_write(r->req, body, len);
         r->bytes += len;
         r->m->client_tx_bytes += len;
+        /* The client asks for the blobs next: check that the repository
+         * holds them now (not with upstream unreachable: a stale answer). */
+        if (!r->source || strcmp(r->source, "stale") != 0)
+            mirror_ahead_manifest(r, mt, body, len);
     }
     http_response_end(r->req);
 }

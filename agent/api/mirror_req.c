@@ -257,7 +257,7 @@ void mreq_upstream_error(struct mreq *r, int rc, int status, const char *unknown
 
 bool mreq_maybe_free(struct mreq *r)
 {
-    if (r->req || r->ureq || r->reader || r->verifying)
+    if (r->req || r->ureq || r->reader || r->verifying || r->ahead)
         return false;
     upstream_def_dispose(&r->job_def);
     free(r);

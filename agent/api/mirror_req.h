@@ -7,6 +7,8 @@
  *   mirror.c           routing, pass-through, control endpoints, metrics
  *   mirror_manifest.c  manifests
  *   mirror_blob.c      blobs
+ *   mirror_ahead.c     repository checks started by a manifest, waited for
+ *                      by blob requests
  *   mirror_req.c       this header
  */
 #ifndef SHOAL_MIRROR_REQ_H
@@ -68,6 +70,12 @@ struct mirror {
     struct metrics_histogram ttfb[MIRROR_KINDS][MIRROR_SOURCES];
     /* Signed control requests (the tracker's) seen within the clock skew. */
     struct cluster_auth_replay *replay;
+    /* Repository checks ahead of the client (mirror_ahead.h). */
+    struct mirror_check *checks;
+    unsigned nchecks;
+    json_t *unconfirmed; /* "host/repo@digest" -> expiry_ms: not checked ahead again */
+    uint64_t checks_ahead_confirmed;
+    uint64_t checks_ahead_unconfirmed;
 };
 
 enum mreq_kind { MREQ_OTHER, MREQ_MANIFEST, MREQ_BLOB, MREQ_TAGS, MREQ_REFERRERS };
@@ -107,6 +115,10 @@ struct mreq {
     struct blob_verify_wait vwait;
     bool verifying;
     uint64_t vsize;
+    /* Waiting for a repository check ahead (mirror_ahead.h). */
+    struct mirror_check *ahead;
+    struct mreq *ahead_next;
+    void (*ahead_resume)(struct mreq *r);
 
     /* blob streaming */
     uint64_t size;

@@ -67,6 +67,9 @@ const struct config_option agent_options[] = {
         "is unreachable, answers 5xx or 429 (0 = never serve a stale tag)"),
     OPT("repo-check-ttl", CONFIG_DURATION, repo_check_ttl_ms, 0, 24 * HOUR, "5m",
         "how long an upstream access check for a repository is reused"),
+    OPT("repo-check-ahead", CONFIG_INT, repo_check_ahead, 0, 1000, "64",
+        "blobs of an image manifest served to a client whose access check (an upstream HEAD) "
+        "starts at once, before the client asks for them (0 = each when it is asked for)"),
     OPT("upstream-retries", CONFIG_INT, upstream_retries, 0, 10, "3",
         "retries of a failed upstream request"),
     OPT("upstream-retry-max", CONFIG_DURATION, upstream_retry_max_ms, 0, 5 * MIN, "10s",

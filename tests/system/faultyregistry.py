@@ -11,6 +11,7 @@ a number of times (None: every time):
               with Retry-After, ...), body never blob content
     reset     send `after` bytes of the body, then reset the connection (RST)
     slow      send the body at `rate` bytes/s
+    delay     answer normally, `seconds` late (a HEAD too)
 
 A shared token bucket (`rate`, None = unlimited) throttles every blob body,
 so a transfer lasts long enough to kill something in its middle. Every
@@ -57,8 +58,8 @@ def blob_bytes(size, seed):
 
 class Fault:
     def __init__(self, kind, method="GET", path=None, times=1, status=503, body=HTML_503,
-                 headers=None, offset=None, after=0, rate=None):
-        assert kind in ("corrupt", "status", "reset", "slow"), kind
+                 headers=None, offset=None, after=0, rate=None, seconds=0):
+        assert kind in ("corrupt", "status", "reset", "slow", "delay"), kind
         self.kind = kind
         self.method = method
         self.path = path
@@ -69,6 +70,7 @@ class Fault:
         self.offset = offset
         self.after = after
         self.rate = rate
+        self.seconds = seconds
         self.fired = 0
 
     def left(self):
@@ -296,6 +298,8 @@ class FaultyRegistry:
                 return
             status = 206
         f = self._fault_for(h.command, h.path, first, last)
+        if f is not None and f.kind == "delay":
+            time.sleep(f.seconds)
         if f is not None and f.kind == "status":
             hdrs = dict(f.headers)
             ctype_f = hdrs.pop("Content-Type", "text/html")

@@ -108,6 +108,7 @@ static void test_table_keys(void **state)
         "tag-cache-ttl",
         "tag-stale-max",
         "repo-check-ttl",
+        "repo-check-ahead",
         "upstream-retries",
         "upstream-retry-max",
         "upstream-timeout",

@@ -1,0 +1,195 @@
+"""Repository checks ahead of the client (agent/api/mirror_ahead.h).
+
+A blob is served only through a repository whose upstream holds it, which
+the agent learns from an upstream HEAD. When it serves an image manifest to
+a GET, it sends those HEADs for the manifest's blobs at once, so that the
+blob requests the runtime sends next (a few at a time) find the answer
+instead of each waiting for its own HEAD; a blob request that arrives while
+its check is under way waits for it rather than sending another. A check
+that does not confirm (an error, a size other than the manifest's) leaves
+the blob request to ask for itself, as it did before. Upstream is
+faultyregistry.py, which records every request. Also a smoke run of
+bench/check-ahead-bench."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+from conftest import REPO_ROOT, bin_dir, oci_error_codes, wait_for
+from faultyregistry import MT_OCI_MANIFEST, blob_bytes, digest_of, faulty_registry  # noqa: F401
+
+REPO = "ahead/app"
+
+
+def image(reg, layers, missing=None, wrong_size=None):
+    """Pushes a config and `layers` layers to REPO and a manifest listing
+    them (and `missing`, a blob the repository lacks; a wrong size for the
+    layer index `wrong_size`). Returns (manifest digest, [(digest, bytes)])."""
+    cfg = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    blobs = [(reg.add_blob(REPO, cfg), cfg)]
+    for i in range(layers):
+        data = blob_bytes(200000 + i * 1000, "ahead/%d" % i)
+        blobs.append((reg.add_blob(REPO, data), data))
+    descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d,
+              "size": len(b)} for d, b in blobs[1:]]
+    if wrong_size is not None:
+        descs[wrong_size]["size"] += 1
+    if missing is not None:
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                      "digest": digest_of(missing), "size": len(missing)})
+    man = json.dumps({"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                 "digest": blobs[0][0], "size": len(cfg)},
+                      "layers": descs}).encode()
+    return reg.add_manifest(REPO, "v1", man), blobs
+
+
+def heads(reg, digest):
+    return [r for r in reg.requests("HEAD", contains="/blobs/" + digest)]
+
+
+def checks(agent, result):
+    return agent.metric("shoal_repo_checks_ahead_total", result=result) or 0
+
+
+def test_manifest_checks_its_blobs_once(faulty_registry, agent_factory):
+    """A manifest GET sends one HEAD per blob it lists; the blob GETs that
+    follow send none of their own and get the right bytes."""
+    reg = faulty_registry
+    _, blobs = image(reg, 4)
+    a = agent_factory(reg.host)
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    wait_for(lambda: checks(a, "confirmed") == len(blobs), 10, "five confirmed checks")
+    for d, _ in blobs:
+        assert len(heads(reg, d)) == 1, reg.requests()
+    for d, data in blobs:
+        st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, d))
+        assert st == 200 and body == data
+        assert len(heads(reg, d)) == 1, (d, heads(reg, d))
+    # A second manifest GET finds them confirmed: nothing is asked again.
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    time.sleep(0.3)
+    assert all(len(heads(reg, d)) == 1 for d, _ in blobs)
+    assert checks(a, "confirmed") == len(blobs) and checks(a, "unconfirmed") == 0
+
+
+def test_blob_request_waits_for_its_check(faulty_registry, agent_factory):
+    """A blob GET that arrives while its check is out waits for that answer:
+    one HEAD in all, and the bytes once it came. A client that gives up while
+    waiting is dropped from the wait (the agent goes on)."""
+    reg = faulty_registry
+    _, blobs = image(reg, 2)
+    d, data = blobs[2]
+    reg.inject("delay", method="HEAD", path=d, seconds=1.0)
+    a = agent_factory(reg.host)
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", a.port))
+        s.sendall(("GET /v2/%s/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (REPO, d)).encode())
+        s.close()
+    got = {}
+
+    def pull():
+        got["answer"] = a.get("/v2/%s/blobs/%s" % (REPO, d))
+        got["at"] = time.monotonic()
+    t0 = time.monotonic()
+    t = threading.Thread(target=pull)
+    t.start()
+    t.join(30)
+    st, _, body = got["answer"]
+    assert st == 200 and body == data
+    assert len(heads(reg, d)) == 1, heads(reg, d)
+    assert got["at"] - t0 >= 0.5  # it did wait for the delayed answer
+    assert checks(a, "confirmed") == len(blobs)
+    assert a.alive()
+
+
+def test_unconfirmed_check_leaves_the_request_to_ask(faulty_registry, agent_factory):
+    """A blob the repository lacks, and a layer whose size upstream gives
+    otherwise than the manifest, are not confirmed ahead (nor checked ahead
+    again for a while): their GETs ask upstream themselves and answer what
+    it says (404; the blob)."""
+    reg = faulty_registry
+    missing = b"not pushed to this repository\n" * 100
+    _, blobs = image(reg, 2, missing=missing, wrong_size=1)
+    a = agent_factory(reg.host)
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    wait_for(lambda: checks(a, "confirmed") + checks(a, "unconfirmed") == 4, 10,
+             "four checks done")
+    assert checks(a, "confirmed") == 2 and checks(a, "unconfirmed") == 2
+    # Fetching the manifest again does not send those HEADs again.
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    time.sleep(0.3)
+    assert checks(a, "unconfirmed") == 2
+    assert len(heads(reg, digest_of(missing))) == 1 and len(heads(reg, blobs[2][0])) == 1
+    st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, digest_of(missing)))
+    assert st == 404 and oci_error_codes(body) == ["BLOB_UNKNOWN"], body
+    assert len(heads(reg, digest_of(missing))) == 2
+    d, data = blobs[2]
+    st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, d))
+    assert st == 200 and body == data
+    assert len(heads(reg, d)) == 2
+
+
+def test_no_checks_ahead_when_off_or_not_asked(faulty_registry, agent_factory):
+    """repo-check-ahead 0 turns it off, and a HEAD of the manifest (what a
+    runtime sends to resolve a tag) starts no checks either."""
+    reg = faulty_registry
+    _, blobs = image(reg, 2)
+    on = agent_factory(reg.host)
+    st, _, _ = on.head("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    off = agent_factory(reg.host, config_extra={"repo-check-ahead": 0})
+    st, _, _ = off.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    time.sleep(0.5)
+    assert reg.requests("HEAD", contains="/blobs/") == []
+    assert checks(on, "confirmed") == 0 and checks(off, "confirmed") == 0
+    d, data = blobs[1]
+    st, _, body = off.get("/v2/%s/blobs/%s" % (REPO, d))
+    assert st == 200 and body == data
+    assert len(heads(reg, d)) == 1
+
+
+def test_checks_go_a_few_at_a_time_in_order(faulty_registry, agent_factory):
+    """A manifest's checks go out four at a time, in the manifest's order
+    (the order a runtime asks in), not all at once from every node."""
+    reg = faulty_registry
+    _, blobs = image(reg, 8)
+    reg.inject("delay", method="HEAD", times=None, seconds=0.3)
+    a = agent_factory(reg.host)
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    wait_for(lambda: checks(a, "confirmed") == len(blobs), 20, "nine confirmed checks")
+    done = sorted(reg.requests("HEAD", contains="/blobs/"), key=lambda r: r["time"])
+    assert len(done) == len(blobs)
+    ends = [r["time"] for r in done]
+    for i in range(len(ends) - 4):
+        assert ends[i + 4] - ends[i] >= 0.15, ends  # never five answers in one wave
+    first = {r["path"].rsplit("/", 1)[-1] for r in done[:4]}
+    assert first == {d for d, _ in blobs[:4]}, (first, blobs[:4])
+
+
+def test_check_ahead_bench_smoke(tmp_path):
+    """bench/check-ahead-bench runs end to end (tiny image, one pull each
+    way) and reports both settings with the same upstream request count."""
+    bench = os.path.join(REPO_ROOT, "bench", "check-ahead-bench")
+    p = subprocess.run([bench, "--rtt-ms", "10", "--size-mib", "2", "--reps", "1",
+                        "--bin-dir", bin_dir(), "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    md = [f for f in os.listdir(tmp_path) if f.endswith(".md")]
+    text = open(os.path.join(tmp_path, md[0])).read()
+    rows = re.findall(r"^\| (64 \(default\)|0) \| [\d.]+ \| [\d., ]+ \| (\d+) \|$", text, re.M)
+    assert [r[0] for r in rows] == ["64 (default)", "0"], text
+    assert rows[0][1] == rows[1][1] == "63", text  # 31 HEADs, 31 GETs, the manifest
