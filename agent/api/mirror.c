@@ -302,6 +302,9 @@ int mirror_metrics(struct mirror *m, struct buf *out)
                   "result=\"confirmed\"", m->checks_ahead_confirmed);
     metrics_write_sample(out, "shoal_repo_checks_ahead_total", "result=\"unconfirmed\"",
                          m->checks_ahead_unconfirmed);
+    metrics_write(out, "shoal_blobs_prefetched_total", "counter",
+                  "Small blobs of a manifest downloaded into the cache before the client asked.",
+                  NULL, m->blobs_prefetched);
     if (m->deps.prewarm)
         prewarm_metrics(m->deps.prewarm, out);
     if (m->deps.creds) {

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/store.h"
+#include "fetch/blob_fetch.h"
 #include "shoal/error.h"
 #include "shoal/log.h"
 #include "shoal/manifest.h"
@@ -160,6 +162,57 @@ static void pump(struct mirror_batch *b)
     }
 }
 
+/* A small blob fetched ahead: a passive reader of its download, which only
+ * waits for the end (as a prewarm fill does). */
+struct mirror_prefetch {
+    struct partial_reader *reader;
+};
+
+static void prefetch_data(struct partial_reader *br, void *arg)
+{
+    (void)br;
+    (void)arg;
+}
+
+static void prefetch_end(struct partial_reader *br, int rc, int status, void *arg)
+{
+    (void)br;
+    (void)status;
+    if (rc != 0)
+        LOG(DEBUG, "mirror", "prefetch ended err=%s", shoal_errname(rc));
+    free(arg); /* the reader is freed by the fetcher after we return */
+}
+
+static const struct partial_reader_cbs prefetch_cbs = {
+    .on_data = prefetch_data,
+    .on_end = prefetch_end,
+};
+
+/* A confirmed blob of the batch no larger than blob-prefetch-max: download
+ * it into the cache now (through the swarm where there is one), so that the
+ * runtime's request finds it there instead of waiting for a download of its
+ * own. A blob the cache holds or is downloading is left alone. */
+static void maybe_prefetch(struct mirror_batch *b, const struct oci_digest *d, uint64_t size)
+{
+    struct mirror *m = b->m;
+    uint64_t max = (uint64_t)m->deps.cfg->blob_prefetch_max;
+    if (size > max || !m->deps.fetcher || store_blob_exists(m->deps.store, d) ||
+        blob_fetcher_active(m->deps.fetcher, d))
+        return;
+    struct mirror_prefetch *p = calloc(1, sizeof(*p));
+    if (!p)
+        return;
+    int rc = blob_fetcher_read(m->deps.fetcher, d, size, &b->def, b->repo, UINT64_MAX,
+                               &prefetch_cbs, p, &p->reader);
+    if (rc < 0) {
+        LOG(DEBUG, "mirror", "digest=%s prefetch not started err=%s", d->str, shoal_errname(rc));
+        free(p);
+        return;
+    }
+    partial_reader_set_passive(p->reader);
+    m->blobs_prefetched++;
+}
+
 static void check_done(void *arg, int rc, const struct http_client_response *resp)
 {
     struct mirror_check *c = arg;
@@ -172,6 +225,7 @@ static void check_done(void *arg, int rc, const struct http_client_response *res
     if (rc == 0 && status == 200 && resp->content_length == c->size) {
         mirror_confirm(m, b->host, b->repo, &c->d, c->size);
         m->checks_ahead_confirmed++;
+        maybe_prefetch(b, &c->d, c->size);
     } else {
         /* The blob request asks for itself and answers what it learns. */
         m->checks_ahead_unconfirmed++;

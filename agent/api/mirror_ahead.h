@@ -7,6 +7,11 @@
  * its blobs, four at a time in the manifest's order), and a blob request
  * that finds its check under way waits for it instead of sending another.
  *
+ * A confirmed blob of at most blob-prefetch-max is then downloaded into the
+ * cache (a passive reader of a shared download, as a prewarm fill), unless
+ * the cache holds it or is downloading it: the runtime's request for an
+ * image's small layers finds them there.
+ *
  * A check confirms only what the blob request's own HEAD would: a 200 from
  * the same upstream and repository, with the node's credentials, whose
  * Content-Length is the size the manifest gives. Anything else (an error, a

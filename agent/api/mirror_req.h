@@ -76,6 +76,7 @@ struct mirror {
     json_t *unconfirmed; /* "host/repo@digest" -> expiry_ms: not checked ahead again */
     uint64_t checks_ahead_confirmed;
     uint64_t checks_ahead_unconfirmed;
+    uint64_t blobs_prefetched;
 };
 
 enum mreq_kind { MREQ_OTHER, MREQ_MANIFEST, MREQ_BLOB, MREQ_TAGS, MREQ_REFERRERS };

@@ -70,6 +70,10 @@ const struct config_option agent_options[] = {
     OPT("repo-check-ahead", CONFIG_INT, repo_check_ahead, 0, 1000, "64",
         "blobs of an image manifest served to a client whose access check (an upstream HEAD) "
         "starts at once, before the client asks for them (0 = each when it is asked for)"),
+    OPT("blob-prefetch-max", CONFIG_SIZE, blob_prefetch_max, 0, 64 * MIB, "0",
+        "blobs of an image manifest served to a client, up to this size, are downloaded into the "
+        "cache once their access check (repo-check-ahead) confirms them, before the client asks "
+        "(0 = none; a manifest fetched only to be inspected brings them too)"),
     OPT("upstream-retries", CONFIG_INT, upstream_retries, 0, 10, "3",
         "retries of a failed upstream request"),
     OPT("upstream-retry-max", CONFIG_DURATION, upstream_retry_max_ms, 0, 5 * MIN, "10s",

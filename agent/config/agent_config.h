@@ -75,6 +75,7 @@ struct agent_config {
     int64_t tag_stale_max_ms;
     int64_t repo_check_ttl_ms;
     int64_t repo_check_ahead;
+    int64_t blob_prefetch_max;
     int64_t upstream_retries;
     int64_t upstream_retry_max_ms;
     int64_t upstream_timeout_ms;

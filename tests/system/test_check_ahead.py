@@ -182,7 +182,8 @@ def test_checks_go_a_few_at_a_time_in_order(faulty_registry, agent_factory):
 
 def test_check_ahead_bench_smoke(tmp_path):
     """bench/check-ahead-bench runs end to end (tiny image, one pull each
-    way) and reports both settings with the same upstream request count."""
+    way) and reports the three settings with the same upstream request
+    count."""
     bench = os.path.join(REPO_ROOT, "bench", "check-ahead-bench")
     p = subprocess.run([bench, "--rtt-ms", "10", "--size-mib", "2", "--reps", "1",
                         "--bin-dir", bin_dir(), "--out-dir", str(tmp_path)],
@@ -190,6 +191,29 @@ def test_check_ahead_bench_smoke(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     md = [f for f in os.listdir(tmp_path) if f.endswith(".md")]
     text = open(os.path.join(tmp_path, md[0])).read()
-    rows = re.findall(r"^\| (64 \(default\)|0) \| [\d.]+ \| [\d., ]+ \| (\d+) \|$", text, re.M)
-    assert [r[0] for r in rows] == ["64 (default)", "0"], text
-    assert rows[0][1] == rows[1][1] == "63", text  # 31 HEADs, 31 GETs, the manifest
+    rows = re.findall(r"^\| ([a-z][^|]*) \| [\d.]+ \| [\d., ]+ \| (\d+) \|$", text, re.M)
+    assert [r[0].split()[0] for r in rows] == ["checks", "checks", "neither"], text
+    assert [r[1] for r in rows] == ["63"] * 3, text  # 31 HEADs, 31 GETs, the manifest
+
+
+def test_small_blobs_are_fetched_ahead(faulty_registry, agent_factory):
+    """Confirmed blobs up to blob-prefetch-max are downloaded into the cache
+    before the client asks (one upstream GET each, verified); larger ones
+    wait for the client, and the client's GETs send nothing more."""
+    reg = faulty_registry
+    _, blobs = image(reg, 3)  # a config, then layers of 200000, 201000, 202000 bytes
+    a = agent_factory(reg.host, config_extra={"blob-prefetch-max": "201000B"})
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+
+    def cached(d):
+        return os.path.exists(os.path.join(a.data_dir, "blobs", "sha256", d[7:]))
+    wait_for(lambda: all(cached(d) for d, _ in blobs[:3]), 20, "three blobs fetched ahead")
+    assert a.metric("shoal_blobs_prefetched_total") == 3
+    big = blobs[3][0]
+    assert not cached(big) and reg.requests("GET", contains=big) == []
+    for d, data in blobs:
+        st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, d))
+        assert st == 200 and body == data
+        assert len(reg.requests("GET", contains="/blobs/" + d)) == 1, d
+    assert a.metric("shoal_cache_hits_total") == 3

@@ -158,6 +158,11 @@ def test_retry_after_is_honoured_then_upstream_asked_again(registry, agent_facto
         path = "/v2/limited/short/manifests/" + b.tag
         st, _, _ = a.get(path, headers=ACCEPT)
         assert st == 200
+        # Serving the manifest checked its two blobs upstream (checks ahead,
+        # docs/mirror.md): let those finish before upstream starts limiting,
+        # so that the one request limited below is the manifest's.
+        wait_for(lambda: sum(a.metric("shoal_repo_checks_ahead_total", result=r) or 0
+                             for r in ("confirmed", "unconfirmed")) == 2, 10, "checks ahead")
 
         up.limit(retry_after=3)
         t0 = time.monotonic()

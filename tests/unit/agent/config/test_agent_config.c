@@ -109,6 +109,7 @@ static void test_table_keys(void **state)
         "tag-stale-max",
         "repo-check-ttl",
         "repo-check-ahead",
+        "blob-prefetch-max",
         "upstream-retries",
         "upstream-retry-max",
         "upstream-timeout",
