@@ -275,8 +275,12 @@ void mirror_ahead_manifest(struct mreq *r, const char *mt, const char *body, siz
     snprintf(b->host, sizeof(b->host), "%s", r->def->host);
     b->def.host = b->host;
     snprintf(b->repo, sizeof(b->repo), "%s", r->repo);
-    b->blobs = mf.entries; /* taken over */
     b->n = mf.count < (size_t)max ? mf.count : (size_t)max;
+    /* The entries are taken over, cut to those checked: a manifest may list
+     * thousands, each a few hundred bytes. */
+    b->blobs = realloc(mf.entries, b->n * sizeof(*b->blobs));
+    if (!b->blobs)
+        b->blobs = mf.entries;
     pump(b);
 }
 
