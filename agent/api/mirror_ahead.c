@@ -121,17 +121,7 @@ static int start_check(struct mirror_batch *b, const struct manifest_desc *e)
     c->b = b;
     c->d = e->digest;
     c->size = e->size;
-    char path[OCI_NAME_MAX + 200];
-    snprintf(path, sizeof(path), "/v2/%s/blobs/%s", b->repo, c->d.str);
-    struct upstream_req_opts o = {
-        .def = &b->def,
-        .repo = b->repo,
-        .method = "HEAD",
-        .path = path,
-        .on_done = check_done,
-        .arg = c,
-    };
-    int rc = upstream_request(m->deps.up, &o, &c->ureq);
+    int rc = mirror_repo_check(m, &b->def, b->repo, &c->d, check_done, c, &c->ureq);
     if (rc < 0) {
         free(c);
         return rc;
@@ -312,11 +302,6 @@ void mirror_ahead_leave(struct mreq *r)
     r->ahead = NULL;
     r->ahead_next = NULL;
     r->ahead_resume = NULL;
-}
-
-unsigned mirror_ahead_running(const struct mirror *m)
-{
-    return m->nchecks;
 }
 
 void mirror_ahead_dispose(struct mirror *m)

@@ -36,8 +36,6 @@ void mirror_ahead_manifest(struct mreq *r, const char *mt, const char *body, siz
 bool mirror_ahead_wait(struct mreq *r, void (*resume)(struct mreq *r));
 /* r's client went away: r stops waiting (no resume). */
 void mirror_ahead_leave(struct mreq *r);
-/* Checks under way; their HEADs are cancelled with the upstream module. */
-unsigned mirror_ahead_running(const struct mirror *m);
 /* Frees what is left at the mirror's end (after the upstream module). */
 void mirror_ahead_dispose(struct mirror *m);
 

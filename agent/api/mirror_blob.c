@@ -364,17 +364,7 @@ void mirror_blob(struct mreq *r)
     /* A digest is only readable through a repository that holds it upstream:
      * ask before serving, even from the cache. A job with credentials of its
      * own always asks with them, and what it learns is not kept for others. */
-    char path[OCI_NAME_MAX + 200];
-    snprintf(path, sizeof(path), "/v2/%s/blobs/%s", r->repo, r->d.str);
-    struct upstream_req_opts o = {
-        .def = r->def,
-        .repo = r->repo,
-        .method = "HEAD",
-        .path = path,
-        .on_done = head_done,
-        .arg = r,
-    };
-    int rc = upstream_request(m->deps.up, &o, &r->ureq);
+    int rc = mirror_repo_check(m, r->def, r->repo, &r->d, head_done, r, &r->ureq);
     if (rc < 0) {
         r->ureq = NULL;
         mreq_upstream_error(r, rc, 0, "BLOB_UNKNOWN", NULL);

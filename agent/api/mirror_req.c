@@ -72,6 +72,24 @@ void mirror_confirm(struct mirror *m, const char *host, const char *repo,
     store_repo_add(m->deps.store, d, host, repo);
 }
 
+int mirror_repo_check(struct mirror *m, const struct upstream_def *def, const char *repo,
+                      const struct oci_digest *d,
+                      void (*on_done)(void *arg, int rc, const struct http_client_response *resp),
+                      void *arg, struct upstream_req **out)
+{
+    char path[OCI_NAME_MAX + 200];
+    snprintf(path, sizeof(path), "/v2/%s/blobs/%s", repo, d->str);
+    struct upstream_req_opts o = {
+        .def = def,
+        .repo = repo,
+        .method = "HEAD",
+        .path = path,
+        .on_done = on_done,
+        .arg = arg,
+    };
+    return upstream_request(m->deps.up, &o, out);
+}
+
 bool mirror_confirmed(struct mirror *m, const char *host, const char *repo,
                       const struct oci_digest *d, uint64_t *size)
 {

@@ -163,6 +163,13 @@ bool mirror_peer_is_loopback(const char *peer);
  * repo-check-ttl, and in the store's repository sets. */
 void mirror_confirm(struct mirror *m, const char *host, const char *repo,
                     const struct oci_digest *d, uint64_t size);
+/* Asks upstream whether def's repo holds d: a HEAD of the blob, on_done(arg,
+ * ...) with the answer (its Content-Length is the size). 0 with the request
+ * in *out, or < 0 when it could not be sent (no callback then). */
+int mirror_repo_check(struct mirror *m, const struct upstream_def *def, const char *repo,
+                      const struct oci_digest *d,
+                      void (*on_done)(void *arg, int rc, const struct http_client_response *resp),
+                      void *arg, struct upstream_req **out);
 /* Whether a confirmation is fresh; *size gets its size (UINT64_MAX when
  * unknown). */
 bool mirror_confirmed(struct mirror *m, const char *host, const char *repo,
