@@ -546,6 +546,14 @@ static int take_table(struct swarm_core *c, const struct announce_reply *r, cons
             piece_picker_mark_have(c->pp, i, NULL, NULL);
         }
     }
+    /* With SHA-256 pieces, the one piece of a blob no longer than a piece
+     * hashes to the blob's digest: its hash is known before any agent
+     * reports one, and a peer holding it is asked at once, not after a
+     * round of announces (an image's small layers; docs/protocol.md). */
+    if (c->algo == WIRE_HASH_SHA256 && c->npieces == 1 && strncmp(c->digest, "sha256:", 7) == 0 &&
+        wire_hash_from_hex(WIRE_HASH_SHA256, c->digest + 7, strlen(c->digest + 7), c->hashes[0]) ==
+            0)
+        piece_picker_set_hash_known(c->pp, 0);
     c->table = true;
     c->last_progress = now;
     update_window(c);
@@ -795,8 +803,21 @@ void swarm_core_peer_bitfield(struct swarm_core *c, uint64_t now, uint32_t id, c
     struct peer *p = peer_find(c, id);
     if (!p || p->added || c->state == SWARM_CORE_DONE)
         return;
-    if (piece_picker_peer_add(c->pp, p, bits, len) == 0)
-        p->added = true;
+    if (piece_picker_peer_add(c->pp, p, bits, len) != 0) {
+        try_request(c, p, now);
+        return;
+    }
+    p->added = true;
+    /* It holds pieces whose hashes we lack: their holders have reported
+     * them or soon will. As for a HAVE, ask the tracker soon rather than at
+     * the next interval. */
+    for (uint32_t i = 0; bits && i < c->npieces; i++) {
+        if (wire_bit_get(bits, i) && !wire_bit_get(c->have, i) &&
+            !piece_picker_hash_known(c->pp, i)) {
+            announce_soon(c, SWARM_HASH_WAIT_MAX_MS);
+            break;
+        }
+    }
     try_request(c, p, now);
 }
 

@@ -244,7 +244,8 @@ int h_peer(struct harness *h, const char *addr, enum hpeer_kind kind, const int 
 int h_seed(struct harness *h, const char *addr);
 /* The tracker knows the hashes of pieces [from, to). */
 void h_hashed(struct harness *h, uint32_t from, uint32_t to);
-/* The true hash of piece index (its algorithm's length). */
+/* The true hash of piece index (its algorithm's length; for a blob of one
+ * SHA-256 piece, the digest's). */
 void h_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX]);
 /* The hash of the wrong bytes of index (the true one, first byte flipped). */
 void h_wrong_hash(const struct harness *h, uint32_t index, uint8_t out[WIRE_HASH_MAX]);

@@ -474,6 +474,72 @@ static void test_have_asks_for_hash(void **state)
     end(h);
 }
 
+/* A BITFIELD showing pieces whose hashes are unknown makes the core ask the
+ * tracker within SWARM_HASH_WAIT_MAX_MS, not at the next interval: the peer
+ * holds them, so its report is on its way. One of pieces we know or hold
+ * asks nothing. */
+static void test_bitfield_asks_for_hash(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    h_peer(h, "10.0.0.2:7000", HPEER_GOOD, (const int[]){0, 1, -1});
+    int q = h_peer(h, "10.0.0.3:7000", HPEER_GOOD, (const int[]){0, -1});
+    h->peers[q].listed = false; /* dials in later */
+    h_hashed(h, 0, 1);
+    h->t.interval_ms = 10000;
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    /* The first reply came before piece 1's hash reached the tracker. */
+    h->t.hashed[1] = true;
+    h_run(h, NULL, 400);
+    assert_int_equal(h->nann, 2);
+    assert_true(h->ann[1].at - h->ann[0].at <= SWARM_HASH_WAIT_MAX_MS + SWARM_TICK_MS);
+    assert_true(swarm_core_has(h->core, 0));
+    assert_true(swarm_core_has(h->core, 1));
+    /* A peer whose BITFIELD holds only what we have asks nothing. */
+    assert_int_equal(h_dial_in(h, q), 0);
+    h_run(h, NULL, 1000);
+    assert_int_equal(h->nann, 2);
+    end(h);
+}
+
+/* With SHA-256 pieces a blob of one piece is checked against its digest:
+ * the piece is asked of a peer holding it at once, with no hash from the
+ * tracker, and a peer sending other bytes is banned as for any bad piece.
+ * With xxh3-128 pieces the same blob waits for a reported hash. */
+static void test_one_piece_blob_needs_no_reported_hash(void **state)
+{
+    (void)state;
+    struct harness *h = mk(1);
+    h->t.algo = WIRE_HASH_SHA256;
+    h->t.interval_ms = 10000;
+    h_seed(h, "10.0.0.3:7000");
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 500));
+    assert_int_equal(h->nann, 1);
+    assert_false(h->t.hashed[0]);
+    assert_int_equal(h->written_from_peer[0], 1);
+    end(h);
+
+    h = mk(1);
+    h->t.algo = WIRE_HASH_SHA256;
+    h->t.interval_ms = 10000;
+    int bad = h_peer(h, "10.0.0.2:7000", HPEER_BAD, ALL);
+    h_start(h);
+    h_run(h, NULL, 500);
+    assert_int_equal(h->peers[bad].requests, 1);
+    assert_true(ban_list_has_addr(&h->bans, h->peers[bad].addr, h->now));
+    assert_false(swarm_core_has(h->core, 0));
+    end(h);
+
+    h = mk(1);
+    h->t.interval_ms = 10000;
+    h_seed(h, "10.0.0.3:7000");
+    h_start(h);
+    assert_false(h_run(h, h_all_held, 500));
+    end(h);
+}
+
 /* A BITFIELD of the wrong length leaves the peer out (until one of the
  * right length); once in, a second BITFIELD is ignored. */
 static void test_bad_bitfield(void **state)
@@ -983,6 +1049,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_request_timeout),
         cmocka_unit_test(test_peer_gone_mid_request),
         cmocka_unit_test(test_have_asks_for_hash),
+        cmocka_unit_test(test_bitfield_asks_for_hash),
+        cmocka_unit_test(test_one_piece_blob_needs_no_reported_hash),
         cmocka_unit_test(test_bad_bitfield),
         cmocka_unit_test(test_ingress_limit),
         cmocka_unit_test(test_egress_limit),
