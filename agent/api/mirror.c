@@ -305,6 +305,10 @@ int mirror_metrics(struct mirror *m, struct buf *out)
     metrics_write(out, "shoal_blobs_prefetched_total", "counter",
                   "Small blobs of a manifest downloaded into the cache before the client asked.",
                   NULL, m->blobs_prefetched);
+    metrics_write(out, "shoal_blob_downloads_started_early_total", "counter",
+                  "Blob downloads a client's GET started while the blob's repository check "
+                  "ahead was still out (its bytes wait for the check).",
+                  NULL, m->blobs_started_early);
     if (m->deps.prewarm)
         prewarm_metrics(m->deps.prewarm, out);
     if (m->deps.creds) {

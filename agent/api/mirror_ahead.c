@@ -178,29 +178,38 @@ static const struct partial_reader_cbs prefetch_cbs = {
     .on_end = prefetch_end,
 };
 
-/* A confirmed blob of the batch no larger than blob-prefetch-max: download
- * it into the cache now (through the swarm where there is one), so that the
- * runtime's request finds it there instead of waiting for a download of its
- * own. A blob the cache holds or is downloading is left alone. */
-static void maybe_prefetch(struct mirror_batch *b, const struct oci_digest *d, uint64_t size)
+/* Downloads d (size bytes as the manifest gives it) into the cache through
+ * the batch's upstream and repository (the swarm where there is one), as a
+ * passive reader that only waits for the end; a blob the cache holds or is
+ * downloading is left alone. Returns true when a download was started. */
+static bool fetch_ahead(struct mirror_batch *b, const struct oci_digest *d, uint64_t size)
 {
     struct mirror *m = b->m;
-    uint64_t max = (uint64_t)m->deps.cfg->blob_prefetch_max;
-    if (size > max || !m->deps.fetcher || store_blob_exists(m->deps.store, d) ||
+    if (!m->deps.fetcher || store_blob_exists(m->deps.store, d) ||
         blob_fetcher_active(m->deps.fetcher, d))
-        return;
+        return false;
     struct mirror_prefetch *p = calloc(1, sizeof(*p));
     if (!p)
-        return;
+        return false;
     int rc = blob_fetcher_read(m->deps.fetcher, d, size, &b->def, b->repo, UINT64_MAX,
                                &prefetch_cbs, p, &p->reader);
     if (rc < 0) {
-        LOG(DEBUG, "mirror", "digest=%s prefetch not started err=%s", d->str, shoal_errname(rc));
+        LOG(DEBUG, "mirror", "digest=%s download ahead not started err=%s", d->str,
+            shoal_errname(rc));
         free(p);
-        return;
+        return false;
     }
     partial_reader_set_passive(p->reader);
-    m->blobs_prefetched++;
+    return true;
+}
+
+/* A confirmed blob of the batch no larger than blob-prefetch-max: download
+ * it into the cache now, so that the runtime's request finds it there
+ * instead of waiting for a download of its own. */
+static void maybe_prefetch(struct mirror_batch *b, const struct oci_digest *d, uint64_t size)
+{
+    if (size <= (uint64_t)b->m->deps.cfg->blob_prefetch_max && fetch_ahead(b, d, size))
+        b->m->blobs_prefetched++;
 }
 
 static void check_done(void *arg, int rc, const struct http_client_response *resp)
@@ -285,6 +294,14 @@ bool mirror_ahead_wait(struct mreq *r, void (*resume)(struct mreq *r))
     r->ahead_resume = resume;
     r->ahead_next = c->waiters;
     c->waiters = r;
+    /* A client is asking for the blob (not a look at its size): start its
+     * download with the manifest's size while the check is out, so the
+     * answer finds it under way. Its bytes reach a client only through a
+     * confirmed check (this one, or the request's own HEAD); a check that
+     * fails leaves a download that fails with it upstream, or fills the
+     * cache from the swarm for a repository that does hold the blob. */
+    if (!r->req->is_head && fetch_ahead(c->b, &c->d, c->size))
+        r->m->blobs_started_early++;
     return true;
 }
 

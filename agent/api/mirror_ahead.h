@@ -6,6 +6,9 @@
  * image manifest, it now sends those HEADs (for at most repo-check-ahead of
  * its blobs, four at a time in the manifest's order), and a blob request
  * that finds its check under way waits for it instead of sending another.
+ * A GET (a client pulling the blob, not looking at it) also starts the
+ * blob's download then, with the manifest's size, as a passive reader:
+ * its bytes wait for the check, the download does not.
  *
  * A confirmed blob of at most blob-prefetch-max is then downloaded into the
  * cache (a passive reader of a shared download, as a prewarm fill), unless
@@ -32,7 +35,8 @@
 void mirror_ahead_manifest(struct mreq *r, const char *mt, const char *body, size_t len);
 /* A blob request not confirmed yet: when a check of r's repository and
  * digest is under way, r waits for it and true is returned; resume(r) runs
- * once it ends (confirmed or not), from the loop. */
+ * once it ends (confirmed or not), from the loop. For a GET, the blob's
+ * download starts meanwhile unless the cache holds it or it is under way. */
 bool mirror_ahead_wait(struct mreq *r, void (*resume)(struct mreq *r));
 /* r's client went away: r stops waiting (no resume). */
 void mirror_ahead_leave(struct mreq *r);

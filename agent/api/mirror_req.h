@@ -77,6 +77,7 @@ struct mirror {
     uint64_t checks_ahead_confirmed;
     uint64_t checks_ahead_unconfirmed;
     uint64_t blobs_prefetched;
+    uint64_t blobs_started_early; /* downloads a GET started while its check was out */
 };
 
 enum mreq_kind { MREQ_OTHER, MREQ_MANIFEST, MREQ_BLOB, MREQ_TAGS, MREQ_REFERRERS };

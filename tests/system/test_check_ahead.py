@@ -119,6 +119,66 @@ def test_blob_request_waits_for_its_check(faulty_registry, agent_factory):
     assert a.alive()
 
 
+def test_blob_download_starts_while_its_check_is_out(faulty_registry, agent_factory):
+    """A blob GET that waits for its check starts the blob's download with
+    the manifest's size at once: upstream has sent the body before it answers
+    the HEAD, and the client gets the bytes once the check confirmed. A HEAD
+    of the blob (a look, not a pull) starts nothing."""
+    reg = faulty_registry
+    _, blobs = image(reg, 3)
+    d, data = blobs[2]
+    looked = blobs[3][0]
+    reg.inject("delay", method="HEAD", path=d, seconds=1.0)
+    reg.inject("delay", method="HEAD", path=looked, seconds=1.0)
+    a = agent_factory(reg.host)
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
+    got = {}
+
+    def look():
+        got["head"] = a.head("/v2/%s/blobs/%s" % (REPO, looked))
+    t = threading.Thread(target=look)
+    t.start()
+    st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, d))
+    t.join(30)
+    assert st == 200 and body == data
+    assert got["head"][0] == 200
+    assert settled(reg, d, 1) and settled(reg, looked, 1)
+    gets = reg.requests("GET", contains="/blobs/" + d)
+    assert len(gets) == 1, gets
+    assert gets[0]["time"] < heads(reg, d)[0]["time"], (gets, heads(reg, d))
+    assert reg.requests("GET", contains="/blobs/" + looked) == []
+    assert a.metric("shoal_blob_downloads_started_early_total") == 1
+
+
+def test_early_download_serves_nothing_the_check_refuses(faulty_registry, agent_factory):
+    """A blob the manifest lists but the repository lacks (another
+    repository of the registry has it): the download its GET starts early
+    fails upstream, the client gets 404 after the check and its own HEAD,
+    and nothing is cached. A layer whose size the manifest gives wrongly is
+    still served with upstream's size once its own HEAD answered."""
+    reg = faulty_registry
+    missing = b"only in another repository\n" * 1000
+    reg.add_blob("ahead/other", missing)
+    _, blobs = image(reg, 2, missing=missing, wrong_size=1)
+    md = digest_of(missing)
+    reg.inject("delay", method="HEAD", path=md, seconds=0.5)
+    reg.inject("delay", method="HEAD", path=blobs[2][0], seconds=0.5)
+    a = agent_factory(reg.host)
+    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
+    st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, md))
+    assert st == 404 and oci_error_codes(body) == ["BLOB_UNKNOWN"], body
+    assert not os.path.exists(os.path.join(a.data_dir, "blobs", "sha256", md[7:]))
+    d, data = blobs[2]
+    st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, d))
+    assert st == 200 and body == data
+    assert a.metric("shoal_blob_downloads_started_early_total") == 2
+    assert a.alive()
+
+
 def test_unconfirmed_check_leaves_the_request_to_ask(faulty_registry, agent_factory):
     """A blob the repository lacks, and a layer whose size upstream gives
     otherwise than the manifest, are not confirmed ahead (nor checked ahead
