@@ -300,8 +300,10 @@ bool mirror_ahead_wait(struct mreq *r, void (*resume)(struct mreq *r))
      * confirmed check (this one, or the request's own HEAD); a check that
      * fails leaves a download that fails with it upstream, or fills the
      * cache from the swarm for a repository that does hold the blob. */
-    if (!r->req->is_head && fetch_ahead(c->b, &c->d, c->size))
+    if (!r->req->is_head && fetch_ahead(c->b, &c->d, c->size)) {
         r->m->blobs_started_early++;
+        r->started_download = true;
+    }
     return true;
 }
 

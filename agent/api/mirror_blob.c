@@ -87,10 +87,14 @@ static void queue_file(struct mreq *r, int fd, uint64_t upto)
 static void serve_cached(struct mreq *r, int fd, uint64_t size)
 {
     r->size = size;
-    r->source = "cache";
+    /* A request that started the download it is now served from (a small
+     * blob can be complete by the time its check answers) was a miss. */
+    r->source = r->started_download ? "stream" : "cache";
     if (!apply_range(r))
         return;
-    if (!r->req->is_head)
+    if (r->started_download)
+        r->m->cache_misses++;
+    else if (!r->req->is_head)
         r->m->cache_hits++;
     if (blob_headers(r) == 0 && !r->req->is_head)
         queue_file(r, fd, size);

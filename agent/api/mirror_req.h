@@ -121,6 +121,9 @@ struct mreq {
     struct mirror_check *ahead;
     struct mreq *ahead_next;
     void (*ahead_resume)(struct mreq *r);
+    /* It started the blob's download while waiting: a miss, whatever the
+     * download has done by the time it is answered. */
+    bool started_download;
 
     /* blob streaming */
     uint64_t size;

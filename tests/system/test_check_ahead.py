@@ -122,8 +122,8 @@ def test_blob_request_waits_for_its_check(faulty_registry, agent_factory):
 def test_blob_download_starts_while_its_check_is_out(faulty_registry, agent_factory):
     """A blob GET that waits for its check starts the blob's download with
     the manifest's size at once: upstream has sent the body before it answers
-    the HEAD, and the client gets the bytes once the check confirmed. A HEAD
-    of the blob (a look, not a pull) starts nothing."""
+    the HEAD, and the client gets the bytes once the check confirmed (a cache
+    miss). A HEAD of the blob (a look, not a pull) starts nothing."""
     reg = faulty_registry
     _, blobs = image(reg, 3)
     d, data = blobs[2]
@@ -150,6 +150,10 @@ def test_blob_download_starts_while_its_check_is_out(faulty_registry, agent_fact
     assert gets[0]["time"] < heads(reg, d)[0]["time"], (gets, heads(reg, d))
     assert reg.requests("GET", contains="/blobs/" + looked) == []
     assert a.metric("shoal_blob_downloads_started_early_total") == 1
+    # The GET that started the download is a miss, even if the download was
+    # complete by the time its check answered.
+    assert a.metric("shoal_cache_misses_total") == 1
+    assert (a.metric("shoal_cache_hits_total") or 0) == 0
 
 
 def test_early_download_serves_nothing_the_check_refuses(faulty_registry, agent_factory):
@@ -164,7 +168,8 @@ def test_early_download_serves_nothing_the_check_refuses(faulty_registry, agent_
     _, blobs = image(reg, 2, missing=missing, wrong_size=1)
     md = digest_of(missing)
     reg.inject("delay", method="HEAD", path=md, seconds=0.5)
-    reg.inject("delay", method="HEAD", path=blobs[2][0], seconds=0.5)
+    # Out for longer than the first GET takes, so the second finds it out.
+    reg.inject("delay", method="HEAD", path=blobs[2][0], seconds=2.0)
     a = agent_factory(reg.host)
     st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
     assert st == 200
