@@ -11,7 +11,8 @@ a number of times (None: every time):
               with Retry-After, ...), body never blob content
     reset     send `after` bytes of the body, then reset the connection (RST)
     slow      send the body at `rate` bytes/s
-    delay     answer normally, `seconds` late (a HEAD too)
+    delay     answer normally, `seconds` late (a HEAD too, and the 404 for
+              a blob the repository lacks)
 
 A shared token bucket (`rate`, None = unlimited) throttles every blob body,
 so a transfer lasts long enough to kill something in its middle. Every
@@ -192,10 +193,12 @@ class FaultyRegistry:
 
     # -- serving --
 
-    def _fault_for(self, method, path, first, last):
+    def _fault_for(self, method, path, first, last, kind=None):
         with self.lock:
             for f in self.faults:
                 if not f.left() or (f.method and f.method != method):
+                    continue
+                if kind and f.kind != kind:
                     continue
                 if f.path and f.path not in path:
                     continue
@@ -260,6 +263,9 @@ class FaultyRegistry:
                 with self.lock:
                     data = self.blobs.get(d) if d in self.repos.get(repo, ()) else None
                 if data is None:
+                    f = self._fault_for(h.command, h.path, 0, 0, kind="delay")
+                    if f is not None:
+                        time.sleep(f.seconds)
                     self._error(h, 404, "BLOB_UNKNOWN", "blob unknown to registry", head)
                     return
                 self._send(h, data, d, "application/octet-stream", rng, head)

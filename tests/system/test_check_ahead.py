@@ -167,19 +167,36 @@ def test_early_download_serves_nothing_the_check_refuses(faulty_registry, agent_
     reg.add_blob("ahead/other", missing)
     _, blobs = image(reg, 2, missing=missing, wrong_size=1)
     md = digest_of(missing)
-    reg.inject("delay", method="HEAD", path=md, seconds=0.5)
-    # Out for longer than the first GET takes, so the second finds it out.
-    reg.inject("delay", method="HEAD", path=blobs[2][0], seconds=2.0)
+    d, data = blobs[2]
+    # Both checks stay out long enough for both GETs, sent together, to
+    # find them out even on a loaded machine.
+    reg.inject("delay", method="HEAD", path=md, seconds=3.0)
+    reg.inject("delay", method="HEAD", path=d, seconds=3.0)
     a = agent_factory(reg.host)
     st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
     assert st == 200
     wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
-    st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, md))
+    got = {}
+
+    def pull(name, digest):
+        got[name] = a.get("/v2/%s/blobs/%s" % (REPO, digest))
+    ts = [threading.Thread(target=pull, args=("missing", md)),
+          threading.Thread(target=pull, args=("wrong_size", d))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    st, _, body = got["missing"]
     assert st == 404 and oci_error_codes(body) == ["BLOB_UNKNOWN"], body
     assert not os.path.exists(os.path.join(a.data_dir, "blobs", "sha256", md[7:]))
-    d, data = blobs[2]
-    st, _, body = a.get("/v2/%s/blobs/%s" % (REPO, d))
+    st, _, body = got["wrong_size"]
     assert st == 200 and body == data
+    # Each download started before its check answered.
+    for digest in (md, d):
+        assert settled(reg, digest, 2)
+        gets = reg.requests("GET", contains="/blobs/" + digest)
+        assert gets, (digest, reg.requests(contains=digest))
+        assert min(r["time"] for r in gets) < heads(reg, digest)[0]["time"], digest
     assert a.metric("shoal_blob_downloads_started_early_total") == 2
     assert a.alive()
 
