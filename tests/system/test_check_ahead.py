@@ -59,6 +59,15 @@ def settled(reg, digest, n):
     return len(heads(reg, digest)) == n
 
 
+def checks_started(reg, agent, blobs):
+    """GETs the image's manifest through agent and waits until the checks
+    ahead have started (the config's, which nothing delays, has come back):
+    a blob GET sent now finds its own check out if it is held."""
+    st, _, _ = agent.get("/v2/%s/manifests/v1" % REPO)
+    assert st == 200
+    wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
+
+
 def checks(agent, result):
     return agent.metric("shoal_repo_checks_ahead_total", result=result) or 0
 
@@ -95,9 +104,7 @@ def test_blob_request_waits_for_its_check(faulty_registry, agent_factory):
     d, data = blobs[2]
     reg.inject("delay", method="HEAD", path=d, seconds=1.0)
     a = agent_factory(reg.host)
-    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
-    assert st == 200
-    wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
+    checks_started(reg, a, blobs)
     for _ in range(3):
         s = socket.create_connection(("127.0.0.1", a.port))
         s.sendall(("GET /v2/%s/blobs/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (REPO, d)).encode())
@@ -131,9 +138,7 @@ def test_blob_download_starts_while_its_check_is_out(faulty_registry, agent_fact
     reg.inject("delay", method="HEAD", path=d, seconds=1.0)
     reg.inject("delay", method="HEAD", path=looked, seconds=1.0)
     a = agent_factory(reg.host)
-    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
-    assert st == 200
-    wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
+    checks_started(reg, a, blobs)
     got = {}
 
     def look():
@@ -173,9 +178,7 @@ def test_early_download_serves_nothing_the_check_refuses(faulty_registry, agent_
     reg.inject("delay", method="HEAD", path=md, seconds=3.0)
     reg.inject("delay", method="HEAD", path=d, seconds=3.0)
     a = agent_factory(reg.host)
-    st, _, _ = a.get("/v2/%s/manifests/v1" % REPO)
-    assert st == 200
-    wait_for(lambda: heads(reg, blobs[0][0]), 10, "the config's check")
+    checks_started(reg, a, blobs)
     got = {}
 
     def pull(name, digest):
