@@ -49,6 +49,18 @@ def summarize(run, n, size, tmin):
     s["cpu_busy"] = run.get("cpu_busy")
     s["background_busy"] = run.get("background_busy")
     s["upstream_done"] = run.get("upstream_done")
+    # Seconds of the run (T0 to the last host done) the machine was under
+    # 90% busy, and how many of them came after the upstream's last byte: a
+    # CPU-bound run has none; a tail that waits on round trips shows here.
+    busy = run.get("busy_curve") or []
+    if busy and s.get("last") is not None:
+        ts = [t for t, _ in busy]
+        steps = [(t1 - t0, b) for (t0, _), (t1, b) in zip([(0.0, 0)] + busy, busy)
+                 if t1 <= s["last"]]
+        s["slack_s"] = sum(dt for dt, b in steps if b < 90.0)
+        up_done = s["upstream_done"]
+        s["slack_after_upstream_s"] = sum(
+            dt for (dt, b), t in zip(steps, ts) if b < 90.0 and up_done is not None and t > up_done)
     s["extra"] = dict(run.get("extra") or {})
     # Pulling clients: first byte of the largest blob, from T0 and from its
     # GET; every client's received-bytes curve (prewarm: the agent's
@@ -243,6 +255,10 @@ def markdown(meta, results):
                 out.append("- %s: first byte of the largest blob %s s after its GET (median; "
                            "slowest host %s s)" % (name, _f(s["ttfb_req_median"], "%.3f"),
                                                    _f(s["ttfb_req_max"], "%.3f")))
+            if s.get("slack_s") is not None:
+                out.append("- %s: machine under 90%% busy for %.1f s of the %.1f s to the last "
+                           "host (%.1f s of them after the upstream's last byte)" % (
+                               name, s["slack_s"], s["last"], s["slack_after_upstream_s"]))
             if s["reps"] > 1:
                 out.append("- %s: last-host time of each repetition: %s s" % (
                     name, ", ".join(_f(v) for v in s["all_last"])))
