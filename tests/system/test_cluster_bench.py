@@ -146,6 +146,14 @@ def test_smoke_pull_mode(tmp_path):
         assert set(cpu) >= {"agents", "clients", "tracker", "registry", "machine"}, cpu
         assert all(v is not None and v >= 0 for v in cpu.values()), cpu
         assert cpu["machine"] > 0 and cpu["agents"] > 0, cpu
+        # The machine's busy share and (on the emulated network, where the
+        # upstream host has an interface to count) the upstream's sent
+        # bytes, from T0.
+        up, busy = run["upstream_curve"], run["busy_curve"]
+        assert busy and all(t >= 0 and 0 <= b <= 100 for t, b in busy), busy
+        if res["meta"]["emulated"]:
+            assert up and up[0][0] >= 0 and up[-1][1] > 0, up
+            assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(up, up[1:])), up
     # One upstream copy of the model (plus manifest and HTTP overhead).
     model = runs[("model", "shoal-pull")]
     up = model["upstream_payload"] or model["upstream_bytes_own"]
@@ -155,6 +163,9 @@ def test_smoke_pull_mode(tmp_path):
     assert text.count("| shoal-pull | 3/3 |") == 2, text  # the timing table, per workload
     assert len(re.findall(r"^\| shoal-pull \| \d+\.\d\d \|", text, re.M)) == 2, text  # CPU
     assert "CPU seconds per GB delivered" in text and "## Targets" in text, text
+    assert len(re.findall(r"^- shoal-pull: machine under 90% busy for \d+\.\d s of the "
+                          r"\d+\.\d s to the last host \(\d+\.\d s of them after", text,
+                          re.M)) == 2, text
     assert "- extra agent config: `swarm-reader-window=4`" in text, text
     assert "- extra tracker config: `hash-algo=xxh3-128`" in text, text
     assert namespaces() == [], "namespaces left behind: %s" % namespaces()
