@@ -54,13 +54,13 @@ def summarize(run, n, size, tmin):
     # CPU-bound run has none; a tail that waits on round trips shows here.
     busy = run.get("busy_curve") or []
     if busy and s.get("last") is not None:
-        ts = [t for t, _ in busy]
-        steps = [(t1 - t0, b) for (t0, _), (t1, b) in zip([(0.0, 0)] + busy, busy)
-                 if t1 <= s["last"]]
-        s["slack_s"] = sum(dt for dt, b in steps if b < 90.0)
+        # (end, length) of each sample under 90% busy up to the last host.
+        slack = [(t1, t1 - t0) for (t0, _), (t1, b) in zip([(0.0, 0)] + busy, busy)
+                 if t1 <= s["last"] and b < 90.0]
         up_done = s["upstream_done"]
-        s["slack_after_upstream_s"] = sum(
-            dt for (dt, b), t in zip(steps, ts) if b < 90.0 and up_done is not None and t > up_done)
+        s["slack_s"] = sum(dt for _, dt in slack)
+        s["slack_after_upstream_s"] = sum(dt for t, dt in slack
+                                          if up_done is not None and t > up_done)
     s["extra"] = dict(run.get("extra") or {})
     # Pulling clients: first byte of the largest blob, from T0 and from its
     # GET; every client's received-bytes curve (prewarm: the agent's
