@@ -1136,7 +1136,7 @@ static int reply_confirmed(json_t *v, struct announce_reply_doc *d, char *err, s
 static int reply_seq(json_t *o, struct announce_reply_doc *d, char *err, size_t errlen)
 {
     struct announce_reply *r = &d->reply;
-    uint64_t seq, n;
+    uint64_t seq = 0, n = 0;
     int rc;
 
     if (!json_object_get(o, K_TABLE) && !json_object_get(o, K_HASHES_SEQ) &&
@@ -1206,7 +1206,7 @@ static int reply_lease(json_t *lease, struct announce_reply_doc *d, char *err, s
 {
     struct announce_reply *r = &d->reply;
     json_t *pieces;
-    uint64_t exp;
+    uint64_t exp = 0;
     size_t i;
     json_t *v;
     int rc;
@@ -1250,7 +1250,7 @@ static int reply_decode(const char *body, size_t len, struct announce_reply_doc 
     struct announce_reply *r = &out->reply;
     json_error_t jerr;
     const char *algo;
-    uint64_t v;
+    uint64_t v = 0;
     int rc;
 
     memset(out, 0, sizeof(*out));

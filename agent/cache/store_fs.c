@@ -53,14 +53,16 @@ void store_perm_init(struct store_perm *p, bool group, gid_t gid)
     p->gid = group ? gid : (gid_t)-1;
 }
 
-/* Sets mode and group on an open descriptor or a path; fd < 0 uses path. */
+/* Sets mode and group on a path, or on an open descriptor when path is
+ * NULL. (Branching on the pointer, not the descriptor, also tells the
+ * compiler that path is never NULL where it is used.) */
 static int apply(int fd, const char *path, mode_t mode, const struct store_perm *p)
 {
     if (p->gid != (gid_t)-1 &&
-        (fd >= 0 ? fchown(fd, (uid_t)-1, p->gid) : lchown(path, (uid_t)-1, p->gid)) != 0)
+        (path ? lchown(path, (uid_t)-1, p->gid) : fchown(fd, (uid_t)-1, p->gid)) != 0)
         return -errno;
     /* After chown, which may clear the setgid bit. */
-    if ((fd >= 0 ? fchmod(fd, mode) : chmod(path, mode)) != 0)
+    if ((path ? chmod(path, mode) : fchmod(fd, mode)) != 0)
         return -errno;
     return 0;
 }
