@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -31,6 +32,10 @@
 /* Stream chunks that may wait for the writer or the hasher before the
  * source is asked to pause: bounds one stream's memory to ~8 MiB. */
 #define MAX_CHUNKS 8
+/* Chunks one writer or hasher job takes at most, when it finds them waiting:
+ * fewer hand-offs between the loop and the pool while the jobs lag, and half
+ * the queue left to keep taking bytes meanwhile. */
+#define JOB_CHUNKS (MAX_CHUNKS / 2)
 /* The hasher's stretch over bytes already on disk, mapped in place. */
 #define FILE_STRETCH (4u << 20)
 /* The piece record is rewritten at most this often while pieces come in; a
@@ -99,6 +104,7 @@ struct partial_blob {
     uint64_t received; /* stream bytes taken, as an offset */
     uint64_t written;  /* stream bytes on disk, as an offset */
     struct chunk *head, *tail, *wnext, *hnext, *fill, *spare;
+    uint64_t wlen; /* the running writer job's bytes, from wnext */
     unsigned nchunks;
     XXH3_state_t *psum;  /* checksum of the stream piece being hashed */
     uint32_t psum_piece; /* its index */
@@ -112,7 +118,7 @@ struct partial_blob {
     struct hash_ctx hash;
     uint64_t hashed;
     uint64_t hlen;            /* the running job's stretch */
-    const struct chunk *hsrc; /* its chunk, or NULL for the file */
+    const struct chunk *hsrc; /* its first chunk, or NULL for the file */
     int hrc;
     bool verified;
 
@@ -584,20 +590,44 @@ static void take_stream_pieces(struct partial_blob *pb)
 
 /* ---- the jobs --------------------------------------------------------------- */
 
+/* Writes the job's chunks, wlen bytes from wnext: consecutive stream
+ * stretches, so one pwritev. Only the loop appends to the list, and never
+ * to a chunk the job reads the link of. */
 static void write_work(uv_work_t *w)
 {
     struct partial_blob *pb = w->data;
-    struct chunk *c = pb->wnext;
-    size_t done = 0;
-    while (done < c->len) {
-        ssize_t n = pwrite(pb->fd, c->data + done, c->len - done, (off_t)(c->off + done));
+    struct iovec iov[JOB_CHUNKS];
+    int n_iov = 0;
+    uint64_t left = pb->wlen;
+    for (struct chunk *c = pb->wnext;;) {
+        iov[n_iov].iov_base = c->data;
+        iov[n_iov].iov_len = c->len;
+        n_iov++;
+        left -= c->len;
+        if (left == 0)
+            break;
+        c = c->next;
+    }
+    off_t off = (off_t)pb->wnext->off;
+    struct iovec *v = iov;
+    while (n_iov > 0) {
+        ssize_t n = pwritev(pb->fd, v, n_iov, off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             pb->io_rc = (errno == ENOSPC || errno == EDQUOT) ? SHOAL_ENOSPACE : -errno;
             return;
         }
-        done += (size_t)n;
+        off += n;
+        while (n_iov > 0 && (size_t)n >= v->iov_len) {
+            n -= (ssize_t)v->iov_len;
+            v++;
+            n_iov--;
+        }
+        if (n_iov > 0) {
+            v->iov_base = (char *)v->iov_base + n;
+            v->iov_len -= (size_t)n;
+        }
     }
 }
 
@@ -610,8 +640,9 @@ static void write_after(uv_work_t *w, int status)
     if (status == UV_ECANCELED && !pb->io_rc)
         pb->io_rc = SHOAL_ECANCELED;
     if (!pb->io_rc) {
-        pb->written = pb->wnext->off + pb->wnext->len;
-        pb->wnext = pb->wnext->next;
+        pb->written = pb->wnext->off + pb->wlen;
+        while (pb->wnext && pb->wnext->off + pb->wnext->len <= pb->written)
+            pb->wnext = pb->wnext->next;
     }
     after_job(pb);
 }
@@ -645,10 +676,20 @@ static void hash_work(uv_work_t *w)
     struct partial_blob *pb = w->data;
     pb->hrc = 0;
     if (pb->hsrc) {
-        const struct chunk *c = pb->hsrc;
-        const char *p = c->data + (pb->hashed - c->off);
-        hash_update(&pb->hash, p, (size_t)pb->hlen);
-        stream_sums(pb, p, pb->hashed, (size_t)pb->hlen);
+        uint64_t off = pb->hashed, left = pb->hlen;
+        for (const struct chunk *c = pb->hsrc;;) {
+            const char *p = c->data + (off - c->off);
+            size_t n = (size_t)(c->off + c->len - off);
+            if (n > left)
+                n = (size_t)left;
+            hash_update(&pb->hash, p, n);
+            stream_sums(pb, p, off, n);
+            off += n;
+            left -= n;
+            if (left == 0)
+                break;
+            c = c->next;
+        }
         return;
     }
     long pg = sysconf(_SC_PAGESIZE);
@@ -693,8 +734,9 @@ static void hash_after(uv_work_t *w, int status)
             fail(pb, pb->hrc);
     } else {
         pb->hashed += pb->hlen;
-        if (pb->hsrc && pb->hnext == pb->hsrc && pb->hashed == pb->hsrc->off + pb->hsrc->len)
-            pb->hnext = pb->hnext->next;
+        if (pb->hsrc && pb->hnext == pb->hsrc)
+            while (pb->hnext && pb->hashed >= pb->hnext->off + pb->hnext->len)
+                pb->hnext = pb->hnext->next;
     }
     pb->hsrc = NULL;
     after_job(pb);
@@ -750,6 +792,10 @@ static void kick(struct partial_blob *pb)
     if (pb->state != PB_OPEN || pb->owner_gone)
         return;
     if (!pb->writing && pb->wnext && !pb->io_rc) {
+        pb->wlen = 0;
+        unsigned n = 0;
+        for (const struct chunk *c = pb->wnext; c && n < JOB_CHUNKS; c = c->next, n++)
+            pb->wlen += c->len;
         pb->writing = true;
         pb->wwork.data = pb;
         if (uv_queue_work(pb->loop, &pb->wwork, write_work, write_after) < 0) {
@@ -764,6 +810,9 @@ static void kick(struct partial_blob *pb)
         if (pb->streaming && pb->hashed >= pb->s_start && pb->hnext) {
             src = pb->hnext;
             len = src->off + src->len - pb->hashed;
+            unsigned n = 1;
+            for (const struct chunk *c = src->next; c && n < JOB_CHUNKS; c = c->next, n++)
+                len += c->len;
         } else {
             if (pb->streaming && limit > pb->s_start)
                 limit = pb->s_start;

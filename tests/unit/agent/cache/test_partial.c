@@ -601,6 +601,51 @@ static void test_resume_stream(void **state)
     free(data);
 }
 
+/* Jobs that find several chunks waiting take up to four at once: one
+ * pwritev, one hash pass. Pieces of 2 MiB straddle the 1 MiB chunks and the
+ * jobs; the piece record's checksums, re-checked after a restart, and the
+ * digest show that every byte went to the right place. */
+static void test_stream_jobs_take_several_chunks(void **state)
+{
+    struct fixture *f = *state;
+    size_t size = 13 * MiB + 77;
+    char *data = blob(size);
+    struct oci_digest d;
+    oneshot_digest(OCI_DIGEST_SHA256, data, size, &d);
+    struct partial_blob *pb = open_ready(f, &d, size);
+    assert_int_equal(partial_set_piece_length(pb, 2 * MiB), 0);
+    assert_int_equal(partial_piece_count(pb), 7);
+    assert_int_equal(partial_stream_begin(pb), 0);
+    /* Nine chunks and a bit in one push, before the loop runs any job. */
+    assert_int_equal(partial_stream_push(pb, data, 9 * MiB + 300 * 1024), 0);
+    partial_stream_flush(pb);
+    assert_true(loop_run_until(&f->loop, stream_idle, pb, 5000));
+    assert_int_equal(partial_pieces_held(pb), 4);
+    assert_int_equal(partial_hashed(pb), 9 * MiB + 300 * 1024);
+    partial_close(pb, PARTIAL_KEEP, SHOAL_EUNAVAILABLE, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+
+    pb = NULL;
+    assert_int_equal(partial_open(&f->loop, f->store, &d, size, &ops, f, &pb), 0);
+    assert_true(loop_run_until_count(&f->loop, &f->ready, 2, 10000));
+    assert_int_equal(partial_piece_length(pb), 2 * MiB);
+    assert_int_equal(partial_pieces_held(pb), 4);
+    assert_int_equal(partial_stream_offset(pb), 8 * MiB);
+    struct reader rd = {.take = true};
+    assert_int_equal(partial_reader_attach(pb, &rcbs, &rd, &rd.r), 0);
+    assert_int_equal(partial_stream_begin(pb), 0);
+    assert_int_equal(partial_stream_push(pb, data + 8 * MiB, size - 8 * MiB), 0);
+    wait_ends(f, 1);
+    assert_int_equal(f->end_rc, 0);
+    assert_true(partial_verified(pb));
+    assert_int_equal(partial_pieces_held(pb), 7);
+    assert_true(loop_run_until_count(&f->loop, &rd.ends, 1, 5000));
+    assert_int_equal(rd.got, size);
+    assert_false(rd.bad);
+    partial_close(pb, PARTIAL_KEEP, 0, 0);
+    free(data);
+}
+
 static void write_file(const char *path, const void *data, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -1100,6 +1145,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_piece_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_jobs_take_several_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_without_a_record_starts_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_range_reader_gets_trusted_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_range_reader_past_the_prefix, setup, teardown),
