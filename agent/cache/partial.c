@@ -106,7 +106,7 @@ struct partial_blob {
     struct chunk *head, *tail, *wnext, *hnext, *fill, *spare;
     uint64_t wlen; /* the running writer job's bytes, from wnext */
     unsigned nchunks;
-    XXH3_state_t *psum;  /* checksum of the stream piece being hashed */
+    XXH3_state_t *psum;  /* checksum of the stream piece being written */
     uint32_t psum_piece; /* its index */
 
     /* jobs */
@@ -590,9 +590,33 @@ static void take_stream_pieces(struct partial_blob *pb)
 
 /* ---- the jobs --------------------------------------------------------------- */
 
+/* Feeds a stream stretch [off, off + len) to the piece checksums. */
+static void stream_sums(struct partial_blob *pb, const char *data, uint64_t off, size_t len)
+{
+    while (len > 0) {
+        uint32_t i = (uint32_t)(off / pb->plen);
+        uint64_t end = piece_end(pb, i);
+        size_t n = end - off < len ? (size_t)(end - off) : len;
+        if (pb->psum_piece != i) {
+            XXH3_64bits_reset(pb->psum);
+            pb->psum_piece = i;
+        }
+        XXH3_64bits_update(pb->psum, data, n);
+        if (off + n == end) {
+            pb->sums[i] = XXH3_64bits_digest(pb->psum);
+            pb->psum_piece = UINT32_MAX;
+        }
+        data += n;
+        off += n;
+        len -= n;
+    }
+}
+
 /* Writes the job's chunks, wlen bytes from wnext: consecutive stream
  * stretches, so one pwritev. Only the loop appends to the list, and never
- * to a chunk the job reads the link of. */
+ * to a chunk the job reads the link of. The piece checksums are taken here,
+ * from memory the write reads anyway, which leaves the hasher (the longer
+ * job) the SHA-256 alone. */
 static void write_work(uv_work_t *w)
 {
     struct partial_blob *pb = w->data;
@@ -600,6 +624,7 @@ static void write_work(uv_work_t *w)
     int n_iov = 0;
     uint64_t left = pb->wlen;
     for (struct chunk *c = pb->wnext;;) {
+        stream_sums(pb, c->data, c->off, c->len);
         iov[n_iov].iov_base = c->data;
         iov[n_iov].iov_len = c->len;
         n_iov++;
@@ -647,28 +672,6 @@ static void write_after(uv_work_t *w, int status)
     after_job(pb);
 }
 
-/* Feeds a stream stretch [off, off + len) to the piece checksums. */
-static void stream_sums(struct partial_blob *pb, const char *data, uint64_t off, size_t len)
-{
-    while (len > 0) {
-        uint32_t i = (uint32_t)(off / pb->plen);
-        uint64_t end = piece_end(pb, i);
-        size_t n = end - off < len ? (size_t)(end - off) : len;
-        if (pb->psum_piece != i) {
-            XXH3_64bits_reset(pb->psum);
-            pb->psum_piece = i;
-        }
-        XXH3_64bits_update(pb->psum, data, n);
-        if (off + n == end) {
-            pb->sums[i] = XXH3_64bits_digest(pb->psum);
-            pb->psum_piece = UINT32_MAX;
-        }
-        data += n;
-        off += n;
-        len -= n;
-    }
-}
-
 /* Hashes the next stretch: a stream chunk from memory, or bytes on disk
  * mapped in place (one pass over the page cache, no copy). */
 static void hash_work(uv_work_t *w)
@@ -683,7 +686,6 @@ static void hash_work(uv_work_t *w)
             if (n > left)
                 n = (size_t)left;
             hash_update(&pb->hash, p, n);
-            stream_sums(pb, p, off, n);
             off += n;
             left -= n;
             if (left == 0)
