@@ -113,6 +113,7 @@ struct partial_blob {
     uv_work_t wwork, hwork, cwork;
     bool writing, hashing, checking;
     int io_rc; /* first write error of the stream writer */
+    int wrc;   /* the running writer job's error: only it writes this */
 
     /* the one whole-blob hash */
     struct hash_ctx hash;
@@ -637,10 +638,12 @@ static void write_work(uv_work_t *w)
     struct iovec *v = iov;
     while (n_iov > 0) {
         ssize_t n = pwritev(pb->fd, v, n_iov, off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            pb->io_rc = (errno == ENOSPC || errno == EDQUOT) ? SHOAL_ENOSPACE : -errno;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            pb->wrc = n == 0                                 ? -EIO
+                      : (errno == ENOSPC || errno == EDQUOT) ? SHOAL_ENOSPACE
+                                                             : -errno;
             return;
         }
         off += n;
@@ -662,6 +665,8 @@ static void write_after(uv_work_t *w, int status)
 {
     struct partial_blob *pb = w->data;
     pb->writing = false;
+    if (pb->wrc && !pb->io_rc)
+        pb->io_rc = pb->wrc;
     if (status == UV_ECANCELED && !pb->io_rc)
         pb->io_rc = SHOAL_ECANCELED;
     if (!pb->io_rc) {
@@ -799,6 +804,7 @@ static void kick(struct partial_blob *pb)
         for (const struct chunk *c = pb->wnext; c && n < JOB_CHUNKS; c = c->next, n++)
             pb->wlen += c->len;
         pb->writing = true;
+        pb->wrc = 0;
         pb->wwork.data = pb;
         if (uv_queue_work(pb->loop, &pb->wwork, write_work, write_after) < 0) {
             pb->writing = false;

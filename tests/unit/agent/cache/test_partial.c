@@ -602,9 +602,11 @@ static void test_resume_stream(void **state)
 }
 
 /* Jobs that find several chunks waiting take up to four at once: one
- * pwritev, one hash pass. Pieces of 2 MiB straddle the 1 MiB chunks and the
- * jobs; the piece record's checksums, re-checked after a restart, and the
- * digest show that every byte went to the right place. */
+ * pwritev, one hash pass. One chunk goes first on its own, so the later
+ * jobs cover [1, 5) and [5, 9) MiB and the 2 MiB pieces [0, 2) and [4, 6)
+ * each span two jobs (a piece checksum carried from one job to the next).
+ * The piece record's checksums, re-checked after a restart, and the digest
+ * show that every byte went to the right place and into the right piece. */
 static void test_stream_jobs_take_several_chunks(void **state)
 {
     struct fixture *f = *state;
@@ -616,8 +618,11 @@ static void test_stream_jobs_take_several_chunks(void **state)
     assert_int_equal(partial_set_piece_length(pb, 2 * MiB), 0);
     assert_int_equal(partial_piece_count(pb), 7);
     assert_int_equal(partial_stream_begin(pb), 0);
-    /* Nine chunks and a bit in one push, before the loop runs any job. */
-    assert_int_equal(partial_stream_push(pb, data, 9 * MiB + 300 * 1024), 0);
+    assert_int_equal(partial_stream_push(pb, data, MiB), 0);
+    assert_true(loop_run_until(&f->loop, stream_idle, pb, 5000));
+    assert_int_equal(partial_pieces_held(pb), 0);
+    /* Eight chunks and a bit in one push, before the loop runs any job. */
+    assert_int_equal(partial_stream_push(pb, data + MiB, 8 * MiB + 300 * 1024), 0);
     partial_stream_flush(pb);
     assert_true(loop_run_until(&f->loop, stream_idle, pb, 5000));
     assert_int_equal(partial_pieces_held(pb), 4);
