@@ -14,6 +14,7 @@ SIZE_MIB=1024
 REPS=5
 KEEP=0
 BIN_DIR=${SHOAL_BIN_DIR:-$REPO_DIR/build/bin}
+CMP_DIR=
 OUT_DIR=$REPO_DIR/bench/results
 
 usage() {
@@ -30,6 +31,9 @@ Options:
   --reps N       repetitions of every measurement (default 5)
   --quick        smoke test: --size-mib 64 --reps 2
   --bin-dir DIR  where shoal-agent lives (default \$SHOAL_BIN_DIR or build/bin)
+  --compare DIR  also measure DIR/shoal-agent (another build, e.g. the commit
+                 before a change) in every round, the two agents' turns
+                 alternating, and report this build against it
   --out-dir DIR  where the report is written (default bench/results)
   --keep         keep the temp dir (registries' storage, agent data, logs)
   -h, --help     this text
@@ -56,6 +60,7 @@ while [ $# -gt 0 ]; do
     --reps) [ $# -ge 2 ] || die "--reps needs a value"; need_int --reps "$2"; REPS=$2; shift 2 ;;
     --quick) SIZE_MIB=64; REPS=2; shift ;;
     --bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a value"; BIN_DIR=$2; shift 2 ;;
+    --compare) [ $# -ge 2 ] || die "--compare needs a value"; CMP_DIR=$2; shift 2 ;;
     --out-dir) [ $# -ge 2 ] || die "--out-dir needs a value"; OUT_DIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -82,6 +87,11 @@ else
 fi
 if grep -qw sha_ni /proc/cpuinfo 2>/dev/null; then SHA_NI=yes; else SHA_NI=no; fi
 AGENT_BIN=$BIN_DIR/shoal-agent
+CMP_BIN=
+if [ -n "$CMP_DIR" ]; then
+    CMP_BIN=$CMP_DIR/shoal-agent
+    [ -x "$CMP_BIN" ] || die "--compare $CMP_DIR: no executable shoal-agent in it"
+fi
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------------------
@@ -203,13 +213,14 @@ start_registry() {
         die "docker-registry '$name' did not start"
 }
 
-# start_agent NAME PORT UPSTREAM: a fresh shoal-agent with an empty data dir.
-# Sets LAST_PID; returns 1 (with the log shown) if it does not come up.
+# start_agent NAME PORT UPSTREAM BIN: a fresh shoal-agent (the binary BIN)
+# with an empty data dir. Sets LAST_PID; returns 1 (with the log shown) if it
+# does not come up.
 start_agent() {
-    local name=$1 port=$2 upstream=$3 dir=$WORK/$1
+    local name=$1 port=$2 upstream=$3 bin=$4 dir=$WORK/$1
     rm -rf "$dir"
     mkdir -p "$dir/data"
-    "$AGENT_BIN" --listen "127.0.0.1:$port" --admin-listen off --data-dir "$dir/data" \
+    "$bin" --listen "127.0.0.1:$port" --admin-listen off --data-dir "$dir/data" \
         --upstream "$upstream" --log-level info >"$dir/agent.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
@@ -315,34 +326,49 @@ T_SWARM=()
 T_PCOLD=()
 T_PWARM=()
 F_DIRECT=() F_SCOLD=() F_SWARM=() F_PCOLD=() F_PWARM=()
+# shellcheck disable=SC2034 # read by name in run_shoal and the report
 M_DIRECT_CPU=() M_SCOLD_CPU=() M_SWARM_CPU=() M_PCOLD_CPU=() M_PWARM_CPU=()
 CPU_COLD=()
 CPU_WARM=()
 CPU_COLD_GIB=()
 CPU_WARM_GIB=()
 HWM=()
+# The same for the --compare build (C_ prefix). run_shoal and the report
+# reach all of these by name.
+# shellcheck disable=SC2034
+C_T_SCOLD=() C_T_SWARM=() C_F_SCOLD=() C_F_SWARM=() C_M_SCOLD_CPU=() C_M_SWARM_CPU=()
+# shellcheck disable=SC2034
+C_CPU_COLD=() C_CPU_WARM=() C_CPU_COLD_GIB=() C_CPU_WARM_GIB=() C_HWM=()
 FAILED=()
 AGENT_STATE=ok
+C_AGENT_STATE=ok
 if [ ! -x "$AGENT_BIN" ]; then
     AGENT_STATE="skipped: $AGENT_BIN not found (build it with 'make build')"
     note "$AGENT_STATE"
     FAILED+=("shoal-agent missing")
 fi
 
-# run_shoal ROUND: fresh agent, cold pull, warm pull, stop.
+# run_shoal ROUND PREFIX: a fresh agent, cold pull, warm pull, stop. PREFIX
+# is "" for this build and C_ for the --compare build: the agent binary, the
+# arrays the results go to and the state variable are the ones it names.
 run_shoal() {
-    local round=$1 port pid c0 c1 c2 t a b m
+    local round=$1 pre=$2 port pid c0 c1 c2 t a b m bin=$AGENT_BIN
+    local -n state=${pre}AGENT_STATE t_cold=${pre}T_SCOLD f_cold=${pre}F_SCOLD \
+        m_cold=${pre}M_SCOLD_CPU t_warm=${pre}T_SWARM f_warm=${pre}F_SWARM \
+        m_warm=${pre}M_SWARM_CPU cpu_cold=${pre}CPU_COLD cpu_warm=${pre}CPU_WARM \
+        gib_cold=${pre}CPU_COLD_GIB gib_warm=${pre}CPU_WARM_GIB hwm=${pre}HWM
+    [ -z "$pre" ] || bin=$CMP_BIN
     port=$(free_port)
-    if ! start_agent "agent-$round" "$port" "$UPSTREAM"; then
+    if ! start_agent "agent-$pre$round" "$port" "$UPSTREAM" "$bin"; then
         stop_pid "$LAST_PID"
-        AGENT_STATE="failed: shoal-agent did not become healthy (log above)"
+        state="failed: $bin did not become healthy (log above)"
         return 1
     fi
     pid=$LAST_PID
     local url=http://127.0.0.1:$port$BLOB_PATH
     if [ "$round" = 0 ]; then
         if ! checked_pull "$url" "shoal cold" || ! checked_pull "$url" "shoal warm"; then
-            AGENT_STATE="failed: wrong bytes from shoal-agent"
+            state="failed: wrong bytes from $bin"
             stop_pid "$pid"
             return 1
         fi
@@ -351,27 +377,39 @@ run_shoal() {
     fi
     c0=$(cpu_ticks "$pid")
     t=$(timed_pull "$url") || {
-        AGENT_STATE="failed: cold pull through shoal-agent"
+        state="failed: cold pull through $bin"
         stop_pid "$pid"
         return 1
     }
     read -r a b m <<<"$t"
-    T_SCOLD+=("$a") F_SCOLD+=("$b") M_SCOLD_CPU+=("$m")
+    t_cold+=("$a") f_cold+=("$b") m_cold+=("$m")
     c1=$(cpu_ticks "$pid")
     t=$(timed_pull "$url") || {
-        AGENT_STATE="failed: warm pull through shoal-agent"
+        state="failed: warm pull through $bin"
         stop_pid "$pid"
         return 1
     }
     read -r a b m <<<"$t"
-    T_SWARM+=("$a") F_SWARM+=("$b") M_SWARM_CPU+=("$m")
+    t_warm+=("$a") f_warm+=("$b") m_warm+=("$m")
     c2=$(cpu_ticks "$pid")
-    CPU_COLD+=("$(awk -v a="$c0" -v b="$c1" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / h }')")
-    CPU_WARM+=("$(awk -v a="$c1" -v b="$c2" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / h }')")
-    CPU_COLD_GIB+=("$(ticks_per_gib $((c1 - c0)))")
-    CPU_WARM_GIB+=("$(ticks_per_gib $((c2 - c1)))")
-    HWM+=("$(hwm_kib "$pid")")
+    cpu_cold+=("$(awk -v a="$c0" -v b="$c1" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / h }')")
+    cpu_warm+=("$(awk -v a="$c1" -v b="$c2" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / h }')")
+    gib_cold+=("$(ticks_per_gib $((c1 - c0)))")
+    gib_warm+=("$(ticks_per_gib $((c2 - c1)))")
+    hwm+=("$(hwm_kib "$pid")")
     stop_pid "$pid"
+}
+
+# shoal_turn ROUND PREFIX: run_shoal unless that build already failed.
+shoal_turn() {
+    local round=$1 pre=$2
+    local -n state=${pre}AGENT_STATE
+    [ "$state" = ok ] || return 0
+    if ! run_shoal "$round" "$pre"; then
+        note "shoal-agent${pre:+ (--compare)}: $state; continuing without it"
+        FAILED+=("shoal-agent${pre:+ (--compare)}")
+    fi
+    [ "$KEEP" = 1 ] || rm -rf "$WORK/agent-$pre$round"
 }
 
 # run_proxy ROUND: fresh pull-through registry, cold pull, warm pull, stop.
@@ -407,12 +445,14 @@ for ((round = 0; round <= REPS; round++)); do
         read -r a b m <<<"$t"
         T_DIRECT+=("$a") F_DIRECT+=("$b") M_DIRECT_CPU+=("$m")
     fi
-    if [ "$AGENT_STATE" = ok ]; then
-        if ! run_shoal "$round"; then
-            note "shoal-agent: $AGENT_STATE; continuing without it"
-            FAILED+=("shoal-agent")
-        fi
-        [ "$KEEP" = 1 ] || rm -rf "$WORK/agent-$round"
+    if [ -z "$CMP_BIN" ]; then
+        shoal_turn "$round" ""
+    elif ((round % 2)); then # turns alternate, so drift hits both builds alike
+        shoal_turn "$round" ""
+        shoal_turn "$round" C_
+    else
+        shoal_turn "$round" C_
+        shoal_turn "$round" ""
     fi
     run_proxy "$round"
 done
@@ -489,6 +529,49 @@ if [ -n "$(git -C "$REPO_DIR" status --porcelain 2>/dev/null | head -1)" ]; then
     GIT_REV="$GIT_REV (working tree modified)"
 fi
 
+# cmp_row LABEL ARRAY [FMT]: this build's median, the --compare build's
+# (the same array with the C_ prefix) and their ratio.
+cmp_row() {
+    local label=$1 arr="$2[@]" carr="C_$2[@]" a b
+    a=$(STATS_FMT=${3:-3} median ${!arr+"${!arr}"})
+    b=$(STATS_FMT=${3:-3} median ${!carr+"${!carr}"})
+    awk -v l="$label" -v a="$a" -v b="$b" 'BEGIN {
+        r = (a != "-" && b != "-" && b > 0) ? sprintf("%.3fx", a / b) : "n/a"
+        printf "| %s | %s | %s | %s |\n", l, a, b, r
+    }'
+}
+
+compare_report() {
+    local i n=0 ahead=0 peak_kib=0 cpeak_kib=0 k
+    echo
+    echo "This build against the --compare build ($CMP_BIN), the two agents"
+    echo "taking turns in every round (which goes first alternates):"
+    echo
+    echo "| median | this build | --compare build | this / compare |"
+    echo "|---|---:|---:|---:|"
+    cmp_row "cold pull s" T_SCOLD
+    cmp_row "cold pull, first byte s" F_SCOLD
+    cmp_row "warm pull s" T_SWARM
+    cmp_row "agent CPU s per cold GiB" CPU_COLD_GIB 2
+    cmp_row "agent CPU s per warm GiB" CPU_WARM_GIB 2
+    cmp_row "whole machine CPU s per cold GiB" M_SCOLD_CPU 2
+    for k in "${HWM[@]+"${HWM[@]}"}"; do ((k > peak_kib)) && peak_kib=$k; done
+    for k in "${C_HWM[@]+"${C_HWM[@]}"}"; do ((k > cpeak_kib)) && cpeak_kib=$k; done
+    awk -v a="$peak_kib" -v b="$cpeak_kib" 'BEGIN {
+        sa = a > 0 ? sprintf("%.1f", a / 1024) : "-"
+        sb = b > 0 ? sprintf("%.1f", b / 1024) : "-"
+        printf "| peak RSS MiB (max over rounds) | %s | %s | %s |\n", sa, sb,
+            (a > 0 && b > 0 ? sprintf("%.3fx", a / b) : "n/a")
+    }'
+    for ((i = 0; i < ${#T_SCOLD[@]} && i < ${#C_T_SCOLD[@]}; i++)); do
+        n=$((n + 1))
+        awk -v a="${T_SCOLD[i]}" -v b="${C_T_SCOLD[i]}" 'BEGIN { exit !(a < b) }' && ahead=$((ahead + 1))
+    done
+    echo
+    echo "The cold pull was faster with this build in $ahead of $n rounds (pairs by round;"
+    echo "on a shared machine a median ratio means little unless most pairs agree)."
+}
+
 report() {
     echo "# shoal pull benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
     echo
@@ -505,6 +588,9 @@ report() {
     echo "| load average | at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) |"
     echo "| registry | $(docker-registry --version 2>/dev/null | head -1) |"
     echo "| agent | $AGENT_VERSION, $AGENT_STATE |"
+    if [ -n "$CMP_BIN" ]; then
+        echo "| --compare agent | $CMP_BIN ($(date -r "$CMP_BIN" '+built %Y-%m-%d %H:%M')), $C_AGENT_STATE |"
+    fi
     echo "| source | git $GIT_REV |"
     echo
     echo "Client: \`curl -s -o /dev/null -w '%{time_total} %{time_starttransfer}'\`"
@@ -517,6 +603,10 @@ report() {
     row "direct (docker-registry)" "$(median "${F_DIRECT[@]+"${F_DIRECT[@]}"}")" "${T_DIRECT[@]+"${T_DIRECT[@]}"}"
     row "shoal cold (fresh agent)" "$(median "${F_SCOLD[@]+"${F_SCOLD[@]}"}")" "${T_SCOLD[@]+"${T_SCOLD[@]}"}"
     row "shoal warm (from cache)" "$(median "${F_SWARM[@]+"${F_SWARM[@]}"}")" "${T_SWARM[@]+"${T_SWARM[@]}"}"
+    if [ -n "$CMP_BIN" ]; then
+        row "shoal cold, --compare build" "$(median "${C_F_SCOLD[@]+"${C_F_SCOLD[@]}"}")" "${C_T_SCOLD[@]+"${C_T_SCOLD[@]}"}"
+        row "shoal warm, --compare build" "$(median "${C_F_SWARM[@]+"${C_F_SWARM[@]}"}")" "${C_T_SWARM[@]+"${C_T_SWARM[@]}"}"
+    fi
     row "registry proxy cold" "$(median "${F_PCOLD[@]+"${F_PCOLD[@]}"}")" "${T_PCOLD[@]+"${T_PCOLD[@]}"}"
     row "registry proxy warm" "$(median "${F_PWARM[@]+"${F_PWARM[@]}"}")" "${T_PWARM[@]+"${T_PWARM[@]}"}"
     echo
@@ -554,6 +644,7 @@ report() {
         read -r m lo hi <<<"$(STATS_FMT=2 stats ${!arr+"${!arr}"})"
         echo "| ${label%:*} | $m | $lo | $hi |"
     done
+    [ -z "$CMP_BIN" ] || compare_report
     echo
     echo "| target (medians) | measured | target | result |"
     echo "|---|---:|---:|---|"
