@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 BUILD_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build build-asan build-fuzz fuzz test test-unit test-system test-asan coverage demo bench bench-cluster format check-format clean
+.PHONY: all deps build build-asan build-fuzz fuzz test test-unit test-system test-asan test-tsan coverage demo bench bench-cluster format check-format clean
 
 all: build
 
@@ -42,6 +42,11 @@ test-unit: build
 
 test-system: build
 	$(PYTHON) -m pytest -q tests/system
+
+# ThreadSanitizer: build-tsan/, every unit test and the system tests that
+# drive the agent's pool jobs (tests/tsan.sh; not part of `make test`).
+test-tsan:
+	JOBS=$(JOBS) ./tests/tsan.sh
 
 # Unit tests in a --coverage build (build-cov), then gcov's line coverage of
 # the swarm core, the ban table and the partial blob (tests/coverage.sh).
