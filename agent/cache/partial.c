@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -36,8 +35,11 @@
  * fewer hand-offs between the loop and the pool while the jobs lag, and half
  * the queue left to keep taking bytes meanwhile. */
 #define JOB_CHUNKS (MAX_CHUNKS / 2)
-/* The hasher's stretch over bytes already on disk, mapped in place. */
+/* The hasher's stretch over bytes already on disk, and the buffer it reads
+ * them into a piece of it at a time (small enough to stay in the core's
+ * cache while it is hashed). */
 #define FILE_STRETCH (4u << 20)
+#define FILE_READ (256u << 10)
 /* The piece record is rewritten at most this often while pieces come in; a
  * crash loses at most that much (the pieces are fetched again). */
 #define SIDECAR_INTERVAL_MS 100
@@ -677,8 +679,11 @@ static void write_after(uv_work_t *w, int status)
     after_job(pb);
 }
 
-/* Hashes the next stretch: a stream chunk from memory, or bytes on disk
- * mapped in place (one pass over the page cache, no copy). */
+/* Hashes the next stretch: stream chunks from memory, or bytes on disk read
+ * into a small buffer. (Mapping the file in place, MAP_POPULATE, saved that
+ * copy but cost more than it did: setting up and tearing down the mappings
+ * and hashing through them took twice the CPU per byte of read-then-hash on
+ * the test VM; docs/benchmarks.md, "The file hash reads instead of mapping".) */
 static void hash_work(uv_work_t *w)
 {
     struct partial_blob *pb = w->data;
@@ -699,26 +704,14 @@ static void hash_work(uv_work_t *w)
         }
         return;
     }
-    long pg = sysconf(_SC_PAGESIZE);
-    uint64_t start = pb->hashed - pb->hashed % (uint64_t)(pg > 0 ? pg : 4096);
-    size_t lead = (size_t)(pb->hashed - start);
-    /* MAP_POPULATE maps the stretch's pages in one go: faulting them in one
-     * by one cost as much as the hash itself (bench/profile-pull.sh). */
-    void *m =
-        mmap(NULL, lead + pb->hlen, PROT_READ, MAP_SHARED | MAP_POPULATE, pb->rfd, (off_t)start);
-    if (m != MAP_FAILED) {
-        hash_update(&pb->hash, (const char *)m + lead, (size_t)pb->hlen);
-        munmap(m, lead + pb->hlen);
-        return;
-    }
-    char *buf = malloc(1 << 20);
+    char *buf = malloc(FILE_READ);
     uint64_t done = 0;
     if (!buf) {
         pb->hrc = -ENOMEM;
         return;
     }
     while (done < pb->hlen) {
-        size_t want = pb->hlen - done < (1 << 20) ? (size_t)(pb->hlen - done) : (1 << 20);
+        size_t want = pb->hlen - done < FILE_READ ? (size_t)(pb->hlen - done) : FILE_READ;
         ssize_t n = pread(pb->rfd, buf, want, (off_t)(pb->hashed + done));
         if (n < 0 && errno == EINTR)
             continue;
