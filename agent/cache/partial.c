@@ -786,16 +786,22 @@ static void verify(struct partial_blob *pb)
     schedule(pb);
 }
 
+/* Where a job starting at chunk c ends: the end of the last of the (at most
+ * JOB_CHUNKS) chunks waiting from c on. */
+static uint64_t job_end(const struct chunk *c)
+{
+    for (unsigned n = 1; n < JOB_CHUNKS && c->next; n++)
+        c = c->next;
+    return c->off + c->len;
+}
+
 /* Starts whatever job can run. */
 static void kick(struct partial_blob *pb)
 {
     if (pb->state != PB_OPEN || pb->owner_gone)
         return;
     if (!pb->writing && pb->wnext && !pb->io_rc) {
-        pb->wlen = 0;
-        unsigned n = 0;
-        for (const struct chunk *c = pb->wnext; c && n < JOB_CHUNKS; c = c->next, n++)
-            pb->wlen += c->len;
+        pb->wlen = job_end(pb->wnext) - pb->wnext->off;
         pb->writing = true;
         pb->wrc = 0;
         pb->wwork.data = pb;
@@ -810,10 +816,7 @@ static void kick(struct partial_blob *pb)
         uint64_t len = 0;
         if (pb->streaming && pb->hashed >= pb->s_start && pb->hnext) {
             src = pb->hnext;
-            len = src->off + src->len - pb->hashed;
-            unsigned n = 1;
-            for (const struct chunk *c = src->next; c && n < JOB_CHUNKS; c = c->next, n++)
-                len += c->len;
+            len = job_end(src) - pb->hashed;
         } else {
             if (pb->streaming && limit > pb->s_start)
                 limit = pb->s_start;
