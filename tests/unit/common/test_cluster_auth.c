@@ -14,6 +14,35 @@
 
 static const char BODY[] = "{\"digest\":\"sha256:ab\"}";
 
+/* The allowed clock difference, to the second, on a fixed clock (the
+ * tracker's system tests stay clear of the edge: their clocks differ by up to
+ * a tick). */
+static void test_skew_edges(void **state)
+{
+    char h[CLUSTER_AUTH_MAX], why[200];
+    int64_t now = 1700000000;
+    (void)state;
+    static const struct {
+        int64_t ts;
+        int rc;
+    } cases[] = {
+        {1700000000 - CLUSTER_AUTH_SKEW_S, 0},
+        {1700000000 - CLUSTER_AUTH_SKEW_S - 1, SHOAL_EUNAUTHORIZED},
+        {1700000000 + CLUSTER_AUTH_SKEW_S, 0},
+        {1700000000 + CLUSTER_AUTH_SKEW_S + 1, SHOAL_EUNAUTHORIZED},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(cluster_auth_sign("k", 1, cases[i].ts, "POST", "/v1/announce", BODY,
+                                           strlen(BODY), h, sizeof(h)),
+                         0);
+        assert_int_equal(cluster_auth_verify("k", 1, h, now, "POST", "/v1/announce", BODY,
+                                             strlen(BODY), why, sizeof(why)),
+                         cases[i].rc);
+        if (cases[i].rc)
+            assert_non_null(strstr(why, "more than 300 s from the tracker's clock"));
+    }
+}
+
 static void test_nonce(void **state)
 {
     char a[CLUSTER_AUTH_MAX], b[CLUSTER_AUTH_MAX], why[200];
@@ -138,6 +167,7 @@ static void test_replay(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_skew_edges),
         cmocka_unit_test(test_nonce),
         cmocka_unit_test(test_reply),
         cmocka_unit_test(test_replay),
