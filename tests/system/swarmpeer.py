@@ -162,10 +162,14 @@ class CorruptSeed:
     answers every REQUEST with a PIECE of the right index and length whose
     bytes are wrong. Handshakes are done properly with `secret`.
 
+    With hit_and_run it hangs up right after its first PIECE on each
+    connection, before the agent can have checked it.
+
     Records per connection: {"peer_id", "start", "requests", "pieces_sent", "cancels",
     "auth_ok", "end", "error", "initiator"} in self.conns."""
 
-    def __init__(self, tracker_port, secret, digest, size, agent="py-corrupt-seed", my_id=None):
+    def __init__(self, tracker_port, secret, digest, size, agent="py-corrupt-seed", my_id=None,
+                 hit_and_run=False):
         self.tracker_port = tracker_port
         self.secret = secret
         self.digest = digest
@@ -175,6 +179,7 @@ class CorruptSeed:
         # between an agent and this seed, both keep the one dialled by the
         # lower id (docs/protocol.md).
         self.my_id = my_id if my_id is not None else os.urandom(16)
+        self.hit_and_run = hit_and_run
         self.lock = threading.Lock()
         self.conns = []
         self.announces = 0
@@ -290,6 +295,14 @@ class CorruptSeed:
                 c.sendall(struct.pack(">IBI", 1 + 4 + n, PIECE, index) + bad)
                 rec["pieces_sent"] += 1
                 rec.setdefault("indexes", []).append(index)
+                if self.hit_and_run:
+                    # FIN after the piece, then read until the agent closes:
+                    # closing with its next REQUEST unread would send a
+                    # reset, which can drop the piece before it is read.
+                    c.shutdown(socket.SHUT_WR)
+                    while c.recv(65536):
+                        pass
+                    break
         except Exception as e:  # noqa: BLE001 (recorded: the tests read rec["error"])
             rec["error"] = repr(e)
         finally:

@@ -267,13 +267,18 @@ SIZE_SMALL = 32 << 20
 PL_SMALL = 1 << 20
 
 
+@pytest.mark.parametrize("hit_and_run", [False, True], ids=["stays", "hangs-up"])
 def test_corrupt_peer(registry, proxy_factory, agent_factory, tracker_factory, secret_file,
-                      build):
+                      build, hit_and_run):
+    """A seed answering with wrong bytes is caught and banned; also when it
+    hangs up right after the piece, so that the connection is closing while
+    the piece is checked."""
     d, desc = build.blob(SIZE_SMALL)
     registry.push_blob(d, "swarm/corrupt", desc["digest"])
     proxy = proxy_factory(registry.port, rate=16 << 20)  # ~2 s for one copy
     tracker = tracker_factory(["--piece-length", "1MiB", "--lease-pieces", "2"])
-    seed = swarmpeer.CorruptSeed(tracker.port, SECRET, desc["digest"], SIZE_SMALL).start()
+    seed = swarmpeer.CorruptSeed(tracker.port, SECRET, desc["digest"], SIZE_SMALL,
+                                 hit_and_run=hit_and_run).start()
     try:
         assert seed.plen == PL_SMALL and seed.npieces == SIZE_SMALL // PL_SMALL
         agents = swarm_agents(agent_factory, proxy.host, tracker, secret_file, 3)
