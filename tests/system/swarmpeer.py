@@ -163,7 +163,7 @@ class CorruptSeed:
     bytes are wrong. Handshakes are done properly with `secret`.
 
     With hit_and_run it hangs up right after its first PIECE on each
-    connection, before the agent can have checked it.
+    connection: the end of the connection arrives right behind the piece.
 
     Records per connection: {"peer_id", "start", "requests", "pieces_sent", "cancels",
     "auth_ok", "end", "error", "initiator"} in self.conns."""

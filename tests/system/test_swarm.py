@@ -271,8 +271,8 @@ PL_SMALL = 1 << 20
 def test_corrupt_peer(registry, proxy_factory, agent_factory, tracker_factory, secret_file,
                       build, hit_and_run):
     """A seed answering with wrong bytes is caught and banned; also when it
-    hangs up right after the piece, so that the connection is closing while
-    the piece is checked."""
+    hangs up right after the piece, so that the connection's end arrives
+    right behind the bad piece."""
     d, desc = build.blob(SIZE_SMALL)
     registry.push_blob(d, "swarm/corrupt", desc["digest"])
     proxy = proxy_factory(registry.port, rate=16 << 20)  # ~2 s for one copy
