@@ -572,13 +572,27 @@ static struct peer *peer_by_pid(struct swarm_core *c, const uint8_t *pid, const 
     return NULL;
 }
 
+/* How many peers this swarm dials: max_peers, but no more than the blob has
+ * pieces (and at least SWARM_FEW_PIECES_PEERS). A piece comes from one peer,
+ * so a blob of one piece gains nothing from fifteen connections, and an
+ * image's twenty-odd small layers each made every agent dial and handshake
+ * the whole cluster: measured, the small blobs finish sooner with fewer
+ * (shoal-swarm-sim) and the image costs less CPU per byte
+ * (docs/benchmarks.md, "Peers dialed per blob"). Peers that dial us are
+ * still taken up to twice max_peers. */
+static unsigned dial_limit(const struct swarm_core *c)
+{
+    unsigned n = c->npieces < SWARM_FEW_PIECES_PEERS ? SWARM_FEW_PIECES_PEERS : c->npieces;
+    return n < c->cfg.max_peers ? n : c->cfg.max_peers;
+}
+
 /* Dials the agent at addr (its id, hex, from the tracker) unless we are
  * connected to it already, either way round. */
 static void connect_peer(struct swarm_core *c, const char *addr, const char *agent, uint64_t now)
 {
     uint8_t pid[WIRE_ID_LEN];
 
-    if (c->npeers >= c->cfg.max_peers || strcmp(addr, c->self_addr) == 0 ||
+    if (c->npeers >= dial_limit(c) || strcmp(addr, c->self_addr) == 0 ||
         ban_list_has_addr(c->cfg.bans, addr, now) || strlen(addr) >= SWARM_ADDR_MAX)
         return;
     for (struct peer *p = c->peers; p; p = p->next)

@@ -66,6 +66,9 @@
 #define SWARM_TICK_MS 100
 #define SWARM_DEFERRED_MAX 16
 #define SWARM_BAD_MAX 8
+/* A blob of fewer pieces than max_peers dials as many peers as it has
+ * pieces, but at least this many. */
+#define SWARM_FEW_PIECES_PEERS 4
 /* A hash we wait for is asked of the tracker at most this long after a peer
  * announced the piece, and a hash we report goes out this soon. */
 #define SWARM_HASH_WAIT_MAX_MS 250
@@ -92,7 +95,8 @@ struct swarm_core_config {
     const uint8_t *self_id;
     uint64_t stall_timeout_ms;
     uint64_t seed_time_ms;
-    unsigned max_peers;    /* connections we dial; incoming ones up to twice that */
+    unsigned max_peers;    /* connections we dial (fewer for a blob of fewer pieces:
+                            SWARM_FEW_PIECES_PEERS); incoming ones up to twice that */
     unsigned max_inflight; /* requests per peer, 1..64 */
     uint64_t ban_time_ms;
     /* While clients read the blob as it downloads, the next reader_window

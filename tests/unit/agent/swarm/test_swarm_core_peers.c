@@ -184,7 +184,8 @@ static void test_uncheckable_piece(void **state)
 static void test_bad_peers_capped(void **state)
 {
     (void)state;
-    struct harness *h = mk(4);
+    /* As many pieces as max_peers: the core dials every listed peer. */
+    struct harness *h = mk(16);
     int bad[SWARM_BAD_MAX + 2];
     h->cfg.max_peers = 16;
     for (int i = 0; i < SWARM_BAD_MAX + 2; i++) {
@@ -192,7 +193,7 @@ static void test_bad_peers_capped(void **state)
         snprintf(addr, sizeof(addr), "10.0.1.%d:7000", i + 1);
         bad[i] = h_peer(h, addr, HPEER_BAD, ALL);
     }
-    h_hashed(h, 0, 4);
+    h_hashed(h, 0, 16);
     h->t.interval_ms = 10000;
     h_start(h);
     assert_true(h_run(h, h_has_table, 1000));
@@ -270,6 +271,37 @@ static void test_max_peers(void **state)
     assert_int_equal(h_count(h, SWARM_ACT_CONNECT), 2);
     assert_int_equal(swarm_core_peer_count(h->core), 3);
     end(h);
+}
+
+/* A blob of fewer pieces than max_peers dials as many peers as it has
+ * pieces, never fewer than SWARM_FEW_PIECES_PEERS; a larger one dials
+ * max_peers. Every peer here holds every piece. */
+static void dials_for(uint32_t npieces, unsigned max_peers, unsigned listed, unsigned want)
+{
+    struct harness *h = mk(npieces);
+    for (unsigned i = 0; i < listed; i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "10.0.4.%u:7000", i + 1);
+        h_peer(h, addr, HPEER_GOOD, ALL);
+    }
+    h_hashed(h, 0, npieces);
+    h->cfg.max_peers = max_peers;
+    h_start(h);
+    assert_true(h_run(h, h_has_table, 1000));
+    h_run(h, NULL, 200);
+    assert_int_equal(h_count(h, SWARM_ACT_CONNECT), want);
+    assert_int_equal(swarm_core_peer_count(h->core), want);
+    end(h);
+}
+
+static void test_dials_by_pieces(void **state)
+{
+    (void)state;
+    dials_for(1, 8, 12, SWARM_FEW_PIECES_PEERS); /* one piece: the floor */
+    dials_for(SWARM_FEW_PIECES_PEERS + 2, 8, 12, SWARM_FEW_PIECES_PEERS + 2);
+    dials_for(20, 8, 12, 8); /* more pieces than max_peers */
+    dials_for(1, 2, 12, 2);  /* max_peers below the floor wins */
+    dials_for(1, 8, 3, 3);   /* fewer listed than the floor */
 }
 
 /* Unreachable peers are forgotten and may be dialed again later. */
@@ -1042,6 +1074,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bad_peers_capped),
         cmocka_unit_test(test_incoming_peers),
         cmocka_unit_test(test_max_peers),
+        cmocka_unit_test(test_dials_by_pieces),
         cmocka_unit_test(test_unreachable_peer),
         cmocka_unit_test(test_no_second_connection_to_an_agent),
         cmocka_unit_test(test_dialing_each_other),
