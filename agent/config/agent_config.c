@@ -114,8 +114,10 @@ const struct config_option agent_options[] = {
     OPT("seed-time", CONFIG_DURATION, seed_time_ms, 0, 24 * HOUR, "10m",
         "keep serving a completed blob to peers this long"),
     OPT("swarm-max-peers", CONFIG_INT, swarm_max_peers, 1, 200, "16",
-        "peer connections per blob this agent dials (up to twice as many may dial it); one "
-        "connection per peer agent, whichever side dialed (docs/protocol.md)"),
+        "peer connections per blob this agent dials (up to twice as many may dial it); a blob "
+        "of fewer pieces dials no more peers than it has pieces, and at least 4; one connection "
+        "per peer agent, whichever side dialed (docs/protocol.md); fewer costs less CPU per byte "
+        "and lengthens the swarm's tail (docs/operations.md)"),
     OPT("swarm-reader-window", CONFIG_INT, swarm_reader_window, 0, 4096, "16",
         "while a client reads a blob as it downloads, this many pieces after the held prefix are "
         "fetched first, in order, rarest-first elsewhere; prewarm fills have no reader and stay "
