@@ -694,9 +694,16 @@ static void announce(struct sim *s, struct host *h)
         reply_free(m);
 }
 
-static void fake_hash(uint32_t index, size_t len, uint8_t out[WIRE_HASH_MAX])
+/* A piece's hash as the leaseholder reports it. The one SHA-256 piece of a
+ * blob no longer than a piece is the blob, and hashes to its digest: the
+ * core takes that as the piece's hash before any report, and a made-up one
+ * would read as upstream sending other bytes. */
+static void fake_hash(const struct sim *s, uint32_t index, size_t len, uint8_t out[WIRE_HASH_MAX])
 {
     memset(out, 0, WIRE_HASH_MAX);
+    if (s->npieces == 1 && len == wire_hash_len(WIRE_HASH_SHA256) &&
+        wire_hash_from_hex(WIRE_HASH_SHA256, DIGEST + 7, strlen(DIGEST + 7), out) == 0)
+        return;
     for (size_t k = 0; k < len; k++)
         out[k] = (uint8_t)(index * 31 + k * 7 + 1);
 }
@@ -799,7 +806,7 @@ static void flow_done(struct sim *s, struct flow *f)
         index = f->next++;
         h->upstream_bytes += wire_piece_size(s->p.size, s->plen, index);
         size_t hlen = wire_hash_len(swarm_core_hash_algo(h->core));
-        fake_hash(index, hlen, hash);
+        fake_hash(s, index, hlen, hash);
         bool wanted = swarm_core_wants(h->core, index);
         swarm_core_lease_piece(h->core, ms(s->now), index, hash, hlen, 0);
         if (wanted)
