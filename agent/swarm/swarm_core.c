@@ -176,6 +176,17 @@ static void announce_soon(struct swarm_core *c, uint64_t gap)
         c->next_announce = c->last_announce + gap;
 }
 
+/* Sends the announce that is due now, without waiting for the next tick:
+ * a lease done, or a hash peers wait for, should not idle up to
+ * SWARM_TICK_MS. */
+static void announce_if_due(struct swarm_core *c, uint64_t now)
+{
+    if (c->state != SWARM_CORE_DONE && !c->announcing && now >= c->next_announce) {
+        c->announcing = true;
+        push(c, SWARM_ACT_ANNOUNCE);
+    }
+}
+
 static bool running(const struct swarm_core *c)
 {
     return c->state == SWARM_CORE_RUNNING && !c->ended;
@@ -353,6 +364,10 @@ static void lease_next(struct swarm_core *c, uint64_t now)
     if (c->lpos >= c->nlease) {
         lease_clear(c);
         announce_soon(c, 0); /* report hashes, ask for more */
+        /* At once after a lease that came whole; after a failed fetch at
+         * the tick's pace, not a tracker round trip's. */
+        if (c->nfailed == 0)
+            announce_if_due(c, now);
         return;
     }
     uint32_t first = c->lease[c->lpos];
@@ -387,6 +402,7 @@ void swarm_core_lease_piece(struct swarm_core *c, uint64_t now, uint32_t index, 
         c->npend++;
         /* Peers wait for this hash: tell the tracker soon. */
         announce_soon(c, SWARM_ANNOUNCE_MIN_GAP_MS);
+        announce_if_due(c, now);
     }
     if (write_rc < 0) {
         fallback(c, write_rc);
@@ -666,8 +682,8 @@ static void take_confirmed(struct swarm_core *c, const struct announce_reply *r)
     c->tconf_n = n;
 }
 
-void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
-                              const struct announce_reply *r, const uint8_t *held)
+static void take_reply(struct swarm_core *c, uint64_t now, int rc, const struct announce_reply *r,
+                       const uint8_t *held)
 {
     c->announcing = false;
     if (c->state == SWARM_CORE_DONE)
@@ -752,6 +768,14 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
     try_request_all(c, now);
 }
 
+void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
+                              const struct announce_reply *r, const uint8_t *held)
+{
+    take_reply(c, now, rc, r, held);
+    /* A wish made while it was out (a lease done: gap 0) may be due now. */
+    announce_if_due(c, now);
+}
+
 /* ---- peers -------------------------------------------------------------------- */
 
 int swarm_core_peer_add(struct swarm_core *c, uint64_t now, const char *addr, uint32_t *id)
@@ -829,6 +853,7 @@ void swarm_core_peer_bitfield(struct swarm_core *c, uint64_t now, uint32_t id, c
         if (wire_bit_get(bits, i) && !wire_bit_get(c->have, i) &&
             !piece_picker_hash_known(c->pp, i)) {
             announce_soon(c, SWARM_HASH_WAIT_MAX_MS);
+            announce_if_due(c, now);
             break;
         }
     }
@@ -844,8 +869,10 @@ void swarm_core_peer_have(struct swarm_core *c, uint64_t now, uint32_t id, uint3
         p->added = true;
     piece_picker_peer_have(c->pp, p, index);
     /* Its hash is probably on its way to the tracker: fetch it soon. */
-    if (!piece_picker_hash_known(c->pp, index) && !wire_bit_get(c->have, index))
+    if (!piece_picker_hash_known(c->pp, index) && !wire_bit_get(c->have, index)) {
         announce_soon(c, SWARM_HASH_WAIT_MAX_MS);
+        announce_if_due(c, now);
+    }
     try_request(c, p, now);
 }
 
@@ -1013,10 +1040,7 @@ void swarm_core_tick(struct swarm_core *c, uint64_t now)
     serve_deferred(c, now);
     if (running(c) && c->cfg.ingress && ratelimit_rate(c->cfg.ingress))
         try_request_all(c, now);
-    if (!c->announcing && now >= c->next_announce) {
-        c->announcing = true;
-        push(c, SWARM_ACT_ANNOUNCE);
-    }
+    announce_if_due(c, now);
 }
 
 void swarm_core_set_reading(struct swarm_core *c, uint64_t now, bool reading)

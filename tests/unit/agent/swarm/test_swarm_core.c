@@ -558,6 +558,29 @@ static void test_resumed_lease_all_held(void **state)
     end(h);
 }
 
+/* A lease that came whole asks for the next one at once, not at the next
+ * tick: a blob fetched in short leases (the tracker's lease spread) does
+ * not idle up to SWARM_TICK_MS between them. */
+static void test_lease_done_asks_at_once(void **state)
+{
+    (void)state;
+    struct harness *h = mk(8);
+    h->t.lease_pieces = 2;
+    h->fetch_piece_ms = 7;
+    h_start(h);
+    assert_true(h_run(h, h_all_held, 2000));
+    uint64_t fetch_at[8];
+    size_t n = 0;
+    for (size_t i = 0; i < h->nlog && n < 8; i++)
+        if (h->log[i].a.type == SWARM_ACT_FETCH)
+            fetch_at[n++] = h->log[i].at;
+    assert_int_equal(n, 4);
+    /* Two pieces, an announce's round trip, and nothing more. */
+    for (size_t i = 1; i < n; i++)
+        assert_true(fetch_at[i] - fetch_at[i - 1] <= 2 * h->fetch_piece_ms + h->t.latency_ms + 1);
+    end(h);
+}
+
 /* No progress for stall_timeout: every missing piece is leased to
  * ourselves, in runs around the pieces held, and the download completes. */
 static void test_stall_self_lease(void **state)
@@ -915,6 +938,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hash_log_followed),
         cmocka_unit_test(test_resumed_download),
         cmocka_unit_test(test_resumed_lease_all_held),
+        cmocka_unit_test(test_lease_done_asks_at_once),
         cmocka_unit_test(test_stall_self_lease),
         cmocka_unit_test(test_stall_twice_falls_back),
         cmocka_unit_test(test_stall_during_lease_fetch),
