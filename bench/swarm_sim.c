@@ -65,6 +65,7 @@ struct params {
     unsigned inflight;  /* requests in flight per peer (the agent's SWARM_MAX_INFLIGHT) */
     unsigned slots;     /* what-if: pieces an agent sends at once (0 = as the agent: no limit) */
     unsigned lease_pieces;
+    unsigned lease_spread; /* 0: the tracker's default */
     unsigned tracker_max_peers;
     uint64_t piece_length; /* the tracker's --piece-length; 0 = its rule */
     uint64_t seed;
@@ -1005,6 +1006,7 @@ static int run(const struct params *p, struct result *res)
     s.npieces = wire_piece_count(p->size, s.plen);
     struct tracker_swarms_config tc = {.piece_length = p->piece_length,
                                        .lease_pieces = p->lease_pieces,
+                                       .lease_spread = p->lease_spread,
                                        .max_peers = p->tracker_max_peers,
                                        .seed = p->seed};
     if (tracker_swarms_create(&tc, &s.tracker) < 0)
@@ -1147,7 +1149,8 @@ static void usage(void)
             "usage: shoal-swarm-sim [--hosts 8[,16,...]] [--size 512MiB] [--rate 400mbit]\n"
             "       [--upstream-rate RATE] [--msg-ms 0.2] [--connect-ms 1] [--tracker-ms 1]\n"
             "       [--upstream-ms 2] [--start-ms 300] [--hash-mbps 400] [--max-peers 16]\n"
-            "       [--lease-pieces 8] [--piece-length 0] [--tracker-max-peers 30]\n"
+            "       [--lease-pieces 8] [--lease-spread 32] [--piece-length 0] [--tracker-max-peers "
+            "30]\n"
             "       [--inflight 2] [--slots 0] [--quantum-ms 0] [--seed N] [--limit 600]\n"
             "       [--trace S] [--json]\n"
             "Times are simulated seconds; \"announces per agent\" counts the tracker\n"
@@ -1261,6 +1264,9 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--inflight") == 0 && parse_uint(v, 1000000, &p.inflight) == 0)
             ;
         else if (strcmp(a, "--lease-pieces") == 0 && parse_uint(v, 1000000, &p.lease_pieces) == 0)
+            ;
+        else if (strcmp(a, "--lease-spread") == 0 &&
+                 parse_uint(v, TRACKER_MAX_LEASE_SPREAD, &p.lease_spread) == 0 && p.lease_spread)
             ;
         else if (strcmp(a, "--seed") == 0 && parse_uint(v, UINT32_MAX, &seed32) == 0)
             p.seed = seed32;

@@ -177,13 +177,13 @@ static int start_listening(struct tracker *tr)
     LOG(INFO, "tracker",
         "msg=ready listen=%s port=%d tls=%s admin_port=%d state=%s state_up=%d secret=%s "
         "interval_ms=%" PRId64 " peer_timeout_ms=%" PRId64 " lease_pieces=%" PRId64
-        " lease_timeout_ms=%" PRId64 " hash_algo=%s bad_peer_ms=%" PRId64,
+        " lease_spread=%" PRId64 " lease_timeout_ms=%" PRId64 " hash_algo=%s bad_peer_ms=%" PRId64,
         cfg->listen, http_server_port(tr->server), tr->tls ? tls_context_describe(tr->tls) : "off",
         tr->admin ? admin_server_port(tr->admin) : 0, tr->state->ops->name,
         strcmp(tr->state->ops->name, "memory") == 0 || tracker_state_redis_up(tr->state),
         cfg->secret_len > 0 ? "file" : "NONE", cfg->interval_ms, cfg->peer_timeout_ms,
-        cfg->lease_pieces, cfg->lease_timeout_ms, wire_hash_algo_name(cfg->hash_algo),
-        cfg->bad_peer_time_ms);
+        cfg->lease_pieces, cfg->lease_spread, cfg->lease_timeout_ms,
+        wire_hash_algo_name(cfg->hash_algo), cfg->bad_peer_time_ms);
     return 0;
 }
 

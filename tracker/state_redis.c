@@ -334,7 +334,9 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
     snprintf(nplen, sizeof(nplen), "%" PRIu64, plen);
     snprintf(npieces, sizeof(npieces), "%" PRIu64, pieces);
     snprintf(hlen, sizeof(hlen), "%zu", s->hash_len);
-    snprintf(lp, sizeof(lp), "%u", s->cfg.lease_pieces);
+    /* The cap for this blob, as the memory core's grant takes it. */
+    snprintf(lp, sizeof(lp), "%" PRIu32,
+             tracker_lease_cap(&s->cfg, pieces > UINT32_MAX ? UINT32_MAX : (uint32_t)pieces));
     snprintf(lt, sizeof(lt), "%" PRIu64, s->cfg.lease_timeout_ms);
     snprintf(pt, sizeof(pt), "%" PRIu64, s->cfg.peer_timeout_ms);
     snprintf(keep, sizeof(keep), "%" PRIu64, s->cfg.keep_ms);

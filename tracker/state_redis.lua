@@ -215,6 +215,7 @@ local function announce()
     local has_from, from_req, table_req = ARGV[15] == '1', tonumber(ARGV[16]), ARGV[17]
     local new_plen, new_pieces, hash_len = tonumber(ARGV[18]), tonumber(ARGV[19]),
         tonumber(ARGV[20])
+    -- lease_pieces: the most one lease of this blob holds (tracker_lease_cap).
     local lease_pieces, lease_timeout = tonumber(ARGV[21]), tonumber(ARGV[22])
     local peer_timeout, keep_ms = tonumber(ARGV[23]), tonumber(ARGV[24])
     local bad_peer_ms, bad_peer_off = tonumber(ARGV[25]), ARGV[26] == '1'

@@ -185,8 +185,9 @@ static void swarm_free(struct tracker_swarms *s, size_t pos)
 int tracker_swarms_config_resolve(const struct tracker_swarms_config *cfg,
                                   struct tracker_swarms_config *out)
 {
-    if (cfg->lease_pieces > ANNOUNCE_LEASE_MAX || cfg->max_peers > ANNOUNCE_PEERS_MAX ||
-        cfg->max_swarms > TRACKER_MAX_SWARMS || cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
+    if (cfg->lease_pieces > ANNOUNCE_LEASE_MAX || cfg->lease_spread > TRACKER_MAX_LEASE_SPREAD ||
+        cfg->max_peers > ANNOUNCE_PEERS_MAX || cfg->max_swarms > TRACKER_MAX_SWARMS ||
+        cfg->max_swarm_peers > TRACKER_MAX_SWARM_PEERS ||
         cfg->bad_peer_ms > TRACKER_MAX_BAD_PEER_MS ||
         (cfg->hash_algo != 0 && wire_hash_len(cfg->hash_algo) == 0) ||
         (cfg->piece_length != 0 && !wire_piece_length_valid(cfg->piece_length)))
@@ -202,6 +203,8 @@ int tracker_swarms_config_resolve(const struct tracker_swarms_config *cfg,
         out->keep_ms = DEFAULT_KEEP_MS;
     if (out->lease_pieces == 0)
         out->lease_pieces = DEFAULT_LEASE_PIECES;
+    if (out->lease_spread == 0)
+        out->lease_spread = TRACKER_DEFAULT_LEASE_SPREAD;
     if (out->max_peers == 0)
         out->max_peers = DEFAULT_MAX_PEERS;
     if (out->max_swarms == 0)
@@ -557,8 +560,18 @@ static void mark_suspects(struct tracker_swarms *s, struct swarm *w, const struc
 
 /* --- Leases and hand-out ----------------------------------------------------------- */
 
-/* Grants the lowest run of free pieces, or renews nothing: a holder asking
- * again gets its current lease back. */
+uint32_t tracker_lease_cap(const struct tracker_swarms_config *cfg, uint32_t pieces)
+{
+    uint32_t k = cfg->lease_spread ? cfg->lease_spread : 1;
+    uint32_t cap = pieces / k + (pieces % k != 0);
+
+    if (cap < 1)
+        cap = 1;
+    return cap < cfg->lease_pieces ? cap : cfg->lease_pieces;
+}
+
+/* Grants the lowest run of free pieces, at most tracker_lease_cap, or
+ * renews nothing: a holder asking again gets its current lease back. */
 static void grant(struct tracker_swarms *s, struct swarm *w, struct peer *p, uint64_t now_ms,
                   struct tracker_announce_reply *out)
 {
@@ -575,8 +588,10 @@ static void grant(struct tracker_swarms *s, struct swarm *w, struct peer *p, uin
             if (!w->hashed[first] && w->leased[first] == 0)
                 break;
         }
-        while (first + count < w->pieces && count < s->cfg.lease_pieces &&
-               !w->hashed[first + count] && w->leased[first + count] == 0)
+        uint32_t cap = tracker_lease_cap(&s->cfg, w->pieces);
+
+        while (first + count < w->pieces && count < cap && !w->hashed[first + count] &&
+               w->leased[first + count] == 0)
             count++;
         if (count == 0)
             return;

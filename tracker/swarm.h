@@ -46,6 +46,8 @@
 #define TRACKER_MAX_BAD_PEER_MS (24ULL * 3600 * 1000) /* upper bound of bad_peer_ms */
 #define TRACKER_DEFAULT_BAD_PEER_REPORTERS 2
 #define TRACKER_DEFAULT_SWARMS_PER_AGENT 1000
+#define TRACKER_DEFAULT_LEASE_SPREAD 32
+#define TRACKER_MAX_LEASE_SPREAD 1024
 
 struct tracker_swarms_config {
     uint64_t interval_ms;          /* announce interval told to agents; default 1 s */
@@ -53,6 +55,7 @@ struct tracker_swarms_config {
     uint64_t lease_timeout_ms;     /* default 30 s */
     uint64_t keep_ms;              /* hashes outlive the last peer this long; default 1 h */
     unsigned lease_pieces;         /* 1..ANNOUNCE_LEASE_MAX; default 8 */
+    unsigned lease_spread;         /* leases a blob's fetch splits in; tracker_lease_cap */
     unsigned max_peers;            /* peers per reply, 1..ANNOUNCE_PEERS_MAX; default 30 */
     uint64_t piece_length;         /* 0 = rule; else forced (see wire_piece_length_choose) */
     enum wire_hash_algo hash_algo; /* 0 = WIRE_HASH_SHA256 */
@@ -189,6 +192,14 @@ uint64_t tracker_agent_key(const char *agent);
 
 /* A table id from a random number: 1 to ANNOUNCE_TABLE_MAX. */
 uint64_t tracker_table_id(uint64_t random);
+
+/* The most pieces one lease of a blob of `pieces` pieces holds under the
+ * resolved cfg: lease_pieces, or fewer so that the blob's upstream fetch
+ * is split over lease_spread leases (its first announcers each fetch a
+ * part, and a few-piece layer has several first holders, not one); at
+ * least 1. lease_spread is 1..TRACKER_MAX_LEASE_SPREAD, 0 taking
+ * TRACKER_DEFAULT_LEASE_SPREAD; 1 makes every lease lease_pieces long. */
+uint32_t tracker_lease_cap(const struct tracker_swarms_config *cfg, uint32_t pieces);
 
 /* Whether the agent of req holds the swarm's confirmed flags already (it
  * saw nconfirmed of them in this table): the reply then leaves them out. */

@@ -72,7 +72,14 @@ const struct config_option tracker_options[] = {
     OPT("peer-timeout", CONFIG_DURATION, peer_timeout_ms, SEC, HOUR, "10s",
         "a peer that has not announced for this long leaves its swarms and loses its leases"),
     OPT("lease-pieces", CONFIG_INT, lease_pieces, 1, ANNOUNCE_LEASE_MAX, "8",
-        "consecutive pieces in one upstream lease"),
+        "most consecutive pieces in one upstream lease"),
+    OPT("lease-spread", CONFIG_INT, lease_spread, 1, TRACKER_MAX_LEASE_SPREAD, "32",
+        "a lease holds at most ceil(pieces / lease-spread) of a blob's pieces (and at most "
+        "lease-pieces), so a blob of fewer than lease-pieces x lease-spread pieces is fetched "
+        "from upstream in half to all of this many leases, one piece each when it has fewer: "
+        "its first askers each fetch a part, and a layer of a few pieces has several first holders "
+        "to copy "
+        "from, not one; 1 = every lease holds lease-pieces (fewer upstream requests)"),
     OPT("lease-timeout", CONFIG_DURATION, lease_timeout_ms, SEC, HOUR, "30s",
         "a lease ends this long after it was granted or its holder last reported a hash for it"),
     OPT("max-peers", CONFIG_INT, max_peers, 1, ANNOUNCE_PEERS_MAX, "30",
@@ -321,6 +328,7 @@ void tracker_config_swarms(const struct tracker_config *cfg, struct tracker_swar
     out->lease_timeout_ms = (uint64_t)cfg->lease_timeout_ms;
     out->keep_ms = (uint64_t)cfg->swarm_keep_ms;
     out->lease_pieces = (unsigned)cfg->lease_pieces;
+    out->lease_spread = (unsigned)cfg->lease_spread;
     out->max_peers = (unsigned)cfg->max_peers;
     out->piece_length = cfg->piece_length;
     out->hash_algo = cfg->hash_algo;

@@ -25,6 +25,7 @@ struct tracker_config {
     int64_t interval_ms;
     int64_t peer_timeout_ms;
     int64_t lease_pieces;
+    int64_t lease_spread;
     int64_t lease_timeout_ms;
     int64_t max_peers;
     uint64_t piece_length;

@@ -123,8 +123,11 @@ def state_args(request, redis_factory):
 def tracker_factory(tmp_path, state_args):
     started = []
 
-    def make(**kw):
-        kw["extra_args"] = list(kw.get("extra_args") or []) + state_args
+    def make(default_spread=False, **kw):
+        # Whole runs of lease-pieces: these tests are about the lease
+        # mechanics; test_small_blob_leases_spread keeps the default spread.
+        spread = [] if default_spread else ["--lease-spread", "1"]
+        kw["extra_args"] = spread + list(kw.get("extra_args") or []) + state_args
         t = Tracker(str(tmp_path / ("tracker%d" % len(started))), **kw)
         started.append(t)
         return t.start()
@@ -223,6 +226,26 @@ def test_announce_leases_and_hashes(tracker):
     st, r = tracker.post(announce_doc("node-a", digest=DIGEST_B, size=1, want_lease=True))
     assert st == 200 and r["pieces"] == 1 and r["lease"]["pieces"] == [0] and r["peers"] == []
     assert set(tracker.swarms()) == {DIGEST_A, DIGEST_B}
+
+
+def test_small_blob_leases_spread(tracker_factory):
+    """By default a blob of fewer than 256 pieces is fetched in short
+    leases: five agents asking for a 5-piece blob get one piece each, a
+    sixth none; a 100-piece blob goes out in runs of 4."""
+    tracker = tracker_factory(default_spread=True)
+    for i in range(6):
+        st, r = tracker.post(announce_doc("node-%d" % i, digest=DIGEST_B, size=5 * PL,
+                                          want_lease=True))
+        assert st == 200, r
+        if i < 5:
+            assert r["lease"]["pieces"] == [i]
+        else:
+            assert "lease" not in r
+    st, r = tracker.post(announce_doc("node-a", size=100 * PL, want_lease=True))
+    assert st == 200 and r["lease"]["pieces"] == [0, 1, 2, 3]
+    st, r = tracker.post(announce_doc("node-b", size=100 * PL, want_lease=True))
+    assert st == 200 and r["lease"]["pieces"] == [4, 5, 6, 7]
+    assert tracker.swarms()[DIGEST_B]["leased"] == 5
 
 
 def test_hash_log_sends_each_hash_once(tracker):

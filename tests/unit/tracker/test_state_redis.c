@@ -289,7 +289,7 @@ static void test_leases_hashes_peers(void **state)
 {
     (void)state;
     struct world w;
-    struct tracker_swarms_config cfg = {.seed = 7};
+    struct tracker_swarms_config cfg = {.seed = 7, .lease_spread = 1};
     struct announce_req r;
     struct announce_hash h[3];
     uint64_t t = 100000;
@@ -402,6 +402,35 @@ static void test_leases_hashes_peers(void **state)
     assert_int_equal(ms.swarms, rs.swarms);
     assert_int_equal(ms.peers, rs.peers);
     assert_int_equal(rs.state_up, 1);
+    world_end(&w);
+}
+
+/* The default spread, in both: a 100-piece blob in leases of 4, a 5-piece
+ * one in leases of 1, each to the next agent asking. */
+static void test_lease_spread(void **state)
+{
+    (void)state;
+    struct world w;
+    struct tracker_swarms_config cfg = {.seed = 7};
+    struct announce_req r;
+    struct snap m;
+    world_start(&w, &cfg);
+    const char *agents[] = {"node-a", "node-b", "node-c", "node-d", "node-e", "node-f"};
+    for (int i = 0; i < 2; i++) {
+        req(&r, DIG_A, 100 * PL, agents[i]);
+        r.want_lease = true;
+        both(&w, &r, 1000, agents[i], &m);
+        assert_int_equal(m.nlease, 4);
+        assert_int_equal(m.lease[0], 4 * i);
+    }
+    for (int i = 0; i < 6; i++) {
+        req(&r, DIG_B, 5 * PL, agents[i]);
+        r.want_lease = true;
+        both(&w, &r, 1000, agents[i], &m);
+        assert_int_equal(m.nlease, i < 5 ? 1 : 0);
+        if (i < 5)
+            assert_int_equal(m.lease[0], i);
+    }
     world_end(&w);
 }
 
@@ -539,7 +568,8 @@ static void test_confirmed_and_creators(void **state)
 {
     (void)state;
     struct world w;
-    struct tracker_swarms_config cfg = {.seed = 7, .lease_pieces = 2, .max_swarms_per_agent = 2};
+    struct tracker_swarms_config cfg = {
+        .seed = 7, .lease_pieces = 2, .lease_spread = 1, .max_swarms_per_agent = 2};
     struct announce_req r;
     struct announce_hash h[2];
     struct snap m;
@@ -665,7 +695,7 @@ static void test_list(void **state)
 {
     (void)state;
     struct world w;
-    struct tracker_swarms_config cfg = {.seed = 7};
+    struct tracker_swarms_config cfg = {.seed = 7, .lease_spread = 1};
     struct announce_req r;
     world_start(&w, &cfg);
     req(&r, DIG_A, 20 * PL, "node-a");
@@ -924,6 +954,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_leases_hashes_peers),
+        cmocka_unit_test(test_lease_spread),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_suspects_and_caps),
         cmocka_unit_test(test_list),

@@ -520,6 +520,61 @@ static void test_hashes_confirmed_by_another_agent(void **state)
     tracker_swarms_destroy(s);
 }
 
+/* The cap per lease: lease_pieces, or fewer so that a blob's fetch is
+ * split over lease_spread leases; never 0. */
+static void test_lease_cap(void **state)
+{
+    struct tracker_swarms_config in, cfg;
+
+    (void)state;
+    memset(&in, 0, sizeof(in));
+    assert_int_equal(tracker_swarms_config_resolve(&in, &cfg), 0);
+    assert_int_equal(cfg.lease_spread, TRACKER_DEFAULT_LEASE_SPREAD);
+    assert_int_equal(tracker_lease_cap(&cfg, 0), 1);
+    assert_int_equal(tracker_lease_cap(&cfg, 1), 1);
+    assert_int_equal(tracker_lease_cap(&cfg, 5), 1);
+    assert_int_equal(tracker_lease_cap(&cfg, 32), 1);
+    assert_int_equal(tracker_lease_cap(&cfg, 33), 2);
+    assert_int_equal(tracker_lease_cap(&cfg, 100), 4);
+    assert_int_equal(tracker_lease_cap(&cfg, 256), 8);
+    assert_int_equal(tracker_lease_cap(&cfg, 2048), 8);
+    cfg.lease_pieces = 3;
+    assert_int_equal(tracker_lease_cap(&cfg, 2048), 3);
+    cfg.lease_spread = 1;
+    assert_int_equal(tracker_lease_cap(&cfg, 2), 2);
+    assert_int_equal(tracker_lease_cap(&cfg, 100), 3);
+    in.lease_spread = TRACKER_MAX_LEASE_SPREAD + 1;
+    assert_int_equal(tracker_swarms_config_resolve(&in, &cfg), SHOAL_ECONFIG);
+}
+
+/* With the default spread, the first agents asking for a 5-piece blob get
+ * one piece each, and a 100-piece blob goes out in runs of 4; a holder
+ * asking again gets its lease back. */
+static void test_lease_spread(void **state)
+{
+    struct tracker_swarms_config cfg;
+    struct tracker_swarms *s;
+    const char *agents[] = {"a", "b", "c", "d", "e", "f"};
+
+    (void)state;
+    memset(&cfg, 0, sizeof(cfg));
+    s = mk(&cfg);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(ann(s, DIG_B, 5 * PL, agents[i], true, 0), 0);
+        if (i < 5)
+            assert_lease((uint32_t)i, 1);
+        else
+            assert_int_equal(R.nlease, 0);
+    }
+    assert_int_equal(ann(s, DIG_B, 5 * PL, "c", true, 1), 0);
+    assert_lease(2, 1);
+    assert_int_equal(ann(s, DIG_C, 100 * PL, "a", true, 0), 0);
+    assert_lease(0, 4);
+    assert_int_equal(ann(s, DIG_C, 100 * PL, "b", true, 0), 0);
+    assert_lease(4, 4);
+    tracker_swarms_destroy(s);
+}
+
 static void test_all_hashed_no_lease(void **state)
 {
     struct tracker_swarms_config cfg;
@@ -528,6 +583,7 @@ static void test_all_hashed_no_lease(void **state)
     (void)state;
     memset(&cfg, 0, sizeof(cfg));
     cfg.lease_pieces = 2;
+    cfg.lease_spread = 1;
     s = mk(&cfg);
     assert_int_equal(ann(s, DIG_B, 3 * PL, "a", true, 0), 0);
     assert_lease(0, 2);
@@ -778,6 +834,7 @@ static void test_state_memory(void **state)
 
     (void)state;
     memset(&cfg, 0, sizeof(cfg));
+    cfg.lease_spread = 1;
     assert_int_equal(tracker_state_memory_create(&cfg, NULL, &st), 0);
     assert_string_equal(st->ops->name, "memory");
     base_req(&r, DIG_A, 20 * PL, "a");
@@ -815,6 +872,8 @@ int main(void)
         cmocka_unit_test(test_lease_failed),
         cmocka_unit_test(test_hash_acceptance),
         cmocka_unit_test(test_hashes_confirmed_by_another_agent),
+        cmocka_unit_test(test_lease_cap),
+        cmocka_unit_test(test_lease_spread),
         cmocka_unit_test(test_all_hashed_no_lease),
         cmocka_unit_test(test_lease_expiry),
         cmocka_unit_test(test_lease_extended_by_reports),

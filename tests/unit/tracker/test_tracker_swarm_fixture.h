@@ -39,6 +39,9 @@ static struct tracker_swarms *mk(const struct tracker_swarms_config *cfg)
     struct tracker_swarms *s = NULL;
 
     memset(&def, 0, sizeof(def));
+    /* Leases as whole runs of lease_pieces: the lease tests below are about
+     * their mechanics; test_lease_spread is about the spread. */
+    def.lease_spread = 1;
     assert_int_equal(tracker_swarms_create(cfg != NULL ? cfg : &def, &s), 0);
     assert_non_null(s);
     return s;
