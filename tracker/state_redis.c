@@ -319,7 +319,7 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
 
     char now[24] = "", size[24], have[24], from[24], table[24], nplen[24], npieces[24], hlen[24],
          lp[24], lt[24], pt[24], keep[24], bpm[24], msw[24], msp[24], mp[24], slice[24], ntable[24],
-         rank[24], quorum[24], mpa[24], seen[24] = "";
+         rank[24], quorum[24], mpa[24], seen[24] = "", spread[24];
     /* The agent's key as the memory core keys reporters and creators. */
     uint8_t akey[8];
     uint64_t key = tracker_agent_key(req->agent);
@@ -334,9 +334,8 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
     snprintf(nplen, sizeof(nplen), "%" PRIu64, plen);
     snprintf(npieces, sizeof(npieces), "%" PRIu64, pieces);
     snprintf(hlen, sizeof(hlen), "%zu", s->hash_len);
-    /* The cap for this blob, as the memory core's grant takes it. */
-    snprintf(lp, sizeof(lp), "%" PRIu32,
-             tracker_lease_cap(&s->cfg, pieces > UINT32_MAX ? UINT32_MAX : (uint32_t)pieces));
+    snprintf(lp, sizeof(lp), "%u", s->cfg.lease_pieces);
+    snprintf(spread, sizeof(spread), "%u", s->cfg.lease_spread);
     snprintf(lt, sizeof(lt), "%" PRIu64, s->cfg.lease_timeout_ms);
     snprintf(pt, sizeof(pt), "%" PRIu64, s->cfg.peer_timeout_ms);
     snprintf(keep, sizeof(keep), "%" PRIu64, s->cfg.keep_ms);
@@ -389,6 +388,7 @@ static int r_announce(void *impl, const struct announce_req *req, uint64_t now_m
         quorum,
         mpa,
         seen,
+        spread,
     };
     size_t n = sizeof(av) / sizeof(av[0]);
     size_t lens[sizeof(av) / sizeof(av[0])];

@@ -215,7 +215,6 @@ local function announce()
     local has_from, from_req, table_req = ARGV[15] == '1', tonumber(ARGV[16]), ARGV[17]
     local new_plen, new_pieces, hash_len = tonumber(ARGV[18]), tonumber(ARGV[19]),
         tonumber(ARGV[20])
-    -- lease_pieces: the most one lease of this blob holds (tracker_lease_cap).
     local lease_pieces, lease_timeout = tonumber(ARGV[21]), tonumber(ARGV[22])
     local peer_timeout, keep_ms = tonumber(ARGV[23]), tonumber(ARGV[24])
     local bad_peer_ms, bad_peer_off = tonumber(ARGV[25]), ARGV[26] == '1'
@@ -225,6 +224,7 @@ local function announce()
     local akey, completed = ARGV[33], ARGV[34] == '1'
     local quorum, max_per_agent = tonumber(ARGV[35]), tonumber(ARGV[36])
     local conf_seen = tonumber(ARGV[37]) -- nil: the agent does not keep them
+    local lease_spread = tonumber(ARGV[38])
 
     local k = keys(d)
     local m = meta_load(k)
@@ -509,8 +509,17 @@ local function announce()
                 if stop < 0 or stop > m.pieces then
                     stop = m.pieces
                 end
-                if stop > first + lease_pieces then
-                    stop = first + lease_pieces
+                -- tracker_lease_cap (tracker/swarm.c), over the swarm's own
+                -- piece count: at most ceil(pieces / lease_spread), at least 1.
+                local cap = math.floor((m.pieces + lease_spread - 1) / lease_spread)
+                if cap < 1 then
+                    cap = 1
+                end
+                if cap > lease_pieces then
+                    cap = lease_pieces
+                end
+                if stop > first + cap then
+                    stop = first + cap
                 end
                 local bf = {'BITFIELD', k.busy}
                 local lk = {'HSET', k.lk}

@@ -197,8 +197,10 @@ uint64_t tracker_table_id(uint64_t random);
  * resolved cfg: lease_pieces, or fewer so that the blob's upstream fetch
  * is split over lease_spread leases (its first announcers each fetch a
  * part, and a few-piece layer has several first holders, not one); at
- * least 1. lease_spread is 1..TRACKER_MAX_LEASE_SPREAD, 0 taking
- * TRACKER_DEFAULT_LEASE_SPREAD; 1 makes every lease lease_pieces long. */
+ * least 1. lease_spread is 1..TRACKER_MAX_LEASE_SPREAD once resolved
+ * (tracker_swarms_config_resolve); 1 makes every lease lease_pieces long.
+ * tracker/state_redis.lua applies the same rule to the swarm's stored
+ * piece count. */
 uint32_t tracker_lease_cap(const struct tracker_swarms_config *cfg, uint32_t pieces);
 
 /* Whether the agent of req holds the swarm's confirmed flags already (it

@@ -96,6 +96,8 @@ struct swarm_core {
     size_t nlease;
     size_t lpos;       /* next lease entry to fetch */
     bool fetching;     /* a FETCH runs */
+    bool fetched;      /* this lease fetched a run from upstream */
+    bool at_once;      /* it came whole while an announce was out: ask on its reply */
     uint32_t run_next; /* next piece the running FETCH delivers */
     uint32_t run_end;  /* one past its last piece */
     bool self_leased;  /* stalled: fetching every missing piece ourselves */
@@ -351,6 +353,7 @@ static void lease_clear(struct swarm_core *c)
     free(c->lease);
     c->lease = NULL;
     c->nlease = c->lpos = 0;
+    c->fetched = false;
 }
 
 /* Fetches the next run of consecutive leased pieces we lack with one FETCH;
@@ -362,11 +365,17 @@ static void lease_next(struct swarm_core *c, uint64_t now)
     while (c->lpos < c->nlease && wire_bit_get(c->have, c->lease[c->lpos]))
         act_peer(c, SWARM_ACT_HASH_HELD, 0, c->lease[c->lpos++]);
     if (c->lpos >= c->nlease) {
+        /* At once after a lease that came whole from upstream. After a
+         * failed fetch, or a lease of pieces we held (whose hashes the
+         * shell may fail to read), at the tick's pace: the tracker may
+         * grant the same again, and that must not loop at a round trip's
+         * pace. */
+        bool whole = c->fetched && c->nfailed == 0;
         lease_clear(c);
         announce_soon(c, 0); /* report hashes, ask for more */
-        /* At once after a lease that came whole; after a failed fetch at
-         * the tick's pace, not a tracker round trip's. */
-        if (c->nfailed == 0)
+        if (whole && c->announcing)
+            c->at_once = true;
+        else if (whole)
             announce_if_due(c, now);
         return;
     }
@@ -376,6 +385,7 @@ static void lease_next(struct swarm_core *c, uint64_t now)
          i < c->nlease && c->lease[i] == last + 1 && !wire_bit_get(c->have, c->lease[i]); i++)
         last++;
     c->fetching = true;
+    c->fetched = true;
     c->run_next = first;
     c->run_end = last + 1;
     struct swarm_act *a = push(c, SWARM_ACT_FETCH);
@@ -772,8 +782,11 @@ void swarm_core_announce_done(struct swarm_core *c, uint64_t now, int rc,
                               const struct announce_reply *r, const uint8_t *held)
 {
     take_reply(c, now, rc, r, held);
-    /* A wish made while it was out (a lease done: gap 0) may be due now. */
-    announce_if_due(c, now);
+    /* A lease that came whole while this announce was out asks now. */
+    if (c->at_once) {
+        c->at_once = false;
+        announce_if_due(c, now);
+    }
 }
 
 /* ---- peers -------------------------------------------------------------------- */

@@ -406,7 +406,9 @@ static void test_leases_hashes_peers(void **state)
 }
 
 /* The default spread, in both: a 100-piece blob in leases of 4, a 5-piece
- * one in leases of 1, each to the next agent asking. */
+ * one in leases of 1, each to the next agent asking. In Redis the cap
+ * follows the swarm's own piece count, also when a replica with another
+ * piece-length made it. */
 static void test_lease_spread(void **state)
 {
     (void)state;
@@ -431,7 +433,32 @@ static void test_lease_spread(void **state)
         if (i < 5)
             assert_int_equal(m.lease[0], i);
     }
-    world_end(&w);
+
+    /* 32 MiB in 256 KiB pieces: 128 pieces, leases of 4 (not the 1 of the
+     * 32 pieces this replica's 1 MiB would give). */
+    struct tracker_swarms_config small = {.seed = 9, .piece_length = 256 * 1024};
+    struct tracker_state_redis_config rc = {.url = w.srv.url, .caller_clock = true};
+    struct tracker_state *other = NULL;
+    char err[256];
+    assert_int_equal(
+        tracker_state_redis_create(&w.loop, &rc, &small, NULL, &other, err, sizeof(err)), 0);
+    assert_true(loop_run_until(&w.loop, (bool (*)(void *))tracker_state_redis_up, other, 5000));
+    req(&r, DIG_C, 32 * PL, "node-a");
+    r.want_lease = true;
+    run(&w, other, &r, 2000, &m);
+    assert_int_equal(m.rc, 0);
+    assert_int_equal(m.pieces, 128);
+    assert_int_equal(m.nlease, 4);
+    req(&r, DIG_C, 32 * PL, "node-b");
+    r.want_lease = true;
+    run(&w, w.red, &r, 2000, &m);
+    assert_int_equal(m.rc, 0);
+    assert_int_equal(m.piece_length, 256 * 1024);
+    assert_int_equal(m.nlease, 4);
+    assert_int_equal(m.lease[0], 4);
+    tracker_state_close(other);
+    world_end(&w); /* runs the loop until other's handles are closed too */
+    tracker_state_destroy(other);
 }
 
 static void test_expiry(void **state)

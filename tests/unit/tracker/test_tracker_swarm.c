@@ -538,6 +538,7 @@ static void test_lease_cap(void **state)
     assert_int_equal(tracker_lease_cap(&cfg, 100), 4);
     assert_int_equal(tracker_lease_cap(&cfg, 256), 8);
     assert_int_equal(tracker_lease_cap(&cfg, 2048), 8);
+    assert_int_equal(tracker_lease_cap(&cfg, UINT32_MAX), 8);
     cfg.lease_pieces = 3;
     assert_int_equal(tracker_lease_cap(&cfg, 2048), 3);
     cfg.lease_spread = 1;

@@ -196,6 +196,7 @@ struct harness {
     /* the upstream */
     uint64_t fetch_piece_ms; /* per piece, default 20 */
     int fetch_fail_after;    /* pieces delivered before the FETCH fails; -1 never */
+    bool hash_held_lost;     /* HASH_HELD reports nothing (the shell could not read it) */
     int fetch_fail_rc;       /* how it fails: default SHOAL_EUPSTREAM; 0 = a short body */
     bool fetch_hang;         /* a FETCH never delivers nor ends */
     bool upstream_corrupt[H_PIECES_MAX]; /* a FETCH delivers that piece with wrong bytes */

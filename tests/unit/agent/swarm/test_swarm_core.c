@@ -581,6 +581,35 @@ static void test_lease_done_asks_at_once(void **state)
     end(h);
 }
 
+/* What keeps coming back without progress is asked for at the tick's pace,
+ * not a round trip's: a lease whose fetch fails at once, and a lease of
+ * held pieces whose hashes the shell cannot read (the tracker grants the
+ * same again). */
+static void test_lease_without_progress_paced(void **state)
+{
+    (void)state;
+    for (int held_lease = 0; held_lease < 2; held_lease++) {
+        struct harness *h = mk(4);
+        h->t.lease_pieces = 2;
+        if (held_lease) {
+            wire_bit_set(h->held_at_start, 0);
+            wire_bit_set(h->held_at_start, 1);
+            h->resumed = true;
+            h->hash_held_lost = true;
+        } else {
+            h->fetch_fail_after = 0;
+        }
+        h_start(h);
+        assert_true(h_run(h, h_has_table, 1000));
+        size_t before = h->nann;
+        h_run(h, NULL, 1000);
+        /* One per tick at most (a round trip is 5 ms). */
+        assert_true(h->nann - before <= 1000 / SWARM_TICK_MS + 1);
+        assert_true(h->nann - before >= 3);
+        end(h);
+    }
+}
+
 /* No progress for stall_timeout: every missing piece is leased to
  * ourselves, in runs around the pieces held, and the download completes. */
 static void test_stall_self_lease(void **state)
@@ -939,6 +968,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resumed_download),
         cmocka_unit_test(test_resumed_lease_all_held),
         cmocka_unit_test(test_lease_done_asks_at_once),
+        cmocka_unit_test(test_lease_without_progress_paced),
         cmocka_unit_test(test_stall_self_lease),
         cmocka_unit_test(test_stall_twice_falls_back),
         cmocka_unit_test(test_stall_during_lease_fetch),
