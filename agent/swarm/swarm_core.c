@@ -94,13 +94,14 @@ struct swarm_core {
     /* our upstream lease */
     uint32_t *lease;
     size_t nlease;
-    size_t lpos;       /* next lease entry to fetch */
-    bool fetching;     /* a FETCH runs */
-    bool fetched;      /* this lease fetched a run from upstream */
-    bool at_once;      /* it came whole while an announce was out: ask on its reply */
-    uint32_t run_next; /* next piece the running FETCH delivers */
-    uint32_t run_end;  /* one past its last piece */
-    bool self_leased;  /* stalled: fetching every missing piece ourselves */
+    size_t lpos;           /* next lease entry to fetch */
+    bool fetching;         /* a FETCH runs */
+    bool fetched;          /* this lease fetched a run from upstream */
+    bool at_once;          /* it came whole while an announce was out: ask on its reply */
+    unsigned first_failed; /* first announces that failed (no table yet) */
+    uint32_t run_next;     /* next piece the running FETCH delivers */
+    uint32_t run_end;      /* one past its last piece */
+    bool self_leased;      /* stalled: fetching every missing piece ourselves */
 
     uint64_t last_progress;
     uint64_t seed_until;
@@ -703,7 +704,9 @@ static void take_reply(struct swarm_core *c, uint64_t now, int rc, const struct 
         c->npend_sent = c->nbad_sent = c->nfailed_sent = 0;
         c->next_announce = now + (c->interval_ms ? c->interval_ms : 1000);
         c->soon_gap = UINT64_MAX; /* the retry carries it all */
-        if (!c->table)
+        if (!c->table && ++c->first_failed < SWARM_FIRST_ANNOUNCE_TRIES)
+            c->next_announce = now; /* again at the next tick */
+        else if (!c->table)
             fallback(c, SHOAL_EUNAVAILABLE); /* no tracker, no swarm: go upstream */
         return;
     }

@@ -73,6 +73,10 @@
  * announced the piece, and a hash we report goes out this soon. */
 #define SWARM_HASH_WAIT_MAX_MS 250
 #define SWARM_ANNOUNCE_MIN_GAP_MS 100
+/* A swarm's first announce is tried this many times (again at the next
+ * tick) before the blob comes from upstream: one lost connection attempt
+ * or slow reply on a busy link should not cost a whole upstream copy. */
+#define SWARM_FIRST_ANNOUNCE_TRIES 2
 
 /* Counters shared by every download of an agent (/metrics). */
 struct swarm_stats {

@@ -708,6 +708,32 @@ static void test_stall_during_lease_fetch(void **state)
 }
 
 /* The tracker cannot be reached before we have a table: FALLBACK at once. */
+static bool first_announce_failed(const struct harness *h)
+{
+    return h->nann >= 1 && h->ann[0].rc < 0;
+}
+
+/* One failed first announce (a lost SYN on a busy link) is tried again at
+ * the next tick; the swarm goes on, and nothing comes from upstream. */
+static void test_first_announce_retried(void **state)
+{
+    (void)state;
+    struct harness *h = mk(4);
+    int p = h_seed(h, "10.0.0.2:7000");
+    h_hashed(h, 0, 4);
+    h->t.down = true;
+    h_start(h);
+    assert_true(h_run(h, first_announce_failed, 1000));
+    h->t.down = false;
+    assert_true(h_run(h, h_all_held, 5000));
+    assert_false(h->fell_back);
+    assert_int_equal(h->stats.fallbacks, 0);
+    assert_int_equal(h_count(h, SWARM_ACT_FETCH), 0);
+    assert_int_equal(h->peers[p].requests, 4);
+    assert_true(h->ann[1].at - h->ann[0].at <= SWARM_TICK_MS + h->t.latency_ms);
+    end(h);
+}
+
 static void test_tracker_gone_at_start(void **state)
 {
     (void)state;
@@ -721,10 +747,13 @@ static void test_tracker_gone_at_start(void **state)
     assert_false(swarm_core_has_table(h->core));
     assert_false(swarm_core_wants(h->core, 0));
     assert_null(swarm_core_piece_hash(h->core, 0));
-    /* Later announces retry every second; still no peers, no requests. */
+    /* The first announce was tried twice, a tick apart, before the
+     * fallback; later ones retry every second; still no peers, no
+     * requests. */
     h_run(h, NULL, 3500);
-    assert_int_equal(h->nann, 4);
-    for (size_t i = 1; i < h->nann; i++)
+    assert_int_equal(h->nann, 5);
+    assert_true(h->ann[1].at - h->ann[0].at <= SWARM_TICK_MS + h->t.latency_ms);
+    for (size_t i = 2; i < h->nann; i++)
         assert_true(h->ann[i].at - h->ann[i - 1].at >= 1000);
     assert_int_equal(h_count(h, SWARM_ACT_CONNECT), 0);
     assert_int_equal(h_count(h, SWARM_ACT_FALLBACK), 1);
@@ -972,6 +1001,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stall_self_lease),
         cmocka_unit_test(test_stall_twice_falls_back),
         cmocka_unit_test(test_stall_during_lease_fetch),
+        cmocka_unit_test(test_first_announce_retried),
         cmocka_unit_test(test_tracker_gone_at_start),
         cmocka_unit_test(test_tracker_gone_later),
         cmocka_unit_test(test_endgame),
